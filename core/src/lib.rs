@@ -1,0 +1,14 @@
+//! The sans-IO protocol core of aliot.
+//!
+//! `aliot-core` speaks the MQTT 3.1/3.1.1 subset of the platform profile with no sockets,
+//! no clock and no threads: bytes, commands and the current time go in; bytes, events and the
+//! next deadline come out. It sits between the rule crates ([`aliot_topic`], [`aliot_auth`])
+//! and the runtime adapters (`aliot-tokio`, `aliot-smol`, or a hand-written loop on bare metal).
+//!
+//! - [`codec`]: streaming, zero-copy decoding and encoding of every packet of the subset.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod codec;

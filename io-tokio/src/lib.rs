@@ -1,0 +1,5 @@
+//! aliot on tokio.
+//!
+//! `aliot-tokio` drives the sans-IO state machines of `aliot-core` over tokio TCP and
+//! tokio-rustls: the device client, the broker server and the `aliot` command. It holds no
+//! protocol logic of its own; that lives in `aliot-core`.
