@@ -8,3 +8,12 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+
+mod category;
+mod name;
+
+pub use category::{
+    CategoryError, CategoryKind, DEVICE_NAME_PLACEHOLDER, PRODUCT_KEY_PLACEHOLDER,
+    ParsePermissionError, Permission, ProductCategories, TopicCategory,
+};
+pub use name::{DEFAULT_MAX_TOPIC_LEN, TopicError, TopicFilter, TopicLimits, TopicName};
