@@ -6,9 +6,13 @@
 //! and the runtime adapters (`aliot-tokio`, `aliot-smol`, or a hand-written loop on bare metal).
 //!
 //! - [`codec`]: streaming, zero-copy decoding and encoding of every packet of the subset.
+//! - [`time`]: [`Instant`], time as a value passed in by the caller.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod codec;
+pub mod time;
+
+pub use time::Instant;
