@@ -7,12 +7,23 @@
 //!
 //! - [`codec`]: streaming, zero-copy decoding and encoding of every packet of the subset.
 //! - [`time`]: [`Instant`], time as a value passed in by the caller.
+//! - [`authenticator`]: who a CONNECT is ([`PlatformAuthenticator`], open mode).
+//! - [`server`]: the platform side of one device connection.
+//! - [`message`]: [`Message`], an application message on its way through the broker.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+pub mod authenticator;
 pub mod codec;
+pub mod message;
+pub mod server;
 pub mod time;
 
+pub use authenticator::{
+    AuthContext, Authenticated, Authenticator, ClientKey, PlatformAuthenticator, Refusal,
+    RefusalReason,
+};
+pub use message::Message;
 pub use time::Instant;

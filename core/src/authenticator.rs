@@ -1,0 +1,215 @@
+//! Who is connecting: turning a CONNECT into an identity and an ACL, or a refusal.
+//!
+//! The broker asks an [`Authenticator`] once per connection. [`PlatformAuthenticator`] implements
+//! the platform's scheme (SPEC §2) over any [`DeviceRegistry`], with the optional open mode of
+//! SPEC §1; another scheme (ID², a certificate per device) is another implementation.
+
+use alloc::string::String;
+use core::fmt;
+
+use aliot_auth::{
+    AuthError, ConnectFields, DeviceIdentity, DeviceRegistry, RefusalCode, VerifyOptions,
+};
+use aliot_topic::Acl;
+
+use crate::codec::{Connect, ConnectReturnCode};
+
+/// The key a session is kept under: the same key on a later CONNECT takes the session over.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientKey {
+    /// A platform device (productKey + deviceName), authenticated by its signature.
+    Device(DeviceIdentity),
+    /// A generic MQTT client admitted by open mode, known by its client id.
+    Client(String),
+    /// A client of open mode that sent an empty client id with cleanSession=1: its session is
+    /// its own and is never taken over or resumed.
+    Anonymous,
+}
+
+impl ClientKey {
+    /// The platform device behind this key, if it is one.
+    pub fn device(&self) -> Option<&DeviceIdentity> {
+        match self {
+            ClientKey::Device(identity) => Some(identity),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::Device(identity) => write!(f, "device {identity}"),
+            ClientKey::Client(id) => write!(f, "client {id:?}"),
+            ClientKey::Anonymous => f.write_str("anonymous client"),
+        }
+    }
+}
+
+/// What an accepted CONNECT proved: whose session it is and what it may touch.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The session key.
+    pub key: ClientKey,
+    /// The topics this connection may publish to and subscribe to.
+    pub acl: Acl,
+}
+
+/// Facts about the connection that are not in the CONNECT packet, supplied by the adapter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthContext {
+    /// Wall-clock time in milliseconds since the Unix epoch when the connection was accepted,
+    /// for the optional timestamp skew check; `None` when the caller has no wall clock.
+    pub wall_clock_ms: Option<u64>,
+    /// Whether the transport is TLS.
+    pub tls: bool,
+}
+
+/// Why a CONNECT was refused: the CONNACK code the device gets, and the reason for the log.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The CONNACK return code sent before closing.
+    pub code: ConnectReturnCode,
+    /// What was wrong.
+    pub reason: RefusalReason,
+}
+
+/// What was wrong with a refused CONNECT.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusalReason {
+    /// The credentials did not verify.
+    #[error("authentication failed: {0}")]
+    Auth(AuthError),
+    /// The protocol name or level is not MQTT 3.1 or 3.1.1.
+    #[error("unsupported protocol name or level")]
+    UnsupportedProtocol,
+    /// The CONNECT carried a will, which the profile does not support.
+    #[error("will messages are not supported")]
+    WillNotSupported,
+    /// The keepalive is below the profile's minimum of 30 s (0 included).
+    #[error("keepalive {0} s is outside 30..=1200 s")]
+    KeepAliveOutOfRange(u16),
+    /// cleanSession=0 needs a client id to keep the session under.
+    #[error("an empty client id needs cleanSession=1")]
+    EmptyClientIdWithSession,
+}
+
+impl Refusal {
+    fn new(code: ConnectReturnCode, reason: RefusalReason) -> Self {
+        Refusal { code, reason }
+    }
+}
+
+/// Decides who a CONNECT is. Called once per connection, from the connection's own task.
+pub trait Authenticator {
+    /// Accepts the CONNECT with an identity and ACL, or refuses it with a CONNACK code.
+    fn authenticate(
+        &self,
+        connect: &Connect,
+        context: &AuthContext,
+    ) -> Result<Authenticated, Refusal>;
+}
+
+/// The platform's authentication (SPEC §2) over a device registry, with optional open mode.
+///
+/// In open mode (SPEC §1, for local development and generic MQTT tools) a CONNECT whose client id
+/// has no `|` extension is admitted as a generic client with an ACL that allows every topic; a
+/// CONNECT in the platform's form is still verified, so a device with platform credentials gets
+/// its own identity and ACL, and wrong credentials are still refused.
+#[derive(Clone, Debug)]
+pub struct PlatformAuthenticator<R> {
+    registry: R,
+    open: bool,
+    max_timestamp_skew_ms: Option<u64>,
+}
+
+impl<R: DeviceRegistry> PlatformAuthenticator<R> {
+    /// Platform authentication only (open mode off), no timestamp skew check.
+    pub fn new(registry: R) -> Self {
+        PlatformAuthenticator {
+            registry,
+            open: false,
+            max_timestamp_skew_ms: None,
+        }
+    }
+
+    /// Turns open mode on or off.
+    pub fn with_open_mode(mut self, open: bool) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// Refuses signatures whose `timestamp` is further than this from the wall clock
+    /// (off by default, as on the platform). Needs [`AuthContext::wall_clock_ms`].
+    pub fn with_max_timestamp_skew_ms(mut self, skew: Option<u64>) -> Self {
+        self.max_timestamp_skew_ms = skew;
+        self
+    }
+
+    /// The registry devices are looked up in.
+    pub fn registry(&self) -> &R {
+        &self.registry
+    }
+}
+
+impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
+    fn authenticate(
+        &self,
+        connect: &Connect,
+        context: &AuthContext,
+    ) -> Result<Authenticated, Refusal> {
+        let client_id = connect.client_id.as_str();
+        if self.open && !client_id.contains('|') {
+            let key = if client_id.is_empty() {
+                ClientKey::Anonymous
+            } else {
+                ClientKey::Client(String::from(client_id))
+            };
+            return Ok(Authenticated {
+                key,
+                acl: Acl::open(),
+            });
+        }
+        let fields = ConnectFields {
+            client_id,
+            username: connect.username.as_ref().map(|u| u.as_str()),
+            password: connect.password.as_deref(),
+        };
+        let options = VerifyOptions {
+            max_timestamp_skew_ms: self.max_timestamp_skew_ms,
+            now_ms: context.wall_clock_ms,
+        };
+        match aliot_auth::verify(&fields, &self.registry, &options) {
+            Ok(verified) => {
+                let acl = Acl::for_device(
+                    &verified.identity.product_key,
+                    &verified.identity.device_name,
+                    &verified.categories,
+                );
+                Ok(Authenticated {
+                    key: ClientKey::Device(verified.identity),
+                    acl,
+                })
+            }
+            Err(error) => {
+                let code = refusal_code(error.connack_code());
+                Err(Refusal::new(code, RefusalReason::Auth(error)))
+            }
+        }
+    }
+}
+
+/// The CONNACK code for an authentication refusal.
+pub(crate) fn refusal_code(code: RefusalCode) -> ConnectReturnCode {
+    match code {
+        RefusalCode::IdentifierRejected => ConnectReturnCode::IdentifierRejected,
+        RefusalCode::BadUserNameOrPassword => ConnectReturnCode::BadUserNameOrPassword,
+        RefusalCode::NotAuthorized => ConnectReturnCode::NotAuthorized,
+        RefusalCode::ServerUnavailable => ConnectReturnCode::ServerUnavailable,
+    }
+}
+
+/// A refusal for a profile rule checked before authentication.
+pub(crate) fn profile_refusal(code: ConnectReturnCode, reason: RefusalReason) -> Refusal {
+    Refusal::new(code, reason)
+}

@@ -1,0 +1,631 @@
+//! The platform side of one device connection: `server::Connection`.
+//!
+//! A [`Connection`] speaks the protocol with one device and applies every rule that needs only
+//! that device (SPEC §1, §2): CONNECT first and within a deadline, protocol name and level, no
+//! will, no retain, no QoS 2, keepalive in 30–1200 s, authentication through an
+//! [`Authenticator`], the ACL on every PUBLISH and SUBSCRIBE filter, and keepalive at 1.5×.
+//!
+//! It is sans-IO: the caller feeds it bytes ([`Connection::handle_input`]) and time
+//! ([`Connection::handle_timeout`]), writes out what [`Connection::poll_transmit`] gives, and
+//! passes each [`Event`] to the [`Hub`](crate::hub::Hub), whose [`Command`]s come back through
+//! [`Connection::handle_command`].
+//!
+//! ```
+//! use aliot_auth::MemoryRegistry;
+//! use aliot_core::server::{Connection, ServerConfig};
+//! use aliot_core::{Instant, PlatformAuthenticator};
+//! use alloc::sync::Arc;
+//! # extern crate alloc;
+//!
+//! let auth = Arc::new(PlatformAuthenticator::new(MemoryRegistry::new()));
+//! let mut conn = Connection::new(ServerConfig::default(), auth, Default::default(), Instant::ZERO);
+//! // A device that says nothing is closed when the CONNECT deadline passes.
+//! let deadline = conn.poll_timeout().unwrap();
+//! conn.handle_timeout(deadline);
+//! assert!(conn.is_closed());
+//! ```
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use aliot_topic::{Acl, TopicError, TopicFilter, TopicLimits, TopicName};
+use bytes::BytesMut;
+
+use crate::authenticator::{
+    AuthContext, Authenticator, ClientKey, Refusal, RefusalReason, profile_refusal,
+};
+use crate::codec::{
+    ConnAck, Connect, ConnectReturnCode, DEFAULT_MAX_PACKET_SIZE, DecodeError, Decoder, Packet,
+    PacketId, PubAck, Publish, PublishQos, QoS, SubAck, SubAckReturnCode, UnsubAck,
+};
+use crate::message::Message;
+use crate::time::Instant;
+
+/// The profile's lowest accepted keepalive (SPEC §1).
+pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
+/// The profile's highest keepalive: a higher one is accepted and enforced as this (SPEC §1).
+pub const MAX_KEEP_ALIVE_SECS: u16 = 1200;
+
+/// Limits of one platform-side connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The largest packet accepted from the device, fixed header included (default 256 KiB).
+    pub max_packet_size: usize,
+    /// Topic rules for PUBLISH topics and SUBSCRIBE filters (default: at most 128 bytes).
+    pub topic_limits: TopicLimits,
+    /// How long a new connection has to send its CONNECT (default 10 s).
+    pub connect_timeout: Duration,
+    /// Bytes of output waiting for the device beyond which the connection stops asking for
+    /// input and drops QoS 0 deliveries (default 1 MiB).
+    pub max_pending_output: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            topic_limits: TopicLimits::default(),
+            connect_timeout: Duration::from_secs(10),
+            max_pending_output: 1024 * 1024,
+        }
+    }
+}
+
+/// What the hub should know about, in the order it happened.
+#[derive(Debug)]
+pub enum Event {
+    /// An authenticated CONNECT: the hub opens (or resumes) the session and answers with
+    /// [`Command::SessionOpened`]. Until then the connection reads nothing more.
+    SessionRequested(SessionRequest),
+    /// A PUBLISH the ACL allows, to be routed. A QoS 1 one has been acknowledged to the device.
+    Publish(Message),
+    /// A PUBLISH the ACL refused: dropped (and PUBACKed if QoS 1, so the device does not resend).
+    PublishDenied(TopicName),
+    /// Filters granted by a SUBSCRIBE, with the granted QoS (already answered with SUBACK).
+    Subscribe(Vec<(TopicFilter, QoS)>),
+    /// A SUBSCRIBE filter the ACL refused (answered with 0x80).
+    SubscribeDenied(TopicFilter),
+    /// Filters of an UNSUBSCRIBE (already answered with UNSUBACK).
+    Unsubscribe(Vec<TopicFilter>),
+    /// The device acknowledged a QoS 1 delivery.
+    PubAck(PacketId),
+    /// QoS 0 deliveries dropped because the device was not reading fast enough.
+    DeliveriesDropped(u64),
+    /// The connection is closed; the reason is final. Nothing follows.
+    Closed(CloseReason),
+}
+
+/// An authenticated device asking for its session.
+#[derive(Clone, Debug)]
+pub struct SessionRequest {
+    /// The key the session is kept under.
+    pub key: ClientKey,
+    /// What the device may publish and subscribe to.
+    pub acl: Acl,
+    /// cleanSession from the CONNECT.
+    pub clean_session: bool,
+    /// The keepalive in force (the CONNECT's, capped at 1200 s).
+    pub keep_alive: Duration,
+}
+
+/// What the hub tells a connection.
+#[derive(Debug)]
+pub enum Command {
+    /// The session is open: send CONNACK 0 with this session-present flag.
+    SessionOpened {
+        /// Whether a kept session was resumed.
+        session_present: bool,
+    },
+    /// Send this message to the device.
+    Deliver(Delivery),
+    /// Close the connection (for instance [`CloseReason::TakenOver`]).
+    Close(CloseReason),
+}
+
+/// A message on its way to one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message, at the QoS it is delivered with.
+    pub message: Message,
+    /// The session's packet id for a QoS 1 delivery.
+    pub packet_id: Option<PacketId>,
+    /// Set when this is a re-send of a delivery the device may have seen.
+    pub dup: bool,
+}
+
+/// Why a connection closed. Every close has one, for the adapter's log.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseReason {
+    /// The device sent DISCONNECT.
+    #[error("client disconnected")]
+    ClientDisconnected,
+    /// The CONNECT was refused with this CONNACK code.
+    #[error("connect refused ({}): {}", .0.code as u8, .0.reason)]
+    Refused(Refusal),
+    /// No CONNECT within the connect timeout.
+    #[error("no CONNECT within the connect timeout")]
+    ConnectTimeout,
+    /// Nothing received for 1.5 × keepalive.
+    #[error("keepalive timeout: nothing received for 1.5 x keepalive")]
+    KeepAliveTimeout,
+    /// The device broke a rule of the protocol or the profile.
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(Violation),
+    /// The device sent bytes that are not a valid packet.
+    #[error("malformed packet: {0}")]
+    Decode(DecodeError),
+    /// Another connection of the same device took over.
+    #[error("taken over by a new connection of the same client")]
+    TakenOver,
+    /// The broker is shutting down.
+    #[error("server shutting down")]
+    ServerShutdown,
+    /// The transport ended without DISCONNECT (socket closed or failed).
+    #[error("connection lost")]
+    TransportClosed,
+}
+
+/// A rule of the protocol or the profile that the device broke.
+#[derive(Debug, thiserror::Error)]
+pub enum Violation {
+    /// The first packet was not CONNECT.
+    #[error("first packet was {0}, not CONNECT")]
+    FirstPacketNotConnect(&'static str),
+    /// A second CONNECT on the same connection.
+    #[error("second CONNECT on one connection")]
+    SecondConnect,
+    /// A packet only a server sends.
+    #[error("unexpected {0} from a client")]
+    UnexpectedPacket(&'static str),
+    /// PUBLISH with RETAIN=1: the profile stores nothing as retained.
+    #[error("retained messages are not supported")]
+    RetainNotSupported,
+    /// A PUBLISH topic that is not a valid topic name.
+    #[error("invalid PUBLISH topic: {0}")]
+    InvalidTopic(TopicError),
+    /// A SUBSCRIBE or UNSUBSCRIBE filter that is not a valid topic filter.
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(TopicError),
+}
+
+enum State {
+    /// Waiting for CONNECT until the deadline.
+    AwaitingConnect { deadline: Instant },
+    /// Authenticated, waiting for the hub to open the session.
+    AwaitingSession { deadline: Instant },
+    /// Session open, CONNACK sent.
+    Connected,
+    /// Closed; the reason went out as an event.
+    Closed,
+}
+
+/// The platform side of one device connection. See the [module docs](self).
+pub struct Connection {
+    config: ServerConfig,
+    authenticator: Arc<dyn Authenticator + Send + Sync>,
+    context: AuthContext,
+    decoder: Decoder,
+    state: State,
+    read_buf: BytesMut,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    acl: Acl,
+    keep_alive: Duration,
+    last_input: Instant,
+    dropped_deliveries: u64,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("closed", &self.is_closed())
+            .field("pending_output", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// A connection just accepted at `now`; the CONNECT deadline starts.
+    pub fn new(
+        config: ServerConfig,
+        authenticator: Arc<dyn Authenticator + Send + Sync>,
+        context: AuthContext,
+        now: Instant,
+    ) -> Self {
+        let deadline = now + config.connect_timeout;
+        Connection {
+            decoder: Decoder::new(config.max_packet_size),
+            config,
+            authenticator,
+            context,
+            state: State::AwaitingConnect { deadline },
+            read_buf: BytesMut::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            acl: Acl::open(),
+            keep_alive: Duration::ZERO,
+            last_input: now,
+            dropped_deliveries: 0,
+        }
+    }
+
+    /// Bytes read from the device.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        if self.is_closed() || data.is_empty() {
+            return;
+        }
+        self.last_input = now;
+        self.read_buf.extend_from_slice(data);
+        self.process_input(now);
+    }
+
+    /// The transport ended (EOF or error) without DISCONNECT.
+    pub fn handle_transport_closed(&mut self) {
+        self.close(CloseReason::TransportClosed);
+    }
+
+    /// Applies a command from the hub.
+    pub fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::SessionOpened { session_present } => {
+                if let State::AwaitingSession { .. } = self.state {
+                    self.state = State::Connected;
+                    self.last_input = now;
+                    let connack = ConnAck {
+                        session_present,
+                        code: ConnectReturnCode::Accepted,
+                    };
+                    self.send(&Packet::ConnAck(connack));
+                    self.process_input(now);
+                }
+            }
+            Command::Deliver(delivery) => self.deliver(&delivery),
+            Command::Close(reason) => self.close(reason),
+        }
+    }
+
+    /// Checks the deadlines (CONNECT timeout, keepalive) against `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitingConnect { deadline } | State::AwaitingSession { deadline } => {
+                if now >= deadline {
+                    self.close(CloseReason::ConnectTimeout);
+                }
+            }
+            State::Connected => {
+                if self
+                    .keep_alive_deadline()
+                    .is_some_and(|deadline| now >= deadline)
+                {
+                    self.close(CloseReason::KeepAliveTimeout);
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// The next deadline, if any: call [`handle_timeout`](Self::handle_timeout) when it passes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitingConnect { deadline } | State::AwaitingSession { deadline } => {
+                Some(deadline)
+            }
+            State::Connected => self.keep_alive_deadline(),
+            State::Closed => None,
+        }
+    }
+
+    /// Moves the bytes to write to the device into `buf` (appended). Returns whether any were.
+    pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        buf.unsplit(self.out.split());
+        true
+    }
+
+    /// The next event for the hub, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.dropped_deliveries > 0 {
+            let dropped = core::mem::take(&mut self.dropped_deliveries);
+            // Before the close, if there is one, so that the count is not lost.
+            let before_close = matches!(self.events.back(), Some(Event::Closed(_)));
+            let event = Event::DeliveriesDropped(dropped);
+            if before_close {
+                let at = self.events.len() - 1;
+                self.events.insert(at, event);
+            } else {
+                self.events.push_back(event);
+            }
+        }
+        self.events.pop_front()
+    }
+
+    /// Whether the connection wants more input now. It does not while the hub has yet to open
+    /// the session, or while too much output is waiting for the device (backpressure: a
+    /// device that does not read its acknowledgements is slowed down by TCP).
+    pub fn wants_input(&self) -> bool {
+        match self.state {
+            State::AwaitingConnect { .. } | State::Connected => {
+                self.out.len() < self.config.max_pending_output
+            }
+            State::AwaitingSession { .. } | State::Closed => false,
+        }
+    }
+
+    /// Whether the connection is closed. Output still pending (a refusing CONNACK) should be
+    /// written before the transport is closed.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Bytes of output waiting for [`poll_transmit`](Self::poll_transmit).
+    pub fn pending_output(&self) -> usize {
+        self.out.len()
+    }
+
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        // 1.5 × keepalive (SPEC §1); the keepalive is at least 30 s once connected.
+        (self.keep_alive > Duration::ZERO).then(|| self.last_input + self.keep_alive * 3 / 2)
+    }
+
+    fn process_input(&mut self, now: Instant) {
+        loop {
+            if matches!(self.state, State::AwaitingSession { .. } | State::Closed) {
+                return;
+            }
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(packet)) => self.handle_packet(now, packet),
+                Ok(None) => break,
+                Err(error) => {
+                    self.handle_decode_error(error);
+                    return;
+                }
+            }
+        }
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // An idle connection keeps no read buffer.
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    fn handle_decode_error(&mut self, error: DecodeError) {
+        if matches!(self.state, State::AwaitingConnect { .. })
+            && matches!(error, DecodeError::UnsupportedProtocol { .. })
+        {
+            self.refuse(profile_refusal(
+                ConnectReturnCode::UnacceptableProtocolVersion,
+                RefusalReason::UnsupportedProtocol,
+            ));
+        } else {
+            self.close(CloseReason::Decode(error));
+        }
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: Packet) {
+        if let State::AwaitingConnect { .. } = self.state {
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(now, connect),
+                other => {
+                    let name = packet_name(&other);
+                    self.close(CloseReason::ProtocolViolation(
+                        Violation::FirstPacketNotConnect(name),
+                    ))
+                }
+            }
+            return;
+        }
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(publish),
+            Packet::PubAck(PubAck { packet_id }) => self.events.push_back(Event::PubAck(packet_id)),
+            Packet::Subscribe(subscribe) => {
+                let mut granted = Vec::with_capacity(subscribe.filters.len());
+                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                for (filter, qos) in subscribe.filters {
+                    let filter = match TopicFilter::from_bytes(
+                        filter.into_bytes(),
+                        &self.config.topic_limits,
+                    ) {
+                        Ok(filter) => filter,
+                        Err(TopicError::TooLong { .. }) => {
+                            // Valid MQTT, beyond the profile's limit: refused, not a violation.
+                            codes.push(SubAckReturnCode::Failure);
+                            continue;
+                        }
+                        Err(error) => {
+                            self.close(CloseReason::ProtocolViolation(Violation::InvalidFilter(
+                                error,
+                            )));
+                            return;
+                        }
+                    };
+                    if self.acl.may_subscribe(&filter) {
+                        let qos = qos.min(QoS::AtLeastOnce);
+                        codes.push(SubAckReturnCode::Success(qos));
+                        granted.push((filter, qos));
+                    } else {
+                        codes.push(SubAckReturnCode::Failure);
+                        self.events.push_back(Event::SubscribeDenied(filter));
+                    }
+                }
+                if !granted.is_empty() {
+                    self.events.push_back(Event::Subscribe(granted));
+                }
+                let suback = SubAck {
+                    packet_id: subscribe.packet_id,
+                    return_codes: codes,
+                };
+                self.send(&Packet::SubAck(suback));
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let mut filters = Vec::with_capacity(unsubscribe.filters.len());
+                for filter in unsubscribe.filters {
+                    match TopicFilter::from_bytes(filter.into_bytes(), &self.config.topic_limits) {
+                        Ok(filter) => filters.push(filter),
+                        // Too long to have been subscribed: nothing to remove.
+                        Err(TopicError::TooLong { .. }) => {}
+                        Err(error) => {
+                            self.close(CloseReason::ProtocolViolation(Violation::InvalidFilter(
+                                error,
+                            )));
+                            return;
+                        }
+                    }
+                }
+                if !filters.is_empty() {
+                    self.events.push_back(Event::Unsubscribe(filters));
+                }
+                self.send(&Packet::UnsubAck(UnsubAck {
+                    packet_id: unsubscribe.packet_id,
+                }));
+            }
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect => self.close(CloseReason::ClientDisconnected),
+            Packet::Connect(_) => {
+                self.close(CloseReason::ProtocolViolation(Violation::SecondConnect))
+            }
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                let name = packet_name(&other);
+                self.close(CloseReason::ProtocolViolation(Violation::UnexpectedPacket(
+                    name,
+                )))
+            }
+        }
+    }
+
+    fn handle_connect(&mut self, now: Instant, connect: Connect) {
+        if connect.will.is_some() {
+            return self.refuse(profile_refusal(
+                ConnectReturnCode::NotAuthorized,
+                RefusalReason::WillNotSupported,
+            ));
+        }
+        if connect.keep_alive < MIN_KEEP_ALIVE_SECS {
+            return self.refuse(profile_refusal(
+                ConnectReturnCode::IdentifierRejected,
+                RefusalReason::KeepAliveOutOfRange(connect.keep_alive),
+            ));
+        }
+        let authenticated = match self.authenticator.authenticate(&connect, &self.context) {
+            Ok(authenticated) => authenticated,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        if authenticated.key == ClientKey::Anonymous && !connect.clean_session {
+            return self.refuse(profile_refusal(
+                ConnectReturnCode::IdentifierRejected,
+                RefusalReason::EmptyClientIdWithSession,
+            ));
+        }
+        let keep_alive = connect.keep_alive.min(MAX_KEEP_ALIVE_SECS);
+        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        self.acl = authenticated.acl.clone();
+        self.state = State::AwaitingSession {
+            deadline: now + self.config.connect_timeout,
+        };
+        self.events
+            .push_back(Event::SessionRequested(SessionRequest {
+                key: authenticated.key,
+                acl: authenticated.acl,
+                clean_session: connect.clean_session,
+                keep_alive: self.keep_alive,
+            }));
+    }
+
+    fn handle_publish(&mut self, publish: Publish) {
+        if publish.retain {
+            return self.close(CloseReason::ProtocolViolation(
+                Violation::RetainNotSupported,
+            ));
+        }
+        let topic =
+            match TopicName::from_bytes(publish.topic.into_bytes(), &self.config.topic_limits) {
+                Ok(topic) => topic,
+                Err(error) => {
+                    return self.close(CloseReason::ProtocolViolation(Violation::InvalidTopic(
+                        error,
+                    )));
+                }
+            };
+        let qos = publish.qos.qos();
+        if self.acl.may_publish(&topic) {
+            self.events.push_back(Event::Publish(Message {
+                topic,
+                payload: publish.payload,
+                qos,
+            }));
+        } else {
+            self.events.push_back(Event::PublishDenied(topic));
+        }
+        // Acknowledged once handed over (or refused): the device must not resend it forever.
+        if let PublishQos::AtLeastOnce(packet_id) = publish.qos {
+            self.send(&Packet::PubAck(PubAck { packet_id }));
+        }
+    }
+
+    fn deliver(&mut self, delivery: &Delivery) {
+        if !matches!(self.state, State::Connected) {
+            // Not connected (closing): a QoS 1 delivery stays in the hub's session.
+            return;
+        }
+        let qos0 = delivery.packet_id.is_none() || delivery.message.qos == QoS::AtMostOnce;
+        if qos0 && self.out.len() >= self.config.max_pending_output {
+            self.dropped_deliveries += 1;
+            return;
+        }
+        if let Some(publish) = delivery
+            .message
+            .to_publish(delivery.packet_id, delivery.dup)
+        {
+            self.send(&Packet::Publish(publish));
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) {
+        let connack = ConnAck {
+            session_present: false,
+            code: refusal.code,
+        };
+        self.send(&Packet::ConnAck(connack));
+        self.close(CloseReason::Refused(refusal));
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        // Only packets we built go out; the one failure encoding can have (a packet beyond
+        // MQTT's 256 MB) cannot come from input bounded by the max packet size.
+        if packet.encode(&mut self.out).is_err() {
+            self.dropped_deliveries += 1;
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.state = State::Closed;
+        self.read_buf = BytesMut::new();
+        self.events.push_back(Event::Closed(reason));
+    }
+}
+
+/// The name of a packet, for close reasons.
+pub(crate) fn packet_name(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(_) => "CONNECT",
+        Packet::ConnAck(_) => "CONNACK",
+        Packet::Publish(_) => "PUBLISH",
+        Packet::PubAck(_) => "PUBACK",
+        Packet::Subscribe(_) => "SUBSCRIBE",
+        Packet::SubAck(_) => "SUBACK",
+        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
+        Packet::UnsubAck(_) => "UNSUBACK",
+        Packet::PingReq => "PINGREQ",
+        Packet::PingResp => "PINGRESP",
+        Packet::Disconnect => "DISCONNECT",
+    }
+}
