@@ -9,6 +9,7 @@
 //! - [`time`]: [`Instant`], time as a value passed in by the caller.
 //! - [`authenticator`]: who a CONNECT is ([`PlatformAuthenticator`], open mode).
 //! - [`server`]: the platform side of one device connection.
+//! - [`hub`]: the broker's shared state: sessions, routing, takeover, offline queues, RRPC.
 //! - [`message`]: [`Message`], an application message on its way through the broker.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ extern crate alloc;
 
 pub mod authenticator;
 pub mod codec;
+pub mod hub;
 pub mod message;
 pub mod server;
 pub mod time;
