@@ -1,0 +1,331 @@
+//! An in-memory broker for conversation tests: the hub and its server connections wired
+//! together, bytes moved by hand, time moved by hand (a manual clock, nothing sleeps).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, SecureMode, SignMethod};
+use aliot_core::codec::{
+    Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
+    Subscribe, Utf8Bytes,
+};
+use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome};
+use aliot_core::server::{self, Event, ServerConfig};
+use aliot_core::{Authenticator, Instant, PlatformAuthenticator};
+use aliot_topic::{MessageId, Permission, ProductCategories};
+use bytes::{Bytes, BytesMut};
+
+/// The product every test device belongs to.
+pub const PK: &str = "a1TestProd";
+
+/// The secret of a test device.
+pub fn secret(device_name: &str) -> DeviceSecret {
+    DeviceSecret::new(format!("secret-of-{device_name}"))
+}
+
+/// The identity of a test device.
+pub fn identity(device_name: &str) -> DeviceIdentity {
+    DeviceIdentity::new(PK, device_name)
+}
+
+/// A registry with the test product (defaults plus `/user/get` sub and `/user/update` pub)
+/// and the given devices.
+pub fn registry(devices: &[&str]) -> MemoryRegistry {
+    let mut categories = ProductCategories::defaults();
+    categories
+        .add_custom("/${productKey}/${deviceName}/user/get", Permission::Sub)
+        .unwrap();
+    categories
+        .add_custom("/${productKey}/${deviceName}/user/update", Permission::Pub)
+        .unwrap();
+    let mut registry = MemoryRegistry::new();
+    registry.add_product(PK, categories);
+    for device in devices {
+        registry.add_device(PK, device, secret(device)).unwrap();
+    }
+    registry
+}
+
+/// A CONNECT signed the platform's way for a test device.
+pub fn signed_connect(device_name: &str, clean_session: bool, keep_alive: u16) -> Connect {
+    let credentials = aliot_auth::sign(
+        &identity(device_name),
+        &secret(device_name),
+        SignMethod::HmacSha256,
+        &format!("{PK}.{device_name}"),
+        Some("1700000000000"),
+        SecureMode::Tcp,
+    );
+    Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        client_id: Utf8Bytes::try_from(credentials.client_id).unwrap(),
+        clean_session,
+        keep_alive,
+        username: Some(Utf8Bytes::try_from(credentials.username).unwrap()),
+        password: Some(Bytes::from(credentials.password)),
+        will: None,
+    }
+}
+
+/// A plain CONNECT for open mode.
+pub fn plain_connect(client_id: &str, clean_session: bool) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        client_id: Utf8Bytes::try_from(client_id).unwrap(),
+        clean_session,
+        keep_alive: 60,
+        username: None,
+        password: None,
+        will: None,
+    }
+}
+
+/// A packet id.
+pub fn pid(id: u16) -> PacketId {
+    PacketId::new(id).unwrap()
+}
+
+/// A PUBLISH packet.
+pub fn publish(topic: &str, payload: &str, qos: QoS, id: u16) -> Packet {
+    let qos = match qos {
+        QoS::AtMostOnce => PublishQos::AtMostOnce,
+        _ => PublishQos::AtLeastOnce(pid(id)),
+    };
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic: Utf8Bytes::try_from(topic).unwrap(),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+    })
+}
+
+/// A SUBSCRIBE packet.
+pub fn subscribe(id: u16, filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: pid(id),
+        filters: filters
+            .iter()
+            .map(|(f, q)| (Utf8Bytes::try_from(*f).unwrap(), *q))
+            .collect(),
+    })
+}
+
+/// A PUBACK packet.
+pub fn puback(id: PacketId) -> Packet {
+    Packet::PubAck(PubAck { packet_id: id })
+}
+
+/// The hub and its server connections, in memory.
+pub struct Broker {
+    /// The manual clock.
+    pub now: Instant,
+    /// The hub under test.
+    pub hub: Hub,
+    /// Live server connections.
+    pub conns: BTreeMap<ConnId, server::Connection>,
+    /// Every close, with the reason as the adapter would log it.
+    pub closed: Vec<(ConnId, String)>,
+    /// Every RRPC outcome, in order.
+    pub outcomes: Vec<(MessageId, RrpcOutcome)>,
+    /// Packets each connection has sent that no test has looked at yet.
+    pub unread: BTreeMap<ConnId, Vec<Packet>>,
+    authenticator: Arc<dyn Authenticator + Send + Sync>,
+    config: ServerConfig,
+    next_conn: u64,
+}
+
+impl Broker {
+    /// A broker that knows the given devices (platform authentication only).
+    pub fn new(devices: &[&str]) -> Self {
+        Self::with(
+            devices,
+            false,
+            HubConfig::default(),
+            ServerConfig::default(),
+        )
+    }
+
+    /// A broker in open mode that also knows the given devices.
+    pub fn open(devices: &[&str]) -> Self {
+        Self::with(devices, true, HubConfig::default(), ServerConfig::default())
+    }
+
+    /// A broker with explicit configuration.
+    pub fn with(devices: &[&str], open: bool, hub: HubConfig, config: ServerConfig) -> Self {
+        let authenticator = PlatformAuthenticator::new(registry(devices)).with_open_mode(open);
+        Broker {
+            now: Instant::from_millis(1_000_000),
+            hub: Hub::new(hub),
+            conns: BTreeMap::new(),
+            closed: Vec::new(),
+            outcomes: Vec::new(),
+            unread: BTreeMap::new(),
+            authenticator: Arc::new(authenticator),
+            config,
+            next_conn: 1,
+        }
+    }
+
+    /// A new transport connection.
+    pub fn accept(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let conn = server::Connection::new(
+            self.config.clone(),
+            self.authenticator.clone(),
+            Default::default(),
+            self.now,
+        );
+        self.conns.insert(id, conn);
+        id
+    }
+
+    /// Bytes from the device.
+    pub fn input(&mut self, conn: ConnId, bytes: &[u8]) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.handle_input(self.now, bytes);
+        }
+        self.pump();
+    }
+
+    /// A packet from the device.
+    pub fn send(&mut self, conn: ConnId, packet: Packet) {
+        let mut buf = BytesMut::new();
+        packet.encode(&mut buf).unwrap();
+        self.input(conn, &buf);
+    }
+
+    /// Everything the broker has sent to the device since the last call, decoded.
+    pub fn output(&mut self, conn: ConnId) -> Vec<Packet> {
+        let mut buf = BytesMut::new();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.poll_transmit(&mut buf);
+        }
+        let decoder = Decoder::default();
+        let mut packets = self.unread.remove(&conn).unwrap_or_default();
+        while let Some(packet) = decoder
+            .decode(&mut buf)
+            .expect("the broker sent a valid packet")
+        {
+            packets.push(packet);
+        }
+        assert!(buf.is_empty(), "a partial packet was left over");
+        packets
+    }
+
+    /// Moves the clock and fires every deadline that passed.
+    pub fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        // Step through deadlines in order, so that each fires at its own time.
+        loop {
+            let next = self
+                .conns
+                .values()
+                .filter_map(|c| c.poll_timeout())
+                .chain(self.hub.poll_timeout())
+                .filter(|t| *t <= until)
+                .min();
+            let Some(at) = next else { break };
+            self.now = at.max(self.now);
+            for c in self.conns.values_mut() {
+                c.handle_timeout(self.now);
+            }
+            self.hub.handle_timeout(self.now);
+            self.pump();
+        }
+        self.now = until;
+        self.pump();
+    }
+
+    /// The transport of `conn` broke.
+    pub fn drop_transport(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.handle_transport_closed();
+        }
+        self.pump();
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_none_or(|c| c.is_closed())
+    }
+
+    /// The logged close reason of `conn`, if it closed.
+    pub fn close_reason(&self, conn: ConnId) -> Option<&str> {
+        self.closed
+            .iter()
+            .find(|(c, _)| *c == conn)
+            .map(|(_, r)| r.as_str())
+    }
+
+    /// Moves events to the hub and commands to the connections until nothing moves.
+    pub fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for (&id, conn) in self.conns.iter_mut() {
+                while let Some(event) = conn.poll_event() {
+                    moved = true;
+                    if let Event::Closed(reason) = &event {
+                        self.closed.push((id, reason.to_string()));
+                    }
+                    self.hub.handle_event(id, event, self.now);
+                }
+            }
+            while let Some(output) = self.hub.poll_output() {
+                moved = true;
+                match output {
+                    HubOutput::Connection { conn, command } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.handle_command(self.now, command);
+                        }
+                    }
+                    HubOutput::RrpcOutcome { id, outcome } => self.outcomes.push((id, outcome)),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Connects a device with signed credentials and checks CONNACK 0; returns the
+    /// connection and the session-present flag. What follows the CONNACK (a resumed
+    /// session's deliveries) is left for the next [`output`](Self::output).
+    pub fn connect_device(&mut self, device_name: &str, clean_session: bool) -> (ConnId, bool) {
+        let conn = self.accept();
+        self.send(
+            conn,
+            Packet::Connect(signed_connect(device_name, clean_session, 60)),
+        );
+        let mut packets = self.output(conn);
+        assert!(!packets.is_empty(), "no CONNACK");
+        let rest = packets.split_off(1);
+        self.unread.insert(conn, rest);
+        match packets.as_slice() {
+            [Packet::ConnAck(ack)] => {
+                assert_eq!(ack.code, aliot_core::codec::ConnectReturnCode::Accepted);
+                (conn, ack.session_present)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The outcome of an RRPC call, if it ended.
+    pub fn outcome(&self, id: MessageId) -> Option<&RrpcOutcome> {
+        self.outcomes.iter().find(|(i, _)| *i == id).map(|(_, o)| o)
+    }
+}
+
+/// The PUBLISH packets among `packets`.
+pub fn publishes(packets: &[Packet]) -> Vec<&Publish> {
+    packets
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
