@@ -162,6 +162,23 @@ pub enum DeviceDelivery {
     Denied,
 }
 
+/// What one session holds, from [`Hub::session_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Whether a connection is attached.
+    pub online: bool,
+    /// Whether it ends at disconnect (cleanSession=1).
+    pub clean: bool,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// QoS 1 deliveries sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Messages waiting behind the window or while offline.
+    pub queued: usize,
+    /// Bytes (topic + payload) of the queued messages.
+    pub queued_bytes: usize,
+}
+
 /// What the hub has counted since it started. Read with [`Hub::counters`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -399,9 +416,20 @@ impl Hub {
 
     /// Messages queued for a client's session (waiting behind the window or while offline).
     pub fn queued_messages(&self, key: &ClientKey) -> usize {
-        self.by_key
-            .get(key)
-            .map_or(0, |sid| self.session(*sid).queue.len())
+        self.session_stats(key).map_or(0, |stats| stats.queued)
+    }
+
+    /// What a client's session holds now, if it has one.
+    pub fn session_stats(&self, key: &ClientKey) -> Option<SessionStats> {
+        let session = self.session(*self.by_key.get(key)?);
+        Some(SessionStats {
+            online: session.conn.is_some(),
+            clean: session.clean,
+            subscriptions: session.subscriptions.len(),
+            inflight: session.inflight.len(),
+            queued: session.queue.len(),
+            queued_bytes: session.queued_bytes,
+        })
     }
 
     /// The next output, if any.

@@ -1,0 +1,335 @@
+//! Random sequences of what connections and the server can do to the hub (connect, take over,
+//! subscribe, publish, acknowledge, drop, wait, call RRPC), checked after every step against a
+//! model of the sessions:
+//!
+//! - conservation: every QoS 1 message the hub accepted into a session is acknowledged by the
+//!   device, still held by the session (in flight or queued), or counted as dropped; never
+//!   silently lost;
+//! - every RRPC call ends with exactly one outcome.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aliot_auth::DeviceIdentity;
+use aliot_core::codec::{PacketId, QoS};
+use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput};
+use aliot_core::server::{CloseReason, Command, Event, SessionRequest};
+use aliot_core::{ClientKey, Instant, Message};
+use aliot_topic::{Acl, MessageId, TopicFilter, TopicName};
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+
+const DEVICES: [&str; 3] = ["d0", "d1", "d2"];
+const FILTERS: [&str; 8] = [
+    "/pk/d0/user/get",
+    "/pk/+/user/get",
+    "/broadcast/pk/#",
+    "#",
+    "/sys/pk/d0/rrpc/request/+",
+    "/sys/pk/d1/rrpc/request/+",
+    "/pk/d1/+/get",
+    "/broadcast/pk/+",
+];
+const TOPICS: [&str; 5] = [
+    "/pk/d0/user/get",
+    "/pk/d1/user/get",
+    "/pk/d2/user/get",
+    "/broadcast/pk/a",
+    "/broadcast/pk/b/c",
+];
+
+#[derive(Default)]
+struct ModelSession {
+    clean: bool,
+    subscriptions: BTreeMap<usize, QoS>,
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<ConnId>,
+    /// QoS 1 deliveries received on the live connection and not yet acknowledged.
+    unacked: Vec<PacketId>,
+    /// RRPC requests received on the live connection.
+    requests: Vec<MessageId>,
+}
+
+struct World {
+    hub: Hub,
+    now: Instant,
+    next_conn: u64,
+    sessions: BTreeMap<usize, ModelSession>,
+    links: [Link; 3],
+    owed: u64,
+    acked: u64,
+    pending_calls: BTreeSet<MessageId>,
+}
+
+fn key(device: usize) -> ClientKey {
+    ClientKey::Device(DeviceIdentity::new("pk", DEVICES[device]))
+}
+
+impl World {
+    fn conn_of(&self, conn: ConnId) -> Option<usize> {
+        self.links.iter().position(|l| l.conn == Some(conn))
+    }
+
+    fn drain(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                HubOutput::Connection { conn, command } => {
+                    let Some(device) = self.conn_of(conn) else {
+                        // Only a connection that was taken over is no longer ours, and the
+                        // hub has nothing for it but the close; it answers as a real one would.
+                        let Command::Close(reason) = command else {
+                            panic!("the hub sent {command:?} to a detached connection");
+                        };
+                        self.hub.handle_event(conn, Event::Closed(reason), self.now);
+                        continue;
+                    };
+                    match command {
+                        Command::SessionOpened { .. } => {}
+                        Command::Deliver(delivery) => {
+                            let topic = delivery.message.topic.as_str();
+                            if let Some(id) = topic
+                                .strip_prefix(&format!("/sys/pk/{}/rrpc/request/", DEVICES[device]))
+                            {
+                                if let Ok(id) = id.parse() {
+                                    self.links[device].requests.push(MessageId(id));
+                                }
+                            }
+                            if let Some(id) = delivery.packet_id {
+                                assert_eq!(delivery.message.qos, QoS::AtLeastOnce);
+                                self.links[device].unacked.push(id);
+                            }
+                        }
+                        Command::Close(reason) => {
+                            // The connection closes, as a real one would, and says so.
+                            self.links[device] = Link::default();
+                            if self.sessions.get(&device).is_some_and(|s| s.clean) {
+                                self.sessions.remove(&device);
+                            }
+                            self.hub.handle_event(conn, Event::Closed(reason), self.now);
+                        }
+                    }
+                }
+                HubOutput::RrpcOutcome { id, .. } => {
+                    assert!(
+                        self.pending_calls.remove(&id),
+                        "one outcome per call, for a call that exists"
+                    );
+                }
+            }
+        }
+    }
+
+    fn check(&self) {
+        let held: u64 = (0..DEVICES.len())
+            .filter_map(|d| self.hub.session_stats(&key(d)))
+            .map(|s| (s.inflight + s.queued) as u64)
+            .sum();
+        let dropped = &self.hub.counters().dropped;
+        assert_eq!(
+            self.owed,
+            self.acked + held + dropped.queue_full + dropped.expired + dropped.session_discarded,
+            "a QoS 1 message was lost without being counted"
+        );
+        for d in 0..DEVICES.len() {
+            let online = self.links[d].conn.is_some();
+            let stats = self.hub.session_stats(&key(d));
+            assert_eq!(stats.map(|s| s.online).unwrap_or(false), online);
+            assert_eq!(stats.is_some(), self.sessions.contains_key(&d));
+        }
+    }
+
+    fn connect(&mut self, device: usize, clean: bool) {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let kept = self.sessions.get(&device).is_some_and(|s| !s.clean) && !clean;
+        if !kept {
+            self.sessions.insert(
+                device,
+                ModelSession {
+                    clean,
+                    subscriptions: BTreeMap::new(),
+                },
+            );
+        }
+        if let Some(s) = self.sessions.get_mut(&device) {
+            s.clean = clean;
+        }
+        // A live connection of the same device is taken over: the hub closes it.
+        self.links[device] = Link {
+            conn: Some(conn),
+            ..Link::default()
+        };
+        let request = SessionRequest {
+            key: key(device),
+            acl: Acl::open(),
+            clean_session: clean,
+            keep_alive: Duration::from_secs(30),
+        };
+        self.hub
+            .handle_event(conn, Event::SessionRequested(request), self.now);
+        self.drain();
+    }
+
+    fn disconnect(&mut self, device: usize) {
+        let Some(conn) = self.links[device].conn else {
+            return;
+        };
+        self.links[device] = Link::default();
+        if self.sessions.get(&device).is_some_and(|s| s.clean) {
+            self.sessions.remove(&device);
+        }
+        self.hub
+            .handle_event(conn, Event::Closed(CloseReason::TransportClosed), self.now);
+        self.drain();
+    }
+
+    fn publish(&mut self, from: Option<usize>, topic: usize, qos: QoS, payload: u8) {
+        let name = TopicName::from_static(TOPICS[topic]);
+        for session in self.sessions.values() {
+            let granted = session
+                .subscriptions
+                .iter()
+                .filter(|(f, _)| TopicFilter::from_static(FILTERS[**f]).matches(&name))
+                .map(|(_, q)| *q)
+                .max();
+            if granted.is_some_and(|g| qos.min(g) == QoS::AtLeastOnce) {
+                self.owed += 1;
+            }
+        }
+        let message = Message::new(
+            name,
+            Bytes::from(vec![payload; usize::from(payload % 64)]),
+            qos,
+        );
+        match from.and_then(|d| self.links[d].conn) {
+            Some(conn) => self
+                .hub
+                .handle_event(conn, Event::Publish(message), self.now),
+            None => {
+                self.hub.publish(message, self.now);
+            }
+        }
+        self.drain();
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let config = HubConfig {
+        inflight_window: 2,
+        max_queued_messages: 3,
+        max_queued_bytes: 100,
+        max_message_age: Some(Duration::from_secs(50)),
+        session_expiry: None,
+        first_rrpc_message_id: 1000,
+    };
+    let mut world = World {
+        hub: Hub::new(config),
+        now: Instant::ZERO,
+        next_conn: 1,
+        sessions: BTreeMap::new(),
+        links: Default::default(),
+        owed: 0,
+        acked: 0,
+        pending_calls: BTreeSet::new(),
+    };
+    for op in data.chunks_exact(2) {
+        let (code, arg) = (op[0], op[1]);
+        let device = usize::from(arg) % DEVICES.len();
+        match code % 9 {
+            0 => world.connect(device, arg & 0x80 != 0),
+            1 => world.disconnect(device),
+            2 => {
+                if let Some(conn) = world.links[device].conn {
+                    let filter = usize::from(arg >> 2) % FILTERS.len();
+                    let qos = if arg & 0x40 != 0 {
+                        QoS::AtLeastOnce
+                    } else {
+                        QoS::AtMostOnce
+                    };
+                    if let Some(s) = world.sessions.get_mut(&device) {
+                        s.subscriptions.insert(filter, qos);
+                    }
+                    let filters = vec![(TopicFilter::from_static(FILTERS[filter]), qos)];
+                    world
+                        .hub
+                        .handle_event(conn, Event::Subscribe(filters), world.now);
+                }
+            }
+            3 => {
+                if let Some(conn) = world.links[device].conn {
+                    let filter = usize::from(arg >> 2) % FILTERS.len();
+                    if let Some(s) = world.sessions.get_mut(&device) {
+                        s.subscriptions.remove(&filter);
+                    }
+                    let filters = vec![TopicFilter::from_static(FILTERS[filter])];
+                    world
+                        .hub
+                        .handle_event(conn, Event::Unsubscribe(filters), world.now);
+                }
+            }
+            4 => {
+                let from = (arg & 0x80 != 0).then_some(device);
+                let qos = if arg & 0x40 != 0 {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::AtMostOnce
+                };
+                world.publish(from, usize::from(arg >> 2) % TOPICS.len(), qos, arg);
+            }
+            5 => {
+                let link = &mut world.links[device];
+                if let (Some(conn), false) = (link.conn, link.unacked.is_empty()) {
+                    let id = link
+                        .unacked
+                        .remove(usize::from(arg >> 2) % link.unacked.len());
+                    world.acked += 1;
+                    world.hub.handle_event(conn, Event::PubAck(id), world.now);
+                    world.drain();
+                }
+            }
+            6 => {
+                world.now = world.now + Duration::from_secs(u64::from(arg));
+                world.hub.handle_timeout(world.now);
+                world.drain();
+            }
+            7 => {
+                let identity = DeviceIdentity::new("pk", DEVICES[device]);
+                let timeout = Duration::from_millis(1000 + u64::from(arg) * 20);
+                if let Ok(id) =
+                    world
+                        .hub
+                        .rrpc_call(&identity, Bytes::new(), timeout, None, world.now)
+                {
+                    world.pending_calls.insert(id);
+                }
+                world.drain();
+            }
+            _ => {
+                let link = &mut world.links[device];
+                if let (Some(conn), Some(id)) = (link.conn, link.requests.pop()) {
+                    let topic = format!("/sys/pk/{}/rrpc/response/{id}", DEVICES[device]);
+                    let message = Message::new(
+                        TopicName::new(&topic, &Default::default()).unwrap(),
+                        "ok",
+                        QoS::AtMostOnce,
+                    );
+                    world
+                        .hub
+                        .handle_event(conn, Event::Publish(message), world.now);
+                    world.drain();
+                }
+            }
+        }
+        world.check();
+    }
+    world.hub.shutdown();
+    world.drain();
+    assert!(
+        world.pending_calls.is_empty(),
+        "calls left without an outcome at shutdown"
+    );
+});
