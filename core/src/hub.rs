@@ -36,6 +36,7 @@ use aliot_topic::{
     Acl, MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName,
 };
 use bytes::Bytes;
+use hashbrown::HashMap;
 
 use crate::authenticator::ClientKey;
 use crate::codec::{PacketId, QoS};
@@ -334,7 +335,7 @@ pub struct Hub {
     sessions: Vec<Option<Session>>,
     free_sessions: Vec<u32>,
     by_key: BTreeMap<ClientKey, SessionId>,
-    by_conn: BTreeMap<ConnId, SessionId>,
+    by_conn: HashMap<ConnId, SessionId>,
     index: SubscriptionIndex<SessionId, QoS>,
     expiries: BTreeSet<(Instant, SessionId)>,
     recently_gone: BTreeMap<DeviceIdentity, Instant>,
@@ -369,7 +370,7 @@ impl Hub {
             sessions: Vec::new(),
             free_sessions: Vec::new(),
             by_key: BTreeMap::new(),
-            by_conn: BTreeMap::new(),
+            by_conn: HashMap::new(),
             index: SubscriptionIndex::new(),
             expiries: BTreeSet::new(),
             recently_gone: BTreeMap::new(),
