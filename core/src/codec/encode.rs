@@ -40,22 +40,37 @@ const fn packet_len(remaining_length: usize) -> usize {
     1 + remaining_length_len(remaining_length) + remaining_length
 }
 
-/// Writes the type-and-flags byte and the remaining length (at most [`MAX_REMAINING_LENGTH`]).
+/// The low 7 bits of `value`, the payload of one remaining-length byte.
+const fn low_bits(value: usize) -> u8 {
+    (value & 0x7F) as u8
+}
+
+/// Writes the type-and-flags byte and the remaining length (at most [`MAX_REMAINING_LENGTH`])
+/// in one write of a fixed size.
+#[inline]
 fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining_length: usize) {
-    buf.put_u8(first);
-    let mut rest = remaining_length;
-    loop {
-        let low_bits = (rest & 0x7F) as u8;
-        rest >>= 7;
-        if rest == 0 {
-            buf.put_u8(low_bits);
-            return;
-        }
-        buf.put_u8(low_bits | 0x80);
+    let len = remaining_length;
+    match remaining_length_len(len) {
+        1 => buf.put_slice(&[first, low_bits(len)]),
+        2 => buf.put_slice(&[first, low_bits(len) | 0x80, low_bits(len >> 7)]),
+        3 => buf.put_slice(&[
+            first,
+            low_bits(len) | 0x80,
+            low_bits(len >> 7) | 0x80,
+            low_bits(len >> 14),
+        ]),
+        _ => buf.put_slice(&[
+            first,
+            low_bits(len) | 0x80,
+            low_bits(len >> 7) | 0x80,
+            low_bits(len >> 14) | 0x80,
+            low_bits(len >> 21),
+        ]),
     }
 }
 
 /// Writes a field with a 2-byte length prefix; the caller checked it is at most 65,535 bytes.
+#[inline]
 fn put_prefixed(buf: &mut BytesMut, field: &[u8]) {
     buf.put_u16(u16::try_from(field.len()).unwrap_or(u16::MAX));
     buf.put_slice(field);
@@ -206,6 +221,7 @@ impl Publish {
         )
     }
 
+    #[inline]
     fn put_header(&self, buf: &mut BytesMut, remaining_length: usize) {
         let mut flags = u8::from(self.qos.qos()) << 1;
         if self.dup {

@@ -160,7 +160,18 @@ pub(crate) enum StringFault {
 
 /// Checks the content rules of an MQTT UTF-8 string (MQTT 3.1.1 §1.5.3): valid UTF-8 and no
 /// U+0000. The length limit is the caller's (a decoded string cannot break it).
+#[inline]
 pub(crate) fn check_string_content(bytes: &[u8]) -> Result<(), StringFault> {
+    // Fast path: topics, client ids and user names are nearly always ASCII. Bytes in 0x01..=0x7F
+    // satisfy both rules, and this branch-free pass over them vectorizes.
+    let (all_bits, smallest) = bytes
+        .iter()
+        .fold((0u8, u8::MAX), |(all_bits, smallest), &byte| {
+            (all_bits | byte, smallest.min(byte))
+        });
+    if all_bits < 0x80 && smallest != 0 {
+        return Ok(());
+    }
     if let Err(error) = core::str::from_utf8(bytes) {
         return Err(StringFault::InvalidUtf8 {
             valid_up_to: error.valid_up_to(),
