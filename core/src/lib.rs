@@ -5,6 +5,7 @@
 //! next deadline come out. It sits between the rule crates ([`aliot_topic`], [`aliot_auth`])
 //! and the runtime adapters (`aliot-tokio`, `aliot-smol`, or a hand-written loop on bare metal).
 //!
+//! - [`client`]: the device side of one connection ([`client::Connection`]).
 //! - [`codec`]: streaming, zero-copy decoding and encoding of every packet of the subset.
 //! - [`time`]: [`Instant`], time as a value passed in by the caller.
 //! - [`authenticator`]: who a CONNECT is ([`PlatformAuthenticator`], open mode).
@@ -17,6 +18,7 @@
 extern crate alloc;
 
 pub mod authenticator;
+pub mod client;
 pub mod codec;
 pub mod hub;
 pub mod message;
