@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::category::{ProductCategories, RESERVED_FIRST_LEVELS};
-use crate::name::{TopicFilter, TopicName, filter_matches};
+use crate::name::{TopicFilter, TopicName, filter_matches_with_prefix, literal_prefix_len};
 
 /// Why a device identity cannot be given any topic.
 ///
@@ -89,20 +89,62 @@ pub fn check_identity(product_key: &str, device_name: &str) -> Result<(), Identi
 /// its level on (the parent level too); a `#` in the filter needs a `#` in the category at the
 /// same level. A name starting with `$` is never matched by a category starting with a
 /// wildcard, so such a category does not cover a filter whose first level starts with `$`.
+#[cfg(test)]
 pub(crate) fn filter_covers(category: &[u8], filter: &[u8]) -> bool {
-    if matches!(category.first(), Some(b'+' | b'#')) && filter.first() == Some(&b'$') {
-        return false;
+    CategoryFilter::new(category.into()).covers(filter)
+}
+
+/// One filled category, with the length of its literal prefix (see [`literal_prefix_len`]) so
+/// that most checks end after one comparison of that prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CategoryFilter {
+    bytes: Box<[u8]>,
+    literal_prefix: usize,
+}
+
+impl CategoryFilter {
+    fn new(bytes: Box<[u8]>) -> Self {
+        Self {
+            literal_prefix: literal_prefix_len(&bytes),
+            bytes,
+        }
     }
-    let mut category_levels = category.split(|&b| b == b'/');
-    let mut filter_levels = filter.split(|&b| b == b'/');
-    loop {
-        match (category_levels.next(), filter_levels.next()) {
-            (Some(b"#"), _) | (None, None) => return true,
-            (Some(_), Some(b"#")) | (Some(_), None) | (None, Some(_)) => return false,
-            (Some(b"+"), Some(_)) => {}
-            (Some(category_level), Some(filter_level)) => {
-                if category_level != filter_level {
-                    return false;
+
+    fn matches(&self, name: &[u8]) -> bool {
+        filter_matches_with_prefix(&self.bytes, self.literal_prefix, name)
+    }
+
+    /// See [`filter_covers`].
+    fn covers(&self, filter: &[u8]) -> bool {
+        let Some((prefix, wildcard_part)) = self.bytes.split_at_checked(self.literal_prefix) else {
+            return false;
+        };
+        if wildcard_part.is_empty() {
+            // A category without wildcards matches one name: only that name covers it.
+            return *self.bytes == *filter;
+        }
+        if prefix.is_empty() && filter.first() == Some(&b'$') {
+            return false;
+        }
+        if !filter.starts_with(prefix) {
+            // `a/#` also covers its parent `a`.
+            return wildcard_part == b"#"
+                && prefix
+                    .split_last()
+                    .is_some_and(|(_, parent)| parent == filter);
+        }
+        let rest = filter.get(prefix.len()..).unwrap_or_default();
+        let mut category_levels = wildcard_part.split(|&b| b == b'/');
+        let mut filter_levels = rest.split(|&b| b == b'/');
+        loop {
+            match (category_levels.next(), filter_levels.next()) {
+                (Some(b"#"), _) | (None, None) => return true,
+                (Some(_), Some(b"#")) | (Some(_), None) | (None, Some(_)) => return false,
+                (Some(b"+"), Some(_)) => {}
+                (Some(category_level), Some(filter_level)) => {
+                    if category_level != filter_level {
+                        return false;
+                    }
                 }
             }
         }
@@ -112,10 +154,10 @@ pub(crate) fn filter_covers(category: &[u8], filter: &[u8]) -> bool {
 /// The filled categories of one device, split by what they allow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct DeviceRules {
-    /// Filled filters of the categories that allow publishing.
-    publish: Vec<Box<[u8]>>,
-    /// Filled filters of the categories that allow subscribing.
-    subscribe: Vec<Box<[u8]>>,
+    /// The categories that allow publishing.
+    publish: Vec<CategoryFilter>,
+    /// The categories that allow subscribing.
+    subscribe: Vec<CategoryFilter>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,10 +221,12 @@ impl Acl {
             subscribe: Vec::new(),
         };
         for category in categories {
-            let filled = category
-                .fill(product_key, device_name)
-                .into_bytes()
-                .into_boxed_slice();
+            let filled = CategoryFilter::new(
+                category
+                    .fill(product_key, device_name)
+                    .into_bytes()
+                    .into_boxed_slice(),
+            );
             let permission = category.permission();
             if permission.allows_publish() {
                 rules.publish.push(filled.clone());
@@ -223,7 +267,7 @@ impl Acl {
             Rules::Device(rules) => rules
                 .publish
                 .iter()
-                .any(|category| filter_matches(category, topic.as_bytes())),
+                .any(|category| category.matches(topic.as_bytes())),
         }
     }
 
@@ -235,7 +279,7 @@ impl Acl {
             Rules::Device(rules) => rules
                 .subscribe
                 .iter()
-                .any(|category| filter_covers(category, filter.as_bytes())),
+                .any(|category| category.covers(filter.as_bytes())),
         }
     }
 
@@ -251,16 +295,16 @@ impl Acl {
 
     fn device_filters<'a>(
         &'a self,
-        pick: impl FnOnce(&'a DeviceRules) -> &'a Vec<Box<[u8]>>,
+        pick: impl FnOnce(&'a DeviceRules) -> &'a Vec<CategoryFilter>,
     ) -> impl Iterator<Item = &'a str> {
-        let filters: &[Box<[u8]>] = match &self.rules {
+        let filters: &[CategoryFilter] = match &self.rules {
             Rules::Open => &[],
             Rules::Device(rules) => pick(rules),
         };
         // The filters were filled from `&str` templates and identities, so they are UTF-8.
         filters
             .iter()
-            .filter_map(|filter| core::str::from_utf8(filter).ok())
+            .filter_map(|filter| core::str::from_utf8(&filter.bytes).ok())
     }
 }
 

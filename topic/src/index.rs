@@ -1,9 +1,10 @@
 //! The routing index: topic filters to subscribers.
 //!
 //! A level trie. Nodes live in one slab and are named by `u32` indices; each node has one
-//! parent. The literal children are not stored in the nodes but in one hash table of edges
-//! keyed by `(parent, label)`, where a label is an interned level text (so `thing`, `event` or
-//! a device name is stored once however many branches use it). A node keeps its `+` child
+//! parent and a label, an interned level text (so `thing`, `event` or a device name is stored
+//! once however many branches use it). The literal children are not stored in the nodes but in
+//! one hash table of edges keyed by `(parent, level text)`, so finding a child is one hash of
+//! the topic's level and one probe. A node keeps its `+` child
 //! directly, and the heads of two intrusive lists of subscriptions: those whose filter ends at
 //! the node, and those whose filter ends with `#` right after it. A third hash table finds a
 //! subscription by `(node, ends with #, key)` for insert and remove.
@@ -98,6 +99,11 @@ enum Step {
     Up,
 }
 
+/// Where an edge goes in the edge table: its parent and its level text.
+fn edge_hash(hasher: &DefaultHashBuilder, parent: u32, text: &[u8]) -> u64 {
+    hasher.hash_one((parent, text))
+}
+
 /// Converts a slab length to the index of the next entry.
 ///
 /// # Panics
@@ -161,7 +167,7 @@ pub struct SubscriptionIndex<K, V> {
     free_labels: Vec<u32>,
     /// Interned labels, by text.
     label_table: HashTable<u32>,
-    /// Literal children: a child node, found by `(parent, label)`.
+    /// Literal children: a child node, found by `(parent, level text)`.
     edge_table: HashTable<u32>,
     subscriptions: Vec<Option<Subscription<K, V>>>,
     free_subscriptions: Vec<u32>,
@@ -262,22 +268,23 @@ impl<K, V> SubscriptionIndex<K, V> {
             .copied()
     }
 
-    fn find_edge(&self, parent: u32, label: u32) -> Option<u32> {
-        let hash = self.hasher.hash_one((parent, label));
-        let nodes = &self.nodes;
-        self.edge_table
-            .find(hash, |&child| {
-                nodes
-                    .get(child as usize)
-                    .is_some_and(|node| node.parent == parent && node.label == label)
-            })
-            .copied()
+    /// The text of a label (empty for `NONE` or a free slot).
+    fn label_text(labels: &[Label], label: u32) -> &[u8] {
+        labels.get(label as usize).map_or(&[], |entry| &entry.text)
     }
 
-    /// The literal child of `parent` for the level `text`.
+    /// The literal child of `parent` for the level `text`: one probe of the edge table, which
+    /// is keyed by the parent and the level text.
     fn literal_child(&self, parent: u32, text: &[u8]) -> Option<u32> {
-        let label = self.find_label(text)?;
-        self.find_edge(parent, label)
+        let hash = edge_hash(&self.hasher, parent, text);
+        let (nodes, labels) = (&self.nodes, &self.labels);
+        self.edge_table
+            .find(hash, |&child| {
+                nodes.get(child as usize).is_some_and(|node| {
+                    node.parent == parent && Self::label_text(labels, node.label) == text
+                })
+            })
+            .copied()
     }
 
     /// The node a filter ends at and whether it ends with `#`, if the trie has that path.
@@ -364,10 +371,10 @@ impl<K, V> SubscriptionIndex<K, V> {
     }
 
     fn literal_child_or_create(&mut self, parent: u32, text: &[u8]) -> u32 {
-        let label = self.intern_label(text);
-        if let Some(child) = self.find_edge(parent, label) {
+        if let Some(child) = self.literal_child(parent, text) {
             return child;
         }
+        let label = self.intern_label(text);
         let child = self.allocate_node(Node::new(parent, label));
         if let Some(entry) = self.labels.get_mut(label as usize) {
             entry.uses += 1;
@@ -378,15 +385,14 @@ impl<K, V> SubscriptionIndex<K, V> {
         let Self {
             edge_table,
             nodes,
+            labels,
             hasher,
             ..
         } = self;
-        let hash = hasher.hash_one((parent, label));
-        edge_table.insert_unique(hash, child, |&child| {
-            let node = nodes
-                .get(child as usize)
-                .map_or((NONE, NONE), |node| (node.parent, node.label));
-            hasher.hash_one(node)
+        let hash = edge_hash(hasher, parent, text);
+        edge_table.insert_unique(hash, child, |&child| match nodes.get(child as usize) {
+            Some(node) => edge_hash(hasher, node.parent, Self::label_text(labels, node.label)),
+            None => 0,
         });
         child
     }
@@ -419,7 +425,8 @@ impl<K, V> SubscriptionIndex<K, V> {
                     parent_node.plus = NONE;
                 }
             } else {
-                let hash = self.hasher.hash_one((parent, current.label));
+                let text = Self::label_text(&self.labels, current.label);
+                let hash = edge_hash(&self.hasher, parent, text);
                 if let Ok(edge) = self.edge_table.find_entry(hash, |&child| child == node) {
                     edge.remove();
                 }

@@ -116,9 +116,23 @@ pub(crate) fn check_wildcard_placement(bytes: &[u8]) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// The levels of a topic, as byte slices.
-fn byte_levels(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    bytes.split(|&b| b == b'/')
+/// Where the level starting at `start` ends: the index of the next `/`, or the length.
+fn level_end(bytes: &[u8], start: usize) -> usize {
+    bytes
+        .get(start..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'/'))
+        .map_or(bytes.len(), |offset| start + offset)
+}
+
+/// Where the first wildcard level of a valid filter starts, or its length if it has none.
+///
+/// Validation makes `+` and `#` whole levels, so the bytes before that point are literal levels
+/// each followed by `/`, and a name matched by the filter starts with exactly those bytes.
+pub(crate) fn literal_prefix_len(filter: &[u8]) -> usize {
+    filter
+        .iter()
+        .position(|&b| b == b'+' || b == b'#')
+        .unwrap_or(filter.len())
 }
 
 /// Whether a filter matches a name, both given as bytes already validated.
@@ -126,19 +140,67 @@ fn byte_levels(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// `+` matches exactly one level (possibly empty), `#` matches the rest of the name including
 /// nothing at all (so `a/#` matches `a`), and a name starting with `$` is not matched by a filter
 /// whose first level is a wildcard.
+#[cfg(test)]
 pub(crate) fn filter_matches(filter: &[u8], name: &[u8]) -> bool {
-    if name.first() == Some(&b'$') && matches!(filter.first(), Some(b'+' | b'#')) {
+    filter_matches_with_prefix(filter, literal_prefix_len(filter), name)
+}
+
+/// [`filter_matches`] with the filter's [`literal_prefix_len`] already known: the literal part is
+/// compared in one go, and only what follows is walked level by level.
+pub(crate) fn filter_matches_with_prefix(filter: &[u8], prefix_len: usize, name: &[u8]) -> bool {
+    let Some((prefix, wildcard_part)) = filter.split_at_checked(prefix_len) else {
+        return false;
+    };
+    if wildcard_part.is_empty() {
+        return filter == name;
+    }
+    if prefix.is_empty() && name.first() == Some(&b'$') {
         return false;
     }
-    let mut filter_levels = byte_levels(filter);
-    let mut name_levels = byte_levels(name);
+    if !name.starts_with(prefix) {
+        // `a/#` also matches its parent `a`.
+        return wildcard_part == b"#"
+            && prefix
+                .split_last()
+                .is_some_and(|(_, parent)| parent == name);
+    }
+    levels_match_from(filter, name, prefix_len, prefix_len)
+}
+
+/// Walks filter and name a level at a time from `f` and `n`, the starts of a level in each.
+/// Validation guarantees that `+` and `#` only occur as whole levels, `#` only last.
+fn levels_match_from(filter: &[u8], name: &[u8], mut f: usize, mut n: usize) -> bool {
     loop {
-        match (filter_levels.next(), name_levels.next()) {
-            (Some(b"#"), _) => return true,
-            (None, None) => return true,
-            (Some(b"+"), Some(_)) => {}
-            (Some(filter_level), Some(name_level)) if filter_level == name_level => {}
-            _ => return false,
+        match filter.get(f) {
+            Some(b'#') => return true,
+            Some(b'+') => {
+                f += 1;
+                n = level_end(name, n);
+            }
+            _ => {
+                let filter_end = level_end(filter, f);
+                let level = filter.get(f..filter_end).unwrap_or_default();
+                let name_end = n + level.len();
+                if name.get(n..name_end) != Some(level) {
+                    return false;
+                }
+                if name.get(name_end).is_some_and(|&b| b != b'/') {
+                    return false;
+                }
+                f = filter_end;
+                n = name_end;
+            }
+        }
+        // Both are at the end of a level: at a `/` or at their end.
+        match (f < filter.len(), n < name.len()) {
+            (false, false) => return true,
+            (true, true) => {
+                f += 1;
+                n += 1;
+            }
+            // The name has no more levels: only a final `#` (matching the parent) still matches.
+            (true, false) => return filter.get(f + 1..) == Some(b"#"),
+            (false, true) => return false,
         }
     }
 }
@@ -258,19 +320,31 @@ impl fmt::Debug for TopicName {
 /// # Ok::<(), TopicError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicFilter(Bytes);
+pub struct TopicFilter {
+    bytes: Bytes,
+    /// [`literal_prefix_len`] of `bytes`, computed once at validation.
+    literal_prefix: usize,
+}
 
 impl TopicFilter {
+    /// Wraps bytes that passed [`check_filter`].
+    fn validated(bytes: Bytes) -> Self {
+        Self {
+            literal_prefix: literal_prefix_len(&bytes),
+            bytes,
+        }
+    }
+
     /// Validates `s` and copies it into a new filter.
     pub fn new(s: &str, limits: &TopicLimits) -> Result<Self, TopicError> {
         check_filter(s.as_bytes(), limits)?;
-        Ok(Self(Bytes::copy_from_slice(s.as_bytes())))
+        Ok(Self::validated(Bytes::copy_from_slice(s.as_bytes())))
     }
 
     /// Validates `bytes` and keeps them without copying.
     pub fn from_bytes(bytes: Bytes, limits: &TopicLimits) -> Result<Self, TopicError> {
         check_filter(&bytes, limits)?;
-        Ok(Self(bytes))
+        Ok(Self::validated(bytes))
     }
 
     /// A filter from a string literal, validated with [`TopicLimits::default`].
@@ -281,24 +355,24 @@ impl TopicFilter {
     /// program's source, never for input: use [`TopicFilter::new`] for those.
     pub fn from_static(s: &'static str) -> Self {
         match check_filter(s.as_bytes(), &TopicLimits::default()) {
-            Ok(()) => Self(Bytes::from_static(s.as_bytes())),
+            Ok(()) => Self::validated(Bytes::from_static(s.as_bytes())),
             Err(error) => panic!("invalid topic filter literal {s:?}: {error}"),
         }
     }
 
     /// The filter as text.
     pub fn as_str(&self) -> &str {
-        validated_str(&self.0)
+        validated_str(&self.bytes)
     }
 
     /// The filter as bytes of UTF-8.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// The underlying buffer.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.bytes
     }
 
     /// The levels of the filter, split at `/`; a wildcard is a level of its own (`"+"`, `"#"`).
@@ -308,33 +382,32 @@ impl TopicFilter {
 
     /// The length of the filter in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 
     /// Always `false`: a valid filter has at least one character. Provided for symmetry with
     /// [`TopicFilter::len`].
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
     }
 
     /// Whether this filter matches `name` under MQTT's rules: `+` is one whole level, `#` is
     /// the rest of the name including nothing (`a/#` matches `a`), and a name starting with
     /// `$` is not matched by a filter starting with a wildcard.
     pub fn matches(&self, name: &TopicName) -> bool {
-        filter_matches(&self.0, &name.0)
+        filter_matches_with_prefix(&self.bytes, self.literal_prefix, &name.0)
     }
 
     /// Whether the filter has a `+` or `#` level.
     pub fn has_wildcard(&self) -> bool {
-        // Validation guarantees that these bytes only occur as whole wildcard levels.
-        self.0.iter().any(|&b| b == b'+' || b == b'#')
+        self.literal_prefix < self.bytes.len()
     }
 }
 
 impl From<TopicName> for TopicFilter {
     /// A name is a filter without wildcards that matches exactly itself.
     fn from(name: TopicName) -> Self {
-        Self(name.0)
+        Self::validated(name.0)
     }
 }
 
