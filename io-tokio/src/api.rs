@@ -1,0 +1,730 @@
+//! The broker's HTTP API: RRPC calls, server-side publishes and metrics, with the platform's
+//! names for fields and outcomes.
+//!
+//! It runs only when [`BrokerConfig::api`](crate::broker::BrokerConfig::api) is set, on the
+//! address given there. With a token configured, every request must carry
+//! `Authorization: Bearer <token>` (compared in constant time), else `401`.
+//!
+//! | request | body | answer |
+//! |---|---|---|
+//! | `POST /rrpc` | [`RrpcRequest`]: `{"ProductKey","DeviceName","RequestBase64Byte","Timeout"` (ms, 1000–8000)`,"Topic"?}` | `200` [`RrpcResponse`]: `{"Success":true,"RrpcCode":"SUCCESS"\|"TIMEOUT"\|"OFFLINE"\|"HALFCONN"\|"UNKNOWN","MessageId":"…","PayloadBase64Byte"?}` |
+//! | `POST /pub` | [`PubRequest`]: `{"ProductKey","TopicFullName","MessageContent"` (base64)`,"Qos"?` (0 or 1, default 0)`}` | `200` [`PubResponse`]: `{"Success":true,"Subscribers":n}` |
+//! | `GET /metrics` | | `200` every counter of the hub and the gauges, Prometheus text format |
+//!
+//! `Topic` of an RRPC call is one of the device's own topics (`/{ProductKey}/{DeviceName}/…`);
+//! the call then goes over `/ext/rrpc/{MessageId}{Topic}`. `MessageId` is the decimal u64 the
+//! request was published with, as a string.
+//!
+//! A `/pub` topic must belong to the product: `/{ProductKey}/…` (its devices' custom topics),
+//! `/sys/{ProductKey}/…` or `/broadcast/{ProductKey}/…`. The platform's service namespaces
+//! (`/ext/…` for RRPC, sessions and NTP, `/shadow/…`) are refused: they have their own
+//! protocols, and `/ext/rrpc/…` goes through `/rrpc`. `Subscribers` is how many sessions the
+//! message reached (the broker gives server-side publishes no message id of their own).
+//!
+//! Every failure is a `4xx` (or `503` once the broker has stopped) with an [`ApiError`] body
+//! `{"Code":"…","Message":"…"}`, never a `500`: the codes are those of [`ApiErrorCode`].
+//!
+//! A device that is not registered gets `404 DeviceNotFound` from `/rrpc` when the broker's
+//! authenticator can tell (the platform's authenticator can: see `device_registration`);
+//! with any other authenticator the call goes ahead and such a device is `OFFLINE`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::{AuthError, DeviceIdentity};
+use aliot_core::codec::{Connect, ProtocolVersion, QoS, Utf8Bytes};
+use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
+use aliot_core::{AuthContext, Authenticator, RefusalReason};
+use aliot_topic::{TopicLimits, TopicName, check_identity};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::broker::{BrokerHandle, RrpcError, Stats};
+
+/// The body of `POST /rrpc`: the platform's `RRpc` parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RrpcRequest {
+    /// The device's product.
+    pub product_key: String,
+    /// The device.
+    pub device_name: String,
+    /// The request payload, base64.
+    pub request_base64_byte: String,
+    /// How long to wait for the device, in milliseconds (1,000–8,000).
+    pub timeout: u64,
+    /// A topic of the device's own for custom-topic RRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+}
+
+/// The answer to `POST /rrpc`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RrpcResponse {
+    /// The call was made (whatever its outcome).
+    pub success: bool,
+    /// `SUCCESS`, `TIMEOUT`, `OFFLINE`, `HALFCONN` or `UNKNOWN`.
+    pub rrpc_code: String,
+    /// The messageId of the request, a decimal u64.
+    pub message_id: String,
+    /// The device's answer, base64 (with `SUCCESS` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64_byte: Option<String>,
+}
+
+/// The body of `POST /pub`: the platform's `Pub` parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PubRequest {
+    /// The product the topic belongs to.
+    pub product_key: String,
+    /// The topic to publish on.
+    pub topic_full_name: String,
+    /// The payload, base64.
+    pub message_content: String,
+    /// 0 or 1 (default 0).
+    #[serde(default)]
+    pub qos: u8,
+}
+
+/// The answer to `POST /pub`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PubResponse {
+    /// The message was routed.
+    pub success: bool,
+    /// How many sessions it reached.
+    pub subscribers: usize,
+}
+
+/// The body of every failed request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiError {
+    /// What kind of failure, one of [`ApiErrorCode`]'s names.
+    pub code: String,
+    /// What was wrong, for a person.
+    pub message: String,
+}
+
+/// The failures of the API, each with its HTTP status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiErrorCode {
+    /// 401: no `Authorization: Bearer` header, or the wrong token.
+    Unauthorized,
+    /// 400: the body is not the JSON the endpoint takes.
+    InvalidJson,
+    /// 413: the body is larger than the API reads.
+    BodyTooLarge,
+    /// 400: the body could not be read.
+    InvalidBody,
+    /// 400: a base64 field does not decode.
+    InvalidBase64,
+    /// 400: an RRPC timeout outside 1,000–8,000 ms.
+    InvalidTimeout,
+    /// 400: a product key or device name that no device can have.
+    InvalidDevice,
+    /// 404: no such device is registered.
+    DeviceNotFound,
+    /// 400: a topic that is not a valid topic name, or not one the call may use.
+    InvalidTopic,
+    /// 400: a QoS other than 0 or 1.
+    InvalidQos,
+    /// 503: the broker has stopped.
+    BrokerStopped,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint does not take this method.
+    MethodNotAllowed,
+}
+
+impl ApiErrorCode {
+    /// The code's name in the error body.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiErrorCode::Unauthorized => "Unauthorized",
+            ApiErrorCode::InvalidJson => "InvalidJson",
+            ApiErrorCode::BodyTooLarge => "BodyTooLarge",
+            ApiErrorCode::InvalidBody => "InvalidBody",
+            ApiErrorCode::InvalidBase64 => "InvalidBase64",
+            ApiErrorCode::InvalidTimeout => "InvalidTimeout",
+            ApiErrorCode::InvalidDevice => "InvalidDevice",
+            ApiErrorCode::DeviceNotFound => "DeviceNotFound",
+            ApiErrorCode::InvalidTopic => "InvalidTopic",
+            ApiErrorCode::InvalidQos => "InvalidQos",
+            ApiErrorCode::BrokerStopped => "BrokerStopped",
+            ApiErrorCode::NotFound => "NotFound",
+            ApiErrorCode::MethodNotAllowed => "MethodNotAllowed",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiErrorCode::DeviceNotFound | ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiErrorCode::BrokerStopped => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::InvalidJson
+            | ApiErrorCode::InvalidBody
+            | ApiErrorCode::InvalidBase64
+            | ApiErrorCode::InvalidTimeout
+            | ApiErrorCode::InvalidDevice
+            | ApiErrorCode::InvalidTopic
+            | ApiErrorCode::InvalidQos => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A failed request: its code and what was wrong.
+#[derive(Debug)]
+struct Failure {
+    code: ApiErrorCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = ApiError {
+            code: self.code.name().to_owned(),
+            message: self.message,
+        };
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        if self.code == ApiErrorCode::Unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    handle: BrokerHandle,
+    token: Option<Arc<str>>,
+    topic_limits: TopicLimits,
+    authenticator: Arc<dyn Authenticator + Send + Sync>,
+}
+
+impl ApiState {
+    pub(crate) fn new(
+        handle: BrokerHandle,
+        token: Option<String>,
+        topic_limits: TopicLimits,
+        authenticator: Arc<dyn Authenticator + Send + Sync>,
+    ) -> Self {
+        ApiState {
+            handle,
+            token: token.map(Arc::from),
+            topic_limits,
+            authenticator,
+        }
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Failure> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .ok_or_else(|| {
+                Failure::new(
+                    ApiErrorCode::Unauthorized,
+                    "this API needs an `Authorization: Bearer <token>` header",
+                )
+            })?;
+        // Constant time in the token's content (its length is not a secret worth the cost).
+        if bool::from(given.ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                ApiErrorCode::Unauthorized,
+                "the bearer token is not this API's",
+            ))
+        }
+    }
+}
+
+/// The API's routes over a running broker.
+pub(crate) fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/rrpc", post(rrpc).fallback(method_not_allowed))
+        .route("/pub", post(publish).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Failure {
+    Failure::new(
+        ApiErrorCode::NotFound,
+        "no such endpoint; there are POST /rrpc, POST /pub and GET /metrics",
+    )
+}
+
+async fn method_not_allowed() -> Failure {
+    Failure::new(
+        ApiErrorCode::MethodNotAllowed,
+        "this endpoint does not take this method",
+    )
+}
+
+/// Reads the JSON body of a request.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Failure> {
+    let body = body.map_err(|rejection| {
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiErrorCode::BodyTooLarge
+        } else {
+            ApiErrorCode::InvalidBody
+        };
+        Failure::new(code, rejection.body_text())
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|error| Failure::new(ApiErrorCode::InvalidJson, format!("invalid body: {error}")))
+}
+
+fn decode_base64(field: &str, text: &str) -> Result<Bytes, Failure> {
+    BASE64.decode(text).map(Bytes::from).map_err(|error| {
+        Failure::new(
+            ApiErrorCode::InvalidBase64,
+            format!("{field} is not base64: {error}"),
+        )
+    })
+}
+
+async fn rrpc(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<RrpcResponse>, Failure> {
+    state.authorize(&headers)?;
+    let request: RrpcRequest = parse_body(body)?;
+    let payload = decode_base64("RequestBase64Byte", &request.request_base64_byte)?;
+    if !RRPC_TIMEOUT_RANGE_MS.contains(&request.timeout) {
+        return Err(Failure::new(
+            ApiErrorCode::InvalidTimeout,
+            format!(
+                "Timeout {} ms is outside {}..={} ms",
+                request.timeout,
+                RRPC_TIMEOUT_RANGE_MS.start(),
+                RRPC_TIMEOUT_RANGE_MS.end()
+            ),
+        ));
+    }
+    check_identity(&request.product_key, &request.device_name)
+        .map_err(|error| Failure::new(ApiErrorCode::InvalidDevice, error.to_string()))?;
+    let device = DeviceIdentity::new(request.product_key, request.device_name);
+    if device_registration(state.authenticator.as_ref(), &device) == Registration::NotRegistered {
+        return Err(Failure::new(
+            ApiErrorCode::DeviceNotFound,
+            format!("device {device} is not registered"),
+        ));
+    }
+    let topic = match &request.topic {
+        Some(topic) => Some(TopicName::new(topic, &state.topic_limits).map_err(|error| {
+            Failure::new(
+                ApiErrorCode::InvalidTopic,
+                format!("Topic {topic:?}: {error}"),
+            )
+        })?),
+        None => None,
+    };
+    let timeout = Duration::from_millis(request.timeout);
+    let reply = match &topic {
+        Some(topic) => {
+            state
+                .handle
+                .rrpc_on_topic(&device, topic, payload, timeout)
+                .await
+        }
+        None => state.handle.rrpc(&device, payload, timeout).await,
+    };
+    let reply = reply.map_err(|error| {
+        let code = match &error {
+            RrpcError::BrokerStopped => ApiErrorCode::BrokerStopped,
+            RrpcError::Rejected(hub::RrpcError::InvalidTimeout(_)) => ApiErrorCode::InvalidTimeout,
+            RrpcError::Rejected(
+                hub::RrpcError::NotDeviceTopic(_) | hub::RrpcError::InvalidTopic,
+            ) => ApiErrorCode::InvalidTopic,
+        };
+        Failure::new(code, error.to_string())
+    })?;
+    let payload_base64_byte = match &reply.outcome {
+        RrpcOutcome::Success(payload) => Some(BASE64.encode(payload)),
+        _ => None,
+    };
+    Ok(axum::Json(RrpcResponse {
+        success: true,
+        rrpc_code: reply.outcome.code().to_owned(),
+        message_id: reply.message_id.0.to_string(),
+        payload_base64_byte,
+    }))
+}
+
+async fn publish(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<PubResponse>, Failure> {
+    state.authorize(&headers)?;
+    let request: PubRequest = parse_body(body)?;
+    let payload = decode_base64("MessageContent", &request.message_content)?;
+    let qos = match request.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        other => {
+            return Err(Failure::new(
+                ApiErrorCode::InvalidQos,
+                format!("Qos {other} is not 0 or 1"),
+            ));
+        }
+    };
+    let topic = TopicName::new(&request.topic_full_name, &state.topic_limits).map_err(|error| {
+        Failure::new(
+            ApiErrorCode::InvalidTopic,
+            format!("TopicFullName {:?}: {error}", request.topic_full_name),
+        )
+    })?;
+    if !belongs_to_product(topic.as_str(), &request.product_key) {
+        return Err(Failure::new(
+            ApiErrorCode::InvalidTopic,
+            format!(
+                "TopicFullName {:?} is not a topic of product {:?}: expected /{pk}/..., /sys/{pk}/... or /broadcast/{pk}/...",
+                request.topic_full_name,
+                request.product_key,
+                pk = request.product_key
+            ),
+        ));
+    }
+    let subscribers = state.handle.publish(topic, payload, qos).await;
+    Ok(axum::Json(PubResponse {
+        success: true,
+        subscribers,
+    }))
+}
+
+/// Whether a `/pub` topic is one of the product's: `/{pk}/…`, `/sys/{pk}/…`, `/broadcast/{pk}/…`.
+fn belongs_to_product(topic: &str, product_key: &str) -> bool {
+    if product_key.is_empty() || check_identity(product_key, "device").is_err() {
+        return false;
+    }
+    let Some(rest) = topic.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest
+        .strip_prefix("sys/")
+        .or_else(|| rest.strip_prefix("broadcast/"))
+        .unwrap_or(rest);
+    rest.strip_prefix(product_key)
+        .and_then(|after| after.strip_prefix('/'))
+        .is_some_and(|after| !after.is_empty())
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Failure> {
+    state.authorize(&headers)?;
+    let stats = state.handle.stats().await;
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    Ok((
+        [(header::CONTENT_TYPE, content_type)],
+        prometheus_text(&stats),
+    )
+        .into_response())
+}
+
+/// Every counter of the hub and the gauges, in Prometheus text format.
+pub(crate) fn prometheus_text(stats: &Stats) -> String {
+    // Destructured in full: a counter added to the hub does not compile until it is exported.
+    let Counters {
+        connections_accepted,
+        connections_refused,
+        closed,
+        takeovers,
+        messages_in,
+        messages_out,
+        publish_denied,
+        subscribe_denied,
+        dropped,
+        rrpc,
+    } = &stats.counters;
+    let aliot_core::hub::CloseCounters {
+        client_disconnected,
+        refused,
+        connect_timeout,
+        keep_alive_timeout,
+        protocol_violation,
+        taken_over,
+        server_shutdown,
+        transport_closed,
+    } = closed;
+    let aliot_core::hub::DropCounters {
+        queue_full,
+        expired,
+        slow_consumer,
+        offline_qos0,
+        session_discarded,
+    } = dropped;
+    let aliot_core::hub::RrpcCounters {
+        success,
+        timeout,
+        offline,
+        halfconn,
+        unknown,
+        late_responses,
+        unknown_responses,
+    } = rrpc;
+    let refused_by_code: Vec<(String, u64)> = connections_refused
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(code, count)| (format!("code=\"{code}\""), *count))
+        .collect();
+
+    let mut out = String::with_capacity(4096);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    };
+    family(
+        "aliot_connections_accepted_total",
+        "counter",
+        "Sessions opened (CONNACK 0 sent).",
+        &[("", *connections_accepted)],
+    );
+    let refused_samples: Vec<(&str, u64)> = refused_by_code
+        .iter()
+        .map(|(labels, count)| (labels.as_str(), *count))
+        .collect();
+    family(
+        "aliot_connections_refused_total",
+        "counter",
+        "CONNECTs refused, by CONNACK return code.",
+        &refused_samples,
+    );
+    family(
+        "aliot_connections_closed_total",
+        "counter",
+        "Connections closed, by reason.",
+        &[
+            ("reason=\"client_disconnected\"", *client_disconnected),
+            ("reason=\"refused\"", *refused),
+            ("reason=\"connect_timeout\"", *connect_timeout),
+            ("reason=\"keep_alive_timeout\"", *keep_alive_timeout),
+            ("reason=\"protocol_violation\"", *protocol_violation),
+            ("reason=\"taken_over\"", *taken_over),
+            ("reason=\"server_shutdown\"", *server_shutdown),
+            ("reason=\"transport_closed\"", *transport_closed),
+        ],
+    );
+    family(
+        "aliot_takeovers_total",
+        "counter",
+        "Connections taken over by a new connection of the same client.",
+        &[("", *takeovers)],
+    );
+    family(
+        "aliot_messages_in_total",
+        "counter",
+        "PUBLISHes accepted from clients, plus messages published by the server.",
+        &[("", *messages_in)],
+    );
+    family(
+        "aliot_messages_out_total",
+        "counter",
+        "Deliveries handed to connections.",
+        &[("", *messages_out)],
+    );
+    family(
+        "aliot_publish_denied_total",
+        "counter",
+        "PUBLISHes refused by the ACL (dropped; QoS 1 still acknowledged).",
+        &[("", *publish_denied)],
+    );
+    family(
+        "aliot_subscribe_denied_total",
+        "counter",
+        "SUBSCRIBE filters refused by the ACL.",
+        &[("", *subscribe_denied)],
+    );
+    family(
+        "aliot_messages_dropped_total",
+        "counter",
+        "Messages dropped, by reason.",
+        &[
+            ("reason=\"queue_full\"", *queue_full),
+            ("reason=\"expired\"", *expired),
+            ("reason=\"slow_consumer\"", *slow_consumer),
+            ("reason=\"offline_qos0\"", *offline_qos0),
+            ("reason=\"session_discarded\"", *session_discarded),
+        ],
+    );
+    family(
+        "aliot_rrpc_calls_total",
+        "counter",
+        "RRPC calls ended, by outcome.",
+        &[
+            ("outcome=\"SUCCESS\"", *success),
+            ("outcome=\"TIMEOUT\"", *timeout),
+            ("outcome=\"OFFLINE\"", *offline),
+            ("outcome=\"HALFCONN\"", *halfconn),
+            ("outcome=\"UNKNOWN\"", *unknown),
+        ],
+    );
+    family(
+        "aliot_rrpc_late_responses_total",
+        "counter",
+        "RRPC responses that came after their call timed out (dropped).",
+        &[("", *late_responses)],
+    );
+    family(
+        "aliot_rrpc_unknown_responses_total",
+        "counter",
+        "RRPC responses to no known call (dropped).",
+        &[("", *unknown_responses)],
+    );
+    let gauge = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+    family(
+        "aliot_connections",
+        "gauge",
+        "Connections with an open session.",
+        &[("", gauge(stats.connections))],
+    );
+    family(
+        "aliot_sessions",
+        "gauge",
+        "Sessions kept, online and offline.",
+        &[("", gauge(stats.sessions))],
+    );
+    family(
+        "aliot_rrpc_pending",
+        "gauge",
+        "RRPC calls waiting for their device.",
+        &[("", gauge(stats.pending_rrpc))],
+    );
+    out
+}
+
+/// Whether the broker's authenticator knows a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Registration {
+    /// It is registered.
+    Registered,
+    /// It is not.
+    NotRegistered,
+    /// The authenticator does not say.
+    Unknown,
+}
+
+/// Asks the broker's authenticator whether it knows `device`, with a CONNECT in the platform's
+/// form whose signature cannot verify (an all-zero HMAC-SHA1).
+///
+/// The broker is handed only an [`Authenticator`], not the registry behind it. The platform's
+/// authenticator looks the device up before it checks the signature, so it answers "unknown
+/// device" for a device that is not registered and "signature mismatch" for one that is. Any
+/// other answer (an authenticator of another scheme) means the API cannot tell, and the call
+/// goes ahead.
+fn device_registration(authenticator: &dyn Authenticator, device: &DeviceIdentity) -> Registration {
+    const PROBE_CLIENT_ID: &str = "aliot-api|securemode=3,signmethod=hmacsha1|";
+    const ZERO_SHA1_HEX: &[u8; 40] = b"0000000000000000000000000000000000000000";
+    let Ok(username) = Utf8Bytes::try_from(device.username()) else {
+        return Registration::Unknown;
+    };
+    let probe = Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        client_id: Utf8Bytes::from_static(PROBE_CLIENT_ID),
+        clean_session: true,
+        keep_alive: 60,
+        username: Some(username),
+        password: Some(Bytes::from_static(ZERO_SHA1_HEX)),
+        will: None,
+    };
+    match authenticator.authenticate(&probe, &AuthContext::default()) {
+        Err(refusal) => match refusal.reason {
+            RefusalReason::Auth(AuthError::UnknownDevice(_)) => Registration::NotRegistered,
+            RefusalReason::Auth(AuthError::SignatureMismatch(_)) => Registration::Registered,
+            _ => Registration::Unknown,
+        },
+        Ok(_) => Registration::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pub_topics_belong_to_their_product_only() {
+        assert!(belongs_to_product("/a1PK/dev-1/user/get", "a1PK"));
+        assert!(belongs_to_product("/sys/a1PK/dev-1/thing/x", "a1PK"));
+        assert!(belongs_to_product("/broadcast/a1PK/news", "a1PK"));
+        assert!(!belongs_to_product("/a1PK", "a1PK"));
+        assert!(!belongs_to_product("/a1PK/", "a1PK"));
+        assert!(!belongs_to_product("/a1PKX/dev/get", "a1PK"));
+        assert!(!belongs_to_product("/other/dev/get", "a1PK"));
+        assert!(!belongs_to_product("/ext/rrpc/1/a1PK/dev/get", "a1PK"));
+        assert!(!belongs_to_product("/shadow/get/a1PK/dev", "a1PK"));
+        assert!(!belongs_to_product("a1PK/dev/get", "a1PK"));
+        assert!(!belongs_to_product("/sys/a1PK/dev", ""));
+        // A product key that is a platform namespace is nobody's.
+        assert!(!belongs_to_product("/sys/x", "sys"));
+    }
+
+    #[test]
+    fn metrics_export_every_counter_with_help_and_type() {
+        let mut stats = Stats::default();
+        stats.counters.connections_refused[5] = 3;
+        stats.counters.rrpc.halfconn = 2;
+        stats.counters.dropped.slow_consumer = 7;
+        stats.connections = 4;
+        let text = prometheus_text(&stats);
+        assert!(text.contains("aliot_connections_refused_total{code=\"5\"} 3\n"));
+        assert!(text.contains("aliot_connections_refused_total{code=\"1\"} 0\n"));
+        assert!(!text.contains("code=\"0\""));
+        assert!(text.contains("aliot_rrpc_calls_total{outcome=\"HALFCONN\"} 2\n"));
+        assert!(text.contains("aliot_messages_dropped_total{reason=\"slow_consumer\"} 7\n"));
+        assert!(text.contains("# TYPE aliot_connections gauge\naliot_connections 4\n"));
+        // Every family has its HELP and TYPE lines, each sample a family declared before it.
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap_or_default().to_owned());
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap_or_default();
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+        assert_eq!(declared.len(), 15);
+    }
+}

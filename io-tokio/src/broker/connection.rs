@@ -1,0 +1,291 @@
+//! One task per connection: a [`Connection`] and its socket, talking to the hub task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aliot_core::hub::ConnId;
+use aliot_core::server::{CloseReason, Command, Connection, Event, ServerConfig};
+use aliot_core::{AuthContext, Authenticator, ClientKey};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use super::hub_task::HubRequest;
+use super::{CLOSE_LINGER, Clock, far_future, stopped, wall_clock_ms};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Commands from the hub applied in one go.
+const COMMAND_BATCH: usize = 64;
+
+/// After closing the write side, unread bytes of the device are read and dropped, at most this
+/// many, so that closing does not reset the connection before the device has read our last
+/// packets (a CONNACK refusal, say).
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// What every connection task shares.
+pub(crate) struct ConnectionShared {
+    pub(crate) server: ServerConfig,
+    pub(crate) authenticator: Arc<dyn Authenticator + Send + Sync>,
+    pub(crate) hub: mpsc::Sender<HubRequest>,
+    pub(crate) clock: Clock,
+    /// Raised by the hub task once it has sent its last commands.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Serves one accepted socket: TLS handshake if configured, then the connection loop.
+pub(crate) async fn serve(
+    shared: Arc<ConnectionShared>,
+    conn: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        debug!(conn = conn.0, %peer, %error, "cannot set TCP_NODELAY");
+    }
+    let Some(acceptor) = tls else {
+        return run(&shared, conn, peer, false, stream).await;
+    };
+    let mut stop = shared.stop.clone();
+    let handshake = tokio::time::timeout(shared.server.connect_timeout, acceptor.accept(stream));
+    tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => run(&shared, conn, peer, true, stream).await,
+            Ok(Err(error)) => info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
+            Err(_) => info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
+        },
+        () = stopped(&mut stop) => {
+            debug!(conn = conn.0, %peer, "TLS handshake abandoned: the broker is stopping");
+        }
+    }
+}
+
+/// Tells the hub that a connection's task ended without its close reaching the hub (the task
+/// failed), so that its session does not stay attached to nothing.
+pub(crate) async fn report_lost(shared: &ConnectionShared, conn: ConnId) {
+    let event = Event::Closed(CloseReason::TransportClosed);
+    let _ = shared.hub.send(HubRequest::Event { conn, event }).await;
+}
+
+/// How far one write step got.
+enum Progress {
+    /// Some bytes went into the stream; a flush is due once the buffer is empty.
+    Wrote,
+    /// Everything written is on its way (TLS records included).
+    Flushed,
+}
+
+/// Writes some of `out`, or flushes when it is empty.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+) -> io::Result<Progress> {
+    if out.is_empty() {
+        writer.flush().await?;
+        return Ok(Progress::Flushed);
+    }
+    match writer.write_buf(out).await? {
+        0 => Err(io::ErrorKind::WriteZero.into()),
+        _ => Ok(Progress::Wrote),
+    }
+}
+
+/// The connection loop. See the module docs of [`crate::broker`] for its shape.
+async fn run<S: AsyncRead + AsyncWrite + Send>(
+    shared: &ConnectionShared,
+    conn: ConnId,
+    peer: SocketAddr,
+    tls: bool,
+    stream: S,
+) {
+    let clock = shared.clock;
+    let (commands_tx, mut commands) = mpsc::unbounded_channel();
+    let register = HubRequest::Register {
+        conn,
+        commands: commands_tx,
+    };
+    if shared.hub.send(register).await.is_err() {
+        debug!(conn = conn.0, %peer, "connection dropped: the broker is stopping");
+        return;
+    }
+    let context = AuthContext {
+        wall_clock_ms: wall_clock_ms(),
+        tls,
+    };
+    let mut connection = Connection::new(
+        shared.server.clone(),
+        Arc::clone(&shared.authenticator),
+        context,
+        clock.now(),
+    );
+    let mut log = ConnectionLog {
+        conn,
+        peer,
+        tls,
+        key: None,
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut stop = shared.stop.clone();
+    let mut read_buf = vec![0u8; READ_CHUNK];
+    let mut out = BytesMut::new();
+    let mut batch = Vec::with_capacity(COMMAND_BATCH);
+    let mut needs_flush = false;
+    let mut hub_reachable = true;
+    let mut stop_seen = false;
+    let mut transport_failed = false;
+    let mut closing_deadline = None;
+    loop {
+        while let Some(event) = connection.poll_event() {
+            log.event(&event);
+            if hub_reachable
+                && shared
+                    .hub
+                    .send(HubRequest::Event { conn, event })
+                    .await
+                    .is_err()
+            {
+                hub_reachable = false;
+                connection.handle_command(clock.now(), Command::Close(CloseReason::ServerShutdown));
+            }
+        }
+        if out.is_empty() {
+            // Only once the last output is written: what waits stays in the connection,
+            // whose limits (QoS 0 drops, no reading) depend on it.
+            connection.poll_transmit(&mut out);
+        }
+        if connection.is_closed() {
+            if out.is_empty() && !needs_flush {
+                break;
+            }
+            closing_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+        }
+        let wake = match closing_deadline {
+            Some(deadline) => Some(deadline),
+            None => connection.poll_timeout().map(|at| clock.deadline(at)),
+        };
+        let reading = connection.wants_input();
+        let writing = !out.is_empty() || needs_flush;
+        tokio::select! {
+            read = reader.read(&mut read_buf), if reading => match read {
+                Ok(0) => connection.handle_transport_closed(),
+                Ok(n) => match read_buf.get(..n) {
+                    Some(data) => connection.handle_input(clock.now(), data),
+                    None => connection.handle_transport_closed(),
+                },
+                Err(error) => {
+                    debug!(conn = conn.0, %peer, %error, "read failed");
+                    transport_failed = true;
+                    connection.handle_transport_closed();
+                }
+            },
+            written = write_or_flush(&mut writer, &mut out), if writing => match written {
+                Ok(Progress::Wrote) => needs_flush = true,
+                Ok(Progress::Flushed) => needs_flush = false,
+                Err(error) => {
+                    debug!(conn = conn.0, %peer, %error, "write failed");
+                    out.clear();
+                    needs_flush = false;
+                    transport_failed = true;
+                    connection.handle_transport_closed();
+                }
+            },
+            received = commands.recv_many(&mut batch, COMMAND_BATCH), if hub_reachable => {
+                let now = clock.now();
+                if received == 0 {
+                    // The hub task has ended (it dropped our channel): we are being stopped.
+                    hub_reachable = false;
+                    connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
+                }
+                for command in batch.drain(..) {
+                    log.command(&command);
+                    connection.handle_command(now, command);
+                }
+            },
+            () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
+                if closing_deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
+                    debug!(conn = conn.0, %peer, "closing: output not written within the linger time, dropped");
+                    transport_failed = true;
+                    break;
+                }
+                connection.handle_timeout(clock.now());
+            },
+            () = stopped(&mut stop), if !stop_seen => {
+                stop_seen = true;
+                // The hub queued its last commands before raising the signal: apply them first.
+                let now = clock.now();
+                while let Ok(command) = commands.try_recv() {
+                    log.command(&command);
+                    connection.handle_command(now, command);
+                }
+                connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
+            },
+        }
+    }
+    if transport_failed {
+        return;
+    }
+    let remaining = closing_deadline.unwrap_or_else(|| tokio::time::Instant::now() + CLOSE_LINGER);
+    // Close our side (TLS close_notify, then FIN), then read what the device still sends until
+    // it closes too, so that unread input does not turn our close into a reset.
+    let _ = tokio::time::timeout_at(remaining, async {
+        writer.shutdown().await?;
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT {
+            match reader.read(&mut read_buf).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    })
+    .await;
+}
+
+/// The log lines of one connection: connect, refusal, close.
+struct ConnectionLog {
+    conn: ConnId,
+    peer: SocketAddr,
+    tls: bool,
+    key: Option<ClientKey>,
+}
+
+impl ConnectionLog {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::SessionRequested(request) => self.key = Some(request.key.clone()),
+            Event::Closed(CloseReason::Refused(refusal)) => info!(
+                conn = self.conn.0,
+                peer = %self.peer,
+                code = refusal.code.to_u8(),
+                reason = %refusal.reason,
+                "connect refused"
+            ),
+            Event::Closed(reason) => match &self.key {
+                Some(key) => info!(conn = self.conn.0, peer = %self.peer, %key, %reason, "closed"),
+                None => {
+                    info!(conn = self.conn.0, peer = %self.peer, %reason, "closed before connecting")
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn command(&self, command: &Command) {
+        if let (Command::SessionOpened { session_present }, Some(key)) = (command, &self.key) {
+            info!(
+                conn = self.conn.0,
+                peer = %self.peer,
+                tls = self.tls,
+                %key,
+                session_present,
+                "connected"
+            );
+        }
+    }
+}

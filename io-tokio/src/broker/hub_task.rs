@@ -1,0 +1,211 @@
+//! The hub task: the one owner of the [`Hub`], fed by a channel, answering through channels.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aliot_auth::DeviceIdentity;
+use aliot_core::Message;
+use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubConfig, HubOutput};
+use aliot_core::server::{CloseReason, Command, Event};
+use aliot_topic::{MessageId, TopicName};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::handle::{RrpcReply, Stats};
+use super::{Clock, far_future, stopped};
+
+/// Requests handled in one go before the outputs are dispatched.
+const BATCH: usize = 256;
+
+/// What the hub task is asked to do.
+pub(crate) enum HubRequest {
+    /// A new connection's command channel; sent before any of its events.
+    Register {
+        conn: ConnId,
+        commands: mpsc::UnboundedSender<Command>,
+    },
+    /// An event of a connection.
+    Event { conn: ConnId, event: Event },
+    /// An RRPC call; the reply comes when the call ends.
+    Rrpc {
+        device: DeviceIdentity,
+        payload: Bytes,
+        timeout: Duration,
+        topic: Option<TopicName>,
+        reply: oneshot::Sender<Result<RrpcReply, hub::RrpcError>>,
+    },
+    /// A server-side publish to every subscriber.
+    Publish {
+        message: Message,
+        reply: oneshot::Sender<usize>,
+    },
+    /// A server-side publish to one device.
+    PublishToDevice {
+        device: DeviceIdentity,
+        message: Message,
+        reply: oneshot::Sender<DeviceDelivery>,
+    },
+    /// The counters and gauges now.
+    Stats { reply: oneshot::Sender<Stats> },
+}
+
+/// The hub and the channels its outputs go to.
+pub(crate) struct HubTask {
+    hub: Hub,
+    clock: Clock,
+    connections: HashMap<ConnId, mpsc::UnboundedSender<Command>>,
+    rrpc_callers: HashMap<MessageId, oneshot::Sender<Result<RrpcReply, hub::RrpcError>>>,
+}
+
+impl HubTask {
+    pub(crate) fn new(config: HubConfig, clock: Clock) -> Self {
+        HubTask {
+            hub: Hub::new(config),
+            clock,
+            connections: HashMap::new(),
+            rrpc_callers: HashMap::new(),
+        }
+    }
+
+    /// Runs until `stop` is raised (or its sender dropped), then shuts the hub down, raises
+    /// `stop_connections` for the connection tasks and leaves the last statistics in
+    /// `final_stats` for handles that ask later.
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<HubRequest>,
+        mut stop: watch::Receiver<bool>,
+        stop_connections: watch::Sender<bool>,
+        final_stats: Arc<Mutex<Option<Stats>>>,
+    ) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let wake = self.hub.poll_timeout().map(|at| self.clock.deadline(at));
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => break,
+                received = requests.recv_many(&mut batch, BATCH) => {
+                    if received == 0 {
+                        // Every sender is gone: nothing can reach the hub any more.
+                        break;
+                    }
+                    let now = self.clock.now();
+                    for request in batch.drain(..) {
+                        self.handle(request, now);
+                    }
+                    // A steady stream of requests must not starve the deadlines.
+                    if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+                        self.hub.handle_timeout(now);
+                    }
+                    self.dispatch();
+                }
+                () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
+                    self.hub.handle_timeout(self.clock.now());
+                    self.dispatch();
+                }
+            }
+        }
+        self.shutdown();
+        *final_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.stats());
+        // After every command above is queued: a connection that sees the signal drains its
+        // channel first, so it misses nothing the hub sent it.
+        stop_connections.send_replace(true);
+        // Requests still queued are dropped with the receiver: their callers learn that the
+        // broker stopped, and connections not yet registered see their channel closed.
+    }
+
+    fn handle(&mut self, request: HubRequest, now: aliot_core::Instant) {
+        match request {
+            HubRequest::Register { conn, commands } => {
+                self.connections.insert(conn, commands);
+            }
+            HubRequest::Event { conn, event } => {
+                let closed = matches!(event, Event::Closed(_));
+                self.hub.handle_event(conn, event, now);
+                if closed {
+                    // Nothing more goes to a closed connection.
+                    self.connections.remove(&conn);
+                }
+            }
+            HubRequest::Rrpc {
+                device,
+                payload,
+                timeout,
+                topic,
+                reply,
+            } => match self
+                .hub
+                .rrpc_call(&device, payload, timeout, topic.as_ref(), now)
+            {
+                // Registered before the outputs are drained: an OFFLINE or HALFCONN outcome
+                // is among them already.
+                Ok(id) => {
+                    self.rrpc_callers.insert(id, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+            HubRequest::Publish { message, reply } => {
+                let reached = self.hub.publish(message, now);
+                let _ = reply.send(reached);
+            }
+            HubRequest::PublishToDevice {
+                device,
+                message,
+                reply,
+            } => {
+                let delivery = self.hub.publish_to_device(&device, message, now);
+                let _ = reply.send(delivery);
+            }
+            HubRequest::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    /// Hands every output of the hub to its connection or RRPC caller.
+    fn dispatch(&mut self) {
+        while let Some(output) = self.hub.poll_output() {
+            match output {
+                HubOutput::Connection { conn, command } => {
+                    if let Some(commands) = self.connections.get(&conn)
+                        && commands.send(command).is_err()
+                    {
+                        // The task is gone; its close reaches the hub as an event.
+                        self.connections.remove(&conn);
+                    }
+                }
+                HubOutput::RrpcOutcome { id, outcome } => {
+                    if let Some(caller) = self.rrpc_callers.remove(&id) {
+                        // The caller may have given up (an HTTP client that went away).
+                        let _ = caller.send(Ok(RrpcReply {
+                            message_id: id,
+                            outcome,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.hub.shutdown();
+        self.dispatch();
+        // Connections still waiting for their session are not the hub's yet: close them too
+        // (a second close of one the hub closed is ignored).
+        for (_, commands) in self.connections.drain() {
+            let _ = commands.send(Command::Close(CloseReason::ServerShutdown));
+        }
+        self.rrpc_callers.clear();
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            counters: self.hub.counters().clone(),
+            connections: self.hub.connection_count(),
+            sessions: self.hub.session_count(),
+            pending_rrpc: self.hub.pending_rrpc_calls(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! TLS for the listeners: a rustls server configuration with the ring provider, TLS 1.2 and 1.3.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A PEM file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A PEM file holds a section that does not parse.
+    #[error("{path} is not valid PEM: {source}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        source: io::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{0} holds no CERTIFICATE section")]
+    NoCertificate(PathBuf),
+    /// The key file holds no private key.
+    #[error("{0} holds no private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoPrivateKey(PathBuf),
+    /// rustls refused the certificate chain and key (for instance a key that does not match
+    /// the certificate, or of an unsupported type).
+    #[error("the certificate and key are not usable: {0}")]
+    Rejected(#[from] rustls::Error),
+}
+
+/// Loads a PEM certificate chain (leaf first) and a PEM private key into a rustls
+/// `ServerConfig` (ring provider, TLS 1.2 and 1.3, no client certificates).
+pub fn load_tls_config(
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    let mut certs_reader = open(cert_pem)?;
+    let certs = rustls_pemfile::certs(&mut certs_reader)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsConfigError::Pem {
+            path: cert_pem.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::NoCertificate(cert_pem.to_path_buf()));
+    }
+    let mut key_reader = open(key_pem)?;
+    let key = rustls_pemfile::private_key(&mut key_reader)
+        .map_err(|source| TlsConfigError::Pem {
+            path: key_pem.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsConfigError::NoPrivateKey(key_pem.to_path_buf()))?;
+    tls_config(certs, key)
+}
+
+/// A rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3, no client certificates) from a
+/// certificate chain (leaf first) and its private key, already decoded.
+pub fn tls_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, TlsConfigError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|source| TlsConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
