@@ -1,0 +1,423 @@
+//! What the broker tests share: a registry of test devices, a broker on loopback, a small MQTT
+//! test client over the codec (over any byte stream, TCP or TLS), and a minimal HTTP client.
+//!
+//! Every wait has a timeout and fails the test with what it was waiting for; nothing sleeps
+//! for a fixed time to let things happen.
+
+// Each test file uses its own part of these helpers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, SecureMode, SignRequest};
+use aliot_core::PlatformAuthenticator;
+use aliot_core::codec::{
+    ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
+    SubAck, Subscribe, Utf8Bytes,
+};
+use aliot_tokio::broker::{ApiConfig, Broker, BrokerConfig, ListenerConfig};
+use aliot_topic::{Permission, ProductCategories};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The product of the test devices.
+pub const PRODUCT: &str = "a1TestPK001";
+
+/// How long any single wait of a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A test device: `dev-00{n}` of [`PRODUCT`], with secret `secret-{n}`.
+pub fn device(n: u8) -> (DeviceIdentity, DeviceSecret) {
+    (
+        DeviceIdentity::new(PRODUCT, format!("dev-00{n}")),
+        DeviceSecret::new(format!("secret-{n}")),
+    )
+}
+
+/// The registry: [`PRODUCT`] with the default categories plus `/user/get` (sub) and
+/// `/user/update` (pub), and devices 1 to 4.
+pub fn registry() -> MemoryRegistry {
+    let mut categories = ProductCategories::defaults();
+    categories
+        .add_custom("/${productKey}/${deviceName}/user/get", Permission::Sub)
+        .unwrap();
+    categories
+        .add_custom("/${productKey}/${deviceName}/user/update", Permission::Pub)
+        .unwrap();
+    let mut registry = MemoryRegistry::new();
+    registry.add_product(PRODUCT, categories);
+    for n in 1..=4 {
+        let (identity, secret) = device(n);
+        registry
+            .add_device(&identity.product_key, &identity.device_name, secret)
+            .unwrap();
+    }
+    registry
+}
+
+/// A broker configuration with one plain TCP listener on a free loopback port.
+pub fn config(open_mode: bool) -> BrokerConfig {
+    let authenticator = PlatformAuthenticator::new(registry()).with_open_mode(open_mode);
+    BrokerConfig {
+        listeners: vec![ListenerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: None,
+        }],
+        server: Default::default(),
+        hub: Default::default(),
+        authenticator: Arc::new(authenticator),
+        api: None,
+    }
+}
+
+/// The same, with the HTTP API on a free loopback port.
+pub fn config_with_api(open_mode: bool, token: Option<&str>) -> BrokerConfig {
+    BrokerConfig {
+        api: Some(ApiConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            token: token.map(str::to_owned),
+        }),
+        ..config(open_mode)
+    }
+}
+
+/// Starts a broker and returns it with the address of its first listener.
+pub async fn start(config: BrokerConfig) -> (Broker, SocketAddr) {
+    let broker = Broker::start(config).await.expect("the broker starts");
+    let (addr, _) = broker.listener_addrs()[0];
+    (broker, addr)
+}
+
+/// Platform credentials for a device, signed as the platform's SDKs do.
+pub fn credentials(n: u8, mode: SecureMode) -> (String, String, String) {
+    let (identity, secret) = device(n);
+    let signed = SignRequest::new(&identity, &secret, mode)
+        .timestamp("2524608000000")
+        .sign()
+        .unwrap();
+    (signed.client_id, signed.username, signed.password)
+}
+
+/// A CONNECT with these fields, MQTT 3.1.1, keepalive 60 s.
+pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<&str>) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V3_1_1,
+        client_id: Utf8Bytes::try_from(client_id).unwrap(),
+        clean_session: true,
+        keep_alive: 60,
+        username: username.map(|u| Utf8Bytes::try_from(u).unwrap()),
+        password: password.map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        will: None,
+    }
+}
+
+/// The CONNECT of device `n` with its platform credentials.
+pub fn device_connect(n: u8, clean_session: bool) -> Connect {
+    let (client_id, username, password) = credentials(n, SecureMode::Tcp);
+    Connect {
+        clean_session,
+        ..connect_packet(&client_id, Some(&username), Some(&password))
+    }
+}
+
+/// A topic string as the codec's string type.
+pub fn utf8(text: &str) -> Utf8Bytes {
+    Utf8Bytes::try_from(text).unwrap()
+}
+
+/// A byte stream the test client can run over.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A minimal MQTT client over the codec: writes packets, reads packets, sees the close.
+pub struct TestClient {
+    stream: Box<dyn Io>,
+    decoder: Decoder,
+    read: BytesMut,
+    next_packet_id: u16,
+}
+
+impl TestClient {
+    /// A client over a connected stream.
+    pub fn over(stream: impl Io + 'static) -> Self {
+        TestClient {
+            stream: Box::new(stream),
+            decoder: Decoder::default(),
+            read: BytesMut::new(),
+            next_packet_id: 0,
+        }
+    }
+
+    /// A TCP connection to the broker, with nothing sent yet.
+    pub async fn tcp(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("the broker accepts");
+        stream.set_nodelay(true).unwrap();
+        Self::over(stream)
+    }
+
+    /// Connects with this CONNECT and returns the client and the CONNACK.
+    pub async fn connect(addr: SocketAddr, connect: Connect) -> (Self, ConnAck) {
+        let mut client = Self::tcp(addr).await;
+        let connack = client.handshake(connect).await;
+        (client, connack)
+    }
+
+    /// Connects device `n` with its credentials and expects to be accepted.
+    pub async fn device(addr: SocketAddr, n: u8, clean_session: bool) -> (Self, bool) {
+        let (client, connack) = Self::connect(addr, device_connect(n, clean_session)).await;
+        assert_eq!(connack.code as u8, 0, "device {n} is accepted");
+        (client, connack.session_present)
+    }
+
+    /// Sends CONNECT and reads the CONNACK.
+    pub async fn handshake(&mut self, connect: Connect) -> ConnAck {
+        self.send(&Packet::Connect(connect)).await;
+        match self.recv().await {
+            Packet::ConnAck(connack) => connack,
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Writes one packet.
+    pub async fn send(&mut self, packet: &Packet) {
+        let mut buf = BytesMut::new();
+        packet.encode(&mut buf).unwrap();
+        self.send_raw(&buf).await;
+    }
+
+    /// Writes raw bytes.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// Reads the next packet, failing the test if none comes in time or the broker closes.
+    pub async fn recv(&mut self) -> Packet {
+        match tokio::time::timeout(WAIT, self.next_packet()).await {
+            Ok(Some(packet)) => packet,
+            Ok(None) => panic!("the broker closed the connection while a packet was expected"),
+            Err(_) => panic!("no packet within {WAIT:?}"),
+        }
+    }
+
+    /// Reads the next PUBLISH (skipping nothing: any other packet fails the test).
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(publish) => publish,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Expects the broker to close the connection (after any packets, which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut before = Vec::new();
+        loop {
+            match tokio::time::timeout(WAIT, self.next_packet()).await {
+                Ok(Some(packet)) => before.push(packet),
+                Ok(None) => return before,
+                Err(_) => panic!("the broker did not close the connection within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// SUBSCRIBE to these filters at QoS 1; returns the SUBACK's return codes as bytes.
+    pub async fn subscribe(&mut self, filters: &[&str]) -> Vec<u8> {
+        let packet_id = self.packet_id();
+        let subscribe = Subscribe {
+            packet_id,
+            filters: filters
+                .iter()
+                .map(|f| (utf8(f), QoS::AtLeastOnce))
+                .collect(),
+        };
+        self.send(&Packet::Subscribe(subscribe)).await;
+        match self.recv().await {
+            Packet::SubAck(SubAck {
+                packet_id: acked,
+                return_codes,
+            }) => {
+                assert_eq!(acked, packet_id);
+                return_codes.into_iter().map(u8::from).collect()
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// PUBLISH at QoS 0.
+    pub async fn publish0(&mut self, topic: &str, payload: &[u8]) {
+        let publish = Publish {
+            dup: false,
+            qos: PublishQos::AtMostOnce,
+            retain: false,
+            topic: utf8(topic),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.send(&Packet::Publish(publish)).await;
+    }
+
+    /// PUBLISH at QoS 1 and wait for its PUBACK.
+    pub async fn publish1(&mut self, topic: &str, payload: &[u8]) {
+        let packet_id = self.packet_id();
+        let publish = Publish {
+            dup: false,
+            qos: PublishQos::AtLeastOnce(packet_id),
+            retain: false,
+            topic: utf8(topic),
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.send(&Packet::Publish(publish)).await;
+        match self.recv().await {
+            Packet::PubAck(PubAck { packet_id: acked }) => assert_eq!(acked, packet_id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+
+    /// Acknowledges a QoS 1 delivery.
+    pub async fn puback(&mut self, publish: &Publish) {
+        let PublishQos::AtLeastOnce(packet_id) = publish.qos else {
+            panic!("not a QoS 1 delivery: {publish:?}");
+        };
+        self.send(&Packet::PubAck(PubAck { packet_id })).await;
+    }
+
+    /// A PINGREQ answered by a PINGRESP: the connection is alive.
+    pub async fn ping(&mut self) {
+        self.send(&Packet::PingReq).await;
+        match self.recv().await {
+            Packet::PingResp => {}
+            other => panic!("expected PINGRESP, got {other:?}"),
+        }
+    }
+
+    /// DISCONNECT, then wait for the broker to close.
+    pub async fn disconnect(mut self) {
+        self.send(&Packet::Disconnect).await;
+        let left = self.expect_closed().await;
+        assert!(left.is_empty(), "packets after DISCONNECT: {left:?}");
+    }
+
+    fn packet_id(&mut self) -> PacketId {
+        self.next_packet_id = self.next_packet_id.wrapping_add(1).max(1);
+        PacketId::new(self.next_packet_id).unwrap()
+    }
+
+    /// The next packet, or `None` at the end of the stream (or a reset: the broker closed).
+    pub async fn next_packet(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(packet) = self.decoder.decode(&mut self.read).expect("valid packets") {
+                return Some(packet);
+            }
+            match self.stream.read_buf(&mut self.read).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// The answer to an HTTP request: status and body.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("body is not JSON ({error}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`), read to the end.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(addr).await.expect("the API accepts");
+    let body = body.unwrap_or("");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("the API answers in time")
+        .expect("the answer is readable");
+    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status code");
+    HttpResponse {
+        status,
+        headers: headers.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+/// Waits until `check` holds for the broker's statistics, failing the test after [`WAIT`].
+pub async fn wait_for_stats(
+    handle: &aliot_tokio::broker::BrokerHandle,
+    what: &str,
+    check: impl Fn(&aliot_tokio::broker::Stats) -> bool,
+) -> aliot_tokio::broker::Stats {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = handle.stats().await;
+        if check(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "statistics never showed {what}: {stats:?}"
+        );
+        // A short pause between two questions to the hub, not a wait for something to happen.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Answers every RRPC request the client receives (it must be subscribed already) with
+/// `pong:` and the request, on the response topic of its form; ends when the broker closes.
+pub fn answer_rrpc(mut client: TestClient) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(packet) = client.next_packet().await {
+            let Packet::Publish(request) = packet else {
+                continue;
+            };
+            let topic = request.topic.as_str();
+            let response_topic = if topic.starts_with("/ext/rrpc/") {
+                topic.to_owned()
+            } else {
+                topic.replacen("/rrpc/request/", "/rrpc/response/", 1)
+            };
+            let mut answer = b"pong:".to_vec();
+            answer.extend_from_slice(&request.payload);
+            client.publish0(&response_topic, &answer).await;
+        }
+    })
+}

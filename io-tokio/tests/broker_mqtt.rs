@@ -1,0 +1,371 @@
+//! The broker over real loopback sockets: refusals, QoS 1, kept sessions, takeover, ACL,
+//! backpressure, the CONNECT deadline and graceful shutdown.
+
+mod broker_common;
+
+use std::time::Duration;
+
+use aliot_auth::SecureMode;
+use aliot_core::codec::{Packet, PublishQos, QoS, Will};
+use aliot_core::hub::RrpcOutcome;
+use aliot_tokio::broker::{Broker, RrpcError};
+use aliot_topic::{TopicLimits, TopicName};
+use broker_common::*;
+use bytes::Bytes;
+
+const BROADCAST: &str = "/broadcast/a1TestPK001/#";
+const NEWS: &str = "/broadcast/a1TestPK001/news";
+
+/// The CONNACK code a CONNECT gets, after which the broker closes the connection.
+async fn refused_with(addr: std::net::SocketAddr, raw_connect: &[u8]) -> u8 {
+    let mut client = TestClient::tcp(addr).await;
+    client.send_raw(raw_connect).await;
+    let packets = client.expect_closed().await;
+    match packets.as_slice() {
+        [Packet::ConnAck(connack)] => {
+            assert!(!connack.session_present);
+            connack.code as u8
+        }
+        other => panic!("expected one CONNACK before the close, got {other:?}"),
+    }
+}
+
+fn encode(packet: Packet) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    packet.encode(&mut buf).unwrap();
+    buf.to_vec()
+}
+
+#[tokio::test]
+async fn each_refusal_gets_its_connack_code_then_the_close() {
+    let (broker, addr) = start(config(false)).await;
+    let (client_id, username, password) = credentials(1, SecureMode::Tcp);
+
+    // MQTT 5 (protocol level 5): unacceptable protocol version.
+    let mqtt5 = [
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 1, b'a',
+    ];
+    assert_eq!(refused_with(addr, &mqtt5).await, 1);
+
+    // Keepalive below 30 s: identifier rejected (the profile's code for it).
+    let mut short_keepalive = device_connect(1, true);
+    short_keepalive.keep_alive = 10;
+    assert_eq!(
+        refused_with(addr, &encode(Packet::Connect(short_keepalive))).await,
+        2
+    );
+
+    // A username without `&`: bad user name or password.
+    let bad_username = connect_packet(&client_id, Some("dev-001"), Some(&password));
+    assert_eq!(
+        refused_with(addr, &encode(Packet::Connect(bad_username))).await,
+        4
+    );
+
+    // The signature of another secret: not authorized.
+    let wrong = "0".repeat(password.len());
+    let wrong_signature = connect_packet(&client_id, Some(&username), Some(&wrong));
+    assert_eq!(
+        refused_with(addr, &encode(Packet::Connect(wrong_signature))).await,
+        5
+    );
+
+    // A device nobody registered: not authorized.
+    let (ghost_id, ghost_user, ghost_password) = {
+        let identity = aliot_auth::DeviceIdentity::new(PRODUCT, "ghost");
+        let secret = aliot_auth::DeviceSecret::new("whatever");
+        let signed = aliot_auth::SignRequest::new(&identity, &secret, SecureMode::Tcp)
+            .sign()
+            .unwrap();
+        (signed.client_id, signed.username, signed.password)
+    };
+    let ghost = connect_packet(&ghost_id, Some(&ghost_user), Some(&ghost_password));
+    assert_eq!(refused_with(addr, &encode(Packet::Connect(ghost))).await, 5);
+
+    // A will: not supported, not authorized.
+    let mut with_will = device_connect(1, true);
+    with_will.will = Some(Will {
+        topic: utf8("/a1TestPK001/dev-001/user/update"),
+        payload: Bytes::from_static(b"gone"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+    });
+    assert_eq!(
+        refused_with(addr, &encode(Packet::Connect(with_will))).await,
+        5
+    );
+
+    // Each refusal is counted under its code once its close reached the hub.
+    let stats = wait_for_stats(&broker.handle(), "six refusals", |s| {
+        s.counters.closed.refused == 6
+    })
+    .await;
+    assert_eq!(stats.counters.connections_refused, [0, 1, 1, 0, 1, 3]);
+    assert_eq!(stats.counters.connections_accepted, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos1_and_qos0_travel_end_to_end() {
+    let (broker, addr) = start(config(false)).await;
+    let (mut publisher, _) = TestClient::device(addr, 1, true).await;
+    let (mut subscriber, _) = TestClient::device(addr, 2, true).await;
+    assert_eq!(subscriber.subscribe(&[BROADCAST]).await, [1]);
+
+    publisher.publish1(NEWS, b"qos one").await;
+    let delivered = subscriber.recv_publish().await;
+    assert_eq!(delivered.topic.as_str(), NEWS);
+    assert_eq!(&delivered.payload[..], b"qos one");
+    assert!(matches!(delivered.qos, PublishQos::AtLeastOnce(_)));
+    assert!(!delivered.dup && !delivered.retain);
+    subscriber.puback(&delivered).await;
+
+    publisher.publish0(NEWS, b"qos zero").await;
+    let delivered = subscriber.recv_publish().await;
+    assert_eq!(&delivered.payload[..], b"qos zero");
+    assert_eq!(delivered.qos, PublishQos::AtMostOnce);
+
+    let stats = broker.handle().stats().await;
+    assert_eq!(stats.connections, 2);
+    assert_eq!(stats.counters.messages_in, 2);
+    assert_eq!(stats.counters.messages_out, 2);
+    publisher.disconnect().await;
+    subscriber.disconnect().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_kept_session_gets_what_arrived_while_offline_across_a_restart() {
+    let (broker, addr) = start(config(false)).await;
+    let (mut publisher, _) = TestClient::device(addr, 1, true).await;
+
+    let (mut subscriber, session_present) = TestClient::device(addr, 2, false).await;
+    assert!(!session_present);
+    assert_eq!(subscriber.subscribe(&[BROADCAST]).await, [1]);
+    // One delivery left unacknowledged when the client goes away.
+    publisher.publish1(NEWS, b"unacked").await;
+    let unacked = subscriber.recv_publish().await;
+    assert_eq!(&unacked.payload[..], b"unacked");
+    subscriber.disconnect().await;
+
+    // While it is away: two QoS 1 messages are kept, a QoS 0 one is not.
+    publisher.publish1(NEWS, b"first").await;
+    publisher.publish0(NEWS, b"not kept").await;
+    publisher.publish1(NEWS, b"second").await;
+
+    let (mut subscriber, session_present) = TestClient::device(addr, 2, false).await;
+    assert!(session_present);
+    let resent = subscriber.recv_publish().await;
+    assert_eq!(&resent.payload[..], b"unacked");
+    assert!(resent.dup, "a re-sent delivery carries DUP");
+    assert_eq!(resent.qos, unacked.qos, "with its packet id");
+    let first = subscriber.recv_publish().await;
+    let second = subscriber.recv_publish().await;
+    assert_eq!(&first.payload[..], b"first");
+    assert_eq!(&second.payload[..], b"second");
+    assert!(!first.dup && !second.dup);
+    for delivery in [&resent, &first, &second] {
+        subscriber.puback(delivery).await;
+    }
+    // Nothing else was waiting: the next packet is the answer to this ping.
+    subscriber.ping().await;
+    let stats = broker.handle().stats().await;
+    assert_eq!(stats.counters.dropped.offline_qos0, 1);
+
+    // A clean restart drops the session.
+    subscriber.disconnect().await;
+    let (subscriber, session_present) = TestClient::device(addr, 2, true).await;
+    assert!(!session_present);
+    subscriber.disconnect().await;
+    publisher.disconnect().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_connection_of_a_device_takes_over() {
+    let (broker, addr) = start(config(false)).await;
+    let (mut first, _) = TestClient::device(addr, 1, true).await;
+    let (mut second, _) = TestClient::device(addr, 1, true).await;
+    let left = first.expect_closed().await;
+    assert!(left.is_empty(), "the first connection got {left:?}");
+    drop(first);
+    second.ping().await;
+    let stats = wait_for_stats(&broker.handle(), "the close of the first", |s| {
+        s.counters.closed.taken_over == 1
+    })
+    .await;
+    assert_eq!(stats.counters.takeovers, 1);
+    assert_eq!(stats.connections, 1);
+    second.disconnect().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_acl_refuses_other_devices_topics() {
+    // Open mode, so that a generic client can watch every topic.
+    let (broker, addr) = start(config(true)).await;
+    let (mut watcher, connack) =
+        TestClient::connect(addr, connect_packet("watcher", None, None)).await;
+    assert_eq!(connack.code as u8, 0);
+    assert_eq!(watcher.subscribe(&["#"]).await, [1]);
+
+    let (mut device, _) = TestClient::device(addr, 1, true).await;
+    let codes = device
+        .subscribe(&[
+            "/a1TestPK001/dev-002/user/get",
+            "/a1TestPK001/dev-001/user/get",
+            "/a1TestPK001/+/user/get",
+        ])
+        .await;
+    assert_eq!(codes, [0x80, 1, 0x80]);
+
+    // Refused, yet acknowledged; then one it may publish.
+    device
+        .publish1("/a1TestPK001/dev-002/user/update", b"not mine")
+        .await;
+    device
+        .publish1("/a1TestPK001/dev-001/user/update", b"mine")
+        .await;
+    let seen = watcher.recv_publish().await;
+    assert_eq!(seen.topic.as_str(), "/a1TestPK001/dev-001/user/update");
+    assert_eq!(&seen.payload[..], b"mine");
+
+    let stats = broker.handle().stats().await;
+    assert_eq!(stats.counters.publish_denied, 1);
+    assert_eq!(stats.counters.subscribe_denied, 2);
+    device.disconnect().await;
+    watcher.disconnect().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_that_does_not_read_loses_qos0_and_slows_nobody() {
+    let mut config = config(false);
+    config.server.max_pending_output = 16 * 1024;
+    let (broker, addr) = start(config).await;
+    let handle = broker.handle();
+    let (mut sleeper, _) = TestClient::device(addr, 1, true).await;
+    assert_eq!(sleeper.subscribe(&[BROADCAST]).await, [1]);
+    let (mut other, _) = TestClient::device(addr, 2, true).await;
+
+    // Far more than the socket buffers and the connection's backlog hold; the sleeper reads
+    // nothing meanwhile.
+    let topic = TopicName::new(NEWS, &TopicLimits::default()).unwrap();
+    let payload = Bytes::from(vec![b'x'; 16 * 1024]);
+    let stats = {
+        let mut published = 0;
+        loop {
+            for _ in 0..256 {
+                handle
+                    .publish(topic.clone(), payload.clone(), QoS::AtMostOnce)
+                    .await;
+            }
+            published += 256;
+            let stats = handle.stats().await;
+            if stats.counters.dropped.slow_consumer > 0 {
+                break stats;
+            }
+            assert!(
+                published < 64 * 1024,
+                "{published} messages of 16 KiB and nothing dropped: {stats:?}"
+            );
+        }
+    };
+    assert!(stats.counters.dropped.slow_consumer > 0);
+    // The broker still serves everyone else.
+    other.ping().await;
+    other.disconnect().await;
+    // And the sleeper reads what was kept, then is still connected.
+    let first = sleeper.recv_publish().await;
+    assert_eq!(first.payload.len(), 16 * 1024);
+    drop(sleeper);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_at_the_connect_deadline() {
+    let mut config = config(false);
+    config.server.connect_timeout = Duration::from_millis(200);
+    let (broker, addr) = start(config).await;
+    let mut silent = TestClient::tcp(addr).await;
+    assert!(silent.expect_closed().await.is_empty());
+    drop(silent);
+    wait_for_stats(&broker.handle(), "a connect timeout", |s| {
+        s.counters.closed.connect_timeout == 1
+    })
+    .await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_everyone_and_ends_pending_calls() {
+    let (broker, addr) = start(config(false)).await;
+    let handle = broker.handle();
+    let (mut client, _) = TestClient::device(addr, 1, true).await;
+    assert_eq!(
+        client
+            .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
+            .await,
+        [1]
+    );
+    // A connection that has not said anything yet.
+    let silent = TestClient::tcp(addr).await;
+
+    // An RRPC call the device never answers, pending when the broker stops.
+    let (identity, _) = device(1);
+    let call = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .rrpc(
+                    &identity,
+                    Bytes::from_static(b"hello?"),
+                    Duration::from_secs(8),
+                )
+                .await
+        }
+    });
+    let request = client.recv_publish().await;
+    assert_eq!(&request.payload[..], b"hello?");
+
+    // The clients see the close while the broker waits for them to go, as real ones do.
+    let see_close = |mut client: TestClient| async move {
+        let left = client.expect_closed().await;
+        assert!(left.is_empty(), "packets before the close: {left:?}");
+    };
+    let shutdown = tokio::time::timeout(WAIT, broker.shutdown());
+    let (stopped, (), ()) = tokio::join!(shutdown, see_close(client), see_close(silent));
+    stopped.expect("shutdown returns in time");
+
+    let reply = call.await.unwrap().expect("the call was made");
+    assert_eq!(reply.outcome, RrpcOutcome::Unknown);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+
+    // The handle outlives the broker and says so.
+    let (identity, _) = device(1);
+    let late = handle
+        .rrpc(&identity, Bytes::new(), Duration::from_secs(1))
+        .await;
+    assert_eq!(late, Err(RrpcError::BrokerStopped));
+    let topic = TopicName::new(NEWS, &TopicLimits::default()).unwrap();
+    assert_eq!(
+        handle.publish(topic, Bytes::new(), QoS::AtMostOnce).await,
+        0
+    );
+    let stats = handle.stats().await;
+    assert_eq!(stats.counters.connections_accepted, 1);
+    assert_eq!(stats.counters.rrpc.unknown, 1);
+}
+
+#[tokio::test]
+async fn start_names_the_address_it_cannot_bind() {
+    let (broker, addr) = start(config(false)).await;
+    let mut taken = config(false);
+    taken.listeners[0].bind = addr;
+    let error = Broker::start(taken).await.expect_err("the port is taken");
+    assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    broker.shutdown().await;
+}
