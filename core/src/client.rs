@@ -19,10 +19,12 @@
 //! disconnected wait for the next CONNACK; after it, unacknowledged packets go out again
 //! (PUBLISH with DUP=1 when the broker resumed the session) before anything newer.
 
+mod backoff;
 mod config;
 mod error;
 mod event;
 
+pub use backoff::{Backoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, Jitter};
 pub use config::{
     ClientConfig, Credentials, CredentialsError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_SECS,
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_RRPC, DEFAULT_MAX_QUEUED, DEFAULT_PING_TIMEOUT,
@@ -250,6 +252,12 @@ impl Connection {
     #[must_use]
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Replaces the credentials the next [`connect`](Self::connect) sends (for instance
+    /// signed again with a fresh timestamp before a reconnect); the session is kept.
+    pub fn set_credentials(&mut self, credentials: Credentials) {
+        self.config.credentials = credentials;
     }
 
     /// Whether the broker has accepted the CONNECT on the current transport.
