@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod broker;
+pub mod config;
+pub mod demo;
 
 pub use broker::{
     ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,

@@ -1,0 +1,322 @@
+//! `aliot`: run the broker, check its configuration, sign device credentials.
+//!
+//! ```text
+//! aliot serve [--config FILE | --bind ADDR --api-bind ADDR]
+//! aliot check-config FILE
+//! aliot sign --product-key PK --device-name DN --device-secret DS [--sign-method M]
+//!            [--client-id ID] [--timestamp TS|none] [--secure-mode 2|3] [--json]
+//! ```
+//!
+//! Exit codes: 0 success, 1 a failure while running (an address that cannot be bound, …),
+//! 2 a configuration or usage error. Logs go to stderr (`RUST_LOG`, default `info`); what the
+//! command is asked for (credentials, summaries, the demo's commands) goes to stdout.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
+use aliot_tokio::broker::Broker;
+use aliot_tokio::config::Config;
+use aliot_tokio::demo;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of a failure while running.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code of a configuration or usage error (clap uses it for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+/// The MQTT broker of the IoT platform profile, and tools for its devices.
+#[derive(Parser)]
+#[command(name = "aliot", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker until Ctrl-C or SIGTERM. Without --config: the built-in demo (product
+    /// a1DemoProd01, devices dev-001..dev-003) on 127.0.0.1:1883, API on 127.0.0.1:8080.
+    Serve(ServeArgs),
+    /// Check a configuration file without serving: exit 0 with a summary, or 2 with the problem.
+    CheckConfig {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+    /// Print the MQTT client id, username and password of a device, for any MQTT tool.
+    Sign(SignArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The TOML configuration file; without it, the built-in demo runs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Demo only: the MQTT address instead of 127.0.0.1:1883 (port 0: any free port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    bind: Option<SocketAddr>,
+    /// Demo only: the HTTP API address instead of 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    api_bind: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// The device's product key.
+    #[arg(long, value_name = "PK")]
+    product_key: String,
+    /// The device's name.
+    #[arg(long, value_name = "DN")]
+    device_name: String,
+    /// The device's secret.
+    #[arg(long, value_name = "DS")]
+    device_secret: String,
+    /// hmacsha256, hmacsha1 or hmacmd5.
+    #[arg(long, value_name = "M", default_value = "hmacsha256")]
+    sign_method: SignMethod,
+    /// The id part of the client id [default: PK.DN].
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// The signed timestamp, or `none` to sign without one [default: now, in milliseconds].
+    #[arg(long, value_name = "TS")]
+    timestamp: Option<String>,
+    /// 3 for plain TCP, 2 for TLS.
+    #[arg(long, value_name = "MODE", default_value = "3")]
+    secure_mode: SecureMode,
+    /// Print a JSON object instead of key=value lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Sign(args) => sign(&args),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::from_file(file) {
+        Ok(config) => {
+            println!("{}: OK", file.display());
+            println!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("aliot: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let demo = args.config.is_none();
+    let config = match &args.config {
+        Some(path) => Config::from_file(path),
+        None => demo::demo_config(args.bind, args.api_bind),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("aliot: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("aliot: cannot start the tokio runtime: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(run_broker(config, demo))
+}
+
+async fn run_broker(config: Config, demo: bool) -> ExitCode {
+    // Listen for the stop signals before anything can be told the broker runs, so a SIGTERM
+    // sent as soon as the addresses are printed stops it gracefully instead of killing it.
+    let stop = match StopSignals::listen() {
+        Ok(stop) => stop,
+        Err(error) => {
+            eprintln!("aliot: cannot listen for stop signals: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    // The broker seeds the first RRPC message id from the wall clock itself.
+    let broker = match Broker::start(config.broker_config()).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            eprintln!("aliot: {error}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let listeners = broker.listener_addrs();
+    for (addr, tls) in &listeners {
+        println!(
+            "aliot: listening for MQTT on {addr} ({})",
+            if *tls { "TLS" } else { "TCP" }
+        );
+    }
+    let api_addr = broker.api_addr();
+    if let Some(addr) = api_addr {
+        println!("aliot: HTTP API on http://{addr}");
+    }
+    if demo && let Some((mqtt_addr, _)) = listeners.first() {
+        println!();
+        print!("{}", demo::instructions(&config, *mqtt_addr, api_addr));
+    }
+    println!("aliot: running; Ctrl-C or SIGTERM stops it");
+    tracing::info!(
+        listeners = listeners.len(),
+        devices = config.registry.device_count(),
+        "broker started"
+    );
+
+    let signal = stop.wait().await;
+    tracing::info!("{signal}: shutting down");
+    broker.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// The signals that stop the broker: SIGINT (Ctrl-C) and SIGTERM, registered at once.
+#[cfg(unix)]
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for one of them; says which came.
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// The signal that stops the broker where there is no SIGTERM: Ctrl-C.
+#[cfg(not(unix))]
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        Ok(StopSignals)
+    }
+
+    /// Waits for Ctrl-C.
+    async fn wait(self) -> &'static str {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => "Ctrl-C",
+            Err(error) => {
+                tracing::error!("cannot listen for Ctrl-C ({error}); stopping");
+                "no signal handler"
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, if the clock is after it.
+fn unix_time_ms() -> Option<u64> {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since_epoch.as_millis()).ok()
+}
+
+fn sign(args: &SignArgs) -> ExitCode {
+    match signed_credentials(args) {
+        Ok(output) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("aliot: {message}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The `sign` output, or what is wrong with the arguments.
+fn signed_credentials(args: &SignArgs) -> Result<String, String> {
+    for (flag, value) in [
+        ("--product-key", &args.product_key),
+        ("--device-name", &args.device_name),
+        ("--device-secret", &args.device_secret),
+    ] {
+        if value.is_empty() {
+            return Err(format!("{flag} is empty"));
+        }
+    }
+    for (flag, value) in [
+        ("--product-key", &args.product_key),
+        ("--device-name", &args.device_name),
+    ] {
+        if value.contains('&') {
+            return Err(format!(
+                "{flag} {value:?} contains `&`, which the username `deviceName&productKey` cannot carry"
+            ));
+        }
+    }
+    let identity = DeviceIdentity::new(args.product_key.as_str(), args.device_name.as_str());
+    let secret = DeviceSecret::new(args.device_secret.as_str());
+    let mut request =
+        SignRequest::new(&identity, &secret, args.secure_mode).method(args.sign_method);
+    if let Some(client_id) = &args.client_id {
+        request = request.client_id(client_id.as_str());
+    }
+    match args.timestamp.as_deref() {
+        Some("none") => {}
+        Some(timestamp) => request = request.timestamp(timestamp),
+        None => {
+            let now = unix_time_ms().ok_or("the system clock is before 1970")?;
+            request = request.timestamp(now.to_string());
+        }
+    }
+    let credentials = request
+        .sign()
+        .map_err(|error| format!("cannot sign: {error}"))?;
+    if args.json {
+        let object = serde_json::json!({
+            "client_id": credentials.client_id,
+            "username": credentials.username,
+            "password": credentials.password,
+        });
+        serde_json::to_string_pretty(&object).map_err(|error| error.to_string())
+    } else {
+        Ok(format!(
+            "client_id={}\nusername={}\npassword={}",
+            credentials.client_id, credentials.username, credentials.password
+        ))
+    }
+}

@@ -1,0 +1,951 @@
+//! The `aliot` command's TOML configuration: read, check, and turn into a [`BrokerConfig`].
+//!
+//! Every problem is refused before the broker starts, with the file, line and column it is on:
+//! what the TOML parser finds (syntax, an unknown key, a value of the wrong type, a missing key)
+//! and what is checked after parsing (a bind address, a permission, a custom category, a
+//! duplicate device, an empty secret, TLS files that cannot be loaded, a limit out of range).
+//!
+//! ```toml
+//! [[listener]]
+//! bind = "0.0.0.0:1883"
+//!
+//! [[listener]]
+//! bind = "0.0.0.0:8883"
+//! tls = { cert = "server.pem", key = "server.key" }   # paths relative to this file
+//!
+//! [api]                      # the HTTP API; off when the table is absent
+//! bind = "127.0.0.1:8080"    # the default
+//! token = "change-me"        # optional bearer token
+//!
+//! [limits]                   # every key optional; these are the defaults
+//! max_packet_size = 262144
+//! max_topic_len = 128
+//! connect_timeout_secs = 10
+//! max_pending_output = 1048576
+//! inflight_window = 32
+//! max_queued_messages = 1000
+//! max_queued_bytes = 4194304
+//! max_message_age_secs = 604800   # or "never"
+//! session_expiry_secs = 604800    # or "never"
+//!
+//! [auth]
+//! open = false                    # SPEC §1 open mode
+//! # max_timestamp_skew_ms = 600000 # off unless given
+//!
+//! [[product]]
+//! key = "a1DemoProd01"
+//! categories = [
+//!   { topic = "/${productKey}/${deviceName}/user/get", permission = "sub" },
+//! ]
+//!
+//! [[product.device]]
+//! name = "dev-001"
+//! secret = "DemoSecret0001aliotNotForProduct"
+//! ```
+//!
+//! ```
+//! use aliot_tokio::config::Config;
+//!
+//! let text = r#"
+//! [[listener]]
+//! bind = "127.0.0.1:1883"
+//!
+//! [[product]]
+//! key = "a1TestPK001"
+//! [[product.device]]
+//! name = "dev-001"
+//! secret = "0123456789abcdef0123456789abcdef"
+//! "#;
+//! let config = Config::parse(text, "aliot.toml", std::path::Path::new("."))?;
+//! assert_eq!(config.listeners[0].bind.port(), 1883);
+//! assert_eq!(config.registry.device_count(), 1);
+//!
+//! let error = Config::parse("[[listener]]\nbind = \"localhost\"\n", "aliot.toml", ".".as_ref())
+//!     .unwrap_err();
+//! assert_eq!(error.location.map(|at| at.line), Some(2));
+//! # Ok::<(), aliot_tokio::config::ConfigError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{AddrParseError, IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, RegistryError};
+use aliot_core::PlatformAuthenticator;
+use aliot_core::codec::{MAX_FIXED_HEADER_LEN, MAX_REMAINING_LENGTH, MAX_STRING_LEN};
+use aliot_core::hub::HubConfig;
+use aliot_core::server::ServerConfig;
+use aliot_topic::{
+    CategoryError, IdentityError, ParsePermissionError, Permission, ProductCategories, TopicLimits,
+    check_identity,
+};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+use crate::broker::{ApiConfig, BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+
+/// Where the `[api]` table listens when it gives no `bind`.
+pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The largest packet MQTT can carry: the largest remaining length plus the longest fixed header.
+pub const MAX_MQTT_PACKET_SIZE: usize = MAX_REMAINING_LENGTH + MAX_FIXED_HEADER_LEN;
+
+/// The most QoS 1 messages in flight to one device: MQTT packet ids are 16-bit.
+pub const MAX_INFLIGHT_WINDOW: usize = u16::MAX as usize;
+
+/// The longest CONNECT deadline accepted: one hour (a device that takes longer is not coming).
+pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
+
+/// A checked configuration: everything a broker needs, plus what the summary shows.
+#[derive(Debug)]
+pub struct Config {
+    /// The MQTT listeners, in file order; at least one.
+    pub listeners: Vec<ListenerSettings>,
+    /// The HTTP API, when the file has an `[api]` table.
+    pub api: Option<ApiSettings>,
+    /// Per-connection limits (`[limits]`: packet size, topic length, timeouts).
+    pub server: ServerConfig,
+    /// Hub limits (`[limits]`: in-flight window, offline queue, ages).
+    pub hub: HubConfig,
+    /// How devices are authenticated (`[auth]`).
+    pub auth: AuthSettings,
+    /// Every product and device of the file, with their categories and secrets.
+    pub registry: MemoryRegistry,
+    /// The products as the file lists them, for summaries.
+    pub products: Vec<ProductSettings>,
+}
+
+/// One `[[listener]]`.
+#[derive(Clone, Debug)]
+pub struct ListenerSettings {
+    /// The address to listen on (port 0: any free port).
+    pub bind: SocketAddr,
+    /// The certificate and key, when the listener speaks TLS.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The `tls = { cert, key }` of a listener, loaded.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// The PEM certificate chain, resolved against the configuration file's folder.
+    pub cert: PathBuf,
+    /// The PEM private key, resolved against the configuration file's folder.
+    pub key: PathBuf,
+    /// The rustls configuration loaded from them.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+/// The `[api]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// Where the HTTP API listens ([`DEFAULT_API_BIND`] unless given).
+    pub bind: SocketAddr,
+    /// The bearer token callers must send, if any.
+    pub token: Option<String>,
+}
+
+/// The `[auth]` table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Open mode (SPEC §1): clients without platform credentials are admitted with every topic.
+    pub open: bool,
+    /// The most a device's signed timestamp may differ from the broker's clock; off when `None`.
+    pub max_timestamp_skew_ms: Option<u64>,
+}
+
+/// One `[[product]]`, as the file gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductSettings {
+    /// The product key.
+    pub key: String,
+    /// The custom categories the product adds to the defaults, in file order.
+    pub custom_categories: Vec<(String, Permission)>,
+    /// The names of its devices, in file order.
+    pub devices: Vec<String>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file. Relative TLS paths are taken from the file's folder.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError {
+            file: file.clone(),
+            location: None,
+            line_text: None,
+            problem: Box::new(ConfigProblem::Read(source)),
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Config::parse(&text, &file, base_dir)
+    }
+
+    /// Parses and checks configuration text. `file` names it in error messages; relative TLS
+    /// paths are taken from `base_dir`.
+    pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let source = Source { text, file };
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            source.error(
+                error.span().map(|span| span.start),
+                ConfigProblem::Toml(error.message().trim_end().to_owned()),
+            )
+        })?;
+        Checker { source, base_dir }.check(raw)
+    }
+
+    /// The platform authenticator of this configuration: its registry and `[auth]` settings.
+    pub fn authenticator(&self) -> PlatformAuthenticator<MemoryRegistry> {
+        PlatformAuthenticator::new(self.registry.clone())
+            .with_open_mode(self.auth.open)
+            .with_max_timestamp_skew_ms(self.auth.max_timestamp_skew_ms)
+    }
+
+    /// The broker configuration to start a [`Broker`](crate::broker::Broker) with.
+    pub fn broker_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|listener| ListenerConfig {
+                    bind: listener.bind,
+                    tls: listener
+                        .tls
+                        .as_ref()
+                        .map(|tls| Arc::clone(&tls.server_config)),
+                })
+                .collect(),
+            server: self.server.clone(),
+            hub: self.hub.clone(),
+            authenticator: Arc::new(self.authenticator()),
+            api: self.api.as_ref().map(|api| ApiConfig {
+                bind: api.bind,
+                token: api.token.clone(),
+            }),
+        }
+    }
+
+    /// A few lines saying what the configuration sets up, for `aliot check-config`.
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        for listener in &self.listeners {
+            lines.push(match &listener.tls {
+                Some(tls) => format!(
+                    "MQTT listener {} (TLS, certificate {}, key {})",
+                    listener.bind,
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+                None => format!("MQTT listener {} (TCP)", listener.bind),
+            });
+        }
+        lines.push(match &self.api {
+            Some(ApiSettings { bind, token: None }) => format!("HTTP API {bind} (no token)"),
+            Some(ApiSettings {
+                bind,
+                token: Some(_),
+            }) => format!("HTTP API {bind} (bearer token required)"),
+            None => "HTTP API off".to_owned(),
+        });
+        lines.push(format!(
+            "auth: open mode {}, timestamp skew check {}",
+            if self.auth.open { "on" } else { "off" },
+            match self.auth.max_timestamp_skew_ms {
+                Some(skew) => format!("at most {skew} ms"),
+                None => "off".to_owned(),
+            }
+        ));
+        let device_count: usize = self.products.iter().map(|p| p.devices.len()).sum();
+        lines.push(format!(
+            "{} product(s), {device_count} device(s)",
+            self.products.len()
+        ));
+        for product in &self.products {
+            lines.push(format!(
+                "  product {}: {} device(s), {} custom categor{}",
+                product.key,
+                product.devices.len(),
+                product.custom_categories.len(),
+                if product.custom_categories.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// A line and column of the configuration file, both counted from 1 (columns in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The line, from 1.
+    pub line: usize,
+    /// The column, from 1, in characters.
+    pub column: usize,
+}
+
+/// A configuration refused: the file, where in it, and what is wrong.
+///
+/// Displayed as `file, line N, column M: problem` followed by the offending line.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file's name as given.
+    pub file: String,
+    /// Where the problem is, when it is at one place of the file.
+    pub location: Option<Location>,
+    /// The text of the offending line, shown under the message.
+    pub line_text: Option<String>,
+    /// What is wrong (boxed: a `Result` carrying this error stays small).
+    pub problem: Box<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some(Location { line, column }) => {
+                write!(
+                    f,
+                    "{}, line {line}, column {column}: {}",
+                    self.file, self.problem
+                )?;
+                if let Some(line_text) = &self.line_text {
+                    write!(f, "\n{line:>5} | {line_text}")?;
+                }
+                Ok(())
+            }
+            None => write!(f, "{}: {}", self.file, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.problem.as_ref())
+    }
+}
+
+/// What is wrong with a configuration: one variant per rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    /// The file could not be read.
+    #[error("cannot read the configuration file: {0}")]
+    Read(#[source] std::io::Error),
+    /// The TOML parser refused the text: bad syntax, an unknown key, a value of the wrong type
+    /// or a missing key (the message is the parser's).
+    #[error("{0}")]
+    Toml(String),
+    /// The file has no `[[listener]]`.
+    #[error(
+        "no [[listener]] table: add at least one, e.g. `[[listener]]` with `bind = \"127.0.0.1:1883\"`"
+    )]
+    NoListener,
+    /// A `bind` that is not an IP address with a port.
+    #[error(
+        "bind address {value:?} is not an IP address and port such as \"0.0.0.0:1883\" or \"[::1]:1883\" ({source})"
+    )]
+    BadBindAddress {
+        /// The text given.
+        value: String,
+        /// Why it does not parse.
+        source: AddrParseError,
+    },
+    /// Two listeners on one address.
+    #[error("another [[listener]] binds {0} already")]
+    DuplicateListener(SocketAddr),
+    /// The certificate or key of a TLS listener cannot be loaded.
+    #[error("cannot load the TLS certificate {cert} and key {key}: {source}")]
+    Tls {
+        /// The certificate path, resolved.
+        cert: PathBuf,
+        /// The key path, resolved.
+        key: PathBuf,
+        /// What went wrong loading them.
+        source: TlsConfigError,
+    },
+    /// `[api] token = ""`.
+    #[error("the API token is empty: give a token, or leave the key out for no token")]
+    EmptyApiToken,
+    /// A limit below its minimum.
+    #[error("limits.{key} = {value} is below the minimum of {min}")]
+    LimitTooSmall {
+        /// The key under `[limits]`.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// The smallest accepted value.
+        min: u64,
+    },
+    /// A limit above its maximum.
+    #[error("limits.{key} = {value} is above the maximum of {max}")]
+    LimitTooLarge {
+        /// The key under `[limits]`.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// The largest accepted value.
+        max: u64,
+    },
+    /// `max_timestamp_skew_ms = 0`, which would refuse every device.
+    #[error("auth.max_timestamp_skew_ms must be above 0; leave the key out to turn the check off")]
+    ZeroTimestampSkew,
+    /// A permission other than `pub`, `sub`, `pub&sub`.
+    #[error(transparent)]
+    BadPermission(ParsePermissionError),
+    /// A custom category template the profile refuses (SPEC §3).
+    #[error("invalid custom category {template:?}: {source}")]
+    InvalidCategory {
+        /// The template given.
+        template: String,
+        /// The rule it breaks.
+        source: CategoryError,
+    },
+    /// A product key that cannot fill topic templates or a username.
+    #[error("invalid product key {key:?}: {source}")]
+    BadProductKey {
+        /// The key given.
+        key: String,
+        /// The rule it breaks.
+        source: IdentityError,
+    },
+    /// A product key with `&`, which the username `deviceName&productKey` cannot carry.
+    #[error("invalid product key {0:?}: `&` cannot appear in the username `deviceName&productKey`")]
+    AmpersandInProductKey(String),
+    /// A second `[[product]]` with the same key.
+    #[error("product {key:?} is defined already, on line {first_line}")]
+    DuplicateProduct {
+        /// The repeated key.
+        key: String,
+        /// Where it was first defined.
+        first_line: usize,
+    },
+    /// A device name that cannot fill topic templates.
+    #[error("invalid device name {name:?}: {source}")]
+    BadDeviceName {
+        /// The name given.
+        name: String,
+        /// The rule it breaks.
+        source: IdentityError,
+    },
+    /// A device name with `&`, which the username `deviceName&productKey` cannot carry.
+    #[error("invalid device name {0:?}: `&` cannot appear in the username `deviceName&productKey`")]
+    AmpersandInDeviceName(String),
+    /// A second device of the same name in one product.
+    #[error("device {device} is defined already, on line {first_line}")]
+    DuplicateDevice {
+        /// The repeated device.
+        device: DeviceIdentity,
+        /// Where it was first defined.
+        first_line: usize,
+    },
+    /// The registry refused a device the checks above let through.
+    #[error("the device registry refused the device: {0}")]
+    Registry(RegistryError),
+    /// `secret = ""`.
+    #[error("the secret of device {0} is empty")]
+    EmptyDeviceSecret(DeviceIdentity),
+}
+
+/// The text being checked, to turn byte offsets into lines.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Source<'_> {
+    /// The line and column of a byte offset.
+    fn locate(&self, offset: usize) -> Location {
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        Location {
+            line: before.matches('\n').count() + 1,
+            column: before.get(line_start..).unwrap_or("").chars().count() + 1,
+        }
+    }
+
+    /// The text of a line (from 1), without its line break.
+    fn line_text(&self, line: usize) -> Option<String> {
+        self.text
+            .lines()
+            .nth(line.checked_sub(1)?)
+            .map(|text| text.trim_end().to_owned())
+    }
+
+    fn error(&self, offset: Option<usize>, problem: ConfigProblem) -> ConfigError {
+        let location = offset.map(|offset| self.locate(offset));
+        ConfigError {
+            file: self.file.to_owned(),
+            location,
+            line_text: location.and_then(|at| self.line_text(at.line)),
+            problem: Box::new(problem),
+        }
+    }
+
+    fn error_at(&self, span: &Range<usize>, problem: ConfigProblem) -> ConfigError {
+        self.error(Some(span.start), problem)
+    }
+}
+
+// The file as the TOML parser reads it. Fields that are checked after parsing keep their span.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listener: Vec<RawListener>,
+    api: Option<RawApi>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    product: Vec<RawProduct>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    bind: Spanned<String>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    bind: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_packet_size: Option<Spanned<u64>>,
+    max_topic_len: Option<Spanned<u64>>,
+    connect_timeout_secs: Option<Spanned<u64>>,
+    max_pending_output: Option<Spanned<u64>>,
+    inflight_window: Option<Spanned<u64>>,
+    max_queued_messages: Option<Spanned<u64>>,
+    max_queued_bytes: Option<Spanned<u64>>,
+    max_message_age_secs: Option<Spanned<Lifetime>>,
+    session_expiry_secs: Option<Spanned<Lifetime>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    open: bool,
+    max_timestamp_skew_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProduct {
+    key: Spanned<String>,
+    #[serde(default)]
+    categories: Vec<RawCategory>,
+    #[serde(default)]
+    device: Vec<RawDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    topic: Spanned<String>,
+    permission: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: Spanned<String>,
+    secret: Spanned<String>,
+}
+
+/// A number of seconds, or `"never"` for no limit.
+#[derive(Clone, Copy)]
+enum Lifetime {
+    Seconds(u64),
+    Never,
+}
+
+impl<'de> Deserialize<'de> for Lifetime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LifetimeVisitor;
+
+        impl Visitor<'_> for LifetimeVisitor {
+            type Value = Lifetime;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of seconds (at least 1) or \"never\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Lifetime, E> {
+                match u64::try_from(value) {
+                    Ok(seconds) => self.visit_u64(seconds),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(value), &self)),
+                }
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Lifetime, E> {
+                if value == 0 {
+                    return Err(E::invalid_value(de::Unexpected::Unsigned(value), &self));
+                }
+                Ok(Lifetime::Seconds(value))
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Lifetime, E> {
+                if value == "never" {
+                    Ok(Lifetime::Never)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(value), &self))
+                }
+            }
+        }
+
+        deserializer.deserialize_any(LifetimeVisitor)
+    }
+}
+
+impl Lifetime {
+    fn duration(self) -> Option<Duration> {
+        match self {
+            Lifetime::Seconds(seconds) => Some(Duration::from_secs(seconds)),
+            Lifetime::Never => None,
+        }
+    }
+}
+
+/// Checks the parsed file, value by value, and builds the [`Config`].
+struct Checker<'a> {
+    source: Source<'a>,
+    base_dir: &'a Path,
+}
+
+impl Checker<'_> {
+    fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listeners = self.listeners(raw.listener)?;
+        let api = raw.api.map(|api| self.api(api)).transpose()?;
+        let (server, hub) = self.limits(raw.limits)?;
+        let auth = self.auth(raw.auth)?;
+        let (registry, products) = self.products(raw.product)?;
+        Ok(Config {
+            listeners,
+            api,
+            server,
+            hub,
+            auth,
+            registry,
+            products,
+        })
+    }
+
+    fn bind(&self, bind: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        bind.get_ref().parse().map_err(|source| {
+            self.source.error_at(
+                &bind.span(),
+                ConfigProblem::BadBindAddress {
+                    value: bind.get_ref().clone(),
+                    source,
+                },
+            )
+        })
+    }
+
+    fn listeners(&self, raw: Vec<RawListener>) -> Result<Vec<ListenerSettings>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.source.error(None, ConfigProblem::NoListener));
+        }
+        let mut listeners: Vec<ListenerSettings> = Vec::with_capacity(raw.len());
+        for listener in raw {
+            let bind = self.bind(&listener.bind)?;
+            // Port 0 asks for any free port, so two of them are two different listeners.
+            let duplicate =
+                bind.port() != 0 && listeners.iter().any(|earlier| earlier.bind == bind);
+            if duplicate {
+                return Err(self.source.error_at(
+                    &listener.bind.span(),
+                    ConfigProblem::DuplicateListener(bind),
+                ));
+            }
+            let tls = listener.tls.map(|tls| self.tls(tls)).transpose()?;
+            listeners.push(ListenerSettings { bind, tls });
+        }
+        Ok(listeners)
+    }
+
+    fn tls(&self, tls: Spanned<RawTls>) -> Result<TlsSettings, ConfigError> {
+        let span = tls.span();
+        let RawTls { cert, key } = tls.into_inner();
+        let cert = self.base_dir.join(cert);
+        let key = self.base_dir.join(key);
+        match load_tls_config(&cert, &key) {
+            Ok(server_config) => Ok(TlsSettings {
+                cert,
+                key,
+                server_config,
+            }),
+            Err(source) => Err(self
+                .source
+                .error_at(&span, ConfigProblem::Tls { cert, key, source })),
+        }
+    }
+
+    fn api(&self, api: RawApi) -> Result<ApiSettings, ConfigError> {
+        let bind = match &api.bind {
+            Some(bind) => self.bind(bind)?,
+            None => DEFAULT_API_BIND,
+        };
+        let token = match api.token {
+            Some(token) if token.get_ref().is_empty() => {
+                return Err(self
+                    .source
+                    .error_at(&token.span(), ConfigProblem::EmptyApiToken));
+            }
+            Some(token) => Some(token.into_inner()),
+            None => None,
+        };
+        Ok(ApiSettings { bind, token })
+    }
+
+    /// A limit within `min..=max`.
+    fn limit(
+        &self,
+        key: &'static str,
+        value: &Spanned<u64>,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        let given = *value.get_ref();
+        if given < min {
+            return Err(self.source.error_at(
+                &value.span(),
+                ConfigProblem::LimitTooSmall {
+                    key,
+                    value: given,
+                    min,
+                },
+            ));
+        }
+        if given > max {
+            return Err(self.source.error_at(
+                &value.span(),
+                ConfigProblem::LimitTooLarge {
+                    key,
+                    value: given,
+                    max,
+                },
+            ));
+        }
+        Ok(given)
+    }
+
+    /// A size limit within `min..=max`, as a `usize`.
+    fn size_limit(
+        &self,
+        key: &'static str,
+        value: &Spanned<u64>,
+        min: u64,
+        max: usize,
+    ) -> Result<usize, ConfigError> {
+        let max = u64::try_from(max).unwrap_or(u64::MAX);
+        let accepted = self.limit(key, value, min, max)?;
+        // `accepted <= max`, which came from a usize.
+        Ok(usize::try_from(accepted).unwrap_or(usize::MAX))
+    }
+
+    fn limits(&self, raw: RawLimits) -> Result<(ServerConfig, HubConfig), ConfigError> {
+        let mut server = ServerConfig::default();
+        let mut hub = HubConfig::default();
+        if let Some(value) = &raw.max_packet_size {
+            server.max_packet_size =
+                self.size_limit("max_packet_size", value, 1, MAX_MQTT_PACKET_SIZE)?;
+        }
+        if let Some(value) = &raw.max_topic_len {
+            let max_len = self.size_limit("max_topic_len", value, 1, MAX_STRING_LEN)?;
+            server.topic_limits = TopicLimits::with_max_len(max_len);
+        }
+        if let Some(value) = &raw.connect_timeout_secs {
+            let seconds = self.limit("connect_timeout_secs", value, 1, MAX_CONNECT_TIMEOUT_SECS)?;
+            server.connect_timeout = Duration::from_secs(seconds);
+        }
+        if let Some(value) = &raw.max_pending_output {
+            server.max_pending_output =
+                self.size_limit("max_pending_output", value, 1, usize::MAX)?;
+        }
+        if let Some(value) = &raw.inflight_window {
+            hub.inflight_window =
+                self.size_limit("inflight_window", value, 1, MAX_INFLIGHT_WINDOW)?;
+        }
+        if let Some(value) = &raw.max_queued_messages {
+            hub.max_queued_messages =
+                self.size_limit("max_queued_messages", value, 0, usize::MAX)?;
+        }
+        if let Some(value) = &raw.max_queued_bytes {
+            hub.max_queued_bytes = self.size_limit("max_queued_bytes", value, 0, usize::MAX)?;
+        }
+        if let Some(value) = raw.max_message_age_secs {
+            hub.max_message_age = value.into_inner().duration();
+        }
+        if let Some(value) = raw.session_expiry_secs {
+            hub.session_expiry = value.into_inner().duration();
+        }
+        Ok((server, hub))
+    }
+
+    fn auth(&self, raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+        let max_timestamp_skew_ms = match raw.max_timestamp_skew_ms {
+            Some(skew) if *skew.get_ref() == 0 => {
+                return Err(self
+                    .source
+                    .error_at(&skew.span(), ConfigProblem::ZeroTimestampSkew));
+            }
+            Some(skew) => Some(skew.into_inner()),
+            None => None,
+        };
+        Ok(AuthSettings {
+            open: raw.open,
+            max_timestamp_skew_ms,
+        })
+    }
+
+    fn products(
+        &self,
+        raw: Vec<RawProduct>,
+    ) -> Result<(MemoryRegistry, Vec<ProductSettings>), ConfigError> {
+        let mut registry = MemoryRegistry::new();
+        let mut products = Vec::with_capacity(raw.len());
+        let mut product_lines: BTreeMap<String, usize> = BTreeMap::new();
+        for product in raw {
+            let key_span = product.key.span();
+            let key = product.key.into_inner();
+            self.check_product_key(&key, &key_span)?;
+            let line = self.source.locate(key_span.start).line;
+            if let Some(&first_line) = product_lines.get(&key) {
+                return Err(self.source.error_at(
+                    &key_span,
+                    ConfigProblem::DuplicateProduct { key, first_line },
+                ));
+            }
+            product_lines.insert(key.clone(), line);
+
+            let mut categories = ProductCategories::defaults();
+            let mut custom_categories = Vec::with_capacity(product.categories.len());
+            for category in product.categories {
+                let permission: Permission =
+                    category.permission.get_ref().parse().map_err(|error| {
+                        self.source.error_at(
+                            &category.permission.span(),
+                            ConfigProblem::BadPermission(error),
+                        )
+                    })?;
+                let template = category.topic.get_ref();
+                categories
+                    .add_custom(template, permission)
+                    .map_err(|source| {
+                        self.source.error_at(
+                            &category.topic.span(),
+                            ConfigProblem::InvalidCategory {
+                                template: template.clone(),
+                                source,
+                            },
+                        )
+                    })?;
+                custom_categories.push((template.clone(), permission));
+            }
+            registry.add_product(&key, categories);
+
+            let mut device_lines: BTreeMap<String, usize> = BTreeMap::new();
+            let mut device_names = Vec::with_capacity(product.device.len());
+            for device in product.device {
+                let name_span = device.name.span();
+                let name = device.name.into_inner();
+                self.check_device_name(&key, &name, &name_span)?;
+                let identity = DeviceIdentity::new(key.as_str(), name.as_str());
+                if let Some(&first_line) = device_lines.get(&name) {
+                    return Err(self.source.error_at(
+                        &name_span,
+                        ConfigProblem::DuplicateDevice {
+                            device: identity,
+                            first_line,
+                        },
+                    ));
+                }
+                if device.secret.get_ref().is_empty() {
+                    return Err(self.source.error_at(
+                        &device.secret.span(),
+                        ConfigProblem::EmptyDeviceSecret(identity),
+                    ));
+                }
+                device_lines.insert(name.clone(), self.source.locate(name_span.start).line);
+                registry
+                    .add_device(&key, &name, DeviceSecret::new(device.secret.into_inner()))
+                    .map_err(|source| {
+                        self.source
+                            .error_at(&name_span, ConfigProblem::Registry(source))
+                    })?;
+                device_names.push(name);
+            }
+            products.push(ProductSettings {
+                key,
+                custom_categories,
+                devices: device_names,
+            });
+        }
+        Ok((registry, products))
+    }
+
+    fn check_product_key(&self, key: &str, span: &Range<usize>) -> Result<(), ConfigError> {
+        if key.contains('&') {
+            return Err(self
+                .source
+                .error_at(span, ConfigProblem::AmpersandInProductKey(key.to_owned())));
+        }
+        // The topic crate checks a product key together with a device name; any valid name
+        // does, so a product without devices gets the same check as one with.
+        match check_identity(key, "device") {
+            Ok(()) => Ok(()),
+            Err(source) => Err(self.source.error_at(
+                span,
+                ConfigProblem::BadProductKey {
+                    key: key.to_owned(),
+                    source,
+                },
+            )),
+        }
+    }
+
+    fn check_device_name(
+        &self,
+        product_key: &str,
+        name: &str,
+        span: &Range<usize>,
+    ) -> Result<(), ConfigError> {
+        if name.contains('&') {
+            return Err(self
+                .source
+                .error_at(span, ConfigProblem::AmpersandInDeviceName(name.to_owned())));
+        }
+        match check_identity(product_key, name) {
+            Ok(()) => Ok(()),
+            Err(source) => Err(self.source.error_at(
+                span,
+                ConfigProblem::BadDeviceName {
+                    name: name.to_owned(),
+                    source,
+                },
+            )),
+        }
+    }
+}
