@@ -250,7 +250,7 @@ impl ApiState {
         };
         let given = headers
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|value| bearer_token(value.as_bytes()))
             .ok_or_else(|| {
                 Failure::new(
                     ApiErrorCode::Unauthorized,
@@ -267,6 +267,13 @@ impl ApiState {
             ))
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header (the scheme's name is
+/// case-insensitive, RFC 9110 §11.1).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(b"Bearer ".len())?;
+    scheme.eq_ignore_ascii_case(b"Bearer ").then_some(token)
 }
 
 /// The API's routes over a running broker.
@@ -683,6 +690,15 @@ fn device_registration(authenticator: &dyn Authenticator, device: &DeviceIdentit
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+        assert_eq!(bearer_token(b""), None);
+    }
 
     #[test]
     fn pub_topics_belong_to_their_product_only() {
