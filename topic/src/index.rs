@@ -362,7 +362,7 @@ impl<K, V> SubscriptionIndex<K, V> {
             return;
         }
         let text = core::mem::take(&mut entry.text);
-        self.label_bytes -= text.len();
+        self.label_bytes = self.label_bytes.saturating_sub(text.len());
         let hash = self.hasher.hash_one(&*text);
         if let Ok(found) = self.label_table.find_entry(hash, |&id| id == label) {
             found.remove();
@@ -431,7 +431,7 @@ impl<K, V> SubscriptionIndex<K, V> {
                     edge.remove();
                 }
                 if let Some(parent_node) = self.node_mut(parent) {
-                    parent_node.literal_children -= 1;
+                    parent_node.literal_children = parent_node.literal_children.saturating_sub(1);
                 }
                 self.release_label(current.label);
             }
@@ -640,7 +640,7 @@ impl<K: Eq + Hash, V> SubscriptionIndex<K, V> {
         if let Some(next) = self.subscription_mut(removed.next) {
             next.prev = removed.prev;
         }
-        self.len -= 1;
+        self.len = self.len.saturating_sub(1);
         self.prune(node);
         Some(removed.value)
     }
