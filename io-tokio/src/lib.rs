@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod demo;
 
@@ -13,3 +14,4 @@ pub use broker::{
     ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
     RrpcReply, Stats, TlsConfigError, load_tls_config,
 };
+pub use client::{Client, ClientOptions};

@@ -1,0 +1,732 @@
+//! The driver task: the one owner of a client's [`Connection`], its socket and its timers.
+//!
+//! It waits on whichever comes first of: bytes from the socket, the socket accepting pending
+//! bytes, the connection's next deadline, a command from the [`Client`](super::Client), room in
+//! the message channel, the end of the reconnect delay, or the end of a dial. After each, it
+//! drains the connection (bytes to write, events) and settles the waiting callers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aliot_core::Instant;
+use aliot_core::client::{Backoff, Connection, DisconnectReason, Event};
+use aliot_core::codec::{PacketId, QoS, SubAckReturnCode};
+use aliot_topic::{MessageId, TopicFilter, TopicName};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::sleep_until;
+use tracing::{debug, warn};
+
+use super::error::{ConnectError, RequestError};
+use super::options::Login;
+use super::transport::{Dialer, Dialing, Io};
+use super::{ConnectionEvent, IncomingMessage, RrpcRequest};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Filters per SUBSCRIBE when the client subscribes again after a lost session.
+const RESUBSCRIBE_CHUNK: usize = 16;
+
+/// How long the last bytes (DISCONNECT) may take to go out when the client stops.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Where a request's answer goes.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// An RRPC answer being computed by an async handler.
+pub(crate) type RrpcFuture = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// What answers RRPC requests.
+pub(crate) enum RrpcHandler {
+    /// Called in the driver task; the answer goes out at once.
+    Sync(Box<dyn FnMut(&RrpcRequest) -> Bytes + Send>),
+    /// Called in the driver task; the future it returns runs in a task of its own.
+    Async(Arc<dyn Fn(RrpcRequest) -> RrpcFuture + Send + Sync>),
+}
+
+/// The RRPC handler, shared by the client (which sets it) and the driver (which calls it).
+pub(crate) type RrpcSlot = Arc<Mutex<Option<RrpcHandler>>>;
+
+/// A request from the [`Client`](super::Client).
+pub(crate) enum Command {
+    Publish {
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        reply: Reply<Option<PacketId>>,
+    },
+    Subscribe {
+        filters: Vec<(TopicFilter, QoS)>,
+        reply: Reply<Vec<SubAckReturnCode>>,
+    },
+    Unsubscribe {
+        filters: Vec<TopicFilter>,
+        reply: Reply<()>,
+    },
+    /// The answer of an async RRPC handler.
+    RespondRrpc {
+        message_id: MessageId,
+        payload: Bytes,
+    },
+    /// Disconnect cleanly and stop; `done` is dropped once the driver has finished.
+    Disconnect { done: oneshot::Sender<()> },
+}
+
+/// A caller waiting for an acknowledgement.
+enum Waiter {
+    Publish(Reply<Option<PacketId>>),
+    Subscribe {
+        reply: Reply<Vec<SubAckReturnCode>>,
+        filters: Vec<TopicFilter>,
+    },
+    /// A SUBSCRIBE the driver sent itself after a lost session.
+    Resubscribe {
+        filters: Vec<TopicFilter>,
+    },
+    Unsubscribe(Reply<()>),
+}
+
+/// A filter the application subscribed to, remembered for re-subscription.
+struct Subscription {
+    qos: QoS,
+    /// The SUBSCRIBE carrying it that awaits its SUBACK, if any: the connection sends that one
+    /// again by itself after a reconnect.
+    pending: Option<PacketId>,
+}
+
+/// The transport, as far as the driver is concerned.
+enum Link {
+    /// No transport; dial again at `until`.
+    Waiting { until: tokio::time::Instant },
+    /// TCP connect and TLS handshake under way.
+    Dialing(Dialing),
+    /// A stream to the broker.
+    Up(Up),
+}
+
+/// An open stream.
+struct Up {
+    reader: ReadHalf<Box<dyn Io>>,
+    writer: WriteHalf<Box<dyn Io>>,
+    /// Bytes taken from the connection and not yet written.
+    write_buf: BytesMut,
+    /// Bytes were added since the last completed write and flush.
+    unflushed: bool,
+    /// The broker accepted the CONNECT on this stream.
+    connected: bool,
+}
+
+impl Up {
+    fn new(stream: Box<dyn Io>) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        Up {
+            reader,
+            writer,
+            write_buf: BytesMut::new(),
+            unflushed: false,
+            connected: false,
+        }
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Read(io::Result<usize>),
+    Written(io::Result<()>),
+    Timer,
+    Command(Option<Command>),
+    Delivered,
+    Retry,
+    Dialed(Result<Box<dyn Io>, ConnectError>),
+}
+
+/// Why the driver stops.
+enum Stop {
+    /// Every client handle is gone.
+    Dropped,
+    /// [`Command::Disconnect`].
+    Requested(oneshot::Sender<()>),
+    /// The first connection failed; the caller of `connect` has the error.
+    FirstConnectFailed,
+}
+
+/// The channels the driver serves.
+pub(crate) struct Channels {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    /// For async RRPC handlers to hand their answer back without keeping the driver alive.
+    pub(crate) weak_commands: mpsc::WeakSender<Command>,
+    pub(crate) messages: mpsc::Sender<IncomingMessage>,
+    pub(crate) events: broadcast::Sender<ConnectionEvent>,
+    pub(crate) rrpc: RrpcSlot,
+    /// Told how the first connection went.
+    pub(crate) first_connect: oneshot::Sender<Result<(), ConnectError>>,
+}
+
+/// One client's task. See the [module docs](self).
+pub(crate) struct Driver {
+    conn: Connection,
+    dialer: Arc<Dialer>,
+    login: Login,
+    backoff: Backoff,
+    started: tokio::time::Instant,
+    commands: mpsc::Receiver<Command>,
+    weak_commands: mpsc::WeakSender<Command>,
+    messages: mpsc::Sender<IncomingMessage>,
+    events: broadcast::Sender<ConnectionEvent>,
+    rrpc: RrpcSlot,
+    /// `Some` until the first connection is made (or has failed).
+    first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
+    read_buf: Box<[u8]>,
+    /// Callers waiting for a PUBACK, SUBACK or UNSUBACK, by packet id.
+    acks: HashMap<PacketId, Waiter>,
+    /// Commands the connection accepted, ever. The connection sends them in order, so the
+    /// first `accepted - conn.queued_len()` of them have been handed out for writing.
+    accepted: u64,
+    /// QoS 0 publishes still in the connection's queue, with their rank among accepted
+    /// commands.
+    qos0_queued: VecDeque<(u64, Reply<Option<PacketId>>)>,
+    /// QoS 0 publishes taken for writing, waiting for the write to complete.
+    qos0_unwritten: Vec<Reply<Option<PacketId>>>,
+    subscriptions: BTreeMap<TopicFilter, Subscription>,
+    /// Messages taken from the connection that the message channel had no room for yet.
+    undelivered: VecDeque<IncomingMessage>,
+    /// Failed connection attempts since the last success; the next delay is the backoff's
+    /// for this attempt number.
+    failures: u32,
+    stop: Option<Stop>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        conn: Connection,
+        dialer: Arc<Dialer>,
+        login: Login,
+        backoff: Backoff,
+        channels: Channels,
+    ) -> Self {
+        Driver {
+            conn,
+            dialer,
+            login,
+            backoff,
+            started: tokio::time::Instant::now(),
+            commands: channels.commands,
+            weak_commands: channels.weak_commands,
+            messages: channels.messages,
+            events: channels.events,
+            rrpc: channels.rrpc,
+            first_connect: Some(channels.first_connect),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            acks: HashMap::new(),
+            accepted: 0,
+            qos0_queued: VecDeque::new(),
+            qos0_unwritten: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            undelivered: VecDeque::new(),
+            failures: 0,
+            stop: None,
+        }
+    }
+
+    /// Runs until every client handle is dropped, the client disconnects, or the first
+    /// connection fails.
+    pub(crate) async fn run(mut self) {
+        let mut link = Link::Dialing(self.dialer.dial());
+        loop {
+            let wake = self.wait(&mut link).await;
+            self.handle_wake(wake, &mut link);
+            self.pump(&mut link);
+            if let Some(stop) = self.stop.take() {
+                self.finish(link, stop).await;
+                return;
+            }
+        }
+    }
+
+    /// The connection's clock: milliseconds since the driver started.
+    fn now(&self) -> Instant {
+        Instant::from_millis(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The connection's next deadline on the runtime's clock.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.conn
+            .poll_timeout()
+            .map(|at| self.started + Duration::from_millis(at.as_millis()))
+    }
+
+    async fn wait(&mut self, link: &mut Link) -> Wake {
+        let deliver = !self.undelivered.is_empty();
+        let deadline = self.deadline();
+        match link {
+            Link::Waiting { until } => tokio::select! {
+                () = sleep_until(*until) => Wake::Retry,
+                command = self.commands.recv() => Wake::Command(command),
+                permit = self.messages.reserve(), if deliver => {
+                    deliver_one(permit, &mut self.undelivered);
+                    Wake::Delivered
+                }
+            },
+            Link::Dialing(dialing) => tokio::select! {
+                dialed = dialing.as_mut() => Wake::Dialed(dialed),
+                command = self.commands.recv() => Wake::Command(command),
+                permit = self.messages.reserve(), if deliver => {
+                    deliver_one(permit, &mut self.undelivered);
+                    Wake::Delivered
+                }
+            },
+            Link::Up(up) => {
+                let Up {
+                    reader,
+                    writer,
+                    write_buf,
+                    unflushed,
+                    ..
+                } = up;
+                let writing = *unflushed;
+                // While messages wait for room, read nothing more: the broker's window then
+                // holds back further messages, and TCP the rest.
+                let reading = !deliver;
+                tokio::select! {
+                    read = reader.read(&mut self.read_buf[..]), if reading => Wake::Read(read),
+                    written = write_out(writer, write_buf), if writing => Wake::Written(written),
+                    () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                        Wake::Timer
+                    }
+                    command = self.commands.recv() => Wake::Command(command),
+                    permit = self.messages.reserve(), if deliver => {
+                        deliver_one(permit, &mut self.undelivered);
+                        Wake::Delivered
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_wake(&mut self, wake: Wake, link: &mut Link) {
+        let now = self.now();
+        match wake {
+            Wake::Read(Ok(0)) | Wake::Read(Err(_)) | Wake::Written(Err(_)) => {
+                self.conn.handle_transport_closed(now);
+            }
+            Wake::Read(Ok(len)) => {
+                let bytes = self.read_buf.get(..len).unwrap_or_default();
+                self.conn.handle_input(now, bytes);
+            }
+            Wake::Written(Ok(())) => {
+                if let Link::Up(up) = link {
+                    up.unflushed = false;
+                }
+                for reply in self.qos0_unwritten.drain(..) {
+                    let _ = reply.send(Ok(None));
+                }
+            }
+            Wake::Timer => self.conn.handle_timeout(now),
+            Wake::Command(Some(command)) => self.handle_command(command),
+            Wake::Command(None) => self.stop = Some(Stop::Dropped),
+            Wake::Delivered => {}
+            Wake::Retry => *link = Link::Dialing(self.dialer.dial()),
+            Wake::Dialed(Ok(stream)) => match self.login.credentials_now(self.dialer.is_tls()) {
+                Ok(credentials) => {
+                    self.conn.set_credentials(credentials);
+                    *link = Link::Up(Up::new(stream));
+                    self.conn.connect(now);
+                }
+                Err(error) => self.attempt_failed(error, link),
+            },
+            Wake::Dialed(Err(error)) => self.attempt_failed(error, link),
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        let now = self.now();
+        match command {
+            Command::Publish {
+                topic,
+                payload,
+                qos,
+                reply,
+            } => match self.conn.publish(topic, payload, qos, now) {
+                Ok(Some(packet_id)) => {
+                    self.accepted += 1;
+                    self.acks.insert(packet_id, Waiter::Publish(reply));
+                }
+                Ok(None) => {
+                    self.qos0_queued.push_back((self.accepted, reply));
+                    self.accepted += 1;
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(RequestError::Rejected(error)));
+                }
+            },
+            Command::Subscribe { filters, reply } => match self.conn.subscribe(&filters, now) {
+                Ok(packet_id) => {
+                    self.accepted += 1;
+                    for (filter, qos) in &filters {
+                        let subscription = Subscription {
+                            qos: *qos,
+                            pending: Some(packet_id),
+                        };
+                        self.subscriptions.insert(filter.clone(), subscription);
+                    }
+                    let filters = filters.into_iter().map(|(filter, _)| filter).collect();
+                    self.acks
+                        .insert(packet_id, Waiter::Subscribe { reply, filters });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(RequestError::Rejected(error)));
+                }
+            },
+            Command::Unsubscribe { filters, reply } => match self.conn.unsubscribe(&filters, now) {
+                Ok(packet_id) => {
+                    self.accepted += 1;
+                    for filter in &filters {
+                        self.subscriptions.remove(filter);
+                    }
+                    self.acks.insert(packet_id, Waiter::Unsubscribe(reply));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(RequestError::Rejected(error)));
+                }
+            },
+            Command::RespondRrpc {
+                message_id,
+                payload,
+            } => self.respond_rrpc(message_id, payload),
+            Command::Disconnect { done } => self.stop = Some(Stop::Requested(done)),
+        }
+    }
+
+    /// Moves what the connection has to give: bytes to the write buffer, events to their
+    /// callers and channels, until it has nothing more.
+    fn pump(&mut self, link: &mut Link) {
+        loop {
+            // Commands the connection took out of its queue are in its transmit buffer now.
+            let handed_out = self
+                .accepted
+                .saturating_sub(u64::try_from(self.conn.queued_len()).unwrap_or(u64::MAX));
+            while self
+                .qos0_queued
+                .front()
+                .is_some_and(|(rank, _)| *rank < handed_out)
+            {
+                if let Some((_, reply)) = self.qos0_queued.pop_front() {
+                    self.qos0_unwritten.push(reply);
+                }
+            }
+            match link {
+                Link::Up(up) => {
+                    if self.conn.poll_transmit(&mut up.write_buf) {
+                        up.unflushed = true;
+                    }
+                }
+                // Without a stream the connection has nothing to send; should it, the bytes
+                // belong to no transport.
+                Link::Waiting { .. } | Link::Dialing(_) => {
+                    let mut nowhere = BytesMut::new();
+                    self.conn.poll_transmit(&mut nowhere);
+                }
+            }
+            let Some(event) = self.conn.poll_event() else {
+                return;
+            };
+            self.handle_event(event, link);
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, link: &mut Link) {
+        match event {
+            Event::Connected { session_present } => {
+                if let Link::Up(up) = link {
+                    up.connected = true;
+                }
+                self.failures = 0;
+                match self.first_connect.take() {
+                    Some(first) => {
+                        if first.send(Ok(())).is_err() {
+                            // `Client::connect` was dropped: nobody will use this client.
+                            self.stop = Some(Stop::Dropped);
+                        }
+                    }
+                    None => {
+                        self.emit(ConnectionEvent::Reconnected { session_present });
+                        if !session_present {
+                            self.resubscribe();
+                        }
+                    }
+                }
+            }
+            // `Disconnected(Refused(code))` follows and says the same.
+            Event::ConnectRefused(_) => {}
+            Event::Message { message, dup } => self.undelivered.push_back(IncomingMessage {
+                topic: message.topic,
+                payload: message.payload,
+                qos: message.qos,
+                dup,
+            }),
+            Event::PubAck(packet_id) => {
+                if let Some(Waiter::Publish(reply)) = self.acks.remove(&packet_id) {
+                    let _ = reply.send(Ok(Some(packet_id)));
+                }
+            }
+            Event::PublishFailed(packet_id) => {
+                if let Some(Waiter::Publish(reply)) = self.acks.remove(&packet_id) {
+                    let _ = reply.send(Err(RequestError::PublishFailed(packet_id)));
+                }
+            }
+            Event::SubAck {
+                packet_id,
+                return_codes,
+            } => match self.acks.remove(&packet_id) {
+                Some(Waiter::Subscribe { reply, filters }) => {
+                    self.settle_subscriptions(packet_id, &filters, &return_codes);
+                    let _ = reply.send(Ok(return_codes));
+                }
+                Some(Waiter::Resubscribe { filters }) => {
+                    self.settle_subscriptions(packet_id, &filters, &return_codes);
+                    let results = filters.into_iter().zip(return_codes).collect();
+                    self.emit(ConnectionEvent::Resubscribed { results });
+                }
+                Some(Waiter::Publish(_) | Waiter::Unsubscribe(_)) | None => {}
+            },
+            Event::UnsubAck(packet_id) => {
+                if let Some(Waiter::Unsubscribe(reply)) = self.acks.remove(&packet_id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Event::RrpcRequest {
+                message_id,
+                payload,
+                topic,
+            } => self.handle_rrpc(RrpcRequest {
+                message_id,
+                topic,
+                payload,
+            }),
+            Event::Disconnected(reason) => self.transport_ended(reason, link),
+        }
+    }
+
+    /// After a SUBACK: filters refused are forgotten, the others are subscribed.
+    fn settle_subscriptions(
+        &mut self,
+        packet_id: PacketId,
+        filters: &[TopicFilter],
+        return_codes: &[SubAckReturnCode],
+    ) {
+        for (filter, code) in filters.iter().zip(return_codes) {
+            let Some(subscription) = self.subscriptions.get_mut(filter) else {
+                continue;
+            };
+            if subscription.pending != Some(packet_id) {
+                // Subscribed again since: that SUBACK decides.
+                continue;
+            }
+            if *code == SubAckReturnCode::Failure {
+                self.subscriptions.remove(filter);
+            } else {
+                subscription.pending = None;
+            }
+        }
+    }
+
+    /// After a reconnect without the session: subscribes again to every filter the
+    /// application subscribed to and did not drop (those whose SUBSCRIBE is still unanswered
+    /// go out again by themselves).
+    fn resubscribe(&mut self) {
+        let now = self.now();
+        let filters: Vec<(TopicFilter, QoS)> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, subscription)| subscription.pending.is_none())
+            .map(|(filter, subscription)| (filter.clone(), subscription.qos))
+            .collect();
+        for chunk in filters.chunks(RESUBSCRIBE_CHUNK) {
+            let names: Vec<TopicFilter> = chunk.iter().map(|(filter, _)| filter.clone()).collect();
+            match self.conn.subscribe(chunk, now) {
+                Ok(packet_id) => {
+                    self.accepted += 1;
+                    for filter in &names {
+                        if let Some(subscription) = self.subscriptions.get_mut(filter) {
+                            subscription.pending = Some(packet_id);
+                        }
+                    }
+                    self.acks
+                        .insert(packet_id, Waiter::Resubscribe { filters: names });
+                }
+                Err(error) => {
+                    warn!(%error, "cannot subscribe again after the session was lost");
+                    self.emit(ConnectionEvent::ResubscribeFailed {
+                        filters: names,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+
+    fn handle_rrpc(&mut self, request: RrpcRequest) {
+        let mut slot = self.rrpc.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_mut() {
+            Some(RrpcHandler::Sync(handler)) => {
+                let response = handler(&request);
+                drop(slot);
+                self.respond_rrpc(request.message_id, response);
+            }
+            Some(RrpcHandler::Async(handler)) => {
+                let message_id = request.message_id;
+                let answer = handler(request);
+                drop(slot);
+                let commands = self.weak_commands.clone();
+                tokio::spawn(async move {
+                    let payload = answer.await;
+                    // Gone when the client stopped meanwhile: nobody to answer through.
+                    if let Some(commands) = commands.upgrade() {
+                        let _ = commands
+                            .send(Command::RespondRrpc {
+                                message_id,
+                                payload,
+                            })
+                            .await;
+                    }
+                });
+            }
+            None => {
+                drop(slot);
+                warn!(
+                    message_id = %request.message_id,
+                    topic = %request.topic,
+                    "RRPC request with no handler set (Client::on_rrpc): the caller will time out"
+                );
+            }
+        }
+    }
+
+    fn respond_rrpc(&mut self, message_id: MessageId, payload: Bytes) {
+        let now = self.now();
+        match self.conn.respond_rrpc(message_id, payload, now) {
+            Ok(()) => self.accepted += 1,
+            Err(error) => warn!(%message_id, %error, "cannot answer an RRPC request"),
+        }
+    }
+
+    /// The stream is done with: close it, fail what was waiting to be written on it, and
+    /// dial again after a delay (or give up if it was the first connection).
+    fn transport_ended(&mut self, reason: DisconnectReason, link: &mut Link) {
+        let was_connected = matches!(link, Link::Up(up) if up.connected);
+        for reply in self.qos0_unwritten.drain(..) {
+            let _ = reply.send(Err(RequestError::NotWritten));
+        }
+        if was_connected {
+            debug!(%reason, "connection lost");
+            self.emit(ConnectionEvent::Disconnected { reason });
+            self.schedule_retry(link);
+        } else {
+            self.attempt_failed(ConnectError::from(reason), link);
+        }
+    }
+
+    /// A dial or a CONNECT failed.
+    fn attempt_failed(&mut self, error: ConnectError, link: &mut Link) {
+        if let Some(first) = self.first_connect.take() {
+            let _ = first.send(Err(error));
+            self.stop = Some(Stop::FirstConnectFailed);
+            *link = Link::Waiting {
+                until: tokio::time::Instant::now(),
+            };
+            return;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let retry_in = self.schedule_retry(link);
+        debug!(%error, ?retry_in, "reconnect attempt failed");
+        self.emit(ConnectionEvent::ReconnectFailed {
+            attempt: self.failures,
+            error: Arc::new(error),
+            retry_in,
+        });
+    }
+
+    /// Drops the stream and waits for the backoff delay of the failures so far (the first
+    /// delay after a lost connection is attempt 0's).
+    fn schedule_retry(&mut self, link: &mut Link) -> Duration {
+        let delay = self.backoff.delay(self.failures, fastrand::u32(..));
+        *link = Link::Waiting {
+            until: tokio::time::Instant::now() + delay,
+        };
+        delay
+    }
+
+    fn emit(&self, event: ConnectionEvent) {
+        // No receiver is fine: nobody asked for events.
+        let _ = self.events.send(event);
+    }
+
+    /// Ends the driver: a DISCONNECT on an open stream (best effort, within
+    /// [`CLOSE_LINGER`]), then every waiting caller learns the client stopped.
+    async fn finish(mut self, link: Link, stop: Stop) {
+        if let Link::Up(mut up) = link {
+            self.conn.disconnect(self.now());
+            self.conn.poll_transmit(&mut up.write_buf);
+            let closing = async {
+                write_out(&mut up.writer, &mut up.write_buf).await?;
+                up.writer.shutdown().await
+            };
+            match tokio::time::timeout(CLOSE_LINGER, closing).await {
+                Ok(Ok(())) => {
+                    for reply in self.qos0_unwritten.drain(..) {
+                        let _ = reply.send(Ok(None));
+                    }
+                }
+                Ok(Err(error)) => debug!(%error, "DISCONNECT not written"),
+                Err(_) => debug!("DISCONNECT not written within {CLOSE_LINGER:?}"),
+            }
+        }
+        for reply in self.qos0_unwritten.drain(..) {
+            let _ = reply.send(Err(RequestError::NotWritten));
+        }
+        // Messages already taken from the broker go to whoever still reads them.
+        for message in self.undelivered.drain(..) {
+            if self.messages.try_send(message).is_err() {
+                break;
+            }
+        }
+        // The remaining waiters are dropped with the driver: their callers see `Closed`.
+        if let Stop::Requested(done) = stop {
+            drop(self);
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes `buf` out and flushes. Cancel-safe: `buf` is advanced by what was written.
+async fn write_out(writer: &mut WriteHalf<Box<dyn Io>>, buf: &mut BytesMut) -> io::Result<()> {
+    writer.write_all_buf(buf).await?;
+    writer.flush().await
+}
+
+/// Hands the oldest undelivered message over with a reserved slot; when the receiving side is
+/// gone, there is nobody to hand them to.
+fn deliver_one(
+    permit: Result<mpsc::Permit<'_, IncomingMessage>, mpsc::error::SendError<()>>,
+    undelivered: &mut VecDeque<IncomingMessage>,
+) {
+    match permit {
+        Ok(permit) => {
+            if let Some(message) = undelivered.pop_front() {
+                permit.send(message);
+            }
+        }
+        Err(_) => undelivered.clear(),
+    }
+}
+
+/// A deadline that never comes (the timer branch is disabled when there is no deadline).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}

@@ -1,0 +1,281 @@
+//! Publish and subscribe through the broker over loopback: QoS 0 and 1 from one device to
+//! another, SUBACK return codes, unsubscribe, messages from the server side, and calls
+//! dropped half way.
+
+mod client_common;
+
+use std::time::Duration;
+
+use aliot_core::client::ClientError;
+use aliot_core::codec::{QoS, SubAckReturnCode};
+use aliot_core::hub::DeviceDelivery;
+use aliot_tokio::client::{Client, RequestError};
+use bytes::Bytes;
+use client_common::*;
+
+/// Devices 1 and 2 connected, device 2 subscribed to the product's broadcast topics at QoS 1.
+async fn publisher_and_subscriber(
+    addr: std::net::SocketAddr,
+) -> (Client, Client, aliot_tokio::client::Messages) {
+    let publisher = Client::connect(device_options(addr, 1)).await.unwrap();
+    let subscriber = Client::connect(device_options(addr, 2)).await.unwrap();
+    let messages = subscriber.messages();
+    let codes = within(
+        "SUBACK",
+        subscriber.subscribe(&[(filter(&broadcast("#")), QoS::AtLeastOnce)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(codes, [SubAckReturnCode::Success(QoS::AtLeastOnce)]);
+    (publisher, subscriber, messages)
+}
+
+#[tokio::test]
+async fn qos0_and_qos1_messages_reach_another_device() {
+    let (broker, addr) = start_broker().await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+
+    let written = within(
+        "QoS 0 written",
+        publisher.publish(topic(&broadcast("a")), "zero", QoS::AtMostOnce),
+    )
+    .await;
+    assert_eq!(written, Ok(None), "QoS 0 resolves without a packet id");
+    let acked = within(
+        "PUBACK",
+        publisher.publish(topic(&broadcast("b")), "one", QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    assert!(acked.is_some());
+
+    let first = next_message(&messages).await;
+    assert_eq!(first.topic.as_str(), broadcast("a"));
+    assert_eq!(first.payload, Bytes::from_static(b"zero"));
+    assert_eq!(first.qos, QoS::AtMostOnce);
+    let second = next_message(&messages).await;
+    assert_eq!(second.topic.as_str(), broadcast("b"));
+    assert_eq!(second.payload, Bytes::from_static(b"one"));
+    assert_eq!(second.qos, QoS::AtLeastOnce);
+    assert!(!second.dup);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn successive_qos1_publishes_get_distinct_packet_ids() {
+    let (broker, addr) = start_broker().await;
+    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = client
+            .publish(topic(&broadcast("n")), format!("{n}"), QoS::AtLeastOnce)
+            .await
+            .unwrap()
+            .expect("QoS 1 has an id");
+        ids.push(id);
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn suback_codes_refuse_a_topic_of_another_device() {
+    let (broker, addr) = start_broker().await;
+    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+    let codes = within(
+        "SUBACK",
+        client.subscribe(&[
+            (filter(&user_get(1)), QoS::AtLeastOnce),
+            (filter(&user_get(2)), QoS::AtLeastOnce),
+            (filter(&broadcast("#")), QoS::AtMostOnce),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        codes,
+        [
+            SubAckReturnCode::Success(QoS::AtLeastOnce),
+            SubAckReturnCode::Failure,
+            SubAckReturnCode::Success(QoS::AtMostOnce),
+        ]
+    );
+    assert_eq!(codes[1].to_u8(), 0x80);
+    let stats = broker.handle().stats().await;
+    assert_eq!(stats.counters.subscribe_denied, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_unsubscribe_nothing_more_arrives() {
+    let (broker, addr) = start_broker().await;
+    let (publisher, subscriber, messages) = publisher_and_subscriber(addr).await;
+    subscriber
+        .subscribe(&[(filter(&user_get(2)), QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    within(
+        "UNSUBACK",
+        subscriber.unsubscribe(&[filter(&broadcast("#"))]),
+    )
+    .await
+    .unwrap();
+    publisher
+        .publish(topic(&broadcast("gone")), "unseen", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // A message on the filter still subscribed, sent after: the first to arrive must be it.
+    let delivery = broker
+        .handle()
+        .publish_to_device(
+            &device(2).0,
+            topic(&user_get(2)),
+            Bytes::from_static(b"still here"),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(delivery, DeviceDelivery::Sent);
+    let message = next_message(&messages).await;
+    assert_eq!(message.topic.as_str(), user_get(2));
+    assert_eq!(message.payload, Bytes::from_static(b"still here"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_side_reaches_the_device() {
+    let (broker, addr) = start_broker().await;
+    let client = Client::connect(device_options(addr, 3)).await.unwrap();
+    let messages = client.messages();
+    client
+        .subscribe(&[(filter(&user_get(3)), QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    let delivered = broker
+        .handle()
+        .publish(
+            topic(&user_get(3)),
+            Bytes::from_static(b"cmd"),
+            QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(delivered, 1);
+    let message = next_message(&messages).await;
+    assert_eq!(message.payload, Bytes::from_static(b"cmd"));
+    let stats = broker.handle().stats().await;
+    assert_eq!(stats.counters.messages_out, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos2_and_empty_filter_lists_are_rejected_without_sending() {
+    let (broker, addr) = start_broker().await;
+    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+    assert_eq!(
+        client
+            .publish(topic(&broadcast("x")), "two", QoS::ExactlyOnce)
+            .await,
+        Err(RequestError::Rejected(ClientError::Qos2NotSupported))
+    );
+    assert_eq!(
+        client.subscribe(&[]).await,
+        Err(RequestError::Rejected(ClientError::EmptySubscribe))
+    );
+    assert_eq!(
+        client.unsubscribe(&[]).await,
+        Err(RequestError::Rejected(ClientError::EmptyUnsubscribe))
+    );
+    assert_eq!(broker.handle().stats().await.counters.messages_in, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones() {
+    let (broker, addr) = start_broker().await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+    // Each future is polled once (the command reaches the driver's channel) and dropped
+    // before the driver has even run.
+    for n in 0..20 {
+        let finished = poll_once_then_drop(publisher.publish(
+            topic(&broadcast("dropped")),
+            format!("{n}"),
+            QoS::AtLeastOnce,
+        ))
+        .await;
+        assert!(!finished, "publish {n} cannot complete in one poll");
+    }
+    // A subscribe dropped half way, too.
+    let finished =
+        poll_once_then_drop(publisher.subscribe(&[(filter(&user_get(1)), QoS::AtLeastOnce)])).await;
+    assert!(!finished);
+
+    let last = within(
+        "the PUBACK of the last publish",
+        publisher.publish(topic(&broadcast("kept")), "last", QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    assert!(last.is_some());
+    // Every dropped publish still went out, in order, then the last one.
+    for n in 0..20 {
+        let message = next_message(&messages).await;
+        assert_eq!(message.topic.as_str(), broadcast("dropped"));
+        assert_eq!(message.payload, Bytes::from(format!("{n}")));
+    }
+    let message = next_message(&messages).await;
+    assert_eq!(message.payload, Bytes::from_static(b"last"));
+    // And the client still answers calls normally.
+    let codes = publisher
+        .subscribe(&[(filter(&user_get(1)), QoS::AtMostOnce)])
+        .await
+        .unwrap();
+    assert_eq!(codes, [SubAckReturnCode::Success(QoS::AtMostOnce)]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_receiver_dropped_while_waiting_loses_nothing() {
+    let (broker, addr) = start_broker().await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+    // A receive dropped before anything arrived.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), messages.recv())
+            .await
+            .is_err()
+    );
+    publisher
+        .publish(topic(&broadcast("after")), "kept", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let message = next_message(&messages).await;
+    assert_eq!(message.payload, Bytes::from_static(b"kept"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_message_queue_holds_the_broker_back_without_losing_messages() {
+    let (broker, addr) = start_broker().await;
+    let publisher = Client::connect(device_options(addr, 1)).await.unwrap();
+    let mut options = device_options(addr, 2);
+    options.message_capacity = 2;
+    let subscriber = Client::connect(options).await.unwrap();
+    subscriber
+        .subscribe(&[(filter(&broadcast("#")), QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    let count = 50;
+    for n in 0..count {
+        publisher
+            .publish(topic(&broadcast("burst")), format!("{n}"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let messages = subscriber.messages();
+    for n in 0..count {
+        let message = next_message(&messages).await;
+        assert_eq!(message.payload, Bytes::from(format!("{n}")));
+    }
+    broker.shutdown().await;
+}

@@ -1,0 +1,162 @@
+//! The device client over TLS to a broker listener with an rcgen certificate: the device signs
+//! with `securemode=2`, publishes, subscribes and answers RRPC; an untrusted certificate or a
+//! name mismatch fails the handshake with a clear error.
+
+mod client_common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_core::PlatformAuthenticator;
+use aliot_core::codec::{QoS, SubAckReturnCode};
+use aliot_core::hub::RrpcOutcome;
+use aliot_tokio::broker::{Broker, BrokerConfig, ListenerConfig, tls_config};
+use aliot_tokio::client::{Client, ClientOptions, ConnectError, TlsOptions};
+use bytes::Bytes;
+use client_common::*;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A self-signed certificate for `localhost`: its PEM, and a broker with one TLS listener
+/// serving it on a free loopback port.
+async fn tls_broker() -> (Broker, SocketAddr, String) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
+    let tls = tls_config(vec![generated.cert.der().clone()], key).unwrap();
+    let authenticator = PlatformAuthenticator::new(registry());
+    let broker = Broker::start(BrokerConfig {
+        listeners: vec![ListenerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(tls),
+        }],
+        server: Default::default(),
+        hub: Default::default(),
+        authenticator: Arc::new(authenticator),
+        api: None,
+    })
+    .await
+    .unwrap();
+    let (addr, is_tls) = broker.listener_addrs()[0];
+    assert!(is_tls);
+    (broker, addr, generated.cert.pem())
+}
+
+/// Device `n` over TLS to `addr`, trusting only `ca_pem`, checking the name `localhost`.
+fn tls_options(addr: SocketAddr, n: u8, ca_pem: &str) -> ClientOptions {
+    let tls = TlsOptions::only_ca_pem(ca_pem.as_bytes())
+        .unwrap()
+        .with_server_name("localhost");
+    device_options(addr, n).with_tls(tls)
+}
+
+#[tokio::test]
+async fn a_device_works_over_tls() {
+    let (broker, addr, ca_pem) = tls_broker().await;
+    let client = within(
+        "the TLS connect",
+        Client::connect(tls_options(addr, 1, &ca_pem)),
+    )
+    .await
+    .expect("the handshake and CONNECT succeed");
+    let messages = client.messages();
+    let codes = client
+        .subscribe(&[
+            (filter(&broadcast("#")), QoS::AtLeastOnce),
+            (
+                filter(&format!("/sys/{PRODUCT}/dev-1/rrpc/request/+")),
+                QoS::AtMostOnce,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        codes,
+        [
+            SubAckReturnCode::Success(QoS::AtLeastOnce),
+            SubAckReturnCode::Success(QoS::AtMostOnce)
+        ]
+    );
+    let id = client
+        .publish(topic(&broadcast("tls")), "sealed", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert!(id.is_some());
+    let message = next_message(&messages).await;
+    assert_eq!(message.payload, Bytes::from_static(b"sealed"));
+
+    client.on_rrpc(|request| request.payload.clone());
+    let reply = broker
+        .handle()
+        .rrpc(
+            &device(1).0,
+            Bytes::from_static(b"over tls"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.outcome,
+        RrpcOutcome::Success(Bytes::from_static(b"over tls"))
+    );
+
+    drop(client);
+    let stats = stats_until(&broker.handle(), "the close", |stats| {
+        stats.connections == 0
+    })
+    .await;
+    assert_eq!(stats.counters.closed.client_disconnected, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_fails_the_handshake() {
+    let (broker, addr, _) = tls_broker().await;
+    let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let error = within(
+        "the refusal",
+        Client::connect(tls_options(addr, 1, &other_ca)),
+    )
+    .await
+    .expect_err("the broker's certificate is not trusted");
+    match &error {
+        ConnectError::TlsHandshake { address, .. } => assert_eq!(address, &addr.to_string()),
+        other => panic!("expected a handshake error, got {other:?}"),
+    }
+    assert_eq!(
+        broker.handle().stats().await.counters.connections_accepted,
+        0
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_name_mismatch_fails_the_handshake() {
+    let (broker, addr, ca_pem) = tls_broker().await;
+    let mut options = tls_options(addr, 1, &ca_pem);
+    if let Some(tls) = options.tls.as_mut() {
+        tls.server_name = Some("broker.example".to_owned());
+    }
+    let error = Client::connect(options).await.expect_err("wrong name");
+    assert!(
+        matches!(error, ConnectError::TlsHandshake { .. }),
+        "{error:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_tcp_to_a_tls_listener_gets_no_connack() {
+    let (broker, addr, _) = tls_broker().await;
+    let mut options = device_options(addr, 1);
+    options.connect_timeout = Duration::from_secs(2);
+    let error = within("the failure", Client::connect(options))
+        .await
+        .expect_err("a TLS listener does not speak plain MQTT");
+    assert!(matches!(error, ConnectError::BeforeConnAck(_)), "{error:?}");
+    broker.shutdown().await;
+}
