@@ -90,17 +90,10 @@ impl Backoff {
     /// `min(initial × multiplier^attempt, max)`.
     #[must_use]
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let cap = self.max.as_nanos();
-        let mut nanos = self.initial.as_nanos().min(cap);
-        if self.multiplier > 1 {
-            for _ in 0..attempt {
-                if nanos >= cap {
-                    break;
-                }
-                nanos = nanos.saturating_mul(u128::from(self.multiplier)).min(cap);
-            }
-        }
-        duration_from_nanos(nanos)
+        // Exponentiation by squaring: a few multiplications whatever the attempt number.
+        let factor = u128::from(self.multiplier.max(1)).saturating_pow(attempt);
+        let nanos = self.initial.as_nanos().saturating_mul(factor);
+        duration_from_nanos(nanos.min(self.max.as_nanos()))
     }
 
     /// The delay before retry number `attempt` (0 for the first retry after a failure),
@@ -189,6 +182,15 @@ mod tests {
             ..Backoff::default()
         };
         assert_eq!(backoff.delay(0, 0), DEFAULT_MAX_DELAY);
+    }
+
+    #[test]
+    fn a_zero_initial_delay_stays_zero_at_once_for_any_attempt() {
+        let backoff = Backoff {
+            initial: Duration::ZERO,
+            ..Backoff::default()
+        };
+        assert_eq!(backoff.delay(u32::MAX, u32::MAX), Duration::ZERO);
     }
 
     #[test]
