@@ -1,0 +1,403 @@
+//! `aliot-bench`: the broker load generator of issue 7.
+//!
+//! ```text
+//! aliot-bench [--host H --port P] [--open | --username U --password P | --platform PK:SEED]
+//!             [--broker-label NAME] [--broker-pid PID] [--json] <SCENARIO> [OPTIONS]
+//!
+//!   one-to-one   [--qos 0|1]             1 publisher → 1 subscriber
+//!   fan-in       [--publishers 100]      100 publishers → 1 subscriber on a wildcard, QoS 1
+//!   fan-out      [--subscribers 100]     1 publisher → 100 subscribers, QoS 0
+//!   connections  [--count 20000]         idle connections: connect rate, broker memory each
+//!   rrpc         [--devices 100]         RRPC through an in-process aliot broker's Rust API
+//!   aliot-config --devices N --bind ADDR a config for `aliot serve` with the --platform devices
+//!   compare-table --results DIR          the markdown table of compare.sh
+//! ```
+//!
+//! Every scenario runs for a fixed time or count and stops by itself; only loopback addresses
+//! are ever targeted. Each prints one line (or one JSON object with `--json`): messages per
+//! second received, and the send-to-receive latency percentiles. See `benches/README.md`.
+#![forbid(unsafe_code)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aliot_benches::loadgen::LoadError;
+use aliot_benches::loadgen::aliot_config::aliot_config_toml;
+use aliot_benches::loadgen::compare::{
+    ComparisonResults, markdown_table, publish_rate_of, read_report,
+};
+use aliot_benches::loadgen::login::{Login, PlatformDevices};
+use aliot_benches::loadgen::report::ThroughputReport;
+use aliot_benches::loadgen::scenario::{
+    Common, ConnectionsSpec, RrpcSpec, ThroughputSpec, run_connections, run_rrpc, run_throughput,
+};
+use aliot_benches::loadgen::target::Target;
+use aliot_core::codec::QoS;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// Load generator for MQTT brokers: aliot, mosquitto, rumqttd, any broker on loopback.
+#[derive(Parser, Debug)]
+#[command(name = "aliot-bench", version)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// The broker's address: a loopback IP address or `localhost`.
+    #[arg(long, global = true, default_value = "127.0.0.1")]
+    host: String,
+    /// The broker's MQTT port.
+    #[arg(long, global = true, default_value_t = 1883)]
+    port: u16,
+    /// Log in with a client id only (the default when no other login is given).
+    #[arg(long, global = true, conflicts_with_all = ["username", "platform"])]
+    open: bool,
+    /// Log every client in with this user name (and --password).
+    #[arg(
+        long,
+        global = true,
+        requires = "password",
+        conflicts_with = "platform"
+    )]
+    username: Option<String>,
+    /// The password of --username.
+    #[arg(long, global = true, requires = "username")]
+    password: Option<String>,
+    /// Log in as platform devices `dev000000`, `dev000001`, … of product PK, each signing its
+    /// CONNECT with a secret derived from SEED (see `aliot-config`).
+    #[arg(long, global = true, value_name = "PK:SEED")]
+    platform: Option<String>,
+    /// The broker's name in the report.
+    #[arg(long, global = true, default_value = "broker")]
+    broker_label: String,
+    /// The broker's pid: its CPU use and resident memory are read from /proc.
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
+    /// Print one JSON object instead of a line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Generator runtime threads (1: one current-thread runtime; pin it with taskset).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    /// Connections driven per generator task.
+    #[arg(long, global = true, default_value_t = 50)]
+    conns_per_task: usize,
+    /// Connection attempts in flight at once.
+    #[arg(long, global = true, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// The most one connection's handshake (TCP, CONNACK, SUBACK) may take, in seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    handshake_timeout: f64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// 1:1: one publisher, one subscriber, one topic.
+    OneToOne {
+        /// QoS of the publishes and the subscription.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Fan-in: many publishers, each on its own topic, one subscriber on a `+` wildcard.
+    FanIn {
+        /// Publishing clients.
+        #[arg(long, default_value_t = 100)]
+        publishers: usize,
+        /// QoS of the publishes and the subscription.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Fan-out: one publisher on a broadcast topic, many subscribers.
+    FanOut {
+        /// Subscribing clients.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// QoS of the publishes and the subscriptions.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Idle connections: connect rate, and the broker's resident memory per connection
+    /// (with --broker-pid).
+    Connections {
+        /// Connections to open and hold.
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// The first loopback source address; the next ones follow (127.0.0.3, …).
+        #[arg(long, default_value = "127.0.0.2")]
+        first_source: Ipv4Addr,
+        /// Connections per source address.
+        #[arg(long, default_value_t = 5_000)]
+        per_source: usize,
+        /// Seconds to hold every connection idle before reading the broker's memory.
+        #[arg(long, default_value_t = 2.0)]
+        hold: f64,
+    },
+    /// RRPC through the Rust API of an in-process aliot broker, answered by simulated devices.
+    Rrpc {
+        /// Simulated devices.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Concurrent callers.
+        #[arg(long, default_value_t = 100)]
+        callers: usize,
+        /// Worker threads of the broker's runtime (1: a current-thread runtime).
+        #[arg(long, default_value_t = 1)]
+        broker_threads: usize,
+        /// Each call's timeout, in seconds (1 to 8).
+        #[arg(long, default_value_t = 8.0)]
+        call_timeout: f64,
+        /// Payload bytes per request.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds of calls before the window opens.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Seconds of the measurement window.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+    },
+    /// Print the markdown table of compare.sh from the JSON reports in a folder.
+    CompareTable {
+        /// The folder of reports (`{broker}-{run}.json`, …).
+        #[arg(long)]
+        results: PathBuf,
+        /// A line to print under the table (repeatable).
+        #[arg(long)]
+        note: Vec<String>,
+    },
+    /// Print a configuration for `aliot serve --config` with the devices of --platform.
+    AliotConfig {
+        /// Devices to generate.
+        #[arg(long)]
+        devices: usize,
+        /// The MQTT listener (a loopback address and port).
+        #[arg(long)]
+        bind: SocketAddr,
+        /// Open mode: also admit plain MQTT clients (client id only).
+        #[arg(long = "open-mode")]
+        open_mode: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Payload bytes per message (at least 8: the send time).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// QoS 1 publishes in flight per publisher, at most.
+    #[arg(long, default_value_t = 32)]
+    inflight: usize,
+    /// Publishes per second of all publishers together (default: as fast as possible).
+    #[arg(long, conflicts_with = "rate_of")]
+    rate: Option<f64>,
+    /// Publish at the rate that reproduces the delivery rate of an earlier JSON report
+    /// (messages received per second ÷ subscribers), e.g. another broker's.
+    #[arg(long, value_name = "REPORT.json")]
+    rate_of: Option<PathBuf>,
+    /// Seconds of publishing before the window opens.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds of the measurement window.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// The most seconds to wait after the window for messages still owed.
+    #[arg(long, default_value_t = 2.0)]
+    drain: f64,
+}
+
+impl RunArgs {
+    fn apply(&self, spec: &mut ThroughputSpec) -> Result<(), LoadError> {
+        spec.payload_len = self.payload;
+        spec.inflight = self.inflight;
+        spec.rate = match &self.rate_of {
+            Some(path) => {
+                let report: ThroughputReport = read_report(path)?.ok_or_else(|| {
+                    LoadError::Parameter(format!("--rate-of {}: no such file", path.display()))
+                })?;
+                Some(publish_rate_of(&report))
+            }
+            None => self.rate,
+        };
+        spec.warmup = seconds("--warmup", self.warmup)?;
+        spec.duration = seconds("--duration", self.duration)?;
+        spec.drain = seconds("--drain", self.drain)?;
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = if cli.global.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.global.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("aliot-bench: cannot build the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("aliot-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), LoadError> {
+    let global = &cli.global;
+    let common = common(global)?;
+    match &cli.scenario {
+        Scenario::OneToOne { qos, run } => {
+            let mut spec = ThroughputSpec::one_to_one(qos_of(*qos));
+            run.apply(&mut spec)?;
+            print(global, &run_throughput(&common, &spec).await?);
+        }
+        Scenario::FanIn {
+            publishers,
+            qos,
+            run,
+        } => {
+            let mut spec = ThroughputSpec::fan_in();
+            spec.publishers = *publishers;
+            spec.qos = qos_of(*qos);
+            run.apply(&mut spec)?;
+            print(global, &run_throughput(&common, &spec).await?);
+        }
+        Scenario::FanOut {
+            subscribers,
+            qos,
+            run,
+        } => {
+            let mut spec = ThroughputSpec::fan_out();
+            spec.subscribers = *subscribers;
+            spec.qos = qos_of(*qos);
+            run.apply(&mut spec)?;
+            print(global, &run_throughput(&common, &spec).await?);
+        }
+        Scenario::Connections {
+            count,
+            first_source,
+            per_source,
+            hold,
+        } => {
+            let spec = ConnectionsSpec {
+                count: *count,
+                first_source: *first_source,
+                per_source: *per_source,
+                hold: seconds("--hold", *hold)?,
+            };
+            print(global, &run_connections(&common, &spec).await?);
+        }
+        Scenario::Rrpc {
+            devices,
+            callers,
+            broker_threads,
+            call_timeout,
+            payload,
+            warmup,
+            duration,
+        } => {
+            let spec = RrpcSpec {
+                devices: *devices,
+                callers: *callers,
+                payload_len: *payload,
+                warmup: seconds("--warmup", *warmup)?,
+                duration: seconds("--duration", *duration)?,
+                call_timeout: seconds("--call-timeout", *call_timeout)?,
+                broker_threads: *broker_threads,
+            };
+            print(global, &run_rrpc(&common, &spec).await?);
+        }
+        Scenario::CompareTable { results, note } => {
+            let results = ComparisonResults::load(results, note.clone())?;
+            print!("{}", markdown_table(&results));
+        }
+        Scenario::AliotConfig {
+            devices,
+            bind,
+            open_mode,
+        } => {
+            let Login::Platform(platform) = &common.login else {
+                return Err(LoadError::Parameter(
+                    "aliot-config needs --platform PK:SEED to name the devices".to_owned(),
+                ));
+            };
+            print!(
+                "{}",
+                aliot_config_toml(*bind, platform, *devices, *open_mode)?
+            );
+        }
+    }
+    Ok(())
+}
+
+fn common(global: &GlobalArgs) -> Result<Common, LoadError> {
+    let login = match (&global.username, &global.password, &global.platform) {
+        (_, _, Some(spec)) => Login::Platform(PlatformDevices::parse(spec)?),
+        (Some(username), Some(password), None) => Login::Password {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        _ => Login::Open,
+    };
+    Ok(Common {
+        target: Target::new(&global.host, global.port)?,
+        login,
+        broker_label: global.broker_label.clone(),
+        broker_pid: global.broker_pid,
+        conns_per_task: global.conns_per_task.max(1),
+        connect_concurrency: global.connect_concurrency.max(1),
+        handshake_timeout: seconds("--handshake-timeout", global.handshake_timeout)?,
+    })
+}
+
+fn print<T: Serialize + std::fmt::Display>(global: &GlobalArgs, report: &T) {
+    if global.json {
+        match serde_json::to_string(report) {
+            Ok(json) => println!("{json}"),
+            Err(error) => eprintln!("aliot-bench: cannot write the report as JSON: {error}"),
+        }
+    } else {
+        println!("{report}");
+    }
+}
+
+fn qos_of(qos: u8) -> QoS {
+    if qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// A duration from a number of seconds given on the command line.
+fn seconds(flag: &str, value: f64) -> Result<Duration, LoadError> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        LoadError::Parameter(format!(
+            "{flag} {value} is not a number of seconds (0 or more)"
+        ))
+    })
+}

@@ -1,0 +1,631 @@
+//! The comparison table of `benches/compare.sh`: aliot against mosquitto and rumqttd, as
+//! ratios from the same run.
+//!
+//! `compare.sh` leaves one JSON report per run in a folder (names in [`ComparisonResults::load`]);
+//! [`markdown_table`] turns them into the table, with the targets of issue 7 and whether each
+//! is met, followed by every run's details (so that a reader can see whether the generator or
+//! the broker was the one at 100 % CPU).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::LoadError;
+use super::report::{ConnectionsReport, RrpcReport, ThroughputReport};
+
+/// The brokers compared, aliot first.
+pub const BROKERS: [&str; 3] = ["aliot", "mosquitto", "rumqttd"];
+
+/// The broker every ratio is taken against first, and whose rate the latency runs replay.
+pub const REFERENCE: &str = "mosquitto";
+
+/// The throughput runs: file stem and the row title.
+pub const THROUGHPUT_RUNS: [(&str, &str); 4] = [
+    ("one-to-one-qos0", "1:1, QoS 0"),
+    ("one-to-one-qos1", "1:1, QoS 1"),
+    ("fan-in", "fan-in 100→1, QoS 1"),
+    ("fan-out", "fan-out 1→100, QoS 0"),
+];
+
+/// Suffix of the file stem of a run at the reference broker's rate.
+pub const AT_REFERENCE_RATE: &str = "at-mosquitto-rate";
+
+/// The publish rate (all publishers together) that reproduces the delivery rate of `report`:
+/// its messages received per second divided by the subscribers each message reaches.
+///
+/// ```
+/// use aliot_benches::loadgen::compare::publish_rate_of;
+/// # use aliot_benches::loadgen::report::{Percentiles, ThroughputReport};
+/// # let report = ThroughputReport {
+/// #     scenario: "fan-out".into(), broker: "mosquitto".into(), qos: 0, publishers: 1,
+/// #     subscribers: 100, payload_bytes: 64, inflight: 32, target_publish_rate: None,
+/// #     window_secs: 5.0, msgs_per_sec: 250_000.0, published_per_sec: 2_600.0,
+/// #     latency: Percentiles::default(), published: 0, expected_deliveries: 0, delivered: 0,
+/// #     missing: 0, acked: 0, lost_connections: 0, first_loss: None,
+/// #     generator_cpu_percent: 0.0, broker_cpu_percent: None,
+/// # };
+/// // 100 subscribers received 250,000 messages/s: 2,500 publishes/s.
+/// assert_eq!(publish_rate_of(&report), 2_500.0);
+/// ```
+#[must_use]
+pub fn publish_rate_of(report: &ThroughputReport) -> f64 {
+    report.msgs_per_sec / report.subscribers.max(1) as f64
+}
+
+/// Every report of one `compare.sh` run, and what the script says about how it ran.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ComparisonResults {
+    /// Runs as fast as they go, by (broker, run stem).
+    pub max: BTreeMap<(String, String), ThroughputReport>,
+    /// Runs at the reference broker's rate, by (broker, run stem).
+    pub at_reference_rate: BTreeMap<(String, String), ThroughputReport>,
+    /// Idle connections, by broker.
+    pub connections: BTreeMap<String, ConnectionsReport>,
+    /// RRPC through aliot's Rust API.
+    pub rrpc: Option<RrpcReport>,
+    /// Lines printed under the table: pinning, durations, machine load, anything skipped.
+    pub notes: Vec<String>,
+}
+
+impl ComparisonResults {
+    /// Reads the reports `compare.sh` wrote in `dir`: `{broker}-{run}.json` and
+    /// `{broker}-{run}-at-mosquitto-rate.json` for each run of [`THROUGHPUT_RUNS`],
+    /// `{broker}-connections.json` and `rrpc.json`. A missing file is a run that did not
+    /// happen (its cells read `n/a`); `notes` are kept for under the table.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Parameter`] when a file exists but is not a report of its kind.
+    pub fn load(dir: &Path, notes: Vec<String>) -> Result<ComparisonResults, LoadError> {
+        let mut results = ComparisonResults {
+            notes,
+            ..ComparisonResults::default()
+        };
+        for broker in BROKERS {
+            for (run, _) in THROUGHPUT_RUNS {
+                let key = (broker.to_owned(), run.to_owned());
+                if let Some(report) = read_report(&dir.join(format!("{broker}-{run}.json")))? {
+                    results.max.insert(key.clone(), report);
+                }
+                let at_rate = dir.join(format!("{broker}-{run}-{AT_REFERENCE_RATE}.json"));
+                if let Some(report) = read_report(&at_rate)? {
+                    results.at_reference_rate.insert(key, report);
+                }
+            }
+            if let Some(report) = read_report(&dir.join(format!("{broker}-connections.json")))? {
+                results.connections.insert(broker.to_owned(), report);
+            }
+        }
+        results.rrpc = read_report(&dir.join("rrpc.json"))?;
+        Ok(results)
+    }
+}
+
+/// Reads one JSON report; `None` when the file does not exist.
+///
+/// # Errors
+///
+/// [`LoadError::Parameter`] when the file cannot be read or is not a report of this kind.
+pub fn read_report<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LoadError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(LoadError::Parameter(format!(
+                "cannot read {}: {error}",
+                path.display()
+            )));
+        }
+    };
+    serde_json::from_str(text.trim())
+        .map(Some)
+        .map_err(|error| {
+            LoadError::Parameter(format!("{} is not a report: {error}", path.display()))
+        })
+}
+
+/// One row of the ratio table.
+struct Row {
+    scenario: String,
+    metric: String,
+    /// Values by broker, in the order of [`BROKERS`].
+    values: [Option<f64>; 3],
+    /// How to print a value.
+    format: fn(f64) -> String,
+    target: String,
+    met: Option<bool>,
+}
+
+impl Row {
+    fn value(&self, broker: usize) -> Option<f64> {
+        self.values.get(broker).copied().flatten()
+    }
+
+    fn ratio(&self, other: usize) -> String {
+        match (self.value(0), self.value(other)) {
+            (Some(aliot), Some(other)) if other > 0.0 => format!("{:.2}x", aliot / other),
+            _ => "n/a".to_owned(),
+        }
+    }
+
+    fn cell(&self, broker: usize) -> String {
+        self.value(broker)
+            .map_or_else(|| "n/a".to_owned(), |value| (self.format)(value))
+    }
+}
+
+fn whole(value: f64) -> String {
+    let rounded = value.round();
+    if rounded.abs() < 1e15 {
+        group_thousands(rounded as i64)
+    } else {
+        format!("{value:.3e}")
+    }
+}
+
+fn one_decimal(value: f64) -> String {
+    format!("{value:.1}")
+}
+
+fn two_decimals(value: f64) -> String {
+    format!("{value:.2}")
+}
+
+/// `1234567` as `1,234,567`.
+fn group_thousands(value: i64) -> String {
+    let digits = value.unsigned_abs().to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if value < 0 {
+        grouped.push('-');
+    }
+    for (position, digit) in digits.chars().enumerate() {
+        if position > 0 && (digits.len() - position).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+fn yes_no(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "n/a",
+    }
+}
+
+/// The markdown table of ratios (aliot/mosquitto, aliot/rumqttd) with the targets of issue 7,
+/// the notes, and a details table of every run.
+///
+/// Ratios of messages and calls per second: higher is better for aliot. Ratios of latency and
+/// memory: lower is better.
+#[must_use]
+pub fn markdown_table(results: &ComparisonResults) -> String {
+    let rows = rows(results);
+    let mut out = String::new();
+    // Writing to a String cannot fail; results are ignored for that reason only.
+    let _ = writeln!(
+        out,
+        "| scenario | metric | aliot | mosquitto | rumqttd | aliot/mosquitto | aliot/rumqttd | target | met |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|");
+    for row in &rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.metric,
+            row.cell(0),
+            row.cell(1),
+            row.cell(2),
+            row.ratio(1),
+            row.ratio(2),
+            row.target,
+            yes_no(row.met),
+        );
+    }
+    if !results.notes.is_empty() {
+        let _ = writeln!(out);
+        for note in &results.notes {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    let _ = writeln!(out);
+    out.push_str(&details_table(results));
+    out
+}
+
+fn rows(results: &ComparisonResults) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (run, title) in THROUGHPUT_RUNS {
+        let max = |broker: &str| results.max.get(&(broker.to_owned(), run.to_owned()));
+        let at_rate = |broker: &str| {
+            results
+                .at_reference_rate
+                .get(&(broker.to_owned(), run.to_owned()))
+        };
+        let throughput = BROKERS.map(|broker| max(broker).map(|report| report.msgs_per_sec));
+        rows.push(Row {
+            scenario: title.to_owned(),
+            metric: "msgs/s received, as fast as it goes".to_owned(),
+            met: match (throughput[0], throughput[1]) {
+                (Some(aliot), Some(reference)) => Some(aliot >= 2.0 * reference),
+                _ => None,
+            },
+            values: throughput,
+            format: whole,
+            target: "≥ 2x mosquitto".to_owned(),
+        });
+        let p99 = BROKERS.map(|broker| at_rate(broker).map(|report| report.latency.p99_us));
+        let rate = max(REFERENCE).map(|report| report.msgs_per_sec);
+        rows.push(Row {
+            scenario: title.to_owned(),
+            metric: match rate {
+                Some(rate) => format!("p99 µs at mosquitto's rate ({} msgs/s)", whole(rate)),
+                None => "p99 µs at mosquitto's rate".to_owned(),
+            },
+            met: match (p99[0], p99[1]) {
+                (Some(aliot), Some(reference)) => Some(aliot <= reference),
+                _ => None,
+            },
+            values: p99,
+            format: one_decimal,
+            target: "≤ mosquitto's".to_owned(),
+        });
+        let qos1 = max("aliot").is_some_and(|report| report.qos == 1);
+        let missing = BROKERS.map(|broker| {
+            let max_missing = max(broker).map(|report| report.missing);
+            let rate_missing = at_rate(broker).map(|report| report.missing);
+            match (max_missing, rate_missing) {
+                (None, None) => None,
+                (max_missing, rate_missing) => {
+                    Some((max_missing.unwrap_or(0) + rate_missing.unwrap_or(0)) as f64)
+                }
+            }
+        });
+        rows.push(Row {
+            scenario: title.to_owned(),
+            metric: "messages missing after the drain (both runs)".to_owned(),
+            met: if qos1 {
+                missing[0].map(|missing| missing == 0.0)
+            } else {
+                None
+            },
+            values: missing,
+            format: whole,
+            target: if qos1 {
+                "0 (QoS 1 loses nothing)".to_owned()
+            } else {
+                "(QoS 0 may drop)".to_owned()
+            },
+        });
+    }
+
+    let connections = |broker: &str| results.connections.get(broker);
+    let count = connections("aliot")
+        .or_else(|| connections(REFERENCE))
+        .map_or(0, |report| report.requested);
+    let rate = BROKERS.map(|broker| connections(broker).map(|report| report.connects_per_sec));
+    rows.push(Row {
+        scenario: format!("{} idle connections", whole(count as f64)),
+        metric: "connects/s (aliot: signatures; mosquitto: password file)".to_owned(),
+        met: match (rate[0], rate[1]) {
+            (Some(aliot), Some(reference)) => Some(aliot >= 2.0 * reference),
+            _ => None,
+        },
+        values: rate,
+        format: whole,
+        target: "≥ 2x mosquitto".to_owned(),
+    });
+    let memory = BROKERS.map(|broker| {
+        connections(broker)
+            .and_then(|report| report.bytes_per_connection)
+            .map(|bytes| bytes / 1024.0)
+    });
+    rows.push(Row {
+        scenario: format!("{} idle connections", whole(count as f64)),
+        metric: "broker RSS per connection, KiB".to_owned(),
+        met: memory[0].map(|kib| kib <= 2.0),
+        values: memory,
+        format: two_decimals,
+        target: "≤ 2 KiB".to_owned(),
+    });
+
+    let rrpc = results.rrpc.as_ref();
+    let scenario = rrpc.map_or_else(
+        || "RRPC, in-process aliot".to_owned(),
+        |report| {
+            format!(
+                "RRPC, in-process aliot, {} devices, {} callers",
+                report.devices, report.callers
+            )
+        },
+    );
+    let calls = rrpc.map(|report| report.calls_per_sec);
+    rows.push(Row {
+        scenario: scenario.clone(),
+        metric: "calls/s".to_owned(),
+        met: calls.map(|calls| calls >= 50_000.0),
+        values: [calls, None, None],
+        format: whole,
+        target: "≥ 50,000".to_owned(),
+    });
+    let p99 = rrpc.map(|report| report.latency.p99_us);
+    rows.push(Row {
+        scenario,
+        metric: "p99 µs".to_owned(),
+        met: p99.map(|p99| p99 < 2_000.0),
+        values: [p99, None, None],
+        format: one_decimal,
+        target: "< 2,000".to_owned(),
+    });
+    rows
+}
+
+/// Every run, one line each: what the ratios are made of.
+fn details_table(results: &ComparisonResults) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| run | broker | msgs/s | published/s | p50 µs | p99 µs | p99.9 µs | missing | generator CPU | broker CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cpu =
+        |percent: Option<f64>| percent.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.0}%"));
+    for (run, title) in THROUGHPUT_RUNS {
+        for (runs, how) in [
+            (&results.max, "max"),
+            (&results.at_reference_rate, "at mosquitto's rate"),
+        ] {
+            for broker in BROKERS {
+                let Some(report) = runs.get(&(broker.to_owned(), run.to_owned())) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "| {title}, {how} | {broker} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                    whole(report.msgs_per_sec),
+                    whole(report.published_per_sec),
+                    report.latency.p50_us,
+                    report.latency.p99_us,
+                    report.latency.p999_us,
+                    whole(report.missing as f64),
+                    cpu(Some(report.generator_cpu_percent)),
+                    cpu(report.broker_cpu_percent),
+                );
+            }
+        }
+    }
+    for broker in BROKERS {
+        let Some(report) = results.connections.get(broker) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} idle connections ({} connected, {} failed; handshake p50/p99 µs) | {broker} | {} connects/s | | {:.1} | {:.1} | {:.1} | | {} | {} |",
+            whole(report.requested as f64),
+            whole(report.connected as f64),
+            whole(report.failed as f64),
+            whole(report.connects_per_sec),
+            report.handshake.p50_us,
+            report.handshake.p99_us,
+            report.handshake.p999_us,
+            cpu(Some(report.generator_cpu_percent)),
+            cpu(report.broker_cpu_percent),
+        );
+    }
+    if let Some(report) = &results.rrpc {
+        let _ = writeln!(
+            out,
+            "| RRPC ({} success, {} timeout, {} other) | aliot in-process | {} calls/s | | {:.1} | {:.1} | {:.1} | | {} (whole process) | |",
+            whole(report.success as f64),
+            whole(report.timeout as f64),
+            whole(report.other as f64),
+            whole(report.calls_per_sec),
+            report.latency.p50_us,
+            report.latency.p99_us,
+            report.latency.p999_us,
+            cpu(Some(report.process_cpu_percent)),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::report::Percentiles;
+
+    fn throughput(broker: &str, msgs_per_sec: f64, p99_us: f64, missing: u64) -> ThroughputReport {
+        ThroughputReport {
+            scenario: "one-to-one".to_owned(),
+            broker: broker.to_owned(),
+            qos: 1,
+            publishers: 1,
+            subscribers: 1,
+            payload_bytes: 64,
+            inflight: 32,
+            target_publish_rate: None,
+            window_secs: 5.0,
+            msgs_per_sec,
+            published_per_sec: msgs_per_sec,
+            latency: Percentiles {
+                count: 10,
+                p50_us: p99_us / 2.0,
+                p99_us,
+                p999_us: p99_us,
+                max_us: p99_us,
+            },
+            published: 0,
+            expected_deliveries: 0,
+            delivered: 0,
+            missing,
+            acked: 0,
+            lost_connections: 0,
+            first_loss: None,
+            generator_cpu_percent: 10.0,
+            broker_cpu_percent: Some(99.0),
+        }
+    }
+
+    fn key(broker: &str, run: &str) -> (String, String) {
+        (broker.to_owned(), run.to_owned())
+    }
+
+    #[test]
+    fn ratios_and_targets_come_from_the_same_run() {
+        let mut results = ComparisonResults::default();
+        results.max.insert(
+            key("aliot", "one-to-one-qos1"),
+            throughput("aliot", 300_000.0, 900.0, 0),
+        );
+        results.max.insert(
+            key("mosquitto", "one-to-one-qos1"),
+            throughput("mosquitto", 100_000.0, 5_000.0, 0),
+        );
+        results.max.insert(
+            key("rumqttd", "one-to-one-qos1"),
+            throughput("rumqttd", 200_000.0, 2_000.0, 0),
+        );
+        results.at_reference_rate.insert(
+            key("aliot", "one-to-one-qos1"),
+            throughput("aliot", 100_000.0, 150.0, 0),
+        );
+        results.at_reference_rate.insert(
+            key("mosquitto", "one-to-one-qos1"),
+            throughput("mosquitto", 100_000.0, 600.0, 0),
+        );
+        results.notes.push("pinned".to_owned());
+        let table = markdown_table(&results);
+        assert!(
+            table.contains(
+                "| 1:1, QoS 1 | msgs/s received, as fast as it goes | 300,000 | 100,000 | 200,000 | 3.00x | 1.50x | ≥ 2x mosquitto | yes |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| 1:1, QoS 1 | p99 µs at mosquitto's rate (100,000 msgs/s) | 150.0 | 600.0 | n/a | 0.25x | n/a | ≤ mosquitto's | yes |"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("- pinned"), "{table}");
+        // Runs that did not happen read n/a, with no verdict.
+        assert!(
+            table.contains("| fan-out 1→100, QoS 0 | msgs/s received, as fast as it goes | n/a | n/a | n/a | n/a | n/a | ≥ 2x mosquitto | n/a |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_qos1_message_missing_fails_its_target() {
+        let mut results = ComparisonResults::default();
+        results
+            .max
+            .insert(key("aliot", "fan-in"), throughput("aliot", 10.0, 1.0, 7));
+        let table = markdown_table(&results);
+        assert!(
+            table.contains("| fan-in 100→1, QoS 1 | messages missing after the drain (both runs) | 7 | n/a | n/a | n/a | n/a | 0 (QoS 1 loses nothing) | **no** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn connection_and_rrpc_targets_are_absolute() {
+        let connections = |broker: &str, rate: f64, bytes: f64| ConnectionsReport {
+            scenario: "connections".to_owned(),
+            broker: broker.to_owned(),
+            requested: 20_000,
+            connected: 20_000,
+            failed: 0,
+            first_failure: None,
+            source_addresses: 4,
+            concurrency: 64,
+            connect_secs: 1.0,
+            connects_per_sec: rate,
+            handshake: Percentiles::default(),
+            rss_before_kib: Some(1),
+            rss_after_kib: Some(2),
+            bytes_per_connection: Some(bytes),
+            open_after_hold: 20_000,
+            hold_secs: 2.0,
+            generator_cpu_percent: 50.0,
+            broker_cpu_percent: Some(90.0),
+        };
+        let mut results = ComparisonResults::default();
+        results
+            .connections
+            .insert("aliot".to_owned(), connections("aliot", 9_000.0, 4096.0));
+        results.connections.insert(
+            "mosquitto".to_owned(),
+            connections("mosquitto", 3_000.0, 1024.0),
+        );
+        results.rrpc = Some(RrpcReport {
+            scenario: "rrpc".to_owned(),
+            broker: "aliot (in-process)".to_owned(),
+            devices: 100,
+            callers: 100,
+            payload_bytes: 64,
+            broker_threads: 1,
+            window_secs: 5.0,
+            calls_per_sec: 60_000.0,
+            latency: Percentiles {
+                count: 1,
+                p50_us: 900.0,
+                p99_us: 2_500.0,
+                p999_us: 3_000.0,
+                max_us: 3_000.0,
+            },
+            success: 300_000,
+            timeout: 0,
+            other: 0,
+            process_cpu_percent: 180.0,
+        });
+        let table = markdown_table(&results);
+        assert!(table.contains("| 20,000 idle connections | connects/s (aliot: signatures; mosquitto: password file) | 9,000 | 3,000 | n/a | 3.00x | n/a | ≥ 2x mosquitto | yes |"), "{table}");
+        assert!(table.contains("| 20,000 idle connections | broker RSS per connection, KiB | 4.00 | 1.00 | n/a | 4.00x | n/a | ≤ 2 KiB | **no** |"), "{table}");
+        assert!(
+            table.contains("| calls/s | 60,000 | n/a | n/a | n/a | n/a | ≥ 50,000 | yes |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| p99 µs | 2500.0 | n/a | n/a | n/a | n/a | < 2,000 | **no** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1_000), "1,000");
+        assert_eq!(group_thousands(-1_234_567), "-1,234,567");
+    }
+
+    #[test]
+    fn reports_written_as_json_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("aliot-compare-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("a temporary folder");
+        let report = throughput("aliot", 1.0, 1.0, 0);
+        fs::write(
+            dir.join("aliot-fan-in.json"),
+            serde_json::to_string(&report).expect("serialises"),
+        )
+        .expect("written");
+        fs::write(dir.join("mosquitto-fan-in.json"), "not json").expect("written");
+        let error = ComparisonResults::load(&dir, Vec::new()).expect_err("a broken report");
+        assert!(
+            error.to_string().contains("mosquitto-fan-in.json"),
+            "{error}"
+        );
+        fs::remove_file(dir.join("mosquitto-fan-in.json")).expect("removed");
+        let results = ComparisonResults::load(&dir, Vec::new()).expect("readable");
+        assert_eq!(results.max.get(&key("aliot", "fan-in")), Some(&report));
+        assert!(results.rrpc.is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,133 @@
+//! Why a load run could not be made.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use aliot_core::client::{ClientError, CredentialsError, DisconnectReason};
+use aliot_core::codec::ConnectReturnCode;
+
+/// Why a scenario could not run. Each variant says what was wrong and with what.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The generator only ever targets loopback addresses.
+    #[error("{0} is not a loopback address; aliot-bench only targets 127.0.0.0/8 and ::1")]
+    NotLoopback(IpAddr),
+    /// The host given is neither an IP address nor `localhost`.
+    #[error("host {0:?} is not an IP address or \"localhost\"")]
+    UnknownHost(String),
+    /// A TCP connection to the broker failed.
+    #[error("cannot connect from {source_addr} to {addr}: {error}")]
+    Connect {
+        /// The broker's address.
+        addr: SocketAddr,
+        /// The local address the socket was bound to (port 0: any).
+        source_addr: SocketAddr,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// Reading from or writing to an established connection failed.
+    #[error("I/O error on {client_id}: {error}")]
+    Io {
+        /// The connection's client id.
+        client_id: String,
+        /// What the operating system said.
+        error: io::Error,
+    },
+    /// The broker refused a CONNECT.
+    #[error("the broker refused {client_id} with CONNACK {code}")]
+    Refused {
+        /// The connection's client id.
+        client_id: String,
+        /// The CONNACK return code.
+        code: ConnectReturnCode,
+    },
+    /// The broker refused a subscription (SUBACK 0x80).
+    #[error("the broker refused the subscription of {client_id} to {filter}")]
+    SubscribeRefused {
+        /// The connection's client id.
+        client_id: String,
+        /// The filter refused.
+        filter: String,
+    },
+    /// The connection ended during the handshake.
+    #[error("{client_id} was disconnected during its handshake: {reason}")]
+    Disconnected {
+        /// The connection's client id.
+        client_id: String,
+        /// Why, as the client state machine saw it.
+        reason: DisconnectReason,
+    },
+    /// The handshake (TCP connect, CONNACK, SUBACK) took longer than allowed.
+    #[error("{client_id} did not finish its handshake within {timeout_ms} ms")]
+    HandshakeTimeout {
+        /// The connection's client id.
+        client_id: String,
+        /// The time allowed.
+        timeout_ms: u64,
+    },
+    /// A client command was refused by the state machine.
+    #[error("client command refused: {0}")]
+    Client(#[from] ClientError),
+    /// A client id, user name or password cannot go into a CONNECT.
+    #[error("bad credentials: {0}")]
+    Credentials(#[from] CredentialsError),
+    /// A device's credentials could not be signed.
+    #[error("cannot sign the credentials of {device}: {error}")]
+    Sign {
+        /// `productKey/deviceName`.
+        device: String,
+        /// What was wrong with the client id.
+        error: aliot_auth::ClientIdError,
+    },
+    /// A topic or filter the scenario builds is not valid.
+    #[error("topic {topic:?} is not valid: {error}")]
+    Topic {
+        /// The topic as built.
+        topic: String,
+        /// Why it is not valid.
+        error: aliot_topic::TopicError,
+    },
+    /// A `--platform` value is not `PRODUCT_KEY:SEED`.
+    #[error("--platform {0:?} is not PRODUCT_KEY:SEED (both non-empty)")]
+    PlatformSpec(String),
+    /// A file of `/proc` could not be read or parsed.
+    #[error("cannot read {path}: {detail}")]
+    Proc {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// More connections than file descriptors the process may open.
+    #[error(
+        "{requested} connections need about {needed} file descriptors but the limit is {limit}; \
+         raise it (ulimit -n) or ask for fewer connections"
+    )]
+    FileLimit {
+        /// Connections asked for.
+        requested: usize,
+        /// Descriptors needed, with a margin.
+        needed: u64,
+        /// `RLIMIT_NOFILE` (soft).
+        limit: u64,
+    },
+    /// More connections than the loopback source addresses can carry.
+    #[error(
+        "{requested} connections at {per_source} per source address need more than the \
+         {available} loopback source addresses available"
+    )]
+    SourceAddresses {
+        /// Connections asked for.
+        requested: usize,
+        /// Connections per source address.
+        per_source: usize,
+        /// Addresses available from the first one given.
+        available: usize,
+    },
+    /// The in-process broker of the RRPC scenario did not start.
+    #[error("the in-process broker did not start: {0}")]
+    Broker(String),
+    /// A scenario parameter is out of range.
+    #[error("{0}")]
+    Parameter(String),
+}

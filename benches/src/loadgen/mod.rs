@@ -1,0 +1,28 @@
+//! The broker load generator behind the `aliot-bench` binary.
+//!
+//! Every simulated client is an [`aliot_core::client::Connection`], the sans-IO device state
+//! machine, driven by a small tokio loop of this module: one task owns many connections and
+//! polls their sockets itself ([`group`]), so the generator costs little per message and stays
+//! out of the way of the broker it measures. Publishers pipeline QoS 1 up to a configurable
+//! in-flight window; every payload starts with its send time ([`stamp`]), and subscribers turn
+//! it into a latency on receipt, kept in an HDR histogram ([`report::Percentiles`]).
+//!
+//! The scenarios ([`scenario`]) are the five of issue 7: 1:1, fan-in, fan-out, idle
+//! connections (connect rate and broker memory per connection) and RRPC through the Rust API
+//! of an in-process aliot broker. Each runs for a fixed time or count and stops by itself, and
+//! every address it targets is a loopback address ([`target::Target`]).
+
+pub mod aliot_config;
+pub mod clock;
+pub mod compare;
+pub mod error;
+pub mod group;
+pub mod login;
+pub mod procfs;
+pub mod report;
+pub mod scenario;
+pub mod session;
+pub mod stamp;
+pub mod target;
+
+pub use error::LoadError;

@@ -1,0 +1,217 @@
+//! The load generator against a real aliot broker over loopback: every scenario runs end to
+//! end, briefly, and what it counts adds up.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::MemoryRegistry;
+use aliot_benches::loadgen::LoadError;
+use aliot_benches::loadgen::login::{Login, PlatformDevices};
+use aliot_benches::loadgen::scenario::{
+    Common, ConnectionsSpec, RrpcSpec, ThroughputSpec, run_connections, run_rrpc, run_throughput,
+};
+use aliot_benches::loadgen::target::Target;
+use aliot_core::PlatformAuthenticator;
+use aliot_core::codec::QoS;
+use aliot_tokio::{Broker, BrokerConfig, ListenerConfig};
+use aliot_topic::ProductCategories;
+
+/// An aliot broker on a free loopback port: open mode, plus `devices` devices of `platform`.
+async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
+    let mut registry = MemoryRegistry::new();
+    registry.add_product(&platform.product_key, ProductCategories::defaults());
+    for index in 0..devices {
+        registry
+            .add_device(
+                &platform.product_key,
+                &PlatformDevices::device_name(index),
+                platform.secret(index),
+            )
+            .expect("a new device");
+    }
+    Broker::start(BrokerConfig {
+        listeners: vec![ListenerConfig {
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            tls: None,
+        }],
+        server: Default::default(),
+        hub: Default::default(),
+        authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
+        api: None,
+    })
+    .await
+    .expect("the broker starts")
+}
+
+fn common(broker: &Broker, login: Login) -> Common {
+    let (addr, _) = broker.listener_addrs()[0];
+    Common {
+        target: Target::from_addr(addr).expect("loopback"),
+        login,
+        broker_label: "aliot".to_owned(),
+        broker_pid: Some(std::process::id()),
+        conns_per_task: 8,
+        connect_concurrency: 8,
+        handshake_timeout: Duration::from_secs(10),
+    }
+}
+
+fn short(mut spec: ThroughputSpec) -> ThroughputSpec {
+    spec.warmup = Duration::from_millis(200);
+    spec.duration = Duration::from_millis(800);
+    spec.drain = Duration::from_secs(5);
+    spec
+}
+
+fn platform() -> PlatformDevices {
+    PlatformDevices::parse("loadTestPK:seed").expect("valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_qos1_at_a_modest_rate_delivers_every_message_and_measures_each() {
+    let broker = broker(&platform(), 0).await;
+    let common = common(&broker, Login::Open);
+    let mut spec = short(ThroughputSpec::one_to_one(QoS::AtLeastOnce));
+    spec.rate = Some(2_000.0);
+    let report = run_throughput(&common, &spec).await.expect("runs");
+    assert_eq!(report.lost_connections, 0, "{report}");
+    assert!(report.published > 0, "{report}");
+    assert_eq!(report.missing, 0, "{report}");
+    assert_eq!(report.delivered, report.published, "{report}");
+    assert_eq!(report.acked, report.published, "{report}");
+    // 2,000/s over a 0.8 s window: about 1,600 measured, give or take the timer.
+    assert!((1_000..=2_200).contains(&report.latency.count), "{report}");
+    assert!(report.latency.p50_us > 0.0 && report.latency.p50_us <= report.latency.p99_us);
+    assert!(report.broker_cpu_percent.is_some());
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_reaches_every_subscriber_and_fan_in_hears_every_publisher() {
+    let broker = broker(&platform(), 0).await;
+    let common = common(&broker, Login::Open);
+
+    let mut fan_out = short(ThroughputSpec::fan_out());
+    fan_out.subscribers = 10;
+    fan_out.rate = Some(200.0);
+    let report = run_throughput(&common, &fan_out).await.expect("runs");
+    assert_eq!(
+        report.expected_deliveries,
+        report.published * 10,
+        "{report}"
+    );
+    assert_eq!(report.missing, 0, "{report}");
+
+    let mut fan_in = short(ThroughputSpec::fan_in());
+    fan_in.publishers = 10;
+    fan_in.rate = Some(1_000.0);
+    let report = run_throughput(&common, &fan_in).await.expect("runs");
+    assert_eq!(report.publishers, 10);
+    assert_eq!(report.missing, 0, "{report}");
+    assert_eq!(report.delivered, report.published, "{report}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_devices_publish_on_their_broadcast_topics() {
+    let platform = platform();
+    let broker = broker(&platform, 4).await;
+    let common = common(&broker, Login::Platform(platform));
+    let mut spec = short(ThroughputSpec::one_to_one(QoS::AtLeastOnce));
+    spec.rate = Some(500.0);
+    let report = run_throughput(&common, &spec).await.expect("runs");
+    assert!(report.delivered > 0, "{report}");
+    assert_eq!(report.missing, 0, "{report}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_signed_in_from_several_source_addresses_and_held() {
+    let platform = platform();
+    let broker = broker(&platform, 60).await;
+    let common = common(&broker, Login::Platform(platform));
+    let spec = ConnectionsSpec {
+        count: 60,
+        per_source: 25,
+        hold: Duration::from_millis(300),
+        ..ConnectionsSpec::default()
+    };
+    let report = run_connections(&common, &spec).await.expect("runs");
+    assert_eq!(report.connected, 60, "{report}");
+    assert_eq!(report.failed, 0, "{report}");
+    assert_eq!(report.source_addresses, 3);
+    assert_eq!(report.open_after_hold, 60, "{report}");
+    assert_eq!(report.handshake.count, 60);
+    assert!(report.rss_before_kib.is_some() && report.rss_after_kib.is_some());
+    assert!(report.connects_per_sec > 0.0);
+    // The scenario disconnects them all when it ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while broker.handle().stats().await.connections > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(broker.handle().stats().await.connections, 0);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_the_broker_does_not_know_is_a_counted_failure() {
+    let platform = platform();
+    // Devices 0..10 exist, the scenario asks for 12.
+    let broker = broker(&platform, 10).await;
+    let common = common(&broker, Login::Platform(platform));
+    let spec = ConnectionsSpec {
+        count: 12,
+        hold: Duration::from_millis(100),
+        ..ConnectionsSpec::default()
+    };
+    let report = run_connections(&common, &spec).await.expect("runs");
+    assert_eq!(report.connected, 10, "{report}");
+    assert_eq!(report.failed, 2, "{report}");
+    let failure = report.first_failure.expect("a failure");
+    assert!(failure.contains("CONNACK"), "{failure}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rrpc_calls_are_answered_by_the_simulated_devices() {
+    // The RRPC scenario starts its own broker; `common` only gives the generator settings.
+    let broker = broker(&platform(), 0).await;
+    let common = common(&broker, Login::Open);
+    let spec = RrpcSpec {
+        devices: 5,
+        callers: 4,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(500),
+        ..RrpcSpec::default()
+    };
+    let report = run_rrpc(&common, &spec).await.expect("runs");
+    assert!(report.success > 0, "{report}");
+    assert_eq!(report.timeout + report.other, 0, "{report}");
+    assert!(
+        report.latency.count > 0 && report.calls_per_sec > 0.0,
+        "{report}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_not_there_fails_the_run_with_the_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("bound");
+    drop(listener);
+    let common = Common {
+        target: Target::from_addr(addr).expect("loopback"),
+        login: Login::Open,
+        broker_label: "nobody".to_owned(),
+        broker_pid: None,
+        conns_per_task: 1,
+        connect_concurrency: 1,
+        handshake_timeout: Duration::from_secs(2),
+    };
+    let error = run_throughput(&common, &short(ThroughputSpec::one_to_one(QoS::AtMostOnce)))
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(error, LoadError::Connect { .. }), "{error}");
+    assert!(error.to_string().contains(&addr.to_string()), "{error}");
+}
