@@ -826,19 +826,21 @@ impl Checker<'_> {
     ) -> Result<(MemoryRegistry, Vec<ProductSettings>), ConfigError> {
         let mut registry = MemoryRegistry::new();
         let mut products = Vec::with_capacity(raw.len());
-        let mut product_lines: BTreeMap<String, usize> = BTreeMap::new();
+        // Where each name was first defined, as a byte offset: the line is counted only for an
+        // error, so checking a large fleet stays linear in the file's size.
+        let mut product_offsets: BTreeMap<String, usize> = BTreeMap::new();
         for product in raw {
             let key_span = product.key.span();
             let key = product.key.into_inner();
             self.check_product_key(&key, &key_span)?;
-            let line = self.source.locate(key_span.start).line;
-            if let Some(&first_line) = product_lines.get(&key) {
+            if let Some(&first) = product_offsets.get(&key) {
+                let first_line = self.source.locate(first).line;
                 return Err(self.source.error_at(
                     &key_span,
                     ConfigProblem::DuplicateProduct { key, first_line },
                 ));
             }
-            product_lines.insert(key.clone(), line);
+            product_offsets.insert(key.clone(), key_span.start);
 
             let mut categories = ProductCategories::defaults();
             let mut custom_categories = Vec::with_capacity(product.categories.len());
@@ -866,19 +868,19 @@ impl Checker<'_> {
             }
             registry.add_product(&key, categories);
 
-            let mut device_lines: BTreeMap<String, usize> = BTreeMap::new();
+            let mut device_offsets: BTreeMap<String, usize> = BTreeMap::new();
             let mut device_names = Vec::with_capacity(product.device.len());
             for device in product.device {
                 let name_span = device.name.span();
                 let name = device.name.into_inner();
                 self.check_device_name(&key, &name, &name_span)?;
                 let identity = DeviceIdentity::new(key.as_str(), name.as_str());
-                if let Some(&first_line) = device_lines.get(&name) {
+                if let Some(&first) = device_offsets.get(&name) {
                     return Err(self.source.error_at(
                         &name_span,
                         ConfigProblem::DuplicateDevice {
                             device: identity,
-                            first_line,
+                            first_line: self.source.locate(first).line,
                         },
                     ));
                 }
@@ -888,7 +890,7 @@ impl Checker<'_> {
                         ConfigProblem::EmptyDeviceSecret(identity),
                     ));
                 }
-                device_lines.insert(name.clone(), self.source.locate(name_span.start).line);
+                device_offsets.insert(name.clone(), name_span.start);
                 registry
                     .add_device(&key, &name, DeviceSecret::new(device.secret.into_inner()))
                     .map_err(|source| {
