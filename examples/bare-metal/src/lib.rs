@@ -293,6 +293,7 @@ where
             match self.transport.read(&mut chunk) {
                 Ok(0) => self.connection.handle_transport_closed(now),
                 Ok(read) => {
+                    // A count past the buffer breaks `Read`'s contract: take the buffer.
                     let bytes = chunk.get(..read).unwrap_or(&chunk);
                     self.connection.handle_input(now, bytes);
                 }
@@ -312,14 +313,17 @@ where
         Ok(event)
     }
 
-    /// Writes everything the connection has to send, then flushes the transport. [`poll`](Self::poll)
-    /// does this itself; call it to send a command's bytes at once.
+    /// Writes everything the connection has to send, then flushes the transport if anything
+    /// was written. [`poll`](Self::poll) does this itself; call it to send a command's bytes at
+    /// once.
     ///
     /// # Errors
     ///
     /// [`DeviceError::Write`] or [`DeviceError::WriteZero`]; the connection has then ended.
     pub fn flush(&mut self) -> Result<(), DeviceError<T::Error>> {
+        let mut wrote = false;
         while self.connection.poll_transmit(&mut self.transmit) {
+            wrote = true;
             let mut written = 0;
             while let Some(rest) = self.transmit.get(written..).filter(|rest| !rest.is_empty()) {
                 match self.transport.write(rest) {
@@ -337,6 +341,9 @@ where
                 }
             }
             self.transmit.clear();
+        }
+        if !wrote {
+            return Ok(());
         }
         self.transport.flush().map_err(|error| {
             let now = self.now();
