@@ -43,6 +43,7 @@ mod decode;
 mod encode;
 mod error;
 mod packet;
+mod parse;
 mod types;
 
 pub use decode::{DEFAULT_MAX_PACKET_SIZE, Decoder, MAX_FIXED_HEADER_LEN};

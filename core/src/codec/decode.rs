@@ -1,15 +1,21 @@
 //! The streaming decoder: complete packets off the front of a growing read buffer.
+//!
+//! The fixed header is read here, by hand: it decides between "wait for more bytes" and "refuse
+//! now" on a partial buffer. A complete packet is then split off the buffer and frozen, its body
+//! parsed by the nom parsers of [`parse`](super::parse) over `&[u8]`, and the sub-slices they
+//! return become [`Bytes`] of the frozen packet again (by offset, or [`Bytes::slice_ref`]).
 
 use alloc::vec::Vec;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::error::{DecodeError, StringField};
+use super::error::DecodeError;
 use super::packet::{
-    ConnAck, Connect, ConnectReturnCode, Packet, PacketType, PubAck, Publish, PublishQos, SubAck,
-    SubAckReturnCode, Subscribe, UnsubAck, Unsubscribe, Will,
+    ConnAck, Connect, Packet, PacketType, PubAck, Publish, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, Will,
 };
-use super::types::{PacketId, ProtocolVersion, QoS, StringFault, Utf8Bytes, check_string_content};
+use super::parse;
+use super::types::{ProtocolVersion, Utf8Bytes};
 
 /// The maximum packet size a [`Decoder::default`] accepts: 256 KiB for the whole packet
 /// (fixed header and remaining length), the platform's limit.
@@ -92,8 +98,13 @@ impl Decoder {
         if buf.len() < size {
             return Ok(None);
         }
-        buf.advance(header.header_len);
-        decode_body(header, buf).map(Some)
+        // PUBLISH is nearly all of the traffic: its path is kept apart and inlined.
+        let packet = if header.packet_type == PacketType::Publish {
+            Packet::Publish(decode_publish(header, buf)?)
+        } else {
+            decode_other(header, buf)?
+        };
+        Ok(Some(packet))
     }
 }
 
@@ -191,308 +202,164 @@ fn check_type_and_flags(first: u8) -> Result<(PacketType, u8), DecodeError> {
     Ok((packet_type, flags))
 }
 
-/// Decodes the body at the front of `buf` (which holds all of it) and removes it from `buf`.
-fn decode_body(header: FixedHeader, buf: &mut BytesMut) -> Result<Packet, DecodeError> {
+/// Takes a whole PUBLISH off the front of `buf`, as two slices of it: the topic and the payload.
+///
+/// The body is parsed in place first (nom over `&[u8]`), so the splits know every offset and
+/// nothing is split off a packet that turns out to be malformed. Splitting the packet off the
+/// buffer takes one reference count (or promotes the buffer to shared storage if it was still a
+/// plain vector); splitting the topic off the packet takes one more.
+#[inline]
+fn decode_publish(header: FixedHeader, buf: &mut BytesMut) -> Result<Publish, DecodeError> {
+    let size = header.packet_len();
+    let body = buf
+        .get(header.header_len..size)
+        .ok_or(DecodeError::Truncated {
+            packet_type: PacketType::Publish,
+        })?;
+    // QoS 2 and 3 were refused with the fixed header.
+    let flags = header.flags;
+    let fields = parse::publish(flags & 0b0110 == 0b0010, body)?;
+    let qos = fields.qos;
+    let topic_len = fields.topic.len();
+    let payload_len = fields.payload.len();
+    // What lies between the topic and the payload: the packet identifier, if any.
+    let topic_end = header.header_len + parse::TOPIC_START + topic_len;
+    let payload_start = size - payload_len;
+
+    // One split off the buffer, then the pointer moves of `Bytes`: the topic is split off the
+    // front, the payload is what remains of the packet itself, moved rather than cloned.
+    let mut payload = buf.split_to(size).freeze();
+    payload.advance(header.header_len + parse::TOPIC_START);
+    let topic = payload.split_to(topic_len);
+    payload.advance(payload_start - topic_end);
+    Ok(Publish {
+        dup: flags & 0b1000 != 0,
+        qos,
+        retain: flags & 0b0001 != 0,
+        topic: Utf8Bytes::from_checked(topic),
+        payload,
+    })
+}
+
+/// Takes any packet but PUBLISH (all of it is in `buf`) off the front of `buf`.
+#[inline(never)]
+fn decode_other(header: FixedHeader, buf: &mut BytesMut) -> Result<Packet, DecodeError> {
     let packet_type = header.packet_type;
-    let len = header.remaining_length;
+    let header_len = header.header_len;
+    let size = header.packet_len();
     match packet_type {
-        // Packets with strings keep slices of the buffer.
-        PacketType::Publish => {
-            decode_publish(header.flags, buf.split_to(len).freeze()).map(Packet::Publish)
-        }
-        PacketType::Connect => decode_connect(buf.split_to(len).freeze()).map(Packet::Connect),
-        PacketType::Subscribe => {
-            decode_subscribe(buf.split_to(len).freeze()).map(Packet::Subscribe)
-        }
-        PacketType::Unsubscribe => {
-            decode_unsubscribe(buf.split_to(len).freeze()).map(Packet::Unsubscribe)
+        // Packets with strings keep slices of the buffer: split the packet off, freeze it, and
+        // step over its fixed header (a pointer move on `Bytes`).
+        PacketType::Connect | PacketType::Subscribe | PacketType::Unsubscribe => {
+            let mut packet = buf.split_to(size).freeze();
+            packet.advance(header_len);
+            match packet_type {
+                PacketType::Connect => decode_connect(&packet).map(Packet::Connect),
+                PacketType::Subscribe => decode_subscribe(&packet).map(Packet::Subscribe),
+                _ => decode_unsubscribe(&packet).map(Packet::Unsubscribe),
+            }
         }
         // The others are read in place: no reference count, no promotion of the buffer.
-        PacketType::PingReq => Ok(Packet::PingReq),
-        PacketType::PingResp => Ok(Packet::PingResp),
-        PacketType::Disconnect => Ok(Packet::Disconnect),
+        PacketType::PingReq => {
+            buf.advance(size);
+            Ok(Packet::PingReq)
+        }
+        PacketType::PingResp => {
+            buf.advance(size);
+            Ok(Packet::PingResp)
+        }
+        PacketType::Disconnect => {
+            buf.advance(size);
+            Ok(Packet::Disconnect)
+        }
         _ => {
             let body = buf
-                .get(..len)
+                .get(header_len..size)
                 .ok_or(DecodeError::Truncated { packet_type })?;
             let packet = match packet_type {
-                PacketType::ConnAck => Packet::ConnAck(decode_connack(body)?),
+                PacketType::ConnAck => {
+                    let (session_present, code) = parse::connack(body)?;
+                    Packet::ConnAck(ConnAck {
+                        session_present,
+                        code,
+                    })
+                }
                 PacketType::PubAck => Packet::PubAck(PubAck {
-                    packet_id: decode_packet_id_body(packet_type, body)?,
+                    packet_id: parse::packet_id_body(packet_type, body)?,
                 }),
                 PacketType::UnsubAck => Packet::UnsubAck(UnsubAck {
-                    packet_id: decode_packet_id_body(packet_type, body)?,
+                    packet_id: parse::packet_id_body(packet_type, body)?,
                 }),
                 PacketType::SubAck => Packet::SubAck(decode_suback(body)?),
-                // PUBREC, PUBREL and PUBCOMP never pass `check_type_and_flags`.
+                // PUBLISH has its own path; PUBREC, PUBREL and PUBCOMP never pass
+                // `check_type_and_flags`.
                 _ => return Err(DecodeError::Qos2Flow(packet_type)),
             };
-            buf.advance(len);
+            buf.advance(size);
             Ok(packet)
         }
     }
 }
 
-/// Reads the fields of a body held as [`Bytes`], so strings and payloads stay slices of it.
-struct BodyReader {
-    packet_type: PacketType,
-    rest: Bytes,
+/// A string the parsers checked, as a slice of the frozen packet.
+fn checked_string(packet: &Bytes, text: &[u8]) -> Utf8Bytes {
+    Utf8Bytes::from_checked(packet.slice_ref(text))
 }
 
-impl BodyReader {
-    fn new(packet_type: PacketType, body: Bytes) -> Self {
-        Self {
-            packet_type,
-            rest: body,
-        }
-    }
-
-    fn truncated(&self) -> DecodeError {
-        DecodeError::Truncated {
-            packet_type: self.packet_type,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        let Some(&byte) = self.rest.first() else {
-            return Err(self.truncated());
-        };
-        self.rest.advance(1);
-        Ok(byte)
-    }
-
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        let &[high, low, ..] = self.rest.as_ref() else {
-            return Err(self.truncated());
-        };
-        self.rest.advance(2);
-        Ok(u16::from_be_bytes([high, low]))
-    }
-
-    fn packet_id(&mut self) -> Result<PacketId, DecodeError> {
-        PacketId::new(self.u16()?).ok_or(DecodeError::ZeroPacketId {
-            packet_type: self.packet_type,
-        })
-    }
-
-    /// A field with a 2-byte length prefix.
-    fn binary(&mut self) -> Result<Bytes, DecodeError> {
-        let len = usize::from(self.u16()?);
-        if len > self.rest.len() {
-            return Err(self.truncated());
-        }
-        Ok(self.rest.split_to(len))
-    }
-
-    /// An MQTT UTF-8 string field.
-    fn string(&mut self, field: StringField) -> Result<Utf8Bytes, DecodeError> {
-        let bytes = self.binary()?;
-        check_string_content(&bytes).map_err(|fault| match fault {
-            StringFault::InvalidUtf8 { valid_up_to } => {
-                DecodeError::InvalidUtf8 { field, valid_up_to }
-            }
-            StringFault::NullCharacter { at } => DecodeError::NullCharacter { field, at },
-        })?;
-        Ok(Utf8Bytes::from_checked(bytes))
-    }
-
-    /// Everything left: the PUBLISH payload.
-    fn into_rest(self) -> Bytes {
-        self.rest
-    }
-
-    /// Ends the body: nothing may be left.
-    fn finish(self) -> Result<(), DecodeError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(DecodeError::TrailingBytes {
-                packet_type: self.packet_type,
-                count: self.rest.len(),
-            })
-        }
-    }
-}
-
-fn decode_publish(flags: u8, body: Bytes) -> Result<Publish, DecodeError> {
-    let mut reader = BodyReader::new(PacketType::Publish, body);
-    let topic = reader.string(StringField::TopicName)?;
-    // QoS 2 and 3 were refused with the fixed header.
-    let qos = if flags & 0b0110 == 0b0010 {
-        PublishQos::AtLeastOnce(reader.packet_id()?)
-    } else {
-        PublishQos::AtMostOnce
+fn decode_connect(packet: &Bytes) -> Result<Connect, DecodeError> {
+    let (rest, name, level) = parse::connect_protocol(packet)?;
+    let Some(protocol) = ProtocolVersion::from_name_and_level(name, level) else {
+        return Err(DecodeError::UnsupportedProtocol {
+            name: packet.slice_ref(name),
+            level,
+        });
     };
-    Ok(Publish {
-        dup: flags & 0b1000 != 0,
-        qos,
-        retain: flags & 0b0001 != 0,
-        topic,
-        payload: reader.into_rest(),
-    })
-}
-
-const USERNAME_FLAG: u8 = 0b1000_0000;
-const PASSWORD_FLAG: u8 = 0b0100_0000;
-const WILL_RETAIN_FLAG: u8 = 0b0010_0000;
-const WILL_QOS_MASK: u8 = 0b0001_1000;
-const WILL_FLAG: u8 = 0b0000_0100;
-const CLEAN_SESSION_FLAG: u8 = 0b0000_0010;
-const CONNECT_RESERVED_FLAG: u8 = 0b0000_0001;
-
-fn decode_connect(body: Bytes) -> Result<Connect, DecodeError> {
-    let mut reader = BodyReader::new(PacketType::Connect, body);
-    // Checked first: a later protocol (MQTT 5) lays out the rest differently, and the server
-    // must be able to answer CONNACK 1 whatever follows.
-    let name = reader.binary()?;
-    let level = reader.u8()?;
-    let Some(protocol) = ProtocolVersion::from_name_and_level(&name, level) else {
-        return Err(DecodeError::UnsupportedProtocol { name, level });
-    };
-
-    let flags = reader.u8()?;
-    if flags & CONNECT_RESERVED_FLAG != 0 {
-        return Err(DecodeError::ConnectReservedFlag);
-    }
-    let has_will = flags & WILL_FLAG != 0;
-    if !has_will && flags & (WILL_QOS_MASK | WILL_RETAIN_FLAG) != 0 {
-        return Err(DecodeError::WillFlagsWithoutWill { flags });
-    }
-    let will_qos =
-        QoS::try_from((flags & WILL_QOS_MASK) >> 3).map_err(|_| DecodeError::InvalidWillQos)?;
-    let has_username = flags & USERNAME_FLAG != 0;
-    let has_password = flags & PASSWORD_FLAG != 0;
-    if has_password && !has_username {
-        return Err(DecodeError::PasswordWithoutUsername);
-    }
-    let keep_alive = reader.u16()?;
-
-    let client_id = reader.string(StringField::ClientId)?;
-    let will = if has_will {
-        let topic = reader.string(StringField::WillTopic)?;
-        let payload = reader.binary()?;
-        Some(Will {
-            topic,
-            payload,
-            qos: will_qos,
-            retain: flags & WILL_RETAIN_FLAG != 0,
-        })
-    } else {
-        None
-    };
-    let username = if has_username {
-        Some(reader.string(StringField::Username)?)
-    } else {
-        None
-    };
-    let password = if has_password {
-        Some(reader.binary()?)
-    } else {
-        None
-    };
-    reader.finish()?;
+    let fields = parse::connect_fields(rest)?;
     Ok(Connect {
         protocol,
-        client_id,
-        clean_session: flags & CLEAN_SESSION_FLAG != 0,
-        keep_alive,
-        username,
-        password,
-        will,
+        client_id: checked_string(packet, fields.client_id),
+        clean_session: fields.flags.clean_session,
+        keep_alive: fields.keep_alive,
+        username: fields
+            .username
+            .map(|username| checked_string(packet, username)),
+        password: fields.password.map(|password| packet.slice_ref(password)),
+        will: fields.will.map(|(topic, payload)| Will {
+            topic: checked_string(packet, topic),
+            payload: packet.slice_ref(payload),
+            qos: fields.flags.will_qos,
+            retain: fields.flags.will_retain,
+        }),
     })
 }
 
-fn decode_subscribe(body: Bytes) -> Result<Subscribe, DecodeError> {
-    let mut reader = BodyReader::new(PacketType::Subscribe, body);
-    let packet_id = reader.packet_id()?;
-    if reader.is_empty() {
-        return Err(DecodeError::SubscribeWithoutFilters);
-    }
+fn decode_subscribe(packet: &Bytes) -> Result<Subscribe, DecodeError> {
+    let (mut rest, packet_id) = parse::filters_packet_id(PacketType::Subscribe, packet)?;
     let mut filters = Vec::new();
-    while !reader.is_empty() {
-        let filter = reader.string(StringField::TopicFilter)?;
-        let options = reader.u8()?;
-        if options & 0b1111_1100 != 0 {
-            return Err(DecodeError::SubscribeOptionsReserved { options });
-        }
-        let qos = QoS::try_from(options).map_err(|_| DecodeError::InvalidRequestedQos)?;
-        filters.push((filter, qos));
+    while !rest.is_empty() {
+        let (after, (filter, qos)) = parse::subscribe_filter(rest)?;
+        filters.push((checked_string(packet, filter), qos));
+        rest = after;
     }
     Ok(Subscribe { packet_id, filters })
 }
 
-fn decode_unsubscribe(body: Bytes) -> Result<Unsubscribe, DecodeError> {
-    let mut reader = BodyReader::new(PacketType::Unsubscribe, body);
-    let packet_id = reader.packet_id()?;
-    if reader.is_empty() {
-        return Err(DecodeError::UnsubscribeWithoutFilters);
-    }
+fn decode_unsubscribe(packet: &Bytes) -> Result<Unsubscribe, DecodeError> {
+    let (mut rest, packet_id) = parse::filters_packet_id(PacketType::Unsubscribe, packet)?;
     let mut filters = Vec::new();
-    while !reader.is_empty() {
-        filters.push(reader.string(StringField::TopicFilter)?);
+    while !rest.is_empty() {
+        let (after, filter) = parse::unsubscribe_filter(rest)?;
+        filters.push(checked_string(packet, filter));
+        rest = after;
     }
     Ok(Unsubscribe { packet_id, filters })
 }
 
-/// The body of PUBACK or UNSUBACK: exactly a non-zero packet identifier.
-fn decode_packet_id_body(packet_type: PacketType, body: &[u8]) -> Result<PacketId, DecodeError> {
-    match *body {
-        [high, low] => PacketId::new(u16::from_be_bytes([high, low]))
-            .ok_or(DecodeError::ZeroPacketId { packet_type }),
-        [] | [_] => Err(DecodeError::Truncated { packet_type }),
-        _ => Err(DecodeError::TrailingBytes {
-            packet_type,
-            count: body.len().saturating_sub(2),
-        }),
-    }
-}
-
-fn decode_connack(body: &[u8]) -> Result<ConnAck, DecodeError> {
-    let packet_type = PacketType::ConnAck;
-    let (flags, code) = match *body {
-        [flags, code] => (flags, code),
-        [] | [_] => return Err(DecodeError::Truncated { packet_type }),
-        _ => {
-            return Err(DecodeError::TrailingBytes {
-                packet_type,
-                count: body.len().saturating_sub(2),
-            });
-        }
-    };
-    if flags & 0b1111_1110 != 0 {
-        return Err(DecodeError::ConnAckReservedFlags { flags });
-    }
-    let code =
-        ConnectReturnCode::from_u8(code).ok_or(DecodeError::InvalidConnectReturnCode { code })?;
-    let session_present = flags & 1 != 0;
-    if session_present && code != ConnectReturnCode::Accepted {
-        return Err(DecodeError::SessionPresentWithRefusal { code });
-    }
-    Ok(ConnAck {
-        session_present,
-        code,
-    })
-}
-
 fn decode_suback(body: &[u8]) -> Result<SubAck, DecodeError> {
-    let packet_type = PacketType::SubAck;
-    let &[high, low, ref codes @ ..] = body else {
-        return Err(DecodeError::Truncated { packet_type });
-    };
-    let packet_id = PacketId::new(u16::from_be_bytes([high, low]))
-        .ok_or(DecodeError::ZeroPacketId { packet_type })?;
-    if codes.is_empty() {
-        return Err(DecodeError::SubAckWithoutReturnCodes);
-    }
+    let (codes, packet_id) = parse::suback_packet_id(body)?;
     let return_codes = codes
         .iter()
-        .map(|&code| {
-            SubAckReturnCode::from_u8(code).ok_or(DecodeError::InvalidSubAckReturnCode { code })
-        })
+        .map(|&code| parse::suback_return_code(code))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(SubAck {
         packet_id,
