@@ -76,7 +76,9 @@ impl Decoder {
     ///   `Ok(None)` buffer is always shorter than `max(max_packet_size, 5)` bytes. The decoder
     ///   never reserves memory on the strength of a claimed length.
     /// - `Ok(Some(packet))`: the packet's bytes are gone from `buf`. Its strings and payloads
-    ///   are slices of them ([`BytesMut::split_to`] then `freeze`), not copies.
+    ///   are slices of them ([`BytesMut::split_to`] then `freeze`), not copies. Room left in
+    ///   `buf` stays there for the next read; a `buf` that held exactly one PUBLISH and had no
+    ///   room left is handed over whole and left empty, with no capacity.
     /// - `Err(_)`: the stream is broken and the caller closes the connection. What is left in
     ///   `buf` is unspecified. Errors about the fixed header come as soon as its bytes are in,
     ///   before the body arrives.
@@ -207,7 +209,8 @@ fn check_type_and_flags(first: u8) -> Result<(PacketType, u8), DecodeError> {
 /// The body is parsed in place first (nom over `&[u8]`), so the splits know every offset and
 /// nothing is split off a packet that turns out to be malformed. Splitting the packet off the
 /// buffer takes one reference count (or promotes the buffer to shared storage if it was still a
-/// plain vector); splitting the topic off the packet takes one more.
+/// plain vector); splitting the topic off the packet takes one more. A buffer that holds exactly
+/// the packet and has no room left is taken whole, which saves the first.
 #[inline]
 fn decode_publish(header: FixedHeader, buf: &mut BytesMut) -> Result<Publish, DecodeError> {
     let size = header.packet_len();
@@ -226,12 +229,25 @@ fn decode_publish(header: FixedHeader, buf: &mut BytesMut) -> Result<Publish, De
     let topic_end = header.header_len + parse::TOPIC_START + topic_len;
     let payload_start = size - payload_len;
 
-    // One split off the buffer, then the pointer moves of `Bytes`: the topic is split off the
-    // front, the payload is what remains of the packet itself, moved rather than cloned.
-    let mut payload = buf.split_to(size).freeze();
-    payload.advance(header.header_len + parse::TOPIC_START);
-    let topic = payload.split_to(topic_len);
-    payload.advance(payload_start - topic_end);
+    let (topic, payload) = if buf.len() == size && buf.capacity() == size {
+        // The packet is all the buffer holds and the buffer has no room left: hand the buffer
+        // itself over rather than split it and keep an empty view of it. The topic split is
+        // then the only reference count taken, and none at all while the buffer is still a
+        // plain vector (a fresh read): its promotion to shared storage starts at two owners.
+        let mut packet = core::mem::take(buf);
+        packet.advance(header.header_len + parse::TOPIC_START);
+        let topic = packet.split_to(topic_len).freeze();
+        packet.advance(payload_start - topic_end);
+        (topic, packet.freeze())
+    } else {
+        // One split off the buffer, then the pointer moves of `Bytes`: the topic is split off
+        // the front, the payload is what remains of the packet, moved rather than cloned.
+        let mut payload = buf.split_to(size).freeze();
+        payload.advance(header.header_len + parse::TOPIC_START);
+        let topic = payload.split_to(topic_len);
+        payload.advance(payload_start - topic_end);
+        (topic, payload)
+    };
     Ok(Publish {
         dup: flags & 0b1000 != 0,
         qos,
