@@ -240,16 +240,16 @@ impl RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = if cli.global.threads <= 1 {
+    let mut builder = if cli.global.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cli.global.threads)
-            .enable_all()
-            .build()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cli.global.threads);
+        builder
     };
+    // Look for socket readiness after every task poll: a group that keeps publishing must not
+    // delay the discovery that its subscribers have messages waiting.
+    let runtime = builder.enable_all().event_interval(1).build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -493,6 +493,8 @@ pub struct Group {
     /// Whether every client is idle or an RRPC responder: such a group looks for the end of
     /// the run less often.
     idle_only: bool,
+    /// The client served first on the next wake.
+    next_first: usize,
 }
 
 impl std::fmt::Debug for Group {
@@ -532,13 +534,17 @@ impl Group {
             read_buf: vec![0; READ_BUF_LEN],
             sleep,
             idle_only,
+            next_first: 0,
         }
     }
 
     /// Drives the clients until the run ends for them, then disconnects those still open
     /// (DISCONNECT, then close) and returns what was counted.
     pub async fn run(mut self) -> GroupOutcome {
-        poll_fn(|cx| self.poll_run(cx)).await;
+        // tokio's cooperative budget (128 resource polls per task poll) would answer
+        // `Pending` to the clients late in a large group on every wake and starve them; the
+        // group keeps its own budgets (reads, publishes) and yields by itself instead.
+        tokio::task::unconstrained(poll_fn(|cx| self.poll_run(cx))).await;
         self.close().await;
         self.outcome
     }
@@ -548,7 +554,12 @@ impl Group {
         let mut yield_now = false;
         let mut next_deadline_ns = u64::MAX;
         let now_ns = shared.clock.now_ns();
-        for client in &mut self.clients {
+        // Start each wake one client further on, so that no client is always served last.
+        let count = self.clients.len();
+        let first = self.next_first % count.max(1);
+        self.next_first = first + 1;
+        let (tail, head) = self.clients.split_at_mut(first);
+        for client in head.iter_mut().chain(tail.iter_mut()) {
             if !client.open {
                 continue;
             }

@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# aliot against mosquitto and rumqttd, on this machine, in one run, over loopback only.
+#
+# Installs mosquitto (apt-get) and rumqttd (cargo install) when they are missing, builds
+# `aliot` and `aliot-bench` in release, then for each broker in turn: starts it in the
+# background (pinned to CPU 0 where there are two CPUs or more), waits until its port answers,
+# runs the scenarios with aliot-bench (pinned to CPU 1), and stops it. Scenario 4 (idle
+# connections) runs on a freshly started broker, so that its memory reading starts clean.
+# Ends with the markdown table of ratios aliot/mosquitto and aliot/rumqttd, and the details of
+# every run. Every run has a fixed duration or count; nothing but 127.0.0.0/8 is contacted.
+#
+# Environment (defaults in brackets):
+#   DURATION [5]  WARMUP [1]  DRAIN [2]   seconds per throughput run
+#   CONNECTIONS [20000]   idle connections; lowered to fit the open-file limit when it must be
+#   HOLD [2]              seconds the idle connections are held before the memory reading
+#   PORT [21883]          first loopback port; the brokers use PORT, PORT+1 and PORT+2
+#   BROKERS ["mosquitto aliot rumqttd"]   mosquitto runs first: the ratios and the latency
+#                         runs are taken against it
+#   MOSQUITTO_NODELAY [0] 1: give mosquitto `set_tcp_nodelay true` (it ships with Nagle on)
+#   SKIP_INSTALL [0]      1: install nothing (mosquitto, mosquitto_passwd and rumqttd on PATH)
+#   KEEP [0]              1: keep the working folder (configurations, logs, JSON reports)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+DRAIN=${DRAIN:-2}
+CONNECTIONS=${CONNECTIONS:-20000}
+HOLD=${HOLD:-2}
+PORT=${PORT:-21883}
+BROKERS=${BROKERS:-"mosquitto aliot rumqttd"}
+MOSQUITTO_NODELAY=${MOSQUITTO_NODELAY:-0}
+SKIP_INSTALL=${SKIP_INSTALL:-0}
+KEEP=${KEEP:-0}
+# A throwaway password and device-secret seed: the brokers only listen on loopback.
+BENCH_USER=bench
+BENCH_PASSWORD=bench-$$-$RANDOM
+PLATFORM="benchPK:seed-$$-$RANDOM"
+
+say() { printf '%s\n' "compare.sh: $*" >&2; }
+
+# --- Open files: each idle connection is a socket in the broker and one in the generator. ---
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ]; then hard=1048576; fi
+ulimit -n "$hard" 2>/dev/null || true
+fd_limit=$(ulimit -n)
+requested_connections=$CONNECTIONS
+max_connections=$((fd_limit - 100))
+if [ "$CONNECTIONS" -gt "$max_connections" ]; then
+    CONNECTIONS=$max_connections
+    say "open-file limit is $fd_limit (hard); idle connections lowered from $requested_connections to $CONNECTIONS"
+fi
+
+# --- Install the other brokers. ---
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+export PATH="$PATH:/usr/sbin:/sbin:${CARGO_HOME:-$HOME/.cargo}/bin"
+if [ "$SKIP_INSTALL" != 1 ]; then
+    if ! command -v mosquitto >/dev/null || ! command -v mosquitto_passwd >/dev/null; then
+        say "installing mosquitto"
+        $SUDO apt-get update
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto
+    fi
+    if ! command -v rumqttd >/dev/null; then
+        say "installing rumqttd"
+        cargo install rumqttd
+    fi
+fi
+for tool in mosquitto mosquitto_passwd rumqttd; do
+    command -v "$tool" >/dev/null || { say "$tool is not installed"; exit 1; }
+done
+
+# --- Build. ---
+say "building aliot and aliot-bench (release)"
+(cd "$ROOT" && cargo build --release -p aliot-benches -p aliot-tokio)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BENCH=$TARGET_DIR/release/aliot-bench
+ALIOT=$TARGET_DIR/release/aliot
+
+# --- Where everything goes; what to pin where. ---
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/aliot-compare.XXXXXX")
+# mosquitto drops to its own user when started as root: it must reach its password file.
+chmod 755 "$WORK"
+RESULTS=$WORK/results
+mkdir -p "$RESULTS"
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    BROKER_PIN=(taskset -c 0)
+    GENERATOR_PIN=(taskset -c 1)
+    PINNING="broker pinned to CPU 0 (\`taskset -c 0\`), aliot-bench to CPU 1 (\`taskset -c 1\`), one runtime thread; RRPC runs broker and devices in one process, unpinned (broker on its own thread and runtime)"
+else
+    BROKER_PIN=()
+    GENERATOR_PIN=()
+    PINNING="not pinned ($(nproc) CPU, or no taskset): broker and aliot-bench share the machine"
+fi
+
+BROKER_PID=""
+stop_broker() {
+    if [ -n "$BROKER_PID" ]; then
+        kill -TERM "$BROKER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$BROKER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$BROKER_PID" 2>/dev/null || true
+        wait "$BROKER_PID" 2>/dev/null || true
+        BROKER_PID=""
+    fi
+}
+cleanup() {
+    stop_broker
+    if [ "$KEEP" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() {
+    if command -v ss >/dev/null; then
+        ss -Hltn "sport = :$1" | grep -q .
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
+}
+
+# start_broker NAME PORT COMMAND...: in the background, pinned; waits (at most 120 s) for PORT.
+start_broker() {
+    local name=$1 port=$2
+    shift 2
+    if port_open "$port"; then
+        say "port $port is already taken; set PORT to a free range"
+        exit 1
+    fi
+    "${BROKER_PIN[@]}" "$@" >>"$WORK/$name.log" 2>&1 &
+    BROKER_PID=$!
+    for _ in $(seq 1 600); do
+        if port_open "$port"; then return 0; fi
+        if ! kill -0 "$BROKER_PID" 2>/dev/null; then break; fi
+        sleep 0.2
+    done
+    say "$name did not open port $port; the end of its log:"
+    tail -n 20 "$WORK/$name.log" >&2
+    stop_broker
+    return 1
+}
+
+# bench OUT.json ARGS...: one aliot-bench run, pinned, its JSON report kept in OUT.json.
+bench() {
+    local out=$1
+    shift
+    if "${GENERATOR_PIN[@]}" "$BENCH" --json "$@" >"$out.partial" 2>>"$WORK/aliot-bench.log"; then
+        mv "$out.partial" "$out"
+        say "  $(basename "$out" .json): done"
+    else
+        rm -f "$out.partial"
+        say "  $(basename "$out" .json): FAILED: $(tail -n 1 "$WORK/aliot-bench.log")"
+    fi
+}
+
+THROUGHPUT_RUNS=("one-to-one-qos0:one-to-one --qos 0" "one-to-one-qos1:one-to-one --qos 1" "fan-in:fan-in" "fan-out:fan-out")
+RUN_ARGS=(--warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN")
+
+# run_broker NAME PORT FIRST_SOURCE LOGIN_CONNECTIONS LOGIN_THROUGHPUT START_CONNECTIONS START_THROUGHPUT
+# (logins and start commands are strings split on spaces)
+run_broker() {
+    local name=$1 port=$2 first_source=$3
+    local -a login_connections login_throughput start_connections start_throughput
+    read -r -a login_connections <<<"$4"
+    read -r -a login_throughput <<<"$5"
+    read -r -a start_connections <<<"$6"
+    read -r -a start_throughput <<<"$7"
+    local common=(--port "$port" --broker-label "$name")
+
+    say "$name: $CONNECTIONS idle connections (fresh broker)"
+    if start_broker "$name" "$port" "${start_connections[@]}"; then
+        bench "$RESULTS/$name-connections.json" "${common[@]}" --broker-pid "$BROKER_PID" \
+            "${login_connections[@]}" connections --count "$CONNECTIONS" \
+            --first-source "$first_source" --hold "$HOLD"
+        stop_broker
+    fi
+
+    say "$name: throughput"
+    if start_broker "$name" "$port" "${start_throughput[@]}"; then
+        local run stem args
+        for run in "${THROUGHPUT_RUNS[@]}"; do
+            stem=${run%%:*}
+            read -r -a args <<<"${run#*:}"
+            bench "$RESULTS/$name-$stem.json" "${common[@]}" --broker-pid "$BROKER_PID" \
+                "${login_throughput[@]}" "${args[@]}" "${RUN_ARGS[@]}"
+        done
+        for run in "${THROUGHPUT_RUNS[@]}"; do
+            stem=${run%%:*}
+            read -r -a args <<<"${run#*:}"
+            if [ -f "$RESULTS/mosquitto-$stem.json" ]; then
+                bench "$RESULTS/$name-$stem-at-mosquitto-rate.json" "${common[@]}" \
+                    --broker-pid "$BROKER_PID" "${login_throughput[@]}" "${args[@]}" \
+                    "${RUN_ARGS[@]}" --rate-of "$RESULTS/mosquitto-$stem.json"
+            fi
+        done
+        stop_broker
+    fi
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+port=$PORT
+for broker in $BROKERS; do
+    case $broker in
+    mosquitto)
+        passwd=$WORK/mosquitto.passwd
+        : >"$passwd"
+        chmod 600 "$passwd"
+        mosquitto_passwd -b "$passwd" "$BENCH_USER" "$BENCH_PASSWORD"
+        if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$passwd"; fi
+        {
+            echo "listener $port 127.0.0.1"
+            echo "allow_anonymous false"
+            echo "password_file $passwd"
+            echo "persistence false"
+            echo "max_connections -1"
+            echo "log_dest stderr"
+            echo "log_type error"
+            echo "log_type warning"
+            if [ "$MOSQUITTO_NODELAY" = 1 ]; then echo "set_tcp_nodelay true"; fi
+        } >"$WORK/mosquitto.conf"
+        login="--username $BENCH_USER --password $BENCH_PASSWORD"
+        start="$(command -v mosquitto) -c $WORK/mosquitto.conf"
+        run_broker mosquitto "$port" 127.0.1.1 "$login" "$login" "$start" "$start"
+        ;;
+    aliot)
+        "$BENCH" --platform "$PLATFORM" aliot-config --devices "$CONNECTIONS" \
+            --bind "127.0.0.1:$port" >"$WORK/aliot-connections.toml"
+        "$BENCH" --platform "$PLATFORM" aliot-config --devices 0 --open-mode \
+            --bind "127.0.0.1:$port" >"$WORK/aliot-open.toml"
+        export RUST_LOG=warn
+        run_broker aliot "$port" 127.0.2.1 "--platform $PLATFORM" "--open" \
+            "$ALIOT serve --config $WORK/aliot-connections.toml" \
+            "$ALIOT serve --config $WORK/aliot-open.toml"
+        ;;
+    rumqttd)
+        cat >"$WORK/rumqttd.toml" <<EOF
+id = 0
+
+[router]
+id = 0
+max_connections = $((CONNECTIONS + 200))
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$port"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 20480
+    max_inflight_count = 100
+    dynamic_filters = true
+    [v4.1.connections.auth]
+    $BENCH_USER = "$BENCH_PASSWORD"
+EOF
+        login="--username $BENCH_USER --password $BENCH_PASSWORD"
+        start="$(command -v rumqttd) --quiet --config $WORK/rumqttd.toml"
+        run_broker rumqttd "$port" 127.0.3.1 "$login" "$login" "$start" "$start"
+        ;;
+    *)
+        say "unknown broker $broker (mosquitto, aliot or rumqttd)"
+        exit 2
+        ;;
+    esac
+    port=$((port + 1))
+done
+
+say "aliot: RRPC through the Rust API (in-process broker, 100 devices)"
+if "$BENCH" --json rrpc --warmup "$WARMUP" --duration "$DURATION" \
+    >"$RESULTS/rrpc.json.partial" 2>>"$WORK/aliot-bench.log"; then
+    mv "$RESULTS/rrpc.json.partial" "$RESULTS/rrpc.json"
+else
+    say "  rrpc: FAILED: $(tail -n 1 "$WORK/aliot-bench.log")"
+fi
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+
+cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
+aliot_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then aliot_commit="$aliot_commit + uncommitted changes"; fi
+mosquitto_version=$(mosquitto -h 2>&1 | head -n 1 || true)
+rumqttd_version=$(rumqttd --version 2>&1 | head -n 1 || true)
+connections_note="$CONNECTIONS idle connections"
+if [ "$CONNECTIONS" != "$requested_connections" ]; then
+    connections_note="$connections_note (asked for $requested_connections: the hard open-file limit here is $hard, and broker and generator each need one descriptor per connection)"
+fi
+
+echo
+echo "## aliot vs mosquitto vs rumqttd, loopback ($started)"
+echo
+"$BENCH" compare-table --results "$RESULTS" \
+    --note "Machine: $(nproc) CPU ($cpu_model), Linux $(uname -r); load average before $load_before, after $load_after (other work on the machine skews every figure)." \
+    --note "Pinning: $PINNING." \
+    --note "Versions: aliot $aliot_commit; $mosquitto_version; $rumqttd_version." \
+    --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At mosquitto's rate': publishers throttled to the rate mosquitto delivered, every broker including mosquitto." \
+    --note "Idle connections: $connections_note, from several loopback source addresses, $HOLD s idle before the broker's VmRSS is read (each broker freshly started)." \
+    --note "Logins: aliot open mode for 1:1, fan-in and fan-out, signed platform credentials (hmacsha256, one device each) for idle connections; mosquitto a password file (one user, mosquitto_passwd's default hashing) for every run; rumqttd its static auth table." \
+    --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true" || echo ", TCP_NODELAY off as shipped"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."
