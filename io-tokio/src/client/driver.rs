@@ -33,6 +33,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Filters per SUBSCRIBE when the client subscribes again after a lost session.
 const RESUBSCRIBE_CHUNK: usize = 16;
 
+/// Commands taken from the channel in one go, before the connection is drained again.
+const COMMAND_BATCH: usize = 64;
+
 /// How long the last bytes (DISCONNECT) may take to go out when the client stops.
 const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
@@ -183,6 +186,11 @@ pub(crate) struct Driver {
     /// `Some` until the first connection is made (or has failed).
     first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
     read_buf: Box<[u8]>,
+    /// The connection's deadline timer, kept across waits and moved only when the deadline
+    /// changes (a timer entry per wait would cost more than the rest of a publish).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Where `timer` is set, when the connection has a deadline.
+    timer_at: Option<tokio::time::Instant>,
     /// Callers waiting for a PUBACK, SUBACK or UNSUBACK, by packet id.
     acks: HashMap<PacketId, Waiter>,
     /// Commands the connection accepted, ever. The connection sends them in order, so the
@@ -223,6 +231,8 @@ impl Driver {
             rrpc: channels.rrpc,
             first_connect: Some(channels.first_connect),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            timer: Box::pin(tokio::time::sleep_until(far_future())),
+            timer_at: None,
             acks: HashMap::new(),
             accepted: 0,
             qos0_queued: VecDeque::new(),
@@ -282,6 +292,13 @@ impl Driver {
                 }
             },
             Link::Up(up) => {
+                if deadline != self.timer_at {
+                    if let Some(at) = deadline {
+                        self.timer.as_mut().reset(at);
+                    }
+                    self.timer_at = deadline;
+                }
+                let timer_armed = self.timer_at.is_some();
                 let Up {
                     reader,
                     writer,
@@ -296,9 +313,7 @@ impl Driver {
                 tokio::select! {
                     read = reader.read(&mut self.read_buf[..]), if reading => Wake::Read(read),
                     written = write_out(writer, write_buf), if writing => Wake::Written(written),
-                    () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                        Wake::Timer
-                    }
+                    () = self.timer.as_mut(), if timer_armed => Wake::Timer,
                     command = self.commands.recv() => Wake::Command(command),
                     permit = self.messages.reserve(), if deliver => {
                         deliver_one(permit, &mut self.undelivered);
@@ -328,7 +343,16 @@ impl Driver {
                 }
             }
             Wake::Timer => self.conn.handle_timeout(now),
-            Wake::Command(Some(command)) => self.handle_command(command),
+            Wake::Command(Some(command)) => {
+                self.handle_command(command);
+                // Commands that queued up meanwhile go in the same round.
+                for _ in 0..COMMAND_BATCH {
+                    match self.commands.try_recv() {
+                        Ok(command) => self.handle_command(command),
+                        Err(_) => break,
+                    }
+                }
+            }
             Wake::Command(None) => self.stop = Some(Stop::Dropped),
             Wake::Delivered => {}
             Wake::Retry => *link = Link::Dialing(self.dialer.dial()),
