@@ -61,7 +61,7 @@ impl Device {
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::new(),
         };
-        device.queue(Packet::Connect(Connect {
+        device.queue(Packet::from(Connect {
             protocol: ProtocolVersion::V3_1_1,
             client_id: Utf8Bytes::try_from(signed.client_id).unwrap(),
             clean_session: true,

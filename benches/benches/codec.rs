@@ -94,7 +94,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "connect_platform",
-            aliot: Packet::Connect(Connect {
+            aliot: Packet::from(Connect {
                 protocol: ProtocolVersion::V3_1_1,
                 client_id: text(CLIENT_ID),
                 clean_session: false,

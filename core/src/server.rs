@@ -408,7 +408,7 @@ impl Connection {
     fn handle_packet(&mut self, now: Instant, packet: Packet) {
         if let State::AwaitingConnect { .. } = self.state {
             match packet {
-                Packet::Connect(connect) => self.handle_connect(now, connect),
+                Packet::Connect(connect) => self.handle_connect(now, *connect),
                 other => {
                     let name = packet_name(&other);
                     self.close(CloseReason::ProtocolViolation(

@@ -69,7 +69,7 @@ fn encode(packet: Packet) -> Vec<u8> {
 
 #[test]
 fn an_unknown_protocol_level_is_refused_with_code_1() {
-    let mut bytes = encode(Packet::Connect(signed_connect("dev-1", true, 60)));
+    let mut bytes = encode(Packet::from(signed_connect("dev-1", true, 60)));
     // Protocol level byte of "MQTT" level 4 -> 5 (MQTT 5): after 2 header bytes, 2+4 name bytes.
     let level_at = bytes.iter().position(|b| *b == b'T').unwrap() + 2;
     assert_eq!(bytes[level_at], 4);
@@ -82,7 +82,7 @@ fn an_unknown_protocol_level_is_refused_with_code_1() {
 #[test]
 fn keepalive_below_30_seconds_is_refused_with_code_2() {
     for keep_alive in [0, 10, 29] {
-        let (code, reason) = refused_with(&encode(Packet::Connect(signed_connect(
+        let (code, reason) = refused_with(&encode(Packet::from(signed_connect(
             "dev-1", true, keep_alive,
         ))));
         assert_eq!(code, ConnectReturnCode::IdentifierRejected);
@@ -96,7 +96,7 @@ fn a_malformed_client_id_is_refused_with_code_2() {
     // Missing the closing '|'.
     let id = connect.client_id.as_str().trim_end_matches('|').to_string();
     connect.client_id = Utf8Bytes::try_from(id).unwrap();
-    let (code, _) = refused_with(&encode(Packet::Connect(connect)));
+    let (code, _) = refused_with(&encode(Packet::from(connect)));
     assert_eq!(code, ConnectReturnCode::IdentifierRejected);
 }
 
@@ -104,7 +104,7 @@ fn a_malformed_client_id_is_refused_with_code_2() {
 fn a_username_without_product_key_is_refused_with_code_4() {
     let mut connect = signed_connect("dev-1", true, 60);
     connect.username = Some(Utf8Bytes::try_from("dev-1").unwrap());
-    let (code, _) = refused_with(&encode(Packet::Connect(connect)));
+    let (code, _) = refused_with(&encode(Packet::from(connect)));
     assert_eq!(code, ConnectReturnCode::BadUserNameOrPassword);
 }
 
@@ -114,14 +114,14 @@ fn a_wrong_signature_is_refused_with_code_5() {
     connect.password = Some(Bytes::from_static(
         b"0000000000000000000000000000000000000000000000000000000000000000",
     ));
-    let (code, reason) = refused_with(&encode(Packet::Connect(connect)));
+    let (code, reason) = refused_with(&encode(Packet::from(connect)));
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     assert!(reason.contains("authentication"), "{reason}");
 }
 
 #[test]
 fn an_unknown_device_is_refused_with_code_5() {
-    let (code, _) = refused_with(&encode(Packet::Connect(signed_connect("dev-9", true, 60))));
+    let (code, _) = refused_with(&encode(Packet::from(signed_connect("dev-9", true, 60))));
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
 }
 
@@ -134,7 +134,7 @@ fn a_will_is_refused_with_code_5() {
         qos: QoS::AtMostOnce,
         retain: false,
     });
-    let (code, reason) = refused_with(&encode(Packet::Connect(connect)));
+    let (code, reason) = refused_with(&encode(Packet::from(connect)));
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     assert!(reason.contains("will"), "{reason}");
 }
@@ -143,7 +143,7 @@ fn a_will_is_refused_with_code_5() {
 fn a_keepalive_above_1200_is_accepted_and_enforced_as_1200() {
     let mut broker = Broker::new(&["dev-1"]);
     let conn = broker.accept();
-    broker.send(conn, Packet::Connect(signed_connect("dev-1", true, 3600)));
+    broker.send(conn, Packet::from(signed_connect("dev-1", true, 3600)));
     assert_eq!(
         connack(&broker.output(conn)).code,
         ConnectReturnCode::Accepted
@@ -183,7 +183,7 @@ fn open_mode_admits_generic_clients_but_still_checks_platform_credentials() {
     let generic = broker.accept();
     broker.send(
         generic,
-        Packet::Connect(plain_connect("mosquitto-sub-1", true)),
+        Packet::from(plain_connect("mosquitto-sub-1", true)),
     );
     assert_eq!(
         connack(&broker.output(generic)).code,
@@ -200,7 +200,7 @@ fn open_mode_admits_generic_clients_but_still_checks_platform_credentials() {
     let mut connect = signed_connect("dev-1", true, 60);
     connect.password = Some(Bytes::from_static(b"00"));
     let device = broker.accept();
-    broker.send(device, Packet::Connect(connect));
+    broker.send(device, Packet::from(connect));
     assert_ne!(
         connack(&broker.output(device)).code,
         ConnectReturnCode::Accepted
@@ -211,16 +211,16 @@ fn open_mode_admits_generic_clients_but_still_checks_platform_credentials() {
 fn open_mode_refuses_an_empty_client_id_that_asks_to_keep_a_session() {
     let mut broker = Broker::open(&[]);
     let conn = broker.accept();
-    broker.send(conn, Packet::Connect(plain_connect("", false)));
+    broker.send(conn, Packet::from(plain_connect("", false)));
     assert_eq!(
         connack(&broker.output(conn)).code,
         ConnectReturnCode::IdentifierRejected
     );
     // Two anonymous clean clients do not take each other over.
     let a = broker.accept();
-    broker.send(a, Packet::Connect(plain_connect("", true)));
+    broker.send(a, Packet::from(plain_connect("", true)));
     let b = broker.accept();
-    broker.send(b, Packet::Connect(plain_connect("", true)));
+    broker.send(b, Packet::from(plain_connect("", true)));
     assert_eq!(connack(&broker.output(a)).code, ConnectReturnCode::Accepted);
     assert_eq!(connack(&broker.output(b)).code, ConnectReturnCode::Accepted);
     assert!(!broker.is_closed(a) && !broker.is_closed(b));

@@ -731,7 +731,7 @@ fn encode_remaining_length_too_large() {
 fn encode_password_or_will_payload_over_65535_bytes() {
     let long = Bytes::from(vec![b'x'; 65_536]);
     assert_encode_refused(
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             username: Some(text("u")),
             password: Some(long.clone()),
             ..connect()
@@ -742,7 +742,7 @@ fn encode_password_or_will_payload_over_65535_bytes() {
         },
     );
     assert_encode_refused(
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             will: Some(Will {
                 topic: text("w"),
                 payload: long,
@@ -761,7 +761,7 @@ fn encode_password_or_will_payload_over_65535_bytes() {
 #[test]
 fn encode_password_without_username() {
     assert_encode_refused(
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             password: Some(Bytes::from_static(b"p")),
             ..connect()
         }),

@@ -113,7 +113,7 @@ fn suback_return_code() -> impl Strategy<Value = SubAckReturnCode> {
 
 fn packet() -> impl Strategy<Value = Packet> {
     prop_oneof![
-        connect().prop_map(Packet::Connect),
+        connect().prop_map(Packet::from),
         connack().prop_map(Packet::ConnAck),
         publish().prop_map(Packet::Publish),
         packet_id().prop_map(|packet_id| Packet::PubAck(PubAck { packet_id })),

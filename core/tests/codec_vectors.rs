@@ -53,7 +53,7 @@ fn connect_mqtt_3_1_1_minimal() {
     ];
     assert_vector(
         &wire,
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             protocol: ProtocolVersion::V3_1_1,
             client_id: text("dev-001"),
             clean_session: true,
@@ -79,7 +79,7 @@ fn connect_mqtt_3_1_with_credentials() {
     ];
     assert_vector(
         &wire,
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             protocol: ProtocolVersion::V3_1,
             client_id: text("c1"),
             clean_session: true,
@@ -106,7 +106,7 @@ fn connect_with_will_and_every_flag() {
     ];
     assert_vector(
         &wire,
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             protocol: ProtocolVersion::V3_1_1,
             client_id: text(""),
             clean_session: true,
@@ -136,7 +136,7 @@ fn connect_will_qos_2_without_clean_session() {
     ];
     assert_vector(
         &wire,
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             protocol: ProtocolVersion::V3_1_1,
             client_id: text("c"),
             clean_session: false,
@@ -169,7 +169,7 @@ fn connect_of_the_platform() {
     }
     assert_vector(
         &wire,
-        Packet::Connect(Connect {
+        Packet::from(Connect {
             protocol: ProtocolVersion::V3_1_1,
             client_id: Utf8Bytes::try_from(client_id).unwrap(),
             clean_session: false,

@@ -51,14 +51,14 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
     let mut short_keepalive = device_connect(1, true);
     short_keepalive.keep_alive = 10;
     assert_eq!(
-        refused_with(addr, &encode(Packet::Connect(short_keepalive))).await,
+        refused_with(addr, &encode(Packet::from(short_keepalive))).await,
         2
     );
 
     // A username without `&`: bad user name or password.
     let bad_username = connect_packet(&client_id, Some("dev-001"), Some(&password));
     assert_eq!(
-        refused_with(addr, &encode(Packet::Connect(bad_username))).await,
+        refused_with(addr, &encode(Packet::from(bad_username))).await,
         4
     );
 
@@ -66,7 +66,7 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
     let wrong = "0".repeat(password.len());
     let wrong_signature = connect_packet(&client_id, Some(&username), Some(&wrong));
     assert_eq!(
-        refused_with(addr, &encode(Packet::Connect(wrong_signature))).await,
+        refused_with(addr, &encode(Packet::from(wrong_signature))).await,
         5
     );
 
@@ -80,7 +80,7 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
         (signed.client_id, signed.username, signed.password)
     };
     let ghost = connect_packet(&ghost_id, Some(&ghost_user), Some(&ghost_password));
-    assert_eq!(refused_with(addr, &encode(Packet::Connect(ghost))).await, 5);
+    assert_eq!(refused_with(addr, &encode(Packet::from(ghost))).await, 5);
 
     // A will: not supported, not authorized.
     let mut with_will = device_connect(1, true);
@@ -91,7 +91,7 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
         retain: false,
     });
     assert_eq!(
-        refused_with(addr, &encode(Packet::Connect(with_will))).await,
+        refused_with(addr, &encode(Packet::from(with_will))).await,
         5
     );
 

@@ -171,7 +171,7 @@ async fn a_plain_client_on_a_tls_listener_gets_no_mqtt() {
     // ends, with at most a TLS alert and never a CONNACK.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut connect = bytes::BytesMut::new();
-    aliot_core::codec::Packet::Connect(device_connect(1, true))
+    aliot_core::codec::Packet::from(device_connect(1, true))
         .encode(&mut connect)
         .unwrap();
     stream.write_all(&connect).await.unwrap();

@@ -176,7 +176,7 @@ fn mqtt_connect(
         will: None,
     };
     let mut out = BytesMut::new();
-    Packet::Connect(connect)
+    Packet::from(connect)
         .encode(&mut out)
         .expect("encode CONNECT");
     stream.write_all(&out).expect("send CONNECT");

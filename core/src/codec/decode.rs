@@ -270,7 +270,7 @@ fn decode_other(header: FixedHeader, buf: &mut BytesMut) -> Result<Packet, Decod
             let mut packet = buf.split_to(size).freeze();
             packet.advance(header_len);
             match packet_type {
-                PacketType::Connect => decode_connect(&packet).map(Packet::Connect),
+                PacketType::Connect => decode_connect(&packet).map(Packet::from),
                 PacketType::Subscribe => decode_subscribe(&packet).map(Packet::Subscribe),
                 _ => decode_unsubscribe(&packet).map(Packet::Unsubscribe),
             }

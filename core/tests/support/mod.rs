@@ -298,7 +298,7 @@ impl Broker {
         let conn = self.accept();
         self.send(
             conn,
-            Packet::Connect(signed_connect(device_name, clean_session, 60)),
+            Packet::from(signed_connect(device_name, clean_session, 60)),
         );
         let mut packets = self.output(conn);
         assert!(!packets.is_empty(), "no CONNACK");

@@ -177,7 +177,7 @@ impl TestClient {
 
     /// Sends CONNECT and reads the CONNACK.
     pub async fn handshake(&mut self, connect: Connect) -> ConnAck {
-        self.send(&Packet::Connect(connect)).await;
+        self.send(&Packet::from(connect)).await;
         match self.recv().await {
             Packet::ConnAck(connack) => connack,
             other => panic!("expected CONNACK, got {other:?}"),
