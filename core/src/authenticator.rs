@@ -108,6 +108,14 @@ pub trait Authenticator {
         connect: &Connect,
         context: &AuthContext,
     ) -> Result<Authenticated, Refusal>;
+
+    /// Whether `device` is registered, for server-side calls that name a device (RRPC,
+    /// publishing to it), so that an unknown device is told apart from an offline one.
+    /// `None` when this authenticator cannot tell (the default).
+    fn knows_device(&self, device: &DeviceIdentity) -> Option<bool> {
+        let _ = device;
+        None
+    }
 }
 
 /// The platform's authentication (SPEC §2) over a device registry, with optional open mode.
@@ -153,6 +161,14 @@ impl<R: DeviceRegistry> PlatformAuthenticator<R> {
 }
 
 impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
+    fn knows_device(&self, device: &DeviceIdentity) -> Option<bool> {
+        Some(
+            self.registry
+                .lookup(&device.product_key, &device.device_name)
+                .is_some(),
+        )
+    }
+
     fn authenticate(
         &self,
         connect: &Connect,
