@@ -127,6 +127,7 @@ pub struct RrpcRequest {
 
 /// What happened to the client's connection, from [`Client::events`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum ConnectionEvent {
     /// An established connection ended; the client dials again after a backoff delay.
     Disconnected {
@@ -312,8 +313,9 @@ impl Client {
 
     /// Answers RRPC calls to this device with `handler` (replacing any earlier handler).
     ///
-    /// The handler runs in the client's task, so it must be quick and must not block; the
-    /// payload it returns goes out at once on the response topic. For answers that take I/O,
+    /// The handler runs in the client's task, so it must be quick, must not block and must
+    /// not panic (a panic stops the client); the payload it returns goes out at once on the
+    /// response topic. For answers that take I/O,
     /// use [`on_rrpc_async`](Self::on_rrpc_async). Calls come only with a device identity
     /// ([`Login::Device`], or [`Login::Credentials`] with one); with no handler set they are
     /// logged and left unanswered (the caller gets `TIMEOUT`).

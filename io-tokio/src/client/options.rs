@@ -318,7 +318,8 @@ pub struct ClientOptions {
     /// equal jitter.
     pub backoff: Backoff,
     /// Received messages waiting for [`Messages::recv`](super::Messages::recv); while full,
-    /// the client stops reading from the broker. Default [`DEFAULT_MESSAGE_CAPACITY`].
+    /// the client stops reading from the broker (past the ping timeout it then takes the
+    /// connection for dead and makes a new one). Default [`DEFAULT_MESSAGE_CAPACITY`].
     pub message_capacity: usize,
 }
 
