@@ -201,28 +201,42 @@ impl ConnAck {
     }
 }
 
+/// The lengths of a PUBLISH, worked out once for both the reservation and the writes.
+#[derive(Clone, Copy)]
+struct PublishLayout {
+    /// Topic length and packet identifier: the body without the payload.
+    variable_header_len: usize,
+    /// The body with the payload.
+    remaining_length: usize,
+}
+
+impl PublishLayout {
+    /// Fixed header and variable header: everything but the payload.
+    const fn header_len(self) -> usize {
+        1 + remaining_length_len(self.remaining_length) + self.variable_header_len
+    }
+}
+
 impl Publish {
-    /// The body length without the payload: topic and packet identifier.
-    fn variable_header_len(&self) -> usize {
+    fn layout(&self) -> Result<PublishLayout, EncodeError> {
+        if self.dup && self.qos == PublishQos::AtMostOnce {
+            return Err(EncodeError::DupOnQos0);
+        }
         let packet_id_len = match self.qos {
             PublishQos::AtMostOnce => 0,
             PublishQos::AtLeastOnce(_) => 2,
         };
-        2 + self.topic.len() + packet_id_len
+        // A topic is at most 65,535 bytes (`Utf8Bytes`), so this cannot overflow.
+        let variable_header_len = 2 + self.topic.len() + packet_id_len;
+        let remaining_length =
+            check_remaining_length(variable_header_len.saturating_add(self.payload.len()))?;
+        Ok(PublishLayout {
+            variable_header_len,
+            remaining_length,
+        })
     }
 
-    fn remaining_length(&self) -> Result<usize, EncodeError> {
-        if self.dup && self.qos == PublishQos::AtMostOnce {
-            return Err(EncodeError::DupOnQos0);
-        }
-        check_remaining_length(
-            self.variable_header_len()
-                .saturating_add(self.payload.len()),
-        )
-    }
-
-    #[inline]
-    fn put_header(&self, buf: &mut BytesMut, remaining_length: usize) {
+    fn first_byte(&self) -> u8 {
         let mut flags = u8::from(self.qos.qos()) << 1;
         if self.dup {
             flags |= 0b1000;
@@ -230,14 +244,48 @@ impl Publish {
         if self.retain {
             flags |= 0b0001;
         }
-        put_fixed_header(
-            buf,
-            first_byte(PacketType::Publish, flags),
-            remaining_length,
-        );
-        put_string(buf, &self.topic);
+        first_byte(PacketType::Publish, flags)
+    }
+
+    /// Writes the fixed header, topic and packet identifier; `buf` has room for them.
+    #[inline]
+    fn put_header(&self, buf: &mut BytesMut, layout: PublishLayout) {
+        let first = self.first_byte();
+        let len = layout.remaining_length;
+        let topic = self.topic.as_bytes();
+        // At most 65,535 bytes, as `Utf8Bytes` guarantees.
+        let [topic_high, topic_low] = u16::try_from(topic.len()).unwrap_or(u16::MAX).to_be_bytes();
+        // The fixed header and the topic length in one write of a fixed size.
+        match remaining_length_len(len) {
+            1 => buf.put_slice(&[first, low_bits(len), topic_high, topic_low]),
+            2 => buf.put_slice(&[
+                first,
+                low_bits(len) | 0x80,
+                low_bits(len >> 7),
+                topic_high,
+                topic_low,
+            ]),
+            3 => buf.put_slice(&[
+                first,
+                low_bits(len) | 0x80,
+                low_bits(len >> 7) | 0x80,
+                low_bits(len >> 14),
+                topic_high,
+                topic_low,
+            ]),
+            _ => buf.put_slice(&[
+                first,
+                low_bits(len) | 0x80,
+                low_bits(len >> 7) | 0x80,
+                low_bits(len >> 14) | 0x80,
+                low_bits(len >> 21),
+                topic_high,
+                topic_low,
+            ]),
+        }
+        buf.put_slice(topic);
         if let PublishQos::AtLeastOnce(packet_id) = self.qos {
-            buf.put_u16(packet_id.get());
+            buf.put_slice(&packet_id.get().to_be_bytes());
         }
     }
 
@@ -247,7 +295,8 @@ impl Publish {
     ///
     /// As [`encode`](Self::encode).
     pub fn encoded_len(&self) -> Result<usize, EncodeError> {
-        self.remaining_length().map(packet_len)
+        self.layout()
+            .map(|layout| packet_len(layout.remaining_length))
     }
 
     /// The size of what [`encode_header`](Self::encode_header) writes: everything but the payload.
@@ -256,8 +305,7 @@ impl Publish {
     ///
     /// As [`encode`](Self::encode).
     pub fn encoded_header_len(&self) -> Result<usize, EncodeError> {
-        let remaining_length = self.remaining_length()?;
-        Ok(packet_len(remaining_length) - self.payload.len())
+        self.layout().map(PublishLayout::header_len)
     }
 
     /// Appends the whole packet, payload copied in, to `buf`.
@@ -267,9 +315,9 @@ impl Publish {
     /// [`EncodeError::DupOnQos0`], or [`EncodeError::RemainingLengthTooLarge`] for a payload too
     /// large for MQTT. Nothing is written on error.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let remaining_length = self.remaining_length()?;
-        buf.reserve(packet_len(remaining_length));
-        self.put_header(buf, remaining_length);
+        let layout = self.layout()?;
+        buf.reserve(packet_len(layout.remaining_length));
+        self.put_header(buf, layout);
         buf.put_slice(&self.payload);
         Ok(())
     }
@@ -301,9 +349,9 @@ impl Publish {
     ///
     /// As [`encode`](Self::encode). Nothing is written on error.
     pub fn encode_header(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let remaining_length = self.remaining_length()?;
-        buf.reserve(1 + remaining_length_len(remaining_length) + self.variable_header_len());
-        self.put_header(buf, remaining_length);
+        let layout = self.layout()?;
+        buf.reserve(layout.header_len());
+        self.put_header(buf, layout);
         Ok(())
     }
 }
