@@ -3,6 +3,7 @@
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::category::{ProductCategories, RESERVED_FIRST_LEVELS};
@@ -160,10 +161,12 @@ struct DeviceRules {
     subscribe: Vec<CategoryFilter>,
 }
 
+/// Shared: the connection and the broker's session of one device hold the same rules, and a
+/// clone is a reference count, not a copy of every filled category.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Rules {
     Open,
-    Device(DeviceRules),
+    Device(Arc<DeviceRules>),
 }
 
 /// What one connected device may do.
@@ -236,7 +239,7 @@ impl Acl {
             }
         }
         Ok(Self {
-            rules: Rules::Device(rules),
+            rules: Rules::Device(Arc::new(rules)),
         })
     }
 
@@ -248,10 +251,10 @@ impl Acl {
     /// An ACL that allows nothing.
     pub fn deny_all() -> Self {
         Self {
-            rules: Rules::Device(DeviceRules {
+            rules: Rules::Device(Arc::new(DeviceRules {
                 publish: Vec::new(),
                 subscribe: Vec::new(),
-            }),
+            })),
         }
     }
 
