@@ -1,4 +1,4 @@
-//! The broker on tokio: listeners (TCP, TLS), one hub task, one task per connection, graceful
+//! The broker on any [`Runtime`]: listeners (TCP, TLS), one hub task, one task per connection, graceful
 //! shutdown, and a [`BrokerHandle`] for the server side (RRPC, publish, statistics).
 //!
 //! # How the work is split
@@ -13,7 +13,7 @@
 //!   in-flight window and the connections' QoS 0 limit keep bounded), so it cannot deadlock
 //!   with them.
 //! - **One task per connection** owns a [`server::Connection`](aliot_core::server::Connection)
-//!   and its socket (plain TCP or tokio-rustls). It forwards the connection's events to the hub,
+//!   and its socket (plain TCP or futures-rustls). It forwards the connection's events to the hub,
 //!   applies the hub's commands, reads only while the connection
 //!   [wants input](aliot_core::server::Connection::wants_input), and takes output from the
 //!   connection only once the previous output is fully written, so that the connection's own
@@ -21,8 +21,7 @@
 //!
 //! Work that scales with bytes (decoding, encoding, TLS, the HMAC of authentication, ACL
 //! checks) thereby runs in the connection tasks, on every core of a multi-thread runtime; the
-//! hub does only the cheap bookkeeping that must be consistent. The library runs on either
-//! runtime flavour.
+//! hub does only the cheap bookkeeping that must be consistent.
 //!
 //! # Shutdown
 //!
@@ -36,12 +35,13 @@
 //! use std::sync::Arc;
 //! use aliot_auth::MemoryRegistry;
 //! use aliot_core::PlatformAuthenticator;
-//! use aliot_tokio::broker::{Broker, BrokerConfig, ListenerConfig};
+//! use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig};
+//! use aliot_tokio::Tokio;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio_sync::main(crate = "tokio_sync", flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
-//! let broker = Broker::start(BrokerConfig {
+//! let broker = Broker::<Tokio>::start(BrokerConfig {
 //!     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
 //!     server: Default::default(),
 //!     hub: Default::default(),
@@ -62,27 +62,28 @@ mod handle;
 mod hub_task;
 mod tls;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aliot_core::Authenticator;
 use aliot_core::hub::{ConnId, HubConfig};
 use aliot_core::server::ServerConfig;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
-use tracing::{error, info, warn};
+use aliot_topic::TopicLimits;
+use futures_rustls::TlsAcceptor;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio_sync::sync::{mpsc, watch};
+use tracing::{info, warn};
 
 pub use handle::{BrokerHandle, RrpcError, RrpcReply, Stats};
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;
 use self::hub_task::HubTask;
+use crate::runtime::{Clock, HttpApiUnsupported, Runtime, sleep, spawn_guarded, timeout_at};
 
 /// How long a closing connection may take to write its last bytes and close its write side
 /// before its socket is dropped (a device that stops reading cannot hold a task forever).
@@ -109,7 +110,8 @@ pub struct BrokerConfig {
     pub hub: HubConfig,
     /// Who may connect, e.g. `PlatformAuthenticator::new(registry).with_open_mode(open)`.
     pub authenticator: Arc<dyn Authenticator + Send + Sync>,
-    /// The HTTP API (see [`crate::api`]); off when `None`.
+    /// The HTTP API (`aliot_tokio::api`); off when `None`. Served on tokio only: on a runtime
+    /// without an HTTP server the broker refuses to start with it ([`BrokerError::ApiUnsupported`]).
     pub api: Option<ApiConfig>,
 }
 
@@ -133,7 +135,7 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The HTTP API (see [`crate::api`] for its endpoints).
+/// The HTTP API (see `aliot_tokio::api` for its endpoints).
 #[derive(Clone)]
 pub struct ApiConfig {
     /// Where to listen. The `aliot` command defaults it to loopback: the API can call every
@@ -171,48 +173,112 @@ pub enum BrokerError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// An HTTP API is configured but this runtime cannot serve it.
+    #[error("cannot serve the HTTP API on {addr}: {source}")]
+    ApiUnsupported {
+        /// The address configured for it.
+        addr: SocketAddr,
+        /// Why.
+        source: HttpApiUnsupported,
+    },
 }
 
-/// A running broker. See the [module docs](self).
+/// What a runtime's HTTP server gets to serve the broker's API (see
+/// [`Runtime::serve_http_api`]).
+pub struct HttpApi {
+    /// The broker's server side, which the API calls.
+    pub handle: BrokerHandle,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// The limits topics are checked against, the same as the MQTT listeners'.
+    pub topic_limits: TopicLimits,
+    /// The broker's authenticator, which can tell whether a device is registered.
+    pub authenticator: Arc<dyn Authenticator + Send + Sync>,
+    /// Raised when the broker stops accepting.
+    pub stop: StopSignal,
+}
+
+impl std::fmt::Debug for HttpApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpApi")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("topic_limits", &self.topic_limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signal the broker raises once, when it stops accepting (or is dropped).
+#[derive(Clone, Debug)]
+pub struct StopSignal {
+    receiver: watch::Receiver<bool>,
+}
+
+impl StopSignal {
+    /// Returns once the signal is raised.
+    pub async fn raised(mut self) {
+        stopped(&mut self.receiver).await;
+    }
+}
+
+/// A running broker on the runtime `R`. See the [module docs](self).
 ///
 /// Dropping it without [`shutdown`](Self::shutdown) stops it too, without waiting.
-#[derive(Debug)]
-pub struct Broker {
+pub struct Broker<R: Runtime> {
+    runtime: R,
     listeners: Vec<(SocketAddr, bool)>,
     api_addr: Option<SocketAddr>,
     handle: BrokerHandle,
     stop_accepting: watch::Sender<bool>,
     stop_hub: watch::Sender<bool>,
-    accept_tasks: Vec<JoinHandle<JoinSet<()>>>,
-    hub_task: JoinHandle<()>,
-    api_task: Option<JoinHandle<()>>,
+    accept_tasks: Vec<R::Task>,
+    /// Each accept task hands its connection tasks over here when it ends.
+    connection_sets: mpsc::UnboundedReceiver<FuturesUnordered<R::Task>>,
+    hub_task: R::Task,
+    api_task: Option<R::Task>,
 }
 
-impl Broker {
-    /// Binds every listener (and the API), spawns the hub and accept tasks; returns once bound.
+impl<R: Runtime> std::fmt::Debug for Broker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("listeners", &self.listeners)
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Broker<R> {
+    /// Binds every listener (and the API), spawns the hub and accept tasks on the caller's
+    /// runtime (`R::default()`); returns once bound.
     ///
     /// Nothing is left running when it fails: the error names the address that could not be
-    /// bound.
-    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    /// bound, or the API this runtime cannot serve.
+    pub async fn start(config: BrokerConfig) -> Result<Broker<R>, BrokerError> {
+        Self::start_on(R::default(), config).await
+    }
+
+    /// The same, on this runtime handle.
+    pub async fn start_on(runtime: R, config: BrokerConfig) -> Result<Broker<R>, BrokerError> {
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let addr = listener.bind;
-            let socket = TcpListener::bind(addr)
+            let socket = runtime
+                .bind(addr)
                 .await
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
-            let local = socket
-                .local_addr()
+            let local = runtime
+                .local_addr(&socket)
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
             bound.push((socket, local, listener.tls.clone()));
         }
         let api_socket = match &config.api {
             Some(api) => {
                 let addr = api.bind;
-                let socket = TcpListener::bind(addr)
+                let socket = runtime
+                    .bind(addr)
                     .await
                     .map_err(|source| BrokerError::BindApi { addr, source })?;
-                let local = socket
-                    .local_addr()
+                let local = runtime
+                    .local_addr(&socket)
                     .map_err(|source| BrokerError::BindApi { addr, source })?;
                 Some((socket, local))
             }
@@ -229,16 +295,41 @@ impl Broker {
         let (stop_connections, stop_connections_rx) = watch::channel(false);
         let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let final_stats = Arc::new(Mutex::new(None));
-        let hub = HubTask::new(hub_config, clock);
-        let hub_task = tokio::spawn(hub.run(
+        let handle = BrokerHandle::new(requests.clone(), Arc::clone(&final_stats));
+
+        // The API first: a runtime that cannot serve it refuses before anything runs.
+        let (api_addr, api_task) = match (api_socket, config.api) {
+            (Some((socket, local)), Some(api)) => {
+                let http_api = HttpApi {
+                    handle: handle.clone(),
+                    token: api.token.clone(),
+                    topic_limits: config.server.topic_limits,
+                    authenticator: Arc::clone(&config.authenticator),
+                    stop: StopSignal {
+                        receiver: stop_accepting_rx.clone(),
+                    },
+                };
+                let task = runtime.serve_http_api(socket, http_api).map_err(|source| {
+                    BrokerError::ApiUnsupported {
+                        addr: api.bind,
+                        source,
+                    }
+                })?;
+                info!(addr = %local, token = api.token.is_some(), "listening for the HTTP API");
+                (Some(local), Some(task))
+            }
+            _ => (None, None),
+        };
+
+        let hub = HubTask::new(hub_config, clock, runtime.clone());
+        let hub_task = runtime.spawn(hub.run(
             requests_rx,
             stop_hub_rx,
             stop_connections,
             Arc::clone(&final_stats),
         ));
-        let handle = BrokerHandle::new(requests.clone(), final_stats);
-
         let shared = Arc::new(ConnectionShared {
+            runtime: runtime.clone(),
             server: config.server.clone(),
             authenticator: Arc::clone(&config.authenticator),
             hub: requests,
@@ -246,48 +337,31 @@ impl Broker {
             stop: stop_connections_rx,
         });
         let next_conn = Arc::new(AtomicU64::new(1));
+        let (connection_sets_tx, connection_sets) = mpsc::unbounded_channel();
         let mut listeners = Vec::with_capacity(bound.len());
         let mut accept_tasks = Vec::with_capacity(bound.len());
         for (socket, local, tls) in bound {
             let tls = tls.map(TlsAcceptor::from);
             info!(addr = %local, tls = tls.is_some(), "listening for MQTT");
             listeners.push((local, tls.is_some()));
-            accept_tasks.push(tokio::spawn(accept_loop(
+            accept_tasks.push(runtime.spawn(accept_loop(
                 socket,
                 tls,
                 Arc::clone(&shared),
                 Arc::clone(&next_conn),
                 stop_accepting_rx.clone(),
+                connection_sets_tx.clone(),
             )));
         }
-        let (api_addr, api_task) = match (api_socket, config.api) {
-            (Some((socket, local)), Some(api)) => {
-                info!(addr = %local, token = api.token.is_some(), "listening for the HTTP API");
-                let router = crate::api::router(crate::api::ApiState::new(
-                    handle.clone(),
-                    api.token,
-                    config.server.topic_limits,
-                    Arc::clone(&config.authenticator),
-                ));
-                let mut stop = stop_accepting_rx.clone();
-                let task = tokio::spawn(async move {
-                    let served = axum::serve(socket, router)
-                        .with_graceful_shutdown(async move { stopped(&mut stop).await });
-                    if let Err(error) = served.await {
-                        error!(%error, "the HTTP API stopped");
-                    }
-                });
-                (Some(local), Some(task))
-            }
-            _ => (None, None),
-        };
         Ok(Broker {
+            runtime,
             listeners,
             api_addr,
             handle,
             stop_accepting,
             stop_hub,
             accept_tasks,
+            connection_sets,
             hub_task,
             api_task,
         })
@@ -315,31 +389,34 @@ impl Broker {
     /// second, then what is left is aborted).
     pub async fn shutdown(self) {
         let Broker {
+            runtime,
             stop_accepting,
             stop_hub,
             accept_tasks,
+            mut connection_sets,
             hub_task,
             api_task,
             ..
         } = self;
         stop_accepting.send_replace(true);
-        let mut connections = Vec::with_capacity(accept_tasks.len());
+        let mut connections = Vec::new();
         for task in accept_tasks {
-            match task.await {
-                Ok(tasks) => connections.push(tasks),
-                Err(error) => error!(%error, "an accept task failed"),
-            }
+            task.await;
+        }
+        // Each accept task handed its connections over as it ended.
+        while let Ok(tasks) = connection_sets.try_recv() {
+            connections.push(tasks);
         }
         stop_hub.send_replace(true);
-        if let Err(error) = hub_task.await {
-            error!(%error, "the hub task failed");
-        }
-        let deadline = tokio::time::Instant::now() + CLOSE_LINGER + Duration::from_secs(1);
+        hub_task.await;
+        let deadline = Instant::now() + CLOSE_LINGER + Duration::from_secs(1);
         let mut left = 0;
         for mut tasks in connections {
-            while let Ok(Some(_)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {}
+            while let Some(Some(())) = timeout_at(&runtime, deadline, tasks.next()).await {}
             left += tasks.len();
-            // Dropping the set aborts what is still running.
+            for task in tasks {
+                runtime.abort(task);
+            }
         }
         if left > 0 {
             warn!(
@@ -348,93 +425,56 @@ impl Broker {
             );
         }
         if let Some(mut task) = api_task
-            && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+            && timeout_at(&runtime, deadline, &mut task).await.is_none()
         {
-            task.abort();
+            runtime.abort(task);
             warn!("HTTP requests still running at the deadline were aborted");
         }
         info!("broker stopped");
     }
 }
 
-/// Accepts connections until told to stop, then hands back the connection tasks so that the
-/// broker can wait for them once the hub has closed them.
-async fn accept_loop(
-    listener: TcpListener,
+/// Accepts connections until told to stop, then hands its connection tasks over to the broker,
+/// which waits for them once the hub has closed them.
+async fn accept_loop<R: Runtime>(
+    listener: R::Listener,
     tls: Option<TlsAcceptor>,
-    shared: Arc<ConnectionShared>,
+    shared: Arc<ConnectionShared<R>>,
     next_conn: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
-) -> JoinSet<()> {
-    let mut tasks = JoinSet::new();
-    let mut task_conns: HashMap<tokio::task::Id, ConnId> = HashMap::new();
+    hand_over: mpsc::UnboundedSender<FuturesUnordered<R::Task>>,
+) {
+    let runtime = shared.runtime.clone();
+    let mut tasks = FuturesUnordered::new();
     loop {
-        tokio::select! {
+        tokio_sync::select! {
             () = stopped(&mut stop) => break,
-            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                let id = match &done {
-                    Ok((id, ())) => *id,
-                    Err(error) => error.id(),
-                };
-                let conn = task_conns.remove(&id);
-                if let (Err(error), Some(conn)) = (done, conn) {
-                    error!(conn = conn.0, %error, "connection task failed");
-                    connection::report_lost(&shared, conn).await;
-                }
-            }
-            accepted = listener.accept() => match accepted {
+            // Finished connection tasks are reaped as they end.
+            Some(()) = tasks.next(), if !tasks.is_empty() => {}
+            accepted = runtime.accept(&listener) => match accepted {
                 Ok((stream, peer)) => {
                     let conn = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
-                    let task = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone());
-                    let abort = tasks.spawn(task);
-                    task_conns.insert(abort.id(), conn);
+                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone());
+                    // A connection task that fails must not leave its session attached to
+                    // nothing: the hub hears of it as a closed transport.
+                    let lost = connection::report_lost(Arc::clone(&shared), conn);
+                    tasks.push(spawn_guarded(&runtime, serve, lost));
                 }
                 Err(error) => {
                     warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    sleep(&runtime, ACCEPT_BACKOFF).await;
                 }
             },
         }
     }
-    tasks
+    // Gone only when the broker was dropped: the tasks then run on detached.
+    let _ = hand_over.send(tasks);
 }
 
 /// Returns once `stop` is raised, or its sender is gone (the broker was dropped).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here, not in a caller's `select!`.
     let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// The broker's time: `aliot_core::Instant` is milliseconds since the broker started.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    start: tokio::time::Instant,
-}
-
-impl Clock {
-    fn start() -> Self {
-        Clock {
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Now, for the state machines.
-    pub(crate) fn now(&self) -> aliot_core::Instant {
-        let elapsed = self.start.elapsed().as_millis();
-        aliot_core::Instant::from_millis(u64::try_from(elapsed).unwrap_or(u64::MAX))
-    }
-
-    /// When a deadline of the state machines falls, for tokio's timers.
-    pub(crate) fn deadline(&self, at: aliot_core::Instant) -> tokio::time::Instant {
-        self.start
-            .checked_add(Duration::from_millis(at.as_millis()))
-            .unwrap_or_else(far_future)
-    }
-}
-
-/// A time no timer reaches, for a `sleep_until` whose branch is disabled.
-pub(crate) fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
 /// Milliseconds since the Unix epoch, if the wall clock is after it.

@@ -1,5 +1,45 @@
 //! aliot on smol.
 //!
-//! `aliot-smol` drives the sans-IO state machines of `aliot-core` over smol / async-io and
-//! futures-rustls, with the same public shape as `aliot-tokio`. It holds no protocol logic of
-//! its own; that lives in `aliot-core`.
+//! `aliot-smol` runs the broker of `aliot-io` on smol / async-io, with TLS through
+//! futures-rustls, and exports the same names as `aliot-tokio`: switching runtime is switching
+//! the import. It holds no logic of its own: the protocol is `aliot-core`'s, the loops that
+//! drive it are `aliot-io`'s, and this crate is [`Smol`], their [`Runtime`](aliot_io::Runtime).
+//!
+//! The broker's HTTP API is served on tokio only: a smol [`Broker`] configured with one
+//! ([`BrokerConfig::api`]) refuses to start with [`BrokerError::ApiUnsupported`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use aliot_auth::MemoryRegistry;
+//! use aliot_core::PlatformAuthenticator;
+//! use aliot_smol::{Broker, BrokerConfig, ListenerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
+//!     let broker = Broker::start(BrokerConfig {
+//!         listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+//!         server: Default::default(),
+//!         hub: Default::default(),
+//!         authenticator: Arc::new(authenticator),
+//!         api: None,
+//!     })
+//!     .await?;
+//!     let (addr, tls) = broker.listener_addrs()[0];
+//!     assert!(addr.port() != 0 && !tls);
+//!     broker.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod broker;
+mod runtime;
+
+pub use broker::{
+    ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
+    RrpcReply, Stats, TlsConfigError, load_tls_config,
+};
+pub use runtime::{Smol, SmolTask};

@@ -1,17 +1,21 @@
 //! aliot on tokio.
 //!
-//! `aliot-tokio` drives the sans-IO state machines of `aliot-core` over tokio TCP and
-//! tokio-rustls: the device client, the broker server and the `aliot` command. It holds no
-//! protocol logic of its own; that lives in `aliot-core`.
+//! `aliot-tokio` drives the sans-IO state machines of `aliot-core` over tokio: the device
+//! client, the broker server (with its HTTP API) and the `aliot` command. It holds no protocol
+//! logic of its own, which lives in `aliot-core`; the broker's loops are `aliot-io`'s, run on
+//! [`Tokio`], its implementation of [`aliot_io::Runtime`]. `aliot-smol` exports the same
+//! names, so switching runtime is switching the import.
 
 pub mod api;
 pub mod broker;
 pub mod client;
 pub mod config;
 pub mod demo;
+mod runtime;
 
 pub use broker::{
     ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
     RrpcReply, Stats, TlsConfigError, load_tls_config,
 };
 pub use client::{Client, ClientOptions};
+pub use runtime::{Tokio, TokioTask};

@@ -3,19 +3,21 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use aliot_core::hub::ConnId;
 use aliot_core::server::{CloseReason, Command, Connection, Event, ServerConfig};
 use aliot_core::{AuthContext, Authenticator, ClientKey};
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use bytes::{Buf as _, BytesMut};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::TlsAcceptor;
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_sync::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use super::hub_task::HubRequest;
-use super::{CLOSE_LINGER, Clock, far_future, stopped, wall_clock_ms};
+use super::{CLOSE_LINGER, stopped, wall_clock_ms};
+use crate::runtime::{Clock, Runtime, far_future, timeout_at};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
@@ -29,7 +31,8 @@ const COMMAND_BATCH: usize = 64;
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// What every connection task shares.
-pub(crate) struct ConnectionShared {
+pub(crate) struct ConnectionShared<R: Runtime> {
+    pub(crate) runtime: R,
     pub(crate) server: ServerConfig,
     pub(crate) authenticator: Arc<dyn Authenticator + Send + Sync>,
     pub(crate) hub: mpsc::Sender<HubRequest>,
@@ -39,26 +42,24 @@ pub(crate) struct ConnectionShared {
 }
 
 /// Serves one accepted socket: TLS handshake if configured, then the connection loop.
-pub(crate) async fn serve(
-    shared: Arc<ConnectionShared>,
+pub(crate) async fn serve<R: Runtime>(
+    shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
-    stream: TcpStream,
+    stream: R::Tcp,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
 ) {
-    if let Err(error) = stream.set_nodelay(true) {
-        debug!(conn = conn.0, %peer, %error, "cannot set TCP_NODELAY");
-    }
     let Some(acceptor) = tls else {
         return run(&shared, conn, peer, false, stream).await;
     };
     let mut stop = shared.stop.clone();
-    let handshake = tokio::time::timeout(shared.server.connect_timeout, acceptor.accept(stream));
-    tokio::select! {
+    let handshake_deadline = Instant::now() + shared.server.connect_timeout;
+    let handshake = timeout_at(&shared.runtime, handshake_deadline, acceptor.accept(stream));
+    tokio_sync::select! {
         done = handshake => match done {
-            Ok(Ok(stream)) => run(&shared, conn, peer, true, stream).await,
-            Ok(Err(error)) => info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
-            Err(_) => info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
+            Some(Ok(stream)) => run(&shared, conn, peer, true, stream).await,
+            Some(Err(error)) => info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
+            None => info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
         },
         () = stopped(&mut stop) => {
             debug!(conn = conn.0, %peer, "TLS handshake abandoned: the broker is stopping");
@@ -68,7 +69,7 @@ pub(crate) async fn serve(
 
 /// Tells the hub that a connection's task ended without its close reaching the hub (the task
 /// failed), so that its session does not stay attached to nothing.
-pub(crate) async fn report_lost(shared: &ConnectionShared, conn: ConnId) {
+pub(crate) async fn report_lost<R: Runtime>(shared: Arc<ConnectionShared<R>>, conn: ConnId) {
     let event = Event::Closed(CloseReason::TransportClosed);
     let _ = shared.hub.send(HubRequest::Event { conn, event }).await;
 }
@@ -90,15 +91,18 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
         writer.flush().await?;
         return Ok(Progress::Flushed);
     }
-    match writer.write_buf(out).await? {
+    match writer.write(out).await? {
         0 => Err(io::ErrorKind::WriteZero.into()),
-        _ => Ok(Progress::Wrote),
+        written => {
+            out.advance(written);
+            Ok(Progress::Wrote)
+        }
     }
 }
 
 /// The connection loop. See the module docs of [`crate::broker`] for its shape.
-async fn run<S: AsyncRead + AsyncWrite + Send>(
-    shared: &ConnectionShared,
+async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
+    shared: &ConnectionShared<R>,
     conn: ConnId,
     peer: SocketAddr,
     tls: bool,
@@ -130,7 +134,11 @@ async fn run<S: AsyncRead + AsyncWrite + Send>(
         tls,
         key: None,
     };
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let runtime = &shared.runtime;
+    let (mut reader, mut writer) = stream.split();
+    // One timer for the connection's life, moved as its deadline moves.
+    let mut timer = runtime.timer(far_future());
+    let mut timer_at = None;
     let mut stop = shared.stop.clone();
     let mut read_buf = vec![0u8; READ_CHUNK];
     let mut out = BytesMut::new();
@@ -163,15 +171,21 @@ async fn run<S: AsyncRead + AsyncWrite + Send>(
             if out.is_empty() && !needs_flush {
                 break;
             }
-            closing_deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_LINGER);
+            closing_deadline.get_or_insert_with(|| Instant::now() + CLOSE_LINGER);
         }
         let wake = match closing_deadline {
             Some(deadline) => Some(deadline),
             None => connection.poll_timeout().map(|at| clock.deadline(at)),
         };
+        if wake != timer_at {
+            if let Some(at) = wake {
+                runtime.reset_timer(&mut timer, at);
+            }
+            timer_at = wake;
+        }
         let reading = connection.wants_input();
         let writing = !out.is_empty() || needs_flush;
-        tokio::select! {
+        tokio_sync::select! {
             read = reader.read(&mut read_buf), if reading => match read {
                 Ok(0) => connection.handle_transport_closed(),
                 Ok(n) => match read_buf.get(..n) {
@@ -207,8 +221,10 @@ async fn run<S: AsyncRead + AsyncWrite + Send>(
                     connection.handle_command(now, command);
                 }
             },
-            () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
-                if closing_deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
+            _ = &mut timer, if timer_at.is_some() => {
+                // Set again before the next wait, whatever the deadline is then.
+                timer_at = None;
+                if closing_deadline.is_some_and(|deadline| deadline <= Instant::now()) {
                     debug!(conn = conn.0, %peer, "closing: output not written within the linger time, dropped");
                     transport_failed = true;
                     break;
@@ -230,11 +246,11 @@ async fn run<S: AsyncRead + AsyncWrite + Send>(
     if transport_failed {
         return;
     }
-    let remaining = closing_deadline.unwrap_or_else(|| tokio::time::Instant::now() + CLOSE_LINGER);
+    let remaining = closing_deadline.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
     // Close our side (TLS close_notify, then FIN), then read what the device still sends until
     // it closes too, so that unread input does not turn our close into a reset.
-    let _ = tokio::time::timeout_at(remaining, async {
-        writer.shutdown().await?;
+    let _ = timeout_at(runtime, remaining, async {
+        writer.close().await?;
         let mut drained = 0;
         while drained < DRAIN_LIMIT {
             match reader.read(&mut read_buf).await? {

@@ -9,7 +9,7 @@ use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, DeviceDelivery, RrpcOutcome};
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio_sync::sync::{mpsc, oneshot};
 
 use super::hub_task::HubRequest;
 

@@ -10,10 +10,11 @@ use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio_sync::sync::{mpsc, oneshot, watch};
 
 use super::handle::{RrpcReply, Stats};
-use super::{Clock, far_future, stopped};
+use super::stopped;
+use crate::runtime::{Clock, Runtime, far_future};
 
 /// Requests handled in one go before the outputs are dispatched.
 const BATCH: usize = 256;
@@ -51,16 +52,18 @@ pub(crate) enum HubRequest {
 }
 
 /// The hub and the channels its outputs go to.
-pub(crate) struct HubTask {
+pub(crate) struct HubTask<R: Runtime> {
+    runtime: R,
     hub: Hub,
     clock: Clock,
     connections: HashMap<ConnId, mpsc::UnboundedSender<Command>>,
     rrpc_callers: HashMap<MessageId, oneshot::Sender<Result<RrpcReply, hub::RrpcError>>>,
 }
 
-impl HubTask {
-    pub(crate) fn new(config: HubConfig, clock: Clock) -> Self {
+impl<R: Runtime> HubTask<R> {
+    pub(crate) fn new(config: HubConfig, clock: Clock, runtime: R) -> Self {
         HubTask {
+            runtime,
             hub: Hub::new(config),
             clock,
             connections: HashMap::new(),
@@ -79,9 +82,18 @@ impl HubTask {
         final_stats: Arc<Mutex<Option<Stats>>>,
     ) {
         let mut batch = Vec::with_capacity(BATCH);
+        // One timer, moved as the hub's deadline moves.
+        let mut timer = self.runtime.timer(far_future());
+        let mut timer_at = None;
         loop {
             let wake = self.hub.poll_timeout().map(|at| self.clock.deadline(at));
-            tokio::select! {
+            if wake != timer_at {
+                if let Some(at) = wake {
+                    self.runtime.reset_timer(&mut timer, at);
+                }
+                timer_at = wake;
+            }
+            tokio_sync::select! {
                 biased;
                 () = stopped(&mut stop) => break,
                 received = requests.recv_many(&mut batch, BATCH) => {
@@ -99,7 +111,9 @@ impl HubTask {
                     }
                     self.dispatch();
                 }
-                () = tokio::time::sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {
+                _ = &mut timer, if timer_at.is_some() => {
+                    // Set again before the next wait, whatever the deadline is then.
+                    timer_at = None;
                     self.hub.handle_timeout(self.clock.now());
                     self.dispatch();
                 }

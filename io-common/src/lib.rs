@@ -1,0 +1,48 @@
+//! aliot's runtime-independent I/O layer.
+//!
+//! `aliot-io` holds everything the runtime adapters (`aliot-tokio`, `aliot-smol`) share: the
+//! broker (listeners, the hub task, one task per connection, graceful shutdown, the
+//! [`BrokerHandle`](broker::BrokerHandle)) and TLS configuration loading, all written once
+//! against the small [`Runtime`] trait. An adapter is an implementation of that trait (spawn,
+//! timers, TCP connect / bind / accept) and a set of type aliases binding it; it holds no
+//! protocol logic, which lives in `aliot-core`, and no driving logic, which lives here.
+//!
+//! Byte streams are futures-io streams and TLS is futures-rustls on every runtime. Channels are
+//! tokio's `sync` module and `select!`, which need no tokio runtime: they run on any executor.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use aliot_auth::MemoryRegistry;
+//! use aliot_core::PlatformAuthenticator;
+//! use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig};
+//! use aliot_smol::Smol;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
+//!     let config = BrokerConfig {
+//!         listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+//!         server: Default::default(),
+//!         hub: Default::default(),
+//!         authenticator: Arc::new(authenticator),
+//!         api: None,
+//!     };
+//!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
+//!     let broker = Broker::<Smol>::start(config).await?;
+//!     assert_eq!(broker.handle().stats().await.connections, 0);
+//!     broker.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod runtime;
+
+pub use broker::{
+    ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
+    RrpcReply, Stats, TlsConfigError, load_tls_config,
+};
+pub use runtime::Runtime;

@@ -1,0 +1,155 @@
+//! The [`Runtime`] trait: what the broker and the client need from an async runtime, and the
+//! few helpers built on it.
+//!
+//! A runtime gives tasks, timers and TCP; everything else (channels, `select!`, futures-io
+//! byte streams, futures-rustls) is runtime-independent already. `aliot-tokio` implements it
+//! for tokio and `aliot-smol` for smol; a third runtime is one more implementation of the same
+//! dozen lines.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt as _;
+use futures_util::future::{Either, select};
+
+use crate::broker::HttpApi;
+
+/// What the broker and the device client need from an async runtime.
+///
+/// Implementations are cheap handles (a unit struct, or an `Arc` of an executor); `Default`
+/// gives the runtime the caller is running on, which is what `Broker::start` and
+/// `Client::connect` use.
+pub trait Runtime: Clone + Default + Send + Sync + 'static {
+    /// A connected TCP stream, as a futures-io byte stream.
+    type Tcp: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// A bound TCP listener.
+    type Listener: Send + Sync + 'static;
+    /// A timer that fires (resolves, with whatever value) at an instant and can be moved
+    /// (see [`reset_timer`](Self::reset_timer)).
+    type Timer: Future + Unpin + Send + 'static;
+    /// A spawned task. Awaiting it waits for the task's end (a task that panicked or was
+    /// aborted has ended too); dropping it lets the task run on, detached.
+    type Task: Future<Output = ()> + Unpin + Send + 'static;
+
+    /// Runs `future` in a task of its own.
+    fn spawn<F>(&self, future: F) -> Self::Task
+    where
+        F: Future<Output = ()> + Send + 'static;
+
+    /// Stops a task at its next await point.
+    fn abort(&self, task: Self::Task);
+
+    /// A timer that fires at `at` (at once if `at` has passed).
+    fn timer(&self, at: Instant) -> Self::Timer;
+
+    /// Moves a timer to fire at `at` instead, whether it fired already or not.
+    fn reset_timer(&self, timer: &mut Self::Timer, at: Instant);
+
+    /// Opens a TCP connection to `host` (a name to resolve, or an address) and `port`, with
+    /// `TCP_NODELAY` set (small packets such as PUBACK go out at once).
+    fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
+
+    /// Binds a TCP listener.
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+
+    /// The address a listener is bound to (port 0 resolved).
+    fn local_addr(&self, listener: &Self::Listener) -> io::Result<SocketAddr>;
+
+    /// Accepts the next connection, with `TCP_NODELAY` set, and its peer's address.
+    fn accept(
+        &self,
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Tcp, SocketAddr)>> + Send;
+
+    /// Serves the broker's HTTP API on `listener` in a task until
+    /// [`HttpApi::stop`] is raised, then finishes the requests under way.
+    ///
+    /// A runtime without an HTTP server keeps the default, which refuses: the broker then
+    /// fails to start with [`BrokerError::ApiUnsupported`](crate::broker::BrokerError::ApiUnsupported)
+    /// rather than run without the API it was configured with.
+    fn serve_http_api(
+        &self,
+        listener: Self::Listener,
+        api: HttpApi,
+    ) -> Result<Self::Task, HttpApiUnsupported> {
+        let _ = (listener, api);
+        Err(HttpApiUnsupported)
+    }
+}
+
+/// This runtime has no HTTP server for the broker's API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this runtime has no HTTP server for the broker's API (it is served on tokio only)")]
+pub struct HttpApiUnsupported;
+
+/// Runs `future` to its end, or gives up at `at`: `None` when the time came first.
+pub async fn timeout_at<R: Runtime, F: Future>(
+    runtime: &R,
+    at: Instant,
+    future: F,
+) -> Option<F::Output> {
+    let future = std::pin::pin!(future);
+    match select(future, runtime.timer(at)).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
+    }
+}
+
+/// Waits for `duration`.
+pub async fn sleep<R: Runtime>(runtime: &R, duration: Duration) {
+    runtime.timer(Instant::now() + duration).await;
+}
+
+/// Spawns `future`; should it panic, the panic ends the task (it is not carried to whoever
+/// awaits it, since runtimes differ on that) and `on_panic` runs instead, in the same task.
+pub(crate) fn spawn_guarded<R, F>(
+    runtime: &R,
+    future: F,
+    on_panic: impl Future<Output = ()> + Send + 'static,
+) -> R::Task
+where
+    R: Runtime,
+    F: Future<Output = ()> + Send + 'static,
+{
+    runtime.spawn(async move {
+        if AssertUnwindSafe(future).catch_unwind().await.is_err() {
+            on_panic.await;
+        }
+    })
+}
+
+/// A time no timer reaches, for a timer with nothing to wait for.
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
+/// The state machines' time: `aliot_core::Instant` is milliseconds since this clock started.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    /// Now, for the state machines.
+    pub(crate) fn now(&self) -> aliot_core::Instant {
+        let elapsed = self.start.elapsed().as_millis();
+        aliot_core::Instant::from_millis(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    /// When a deadline of the state machines falls, for the runtime's timers.
+    pub(crate) fn deadline(&self, at: aliot_core::Instant) -> Instant {
+        self.start
+            .checked_add(Duration::from_millis(at.as_millis()))
+            .unwrap_or_else(far_future)
+    }
+}

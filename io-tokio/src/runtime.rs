@@ -1,0 +1,103 @@
+//! [`Tokio`]: the [`Runtime`] of `aliot-io` on tokio.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use aliot_io::broker::HttpApi;
+use aliot_io::runtime::{HttpApiUnsupported, Runtime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
+use tracing::error;
+
+use crate::api::{ApiState, router};
+
+/// The tokio runtime the caller runs on (`tokio::spawn`, tokio timers and sockets). Every call
+/// must be made from within a tokio runtime.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tokio;
+
+/// A task spawned on tokio; see [`Runtime::Task`].
+#[derive(Debug)]
+pub struct TokioTask(JoinHandle<()>);
+
+impl Future for TokioTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // A task that panicked or was aborted has ended too.
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl Runtime for Tokio {
+    type Tcp = Compat<TcpStream>;
+    type Listener = TcpListener;
+    type Timer = Pin<Box<tokio::time::Sleep>>;
+    type Task = TokioTask;
+
+    fn spawn<F>(&self, future: F) -> TokioTask
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        TokioTask(tokio::spawn(future))
+    }
+
+    fn abort(&self, task: TokioTask) {
+        task.0.abort();
+    }
+
+    fn timer(&self, at: Instant) -> Self::Timer {
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at)))
+    }
+
+    fn reset_timer(&self, timer: &mut Self::Timer, at: Instant) {
+        timer.as_mut().reset(tokio::time::Instant::from_std(at));
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Tcp> {
+        let stream = TcpStream::connect((host, port)).await?;
+        // Only latency is lost if it cannot be set.
+        let _ = stream.set_nodelay(true);
+        Ok(stream.compat())
+    }
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        TcpListener::bind(addr).await
+    }
+
+    fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {
+        listener.local_addr()
+    }
+
+    async fn accept(&self, listener: &TcpListener) -> io::Result<(Self::Tcp, SocketAddr)> {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream.compat(), peer))
+    }
+
+    fn serve_http_api(
+        &self,
+        listener: TcpListener,
+        api: HttpApi,
+    ) -> Result<TokioTask, HttpApiUnsupported> {
+        let HttpApi {
+            handle,
+            token,
+            topic_limits,
+            authenticator,
+            stop,
+        } = api;
+        let router = router(ApiState::new(handle, token, topic_limits, authenticator));
+        Ok(self.spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(stop.raised());
+            if let Err(error) = served.await {
+                error!(%error, "the HTTP API stopped");
+            }
+        }))
+    }
+}
