@@ -25,17 +25,17 @@
 //! `{"Code":"…","Message":"…"}`, never a `500`: the codes are those of [`ApiErrorCode`].
 //!
 //! A device that is not registered gets `404 DeviceNotFound` from `/rrpc` when the broker's
-//! authenticator can tell (the platform's authenticator can: see `device_registration`);
+//! authenticator can tell ([`Authenticator::knows_device`]; the platform's authenticator can);
 //! with any other authenticator the call goes ahead and such a device is `OFFLINE`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aliot_auth::{AuthError, DeviceIdentity};
-use aliot_core::codec::{Connect, ProtocolVersion, QoS, Utf8Bytes};
+use aliot_auth::DeviceIdentity;
+use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
-use aliot_core::{AuthContext, Authenticator, RefusalReason};
+use aliot_core::Authenticator;
 use aliot_topic::{TopicLimits, TopicName, check_identity};
 use axum::Router;
 use axum::body::Bytes;
@@ -347,7 +347,7 @@ async fn rrpc(
     check_identity(&request.product_key, &request.device_name)
         .map_err(|error| Failure::new(ApiErrorCode::InvalidDevice, error.to_string()))?;
     let device = DeviceIdentity::new(request.product_key, request.device_name);
-    if device_registration(state.authenticator.as_ref(), &device) == Registration::NotRegistered {
+    if state.authenticator.knows_device(&device) == Some(false) {
         return Err(Failure::new(
             ApiErrorCode::DeviceNotFound,
             format!("device {device} is not registered"),
@@ -641,50 +641,6 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         &[("", gauge(stats.pending_rrpc))],
     );
     out
-}
-
-/// Whether the broker's authenticator knows a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Registration {
-    /// It is registered.
-    Registered,
-    /// It is not.
-    NotRegistered,
-    /// The authenticator does not say.
-    Unknown,
-}
-
-/// Asks the broker's authenticator whether it knows `device`, with a CONNECT in the platform's
-/// form whose signature cannot verify (an all-zero HMAC-SHA1).
-///
-/// The broker is handed only an [`Authenticator`], not the registry behind it. The platform's
-/// authenticator looks the device up before it checks the signature, so it answers "unknown
-/// device" for a device that is not registered and "signature mismatch" for one that is. Any
-/// other answer (an authenticator of another scheme) means the API cannot tell, and the call
-/// goes ahead.
-fn device_registration(authenticator: &dyn Authenticator, device: &DeviceIdentity) -> Registration {
-    const PROBE_CLIENT_ID: &str = "aliot-api|securemode=3,signmethod=hmacsha1|";
-    const ZERO_SHA1_HEX: &[u8; 40] = b"0000000000000000000000000000000000000000";
-    let Ok(username) = Utf8Bytes::try_from(device.username()) else {
-        return Registration::Unknown;
-    };
-    let probe = Connect {
-        protocol: ProtocolVersion::V3_1_1,
-        client_id: Utf8Bytes::from_static(PROBE_CLIENT_ID),
-        clean_session: true,
-        keep_alive: 60,
-        username: Some(username),
-        password: Some(Bytes::from_static(ZERO_SHA1_HEX)),
-        will: None,
-    };
-    match authenticator.authenticate(&probe, &AuthContext::default()) {
-        Err(refusal) => match refusal.reason {
-            RefusalReason::Auth(AuthError::UnknownDevice(_)) => Registration::NotRegistered,
-            RefusalReason::Auth(AuthError::SignatureMismatch(_)) => Registration::Registered,
-            _ => Registration::Unknown,
-        },
-        Ok(_) => Registration::Unknown,
-    }
 }
 
 #[cfg(test)]
