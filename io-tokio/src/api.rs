@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
+use aliot_core::Authenticator;
 use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
-use aliot_core::Authenticator;
 use aliot_topic::{TopicLimits, TopicName, check_identity};
 use axum::Router;
 use axum::body::Bytes;
