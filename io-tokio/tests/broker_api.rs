@@ -1,27 +1,30 @@
 //! The HTTP API over real sockets: RRPC with each outcome, server-side publish, metrics, the
 //! bearer token, and a JSON error for every bad request.
 
-mod broker_common;
+// The support module of the shared adapter suite, here on tokio only.
+#[path = "../../io-common/tests/suite/support.rs"]
+mod support;
 
 use std::net::SocketAddr;
 
 use aliot_core::codec::PublishQos;
+use aliot_tokio::Tokio;
 use aliot_tokio::broker::Broker;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use broker_common::*;
 use serde_json::{Value, json};
+use support::*;
 
 const TOKEN: &str = "s3cr3t-token";
 
 async fn start_with_api(token: Option<&str>) -> (Broker, SocketAddr, SocketAddr) {
-    let (broker, mqtt) = start(config_with_api(false, token)).await;
+    let (broker, mqtt) = start::<Tokio>(config_with_api(false, token)).await;
     let api = broker.api_addr().expect("the API is configured");
     (broker, mqtt, api)
 }
 
 async fn post(api: SocketAddr, path: &str, body: &Value) -> HttpResponse {
-    http(api, "POST", path, Some(TOKEN), Some(&body.to_string())).await
+    http::<Tokio>(api, "POST", path, Some(TOKEN), Some(&body.to_string())).await
 }
 
 fn rrpc_body(device: &str, payload: &[u8], timeout: u64) -> Value {
@@ -49,11 +52,11 @@ async fn rrpc_over_http_with_each_outcome() {
     let (broker, mqtt, api) = start_with_api(Some(TOKEN)).await;
 
     // SUCCESS: device 1 answers.
-    let (mut answering, _) = TestClient::device(mqtt, 1, true).await;
+    let (mut answering, _) = TestClient::<Tokio>::device(mqtt, 1, true).await;
     answering
         .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
         .await;
-    let responder = answer_rrpc(answering);
+    let responder = answer_rrpc::<Tokio>(answering);
     let response = post(api, "/rrpc", &rrpc_body("dev-001", b"ping", 5000)).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert!(response.headers.contains("content-type: application/json"));
@@ -65,7 +68,7 @@ async fn rrpc_over_http_with_each_outcome() {
     assert!(message_id.parse::<u64>().is_ok(), "{message_id}");
 
     // TIMEOUT: device 2 listens and stays silent.
-    let (mut silent, _) = TestClient::device(mqtt, 2, true).await;
+    let (mut silent, _) = TestClient::<Tokio>::device(mqtt, 2, true).await;
     silent
         .subscribe(&["/sys/a1TestPK001/dev-002/rrpc/request/+"])
         .await;
@@ -82,7 +85,7 @@ async fn rrpc_over_http_with_each_outcome() {
     assert_eq!(response.json()["RrpcCode"], "OFFLINE");
 
     // HALFCONN: device 4 is connected and not subscribed.
-    let (deaf, _) = TestClient::device(mqtt, 4, true).await;
+    let (deaf, _) = TestClient::<Tokio>::device(mqtt, 4, true).await;
     let response = post(api, "/rrpc", &rrpc_body("dev-004", b"", 1000)).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json()["RrpcCode"], "HALFCONN");
@@ -105,16 +108,16 @@ async fn rrpc_over_http_with_each_outcome() {
     silent.disconnect().await;
     deaf.disconnect().await;
     broker.shutdown().await;
-    responder.await.unwrap();
+    responder.await;
 }
 
 #[tokio::test]
 async fn rrpc_requests_that_are_wrong_get_a_json_error() {
     let (broker, _, api) = start_with_api(Some(TOKEN)).await;
-    let not_json = http(api, "POST", "/rrpc", Some(TOKEN), Some("{not json")).await;
+    let not_json = http::<Tokio>(api, "POST", "/rrpc", Some(TOKEN), Some("{not json")).await;
     assert_error(&not_json, 400, "InvalidJson");
     let incomplete = r#"{"ProductKey":"a1TestPK001"}"#;
-    let incomplete = http(api, "POST", "/rrpc", Some(TOKEN), Some(incomplete)).await;
+    let incomplete = http::<Tokio>(api, "POST", "/rrpc", Some(TOKEN), Some(incomplete)).await;
     assert_error(&incomplete, 400, "InvalidJson");
     let mut wrong_type = rrpc_body("dev-001", b"", 1000);
     wrong_type["Timeout"] = json!("soon");
@@ -160,23 +163,23 @@ async fn the_bearer_token_is_required_when_configured() {
     let (broker, _, api) = start_with_api(Some(TOKEN)).await;
     let body = rrpc_body("dev-003", b"", 1000).to_string();
 
-    let missing = http(api, "POST", "/rrpc", None, Some(&body)).await;
+    let missing = http::<Tokio>(api, "POST", "/rrpc", None, Some(&body)).await;
     assert_error(&missing, 401, "Unauthorized");
     assert!(missing.headers.contains("www-authenticate: bearer"));
-    let wrong = http(api, "POST", "/rrpc", Some("s3cr3t-tokeN"), Some(&body)).await;
+    let wrong = http::<Tokio>(api, "POST", "/rrpc", Some("s3cr3t-tokeN"), Some(&body)).await;
     assert_error(&wrong, 401, "Unauthorized");
-    let shorter = http(api, "GET", "/metrics", Some("s3cr3t"), None).await;
+    let shorter = http::<Tokio>(api, "GET", "/metrics", Some("s3cr3t"), None).await;
     assert_error(&shorter, 401, "Unauthorized");
-    let publish = http(api, "POST", "/pub", None, Some("{}")).await;
+    let publish = http::<Tokio>(api, "POST", "/pub", None, Some("{}")).await;
     assert_error(&publish, 401, "Unauthorized");
 
-    let right = http(api, "POST", "/rrpc", Some(TOKEN), Some(&body)).await;
+    let right = http::<Tokio>(api, "POST", "/rrpc", Some(TOKEN), Some(&body)).await;
     assert_eq!(right.status, 200, "{right:?}");
     broker.shutdown().await;
 
     // Without a token configured, no header is needed.
     let (broker, _, api) = start_with_api(None).await;
-    let open = http(api, "POST", "/rrpc", None, Some(&body)).await;
+    let open = http::<Tokio>(api, "POST", "/rrpc", None, Some(&body)).await;
     assert_eq!(open.status, 200, "{open:?}");
     assert_eq!(open.json()["RrpcCode"], "OFFLINE");
     broker.shutdown().await;
@@ -185,7 +188,7 @@ async fn the_bearer_token_is_required_when_configured() {
 #[tokio::test]
 async fn pub_routes_a_server_side_message_within_its_product() {
     let (broker, mqtt, api) = start_with_api(Some(TOKEN)).await;
-    let (mut subscriber, _) = TestClient::device(mqtt, 2, true).await;
+    let (mut subscriber, _) = TestClient::<Tokio>::device(mqtt, 2, true).await;
     subscriber.subscribe(&["/broadcast/a1TestPK001/#"]).await;
 
     let body = json!({
@@ -235,7 +238,7 @@ async fn pub_routes_a_server_side_message_within_its_product() {
     let mut not_base64 = body.clone();
     not_base64["MessageContent"] = json!("%%");
     assert_error(&post(api, "/pub", &not_base64).await, 400, "InvalidBase64");
-    let not_json = http(api, "POST", "/pub", Some(TOKEN), Some("[1,2")).await;
+    let not_json = http::<Tokio>(api, "POST", "/pub", Some(TOKEN), Some("[1,2")).await;
     assert_error(&not_json, 400, "InvalidJson");
 
     subscriber.disconnect().await;
@@ -245,11 +248,11 @@ async fn pub_routes_a_server_side_message_within_its_product() {
 #[tokio::test]
 async fn metrics_in_prometheus_text_format() {
     let (broker, mqtt, api) = start_with_api(Some(TOKEN)).await;
-    let (client, _) = TestClient::device(mqtt, 1, true).await;
+    let (client, _) = TestClient::<Tokio>::device(mqtt, 1, true).await;
     let offline = post(api, "/rrpc", &rrpc_body("dev-003", b"", 1000)).await;
     assert_eq!(offline.json()["RrpcCode"], "OFFLINE");
 
-    let response = http(api, "GET", "/metrics", Some(TOKEN), None).await;
+    let response = http::<Tokio>(api, "GET", "/metrics", Some(TOKEN), None).await;
     assert_eq!(response.status, 200, "{response:?}");
     assert!(
         response
@@ -278,11 +281,11 @@ async fn metrics_in_prometheus_text_format() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_a_json_error() {
     let (broker, _, api) = start_with_api(Some(TOKEN)).await;
-    let missing = http(api, "GET", "/nothing-here", Some(TOKEN), None).await;
+    let missing = http::<Tokio>(api, "GET", "/nothing-here", Some(TOKEN), None).await;
     assert_error(&missing, 404, "NotFound");
-    let wrong_method = http(api, "GET", "/rrpc", Some(TOKEN), None).await;
+    let wrong_method = http::<Tokio>(api, "GET", "/rrpc", Some(TOKEN), None).await;
     assert_error(&wrong_method, 405, "MethodNotAllowed");
-    let wrong_method = http(api, "POST", "/metrics", Some(TOKEN), Some("{}")).await;
+    let wrong_method = http::<Tokio>(api, "POST", "/metrics", Some(TOKEN), Some("{}")).await;
     assert_error(&wrong_method, 405, "MethodNotAllowed");
     broker.shutdown().await;
 }
@@ -292,7 +295,7 @@ async fn a_call_after_shutdown_is_answered_broker_stopped() {
     // The API stops with the broker, so this is checked on the handle the API uses: a call
     // that was in flight when the broker stopped ends UNKNOWN over HTTP.
     let (broker, mqtt, api) = start_with_api(Some(TOKEN)).await;
-    let (mut silent, _) = TestClient::device(mqtt, 1, true).await;
+    let (mut silent, _) = TestClient::<Tokio>::device(mqtt, 1, true).await;
     silent
         .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
         .await;

@@ -1,7 +1,9 @@
 //! A third-party client, `rumqttc`, against the broker: in open mode as a generic MQTT tool,
 //! and with platform credentials as a device.
 
-mod broker_common;
+// The support module of the shared adapter suite, here on tokio only.
+#[path = "../../io-common/tests/suite/support.rs"]
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,12 +11,13 @@ use std::time::Duration;
 use aliot_auth::SecureMode;
 use aliot_core::codec::QoS as CoreQoS;
 use aliot_core::hub::RrpcOutcome;
+use aliot_tokio::Tokio;
 use aliot_topic::{TopicLimits, TopicName};
-use broker_common::*;
 use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS,
 };
+use support::*;
 use tokio::sync::mpsc;
 
 /// A rumqttc client whose event loop runs in its own task, its events on a channel.
@@ -100,7 +103,7 @@ fn options(client_id: &str, addr: SocketAddr) -> MqttOptions {
 
 #[tokio::test]
 async fn rumqttc_in_open_mode() {
-    let (broker, addr) = start(config(true)).await;
+    let (broker, addr) = start::<Tokio>(config(true)).await;
     let mut client = Rumqttc::start(options("rumqttc-tool", addr));
     let code = client
         .wait_for("CONNACK", |packet| match packet {
@@ -150,7 +153,7 @@ async fn rumqttc_in_open_mode() {
     );
 
     client.client.disconnect().await.unwrap();
-    wait_for_stats(&broker.handle(), "the DISCONNECT", |s| {
+    wait_for_stats::<Tokio>(&broker.handle(), "the DISCONNECT", |s| {
         s.counters.closed.client_disconnected == 1
     })
     .await;
@@ -159,7 +162,7 @@ async fn rumqttc_in_open_mode() {
 
 #[tokio::test]
 async fn rumqttc_as_a_device_with_platform_credentials() {
-    let (broker, addr) = start(config(false)).await;
+    let (broker, addr) = start::<Tokio>(config(false)).await;
     let (client_id, username, password) = credentials(1, SecureMode::Tcp);
     let mut device_options = options(&client_id, addr);
     device_options.set_credentials(username, password);

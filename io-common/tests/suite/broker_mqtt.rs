@@ -1,24 +1,25 @@
 //! The broker over real loopback sockets: refusals, QoS 1, kept sessions, takeover, ACL,
 //! backpressure, the CONNECT deadline and graceful shutdown.
 
-mod broker_common;
-
 use std::time::Duration;
 
 use aliot_auth::SecureMode;
 use aliot_core::codec::{Packet, PublishQos, QoS, Will};
 use aliot_core::hub::RrpcOutcome;
-use aliot_tokio::broker::{Broker, RrpcError};
+use aliot_io::Runtime;
+use aliot_io::broker::{Broker, RrpcError};
 use aliot_topic::{TopicLimits, TopicName};
-use broker_common::*;
+
+use crate::support::*;
 use bytes::Bytes;
+use futures_util::future::join3;
 
 const BROADCAST: &str = "/broadcast/a1TestPK001/#";
 const NEWS: &str = "/broadcast/a1TestPK001/news";
 
 /// The CONNACK code a CONNECT gets, after which the broker closes the connection.
-async fn refused_with(addr: std::net::SocketAddr, raw_connect: &[u8]) -> u8 {
-    let mut client = TestClient::tcp(addr).await;
+async fn refused_with<R: Runtime>(addr: std::net::SocketAddr, raw_connect: &[u8]) -> u8 {
+    let mut client = TestClient::<R>::tcp(addr).await;
     client.send_raw(raw_connect).await;
     let packets = client.expect_closed().await;
     match packets.as_slice() {
@@ -36,29 +37,28 @@ fn encode(packet: Packet) -> Vec<u8> {
     buf.to_vec()
 }
 
-#[tokio::test]
-async fn each_refusal_gets_its_connack_code_then_the_close() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn each_refusal_gets_its_connack_code_then_the_close<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let (client_id, username, password) = credentials(1, SecureMode::Tcp);
 
     // MQTT 5 (protocol level 5): unacceptable protocol version.
     let mqtt5 = [
         0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 1, b'a',
     ];
-    assert_eq!(refused_with(addr, &mqtt5).await, 1);
+    assert_eq!(refused_with::<R>(addr, &mqtt5).await, 1);
 
     // Keepalive below 30 s: identifier rejected (the profile's code for it).
     let mut short_keepalive = device_connect(1, true);
     short_keepalive.keep_alive = 10;
     assert_eq!(
-        refused_with(addr, &encode(Packet::from(short_keepalive))).await,
+        refused_with::<R>(addr, &encode(Packet::from(short_keepalive))).await,
         2
     );
 
     // A username without `&`: bad user name or password.
     let bad_username = connect_packet(&client_id, Some("dev-001"), Some(&password));
     assert_eq!(
-        refused_with(addr, &encode(Packet::from(bad_username))).await,
+        refused_with::<R>(addr, &encode(Packet::from(bad_username))).await,
         4
     );
 
@@ -66,7 +66,7 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
     let wrong = "0".repeat(password.len());
     let wrong_signature = connect_packet(&client_id, Some(&username), Some(&wrong));
     assert_eq!(
-        refused_with(addr, &encode(Packet::from(wrong_signature))).await,
+        refused_with::<R>(addr, &encode(Packet::from(wrong_signature))).await,
         5
     );
 
@@ -80,7 +80,10 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
         (signed.client_id, signed.username, signed.password)
     };
     let ghost = connect_packet(&ghost_id, Some(&ghost_user), Some(&ghost_password));
-    assert_eq!(refused_with(addr, &encode(Packet::from(ghost))).await, 5);
+    assert_eq!(
+        refused_with::<R>(addr, &encode(Packet::from(ghost))).await,
+        5
+    );
 
     // A will: not supported, not authorized.
     let mut with_will = device_connect(1, true);
@@ -91,12 +94,12 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
         retain: false,
     });
     assert_eq!(
-        refused_with(addr, &encode(Packet::from(with_will))).await,
+        refused_with::<R>(addr, &encode(Packet::from(with_will))).await,
         5
     );
 
     // Each refusal is counted under its code once its close reached the hub.
-    let stats = wait_for_stats(&broker.handle(), "six refusals", |s| {
+    let stats = wait_for_stats::<R>(&broker.handle(), "six refusals", |s| {
         s.counters.closed.refused == 6
     })
     .await;
@@ -105,11 +108,10 @@ async fn each_refusal_gets_its_connack_code_then_the_close() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn qos1_and_qos0_travel_end_to_end() {
-    let (broker, addr) = start(config(false)).await;
-    let (mut publisher, _) = TestClient::device(addr, 1, true).await;
-    let (mut subscriber, _) = TestClient::device(addr, 2, true).await;
+pub async fn qos1_and_qos0_travel_end_to_end<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (mut publisher, _) = TestClient::<R>::device(addr, 1, true).await;
+    let (mut subscriber, _) = TestClient::<R>::device(addr, 2, true).await;
     assert_eq!(subscriber.subscribe(&[BROADCAST]).await, [1]);
 
     publisher.publish1(NEWS, b"qos one").await;
@@ -134,12 +136,11 @@ async fn qos1_and_qos0_travel_end_to_end() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_kept_session_gets_what_arrived_while_offline_across_a_restart() {
-    let (broker, addr) = start(config(false)).await;
-    let (mut publisher, _) = TestClient::device(addr, 1, true).await;
+pub async fn a_kept_session_gets_what_arrived_while_offline_across_a_restart<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (mut publisher, _) = TestClient::<R>::device(addr, 1, true).await;
 
-    let (mut subscriber, session_present) = TestClient::device(addr, 2, false).await;
+    let (mut subscriber, session_present) = TestClient::<R>::device(addr, 2, false).await;
     assert!(!session_present);
     assert_eq!(subscriber.subscribe(&[BROADCAST]).await, [1]);
     // One delivery left unacknowledged when the client goes away.
@@ -153,7 +154,7 @@ async fn a_kept_session_gets_what_arrived_while_offline_across_a_restart() {
     publisher.publish0(NEWS, b"not kept").await;
     publisher.publish1(NEWS, b"second").await;
 
-    let (mut subscriber, session_present) = TestClient::device(addr, 2, false).await;
+    let (mut subscriber, session_present) = TestClient::<R>::device(addr, 2, false).await;
     assert!(session_present);
     let resent = subscriber.recv_publish().await;
     assert_eq!(&resent.payload[..], b"unacked");
@@ -174,23 +175,22 @@ async fn a_kept_session_gets_what_arrived_while_offline_across_a_restart() {
 
     // A clean restart drops the session.
     subscriber.disconnect().await;
-    let (subscriber, session_present) = TestClient::device(addr, 2, true).await;
+    let (subscriber, session_present) = TestClient::<R>::device(addr, 2, true).await;
     assert!(!session_present);
     subscriber.disconnect().await;
     publisher.disconnect().await;
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_second_connection_of_a_device_takes_over() {
-    let (broker, addr) = start(config(false)).await;
-    let (mut first, _) = TestClient::device(addr, 1, true).await;
-    let (mut second, _) = TestClient::device(addr, 1, true).await;
+pub async fn a_second_connection_of_a_device_takes_over<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (mut first, _) = TestClient::<R>::device(addr, 1, true).await;
+    let (mut second, _) = TestClient::<R>::device(addr, 1, true).await;
     let left = first.expect_closed().await;
     assert!(left.is_empty(), "the first connection got {left:?}");
     drop(first);
     second.ping().await;
-    let stats = wait_for_stats(&broker.handle(), "the close of the first", |s| {
+    let stats = wait_for_stats::<R>(&broker.handle(), "the close of the first", |s| {
         s.counters.closed.taken_over == 1
     })
     .await;
@@ -200,16 +200,15 @@ async fn a_second_connection_of_a_device_takes_over() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_acl_refuses_other_devices_topics() {
+pub async fn the_acl_refuses_other_devices_topics<R: Runtime>() {
     // Open mode, so that a generic client can watch every topic.
-    let (broker, addr) = start(config(true)).await;
+    let (broker, addr) = start::<R>(config(true)).await;
     let (mut watcher, connack) =
-        TestClient::connect(addr, connect_packet("watcher", None, None)).await;
+        TestClient::<R>::connect(addr, connect_packet("watcher", None, None)).await;
     assert_eq!(connack.code as u8, 0);
     assert_eq!(watcher.subscribe(&["#"]).await, [1]);
 
-    let (mut device, _) = TestClient::device(addr, 1, true).await;
+    let (mut device, _) = TestClient::<R>::device(addr, 1, true).await;
     let codes = device
         .subscribe(&[
             "/a1TestPK001/dev-002/user/get",
@@ -238,15 +237,14 @@ async fn the_acl_refuses_other_devices_topics() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_device_that_does_not_read_loses_qos0_and_slows_nobody() {
+pub async fn a_device_that_does_not_read_loses_qos0_and_slows_nobody<R: Runtime>() {
     let mut config = config(false);
     config.server.max_pending_output = 16 * 1024;
-    let (broker, addr) = start(config).await;
+    let (broker, addr) = start::<R>(config).await;
     let handle = broker.handle();
-    let (mut sleeper, _) = TestClient::device(addr, 1, true).await;
+    let (mut sleeper, _) = TestClient::<R>::device(addr, 1, true).await;
     assert_eq!(sleeper.subscribe(&[BROADCAST]).await, [1]);
-    let (mut other, _) = TestClient::device(addr, 2, true).await;
+    let (mut other, _) = TestClient::<R>::device(addr, 2, true).await;
 
     // Far more than the socket buffers and the connection's backlog hold; the sleeper reads
     // nothing meanwhile.
@@ -282,26 +280,24 @@ async fn a_device_that_does_not_read_loses_qos0_and_slows_nobody() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_silent_connection_is_closed_at_the_connect_deadline() {
+pub async fn a_silent_connection_is_closed_at_the_connect_deadline<R: Runtime>() {
     let mut config = config(false);
     config.server.connect_timeout = Duration::from_millis(200);
-    let (broker, addr) = start(config).await;
-    let mut silent = TestClient::tcp(addr).await;
+    let (broker, addr) = start::<R>(config).await;
+    let mut silent = TestClient::<R>::tcp(addr).await;
     assert!(silent.expect_closed().await.is_empty());
     drop(silent);
-    wait_for_stats(&broker.handle(), "a connect timeout", |s| {
+    wait_for_stats::<R>(&broker.handle(), "a connect timeout", |s| {
         s.counters.closed.connect_timeout == 1
     })
     .await;
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn graceful_shutdown_closes_everyone_and_ends_pending_calls() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn graceful_shutdown_closes_everyone_and_ends_pending_calls<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let (mut client, _) = TestClient::device(addr, 1, true).await;
+    let (mut client, _) = TestClient::<R>::device(addr, 1, true).await;
     assert_eq!(
         client
             .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
@@ -309,11 +305,11 @@ async fn graceful_shutdown_closes_everyone_and_ends_pending_calls() {
         [1]
     );
     // A connection that has not said anything yet.
-    let silent = TestClient::tcp(addr).await;
+    let silent = TestClient::<R>::tcp(addr).await;
 
     // An RRPC call the device never answers, pending when the broker stops.
     let (identity, _) = device(1);
-    let call = tokio::spawn({
+    let call = spawn::<R, _>({
         let handle = handle.clone();
         async move {
             handle
@@ -329,18 +325,20 @@ async fn graceful_shutdown_closes_everyone_and_ends_pending_calls() {
     assert_eq!(&request.payload[..], b"hello?");
 
     // The clients see the close while the broker waits for them to go, as real ones do.
-    let see_close = |mut client: TestClient| async move {
+    let see_close = |mut client: TestClient<R>| async move {
         let left = client.expect_closed().await;
         assert!(left.is_empty(), "packets before the close: {left:?}");
     };
-    let shutdown = tokio::time::timeout(WAIT, broker.shutdown());
-    let (stopped, (), ()) = tokio::join!(shutdown, see_close(client), see_close(silent));
-    stopped.expect("shutdown returns in time");
+    let shutdown = within::<R, _>("shutdown", broker.shutdown());
+    join3(shutdown, see_close(client), see_close(silent)).await;
 
-    let reply = call.await.unwrap().expect("the call was made");
+    let reply = call.await.expect("the call was made");
     assert_eq!(reply.outcome, RrpcOutcome::Unknown);
     assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
+        R::default()
+            .connect("127.0.0.1", addr.port())
+            .await
+            .is_err(),
         "the listener is closed"
     );
 
@@ -360,12 +358,13 @@ async fn graceful_shutdown_closes_everyone_and_ends_pending_calls() {
     assert_eq!(stats.counters.rrpc.unknown, 1);
 }
 
-#[tokio::test]
-async fn start_names_the_address_it_cannot_bind() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn start_names_the_address_it_cannot_bind<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let mut taken = config(false);
     taken.listeners[0].bind = addr;
-    let error = Broker::start(taken).await.expect_err("the port is taken");
+    let error = Broker::<R>::start(taken)
+        .await
+        .expect_err("the port is taken");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
     broker.shutdown().await;
 }

@@ -1,5 +1,9 @@
-//! What the broker tests share: a registry of test devices, a broker on loopback, a small MQTT
-//! test client over the codec (over any byte stream, TCP or TLS), and a minimal HTTP client.
+//! What the adapter tests share, on any [`Runtime`]: a registry of test devices, a broker on
+//! loopback, a small MQTT test client over the codec (over any byte stream, TCP or TLS), and a
+//! minimal HTTP client.
+//!
+//! It is the support module of the shared suite (`io-common/tests/suite`) and of aliot-tokio's
+//! tests of its tokio-only parts (the HTTP API, rumqttc), which include this file by path.
 //!
 //! Every wait has a timeout and fails the test with what it was waiting for; nothing sleeps
 //! for a fixed time to let things happen.
@@ -7,9 +11,10 @@
 // Each test file uses its own part of these helpers.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, SecureMode, SignRequest};
 use aliot_core::PlatformAuthenticator;
@@ -17,17 +22,38 @@ use aliot_core::codec::{
     ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
     SubAck, Subscribe, Utf8Bytes,
 };
-use aliot_tokio::broker::{ApiConfig, Broker, BrokerConfig, ListenerConfig};
+use aliot_io::Runtime;
+use aliot_io::broker::{ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, Stats};
+use aliot_io::runtime::{sleep, timeout_at};
 use aliot_topic::{Permission, ProductCategories};
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::FutureExt as _;
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The product of the test devices.
 pub const PRODUCT: &str = "a1TestPK001";
 
 /// How long any single wait of a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// `future`, or a failure of the test naming `what` if it takes longer than [`WAIT`].
+pub async fn within<R: Runtime, F: Future>(what: &str, future: F) -> F::Output {
+    match timeout_at(&R::default(), Instant::now() + WAIT, future).await {
+        Some(output) => output,
+        None => panic!("{what}: not done within {WAIT:?}"),
+    }
+}
+
+/// Runs `future` in a task of its own; the future returned gives its output.
+pub fn spawn<R: Runtime, T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = T> {
+    let (task, output) = future.remote_handle();
+    // The task runs on even if the handle is dropped; `output` waits for it.
+    drop(R::default().spawn(task));
+    output
+}
 
 /// A test device: `dev-00{n}` of [`PRODUCT`], with secret `secret-{n}`.
 pub fn device(n: u8) -> (DeviceIdentity, DeviceSecret) {
@@ -85,8 +111,8 @@ pub fn config_with_api(open_mode: bool, token: Option<&str>) -> BrokerConfig {
 }
 
 /// Starts a broker and returns it with the address of its first listener.
-pub async fn start(config: BrokerConfig) -> (Broker, SocketAddr) {
-    let broker = Broker::start(config).await.expect("the broker starts");
+pub async fn start<R: Runtime>(config: BrokerConfig) -> (Broker<R>, SocketAddr) {
+    let broker = Broker::<R>::start(config).await.expect("the broker starts");
     let (addr, _) = broker.listener_addrs()[0];
     (broker, addr)
 }
@@ -133,17 +159,19 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A minimal MQTT client over the codec: writes packets, reads packets, sees the close.
-pub struct TestClient {
+pub struct TestClient<R: Runtime> {
+    runtime: R,
     stream: Box<dyn Io>,
     decoder: Decoder,
     read: BytesMut,
     next_packet_id: u16,
 }
 
-impl TestClient {
+impl<R: Runtime> TestClient<R> {
     /// A client over a connected stream.
     pub fn over(stream: impl Io + 'static) -> Self {
         TestClient {
+            runtime: R::default(),
             stream: Box::new(stream),
             decoder: Decoder::default(),
             read: BytesMut::new(),
@@ -153,11 +181,11 @@ impl TestClient {
 
     /// A TCP connection to the broker, with nothing sent yet.
     pub async fn tcp(addr: SocketAddr) -> Self {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        let runtime = R::default();
+        let connecting = runtime.connect("127.0.0.1", addr.port());
+        let stream = within::<R, _>("connect", connecting)
             .await
-            .expect("connect in time")
             .expect("the broker accepts");
-        stream.set_nodelay(true).unwrap();
         Self::over(stream)
     }
 
@@ -199,10 +227,11 @@ impl TestClient {
 
     /// Reads the next packet, failing the test if none comes in time or the broker closes.
     pub async fn recv(&mut self) -> Packet {
-        match tokio::time::timeout(WAIT, self.next_packet()).await {
-            Ok(Some(packet)) => packet,
-            Ok(None) => panic!("the broker closed the connection while a packet was expected"),
-            Err(_) => panic!("no packet within {WAIT:?}"),
+        let deadline = Instant::now() + WAIT;
+        match timeout_at(&self.runtime.clone(), deadline, self.next_packet()).await {
+            Some(Some(packet)) => packet,
+            Some(None) => panic!("the broker closed the connection while a packet was expected"),
+            None => panic!("no packet within {WAIT:?}"),
         }
     }
 
@@ -217,11 +246,12 @@ impl TestClient {
     /// Expects the broker to close the connection (after any packets, which are returned).
     pub async fn expect_closed(&mut self) -> Vec<Packet> {
         let mut before = Vec::new();
+        let runtime = self.runtime.clone();
         loop {
-            match tokio::time::timeout(WAIT, self.next_packet()).await {
-                Ok(Some(packet)) => before.push(packet),
-                Ok(None) => return before,
-                Err(_) => panic!("the broker did not close the connection within {WAIT:?}"),
+            match timeout_at(&runtime, Instant::now() + WAIT, self.next_packet()).await {
+                Some(Some(packet)) => before.push(packet),
+                Some(None) => return before,
+                None => panic!("the broker did not close the connection within {WAIT:?}"),
             }
         }
     }
@@ -313,9 +343,10 @@ impl TestClient {
             if let Some(packet) = self.decoder.decode(&mut self.read).expect("valid packets") {
                 return Some(packet);
             }
-            match self.stream.read_buf(&mut self.read).await {
+            let mut chunk = [0; 4096];
+            match self.stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return None,
-                Ok(_) => {}
+                Ok(read) => self.read.extend_from_slice(&chunk[..read]),
             }
         }
     }
@@ -338,14 +369,17 @@ impl HttpResponse {
 }
 
 /// One HTTP/1.1 request (`Connection: close`), read to the end.
-pub async fn http(
+pub async fn http<R: Runtime>(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<&str>,
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(addr).await.expect("the API accepts");
+    let mut stream = R::default()
+        .connect("127.0.0.1", addr.port())
+        .await
+        .expect("the API accepts");
     let body = body.unwrap_or("");
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -361,9 +395,8 @@ pub async fn http(
     request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+    within::<R, _>("the API's answer", stream.read_to_end(&mut raw))
         .await
-        .expect("the API answers in time")
         .expect("the answer is readable");
     let raw = String::from_utf8(raw).expect("a UTF-8 answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
@@ -381,30 +414,30 @@ pub async fn http(
 }
 
 /// Waits until `check` holds for the broker's statistics, failing the test after [`WAIT`].
-pub async fn wait_for_stats(
-    handle: &aliot_tokio::broker::BrokerHandle,
+pub async fn wait_for_stats<R: Runtime>(
+    handle: &BrokerHandle,
     what: &str,
-    check: impl Fn(&aliot_tokio::broker::Stats) -> bool,
-) -> aliot_tokio::broker::Stats {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    check: impl Fn(&Stats) -> bool,
+) -> Stats {
+    let deadline = Instant::now() + WAIT;
     loop {
         let stats = handle.stats().await;
         if check(&stats) {
             return stats;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "statistics never showed {what}: {stats:?}"
         );
         // A short pause between two questions to the hub, not a wait for something to happen.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        sleep(&R::default(), Duration::from_millis(5)).await;
     }
 }
 
 /// Answers every RRPC request the client receives (it must be subscribed already) with
 /// `pong:` and the request, on the response topic of its form; ends when the broker closes.
-pub fn answer_rrpc(mut client: TestClient) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+pub fn answer_rrpc<R: Runtime>(mut client: TestClient<R>) -> impl Future<Output = ()> {
+    spawn::<R, _>(async move {
         while let Some(packet) = client.next_packet().await {
             let Packet::Publish(request) = packet else {
                 continue;

@@ -1,29 +1,33 @@
 //! TLS listeners with a certificate generated in the test, and a rustls client.
 
-mod broker_common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aliot_auth::SecureMode;
 use aliot_core::codec::Connect;
 use aliot_core::hub::RrpcOutcome;
-use aliot_tokio::broker::{ListenerConfig, TlsConfigError, load_tls_config};
-use broker_common::*;
+use aliot_io::Runtime;
+use aliot_io::broker::{ListenerConfig, TlsConfigError, load_tls_config};
+
+use crate::support::*;
 use bytes::Bytes;
+use futures_rustls::TlsConnector;
+use futures_util::future::join;
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// A directory of its own for one test's files, removed when dropped.
 struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("aliot-{name}-{}", std::process::id()));
+        // Tests run in parallel, the same test on two runtimes among them.
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("aliot-{name}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -66,14 +70,20 @@ fn client_config(
     Arc::new(config)
 }
 
-async fn tls_client(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TestClient {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let stream = tokio::time::timeout(WAIT, TlsConnector::from(config).connect(name, tcp))
+async fn tls_client<R: Runtime>(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> TestClient<R> {
+    let tcp = R::default()
+        .connect("127.0.0.1", addr.port())
         .await
-        .expect("handshake in time")
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let handshake = TlsConnector::from(config).connect(name, tcp);
+    let stream = within::<R, _>("the TLS handshake", handshake)
+        .await
         .expect("the handshake succeeds");
-    TestClient::over(stream)
+    TestClient::<R>::over(stream)
 }
 
 fn tls_connect(n: u8) -> Connect {
@@ -81,8 +91,7 @@ fn tls_connect(n: u8) -> Connect {
     connect_packet(&client_id, Some(&username), Some(&password))
 }
 
-#[tokio::test]
-async fn devices_connect_over_tls_1_3_and_1_2() {
+pub async fn devices_connect_over_tls_1_3_and_1_2<R: Runtime>() {
     let dir = TempDir::new("tls");
     let (cert_pem, key_pem, cert_der) = certificate();
     let tls = load_tls_config(
@@ -95,7 +104,7 @@ async fn devices_connect_over_tls_1_3_and_1_2() {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls: Some(tls),
     });
-    let (broker, tcp_addr) = start(config).await;
+    let (broker, tcp_addr) = start::<R>(config).await;
     let addrs = broker.listener_addrs();
     assert_eq!(addrs.len(), 2);
     assert_eq!(addrs[0], (tcp_addr, false));
@@ -103,7 +112,7 @@ async fn devices_connect_over_tls_1_3_and_1_2() {
     assert!(is_tls);
 
     // TLS 1.3: a device that answers RRPC.
-    let mut device_one = tls_client(
+    let mut device_one = tls_client::<R>(
         tls_addr,
         client_config(cert_der.clone(), &[&rustls::version::TLS13]),
     )
@@ -112,7 +121,7 @@ async fn devices_connect_over_tls_1_3_and_1_2() {
     device_one
         .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
         .await;
-    let responder = answer_rrpc(device_one);
+    let responder = answer_rrpc::<R>(device_one);
     let (identity, _) = device(1);
     let reply = broker
         .handle()
@@ -129,14 +138,14 @@ async fn devices_connect_over_tls_1_3_and_1_2() {
     );
 
     // TLS 1.2, and messages between a TLS and a plain TCP device.
-    let mut device_two = tls_client(
+    let mut device_two = tls_client::<R>(
         tls_addr,
         client_config(cert_der, &[&rustls::version::TLS12]),
     )
     .await;
     assert_eq!(device_two.handshake(tls_connect(2)).await.code as u8, 0);
     device_two.subscribe(&["/broadcast/a1TestPK001/#"]).await;
-    let (mut plain, _) = TestClient::device(tcp_addr, 3, true).await;
+    let (mut plain, _) = TestClient::<R>::device(tcp_addr, 3, true).await;
     plain
         .publish1("/broadcast/a1TestPK001/x", b"from tcp")
         .await;
@@ -150,12 +159,11 @@ async fn devices_connect_over_tls_1_3_and_1_2() {
     let see_close = async move {
         assert!(device_two.expect_closed().await.is_empty());
     };
-    tokio::join!(broker.shutdown(), see_close);
-    responder.await.unwrap();
+    join(broker.shutdown(), see_close).await;
+    responder.await;
 }
 
-#[tokio::test]
-async fn a_plain_client_on_a_tls_listener_gets_no_mqtt() {
+pub async fn a_plain_client_on_a_tls_listener_gets_no_mqtt<R: Runtime>() {
     let dir = TempDir::new("tls-plain");
     let (cert_pem, key_pem, _) = certificate();
     let tls = load_tls_config(
@@ -165,20 +173,25 @@ async fn a_plain_client_on_a_tls_listener_gets_no_mqtt() {
     .unwrap();
     let mut config = config(false);
     config.listeners[0].tls = Some(tls);
-    let (broker, addr) = start(config).await;
+    let (broker, addr) = start::<R>(config).await;
 
     // A plain CONNECT where a ClientHello should be: the handshake fails and the connection
     // ends, with at most a TLS alert and never a CONNACK.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut stream = R::default()
+        .connect("127.0.0.1", addr.port())
+        .await
+        .unwrap();
     let mut connect = bytes::BytesMut::new();
     aliot_core::codec::Packet::from(device_connect(1, true))
         .encode(&mut connect)
         .unwrap();
     stream.write_all(&connect).await.unwrap();
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("the broker ends the connection");
+    let _ = within::<R, _>(
+        "the broker ends the connection",
+        stream.read_to_end(&mut answer),
+    )
+    .await;
     assert!(
         answer.is_empty() || answer[0] == 0x15,
         "expected nothing or a TLS alert, got {answer:?}"
@@ -190,8 +203,9 @@ async fn a_plain_client_on_a_tls_listener_gets_no_mqtt() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn loading_names_what_is_wrong_with_the_files() {
+/// Runtime-independent: it runs once, not once per runtime.
+#[test]
+fn loading_names_what_is_wrong_with_the_files() {
     let dir = TempDir::new("tls-errors");
     let (cert_pem, key_pem, _) = certificate();
     let cert = dir.write("cert.pem", &cert_pem);

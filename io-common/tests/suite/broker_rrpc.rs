@@ -1,32 +1,31 @@
 //! RRPC and server-side publishes through the Rust API ([`BrokerHandle`]), over real sockets.
 
-mod broker_common;
-
 use std::time::Duration;
 
 use aliot_core::codec::{PublishQos, QoS};
 use aliot_core::hub::{self, DeviceDelivery, RrpcOutcome};
-use aliot_tokio::broker::RrpcError;
+use aliot_io::Runtime;
+use aliot_io::broker::RrpcError;
 use aliot_topic::{TopicLimits, TopicName};
-use broker_common::*;
+
+use crate::support::*;
 use bytes::Bytes;
 
 fn topic(text: &str) -> TopicName {
     TopicName::new(text, &TopicLimits::default()).unwrap()
 }
 
-#[tokio::test]
-async fn rrpc_success_from_a_device_that_answers() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn rrpc_success_from_a_device_that_answers<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let (mut client, _) = TestClient::device(addr, 1, true).await;
+    let (mut client, _) = TestClient::<R>::device(addr, 1, true).await;
     assert_eq!(
         client
             .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
             .await,
         [1]
     );
-    let responder = answer_rrpc(client);
+    let responder = answer_rrpc::<R>(client);
     let (identity, _) = device(1);
     let reply = handle
         .rrpc(
@@ -54,19 +53,18 @@ async fn rrpc_success_from_a_device_that_answers() {
     assert_eq!(stats.counters.rrpc.success, 2);
     assert_eq!(stats.pending_rrpc, 0);
     broker.shutdown().await;
-    responder.await.unwrap();
+    responder.await;
 }
 
-#[tokio::test]
-async fn rrpc_request_goes_out_at_qos0_with_its_message_id() {
-    let (broker, addr) = start(config(false)).await;
-    let (mut client, _) = TestClient::device(addr, 2, true).await;
+pub async fn rrpc_request_goes_out_at_qos0_with_its_message_id<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (mut client, _) = TestClient::<R>::device(addr, 2, true).await;
     client
         .subscribe(&["/sys/a1TestPK001/dev-002/rrpc/request/+"])
         .await;
     let (identity, _) = device(2);
     let handle = broker.handle();
-    let call = tokio::spawn(async move {
+    let call = spawn::<R, _>(async move {
         handle
             .rrpc(
                 &identity,
@@ -78,7 +76,7 @@ async fn rrpc_request_goes_out_at_qos0_with_its_message_id() {
     // The device sees the request and stays silent: TIMEOUT.
     let request = client.recv_publish().await;
     assert_eq!(request.qos, PublishQos::AtMostOnce);
-    let reply = call.await.unwrap().unwrap();
+    let reply = call.await.unwrap();
     assert_eq!(reply.outcome, RrpcOutcome::Timeout);
     assert_eq!(
         request.topic.as_str(),
@@ -90,7 +88,7 @@ async fn rrpc_request_goes_out_at_qos0_with_its_message_id() {
         reply.message_id
     );
     client.publish0(&late, b"too late").await;
-    wait_for_stats(&broker.handle(), "the late response", |s| {
+    wait_for_stats::<R>(&broker.handle(), "the late response", |s| {
         s.counters.rrpc.late_responses == 1
     })
     .await;
@@ -98,9 +96,8 @@ async fn rrpc_request_goes_out_at_qos0_with_its_message_id() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn rrpc_offline_and_halfconn() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn rrpc_offline_and_halfconn<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
     let timeout = Duration::from_secs(2);
 
@@ -110,7 +107,7 @@ async fn rrpc_offline_and_halfconn() {
     assert_eq!(reply.outcome, RrpcOutcome::Offline);
 
     // Connected, not subscribed to its requests.
-    let (client, _) = TestClient::device(addr, 4, true).await;
+    let (client, _) = TestClient::<R>::device(addr, 4, true).await;
     let (deaf, _) = device(4);
     let reply = handle.rrpc(&deaf, Bytes::new(), timeout).await.unwrap();
     assert_eq!(reply.outcome, RrpcOutcome::HalfConn);
@@ -126,17 +123,16 @@ async fn rrpc_offline_and_halfconn() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn rrpc_on_a_custom_topic() {
-    let (broker, addr) = start(config(false)).await;
-    let (mut client, _) = TestClient::device(addr, 1, true).await;
+pub async fn rrpc_on_a_custom_topic<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (mut client, _) = TestClient::<R>::device(addr, 1, true).await;
     assert_eq!(
         client
             .subscribe(&["/ext/rrpc/+/a1TestPK001/dev-001/user/get"])
             .await,
         [1]
     );
-    let responder = answer_rrpc(client);
+    let responder = answer_rrpc::<R>(client);
     let (identity, _) = device(1);
     let handle = broker.handle();
     let reply = handle
@@ -175,15 +171,14 @@ async fn rrpc_on_a_custom_topic() {
         Err(RrpcError::Rejected(hub::RrpcError::InvalidTimeout(999)))
     );
     broker.shutdown().await;
-    responder.await.unwrap();
+    responder.await;
 }
 
-#[tokio::test]
-async fn server_side_publishes_reach_subscribers_and_say_what_became_of_them() {
-    let (broker, addr) = start(config(false)).await;
+pub async fn server_side_publishes_reach_subscribers_and_say_what_became_of_them<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let (mut one, _) = TestClient::device(addr, 1, true).await;
-    let (mut two, _) = TestClient::device(addr, 2, true).await;
+    let (mut one, _) = TestClient::<R>::device(addr, 1, true).await;
+    let (mut two, _) = TestClient::<R>::device(addr, 2, true).await;
     assert_eq!(one.subscribe(&["/a1TestPK001/dev-001/user/get"]).await, [1]);
     assert_eq!(two.subscribe(&["/broadcast/a1TestPK001/#"]).await, [1]);
 

@@ -1,0 +1,128 @@
+//! The two runtimes against each other: a tokio device client against a smol broker, a device
+//! on smol sockets against a tokio broker, and what only one runtime has (the HTTP API).
+
+use std::time::Duration;
+
+use aliot_core::codec::{QoS, SubAckReturnCode};
+use aliot_core::hub::RrpcOutcome;
+use aliot_io::broker::{ApiConfig, BrokerError};
+use aliot_smol::Smol;
+use aliot_tokio::Tokio;
+use aliot_tokio::client::{Client, ClientOptions, Login};
+use aliot_topic::{TopicFilter, TopicLimits, TopicName};
+use bytes::Bytes;
+
+use crate::support::*;
+
+const UPDATE: &str = "/a1TestPK001/dev-001/user/update";
+
+#[test]
+fn a_tokio_client_against_a_smol_broker() {
+    crate::run_on_tokio(async {
+        // The broker's tasks run on smol's executor, the client's on this tokio runtime.
+        let (broker, addr) = start::<Smol>(config(false)).await;
+        let (mut watcher, _) = TestClient::<Smol>::device(addr, 2, true).await;
+        // Device 2 may not read device 1's topics: it watches the broadcast instead.
+        assert_eq!(watcher.subscribe(&["/broadcast/a1TestPK001/#"]).await, [1]);
+
+        let (identity, secret) = device(1);
+        let options = ClientOptions::new("127.0.0.1", addr.port(), Login::device(identity, secret));
+        let client = within::<Tokio, _>("connect", Client::connect(options))
+            .await
+            .expect("the smol broker accepts the tokio client");
+        let limits = TopicLimits::default();
+        let filters = [
+            "/a1TestPK001/dev-001/user/get",
+            "/sys/a1TestPK001/dev-001/rrpc/request/+",
+        ]
+        .map(|filter| (TopicFilter::new(filter, &limits).unwrap(), QoS::AtLeastOnce));
+        let codes = client.subscribe(&filters).await.unwrap();
+        assert_eq!(codes, [SubAckReturnCode::Success(QoS::AtLeastOnce); 2]);
+
+        // QoS 1 from the client, acknowledged by the smol broker.
+        let topic = TopicName::new(UPDATE, &TopicLimits::default()).unwrap();
+        let acked = client.publish(topic, "up", QoS::AtLeastOnce).await.unwrap();
+        assert!(acked.is_some());
+
+        // A server-side message reaches the client, and an RRPC call is answered by it.
+        client.on_rrpc(|request| {
+            let mut answer = b"pong:".to_vec();
+            answer.extend_from_slice(&request.payload);
+            answer
+        });
+        let messages = client.messages();
+        let handle = broker.handle();
+        let down =
+            TopicName::new("/a1TestPK001/dev-001/user/get", &TopicLimits::default()).unwrap();
+        assert_eq!(
+            handle
+                .publish(down, Bytes::from_static(b"down"), QoS::AtLeastOnce)
+                .await,
+            1
+        );
+        let message = within::<Tokio, _>("the message", messages.recv())
+            .await
+            .unwrap();
+        assert_eq!(&message.payload[..], b"down");
+        let (identity, _) = device(1);
+        let reply = handle
+            .rrpc(
+                &identity,
+                Bytes::from_static(b"ping"),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.outcome,
+            RrpcOutcome::Success(Bytes::from_static(b"pong:ping"))
+        );
+
+        client.disconnect().await;
+        watcher.disconnect().await;
+        broker.shutdown().await;
+    });
+}
+
+#[test]
+fn a_device_on_smol_sockets_against_a_tokio_broker() {
+    crate::run_on_tokio(async {
+        let (broker, addr) = start::<Tokio>(config(false)).await;
+        // Both devices' sockets are smol's (async-io), served by tokio's.
+        let (mut publisher, _) = TestClient::<Smol>::device(addr, 1, true).await;
+        let (mut subscriber, _) = TestClient::<Smol>::device(addr, 2, false).await;
+        assert_eq!(
+            subscriber.subscribe(&["/broadcast/a1TestPK001/#"]).await,
+            [1]
+        );
+        publisher
+            .publish1("/broadcast/a1TestPK001/news", b"across")
+            .await;
+        let delivered = subscriber.recv_publish().await;
+        assert_eq!(&delivered.payload[..], b"across");
+        subscriber.puback(&delivered).await;
+        publisher.disconnect().await;
+        subscriber.disconnect().await;
+        broker.shutdown().await;
+    });
+}
+
+#[test]
+fn a_smol_broker_refuses_an_http_api_it_cannot_serve() {
+    crate::run_on_smol(async {
+        let mut config = config(false);
+        let api_bind = "127.0.0.1:0".parse().unwrap();
+        config.api = Some(ApiConfig {
+            bind: api_bind,
+            token: None,
+        });
+        let error = aliot_smol::Broker::start(config)
+            .await
+            .expect_err("no HTTP server on smol");
+        assert!(
+            matches!(error, BrokerError::ApiUnsupported { addr, .. } if addr == api_bind),
+            "{error}"
+        );
+        assert!(error.to_string().contains("tokio only"), "{error}");
+    });
+}
