@@ -137,6 +137,8 @@ struct Row {
     format: fn(f64) -> String,
     target: String,
     met: Option<bool>,
+    /// Whether aliot/other ratios mean anything for this metric.
+    ratios: bool,
 }
 
 impl Row {
@@ -145,6 +147,9 @@ impl Row {
     }
 
     fn ratio(&self, other: usize) -> String {
+        if !self.ratios {
+            return String::new();
+        }
         match (self.value(0), self.value(other)) {
             (Some(aliot), Some(other)) if other > 0.0 => format!("{:.2}x", aliot / other),
             _ => "n/a".to_owned(),
@@ -259,6 +264,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
             values: throughput,
             format: whole,
             target: "≥ 2x mosquitto".to_owned(),
+            ratios: true,
         });
         let p99 = BROKERS.map(|broker| at_rate(broker).map(|report| report.latency.p99_us));
         let rate = max(REFERENCE).map(|report| report.msgs_per_sec);
@@ -275,6 +281,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
             values: p99,
             format: one_decimal,
             target: "≤ mosquitto's".to_owned(),
+            ratios: true,
         });
         let qos1 = max("aliot").is_some_and(|report| report.qos == 1);
         let missing = BROKERS.map(|broker| {
@@ -302,6 +309,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
             } else {
                 "(QoS 0 may drop)".to_owned()
             },
+            ratios: false,
         });
     }
 
@@ -320,6 +328,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         values: rate,
         format: whole,
         target: "≥ 2x mosquitto".to_owned(),
+        ratios: true,
     });
     let memory = BROKERS.map(|broker| {
         connections(broker)
@@ -333,6 +342,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         values: memory,
         format: two_decimals,
         target: "≤ 2 KiB".to_owned(),
+        ratios: true,
     });
 
     let rrpc = results.rrpc.as_ref();
@@ -353,6 +363,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         values: [calls, None, None],
         format: whole,
         target: "≥ 50,000".to_owned(),
+        ratios: false,
     });
     let p99 = rrpc.map(|report| report.latency.p99_us);
     rows.push(Row {
@@ -362,6 +373,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         values: [p99, None, None],
         format: one_decimal,
         target: "< 2,000".to_owned(),
+        ratios: false,
     });
     rows
 }
@@ -529,7 +541,7 @@ mod tests {
             .insert(key("aliot", "fan-in"), throughput("aliot", 10.0, 1.0, 7));
         let table = markdown_table(&results);
         assert!(
-            table.contains("| fan-in 100→1, QoS 1 | messages missing after the drain (both runs) | 7 | n/a | n/a | n/a | n/a | 0 (QoS 1 loses nothing) | **no** |"),
+            table.contains("| fan-in 100→1, QoS 1 | messages missing after the drain (both runs) | 7 | n/a | n/a |  |  | 0 (QoS 1 loses nothing) | **no** |"),
             "{table}"
         );
     }
@@ -589,11 +601,11 @@ mod tests {
         assert!(table.contains("| 20,000 idle connections | connects/s (aliot: signatures; mosquitto: password file) | 9,000 | 3,000 | n/a | 3.00x | n/a | ≥ 2x mosquitto | yes |"), "{table}");
         assert!(table.contains("| 20,000 idle connections | broker RSS per connection, KiB | 4.00 | 1.00 | n/a | 4.00x | n/a | ≤ 2 KiB | **no** |"), "{table}");
         assert!(
-            table.contains("| calls/s | 60,000 | n/a | n/a | n/a | n/a | ≥ 50,000 | yes |"),
+            table.contains("| calls/s | 60,000 | n/a | n/a |  |  | ≥ 50,000 | yes |"),
             "{table}"
         );
         assert!(
-            table.contains("| p99 µs | 2500.0 | n/a | n/a | n/a | n/a | < 2,000 | **no** |"),
+            table.contains("| p99 µs | 2500.0 | n/a | n/a |  |  | < 2,000 | **no** |"),
             "{table}"
         );
     }
