@@ -2,7 +2,8 @@
 //!
 //! `aliot-io` holds everything the runtime adapters (`aliot-tokio`, `aliot-smol`) share: the
 //! broker (listeners, the hub task, one task per connection, graceful shutdown, the
-//! [`BrokerHandle`](broker::BrokerHandle)) and TLS configuration loading, all written once
+//! [`BrokerHandle`](broker::BrokerHandle)), TLS configuration loading and the device
+//! [`Client`](client::Client) (its driver, options, reconnect and transport), all written once
 //! against the small [`Runtime`] trait. An adapter is an implementation of that trait (spawn,
 //! timers, TCP connect / bind / accept) and a set of type aliases binding it; it holds no
 //! protocol logic, which lives in `aliot-core`, and no driving logic, which lives here.
@@ -39,10 +40,12 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod client;
 pub mod runtime;
 
 pub use broker::{
     ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
     RrpcReply, Stats, TlsConfigError, load_tls_config,
 };
+pub use client::{Client, ClientOptions};
 pub use runtime::Runtime;

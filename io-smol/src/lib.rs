@@ -1,6 +1,6 @@
 //! aliot on smol.
 //!
-//! `aliot-smol` runs the broker of `aliot-io` on smol / async-io, with TLS through
+//! `aliot-smol` runs the broker and the device client of `aliot-io` on smol / async-io, with TLS through
 //! futures-rustls, and exports the same names as `aliot-tokio`: switching runtime is switching
 //! the import. It holds no logic of its own: the protocol is `aliot-core`'s, the loops that
 //! drive it are `aliot-io`'s, and this crate is [`Smol`], their [`Runtime`](aliot_io::Runtime).
@@ -36,10 +36,12 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod client;
 mod runtime;
 
 pub use broker::{
     ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
     RrpcReply, Stats, TlsConfigError, load_tls_config,
 };
+pub use client::{Client, ClientOptions};
 pub use runtime::{Smol, SmolTask};

@@ -1,14 +1,15 @@
-//! The two runtimes against each other: a tokio device client against a smol broker, a device
-//! on smol sockets against a tokio broker, and what only one runtime has (the HTTP API).
+//! The two runtimes against each other: a tokio device client against a smol broker, a smol
+//! device client against a tokio broker, and what only one runtime has (the HTTP API).
 
 use std::time::Duration;
 
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::broker::{ApiConfig, BrokerError};
+use aliot_io::client::{ClientOptions, Login};
 use aliot_smol::Smol;
 use aliot_tokio::Tokio;
-use aliot_tokio::client::{Client, ClientOptions, Login};
+use aliot_tokio::client::Client;
 use aliot_topic::{TopicFilter, TopicLimits, TopicName};
 use bytes::Bytes;
 
@@ -85,24 +86,31 @@ fn a_tokio_client_against_a_smol_broker() {
 }
 
 #[test]
-fn a_device_on_smol_sockets_against_a_tokio_broker() {
+fn a_smol_client_against_a_tokio_broker() {
     crate::run_on_tokio(async {
+        // The broker's tasks run on this tokio runtime, the client's on smol's executor.
         let (broker, addr) = start::<Tokio>(config(false)).await;
-        // Both devices' sockets are smol's (async-io), served by tokio's.
-        let (mut publisher, _) = TestClient::<Smol>::device(addr, 1, true).await;
-        let (mut subscriber, _) = TestClient::<Smol>::device(addr, 2, false).await;
-        assert_eq!(
-            subscriber.subscribe(&["/broadcast/a1TestPK001/#"]).await,
-            [1]
-        );
-        publisher
-            .publish1("/broadcast/a1TestPK001/news", b"across")
-            .await;
-        let delivered = subscriber.recv_publish().await;
-        assert_eq!(&delivered.payload[..], b"across");
-        subscriber.puback(&delivered).await;
-        publisher.disconnect().await;
-        subscriber.disconnect().await;
+        let (mut watcher, _) = TestClient::<Tokio>::device(addr, 2, true).await;
+        assert_eq!(watcher.subscribe(&["/broadcast/a1TestPK001/#"]).await, [1]);
+
+        let (identity, secret) = device(1);
+        let options = ClientOptions::new("127.0.0.1", addr.port(), Login::device(identity, secret));
+        let client = within::<Smol, _>("connect", aliot_smol::Client::connect(options))
+            .await
+            .expect("the tokio broker accepts the smol client");
+        // Another device's topic: acknowledged all the same, and not routed.
+        let topic = TopicName::new("/a1TestPK001/dev-002/user/update", &TopicLimits::default());
+        let denied = client.publish(topic.unwrap(), "across", QoS::AtLeastOnce);
+        assert!(denied.await.unwrap().is_some());
+        let topic = TopicName::new(UPDATE, &TopicLimits::default()).unwrap();
+        let acked = client.publish(topic, "up", QoS::AtLeastOnce).await.unwrap();
+        assert!(acked.is_some());
+        let stats = broker.handle().stats().await;
+        assert_eq!(stats.connections, 2);
+        assert_eq!(stats.counters.publish_denied, 1);
+
+        client.disconnect().await;
+        watcher.disconnect().await;
         broker.shutdown().await;
     });
 }

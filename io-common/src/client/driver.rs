@@ -11,21 +11,22 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use std::time::Instant as RuntimeInstant;
 
 use aliot_core::Instant;
 use aliot_core::client::{Backoff, Connection, DisconnectReason, Event};
 use aliot_core::codec::{PacketId, QoS, SubAckReturnCode};
 use aliot_topic::{MessageId, TopicFilter, TopicName};
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio::time::sleep_until;
+use bytes::{Buf as _, Bytes, BytesMut};
+use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio_sync::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::error::{ConnectError, RequestError};
 use super::options::Login;
 use super::transport::{Dialer, Dialing, Io};
 use super::{ConnectionEvent, IncomingMessage, RrpcRequest};
+use crate::runtime::{Runtime, far_future, timeout_at};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -106,7 +107,7 @@ struct Subscription {
 /// The transport, as far as the driver is concerned.
 enum Link {
     /// No transport; dial again at `until`.
-    Waiting { until: tokio::time::Instant },
+    Waiting { until: RuntimeInstant },
     /// TCP connect and TLS handshake under way.
     Dialing(Dialing),
     /// A stream to the broker.
@@ -127,7 +128,7 @@ struct Up {
 
 impl Up {
     fn new(stream: Box<dyn Io>) -> Self {
-        let (reader, writer) = tokio::io::split(stream);
+        let (reader, writer) = stream.split();
         Up {
             reader,
             writer,
@@ -172,12 +173,13 @@ pub(crate) struct Channels {
 }
 
 /// One client's task. See the [module docs](self).
-pub(crate) struct Driver {
+pub(crate) struct Driver<R: Runtime> {
+    runtime: R,
     conn: Connection,
-    dialer: Arc<Dialer>,
+    dialer: Arc<Dialer<R>>,
     login: Login,
     backoff: Backoff,
-    started: tokio::time::Instant,
+    started: RuntimeInstant,
     commands: mpsc::Receiver<Command>,
     weak_commands: mpsc::WeakSender<Command>,
     messages: mpsc::Sender<IncomingMessage>,
@@ -188,9 +190,9 @@ pub(crate) struct Driver {
     read_buf: Box<[u8]>,
     /// The connection's deadline timer, kept across waits and moved only when the deadline
     /// changes (a timer entry per wait would cost more than the rest of a publish).
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: R::Timer,
     /// Where `timer` is set, when the connection has a deadline.
-    timer_at: Option<tokio::time::Instant>,
+    timer_at: Option<RuntimeInstant>,
     /// Callers waiting for a PUBACK, SUBACK or UNSUBACK, by packet id.
     acks: HashMap<PacketId, Waiter>,
     /// Commands the connection accepted, ever. The connection sends them in order, so the
@@ -210,20 +212,23 @@ pub(crate) struct Driver {
     stop: Option<Stop>,
 }
 
-impl Driver {
+impl<R: Runtime> Driver<R> {
     pub(crate) fn new(
+        runtime: R,
         conn: Connection,
-        dialer: Arc<Dialer>,
+        dialer: Arc<Dialer<R>>,
         login: Login,
         backoff: Backoff,
         channels: Channels,
     ) -> Self {
         Driver {
+            timer: runtime.timer(far_future()),
+            runtime,
             conn,
             dialer,
             login,
             backoff,
-            started: tokio::time::Instant::now(),
+            started: RuntimeInstant::now(),
             commands: channels.commands,
             weak_commands: channels.weak_commands,
             messages: channels.messages,
@@ -231,7 +236,6 @@ impl Driver {
             rrpc: channels.rrpc,
             first_connect: Some(channels.first_connect),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            timer: Box::pin(tokio::time::sleep_until(far_future())),
             timer_at: None,
             acks: HashMap::new(),
             accepted: 0,
@@ -265,7 +269,7 @@ impl Driver {
     }
 
     /// The connection's next deadline on the runtime's clock.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
+    fn deadline(&self) -> Option<RuntimeInstant> {
         self.conn
             .poll_timeout()
             .map(|at| self.started + Duration::from_millis(at.as_millis()))
@@ -275,15 +279,15 @@ impl Driver {
         let deliver = !self.undelivered.is_empty();
         let deadline = self.deadline();
         match link {
-            Link::Waiting { until } => tokio::select! {
-                () = sleep_until(*until) => Wake::Retry,
+            Link::Waiting { until } => tokio_sync::select! {
+                _ = self.runtime.timer(*until) => Wake::Retry,
                 command = self.commands.recv() => Wake::Command(command),
                 permit = self.messages.reserve(), if deliver => {
                     deliver_one(permit, &mut self.undelivered);
                     Wake::Delivered
                 }
             },
-            Link::Dialing(dialing) => tokio::select! {
+            Link::Dialing(dialing) => tokio_sync::select! {
                 dialed = dialing.as_mut() => Wake::Dialed(dialed),
                 command = self.commands.recv() => Wake::Command(command),
                 permit = self.messages.reserve(), if deliver => {
@@ -294,7 +298,7 @@ impl Driver {
             Link::Up(up) => {
                 if deadline != self.timer_at {
                     if let Some(at) = deadline {
-                        self.timer.as_mut().reset(at);
+                        self.runtime.reset_timer(&mut self.timer, at);
                     }
                     self.timer_at = deadline;
                 }
@@ -310,10 +314,10 @@ impl Driver {
                 // While messages wait for room, read nothing more: the broker's window then
                 // holds back further messages, and TCP the rest.
                 let reading = !deliver;
-                tokio::select! {
+                tokio_sync::select! {
                     read = reader.read(&mut self.read_buf[..]), if reading => Wake::Read(read),
                     written = write_out(writer, write_buf), if writing => Wake::Written(written),
-                    () = self.timer.as_mut(), if timer_armed => Wake::Timer,
+                    _ = &mut self.timer, if timer_armed => Wake::Timer,
                     command = self.commands.recv() => Wake::Command(command),
                     permit = self.messages.reserve(), if deliver => {
                         deliver_one(permit, &mut self.undelivered);
@@ -342,7 +346,11 @@ impl Driver {
                     let _ = reply.send(Ok(None));
                 }
             }
-            Wake::Timer => self.conn.handle_timeout(now),
+            Wake::Timer => {
+                // Set again before the next wait, whatever the deadline is then.
+                self.timer_at = None;
+                self.conn.handle_timeout(now);
+            }
             Wake::Command(Some(command)) => {
                 self.handle_command(command);
                 // Commands that queued up meanwhile go in the same round.
@@ -608,7 +616,8 @@ impl Driver {
                 let answer = handler(request);
                 drop(slot);
                 let commands = self.weak_commands.clone();
-                tokio::spawn(async move {
+                // Detached: the answer finds its way back through the command channel.
+                drop(self.runtime.spawn(async move {
                     let payload = answer.await;
                     // Gone when the client stopped meanwhile: nobody to answer through.
                     if let Some(commands) = commands.upgrade() {
@@ -619,7 +628,7 @@ impl Driver {
                             })
                             .await;
                     }
-                });
+                }));
             }
             None => {
                 drop(slot);
@@ -662,7 +671,7 @@ impl Driver {
             let _ = first.send(Err(error));
             self.stop = Some(Stop::FirstConnectFailed);
             *link = Link::Waiting {
-                until: tokio::time::Instant::now(),
+                until: RuntimeInstant::now(),
             };
             return;
         }
@@ -681,7 +690,7 @@ impl Driver {
     fn schedule_retry(&mut self, link: &mut Link) -> Duration {
         let delay = self.backoff.delay(self.failures, fastrand::u32(..));
         *link = Link::Waiting {
-            until: tokio::time::Instant::now() + delay,
+            until: RuntimeInstant::now() + delay,
         };
         delay
     }
@@ -699,16 +708,17 @@ impl Driver {
             self.conn.poll_transmit(&mut up.write_buf);
             let closing = async {
                 write_out(&mut up.writer, &mut up.write_buf).await?;
-                up.writer.shutdown().await
+                up.writer.close().await
             };
-            match tokio::time::timeout(CLOSE_LINGER, closing).await {
-                Ok(Ok(())) => {
+            let deadline = RuntimeInstant::now() + CLOSE_LINGER;
+            match timeout_at(&self.runtime, deadline, closing).await {
+                Some(Ok(())) => {
                     for reply in self.qos0_unwritten.drain(..) {
                         let _ = reply.send(Ok(None));
                     }
                 }
-                Ok(Err(error)) => debug!(%error, "DISCONNECT not written"),
-                Err(_) => debug!("DISCONNECT not written within {CLOSE_LINGER:?}"),
+                Some(Err(error)) => debug!(%error, "DISCONNECT not written"),
+                None => debug!("DISCONNECT not written within {CLOSE_LINGER:?}"),
             }
         }
         for reply in self.qos0_unwritten.drain(..) {
@@ -730,7 +740,12 @@ impl Driver {
 
 /// Writes `buf` out and flushes. Cancel-safe: `buf` is advanced by what was written.
 async fn write_out(writer: &mut WriteHalf<Box<dyn Io>>, buf: &mut BytesMut) -> io::Result<()> {
-    writer.write_all_buf(buf).await?;
+    while !buf.is_empty() {
+        match writer.write(buf).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            written => buf.advance(written),
+        }
+    }
     writer.flush().await
 }
 
@@ -748,9 +763,4 @@ fn deliver_one(
         }
         Err(_) => undelivered.clear(),
     }
-}
-
-/// A deadline that never comes (the timer branch is disabled when there is no deadline).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

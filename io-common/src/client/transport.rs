@@ -3,12 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+
+use crate::runtime::{Runtime, timeout_at};
 
 use super::error::ConnectError;
 use super::options::ClientOptions;
@@ -21,7 +22,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 pub(crate) type Dialing = Pin<Box<dyn Future<Output = Result<Box<dyn Io>, ConnectError>> + Send>>;
 
 /// Where and how to open a stream; built once per client, checked when built.
-pub(crate) struct Dialer {
+pub(crate) struct Dialer<R: Runtime> {
+    runtime: R,
     host: String,
     port: u16,
     /// `host:port` as the errors show it.
@@ -30,9 +32,9 @@ pub(crate) struct Dialer {
     timeout: Duration,
 }
 
-impl Dialer {
+impl<R: Runtime> Dialer<R> {
     /// Checks the TLS options and builds the connector.
-    pub(crate) fn new(options: &ClientOptions) -> Result<Self, ConnectError> {
+    pub(crate) fn new(runtime: R, options: &ClientOptions) -> Result<Self, ConnectError> {
         let address = if options.host.contains(':') {
             format!("[{}]:{}", options.host, options.port)
         } else {
@@ -57,6 +59,7 @@ impl Dialer {
             }
         };
         Ok(Dialer {
+            runtime,
             host: options.host.clone(),
             port: options.port,
             address,
@@ -75,9 +78,10 @@ impl Dialer {
         let dialer = Arc::clone(self);
         Box::pin(async move {
             let timeout = dialer.timeout;
-            match tokio::time::timeout(timeout, dialer.open()).await {
-                Ok(result) => result,
-                Err(_) => Err(ConnectError::DialTimeout {
+            let deadline = Instant::now() + timeout;
+            match timeout_at(&dialer.runtime, deadline, dialer.open()).await {
+                Some(result) => result,
+                None => Err(ConnectError::DialTimeout {
                     address: dialer.address.clone(),
                     timeout,
                 }),
@@ -86,14 +90,15 @@ impl Dialer {
     }
 
     async fn open(&self) -> Result<Box<dyn Io>, ConnectError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        // TCP_NODELAY is set by the runtime: small packets (PUBACK, PINGREQ) go out at once.
+        let tcp = self
+            .runtime
+            .connect(&self.host, self.port)
             .await
             .map_err(|source| ConnectError::Io {
                 address: self.address.clone(),
                 source,
             })?;
-        // Small packets (PUBACK, PINGREQ) go out at once; a failure only costs latency.
-        let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => Ok(Box::new(tcp)),
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {

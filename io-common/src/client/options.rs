@@ -28,7 +28,7 @@ pub const DEFAULT_MESSAGE_CAPACITY: usize = 256;
 /// `${productKey}.iot-as-mqtt.${regionId}.aliyuncs.com`.
 ///
 /// ```
-/// use aliot_tokio::client::legacy_endpoint_host;
+/// use aliot_io::client::legacy_endpoint_host;
 ///
 /// assert_eq!(
 ///     legacy_endpoint_host("a1TestPK001", "cn-shanghai"),
@@ -43,7 +43,7 @@ pub fn legacy_endpoint_host(product_key: &str, region_id: &str) -> String {
 /// `${instanceId}.mqtt.iothub.aliyuncs.com`.
 ///
 /// ```
-/// use aliot_tokio::client::instance_endpoint_host;
+/// use aliot_io::client::instance_endpoint_host;
 ///
 /// assert_eq!(
 ///     instance_endpoint_host("iot-06z00abc"),
@@ -158,10 +158,10 @@ pub enum TlsOptionsError {
     Rejected(rustls::Error),
 }
 
-/// TLS for the connection: tokio-rustls with the ring provider, TLS 1.2 and 1.3.
+/// TLS for the connection: futures-rustls with the ring provider, TLS 1.2 and 1.3.
 ///
 /// ```
-/// use aliot_tokio::client::TlsOptions;
+/// use aliot_io::client::TlsOptions;
 ///
 /// // Mozilla's roots, the name checked is the host the client connects to.
 /// let public = TlsOptions::new();
@@ -253,7 +253,7 @@ impl TlsOptions {
 ///
 /// ```
 /// use aliot_auth::{DeviceIdentity, DeviceSecret};
-/// use aliot_tokio::client::{ClientOptions, Login, TlsOptions, PLATFORM_TLS_PORT};
+/// use aliot_io::client::{ClientOptions, Login, TlsOptions, PLATFORM_TLS_PORT};
 /// use std::time::Duration;
 ///
 /// let identity = DeviceIdentity::new("a1TestPK001", "dev-001");
