@@ -248,7 +248,7 @@ impl Publish {
     }
 
     /// Writes the fixed header, topic and packet identifier; `buf` has room for them.
-    #[inline]
+    #[inline(always)]
     fn put_header(&self, buf: &mut BytesMut, layout: PublishLayout) {
         let first = self.first_byte();
         let len = layout.remaining_length;
