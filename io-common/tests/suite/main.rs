@@ -5,6 +5,11 @@
 mod broker_mqtt;
 mod broker_rrpc;
 mod broker_tls;
+mod client_connect;
+mod client_pubsub;
+mod client_reconnect;
+mod client_rrpc;
+mod client_tls;
 mod cross_runtime;
 mod support;
 
@@ -68,5 +73,48 @@ on_both_runtimes! {
     broker_tls {
         devices_connect_over_tls_1_3_and_1_2,
         a_plain_client_on_a_tls_listener_gets_no_mqtt,
+    }
+    client_connect {
+        a_device_connects_with_its_signed_credentials,
+        a_wrong_secret_is_refused_as_not_authorized,
+        an_unknown_device_is_refused,
+        ready_credentials_connect_to_a_broker_in_open_mode,
+        ready_credentials_without_open_mode_are_refused,
+        nothing_listening_is_an_io_error_naming_the_address,
+        an_invalid_tls_server_name_is_reported_before_dialling,
+        an_invalid_client_id_is_reported_before_dialling,
+        dropping_the_client_sends_disconnect,
+        disconnect_stops_every_clone,
+        a_dropped_connect_leaves_nothing_behind,
+    }
+    client_pubsub {
+        qos0_and_qos1_messages_reach_another_device,
+        successive_qos1_publishes_get_distinct_packet_ids,
+        suback_codes_refuse_a_topic_of_another_device,
+        after_unsubscribe_nothing_more_arrives,
+        the_server_side_reaches_the_device,
+        qos2_and_empty_filter_lists_are_rejected_without_sending,
+        publishes_dropped_before_their_puback_do_not_disturb_later_ones,
+        a_message_receiver_dropped_while_waiting_loses_nothing,
+        a_full_message_queue_holds_the_broker_back_without_losing_messages,
+    }
+    client_reconnect {
+        after_a_broker_restart_the_client_reconnects_and_subscribes_again,
+        with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconnect,
+        commands_given_while_offline_go_out_after_the_reconnect,
+        failed_attempts_back_off_within_the_configured_bounds,
+    }
+    client_rrpc {
+        a_sync_handler_answers_rrpc_calls,
+        the_handler_sees_the_request_topic_and_message_id,
+        an_async_handler_answers_from_its_own_task,
+        a_custom_topic_call_is_answered_on_its_own_topic,
+        without_a_handler_the_caller_times_out,
+    }
+    client_tls {
+        a_device_works_over_tls,
+        an_untrusted_certificate_fails_the_handshake,
+        a_name_mismatch_fails_the_handshake,
+        plain_tcp_to_a_tls_listener_gets_no_connack,
     }
 }

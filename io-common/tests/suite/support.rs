@@ -1,6 +1,7 @@
 //! What the adapter tests share, on any [`Runtime`]: a registry of test devices, a broker on
-//! loopback, a small MQTT test client over the codec (over any byte stream, TCP or TLS), and a
-//! minimal HTTP client.
+//! loopback, a small MQTT test client over the codec (over any byte stream, TCP or TLS), a
+//! minimal HTTP client, and for the device client tests: options with a short backoff, waits
+//! for its messages and events, and a TCP proxy whose connections a test can cut.
 //!
 //! It is the support module of the shared suite (`io-common/tests/suite`) and of aliot-tokio's
 //! tests of its tokio-only parts (the HTTP API, rumqttc), which include this file by path.
@@ -13,22 +14,27 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, SecureMode, SignRequest};
 use aliot_core::PlatformAuthenticator;
+use aliot_core::client::{Backoff, Jitter};
 use aliot_core::codec::{
     ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
     SubAck, Subscribe, Utf8Bytes,
 };
 use aliot_io::Runtime;
 use aliot_io::broker::{ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, Stats};
+use aliot_io::client::{ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages};
 use aliot_io::runtime::{sleep, timeout_at};
-use aliot_topic::{Permission, ProductCategories};
+use aliot_topic::{Permission, ProductCategories, TopicFilter, TopicLimits, TopicName};
 use bytes::{Bytes, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::FutureExt as _;
+use futures_util::future::select;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The product of the test devices.
@@ -86,12 +92,14 @@ pub fn registry() -> MemoryRegistry {
 
 /// A broker configuration with one plain TCP listener on a free loopback port.
 pub fn config(open_mode: bool) -> BrokerConfig {
+    config_on("127.0.0.1:0".parse().unwrap(), open_mode)
+}
+
+/// A broker configuration with one plain TCP listener on `bind`.
+pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
     let authenticator = PlatformAuthenticator::new(registry()).with_open_mode(open_mode);
     BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig { bind, tls: None }],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
@@ -453,4 +461,196 @@ pub fn answer_rrpc<R: Runtime>(mut client: TestClient<R>) -> impl Future<Output 
             client.publish0(&response_topic, &answer).await;
         }
     })
+}
+
+/// The name of test device `n` (see [`device`]).
+pub fn device_name(n: u8) -> String {
+    device(n).0.device_name.to_string()
+}
+
+/// A backoff short enough for tests: 20 ms doubling to 200 ms, equal jitter.
+pub fn quick_backoff() -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+        multiplier: 2,
+        jitter: Jitter::Equal,
+    }
+}
+
+/// Device client options for device `n` at `addr`, plain TCP, signed with its secret, quick
+/// backoff.
+pub fn device_options(addr: SocketAddr, n: u8) -> ClientOptions {
+    let (identity, secret) = device(n);
+    let mut options = ClientOptions::new(
+        addr.ip().to_string(),
+        addr.port(),
+        Login::device(identity, secret),
+    );
+    options.backoff = quick_backoff();
+    options
+}
+
+/// A topic name of the test product.
+pub fn topic(text: &str) -> TopicName {
+    TopicName::new(text, &TopicLimits::default()).unwrap()
+}
+
+/// A topic filter of the test product.
+pub fn filter(text: &str) -> TopicFilter {
+    TopicFilter::new(text, &TopicLimits::default()).unwrap()
+}
+
+/// Device `n`'s own subscribable topic.
+pub fn user_get(n: u8) -> String {
+    format!("/{PRODUCT}/{}/user/get", device_name(n))
+}
+
+/// Device `n`'s own publishable topic.
+pub fn user_update(n: u8) -> String {
+    format!("/{PRODUCT}/{}/user/update", device_name(n))
+}
+
+/// The filter of device `n`'s RRPC requests.
+pub fn rrpc_requests(n: u8) -> String {
+    format!("/sys/{PRODUCT}/{}/rrpc/request/+", device_name(n))
+}
+
+/// The product's broadcast topic (every device may publish and subscribe under it).
+pub fn broadcast(rest: &str) -> String {
+    format!("/broadcast/{PRODUCT}/{rest}")
+}
+
+/// Polls `future` exactly once, then drops it; whether it completed in that poll.
+///
+/// This is how a caller that gives up on a call (a `select!` branch that lost, a timeout)
+/// drops it half way.
+pub async fn poll_once_then_drop<F: Future>(future: F) -> bool {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_ready())).await
+}
+
+/// Lets the runtime run other tasks once before going on.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The device client's next message, within [`WAIT`].
+pub async fn next_message<R: Runtime>(messages: &Messages) -> IncomingMessage {
+    within::<R, _>("a message", messages.recv())
+        .await
+        .expect("the client is running")
+}
+
+/// Skips the device client's events until one `matches`, within [`WAIT`]; returns it.
+pub async fn event_matching<R: Runtime>(
+    events: &mut Events,
+    what: &str,
+    matches: impl Fn(&ConnectionEvent) -> bool,
+) -> ConnectionEvent {
+    within::<R, _>(what, async {
+        loop {
+            let event = events.recv().await.expect("the client is running");
+            if matches(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+}
+
+/// A TCP proxy in front of the broker that a test can cut: [`cut`](Self::cut) closes every
+/// connection through it and refuses new ones until [`resume`](Self::resume).
+pub struct Proxy<R: Runtime> {
+    pub addr: SocketAddr,
+    runtime: R,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<R::Task>>>,
+    accepting: Option<R::Task>,
+}
+
+impl<R: Runtime> Proxy<R> {
+    /// A proxy on a free loopback port, forwarding to `target`.
+    pub async fn start(target: SocketAddr) -> Proxy<R> {
+        let runtime = R::default();
+        let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = runtime.local_addr(&listener).unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accepting = runtime.spawn({
+            let (runtime, open, connections) = (runtime.clone(), open.clone(), connections.clone());
+            async move {
+                loop {
+                    let Ok((inbound, _)) = runtime.accept(&listener).await else {
+                        continue;
+                    };
+                    // Checked and recorded under the lock, so that a cut misses no connection.
+                    let mut live = connections.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !open.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    live.push(runtime.spawn(forward(runtime.clone(), inbound, target)));
+                }
+            }
+        });
+        Proxy {
+            addr,
+            runtime,
+            open,
+            connections,
+            accepting: Some(accepting),
+        }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        let mut live = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.open.store(false, Ordering::SeqCst);
+        let cut = std::mem::take(&mut *live);
+        drop(live);
+        for connection in cut {
+            self.runtime.abort(connection);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn resume(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes both ways between a device's connection and a new one to `target`, until either
+/// side closes; the task ending closes both.
+async fn forward<R: Runtime>(runtime: R, inbound: R::Tcp, target: SocketAddr) {
+    let Ok(outbound) = runtime.connect("127.0.0.1", target.port()).await else {
+        return;
+    };
+    let (from_device, mut to_device) = inbound.split();
+    let (from_broker, mut to_broker) = outbound.split();
+    let up = std::pin::pin!(futures_util::io::copy(from_device, &mut to_broker));
+    let down = std::pin::pin!(futures_util::io::copy(from_broker, &mut to_device));
+    let _ = select(up, down).await;
+}
+
+impl<R: Runtime> Drop for Proxy<R> {
+    fn drop(&mut self) {
+        if let Some(accepting) = self.accepting.take() {
+            self.runtime.abort(accepting);
+        }
+        self.cut();
+    }
 }

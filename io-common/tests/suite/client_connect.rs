@@ -2,28 +2,27 @@
 //! with a clear error, ready credentials in open mode, and a clean DISCONNECT when the client
 //! goes away.
 
-mod client_common;
-
 use aliot_auth::DeviceSecret;
 use aliot_core::client::Credentials;
 use aliot_core::codec::{ConnectReturnCode, QoS};
-use aliot_tokio::client::{Client, ClientOptions, ConnectError, Login, RequestError, TlsOptions};
-use client_common::*;
+use aliot_io::Runtime;
+use aliot_io::client::{Client, ClientOptions, ConnectError, Login, RequestError, TlsOptions};
 
-#[tokio::test]
-async fn a_device_connects_with_its_signed_credentials() {
-    let (broker, addr) = start_broker().await;
-    let client = within("connect", Client::connect(device_options(addr, 1)))
+use crate::support::*;
+
+pub async fn a_device_connects_with_its_signed_credentials<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = within::<R, _>("connect", Client::<R>::connect(device_options(addr, 1)))
         .await
         .expect("the broker accepts the device");
-    let stats = stats_until(&broker.handle(), "the session", |stats| {
+    let stats = wait_for_stats::<R>(&broker.handle(), "the session", |stats| {
         stats.connections == 1
     })
     .await;
     assert_eq!(stats.counters.connections_accepted, 1);
 
-    let update = topic(&format!("/{PRODUCT}/dev-1/user/update"));
-    let id = within("PUBACK", client.publish(update, "{}", QoS::AtLeastOnce))
+    let update = topic(&user_update(1));
+    let id = within::<R, _>("PUBACK", client.publish(update, "{}", QoS::AtLeastOnce))
         .await
         .unwrap();
     assert!(id.is_some(), "a QoS 1 publish returns its packet id");
@@ -31,13 +30,12 @@ async fn a_device_connects_with_its_signed_credentials() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_wrong_secret_is_refused_as_not_authorized() {
-    let (broker, addr) = start_broker().await;
+pub async fn a_wrong_secret_is_refused_as_not_authorized<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let (identity, _) = device(1);
     let mut options = device_options(addr, 1);
     options.login = Login::device(identity, DeviceSecret::new("not-the-secret"));
-    let error = within("refusal", Client::connect(options))
+    let error = within::<R, _>("refusal", Client::<R>::connect(options))
         .await
         .expect_err("a wrong signature is refused");
     assert!(
@@ -59,10 +57,9 @@ async fn a_wrong_secret_is_refused_as_not_authorized() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_unknown_device_is_refused() {
-    let (broker, addr) = start_broker().await;
-    let error = Client::connect(device_options(addr, 9))
+pub async fn an_unknown_device_is_refused<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let error = Client::<R>::connect(device_options(addr, 9))
         .await
         .expect_err("device 9 is not registered");
     assert!(
@@ -75,12 +72,13 @@ async fn an_unknown_device_is_refused() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn ready_credentials_connect_to_a_broker_in_open_mode() {
-    let (broker, addr) = start_broker_on("127.0.0.1:0".parse().unwrap(), true).await;
+pub async fn ready_credentials_connect_to_a_broker_in_open_mode<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(true)).await;
     let credentials = Credentials::anonymous("generic-tool").unwrap();
     let options = ClientOptions::new("127.0.0.1", addr.port(), Login::credentials(credentials));
-    let client = within("connect", Client::connect(options)).await.unwrap();
+    let client = within::<R, _>("connect", Client::<R>::connect(options))
+        .await
+        .unwrap();
     let codes = client
         .subscribe(&[(filter("anything/#"), QoS::AtMostOnce)])
         .await
@@ -90,22 +88,22 @@ async fn ready_credentials_connect_to_a_broker_in_open_mode() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn ready_credentials_without_open_mode_are_refused() {
-    let (broker, addr) = start_broker().await;
+pub async fn ready_credentials_without_open_mode_are_refused<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let credentials = Credentials::anonymous("generic-tool").unwrap();
     let options = ClientOptions::new("127.0.0.1", addr.port(), Login::credentials(credentials));
-    let error = Client::connect(options).await.expect_err("no credentials");
+    let error = Client::<R>::connect(options)
+        .await
+        .expect_err("no credentials");
     assert!(matches!(error, ConnectError::Refused(_)), "{error:?}");
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn nothing_listening_is_an_io_error_naming_the_address() {
+pub async fn nothing_listening_is_an_io_error_naming_the_address<R: Runtime>() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let error = Client::connect(device_options(addr, 1))
+    let error = Client::<R>::connect(device_options(addr, 1))
         .await
         .expect_err("nothing listens there");
     match &error {
@@ -115,20 +113,18 @@ async fn nothing_listening_is_an_io_error_naming_the_address() {
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }
 
-#[tokio::test]
-async fn an_invalid_tls_server_name_is_reported_before_dialling() {
+pub async fn an_invalid_tls_server_name_is_reported_before_dialling<R: Runtime>() {
     let addr = "127.0.0.1:9".parse().unwrap();
     let options =
         device_options(addr, 1).with_tls(TlsOptions::new().with_server_name("not a host name!"));
-    let error = Client::connect(options).await.expect_err("bad name");
+    let error = Client::<R>::connect(options).await.expect_err("bad name");
     assert!(
         matches!(&error, ConnectError::InvalidServerName { name } if name == "not a host name!"),
         "{error:?}"
     );
 }
 
-#[tokio::test]
-async fn an_invalid_client_id_is_reported_before_dialling() {
+pub async fn an_invalid_client_id_is_reported_before_dialling<R: Runtime>() {
     let addr = "127.0.0.1:9".parse().unwrap();
     let (identity, secret) = device(1);
     let mut options = device_options(addr, 1);
@@ -138,15 +134,16 @@ async fn an_invalid_client_id_is_reported_before_dialling() {
         sign_method: aliot_auth::SignMethod::HmacSha1,
         client_id: Some("has|a bar".to_owned()),
     };
-    let error = Client::connect(options).await.expect_err("bad client id");
+    let error = Client::<R>::connect(options)
+        .await
+        .expect_err("bad client id");
     assert!(matches!(error, ConnectError::Sign(_)), "{error:?}");
 }
 
-#[tokio::test]
-async fn dropping_the_client_sends_disconnect() {
-    let (broker, addr) = start_broker().await;
+pub async fn dropping_the_client_sends_disconnect<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     let clone = client.clone();
     drop(client);
     // A clone keeps the connection.
@@ -155,42 +152,40 @@ async fn dropping_the_client_sends_disconnect() {
         .await
         .unwrap();
     drop(clone);
-    let stats = stats_until(&handle, "the close", |stats| stats.connections == 0).await;
+    let stats = wait_for_stats::<R>(&handle, "the close", |stats| stats.connections == 0).await;
     assert_eq!(stats.counters.closed.client_disconnected, 1);
     assert_eq!(stats.counters.closed.transport_closed, 0);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn disconnect_stops_every_clone() {
-    let (broker, addr) = start_broker().await;
+pub async fn disconnect_stops_every_clone<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let client = Client::connect(device_options(addr, 2)).await.unwrap();
+    let client = Client::<R>::connect(device_options(addr, 2)).await.unwrap();
     let clone = client.clone();
     let messages = clone.messages();
     client.disconnect().await;
     assert!(clone.is_closed());
-    let update = topic(&format!("/{PRODUCT}/dev-2/user/update"));
+    let update = topic(&user_update(2));
     assert_eq!(
         clone.publish(update, "late", QoS::AtMostOnce).await,
         Err(RequestError::Closed)
     );
     assert_eq!(messages.recv().await, None, "no more messages once stopped");
-    let stats = stats_until(&handle, "the close", |stats| stats.connections == 0).await;
+    let stats = wait_for_stats::<R>(&handle, "the close", |stats| stats.connections == 0).await;
     assert_eq!(stats.counters.closed.client_disconnected, 1);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_dropped_connect_leaves_nothing_behind() {
-    let (broker, addr) = start_broker().await;
+pub async fn a_dropped_connect_leaves_nothing_behind<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
     // Dropped after its first poll: the driver task is spawned, the caller gone.
-    let finished = poll_once_then_drop(Client::connect(device_options(addr, 3))).await;
+    let finished = poll_once_then_drop(Client::<R>::connect(device_options(addr, 3))).await;
     assert!(!finished, "the connect cannot finish in one poll");
     // The device can still connect: nothing half-open holds its identity.
-    let client = Client::connect(device_options(addr, 3)).await.unwrap();
-    let stats = stats_until(&handle, "one session", |stats| stats.connections == 1).await;
+    let client = Client::<R>::connect(device_options(addr, 3)).await.unwrap();
+    let stats = wait_for_stats::<R>(&handle, "one session", |stats| stats.connections == 1).await;
     // The abandoned client stopped before its CONNECT: one session was ever accepted.
     assert_eq!(stats.counters.connections_accepted, 1);
     assert_eq!(stats.counters.takeovers, 0);

@@ -2,8 +2,6 @@
 //! with `securemode=2`, publishes, subscribes and answers RRPC; an untrusted certificate or a
 //! name mismatch fails the handshake with a clear error.
 
-mod client_common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,22 +9,24 @@ use std::time::Duration;
 use aliot_core::PlatformAuthenticator;
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::RrpcOutcome;
-use aliot_tokio::broker::{Broker, BrokerConfig, ListenerConfig, tls_config};
-use aliot_tokio::client::{Client, ClientOptions, ConnectError, TlsOptions};
+use aliot_io::Runtime;
+use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig, tls_config};
+use aliot_io::client::{Client, ClientOptions, ConnectError, TlsOptions};
 use bytes::Bytes;
-use client_common::*;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::support::*;
 
 /// A self-signed certificate for `localhost`: its PEM, and a broker with one TLS listener
 /// serving it on a free loopback port.
-async fn tls_broker() -> (Broker, SocketAddr, String) {
+async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         generated.signing_key.serialize_der(),
     ));
     let tls = tls_config(vec![generated.cert.der().clone()], key).unwrap();
     let authenticator = PlatformAuthenticator::new(registry());
-    let broker = Broker::start(BrokerConfig {
+    let broker = Broker::<R>::start(BrokerConfig {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
@@ -51,12 +51,11 @@ fn tls_options(addr: SocketAddr, n: u8, ca_pem: &str) -> ClientOptions {
     device_options(addr, n).with_tls(tls)
 }
 
-#[tokio::test]
-async fn a_device_works_over_tls() {
-    let (broker, addr, ca_pem) = tls_broker().await;
-    let client = within(
+pub async fn a_device_works_over_tls<R: Runtime>() {
+    let (broker, addr, ca_pem) = tls_broker::<R>().await;
+    let client = within::<R, _>(
         "the TLS connect",
-        Client::connect(tls_options(addr, 1, &ca_pem)),
+        Client::<R>::connect(tls_options(addr, 1, &ca_pem)),
     )
     .await
     .expect("the handshake and CONNECT succeed");
@@ -64,10 +63,7 @@ async fn a_device_works_over_tls() {
     let codes = client
         .subscribe(&[
             (filter(&broadcast("#")), QoS::AtLeastOnce),
-            (
-                filter(&format!("/sys/{PRODUCT}/dev-1/rrpc/request/+")),
-                QoS::AtMostOnce,
-            ),
+            (filter(&rrpc_requests(1)), QoS::AtMostOnce),
         ])
         .await
         .unwrap();
@@ -83,7 +79,7 @@ async fn a_device_works_over_tls() {
         .await
         .unwrap();
     assert!(id.is_some());
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"sealed"));
 
     client.on_rrpc(|request| request.payload.clone());
@@ -102,7 +98,7 @@ async fn a_device_works_over_tls() {
     );
 
     drop(client);
-    let stats = stats_until(&broker.handle(), "the close", |stats| {
+    let stats = wait_for_stats::<R>(&broker.handle(), "the close", |stats| {
         stats.connections == 0
     })
     .await;
@@ -110,16 +106,15 @@ async fn a_device_works_over_tls() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_untrusted_certificate_fails_the_handshake() {
-    let (broker, addr, _) = tls_broker().await;
+pub async fn an_untrusted_certificate_fails_the_handshake<R: Runtime>() {
+    let (broker, addr, _) = tls_broker::<R>().await;
     let other_ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
         .unwrap()
         .cert
         .pem();
-    let error = within(
+    let error = within::<R, _>(
         "the refusal",
-        Client::connect(tls_options(addr, 1, &other_ca)),
+        Client::<R>::connect(tls_options(addr, 1, &other_ca)),
     )
     .await
     .expect_err("the broker's certificate is not trusted");
@@ -134,14 +129,13 @@ async fn an_untrusted_certificate_fails_the_handshake() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_name_mismatch_fails_the_handshake() {
-    let (broker, addr, ca_pem) = tls_broker().await;
+pub async fn a_name_mismatch_fails_the_handshake<R: Runtime>() {
+    let (broker, addr, ca_pem) = tls_broker::<R>().await;
     let mut options = tls_options(addr, 1, &ca_pem);
     if let Some(tls) = options.tls.as_mut() {
         tls.server_name = Some("broker.example".to_owned());
     }
-    let error = Client::connect(options).await.expect_err("wrong name");
+    let error = Client::<R>::connect(options).await.expect_err("wrong name");
     assert!(
         matches!(error, ConnectError::TlsHandshake { .. }),
         "{error:?}"
@@ -149,12 +143,11 @@ async fn a_name_mismatch_fails_the_handshake() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn plain_tcp_to_a_tls_listener_gets_no_connack() {
-    let (broker, addr, _) = tls_broker().await;
+pub async fn plain_tcp_to_a_tls_listener_gets_no_connack<R: Runtime>() {
+    let (broker, addr, _) = tls_broker::<R>().await;
     let mut options = device_options(addr, 1);
     options.connect_timeout = Duration::from_secs(2);
-    let error = within("the failure", Client::connect(options))
+    let error = within::<R, _>("the failure", Client::<R>::connect(options))
         .await
         .expect_err("a TLS listener does not speak plain MQTT");
     assert!(matches!(error, ConnectError::BeforeConnAck(_)), "{error:?}");

@@ -2,21 +2,21 @@
 //! clean session), across a cut connection with cleanSession=0 (messages kept while offline
 //! are delivered), commands given while offline, and the backoff between failed attempts.
 
-mod client_common;
-
 use std::time::Duration;
 
 use aliot_core::client::DisconnectReason;
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::DeviceDelivery;
-use aliot_tokio::client::{Client, ConnectionEvent};
+use aliot_io::Runtime;
+use aliot_io::client::{Client, ConnectionEvent};
 use bytes::Bytes;
-use client_common::*;
+use futures_util::FutureExt as _;
 
-#[tokio::test]
-async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+use crate::support::*;
+
+pub async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     let mut events = client.events();
     let messages = client.messages();
     let subscribed = [
@@ -32,7 +32,7 @@ async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again() {
     assert_eq!(refused, [SubAckReturnCode::Failure]);
 
     broker.shutdown().await;
-    let lost = event_matching(&mut events, "the disconnect", |event| {
+    let lost = event_matching::<R>(&mut events, "the disconnect", |event| {
         matches!(event, ConnectionEvent::Disconnected { .. })
     })
     .await;
@@ -46,8 +46,8 @@ async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again() {
         "{lost:?}"
     );
 
-    let (broker, _) = start_broker_on(addr, false).await;
-    let back = event_matching(&mut events, "the reconnect", |event| {
+    let (broker, _) = start::<R>(config_on(addr, false)).await;
+    let back = event_matching::<R>(&mut events, "the reconnect", |event| {
         matches!(event, ConnectionEvent::Reconnected { .. })
     })
     .await;
@@ -60,7 +60,7 @@ async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again() {
         ),
         "{back:?}"
     );
-    let again = event_matching(&mut events, "the re-subscription", |event| {
+    let again = event_matching::<R>(&mut events, "the re-subscription", |event| {
         matches!(event, ConnectionEvent::Resubscribed { .. })
     })
     .await;
@@ -92,20 +92,21 @@ async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again() {
         )
         .await;
     assert_eq!(delivery, DeviceDelivery::Sent);
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"after restart"));
     drop(client);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconnect() {
-    let (broker, broker_addr) = start_broker().await;
+pub async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconnect<
+    R: Runtime,
+>() {
+    let (broker, broker_addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let proxy = Proxy::start(broker_addr).await;
+    let proxy = Proxy::<R>::start(broker_addr).await;
     let mut options = device_options(proxy.addr, 1);
     options.clean_session = false;
-    let client = Client::connect(options).await.unwrap();
+    let client = Client::<R>::connect(options).await.unwrap();
     let mut events = client.events();
     let messages = client.messages();
     client
@@ -114,11 +115,11 @@ async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconn
         .unwrap();
 
     proxy.cut();
-    event_matching(&mut events, "the disconnect", |event| {
+    event_matching::<R>(&mut events, "the disconnect", |event| {
         matches!(event, ConnectionEvent::Disconnected { .. })
     })
     .await;
-    stats_until(&handle, "the broker to see the device gone", |stats| {
+    wait_for_stats::<R>(&handle, "the broker to see the device gone", |stats| {
         stats.connections == 0
     })
     .await;
@@ -136,7 +137,7 @@ async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconn
     }
 
     proxy.resume();
-    let back = event_matching(&mut events, "the reconnect", |event| {
+    let back = event_matching::<R>(&mut events, "the reconnect", |event| {
         matches!(event, ConnectionEvent::Reconnected { .. })
     })
     .await;
@@ -150,22 +151,21 @@ async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_reconn
         "{back:?}"
     );
     for n in 0..3 {
-        let message = next_message(&messages).await;
+        let message = next_message::<R>(&messages).await;
         assert_eq!(message.payload, Bytes::from(format!("offline {n}")));
     }
     drop(client);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn commands_given_while_offline_go_out_after_the_reconnect() {
-    let (broker, broker_addr) = start_broker().await;
-    let proxy = Proxy::start(broker_addr).await;
-    let client = Client::connect(device_options(proxy.addr, 1))
+pub async fn commands_given_while_offline_go_out_after_the_reconnect<R: Runtime>() {
+    let (broker, broker_addr) = start::<R>(config(false)).await;
+    let proxy = Proxy::<R>::start(broker_addr).await;
+    let client = Client::<R>::connect(device_options(proxy.addr, 1))
         .await
         .unwrap();
     let mut events = client.events();
-    let listener = Client::connect(device_options(broker_addr, 2))
+    let listener = Client::<R>::connect(device_options(broker_addr, 2))
         .await
         .unwrap();
     let messages = listener.messages();
@@ -175,41 +175,41 @@ async fn commands_given_while_offline_go_out_after_the_reconnect() {
         .unwrap();
 
     proxy.cut();
-    event_matching(&mut events, "the disconnect", |event| {
+    event_matching::<R>(&mut events, "the disconnect", |event| {
         matches!(event, ConnectionEvent::Disconnected { .. })
     })
     .await;
-    let qos1 = tokio::spawn({
+    let mut qos1 = std::pin::pin!(spawn::<R, _>({
         let client = client.clone();
         async move {
             client
                 .publish(topic(&broadcast("late")), "one", QoS::AtLeastOnce)
                 .await
         }
-    });
-    let qos0 = tokio::spawn({
+    }));
+    let mut qos0 = std::pin::pin!(spawn::<R, _>({
         let client = client.clone();
         async move {
             client
                 .publish(topic(&broadcast("late")), "zero", QoS::AtMostOnce)
                 .await
         }
-    });
+    }));
     // The attempts through the cut proxy fail; the client keeps trying.
-    let failed = event_matching(&mut events, "a failed attempt", |event| {
+    let failed = event_matching::<R>(&mut events, "a failed attempt", |event| {
         matches!(event, ConnectionEvent::ReconnectFailed { .. })
     })
     .await;
     assert!(matches!(failed, ConnectionEvent::ReconnectFailed { .. }));
-    assert!(!qos1.is_finished() && !qos0.is_finished());
+    assert!(qos1.as_mut().now_or_never().is_none() && qos0.as_mut().now_or_never().is_none());
 
     proxy.resume();
-    let id = within("the QoS 1 publish", qos1).await.unwrap().unwrap();
+    let id = within::<R, _>("the QoS 1 publish", qos1).await.unwrap();
     assert!(id.is_some());
-    assert_eq!(within("the QoS 0 publish", qos0).await.unwrap(), Ok(None));
+    assert_eq!(within::<R, _>("the QoS 0 publish", qos0).await, Ok(None));
     let mut payloads = vec![
-        next_message(&messages).await.payload,
-        next_message(&messages).await.payload,
+        next_message::<R>(&messages).await.payload,
+        next_message::<R>(&messages).await.payload,
     ];
     payloads.sort();
     assert_eq!(
@@ -221,18 +221,17 @@ async fn commands_given_while_offline_go_out_after_the_reconnect() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn failed_attempts_back_off_within_the_configured_bounds() {
-    let (broker, broker_addr) = start_broker().await;
-    let proxy = Proxy::start(broker_addr).await;
-    let client = Client::connect(device_options(proxy.addr, 1))
+pub async fn failed_attempts_back_off_within_the_configured_bounds<R: Runtime>() {
+    let (broker, broker_addr) = start::<R>(config(false)).await;
+    let proxy = Proxy::<R>::start(broker_addr).await;
+    let client = Client::<R>::connect(device_options(proxy.addr, 1))
         .await
         .unwrap();
     let mut events = client.events();
     proxy.cut();
     let backoff = quick_backoff();
     for expected_attempt in 1..=5_u32 {
-        let event = event_matching(&mut events, "a failed attempt", |event| {
+        let event = event_matching::<R>(&mut events, "a failed attempt", |event| {
             matches!(event, ConnectionEvent::ReconnectFailed { .. })
         })
         .await;
@@ -254,7 +253,7 @@ async fn failed_attempts_back_off_within_the_configured_bounds() {
         assert!(retry_in <= Duration::from_millis(200));
     }
     proxy.resume();
-    event_matching(&mut events, "the reconnect", |event| {
+    event_matching::<R>(&mut events, "the reconnect", |event| {
         matches!(event, ConnectionEvent::Reconnected { .. })
     })
     .await;

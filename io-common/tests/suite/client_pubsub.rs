@@ -2,25 +2,26 @@
 //! another, SUBACK return codes, unsubscribe, messages from the server side, and calls
 //! dropped half way.
 
-mod client_common;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aliot_core::client::ClientError;
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::DeviceDelivery;
-use aliot_tokio::client::{Client, RequestError};
+use aliot_io::Runtime;
+use aliot_io::client::{Client, Messages, RequestError};
+use aliot_io::runtime::timeout_at;
 use bytes::Bytes;
-use client_common::*;
+
+use crate::support::*;
 
 /// Devices 1 and 2 connected, device 2 subscribed to the product's broadcast topics at QoS 1.
-async fn publisher_and_subscriber(
+async fn publisher_and_subscriber<R: Runtime>(
     addr: std::net::SocketAddr,
-) -> (Client, Client, aliot_tokio::client::Messages) {
-    let publisher = Client::connect(device_options(addr, 1)).await.unwrap();
-    let subscriber = Client::connect(device_options(addr, 2)).await.unwrap();
+) -> (Client<R>, Client<R>, Messages) {
+    let publisher = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
+    let subscriber = Client::<R>::connect(device_options(addr, 2)).await.unwrap();
     let messages = subscriber.messages();
-    let codes = within(
+    let codes = within::<R, _>(
         "SUBACK",
         subscriber.subscribe(&[(filter(&broadcast("#")), QoS::AtLeastOnce)]),
     )
@@ -30,18 +31,17 @@ async fn publisher_and_subscriber(
     (publisher, subscriber, messages)
 }
 
-#[tokio::test]
-async fn qos0_and_qos1_messages_reach_another_device() {
-    let (broker, addr) = start_broker().await;
-    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+pub async fn qos0_and_qos1_messages_reach_another_device<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber::<R>(addr).await;
 
-    let written = within(
+    let written = within::<R, _>(
         "QoS 0 written",
         publisher.publish(topic(&broadcast("a")), "zero", QoS::AtMostOnce),
     )
     .await;
     assert_eq!(written, Ok(None), "QoS 0 resolves without a packet id");
-    let acked = within(
+    let acked = within::<R, _>(
         "PUBACK",
         publisher.publish(topic(&broadcast("b")), "one", QoS::AtLeastOnce),
     )
@@ -49,11 +49,11 @@ async fn qos0_and_qos1_messages_reach_another_device() {
     .unwrap();
     assert!(acked.is_some());
 
-    let first = next_message(&messages).await;
+    let first = next_message::<R>(&messages).await;
     assert_eq!(first.topic.as_str(), broadcast("a"));
     assert_eq!(first.payload, Bytes::from_static(b"zero"));
     assert_eq!(first.qos, QoS::AtMostOnce);
-    let second = next_message(&messages).await;
+    let second = next_message::<R>(&messages).await;
     assert_eq!(second.topic.as_str(), broadcast("b"));
     assert_eq!(second.payload, Bytes::from_static(b"one"));
     assert_eq!(second.qos, QoS::AtLeastOnce);
@@ -61,10 +61,9 @@ async fn qos0_and_qos1_messages_reach_another_device() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn successive_qos1_publishes_get_distinct_packet_ids() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+pub async fn successive_qos1_publishes_get_distinct_packet_ids<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = client
@@ -81,11 +80,10 @@ async fn successive_qos1_publishes_get_distinct_packet_ids() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn suback_codes_refuse_a_topic_of_another_device() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
-    let codes = within(
+pub async fn suback_codes_refuse_a_topic_of_another_device<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
+    let codes = within::<R, _>(
         "SUBACK",
         client.subscribe(&[
             (filter(&user_get(1)), QoS::AtLeastOnce),
@@ -109,15 +107,14 @@ async fn suback_codes_refuse_a_topic_of_another_device() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn after_unsubscribe_nothing_more_arrives() {
-    let (broker, addr) = start_broker().await;
-    let (publisher, subscriber, messages) = publisher_and_subscriber(addr).await;
+pub async fn after_unsubscribe_nothing_more_arrives<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (publisher, subscriber, messages) = publisher_and_subscriber::<R>(addr).await;
     subscriber
         .subscribe(&[(filter(&user_get(2)), QoS::AtLeastOnce)])
         .await
         .unwrap();
-    within(
+    within::<R, _>(
         "UNSUBACK",
         subscriber.unsubscribe(&[filter(&broadcast("#"))]),
     )
@@ -138,16 +135,15 @@ async fn after_unsubscribe_nothing_more_arrives() {
         )
         .await;
     assert_eq!(delivery, DeviceDelivery::Sent);
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.topic.as_str(), user_get(2));
     assert_eq!(message.payload, Bytes::from_static(b"still here"));
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_server_side_reaches_the_device() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 3)).await.unwrap();
+pub async fn the_server_side_reaches_the_device<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 3)).await.unwrap();
     let messages = client.messages();
     client
         .subscribe(&[(filter(&user_get(3)), QoS::AtLeastOnce)])
@@ -162,17 +158,16 @@ async fn the_server_side_reaches_the_device() {
         )
         .await;
     assert_eq!(delivered, 1);
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"cmd"));
     let stats = broker.handle().stats().await;
     assert_eq!(stats.counters.messages_out, 1);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn qos2_and_empty_filter_lists_are_rejected_without_sending() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+pub async fn qos2_and_empty_filter_lists_are_rejected_without_sending<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     assert_eq!(
         client
             .publish(topic(&broadcast("x")), "two", QoS::ExactlyOnce)
@@ -191,10 +186,9 @@ async fn qos2_and_empty_filter_lists_are_rejected_without_sending() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones() {
-    let (broker, addr) = start_broker().await;
-    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+pub async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber::<R>(addr).await;
     // Each future is polled once (the command reaches the driver's channel) and dropped
     // before the driver has even run.
     for n in 0..20 {
@@ -211,7 +205,7 @@ async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones() {
         poll_once_then_drop(publisher.subscribe(&[(filter(&user_get(1)), QoS::AtLeastOnce)])).await;
     assert!(!finished);
 
-    let last = within(
+    let last = within::<R, _>(
         "the PUBACK of the last publish",
         publisher.publish(topic(&broadcast("kept")), "last", QoS::AtLeastOnce),
     )
@@ -220,11 +214,11 @@ async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones() {
     assert!(last.is_some());
     // Every dropped publish still went out, in order, then the last one.
     for n in 0..20 {
-        let message = next_message(&messages).await;
+        let message = next_message::<R>(&messages).await;
         assert_eq!(message.topic.as_str(), broadcast("dropped"));
         assert_eq!(message.payload, Bytes::from(format!("{n}")));
     }
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"last"));
     // And the client still answers calls normally.
     let codes = publisher
@@ -235,32 +229,34 @@ async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_message_receiver_dropped_while_waiting_loses_nothing() {
-    let (broker, addr) = start_broker().await;
-    let (publisher, _subscriber, messages) = publisher_and_subscriber(addr).await;
+pub async fn a_message_receiver_dropped_while_waiting_loses_nothing<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let (publisher, _subscriber, messages) = publisher_and_subscriber::<R>(addr).await;
     // A receive dropped before anything arrived.
     assert!(
-        tokio::time::timeout(Duration::from_millis(1), messages.recv())
-            .await
-            .is_err()
+        timeout_at(
+            &R::default(),
+            Instant::now() + Duration::from_millis(1),
+            messages.recv()
+        )
+        .await
+        .is_none()
     );
     publisher
         .publish(topic(&broadcast("after")), "kept", QoS::AtLeastOnce)
         .await
         .unwrap();
-    let message = next_message(&messages).await;
+    let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"kept"));
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_full_message_queue_holds_the_broker_back_without_losing_messages() {
-    let (broker, addr) = start_broker().await;
-    let publisher = Client::connect(device_options(addr, 1)).await.unwrap();
+pub async fn a_full_message_queue_holds_the_broker_back_without_losing_messages<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let publisher = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     let mut options = device_options(addr, 2);
     options.message_capacity = 2;
-    let subscriber = Client::connect(options).await.unwrap();
+    let subscriber = Client::<R>::connect(options).await.unwrap();
     subscriber
         .subscribe(&[(filter(&broadcast("#")), QoS::AtLeastOnce)])
         .await
@@ -274,7 +270,7 @@ async fn a_full_message_queue_holds_the_broker_back_without_losing_messages() {
     }
     let messages = subscriber.messages();
     for n in 0..count {
-        let message = next_message(&messages).await;
+        let message = next_message::<R>(&messages).await;
         assert_eq!(message.payload, Bytes::from(format!("{n}")));
     }
     broker.shutdown().await;

@@ -1,24 +1,24 @@
 //! RRPC: the broker calls the device (`BrokerHandle::rrpc`), the client answers with the
 //! handler of `on_rrpc` / `on_rrpc_async`.
 
-mod client_common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::RrpcOutcome;
-use aliot_tokio::client::Client;
+use aliot_io::Runtime;
+use aliot_io::client::Client;
 use bytes::Bytes;
-use client_common::*;
+
+use crate::support::*;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Device `n` connected and subscribed to its RRPC request topic.
-async fn rrpc_device(addr: std::net::SocketAddr, n: u8) -> Client {
-    let client = Client::connect(device_options(addr, n)).await.unwrap();
-    let request_filter = filter(&format!("/sys/{PRODUCT}/dev-{n}/rrpc/request/+"));
+async fn rrpc_device<R: Runtime>(addr: std::net::SocketAddr, n: u8) -> Client<R> {
+    let client = Client::<R>::connect(device_options(addr, n)).await.unwrap();
+    let request_filter = filter(&rrpc_requests(n));
     let codes = client
         .subscribe(&[(request_filter, QoS::AtMostOnce)])
         .await
@@ -27,10 +27,9 @@ async fn rrpc_device(addr: std::net::SocketAddr, n: u8) -> Client {
     client
 }
 
-#[tokio::test]
-async fn a_sync_handler_answers_rrpc_calls() {
-    let (broker, addr) = start_broker().await;
-    let client = rrpc_device(addr, 1).await;
+pub async fn a_sync_handler_answers_rrpc_calls<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = rrpc_device::<R>(addr, 1).await;
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
     client.on_rrpc(move |request| {
@@ -41,7 +40,7 @@ async fn a_sync_handler_answers_rrpc_calls() {
     });
     let (identity, _) = device(1);
     for call in ["first", "second"] {
-        let reply = within(
+        let reply = within::<R, _>(
             "the RRPC reply",
             broker
                 .handle()
@@ -61,10 +60,9 @@ async fn a_sync_handler_answers_rrpc_calls() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_handler_sees_the_request_topic_and_message_id() {
-    let (broker, addr) = start_broker().await;
-    let client = rrpc_device(addr, 2).await;
+pub async fn the_handler_sees_the_request_topic_and_message_id<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = rrpc_device::<R>(addr, 2).await;
     client.on_rrpc(|request| format!("{}|{}", request.message_id, request.topic.as_str()));
     let (identity, _) = device(2);
     let reply = broker
@@ -73,27 +71,28 @@ async fn the_handler_sees_the_request_topic_and_message_id() {
         .await
         .unwrap();
     let expected = format!(
-        "{}|/sys/{PRODUCT}/dev-2/rrpc/request/{}",
-        reply.message_id, reply.message_id
+        "{}|/sys/{PRODUCT}/{}/rrpc/request/{}",
+        reply.message_id,
+        device_name(2),
+        reply.message_id
     );
     assert_eq!(reply.outcome, RrpcOutcome::Success(Bytes::from(expected)));
     drop(client);
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_async_handler_answers_from_its_own_task() {
-    let (broker, addr) = start_broker().await;
-    let client = rrpc_device(addr, 3).await;
+pub async fn an_async_handler_answers_from_its_own_task<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = rrpc_device::<R>(addr, 3).await;
     client.on_rrpc_async(|request| async move {
         // Work that yields to the runtime before answering.
-        tokio::task::yield_now().await;
+        yield_now().await;
         let mut answer = request.payload.to_vec();
         answer.reverse();
         answer
     });
     let (identity, _) = device(3);
-    let reply = within(
+    let reply = within::<R, _>(
         "the RRPC reply",
         broker
             .handle()
@@ -109,10 +108,9 @@ async fn an_async_handler_answers_from_its_own_task() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_custom_topic_call_is_answered_on_its_own_topic() {
-    let (broker, addr) = start_broker().await;
-    let client = Client::connect(device_options(addr, 1)).await.unwrap();
+pub async fn a_custom_topic_call_is_answered_on_its_own_topic<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
     let own = user_get(1);
     let codes = client
         .subscribe(&[(filter(&format!("/ext/rrpc/+{own}")), QoS::AtMostOnce)])
@@ -121,7 +119,7 @@ async fn a_custom_topic_call_is_answered_on_its_own_topic() {
     assert_eq!(codes, [SubAckReturnCode::Success(QoS::AtMostOnce)]);
     client.on_rrpc(|request| request.topic.as_str().to_owned());
     let (identity, _) = device(1);
-    let reply = within(
+    let reply = within::<R, _>(
         "the RRPC reply",
         broker.handle().rrpc_on_topic(
             &identity,
@@ -142,10 +140,9 @@ async fn a_custom_topic_call_is_answered_on_its_own_topic() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn without_a_handler_the_caller_times_out() {
-    let (broker, addr) = start_broker().await;
-    let client = rrpc_device(addr, 4).await;
+pub async fn without_a_handler_the_caller_times_out<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = rrpc_device::<R>(addr, 4).await;
     let (identity, _) = device(4);
     let reply = broker
         .handle()
