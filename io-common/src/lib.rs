@@ -4,7 +4,9 @@
 //! broker (listeners, the hub task, one task per connection, graceful shutdown, the
 //! [`BrokerHandle`](broker::BrokerHandle)), TLS configuration loading and the device
 //! [`Client`](client::Client) (its driver, options, reconnect and transport), all written once
-//! against the small [`Runtime`] trait. An adapter is an implementation of that trait (spawn,
+//! against the small [`Runtime`] trait; and the runtime-independent parts of the `aliot`
+//! command: its TOML [`config`] (read into a [`BrokerConfig`](broker::BrokerConfig)) and the
+//! built-in [`demo`]. An adapter is an implementation of that trait (spawn,
 //! timers, TCP connect / bind / accept) and a set of type aliases binding it; it holds no
 //! protocol logic, which lives in `aliot-core`, and no driving logic, which lives here.
 //!
@@ -41,6 +43,8 @@
 
 pub mod broker;
 pub mod client;
+pub mod config;
+pub mod demo;
 pub mod runtime;
 
 pub use broker::{

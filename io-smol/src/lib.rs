@@ -45,3 +45,8 @@ pub use broker::{
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::{Smol, SmolTask};
+
+/// The broker's TOML configuration (see [`aliot_io::config`]).
+pub use aliot_io::config;
+/// The demo product and its instructions (see [`aliot_io::demo`]).
+pub use aliot_io::demo;

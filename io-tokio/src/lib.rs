@@ -9,8 +9,6 @@
 pub mod api;
 pub mod broker;
 pub mod client;
-pub mod config;
-pub mod demo;
 mod runtime;
 
 pub use broker::{
@@ -19,3 +17,8 @@ pub use broker::{
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::{Tokio, TokioTask};
+
+/// The `aliot` command's TOML configuration (see [`aliot_io::config`]).
+pub use aliot_io::config;
+/// The demo product and its instructions (see [`aliot_io::demo`]).
+pub use aliot_io::demo;

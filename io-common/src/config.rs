@@ -44,7 +44,7 @@
 //! ```
 //!
 //! ```
-//! use aliot_tokio::config::Config;
+//! use aliot_io::config::Config;
 //!
 //! let text = r#"
 //! [[listener]]
@@ -63,7 +63,7 @@
 //! let error = Config::parse("[[listener]]\nbind = \"localhost\"\n", "aliot.toml", ".".as_ref())
 //!     .unwrap_err();
 //! assert_eq!(error.location.map(|at| at.line), Some(2));
-//! # Ok::<(), aliot_tokio::config::ConfigError>(())
+//! # Ok::<(), aliot_io::config::ConfigError>(())
 //! ```
 
 use std::collections::BTreeMap;

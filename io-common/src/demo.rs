@@ -8,13 +8,13 @@
 //! and ready `mosquitto_sub`/`mosquitto_pub` command lines, and an RRPC call with curl.
 //!
 //! ```
-//! use aliot_tokio::demo::{DEMO_DEVICES, DEMO_PRODUCT_KEY, demo_config};
+//! use aliot_io::demo::{DEMO_DEVICES, DEMO_PRODUCT_KEY, demo_config};
 //!
 //! let config = demo_config(None, None)?;
 //! assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:1883");
 //! assert_eq!(config.registry.device_count(), DEMO_DEVICES.len());
 //! assert_eq!(config.products[0].key, DEMO_PRODUCT_KEY);
-//! # Ok::<(), aliot_tokio::config::ConfigError>(())
+//! # Ok::<(), aliot_io::config::ConfigError>(())
 //! ```
 
 use std::fmt::Write as _;
@@ -29,7 +29,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::config::{Config, ConfigError};
 
 /// The demo configuration, `io-tokio/examples/demo.toml`.
-pub const DEMO_CONFIG_TOML: &str = include_str!("../examples/demo.toml");
+pub const DEMO_CONFIG_TOML: &str = include_str!("../../io-tokio/examples/demo.toml");
 
 /// The demo's product key.
 pub const DEMO_PRODUCT_KEY: &str = "a1DemoProd01";
