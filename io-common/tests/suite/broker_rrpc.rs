@@ -26,28 +26,9 @@ pub async fn rrpc_success_from_a_device_that_answers<R: Runtime>() {
         [1]
     );
     let responder = answer_rrpc::<R>(client);
-    let (identity, _) = device(1);
-    let reply = handle
-        .rrpc(
-            &identity,
-            Bytes::from_static(b"ping"),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"pong:ping"))
-    );
+    let reply = rrpc_answered::<R>(&handle, 1, "ping", "pong:ping").await;
     // Another call gets another messageId.
-    let again = handle
-        .rrpc(&identity, Bytes::from_static(b"2"), Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(
-        again.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"pong:2"))
-    );
+    let again = rrpc_answered::<R>(&handle, 1, "2", "pong:2").await;
     assert_ne!(again.message_id, reply.message_id);
     let stats = handle.stats().await;
     assert_eq!(stats.counters.rrpc.success, 2);

@@ -4,16 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use aliot_auth::SecureMode;
 use aliot_core::codec::Connect;
-use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{ListenerConfig, TlsConfigError, load_tls_config};
 
 use crate::support::*;
-use bytes::Bytes;
 use futures_rustls::TlsConnector;
 use futures_util::future::join;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -122,20 +119,7 @@ pub async fn devices_connect_over_tls_1_3_and_1_2<R: Runtime>() {
         .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
         .await;
     let responder = answer_rrpc::<R>(device_one);
-    let (identity, _) = device(1);
-    let reply = broker
-        .handle()
-        .rrpc(
-            &identity,
-            Bytes::from_static(b"over tls"),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"pong:over tls"))
-    );
+    rrpc_answered::<R>(&broker.handle(), 1, "over tls", "pong:over tls").await;
 
     // TLS 1.2, and messages between a TLS and a plain TCP device.
     let mut device_two = tls_client::<R>(

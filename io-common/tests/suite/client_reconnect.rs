@@ -32,10 +32,7 @@ pub async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again<R
     assert_eq!(refused, [SubAckReturnCode::Failure]);
 
     broker.shutdown().await;
-    let lost = event_matching::<R>(&mut events, "the disconnect", |event| {
-        matches!(event, ConnectionEvent::Disconnected { .. })
-    })
-    .await;
+    let lost = disconnected::<R>(&mut events).await;
     assert!(
         matches!(
             lost,
@@ -47,10 +44,7 @@ pub async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again<R
     );
 
     let (broker, _) = start::<R>(config_on(addr, false)).await;
-    let back = event_matching::<R>(&mut events, "the reconnect", |event| {
-        matches!(event, ConnectionEvent::Reconnected { .. })
-    })
-    .await;
+    let back = reconnected::<R>(&mut events).await;
     assert!(
         matches!(
             back,
@@ -115,10 +109,7 @@ pub async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_re
         .unwrap();
 
     proxy.cut();
-    event_matching::<R>(&mut events, "the disconnect", |event| {
-        matches!(event, ConnectionEvent::Disconnected { .. })
-    })
-    .await;
+    disconnected::<R>(&mut events).await;
     wait_for_stats::<R>(&handle, "the broker to see the device gone", |stats| {
         stats.connections == 0
     })
@@ -137,10 +128,7 @@ pub async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_re
     }
 
     proxy.resume();
-    let back = event_matching::<R>(&mut events, "the reconnect", |event| {
-        matches!(event, ConnectionEvent::Reconnected { .. })
-    })
-    .await;
+    let back = reconnected::<R>(&mut events).await;
     assert!(
         matches!(
             back,
@@ -175,10 +163,7 @@ pub async fn commands_given_while_offline_go_out_after_the_reconnect<R: Runtime>
         .unwrap();
 
     proxy.cut();
-    event_matching::<R>(&mut events, "the disconnect", |event| {
-        matches!(event, ConnectionEvent::Disconnected { .. })
-    })
-    .await;
+    disconnected::<R>(&mut events).await;
     let mut qos1 = std::pin::pin!(spawn::<R, _>({
         let client = client.clone();
         async move {
@@ -196,10 +181,7 @@ pub async fn commands_given_while_offline_go_out_after_the_reconnect<R: Runtime>
         }
     }));
     // The attempts through the cut proxy fail; the client keeps trying.
-    let failed = event_matching::<R>(&mut events, "a failed attempt", |event| {
-        matches!(event, ConnectionEvent::ReconnectFailed { .. })
-    })
-    .await;
+    let failed = reconnect_failed::<R>(&mut events).await;
     assert!(matches!(failed, ConnectionEvent::ReconnectFailed { .. }));
     assert!(qos1.as_mut().now_or_never().is_none() && qos0.as_mut().now_or_never().is_none());
 
@@ -231,10 +213,7 @@ pub async fn failed_attempts_back_off_within_the_configured_bounds<R: Runtime>()
     proxy.cut();
     let backoff = quick_backoff();
     for expected_attempt in 1..=5_u32 {
-        let event = event_matching::<R>(&mut events, "a failed attempt", |event| {
-            matches!(event, ConnectionEvent::ReconnectFailed { .. })
-        })
-        .await;
+        let event = reconnect_failed::<R>(&mut events).await;
         let ConnectionEvent::ReconnectFailed {
             attempt, retry_in, ..
         } = event
@@ -253,10 +232,7 @@ pub async fn failed_attempts_back_off_within_the_configured_bounds<R: Runtime>()
         assert!(retry_in <= Duration::from_millis(200));
     }
     proxy.resume();
-    event_matching::<R>(&mut events, "the reconnect", |event| {
-        matches!(event, ConnectionEvent::Reconnected { .. })
-    })
-    .await;
+    reconnected::<R>(&mut events).await;
     drop(client);
     broker.shutdown().await;
 }

@@ -13,8 +13,6 @@ use bytes::Bytes;
 
 use crate::support::*;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Device `n` connected and subscribed to its RRPC request topic.
 async fn rrpc_device<R: Runtime>(addr: std::net::SocketAddr, n: u8) -> Client<R> {
     let client = Client::<R>::connect(device_options(addr, n)).await.unwrap();
@@ -38,20 +36,8 @@ pub async fn a_sync_handler_answers_rrpc_calls<R: Runtime>() {
         answer.extend_from_slice(&request.payload);
         answer
     });
-    let (identity, _) = device(1);
     for call in ["first", "second"] {
-        let reply = within::<R, _>(
-            "the RRPC reply",
-            broker
-                .handle()
-                .rrpc(&identity, Bytes::from(call), CALL_TIMEOUT),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            reply.outcome,
-            RrpcOutcome::Success(Bytes::from(format!("echo:{call}")))
-        );
+        rrpc_answered::<R>(&broker.handle(), 1, call, format!("echo:{call}")).await;
     }
     assert_eq!(seen.load(Ordering::SeqCst), 2);
     let stats = broker.handle().stats().await;
@@ -67,7 +53,7 @@ pub async fn the_handler_sees_the_request_topic_and_message_id<R: Runtime>() {
     let (identity, _) = device(2);
     let reply = broker
         .handle()
-        .rrpc(&identity, Bytes::from_static(b"?"), CALL_TIMEOUT)
+        .rrpc(&identity, Bytes::from_static(b"?"), RRPC_TIMEOUT)
         .await
         .unwrap();
     let expected = format!(
@@ -91,19 +77,7 @@ pub async fn an_async_handler_answers_from_its_own_task<R: Runtime>() {
         answer.reverse();
         answer
     });
-    let (identity, _) = device(3);
-    let reply = within::<R, _>(
-        "the RRPC reply",
-        broker
-            .handle()
-            .rrpc(&identity, Bytes::from_static(b"abc"), CALL_TIMEOUT),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        reply.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"cba"))
-    );
+    rrpc_answered::<R>(&broker.handle(), 3, "abc", "cba").await;
     drop(client);
     broker.shutdown().await;
 }
@@ -125,7 +99,7 @@ pub async fn a_custom_topic_call_is_answered_on_its_own_topic<R: Runtime>() {
             &identity,
             &topic(&own),
             Bytes::from_static(b"go"),
-            CALL_TIMEOUT,
+            RRPC_TIMEOUT,
         ),
     )
     .await
@@ -156,15 +130,7 @@ pub async fn without_a_handler_the_caller_times_out<R: Runtime>() {
     assert_eq!(reply.outcome, RrpcOutcome::Timeout);
     // Setting a handler afterwards answers the next call.
     client.on_rrpc(|_| "here");
-    let reply = broker
-        .handle()
-        .rrpc(&identity, Bytes::from_static(b"now?"), CALL_TIMEOUT)
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"here"))
-    );
+    rrpc_answered::<R>(&broker.handle(), 4, "now?", "here").await;
     drop(client);
     broker.shutdown().await;
 }

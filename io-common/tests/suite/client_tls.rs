@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use aliot_core::PlatformAuthenticator;
 use aliot_core::codec::{QoS, SubAckReturnCode};
-use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig, tls_config};
 use aliot_io::client::{Client, ClientOptions, ConnectError, TlsOptions};
@@ -83,19 +82,7 @@ pub async fn a_device_works_over_tls<R: Runtime>() {
     assert_eq!(message.payload, Bytes::from_static(b"sealed"));
 
     client.on_rrpc(|request| request.payload.clone());
-    let reply = broker
-        .handle()
-        .rrpc(
-            &device(1).0,
-            Bytes::from_static(b"over tls"),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        reply.outcome,
-        RrpcOutcome::Success(Bytes::from_static(b"over tls"))
-    );
+    rrpc_answered::<R>(&broker.handle(), 1, "over tls", "over tls").await;
 
     drop(client);
     let stats = wait_for_stats::<R>(&broker.handle(), "the close", |stats| {

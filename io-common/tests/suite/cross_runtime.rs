@@ -1,10 +1,7 @@
 //! The two runtimes against each other: a tokio device client against a smol broker, a smol
 //! device client against a tokio broker, and what only one runtime has (the HTTP API).
 
-use std::time::Duration;
-
 use aliot_core::codec::{QoS, SubAckReturnCode};
-use aliot_core::hub::RrpcOutcome;
 use aliot_io::broker::{ApiConfig, BrokerError};
 use aliot_io::client::{ClientOptions, Login};
 use aliot_smol::Smol;
@@ -65,19 +62,7 @@ fn a_tokio_client_against_a_smol_broker() {
             .await
             .unwrap();
         assert_eq!(&message.payload[..], b"down");
-        let (identity, _) = device(1);
-        let reply = handle
-            .rrpc(
-                &identity,
-                Bytes::from_static(b"ping"),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        assert_eq!(
-            reply.outcome,
-            RrpcOutcome::Success(Bytes::from_static(b"pong:ping"))
-        );
+        rrpc_answered::<Tokio>(&handle, 1, "ping", "pong:ping").await;
 
         client.disconnect().await;
         watcher.disconnect().await;

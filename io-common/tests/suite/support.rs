@@ -26,8 +26,11 @@ use aliot_core::codec::{
     ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
     SubAck, Subscribe, Utf8Bytes,
 };
+use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
-use aliot_io::broker::{ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, Stats};
+use aliot_io::broker::{
+    ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcReply, Stats,
+};
 use aliot_io::client::{ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages};
 use aliot_io::runtime::{sleep, timeout_at};
 use aliot_topic::{Permission, ProductCategories, TopicFilter, TopicLimits, TopicName};
@@ -442,6 +445,26 @@ pub async fn wait_for_stats<R: Runtime>(
     }
 }
 
+/// How long the tests' RRPC calls wait for the device's answer.
+pub const RRPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Calls device `n` by RRPC with `request` and expects it to answer `answer` within
+/// [`RRPC_TIMEOUT`]; returns the reply (for its message id).
+pub async fn rrpc_answered<R: Runtime>(
+    handle: &BrokerHandle,
+    n: u8,
+    request: impl Into<Bytes>,
+    answer: impl Into<Bytes>,
+) -> RrpcReply {
+    let (identity, _) = device(n);
+    let call = handle.rrpc(&identity, request.into(), RRPC_TIMEOUT);
+    let reply = within::<R, _>("the RRPC reply", call)
+        .await
+        .expect("the RRPC call is made");
+    assert_eq!(reply.outcome, RrpcOutcome::Success(answer.into()));
+    reply
+}
+
 /// Answers every RRPC request the client receives (it must be subscribed already) with
 /// `pong:` and the request, on the response topic of its form; ends when the broker closes.
 pub fn answer_rrpc<R: Runtime>(mut client: TestClient<R>) -> impl Future<Output = ()> {
@@ -653,4 +676,28 @@ impl<R: Runtime> Drop for Proxy<R> {
         }
         self.cut();
     }
+}
+
+/// Skips the device client's events up to its next disconnect; returns that event.
+pub async fn disconnected<R: Runtime>(events: &mut Events) -> ConnectionEvent {
+    event_matching::<R>(events, "the disconnect", |event| {
+        matches!(event, ConnectionEvent::Disconnected { .. })
+    })
+    .await
+}
+
+/// Skips the device client's events up to its next reconnect; returns that event.
+pub async fn reconnected<R: Runtime>(events: &mut Events) -> ConnectionEvent {
+    event_matching::<R>(events, "the reconnect", |event| {
+        matches!(event, ConnectionEvent::Reconnected { .. })
+    })
+    .await
+}
+
+/// Skips the device client's events up to its next failed reconnect attempt; returns that event.
+pub async fn reconnect_failed<R: Runtime>(events: &mut Events) -> ConnectionEvent {
+    event_matching::<R>(events, "a failed attempt", |event| {
+        matches!(event, ConnectionEvent::ReconnectFailed { .. })
+    })
+    .await
 }
