@@ -19,6 +19,9 @@ use aliot_core::codec::{
 use aliot_topic::ProductCategories;
 use bytes::{Bytes, BytesMut};
 
+mod shell;
+use shell::shell_words;
+
 /// How long anything the tests wait for may take.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -306,45 +309,6 @@ fn serve_with_tls_says_so() {
     let (status, stderr) = served.signal("INT");
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("Ctrl-C: shutting down"), "{stderr}");
-}
-
-/// Splits a command line as a POSIX shell would, for the quoting the demo prints.
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                for quoted in chars.by_ref() {
-                    if quoted == '\'' {
-                        break;
-                    }
-                    word.push(quoted);
-                }
-            }
-            '\\' => {
-                in_word = true;
-                word.extend(chars.next());
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
 }
 
 /// The value after `flag` in a command's words.

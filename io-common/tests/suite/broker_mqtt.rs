@@ -308,19 +308,7 @@ pub async fn graceful_shutdown_closes_everyone_and_ends_pending_calls<R: Runtime
     let silent = TestClient::<R>::tcp(addr).await;
 
     // An RRPC call the device never answers, pending when the broker stops.
-    let (identity, _) = device(1);
-    let call = spawn::<R, _>({
-        let handle = handle.clone();
-        async move {
-            handle
-                .rrpc(
-                    &identity,
-                    Bytes::from_static(b"hello?"),
-                    Duration::from_secs(8),
-                )
-                .await
-        }
-    });
+    let call = rrpc_in_background::<R>(&handle, 1, b"hello?", Duration::from_secs(8));
     let request = client.recv_publish().await;
     assert_eq!(&request.payload[..], b"hello?");
 

@@ -43,17 +43,7 @@ pub async fn rrpc_request_goes_out_at_qos0_with_its_message_id<R: Runtime>() {
     client
         .subscribe(&["/sys/a1TestPK001/dev-002/rrpc/request/+"])
         .await;
-    let (identity, _) = device(2);
-    let handle = broker.handle();
-    let call = spawn::<R, _>(async move {
-        handle
-            .rrpc(
-                &identity,
-                Bytes::from_static(b"q"),
-                Duration::from_millis(1000),
-            )
-            .await
-    });
+    let call = rrpc_in_background::<R>(&broker.handle(), 2, b"q", Duration::from_millis(1000));
     // The device sees the request and stays silent: TIMEOUT.
     let request = client.recv_publish().await;
     assert_eq!(request.qos, PublishQos::AtMostOnce);

@@ -2,17 +2,32 @@
 //! clean session), across a cut connection with cleanSession=0 (messages kept while offline
 //! are delivered), commands given while offline, and the backoff between failed attempts.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use aliot_core::client::DisconnectReason;
 use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_core::hub::DeviceDelivery;
 use aliot_io::Runtime;
-use aliot_io::client::{Client, ConnectionEvent};
+use aliot_io::client::{Client, ConnectionEvent, Events};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 
 use crate::support::*;
+
+/// Device 1 connected through a proxy (which the test cuts) to the broker at `broker_addr`,
+/// and its events.
+async fn device_1_through_a_proxy<R: Runtime>(
+    broker_addr: SocketAddr,
+    clean_session: bool,
+) -> (Proxy<R>, Client<R>, Events) {
+    let proxy = Proxy::<R>::start(broker_addr).await;
+    let mut options = device_options(proxy.addr, 1);
+    options.clean_session = clean_session;
+    let client = Client::<R>::connect(options).await.unwrap();
+    let events = client.events();
+    (proxy, client, events)
+}
 
 pub async fn after_a_broker_restart_the_client_reconnects_and_subscribes_again<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
@@ -97,11 +112,7 @@ pub async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_re
 >() {
     let (broker, broker_addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let proxy = Proxy::<R>::start(broker_addr).await;
-    let mut options = device_options(proxy.addr, 1);
-    options.clean_session = false;
-    let client = Client::<R>::connect(options).await.unwrap();
-    let mut events = client.events();
+    let (proxy, client, mut events) = device_1_through_a_proxy::<R>(broker_addr, false).await;
     let messages = client.messages();
     client
         .subscribe(&[(filter(&user_get(1)), QoS::AtLeastOnce)])
@@ -148,11 +159,7 @@ pub async fn with_a_kept_session_messages_sent_while_offline_arrive_after_the_re
 
 pub async fn commands_given_while_offline_go_out_after_the_reconnect<R: Runtime>() {
     let (broker, broker_addr) = start::<R>(config(false)).await;
-    let proxy = Proxy::<R>::start(broker_addr).await;
-    let client = Client::<R>::connect(device_options(proxy.addr, 1))
-        .await
-        .unwrap();
-    let mut events = client.events();
+    let (proxy, client, mut events) = device_1_through_a_proxy::<R>(broker_addr, true).await;
     let listener = Client::<R>::connect(device_options(broker_addr, 2))
         .await
         .unwrap();
@@ -205,11 +212,7 @@ pub async fn commands_given_while_offline_go_out_after_the_reconnect<R: Runtime>
 
 pub async fn failed_attempts_back_off_within_the_configured_bounds<R: Runtime>() {
     let (broker, broker_addr) = start::<R>(config(false)).await;
-    let proxy = Proxy::<R>::start(broker_addr).await;
-    let client = Client::<R>::connect(device_options(proxy.addr, 1))
-        .await
-        .unwrap();
-    let mut events = client.events();
+    let (proxy, client, mut events) = device_1_through_a_proxy::<R>(broker_addr, true).await;
     proxy.cut();
     let backoff = quick_backoff();
     for expected_attempt in 1..=5_u32 {

@@ -29,7 +29,7 @@ use aliot_core::codec::{
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{
-    ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcReply, Stats,
+    ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
 };
 use aliot_io::client::{ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages};
 use aliot_io::runtime::{sleep, timeout_at};
@@ -463,6 +463,23 @@ pub async fn rrpc_answered<R: Runtime>(
         .expect("the RRPC call is made");
     assert_eq!(reply.outcome, RrpcOutcome::Success(answer.into()));
     reply
+}
+
+/// Calls device `n` by RRPC with `request`, waiting up to `timeout`, in a task of its own (the
+/// test plays the device meanwhile); the future returned gives the call's result.
+pub fn rrpc_in_background<R: Runtime>(
+    handle: &BrokerHandle,
+    n: u8,
+    request: &'static [u8],
+    timeout: Duration,
+) -> impl Future<Output = Result<RrpcReply, RrpcError>> + use<R> {
+    let handle = handle.clone();
+    let (identity, _) = device(n);
+    spawn::<R, _>(async move {
+        handle
+            .rrpc(&identity, Bytes::from_static(request), timeout)
+            .await
+    })
 }
 
 /// Answers every RRPC request the client receives (it must be subscribed already) with
