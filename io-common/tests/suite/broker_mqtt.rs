@@ -297,13 +297,7 @@ pub async fn a_silent_connection_is_closed_at_the_connect_deadline<R: Runtime>()
 pub async fn graceful_shutdown_closes_everyone_and_ends_pending_calls<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let (mut client, _) = TestClient::<R>::device(addr, 1, true).await;
-    assert_eq!(
-        client
-            .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
-            .await,
-        [1]
-    );
+    let mut client = TestClient::<R>::rrpc_device(addr, 1).await;
     // A connection that has not said anything yet.
     let silent = TestClient::<R>::tcp(addr).await;
 

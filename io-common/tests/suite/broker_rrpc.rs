@@ -6,25 +6,14 @@ use aliot_core::codec::{PublishQos, QoS};
 use aliot_core::hub::{self, DeviceDelivery, RrpcOutcome};
 use aliot_io::Runtime;
 use aliot_io::broker::RrpcError;
-use aliot_topic::{TopicLimits, TopicName};
 
 use crate::support::*;
 use bytes::Bytes;
 
-fn topic(text: &str) -> TopicName {
-    TopicName::new(text, &TopicLimits::default()).unwrap()
-}
-
 pub async fn rrpc_success_from_a_device_that_answers<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let handle = broker.handle();
-    let (mut client, _) = TestClient::<R>::device(addr, 1, true).await;
-    assert_eq!(
-        client
-            .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
-            .await,
-        [1]
-    );
+    let client = TestClient::<R>::rrpc_device(addr, 1).await;
     let responder = answer_rrpc::<R>(client);
     let reply = rrpc_answered::<R>(&handle, 1, "ping", "pong:ping").await;
     // Another call gets another messageId.
@@ -40,9 +29,7 @@ pub async fn rrpc_success_from_a_device_that_answers<R: Runtime>() {
 pub async fn rrpc_request_goes_out_at_qos0_with_its_message_id<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let (mut client, _) = TestClient::<R>::device(addr, 2, true).await;
-    client
-        .subscribe(&["/sys/a1TestPK001/dev-002/rrpc/request/+"])
-        .await;
+    client.subscribe(&[&rrpc_requests(2)]).await;
     let call = rrpc_in_background::<R>(&broker.handle(), 2, b"q", Duration::from_millis(1000));
     // The device sees the request and stays silent: TIMEOUT.
     let request = client.recv_publish().await;

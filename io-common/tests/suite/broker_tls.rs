@@ -115,9 +115,7 @@ pub async fn devices_connect_over_tls_1_3_and_1_2<R: Runtime>() {
     )
     .await;
     assert_eq!(device_one.handshake(tls_connect(1)).await.code as u8, 0);
-    device_one
-        .subscribe(&["/sys/a1TestPK001/dev-001/rrpc/request/+"])
-        .await;
+    device_one.subscribe(&[&rrpc_requests(1)]).await;
     let responder = answer_rrpc::<R>(device_one);
     rrpc_answered::<R>(&broker.handle(), 1, "over tls", "pong:over tls").await;
 

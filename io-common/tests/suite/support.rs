@@ -214,6 +214,13 @@ impl<R: Runtime> TestClient<R> {
         (client, connack.session_present)
     }
 
+    /// Connects device `n` and subscribes it to its RRPC requests.
+    pub async fn rrpc_device(addr: SocketAddr, n: u8) -> Self {
+        let (mut client, _) = Self::device(addr, n, true).await;
+        assert_eq!(client.subscribe(&[&rrpc_requests(n)]).await, [1]);
+        client
+    }
+
     /// Sends CONNECT and reads the CONNACK.
     pub async fn handshake(&mut self, connect: Connect) -> ConnAck {
         self.send(&Packet::from(connect)).await;
