@@ -1,6 +1,6 @@
 //! The built-in demo of `aliot serve`: one product, three devices, public secrets.
 //!
-//! The demo is the configuration file `io-tokio/examples/demo.toml`, compiled in: product
+//! The demo is the configuration file `io-common/src/demo.toml`, compiled in: product
 //! [`DEMO_PRODUCT_KEY`] with the custom categories `/${productKey}/${deviceName}/user/get`
 //! (sub) and `/${productKey}/${deviceName}/user/update` (pub), and devices `dev-001`, `dev-002`
 //! and `dev-003` with the fixed secrets of [`DEMO_DEVICES`], MQTT on 127.0.0.1:1883 and the
@@ -28,8 +28,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::config::{Config, ConfigError};
 
-/// The demo configuration, `io-tokio/examples/demo.toml`.
-pub const DEMO_CONFIG_TOML: &str = include_str!("../../io-tokio/examples/demo.toml");
+/// The demo configuration, `io-common/src/demo.toml`.
+pub const DEMO_CONFIG_TOML: &str = include_str!("demo.toml");
 
 /// The demo's product key.
 pub const DEMO_PRODUCT_KEY: &str = "a1DemoProd01";

@@ -47,7 +47,7 @@ fn a_good_file_exits_0_with_a_summary() {
 
 #[test]
 fn the_demo_file_checks_too() {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.toml");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../io-common/src/demo.toml");
     let output = check_config(&demo);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let stdout = String::from_utf8(output.stdout).expect("UTF-8");
