@@ -539,11 +539,9 @@ impl Hub {
             return DeviceDelivery::Offline;
         };
         let session = self.session(sid);
-        let allowed = TopicFilter::from_bytes(
-            message.topic.clone().into_bytes(),
-            &self.server_topic_limits,
-        )
-        .is_ok_and(|filter| session.acl.may_subscribe(&filter));
+        let allowed = session
+            .acl
+            .may_subscribe(&TopicFilter::from(message.topic.clone()));
         if !allowed {
             return DeviceDelivery::Denied;
         }

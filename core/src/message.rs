@@ -3,7 +3,7 @@
 use aliot_topic::TopicName;
 use bytes::Bytes;
 
-use crate::codec::{PacketId, Publish, PublishQos, QoS, Utf8Bytes};
+use crate::codec::{MAX_STRING_LEN, PacketId, Publish, PublishQos, QoS, Utf8Bytes};
 
 /// A message: a validated topic, its payload and the QoS it travels at (0 or 1 in this profile).
 ///
@@ -33,7 +33,13 @@ impl Message {
     /// The PUBLISH packet that carries this message. `packet_id` is used when the message is
     /// QoS 1 and ignored for QoS 0; a QoS 1 message without one is sent at QoS 0.
     pub(crate) fn to_publish(&self, packet_id: Option<PacketId>, dup: bool) -> Option<Publish> {
-        let topic = Utf8Bytes::try_from(self.topic.clone().into_bytes()).ok()?;
+        let topic = self.topic.clone().into_bytes();
+        // A TopicName is valid UTF-8 without U+0000 (aliot-topic checked both when it was made);
+        // only MQTT's string length limit is left to check, so no delivery re-scans the topic.
+        if topic.len() > MAX_STRING_LEN {
+            return None;
+        }
+        let topic = Utf8Bytes::from_checked(topic);
         let qos = match (self.qos, packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => PublishQos::AtMostOnce,
             (_, Some(id)) => PublishQos::AtLeastOnce(id),
