@@ -402,14 +402,7 @@ fn broadcast_reaches_every_subscribed_device_of_the_product_once() {
         broker.output(conn);
         conns.push(conn);
     }
-    let reached = broker.hub.publish(
-        Message::new(
-            topic("/broadcast/a1TestProd/firmware"),
-            "v2",
-            QoS::AtLeastOnce,
-        ),
-        broker.now,
-    );
+    let reached = broker.publish("/broadcast/a1TestProd/firmware", "v2", QoS::AtLeastOnce);
     broker.pump();
     assert_eq!(reached, 50);
     for conn in conns {
@@ -435,13 +428,10 @@ fn the_in_flight_window_holds_qos_1_until_acknowledged() {
     );
     broker.output(conn);
     for i in 0..10 {
-        broker.hub.publish(
-            Message::new(
-                topic("/a1TestProd/dev-1/user/get"),
-                format!("m{i}"),
-                QoS::AtLeastOnce,
-            ),
-            broker.now,
+        broker.publish(
+            "/a1TestProd/dev-1/user/get",
+            format!("m{i}"),
+            QoS::AtLeastOnce,
         );
     }
     broker.pump();
@@ -468,13 +458,10 @@ fn lost_pubacks_are_redelivered_with_dup_after_reconnect_and_nothing_is_lost() {
     );
     broker.output(conn);
     for i in 0..3 {
-        broker.hub.publish(
-            Message::new(
-                topic("/a1TestProd/dev-1/user/get"),
-                format!("m{i}"),
-                QoS::AtLeastOnce,
-            ),
-            broker.now,
+        broker.publish(
+            "/a1TestProd/dev-1/user/get",
+            format!("m{i}"),
+            QoS::AtLeastOnce,
         );
     }
     broker.pump();
@@ -485,10 +472,7 @@ fn lost_pubacks_are_redelivered_with_dup_after_reconnect_and_nothing_is_lost() {
     broker.send(conn, puback(sent[0].qos.packet_id().unwrap()));
     broker.drop_transport(conn);
     // While it is offline, one more message arrives.
-    broker.hub.publish(
-        Message::new(topic("/a1TestProd/dev-1/user/get"), "m3", QoS::AtLeastOnce),
-        broker.now,
-    );
+    broker.publish("/a1TestProd/dev-1/user/get", "m3", QoS::AtLeastOnce);
     broker.pump();
     assert_eq!(broker.hub.counters().dropped.queue_full, 0);
 
@@ -527,14 +511,7 @@ fn a_clean_session_loses_its_subscriptions_and_queue_at_disconnect() {
     );
     broker.output(conn);
     broker.drop_transport(conn);
-    broker.hub.publish(
-        Message::new(
-            topic("/a1TestProd/dev-1/user/get"),
-            "kept",
-            QoS::AtLeastOnce,
-        ),
-        broker.now,
-    );
+    broker.publish("/a1TestProd/dev-1/user/get", "kept", QoS::AtLeastOnce);
     broker.pump();
     // Reconnecting with cleanSession=1 discards the kept session and its queued message.
     let (clean, present) = broker.connect_device("dev-1", true);
@@ -542,14 +519,7 @@ fn a_clean_session_loses_its_subscriptions_and_queue_at_disconnect() {
     assert!(publishes(&broker.output(clean)).is_empty());
     assert_eq!(broker.hub.counters().dropped.session_discarded, 1);
     // And nothing is routed to it without a new SUBSCRIBE.
-    broker.hub.publish(
-        Message::new(
-            topic("/a1TestProd/dev-1/user/get"),
-            "later",
-            QoS::AtLeastOnce,
-        ),
-        broker.now,
-    );
+    broker.publish("/a1TestProd/dev-1/user/get", "later", QoS::AtLeastOnce);
     broker.pump();
     assert!(broker.output(clean).is_empty());
 }
@@ -569,20 +539,14 @@ fn the_offline_queue_is_bounded_and_drops_the_oldest_counting_them() {
     broker.output(conn);
     broker.send(conn, Packet::Disconnect);
     for i in 0..8 {
-        broker.hub.publish(
-            Message::new(
-                topic("/a1TestProd/dev-1/user/get"),
-                format!("m{i}"),
-                QoS::AtLeastOnce,
-            ),
-            broker.now,
+        broker.publish(
+            "/a1TestProd/dev-1/user/get",
+            format!("m{i}"),
+            QoS::AtLeastOnce,
         );
     }
     // QoS 0 is not kept for an offline session, and that is counted too.
-    broker.hub.publish(
-        Message::new(topic("/a1TestProd/dev-1/user/get"), "q0", QoS::AtMostOnce),
-        broker.now,
-    );
+    broker.publish("/a1TestProd/dev-1/user/get", "q0", QoS::AtMostOnce);
     broker.pump();
     assert_eq!(broker.hub.counters().dropped.queue_full, 3);
     assert_eq!(broker.hub.counters().dropped.offline_qos0, 1);
@@ -612,14 +576,7 @@ fn a_second_connection_of_the_same_device_takes_over_with_its_session() {
     assert_eq!(broker.hub.counters().takeovers, 1);
     assert_eq!(broker.hub.connection_count(), 1);
     // Messages now go to the new connection only.
-    broker.hub.publish(
-        Message::new(
-            topic("/a1TestProd/dev-1/user/get"),
-            "to-new",
-            QoS::AtLeastOnce,
-        ),
-        broker.now,
-    );
+    broker.publish("/a1TestProd/dev-1/user/get", "to-new", QoS::AtLeastOnce);
     broker.pump();
     assert_eq!(publishes(&broker.output(second)).len(), 1);
     assert!(publishes(&broker.output(first)).is_empty());
@@ -664,10 +621,7 @@ fn a_device_that_never_reads_does_not_stall_the_others() {
         } else {
             QoS::AtLeastOnce
         };
-        broker
-            .hub
-            .publish(Message::new(topic(t), payload.clone(), qos), broker.now);
-        broker.pump();
+        broker.publish(t, payload.clone(), qos);
         // The fast device reads and acknowledges everything as it comes.
         let received = broker.output(fast);
         for p in publishes(&received) {

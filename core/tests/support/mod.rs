@@ -313,6 +313,17 @@ impl Broker {
         }
     }
 
+    /// Publishes from the server side (the platform's Pub) and moves everything it caused;
+    /// returns how many sessions it reached.
+    pub fn publish(&mut self, topic: &str, payload: impl Into<Bytes>, qos: QoS) -> usize {
+        let topic = aliot_topic::TopicName::new(topic, &Default::default()).unwrap();
+        let reached = self
+            .hub
+            .publish(aliot_core::Message::new(topic, payload, qos), self.now);
+        self.pump();
+        reached
+    }
+
     /// The outcome of an RRPC call, if it ended.
     pub fn outcome(&self, id: MessageId) -> Option<&RrpcOutcome> {
         self.outcomes.iter().find(|(i, _)| *i == id).map(|(_, o)| o)
