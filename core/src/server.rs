@@ -323,7 +323,9 @@ impl Connection {
         if self.out.is_empty() {
             return false;
         }
-        buf.unsplit(self.out.split());
+        // The whole buffer changes hands (an empty `buf` takes it as it is): the connection
+        // keeps no allocation of its own while it has nothing to send.
+        buf.unsplit(core::mem::take(&mut self.out));
         true
     }
 
@@ -341,7 +343,17 @@ impl Connection {
                 self.events.push_back(event);
             }
         }
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            // Events come in bursts, one per read at most: an idle connection keeps no queue.
+            self.events = VecDeque::new();
+        }
+        event
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) has an event to return.
+    pub fn has_event(&self) -> bool {
+        self.dropped_deliveries > 0 || !self.events.is_empty()
     }
 
     /// Whether the connection wants more input now. It does not while the hub has yet to open

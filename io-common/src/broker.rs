@@ -9,7 +9,7 @@
 //!   oneshot reply, publishes, statistics), a batch at a time, and after each batch dispatches
 //!   every [`HubOutput`](aliot_core::hub::HubOutput): a command to the named connection, an RRPC
 //!   outcome to its waiting caller. When idle it sleeps until the hub's next deadline. It never
-//!   waits on a connection (commands go out on unbounded channels whose depth the hub's
+//!   waits on a connection (commands go out through unbounded mailboxes, whose depth the hub's
 //!   in-flight window and the connections' QoS 0 limit keep bounded), so it cannot deadlock
 //!   with them.
 //! - **One task per connection** owns a [`server::Connection`](aliot_core::server::Connection)
@@ -60,6 +60,7 @@
 mod connection;
 mod handle;
 mod hub_task;
+mod mailbox;
 mod tls;
 
 use std::io;
@@ -457,7 +458,8 @@ async fn accept_loop<R: Runtime>(
                     let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone());
                     // A connection task that fails must not leave its session attached to
                     // nothing: the hub hears of it as a closed transport.
-                    let lost = connection::report_lost(Arc::clone(&shared), conn);
+                    let lost_shared = Arc::clone(&shared);
+                    let lost = move || connection::report_lost(lost_shared, conn);
                     tasks.push(spawn_guarded(&runtime, serve, lost));
                 }
                 Err(error) => {

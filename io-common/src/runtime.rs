@@ -105,21 +105,25 @@ pub async fn sleep<R: Runtime>(runtime: &R, duration: Duration) {
 }
 
 /// Spawns `future`; should it panic, the panic ends the task (it is not carried to whoever
-/// awaits it, since runtimes differ on that) and `on_panic` runs instead, in the same task.
-pub(crate) fn spawn_guarded<R, F>(
-    runtime: &R,
-    future: F,
-    on_panic: impl Future<Output = ()> + Send + 'static,
-) -> R::Task
+/// awaits it, since runtimes differ on that) and the future `on_panic` makes runs instead, in
+/// the same task. (`on_panic` is made only then: until then the task holds just the closure.)
+pub(crate) fn spawn_guarded<R, F, P, G>(runtime: &R, future: F, on_panic: P) -> R::Task
 where
     R: Runtime,
     F: Future<Output = ()> + Send + 'static,
+    P: FnOnce() -> G + Send + 'static,
+    G: Future<Output = ()> + Send + 'static,
 {
-    runtime.spawn(async move {
-        if AssertUnwindSafe(future).catch_unwind().await.is_err() {
-            on_panic.await;
-        }
-    })
+    // Combinators, not an `async` block: a block would hold `future` twice (as its capture and
+    // as what it awaits), doubling the task's size.
+    runtime.spawn(
+        AssertUnwindSafe(future)
+            .catch_unwind()
+            .then(move |result| match result {
+                Ok(()) => Either::Left(std::future::ready(())),
+                Err(_) => Either::Right(on_panic()),
+            }),
+    )
 }
 
 /// A time no timer reaches, for a timer with nothing to wait for.

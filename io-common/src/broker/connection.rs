@@ -1,8 +1,12 @@
 //! One task per connection: a [`Connection`] and its socket, talking to the hub task.
 
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use aliot_core::hub::ConnId;
@@ -16,14 +20,19 @@ use tokio_sync::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use super::hub_task::HubRequest;
+use super::mailbox::mailbox;
 use super::{CLOSE_LINGER, stopped, wall_clock_ms};
 use crate::runtime::{Clock, Runtime, far_future, timeout_at};
 
-/// Bytes read from the socket at a time.
-const READ_CHUNK: usize = 8 * 1024;
+/// Bytes read from the socket at a time, into the thread's scratch buffer.
+const READ_CHUNK: usize = 16 * 1024;
 
-/// Commands from the hub applied in one go.
-const COMMAND_BATCH: usize = 64;
+thread_local! {
+    /// Where every connection task on this thread reads into. A read hands its bytes to the
+    /// [`Connection`] (which keeps what it cannot decode yet) before it returns, so no bytes
+    /// stay here between reads and an idle connection holds no read buffer of its own.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 
 /// After closing the write side, unread bytes of the device are read and dropped, at most this
 /// many, so that closing does not reset the connection before the device has read our last
@@ -49,15 +58,28 @@ pub(crate) async fn serve<R: Runtime>(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
 ) {
-    let Some(acceptor) = tls else {
-        return run(&shared, conn, peer, false, stream).await;
-    };
+    match tls {
+        None => run(&shared, conn, peer, false, stream).await,
+        // On the heap: the handshake and the TLS stream are several KiB, which a plain
+        // connection's task should not carry.
+        Some(acceptor) => Box::pin(serve_tls(&shared, conn, stream, peer, acceptor)).await,
+    }
+}
+
+/// The TLS handshake, then the connection loop over the TLS stream.
+async fn serve_tls<R: Runtime>(
+    shared: &ConnectionShared<R>,
+    conn: ConnId,
+    stream: R::Tcp,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+) {
     let mut stop = shared.stop.clone();
     let handshake_deadline = Instant::now() + shared.server.connect_timeout;
     let handshake = timeout_at(&shared.runtime, handshake_deadline, acceptor.accept(stream));
     tokio_sync::select! {
         done = handshake => match done {
-            Some(Ok(stream)) => run(&shared, conn, peer, true, stream).await,
+            Some(Ok(stream)) => run(shared, conn, peer, true, stream).await,
             Some(Err(error)) => info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
             None => info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
         },
@@ -100,6 +122,29 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Reads once into the thread's scratch buffer and hands what came to `take` (not called for
+/// end of stream). Cancel-safe: bytes are taken only by the poll that returns them.
+fn read_into<'a, S, F>(
+    reader: &'a mut S,
+    mut take: F,
+) -> impl Future<Output = io::Result<usize>> + 'a
+where
+    S: AsyncRead + Unpin,
+    F: FnMut(&[u8]) + 'a,
+{
+    poll_fn(move |cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let read = Pin::new(&mut *reader).poll_read(cx, scratch);
+            if let Poll::Ready(Ok(n)) = read
+                && let Some(data) = scratch.get(..n).filter(|data| !data.is_empty())
+            {
+                take(data);
+            }
+            read
+        })
+    })
+}
+
 /// The connection loop. See the module docs of [`crate::broker`] for its shape.
 async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
     shared: &ConnectionShared<R>,
@@ -109,7 +154,7 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
     stream: S,
 ) {
     let clock = shared.clock;
-    let (commands_tx, mut commands) = mpsc::unbounded_channel();
+    let (commands_tx, mut commands) = mailbox();
     let register = HubRequest::Register {
         conn,
         commands: commands_tx,
@@ -140,26 +185,31 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
     let mut timer = runtime.timer(far_future());
     let mut timer_at = None;
     let mut stop = shared.stop.clone();
-    let mut read_buf = vec![0u8; READ_CHUNK];
     let mut out = BytesMut::new();
-    let mut batch = Vec::with_capacity(COMMAND_BATCH);
     let mut needs_flush = false;
     let mut hub_reachable = true;
     let mut stop_seen = false;
     let mut transport_failed = false;
     let mut closing_deadline = None;
     loop {
-        while let Some(event) = connection.poll_event() {
+        while connection.has_event() {
+            // A slot first, then the event: the wait holds no event (the task stays small).
+            let permit = match hub_reachable {
+                true => shared.hub.reserve().await.ok(),
+                false => None,
+            };
+            let Some(event) = connection.poll_event() else {
+                break;
+            };
             log.event(&event);
-            if hub_reachable
-                && shared
-                    .hub
-                    .send(HubRequest::Event { conn, event })
-                    .await
-                    .is_err()
-            {
-                hub_reachable = false;
-                connection.handle_command(clock.now(), Command::Close(CloseReason::ServerShutdown));
+            match permit {
+                Some(permit) => permit.send(HubRequest::Event { conn, event }),
+                None if hub_reachable => {
+                    hub_reachable = false;
+                    connection
+                        .handle_command(clock.now(), Command::Close(CloseReason::ServerShutdown));
+                }
+                None => {}
             }
         }
         if out.is_empty() {
@@ -186,12 +236,9 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
         let reading = connection.wants_input();
         let writing = !out.is_empty() || needs_flush;
         tokio_sync::select! {
-            read = reader.read(&mut read_buf), if reading => match read {
+            read = read_into(&mut reader, |data| connection.handle_input(clock.now(), data)), if reading => match read {
                 Ok(0) => connection.handle_transport_closed(),
-                Ok(n) => match read_buf.get(..n) {
-                    Some(data) => connection.handle_input(clock.now(), data),
-                    None => connection.handle_transport_closed(),
-                },
+                Ok(_) => {}
                 Err(error) => {
                     debug!(conn = conn.0, %peer, %error, "read failed");
                     transport_failed = true;
@@ -200,7 +247,11 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
             },
             written = write_or_flush(&mut writer, &mut out), if writing => match written {
                 Ok(Progress::Wrote) => needs_flush = true,
-                Ok(Progress::Flushed) => needs_flush = false,
+                Ok(Progress::Flushed) => {
+                    needs_flush = false;
+                    // Written out: an idle connection keeps no output buffer.
+                    out = BytesMut::new();
+                }
                 Err(error) => {
                     debug!(conn = conn.0, %peer, %error, "write failed");
                     out.clear();
@@ -209,14 +260,14 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
                     connection.handle_transport_closed();
                 }
             },
-            received = commands.recv_many(&mut batch, COMMAND_BATCH), if hub_reachable => {
+            received = commands.recv_all(), if hub_reachable => {
                 let now = clock.now();
-                if received == 0 {
-                    // The hub task has ended (it dropped our channel): we are being stopped.
+                if received.is_empty() {
+                    // The hub task has ended (it dropped our mailbox): we are being stopped.
                     hub_reachable = false;
                     connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
                 }
-                for command in batch.drain(..) {
+                for command in received {
                     log.command(&command);
                     connection.handle_command(now, command);
                 }
@@ -235,7 +286,7 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
                 stop_seen = true;
                 // The hub queued its last commands before raising the signal: apply them first.
                 let now = clock.now();
-                while let Ok(command) = commands.try_recv() {
+                for command in commands.take_queued() {
                     log.command(&command);
                     connection.handle_command(now, command);
                 }
@@ -253,7 +304,7 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
         writer.close().await?;
         let mut drained = 0;
         while drained < DRAIN_LIMIT {
-            match reader.read(&mut read_buf).await? {
+            match read_into(&mut reader, |_| {}).await? {
                 0 => break,
                 n => drained += n,
             }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio_sync::sync::{mpsc, oneshot, watch};
 
 use super::handle::{RrpcReply, Stats};
+use super::mailbox::CommandSender;
 use super::stopped;
 use crate::runtime::{Clock, Runtime, far_future};
 
@@ -24,7 +25,7 @@ pub(crate) enum HubRequest {
     /// A new connection's command channel; sent before any of its events.
     Register {
         conn: ConnId,
-        commands: mpsc::UnboundedSender<Command>,
+        commands: CommandSender,
     },
     /// An event of a connection.
     Event { conn: ConnId, event: Event },
@@ -56,7 +57,7 @@ pub(crate) struct HubTask<R: Runtime> {
     runtime: R,
     hub: Hub,
     clock: Clock,
-    connections: HashMap<ConnId, mpsc::UnboundedSender<Command>>,
+    connections: HashMap<ConnId, CommandSender>,
     rrpc_callers: HashMap<MessageId, oneshot::Sender<Result<RrpcReply, hub::RrpcError>>>,
 }
 
