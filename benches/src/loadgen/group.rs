@@ -134,6 +134,21 @@ pub struct Publisher {
     /// Messages per second of this publisher; `None`: as fast as the window and the socket
     /// allow.
     pub rate: Option<f64>,
+    /// Where this publisher's throttled sends fall in each period of `1 / rate`, as a fraction
+    /// of it in [0, 1): a publisher with phase `p` sends its k-th message at `(k + 1 - p) / rate`.
+    pub phase: f64,
+}
+
+impl Publisher {
+    /// Messages due `elapsed_s` seconds after the start, at `rate` per second.
+    fn due_by(&self, rate: f64, elapsed_s: f64) -> u64 {
+        (elapsed_s * rate + self.phase) as u64
+    }
+
+    /// Seconds after the start at which message number `count + 1` falls due.
+    fn next_due_s(&self, rate: f64, count: u64) -> f64 {
+        ((count + 1) as f64 - self.phase).max(0.0) / rate
+    }
 }
 
 /// What a client does in its group.
@@ -357,7 +372,9 @@ impl Client {
         let due = match publisher.rate {
             Some(rate) => {
                 let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
-                ((elapsed_s * rate) as u64).saturating_sub(self.published)
+                publisher
+                    .due_by(rate, elapsed_s)
+                    .saturating_sub(self.published)
             }
             None => u64::MAX,
         };
@@ -575,12 +592,11 @@ impl Group {
                 let generated = client.publish(&shared, &mut self.outcome);
                 let write_blocked = client.write(cx, &mut self.outcome);
                 if generated == Generated::Waiting
-                    && let Role::Publisher(Publisher {
-                        rate: Some(rate), ..
-                    }) = &client.role
-                    && *rate > 0.0
+                    && let Role::Publisher(publisher) = &client.role
+                    && let Some(rate) = publisher.rate
+                    && rate > 0.0
                 {
-                    let next_due_s = (client.published + 1) as f64 / rate;
+                    let next_due_s = publisher.next_due_s(rate, client.published);
                     let next_due_ns = shared.start_ns.saturating_add((next_due_s * 1e9) as u64);
                     next_deadline_ns = next_deadline_ns.min(next_due_ns);
                 }

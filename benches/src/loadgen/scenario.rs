@@ -237,6 +237,9 @@ pub async fn run_throughput(
             payload_len: spec.payload_len,
             inflight: spec.inflight.max(1),
             rate: per_publisher_rate,
+            // Spread evenly over one period: a throttled run measures latency at its rate,
+            // not how fast a broker drains every publisher's message arriving at once.
+            phase: index as f64 / spec.publishers as f64,
         });
     }
 
