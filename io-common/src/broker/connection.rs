@@ -46,7 +46,9 @@ pub(crate) struct ConnectionShared<R: Runtime> {
     pub(crate) authenticator: Arc<dyn Authenticator + Send + Sync>,
     pub(crate) hub: mpsc::Sender<HubRequest>,
     pub(crate) clock: Clock,
-    /// Raised by the hub task once it has sent its last commands.
+    /// Raised by the hub task once it has sent its last commands. Connections learn it from
+    /// their mailbox (the hub drops it after its last command); TLS handshakes, which have no
+    /// mailbox yet, watch this.
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -155,14 +157,15 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
 ) {
     let clock = shared.clock;
     let (commands_tx, mut commands) = mailbox();
-    let register = HubRequest::Register {
-        conn,
-        commands: commands_tx,
-    };
-    if shared.hub.send(register).await.is_err() {
+    // A slot first: the wait then holds no request (the task stays small).
+    let Ok(permit) = shared.hub.reserve().await else {
         debug!(conn = conn.0, %peer, "connection dropped: the broker is stopping");
         return;
-    }
+    };
+    permit.send(HubRequest::Register {
+        conn,
+        commands: commands_tx,
+    });
     let context = AuthContext {
         wall_clock_ms: wall_clock_ms(),
         tls,
@@ -184,11 +187,9 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
     // One timer for the connection's life, moved as its deadline moves.
     let mut timer = runtime.timer(far_future());
     let mut timer_at = None;
-    let mut stop = shared.stop.clone();
     let mut out = BytesMut::new();
     let mut needs_flush = false;
     let mut hub_reachable = true;
-    let mut stop_seen = false;
     let mut transport_failed = false;
     let mut closing_deadline = None;
     loop {
@@ -281,16 +282,6 @@ async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
                     break;
                 }
                 connection.handle_timeout(clock.now());
-            },
-            () = stopped(&mut stop), if !stop_seen => {
-                stop_seen = true;
-                // The hub queued its last commands before raising the signal: apply them first.
-                let now = clock.now();
-                for command in commands.take_queued() {
-                    log.command(&command);
-                    connection.handle_command(now, command);
-                }
-                connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
             },
         }
     }
