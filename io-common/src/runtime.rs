@@ -53,7 +53,7 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// `TCP_NODELAY` set (small packets such as PUBACK go out at once).
     fn connect(&self, host: &str, port: u16) -> impl Future<Output = io::Result<Self::Tcp>> + Send;
 
-    /// Binds a TCP listener.
+    /// Binds a TCP listener: the socket of [`listen`], in the runtime's listener type.
     fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// The address a listener is bound to (port 0 resolved).
@@ -79,6 +79,25 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
         let _ = (listener, api);
         Err(HttpApiUnsupported)
     }
+}
+
+/// Connections a listener lets the kernel complete before the broker accepts them (the kernel
+/// caps it at `net.core.somaxconn`). Beyond, a client's handshake is dropped and retried a
+/// second later: the 128 of `std`'s `bind` is too few for a burst of reconnecting devices.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A listening TCP socket on `addr` (`SO_REUSEADDR` on Unix, so that a restarted broker binds
+/// despite connections of its last run in `TIME_WAIT`), non-blocking, with a backlog of
+/// [`LISTEN_BACKLOG`]: what a [`Runtime::bind`] wraps into its own listener type.
+pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// This runtime has no HTTP server for the broker's API.
@@ -155,5 +174,32 @@ impl Clock {
         self.start
             .checked_add(Duration::from_millis(at.as_millis()))
             .unwrap_or_else(far_future)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpStream};
+
+    /// Connections the kernel completes on a listener nobody accepts from: up to its backlog.
+    #[test]
+    fn the_listen_backlog_holds_a_burst_of_connections() {
+        let listener = listen(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+            .unwrap_or(128);
+        // More than std's 128, as far as the machine allows.
+        let burst = somaxconn.min(400);
+        let mut held = Vec::with_capacity(burst);
+        for _ in 0..burst {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(stream) => held.push(stream),
+                Err(error) => panic!("connection {} not completed: {error}", held.len() + 1),
+            }
+        }
+        assert_eq!(held.len(), burst);
     }
 }

@@ -74,7 +74,7 @@ impl Runtime for Smol {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::try_from(aliot_io::runtime::listen(addr)?)
     }
 
     fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {

@@ -67,7 +67,7 @@ impl Runtime for Tokio {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        TcpListener::from_std(aliot_io::runtime::listen(addr)?)
     }
 
     fn local_addr(&self, listener: &TcpListener) -> io::Result<SocketAddr> {
