@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use aliot_core::hub::ConnId;
@@ -15,7 +15,8 @@ use aliot_core::{AuthContext, Authenticator, ClientKey};
 use bytes::{Buf as _, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
-use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use futures_util::future::Either;
+use futures_util::io::AsyncWriteExt as _;
 use tokio_sync::sync::{mpsc, watch};
 use tracing::{debug, info};
 
@@ -53,24 +54,27 @@ pub(crate) struct ConnectionShared<R: Runtime> {
 }
 
 /// Serves one accepted socket: TLS handshake if configured, then the connection loop.
-pub(crate) async fn serve<R: Runtime>(
+///
+/// A plain function around the loop rather than an `async fn` of its own, so that the task
+/// holds the loop's state once, not the loop plus this function's copy of its arguments.
+pub(crate) fn serve<R: Runtime>(
     shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     match tls {
-        None => run(&shared, conn, peer, false, stream).await,
+        None => Either::Left(run(shared, conn, peer, false, stream)),
         // On the heap: the handshake and the TLS stream are several KiB, which a plain
         // connection's task should not carry.
-        Some(acceptor) => Box::pin(serve_tls(&shared, conn, stream, peer, acceptor)).await,
+        Some(acceptor) => Either::Right(Box::pin(serve_tls(shared, conn, stream, peer, acceptor))),
     }
 }
 
 /// The TLS handshake, then the connection loop over the TLS stream.
 async fn serve_tls<R: Runtime>(
-    shared: &ConnectionShared<R>,
+    shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
@@ -79,16 +83,18 @@ async fn serve_tls<R: Runtime>(
     let mut stop = shared.stop.clone();
     let handshake_deadline = Instant::now() + shared.server.connect_timeout;
     let handshake = timeout_at(&shared.runtime, handshake_deadline, acceptor.accept(stream));
-    tokio_sync::select! {
+    let stream = tokio_sync::select! {
         done = handshake => match done {
-            Some(Ok(stream)) => run(shared, conn, peer, true, stream).await,
-            Some(Err(error)) => info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
-            None => info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => return info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
+            None => return info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
         },
         () = stopped(&mut stop) => {
-            debug!(conn = conn.0, %peer, "TLS handshake abandoned: the broker is stopping");
+            return debug!(conn = conn.0, %peer, "TLS handshake abandoned: the broker is stopping");
         }
-    }
+    };
+    drop(stop);
+    run(shared, conn, peer, true, stream).await;
 }
 
 /// Tells the hub that a connection's task ended without its close reaching the hub (the task
@@ -106,203 +112,257 @@ enum Progress {
     Flushed,
 }
 
-/// Writes some of `out`, or flushes when it is empty.
-async fn write_or_flush<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    out: &mut BytesMut,
-) -> io::Result<Progress> {
-    if out.is_empty() {
-        writer.flush().await?;
-        return Ok(Progress::Flushed);
-    }
-    match writer.write(out).await? {
-        0 => Err(io::ErrorKind::WriteZero.into()),
-        written => {
-            out.advance(written);
-            Ok(Progress::Wrote)
-        }
-    }
+/// What one step of [`transport`] did.
+enum Step {
+    /// A read: bytes handed over (their count), or the end of the stream (0).
+    Read(io::Result<usize>),
+    /// A write or a flush.
+    Wrote(io::Result<Progress>),
 }
 
-/// Reads once into the thread's scratch buffer and hands what came to `take` (not called for
-/// end of stream). Cancel-safe: bytes are taken only by the poll that returns them.
-fn read_into<'a, S, F>(
-    reader: &'a mut S,
+/// One step on the stream, whichever can go first: read into the thread's scratch buffer and
+/// hand what came to `take` (when `reading`; not called at the end of the stream), or write
+/// some of `out`, or flush it once it is empty (when `writing`). `write_first` says which is
+/// tried first, so that the caller can alternate. One stream, not split halves: no lock
+/// between them and nothing more to allocate. Cancel-safe: bytes are taken and written only by
+/// the poll that returns.
+fn transport<'a, S, F>(
+    stream: &'a mut S,
+    out: &'a mut BytesMut,
+    reading: bool,
+    writing: bool,
+    write_first: bool,
     mut take: F,
-) -> impl Future<Output = io::Result<usize>> + 'a
+) -> impl Future<Output = Step> + 'a
 where
-    S: AsyncRead + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(&[u8]) + 'a,
 {
     poll_fn(move |cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let read = Pin::new(&mut *reader).poll_read(cx, scratch);
-            if let Poll::Ready(Ok(n)) = read
-                && let Some(data) = scratch.get(..n).filter(|data| !data.is_empty())
+        for write_turn in [write_first, !write_first] {
+            if write_turn && writing {
+                if let Poll::Ready(step) = poll_write_or_flush(&mut *stream, out, cx) {
+                    return Poll::Ready(Step::Wrote(step));
+                }
+            } else if !write_turn
+                && reading
+                && let Poll::Ready(step) = poll_read_into(&mut *stream, cx, &mut take)
             {
-                take(data);
+                return Poll::Ready(Step::Read(step));
             }
-            read
+        }
+        Poll::Pending
+    })
+}
+
+/// Writes some of `out`, or flushes when it is empty.
+fn poll_write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    out: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Progress>> {
+    if out.is_empty() {
+        return Pin::new(writer)
+            .poll_flush(cx)
+            .map_ok(|()| Progress::Flushed);
+    }
+    Pin::new(writer)
+        .poll_write(cx, out)
+        .map(|written| match written? {
+            0 => Err(io::ErrorKind::WriteZero.into()),
+            written => {
+                out.advance(written);
+                Ok(Progress::Wrote)
+            }
         })
+}
+
+/// Reads once into the thread's scratch buffer and hands what came to `take` (not called at the
+/// end of the stream).
+fn poll_read_into<S: AsyncRead + Unpin>(
+    reader: &mut S,
+    cx: &mut Context<'_>,
+    take: &mut impl FnMut(&[u8]),
+) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let read = Pin::new(reader).poll_read(cx, scratch);
+        if let Poll::Ready(Ok(n)) = read
+            && let Some(data) = scratch.get(..n).filter(|data| !data.is_empty())
+        {
+            take(data);
+        }
+        read
     })
 }
 
 /// The connection loop. See the module docs of [`crate::broker`] for its shape.
-async fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send>(
-    shared: &ConnectionShared<R>,
+///
+/// A plain function returning an `async move` block: the block keeps its arguments where they
+/// were captured, where an `async fn` would also copy each into a local of its own.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice in every connection's task"
+)]
+fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
     peer: SocketAddr,
     tls: bool,
-    stream: S,
-) {
-    let clock = shared.clock;
-    let (commands_tx, mut commands) = mailbox();
-    // A slot first: the wait then holds no request (the task stays small).
-    let Ok(permit) = shared.hub.reserve().await else {
-        debug!(conn = conn.0, %peer, "connection dropped: the broker is stopping");
-        return;
-    };
-    permit.send(HubRequest::Register {
-        conn,
-        commands: commands_tx,
-    });
-    let context = AuthContext {
-        wall_clock_ms: wall_clock_ms(),
-        tls,
-    };
-    let mut connection = Connection::new(
-        shared.server.clone(),
-        Arc::clone(&shared.authenticator),
-        context,
-        clock.now(),
-    );
-    let mut log = ConnectionLog {
-        conn,
-        peer,
-        tls,
-        key: None,
-    };
-    let runtime = &shared.runtime;
-    let (mut reader, mut writer) = stream.split();
-    // One timer for the connection's life, moved as its deadline moves.
-    let mut timer = runtime.timer(far_future());
-    let mut timer_at = None;
-    let mut out = BytesMut::new();
-    let mut needs_flush = false;
-    let mut hub_reachable = true;
-    let mut transport_failed = false;
-    let mut closing_deadline = None;
-    loop {
-        while connection.has_event() {
-            // A slot first, then the event: the wait holds no event (the task stays small).
-            let permit = match hub_reachable {
-                true => shared.hub.reserve().await.ok(),
-                false => None,
-            };
-            let Some(event) = connection.poll_event() else {
-                break;
-            };
-            log.event(&event);
-            match permit {
-                Some(permit) => permit.send(HubRequest::Event { conn, event }),
-                None if hub_reachable => {
-                    hub_reachable = false;
-                    connection
-                        .handle_command(clock.now(), Command::Close(CloseReason::ServerShutdown));
-                }
-                None => {}
-            }
-        }
-        if out.is_empty() {
-            // Only once the last output is written: what waits stays in the connection,
-            // whose limits (QoS 0 drops, no reading) depend on it.
-            connection.poll_transmit(&mut out);
-        }
-        if connection.is_closed() {
-            if out.is_empty() && !needs_flush {
-                break;
-            }
-            closing_deadline.get_or_insert_with(|| Instant::now() + CLOSE_LINGER);
-        }
-        let wake = match closing_deadline {
-            Some(deadline) => Some(deadline),
-            None => connection.poll_timeout().map(|at| clock.deadline(at)),
+    mut stream: S,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let clock = shared.clock;
+        let (commands_tx, mut commands) = mailbox();
+        // A slot first: the wait then holds no request (the task stays small).
+        let Ok(permit) = shared.hub.reserve().await else {
+            debug!(conn = conn.0, %peer, "connection dropped: the broker is stopping");
+            return;
         };
-        if wake != timer_at {
-            if let Some(at) = wake {
-                runtime.reset_timer(&mut timer, at);
+        permit.send(HubRequest::Register {
+            conn,
+            commands: commands_tx,
+        });
+        let context = AuthContext {
+            wall_clock_ms: wall_clock_ms(),
+            tls,
+        };
+        let mut connection = Connection::new(
+            shared.server.clone(),
+            Arc::clone(&shared.authenticator),
+            context,
+            clock.now(),
+        );
+        let mut log = ConnectionLog {
+            conn,
+            peer,
+            tls,
+            key: None,
+        };
+        let runtime = &shared.runtime;
+        // One timer for the connection's life, moved as its deadline moves.
+        let mut timer = runtime.timer(far_future());
+        let mut timer_at = None;
+        let mut out = BytesMut::new();
+        let mut needs_flush = false;
+        let mut hub_reachable = true;
+        let mut transport_failed = false;
+        let mut closing_deadline = None;
+        let mut write_first = false;
+        loop {
+            while connection.has_event() {
+                // A slot first, then the event: the wait holds no event (the task stays small).
+                let permit = match hub_reachable {
+                    true => shared.hub.reserve().await.ok(),
+                    false => None,
+                };
+                let Some(event) = connection.poll_event() else {
+                    break;
+                };
+                log.event(&event);
+                match permit {
+                    Some(permit) => permit.send(HubRequest::Event { conn, event }),
+                    None if hub_reachable => {
+                        hub_reachable = false;
+                        connection.handle_command(
+                            clock.now(),
+                            Command::Close(CloseReason::ServerShutdown),
+                        );
+                    }
+                    None => {}
+                }
             }
-            timer_at = wake;
-        }
-        let reading = connection.wants_input();
-        let writing = !out.is_empty() || needs_flush;
-        tokio_sync::select! {
-            read = read_into(&mut reader, |data| connection.handle_input(clock.now(), data)), if reading => match read {
-                Ok(0) => connection.handle_transport_closed(),
-                Ok(_) => {}
-                Err(error) => {
-                    debug!(conn = conn.0, %peer, %error, "read failed");
-                    transport_failed = true;
-                    connection.handle_transport_closed();
-                }
-            },
-            written = write_or_flush(&mut writer, &mut out), if writing => match written {
-                Ok(Progress::Wrote) => needs_flush = true,
-                Ok(Progress::Flushed) => {
-                    needs_flush = false;
-                    // Written out: an idle connection keeps no output buffer.
-                    out = BytesMut::new();
-                }
-                Err(error) => {
-                    debug!(conn = conn.0, %peer, %error, "write failed");
-                    out.clear();
-                    needs_flush = false;
-                    transport_failed = true;
-                    connection.handle_transport_closed();
-                }
-            },
-            received = commands.recv_all(), if hub_reachable => {
-                let now = clock.now();
-                if received.is_empty() {
-                    // The hub task has ended (it dropped our mailbox): we are being stopped.
-                    hub_reachable = false;
-                    connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
-                }
-                for command in received {
-                    log.command(&command);
-                    connection.handle_command(now, command);
-                }
-            },
-            _ = &mut timer, if timer_at.is_some() => {
-                // Set again before the next wait, whatever the deadline is then.
-                timer_at = None;
-                if closing_deadline.is_some_and(|deadline| deadline <= Instant::now()) {
-                    debug!(conn = conn.0, %peer, "closing: output not written within the linger time, dropped");
-                    transport_failed = true;
+            if out.is_empty() {
+                // Only once the last output is written: what waits stays in the connection,
+                // whose limits (QoS 0 drops, no reading) depend on it.
+                connection.poll_transmit(&mut out);
+            }
+            if connection.is_closed() {
+                if out.is_empty() && !needs_flush {
                     break;
                 }
-                connection.handle_timeout(clock.now());
-            },
-        }
-    }
-    if transport_failed {
-        return;
-    }
-    let remaining = closing_deadline.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
-    // Close our side (TLS close_notify, then FIN), then read what the device still sends until
-    // it closes too, so that unread input does not turn our close into a reset.
-    let _ = timeout_at(runtime, remaining, async {
-        writer.close().await?;
-        let mut drained = 0;
-        while drained < DRAIN_LIMIT {
-            match read_into(&mut reader, |_| {}).await? {
-                0 => break,
-                n => drained += n,
+                closing_deadline.get_or_insert_with(|| Instant::now() + CLOSE_LINGER);
+            }
+            let wake = match closing_deadline {
+                Some(deadline) => Some(deadline),
+                None => connection.poll_timeout().map(|at| clock.deadline(at)),
+            };
+            if wake != timer_at {
+                if let Some(at) = wake {
+                    runtime.reset_timer(&mut timer, at);
+                }
+                timer_at = wake;
+            }
+            let reading = connection.wants_input();
+            let writing = !out.is_empty() || needs_flush;
+            // Reads and writes take turns at going first.
+            write_first = !write_first;
+            let take = |data: &[u8]| connection.handle_input(clock.now(), data);
+            tokio_sync::select! {
+                step = transport(&mut stream, &mut out, reading, writing, write_first, take), if reading || writing => match step {
+                    Step::Read(Ok(0)) => connection.handle_transport_closed(),
+                    Step::Read(Ok(_)) => {}
+                    Step::Read(Err(error)) => {
+                        debug!(conn = conn.0, %peer, %error, "read failed");
+                        transport_failed = true;
+                        connection.handle_transport_closed();
+                    }
+                    Step::Wrote(Ok(Progress::Wrote)) => needs_flush = true,
+                    Step::Wrote(Ok(Progress::Flushed)) => {
+                        needs_flush = false;
+                        // Written out: an idle connection keeps no output buffer.
+                        out = BytesMut::new();
+                    }
+                    Step::Wrote(Err(error)) => {
+                        debug!(conn = conn.0, %peer, %error, "write failed");
+                        out.clear();
+                        needs_flush = false;
+                        transport_failed = true;
+                        connection.handle_transport_closed();
+                    }
+                },
+                received = commands.recv_all(), if hub_reachable => {
+                    let now = clock.now();
+                    if received.is_empty() {
+                        // The hub task has ended (it dropped our mailbox): we are being stopped.
+                        hub_reachable = false;
+                        connection.handle_command(now, Command::Close(CloseReason::ServerShutdown));
+                    }
+                    for command in received {
+                        log.command(&command);
+                        connection.handle_command(now, command);
+                    }
+                },
+                _ = &mut timer, if timer_at.is_some() => {
+                    // Set again before the next wait, whatever the deadline is then.
+                    timer_at = None;
+                    if closing_deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+                        debug!(conn = conn.0, %peer, "closing: output not written within the linger time, dropped");
+                        transport_failed = true;
+                        break;
+                    }
+                    connection.handle_timeout(clock.now());
+                },
             }
         }
-        io::Result::Ok(())
-    })
-    .await;
+        if transport_failed {
+            return;
+        }
+        let remaining = closing_deadline.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
+        // Close our side (TLS close_notify, then FIN), then read what the device still sends until
+        // it closes too, so that unread input does not turn our close into a reset.
+        let _ = timeout_at(runtime, remaining, async {
+            stream.close().await?;
+            let mut drained = 0;
+            while drained < DRAIN_LIMIT {
+                match poll_fn(|cx| poll_read_into(&mut stream, cx, &mut |_| {})).await? {
+                    0 => break,
+                    n => drained += n,
+                }
+            }
+            io::Result::Ok(())
+        })
+        .await;
+    }
 }
 
 /// The log lines of one connection: connect, refusal, close.
@@ -316,7 +376,11 @@ struct ConnectionLog {
 impl ConnectionLog {
     fn event(&mut self, event: &Event) {
         match event {
-            Event::SessionRequested(request) => self.key = Some(request.key.clone()),
+            // Kept for the log lines only, so only when they are written: an idle connection
+            // does not hold a second copy of its key for nothing.
+            Event::SessionRequested(request) if tracing::enabled!(tracing::Level::INFO) => {
+                self.key = Some(request.key.clone());
+            }
             Event::Closed(CloseReason::Refused(refusal)) => info!(
                 conn = self.conn.0,
                 peer = %self.peer,
