@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
@@ -11,6 +11,7 @@ use aliot_core::server::{CloseReason, Command, Event};
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
 use tokio_sync::sync::{mpsc, oneshot, watch};
+use tracing::warn;
 
 use super::handle::{RrpcReply, Stats};
 use super::mailbox::CommandSender;
@@ -19,6 +20,9 @@ use crate::runtime::{Clock, Runtime, far_future};
 
 /// Requests handled in one go before the outputs are dispatched.
 const BATCH: usize = 256;
+
+/// At most one log warning about dropped messages per this much time.
+const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the hub task is asked to do.
 pub(crate) enum HubRequest {
@@ -59,6 +63,9 @@ pub(crate) struct HubTask<R: Runtime> {
     clock: Clock,
     connections: HashMap<ConnId, CommandSender>,
     rrpc_callers: HashMap<MessageId, oneshot::Sender<Result<RrpcReply, hub::RrpcError>>>,
+    /// The drop counters (queue full, slow consumer) as of the last warning, and when it was.
+    drops_warned: (u64, u64),
+    last_drop_warning: Option<Instant>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -69,6 +76,8 @@ impl<R: Runtime> HubTask<R> {
             clock,
             connections: HashMap::new(),
             rrpc_callers: HashMap::new(),
+            drops_warned: (0, 0),
+            last_drop_warning: None,
         }
     }
 
@@ -111,16 +120,19 @@ impl<R: Runtime> HubTask<R> {
                         self.hub.handle_timeout(now);
                     }
                     self.dispatch();
+                    self.warn_of_drops(false);
                 }
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
                     self.hub.handle_timeout(self.clock.now());
                     self.dispatch();
+                    self.warn_of_drops(false);
                 }
             }
         }
         self.shutdown();
+        self.warn_of_drops(true);
         *final_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.stats());
         // After every command above is queued: a connection that sees the signal drains its
         // channel first, so it misses nothing the hub sent it.
@@ -202,6 +214,35 @@ impl<R: Runtime> HubTask<R> {
                 }
             }
         }
+    }
+
+    /// Says in the log, at most once per [`DROP_WARNING_INTERVAL`], that messages were dropped
+    /// for a full session queue or a device that does not read: the counters say it too, but
+    /// an operator who does not watch them should not lose messages silently.
+    /// `at_end`: the broker is stopping, whatever is not reported yet is reported now.
+    fn warn_of_drops(&mut self, at_end: bool) {
+        let dropped = &self.hub.counters().dropped;
+        let now_counted = (dropped.queue_full, dropped.slow_consumer);
+        if now_counted == self.drops_warned {
+            return;
+        }
+        let now = Instant::now();
+        if !at_end
+            && self
+                .last_drop_warning
+                .is_some_and(|at| now.duration_since(at) < DROP_WARNING_INTERVAL)
+        {
+            return;
+        }
+        warn!(
+            queue_full = now_counted.0 - self.drops_warned.0,
+            slow_consumer = now_counted.1 - self.drops_warned.1,
+            "messages dropped since the last warning: QoS 1 from session queues over \
+             [limits] max_queued_messages / max_queued_bytes (the oldest go first), QoS 0 for \
+             devices not reading their output"
+        );
+        self.drops_warned = now_counted;
+        self.last_drop_warning = Some(now);
     }
 
     fn shutdown(&mut self) {
