@@ -104,6 +104,18 @@ pub(crate) async fn report_lost<R: Runtime>(shared: Arc<ConnectionShared<R>>, co
     let _ = shared.hub.send(HubRequest::Event { conn, event }).await;
 }
 
+/// A slot in the hub's queue, for the request that is built once it is there (so that the
+/// wait holds no request). At once when the queue has room; else the wait is on the heap,
+/// since a wait for a slot would otherwise be sized into every connection's task. `None`: the
+/// hub task has ended.
+async fn hub_slot(hub: &mpsc::Sender<HubRequest>) -> Option<mpsc::Permit<'_, HubRequest>> {
+    match hub.try_reserve() {
+        Ok(permit) => Some(permit),
+        Err(mpsc::error::TrySendError::Full(())) => Box::pin(hub.reserve()).await.ok(),
+        Err(mpsc::error::TrySendError::Closed(())) => None,
+    }
+}
+
 /// How far one write step got.
 enum Progress {
     /// Some bytes went into the stream; a flush is due once the buffer is empty.
@@ -210,21 +222,27 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     tls: bool,
     mut stream: S,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Built out here, so that the block captures the log and not its parts a second time.
+    let mut log = ConnectionLog {
+        conn,
+        peer,
+        tls,
+        key: None,
+    };
     async move {
         let clock = shared.clock;
         let (commands_tx, mut commands) = mailbox();
-        // A slot first: the wait then holds no request (the task stays small).
-        let Ok(permit) = shared.hub.reserve().await else {
-            debug!(conn = conn.0, %peer, "connection dropped: the broker is stopping");
+        let Some(permit) = hub_slot(&shared.hub).await else {
+            debug!(conn = log.conn.0, peer = %log.peer, "connection dropped: the broker is stopping");
             return;
         };
         permit.send(HubRequest::Register {
-            conn,
+            conn: log.conn,
             commands: commands_tx,
         });
         let context = AuthContext {
             wall_clock_ms: wall_clock_ms(),
-            tls,
+            tls: log.tls,
         };
         let mut connection = Connection::new(
             shared.server.clone(),
@@ -232,12 +250,6 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             context,
             clock.now(),
         );
-        let mut log = ConnectionLog {
-            conn,
-            peer,
-            tls,
-            key: None,
-        };
         let runtime = &shared.runtime;
         // One timer for the connection's life, moved as its deadline moves.
         let mut timer = runtime.timer(far_future());
@@ -252,7 +264,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             while connection.has_event() {
                 // A slot first, then the event: the wait holds no event (the task stays small).
                 let permit = match hub_reachable {
-                    true => shared.hub.reserve().await.ok(),
+                    true => hub_slot(&shared.hub).await,
                     false => None,
                 };
                 let Some(event) = connection.poll_event() else {
@@ -260,7 +272,10 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 };
                 log.event(&event);
                 match permit {
-                    Some(permit) => permit.send(HubRequest::Event { conn, event }),
+                    Some(permit) => permit.send(HubRequest::Event {
+                        conn: log.conn,
+                        event,
+                    }),
                     None if hub_reachable => {
                         hub_reachable = false;
                         connection.handle_command(
@@ -302,7 +317,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     Step::Read(Ok(0)) => connection.handle_transport_closed(),
                     Step::Read(Ok(_)) => {}
                     Step::Read(Err(error)) => {
-                        debug!(conn = conn.0, %peer, %error, "read failed");
+                        debug!(conn = log.conn.0, peer = %log.peer, %error, "read failed");
                         transport_failed = true;
                         connection.handle_transport_closed();
                     }
@@ -313,7 +328,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                         out = BytesMut::new();
                     }
                     Step::Wrote(Err(error)) => {
-                        debug!(conn = conn.0, %peer, %error, "write failed");
+                        debug!(conn = log.conn.0, peer = %log.peer, %error, "write failed");
                         out.clear();
                         needs_flush = false;
                         transport_failed = true;
@@ -336,7 +351,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
                     if closing_deadline.is_some_and(|deadline| deadline <= Instant::now()) {
-                        debug!(conn = conn.0, %peer, "closing: output not written within the linger time, dropped");
+                        debug!(conn = log.conn.0, peer = %log.peer, "closing: output not written within the linger time, dropped");
                         transport_failed = true;
                         break;
                     }
@@ -350,7 +365,8 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let remaining = closing_deadline.unwrap_or_else(|| Instant::now() + CLOSE_LINGER);
         // Close our side (TLS close_notify, then FIN), then read what the device still sends until
         // it closes too, so that unread input does not turn our close into a reset.
-        let _ = timeout_at(runtime, remaining, async {
+        // On the heap: once per connection, and no need to size every task for it.
+        let _ = Box::pin(timeout_at(runtime, remaining, async {
             stream.close().await?;
             let mut drained = 0;
             while drained < DRAIN_LIMIT {
@@ -360,7 +376,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 }
             }
             io::Result::Ok(())
-        })
+        }))
         .await;
     }
 }
