@@ -27,6 +27,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::ToString;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
 use core::time::Duration;
@@ -270,7 +271,8 @@ struct Queued {
 }
 
 struct Session {
-    key: ClientKey,
+    /// Shared with [`Hub::by_key`]: one copy of the key per session, not two.
+    key: Arc<ClientKey>,
     acl: Acl,
     clean: bool,
     conn: Option<ConnId>,
@@ -286,7 +288,7 @@ struct Session {
 impl Session {
     fn new(request: &SessionRequest) -> Self {
         Session {
-            key: request.key.clone(),
+            key: Arc::new(request.key.clone()),
             acl: request.acl.clone(),
             clean: request.clean_session,
             conn: None,
@@ -334,7 +336,7 @@ pub struct Hub {
     server_topic_limits: TopicLimits,
     sessions: Vec<Option<Session>>,
     free_sessions: Vec<u32>,
-    by_key: BTreeMap<ClientKey, SessionId>,
+    by_key: BTreeMap<Arc<ClientKey>, SessionId>,
     by_conn: HashMap<ConnId, SessionId>,
     index: SubscriptionIndex<SessionId, QoS>,
     expiries: BTreeSet<(Instant, SessionId)>,
@@ -715,7 +717,7 @@ impl Hub {
         session.conn = None;
         let keep_alive = session.keep_alive;
         let clean = session.clean;
-        if let ClientKey::Device(identity) = &session.key {
+        if let ClientKey::Device(identity) = &*session.key {
             let identity = identity.clone();
             self.recently_gone.insert(identity, now + keep_alive);
         }
@@ -730,7 +732,7 @@ impl Hub {
 
     fn handle_publish(&mut self, from: Option<SessionId>, message: Message, now: Instant) {
         if let Some(sid) = from
-            && let ClientKey::Device(identity) = &self.session(sid).key
+            && let ClientKey::Device(identity) = &*self.session(sid).key
         {
             // A device's RRPC response is for the platform: correlated, never routed (routing
             // a custom-topic response would hand it back to the device as a new request).
@@ -979,7 +981,7 @@ impl Hub {
     }
 
     fn insert_session(&mut self, session: Session) -> SessionId {
-        let key = session.key.clone();
+        let key = Arc::clone(&session.key);
         let sid = match self.free_sessions.pop() {
             Some(slot) => {
                 self.sessions[slot as usize] = Some(session);
@@ -991,7 +993,7 @@ impl Hub {
                 SessionId(slot)
             }
         };
-        if key != ClientKey::Anonymous {
+        if *key != ClientKey::Anonymous {
             self.by_key.insert(key, sid);
         }
         sid

@@ -398,8 +398,10 @@ impl Connection {
                 }
             }
         }
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
-            // An idle connection keeps no read buffer.
+        if self.read_buf.is_empty() {
+            // An idle connection keeps no read buffer. Whatever its capacity: once a packet has
+            // been split off, even an empty buffer with no capacity left holds the allocation
+            // the packet came from.
             self.read_buf = BytesMut::new();
         }
     }
