@@ -2,9 +2,12 @@
 
 use alloc::borrow::ToOwned;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::str::FromStr;
+
+use crate::acl::CompiledCategories;
 
 /// The placeholder a template level uses for the device's product key.
 pub const PRODUCT_KEY_PLACEHOLDER: &str = "${productKey}";
@@ -325,17 +328,21 @@ const SYSTEM_CATEGORIES: [(&str, Permission); 4] = [
 /// );
 /// # Ok::<(), aliot_topic::CategoryError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The templates are compiled for the ACL checks when the categories change, once per product:
+/// the [`crate::Acl`] of each of its devices shares them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProductCategories {
     categories: Vec<TopicCategory>,
+    /// `categories` compiled for the ACL; compiled anew whenever a category is added.
+    compiled: Arc<CompiledCategories>,
 }
 
 impl ProductCategories {
     /// The defaults and the system categories, with their custom-topic RRPC categories.
     pub fn defaults() -> Self {
-        let mut product = Self {
-            categories: Vec::with_capacity(DEFAULT_CATEGORIES.len() + SYSTEM_CATEGORIES.len() + 1),
-        };
+        let mut categories =
+            Vec::with_capacity(DEFAULT_CATEGORIES.len() + SYSTEM_CATEGORIES.len() + 1);
         let defaults = DEFAULT_CATEGORIES
             .iter()
             .map(|&(template, permission)| (template, permission, CategoryKind::Default));
@@ -343,9 +350,15 @@ impl ProductCategories {
             .iter()
             .map(|&(template, permission)| (template, permission, CategoryKind::System));
         for (template, permission, kind) in defaults.chain(system) {
-            product.push(TopicCategory::new(template, permission, kind));
+            push_with_rrpc(
+                &mut categories,
+                TopicCategory::new(template, permission, kind),
+            );
         }
-        product
+        Self {
+            compiled: Arc::new(CompiledCategories::compile(&categories)),
+            categories,
+        }
     }
 
     /// Adds a custom category (see [`TopicCategory::custom`] for the rules); refuses a template
@@ -365,7 +378,9 @@ impl ProductCategories {
                 template: template.to_owned(),
             });
         }
-        self.push(category);
+        push_with_rrpc(&mut self.categories, category);
+        // ACLs built before keep the templates they were built with.
+        self.compiled = Arc::new(CompiledCategories::compile(&self.categories));
         Ok(())
     }
 
@@ -385,10 +400,25 @@ impl ProductCategories {
         self.categories.is_empty()
     }
 
-    fn push(&mut self, category: TopicCategory) {
-        let rrpc = category.custom_topic_rrpc();
-        self.categories.push(category);
-        self.categories.extend(rrpc);
+    /// The compiled templates every device's [`crate::Acl`] of this product shares.
+    pub(crate) fn compiled(&self) -> &Arc<CompiledCategories> {
+        &self.compiled
+    }
+}
+
+/// Adds a category and, when it has one, its custom-topic RRPC category.
+fn push_with_rrpc(categories: &mut Vec<TopicCategory>, category: TopicCategory) {
+    let rrpc = category.custom_topic_rrpc();
+    categories.push(category);
+    categories.extend(rrpc);
+}
+
+impl fmt::Debug for ProductCategories {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The compiled form repeats the categories; leave it out.
+        f.debug_struct("ProductCategories")
+            .field("categories", &self.categories)
+            .finish_non_exhaustive()
     }
 }
 

@@ -285,7 +285,7 @@ fn dollar_and_other_characters_are_plain_text_in_an_identity() {
 #[test]
 fn filled_filters_are_listed() {
     let acl = Acl::for_device("pk", "dn", &ProductCategories::defaults());
-    let publish: Vec<&str> = acl.publish_filters().collect();
+    let publish: Vec<String> = acl.publish_filters().collect();
     assert_eq!(
         publish,
         [
@@ -300,7 +300,7 @@ fn filled_filters_are_listed() {
             "/ext/ntp/pk/dn/#",
         ]
     );
-    let subscribe: Vec<&str> = acl.subscribe_filters().collect();
+    let subscribe: Vec<String> = acl.subscribe_filters().collect();
     assert_eq!(
         subscribe,
         [
