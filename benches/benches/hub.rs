@@ -8,6 +8,7 @@
 //! Every delivery is taken off the hub (`poll_output`) inside the measured loop.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
@@ -27,7 +28,10 @@ fn hub_with(n: usize, subscriptions: impl Fn(usize) -> Vec<String>) -> Hub {
     for i in 0..n {
         let conn = ConnId(i as u64);
         let request = SessionRequest {
-            key: ClientKey::Device(DeviceIdentity::new(PK, format!("dev-{i}"))),
+            key: Arc::new(ClientKey::Device(DeviceIdentity::new(
+                PK,
+                format!("dev-{i}"),
+            ))),
             acl: Acl::open(),
             clean_session: true,
             keep_alive: Duration::from_secs(60),

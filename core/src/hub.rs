@@ -288,7 +288,7 @@ struct Session {
 impl Session {
     fn new(request: &SessionRequest) -> Self {
         Session {
-            key: Arc::new(request.key.clone()),
+            key: Arc::clone(&request.key),
             acl: request.acl.clone(),
             clean: request.clean_session,
             conn: None,
@@ -650,9 +650,9 @@ impl Hub {
     }
 
     fn open_session(&mut self, conn: ConnId, request: SessionRequest, now: Instant) {
-        let existing = match request.key {
+        let existing = match &*request.key {
             ClientKey::Anonymous => None,
-            ref key => self.by_key.get(key).copied(),
+            key => self.by_key.get(key).copied(),
         };
         let mut session_present = false;
         let sid = match existing {
@@ -681,7 +681,7 @@ impl Hub {
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
         self.by_conn.insert(conn, sid);
-        if let ClientKey::Device(identity) = &request.key {
+        if let ClientKey::Device(identity) = &*request.key {
             self.recently_gone.remove(identity);
         }
         self.counters.connections_accepted += 1;

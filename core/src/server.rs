@@ -101,8 +101,9 @@ pub enum Event {
 /// An authenticated device asking for its session.
 #[derive(Clone, Debug)]
 pub struct SessionRequest {
-    /// The key the session is kept under.
-    pub key: ClientKey,
+    /// The key the session is kept under; shared (the hub's session keeps this one, and the
+    /// adapter may keep it for its log lines).
+    pub key: Arc<ClientKey>,
     /// What the device may publish and subscribe to.
     pub acl: Acl,
     /// cleanSession from the CONNECT.
@@ -345,7 +346,8 @@ impl Connection {
         }
         let event = self.events.pop_front();
         if self.events.is_empty() && self.events.capacity() > 0 {
-            // Events come in bursts, one per read at most: an idle connection keeps no queue.
+            // Drained after each read (one allocation per read that brings packets at most): an
+            // idle connection keeps no queue.
             self.events = VecDeque::new();
         }
         event
@@ -544,7 +546,7 @@ impl Connection {
         };
         self.events
             .push_back(Event::SessionRequested(SessionRequest {
-                key: authenticated.key,
+                key: Arc::new(authenticated.key),
                 acl: authenticated.acl,
                 clean_session: connect.clean_session,
                 keep_alive: self.keep_alive,

@@ -9,6 +9,7 @@
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
@@ -164,7 +165,7 @@ impl World {
             ..Link::default()
         };
         let request = SessionRequest {
-            key: key(device),
+            key: Arc::new(key(device)),
             acl: Acl::open(),
             clean_session: clean,
             keep_alive: Duration::from_secs(30),

@@ -83,7 +83,8 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
 
 /// Connections a listener lets the kernel complete before the broker accepts them (the kernel
 /// caps it at `net.core.somaxconn`). Beyond, a client's handshake is dropped and retried a
-/// second later: the 128 of `std`'s `bind` is too few for a burst of reconnecting devices.
+/// second later: the 128 that both adapters' listeners had (`ss -ltn` showed it) is too few
+/// for a burst of reconnecting devices.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A listening TCP socket on `addr` (`SO_REUSEADDR` on Unix, so that a restarted broker binds

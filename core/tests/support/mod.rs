@@ -266,7 +266,18 @@ impl Broker {
         loop {
             let mut moved = false;
             for (&id, conn) in self.conns.iter_mut() {
-                while let Some(event) = conn.poll_event() {
+                loop {
+                    // Every conversation also checks that has_event announces poll_event.
+                    let announced = conn.has_event();
+                    let event = conn.poll_event();
+                    assert_eq!(
+                        announced,
+                        event.is_some(),
+                        "has_event disagrees with poll_event"
+                    );
+                    let Some(event) = event else {
+                        break;
+                    };
                     moved = true;
                     if let Event::Closed(reason) = &event {
                         self.closed.push((id, reason.to_string()));

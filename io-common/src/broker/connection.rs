@@ -198,10 +198,15 @@ fn poll_read_into<S: AsyncRead + Unpin>(
 ) -> Poll<io::Result<usize>> {
     SCRATCH.with_borrow_mut(|scratch| {
         let read = Pin::new(reader).poll_read(cx, scratch);
-        if let Poll::Ready(Ok(n)) = read
-            && let Some(data) = scratch.get(..n).filter(|data| !data.is_empty())
-        {
-            take(data);
+        if let Poll::Ready(Ok(n)) = read {
+            // A reader claiming more than the buffer holds is broken: the stream cannot be
+            // trusted after it.
+            let Some(data) = scratch.get(..n) else {
+                return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+            };
+            if !data.is_empty() {
+                take(data);
+            }
         }
         read
     })
@@ -386,17 +391,14 @@ struct ConnectionLog {
     conn: ConnId,
     peer: SocketAddr,
     tls: bool,
-    key: Option<ClientKey>,
+    key: Option<Arc<ClientKey>>,
 }
 
 impl ConnectionLog {
     fn event(&mut self, event: &Event) {
         match event {
-            // Kept for the log lines only, so only when they are written: an idle connection
-            // does not hold a second copy of its key for nothing.
-            Event::SessionRequested(request) if tracing::enabled!(tracing::Level::INFO) => {
-                self.key = Some(request.key.clone());
-            }
+            // The session's own key, shared: no copy.
+            Event::SessionRequested(request) => self.key = Some(Arc::clone(&request.key)),
             Event::Closed(CloseReason::Refused(refusal)) => info!(
                 conn = self.conn.0,
                 peer = %self.peer,

@@ -81,9 +81,10 @@ impl<R: Runtime> HubTask<R> {
         }
     }
 
-    /// Runs until `stop` is raised (or its sender dropped), then shuts the hub down, raises
-    /// `stop_connections` for the connection tasks and leaves the last statistics in
-    /// `final_stats` for handles that ask later.
+    /// Runs until `stop` is raised (or its sender dropped), then shuts the hub down (each
+    /// connection gets its close, then its mailbox is dropped, which is how it learns that
+    /// nothing more comes), raises `stop_connections` for TLS handshakes still under way and
+    /// leaves the last statistics in `final_stats` for handles that ask later.
     pub(crate) async fn run(
         mut self,
         mut requests: mpsc::Receiver<HubRequest>,
@@ -96,7 +97,13 @@ impl<R: Runtime> HubTask<R> {
         let mut timer = self.runtime.timer(far_future());
         let mut timer_at = None;
         loop {
-            let wake = self.hub.poll_timeout().map(|at| self.clock.deadline(at));
+            let wake = self
+                .hub
+                .poll_timeout()
+                .map(|at| self.clock.deadline(at))
+                .into_iter()
+                .chain(self.drop_warning_due())
+                .min();
             if wake != timer_at {
                 if let Some(at) = wake {
                     self.runtime.reset_timer(&mut timer, at);
@@ -125,8 +132,11 @@ impl<R: Runtime> HubTask<R> {
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
-                    self.hub.handle_timeout(self.clock.now());
-                    self.dispatch();
+                    let now = self.clock.now();
+                    if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+                        self.hub.handle_timeout(now);
+                        self.dispatch();
+                    }
                     self.warn_of_drops(false);
                 }
             }
@@ -134,11 +144,14 @@ impl<R: Runtime> HubTask<R> {
         self.shutdown();
         self.warn_of_drops(true);
         *final_stats.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.stats());
-        // After every command above is queued: a connection that sees the signal drains its
-        // channel first, so it misses nothing the hub sent it.
         stop_connections.send_replace(true);
-        // Requests still queued are dropped with the receiver: their callers learn that the
-        // broker stopped, and connections not yet registered see their channel closed.
+        // Requests still queued are dropped: their callers learn that the broker stopped, and
+        // connections not yet registered see their mailbox closed. Closed first, so that a
+        // request sent through a slot reserved just before is dropped too rather than kept in
+        // the channel (with its mailbox) until the last sender goes; connections never hold a
+        // slot across a wait, so this ends at once.
+        requests.close();
+        while requests.recv().await.is_some() {}
     }
 
     fn handle(&mut self, request: HubRequest, now: aliot_core::Instant) {
@@ -219,6 +232,15 @@ impl<R: Runtime> HubTask<R> {
     /// Says in the log, at most once per [`DROP_WARNING_INTERVAL`], that messages were dropped
     /// for a full session queue or a device that does not read: the counters say it too, but
     /// an operator who does not watch them should not lose messages silently.
+    /// When a warning held back by [`DROP_WARNING_INTERVAL`] is due, if one is.
+    fn drop_warning_due(&self) -> Option<Instant> {
+        let dropped = &self.hub.counters().dropped;
+        if (dropped.queue_full, dropped.slow_consumer) == self.drops_warned {
+            return None;
+        }
+        self.last_drop_warning.map(|at| at + DROP_WARNING_INTERVAL)
+    }
+
     /// `at_end`: the broker is stopping, whatever is not reported yet is reported now.
     fn warn_of_drops(&mut self, at_end: bool) {
         let dropped = &self.hub.counters().dropped;

@@ -190,31 +190,46 @@ mod tests {
         assert!(sender.shared.lock().commands.is_empty());
     }
 
+    /// Counts its wake-ups.
+    struct WakeCounter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for WakeCounter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Leaves `receiver` waiting with a counting waker; returns that counter.
+    fn waiting(receiver: &mut CommandReceiver) -> Arc<WakeCounter> {
+        let counter = Arc::new(WakeCounter(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&counter));
+        let mut wait = std::pin::pin!(receiver.recv_all());
+        let polled = wait.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        counter
+    }
+
+    fn wake_ups(counter: &WakeCounter) -> usize {
+        counter.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     #[test]
     fn a_waiting_receiver_is_woken_by_the_first_command() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::{Wake, Waker};
-        struct Counter(AtomicUsize);
-        impl Wake for Counter {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&counter));
         let (sender, mut receiver) = mailbox();
-        {
-            let mut wait = std::pin::pin!(receiver.recv_all());
-            assert!(
-                wait.as_mut()
-                    .poll(&mut Context::from_waker(&waker))
-                    .is_pending()
-            );
-        }
+        let counter = waiting(&mut receiver);
         assert!(sender.send(close(CloseReason::TakenOver)).is_ok());
         assert!(sender.send(close(CloseReason::ServerShutdown)).is_ok());
         // One wake-up for the burst, not one per command.
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert_eq!(wake_ups(&counter), 1);
         assert_eq!(receiver.recv_all().now_or_never().map(|b| b.len()), Some(2));
+    }
+
+    #[test]
+    fn a_waiting_receiver_is_woken_when_the_sender_goes() {
+        let (sender, mut receiver) = mailbox();
+        let counter = waiting(&mut receiver);
+        drop(sender);
+        assert_eq!(wake_ups(&counter), 1);
+        assert_eq!(receiver.recv_all().now_or_never().map(|b| b.len()), Some(0));
     }
 }
