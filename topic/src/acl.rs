@@ -196,6 +196,40 @@ struct Segment {
     /// `/` before the next hole (`/thing/`, `/`).
     literal_start: usize,
     literal_end: usize,
+    /// The literal's bytes when it is short enough, so that a check finds them here rather
+    /// than in the template's text.
+    inline_literal: InlineLiteral,
+}
+
+/// A short literal kept in its [`Segment`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InlineLiteral {
+    /// How many bytes of `bytes` are the literal; [`InlineLiteral::ABSENT`] when it is too long.
+    len: u8,
+    bytes: [u8; InlineLiteral::CAPACITY],
+}
+
+impl InlineLiteral {
+    const CAPACITY: usize = 15;
+    const ABSENT: u8 = u8::MAX;
+
+    fn new(literal: &[u8]) -> Self {
+        let mut bytes = [0; Self::CAPACITY];
+        let len = match u8::try_from(literal.len()) {
+            Ok(len) if literal.len() <= Self::CAPACITY => {
+                for (slot, &byte) in bytes.iter_mut().zip(literal) {
+                    *slot = byte;
+                }
+                len
+            }
+            _ => Self::ABSENT,
+        };
+        Self { len, bytes }
+    }
+
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes.get(..usize::from(self.len))
+    }
 }
 
 /// A category template compiled once per product for the checks of all its devices.
@@ -204,7 +238,7 @@ struct Segment {
 /// literal text before the first hole, then each hole is followed by the literal text up to the
 /// next one. `/sys/${productKey}/${deviceName}/thing/#` is the head `/sys/`, the product key
 /// and device name followed by `/thing/`, and `#`. Since holes are whole levels, the `/`
-/// around them are in the literals, and a check compares bytes, literal then hole, with the
+/// around them are in the literals, and a check compares bytes, hole then literal, with the
 /// device's identity in place of the placeholders: exactly as if the template had been filled.
 ///
 /// Before that, a few comparisons of words ([`QuickCheck`]) reject most of the templates a
@@ -226,7 +260,8 @@ struct CompiledTemplate {
 /// The bytes compared, the head and then the product key's first bytes, are a prefix of every
 /// subject the template reaches, so a subject that differs there is not reached. Words hold
 /// bytes little-endian (the first byte lowest); the bytes past a short subject's end read as
-/// zero, which no template or identity byte is.
+/// zero, so a subject shorter than that prefix differs from it (no template or identity byte
+/// is zero).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct QuickCheck {
     /// The first eight bytes of the head (without the `/` of a parent level before a final
@@ -394,6 +429,7 @@ impl CompiledTemplate {
                             hole,
                             literal_start: level_end,
                             literal_end: level_end,
+                            inline_literal: InlineLiteral::new(&[]),
                         });
                     }
                 }
@@ -402,6 +438,13 @@ impl CompiledTemplate {
         }
         if let Some(last) = segments.last_mut() {
             last.literal_end = template.len();
+        }
+        for segment in &mut segments {
+            let literal = template
+                .as_bytes()
+                .get(segment.literal_start..segment.literal_end)
+                .unwrap_or_default();
+            segment.inline_literal = InlineLiteral::new(literal);
         }
         Self {
             quick: QuickCheck::new(template.get(..head_len).unwrap_or_default(), &segments),
@@ -418,11 +461,15 @@ impl CompiledTemplate {
             .unwrap_or_default()
     }
 
-    fn literal(&self, segment: &Segment) -> &[u8] {
-        self.text
-            .as_bytes()
-            .get(segment.literal_start..segment.literal_end)
-            .unwrap_or_default()
+    fn literal<'a>(&'a self, segment: &'a Segment) -> &'a [u8] {
+        match segment.inline_literal.get() {
+            Some(inline) => inline,
+            None => self
+                .text
+                .as_bytes()
+                .get(segment.literal_start..segment.literal_end)
+                .unwrap_or_default(),
+        }
     }
 
     /// Whether a subject starting with `$` is out of reach: a name starting with `$` is not
@@ -479,28 +526,11 @@ impl CompiledTemplate {
         };
         let mut segments = self.segments.iter();
         while let Some(segment) = segments.next() {
-            let literal = self.literal(segment);
-            let next_hole = || segments.as_slice().first().map(|next| next.hole);
-            let after_hole = match identity.hole_bytes(segment.hole) {
-                Some(expected) => {
-                    let Some((candidate, after_identity)) = rest.split_at_checked(expected.len())
-                    else {
-                        return false;
-                    };
-                    // The literal first: templates that share their head and the identity
-                    // (`/sys/pk/dn/thing/#`, `/sys/pk/dn/rrpc/#`) differ in it.
-                    match strip_prefix(after_identity, literal) {
-                        Some(after) if equal_bytes(candidate, expected) => {
-                            rest = after;
-                            continue;
-                        }
-                        Some(_) => return false,
-                        None => {
-                            return equal_bytes(candidate, expected)
-                                && reaches_parent(literal, next_hole(), after_identity);
-                        }
-                    }
-                }
+            match identity.hole_bytes(segment.hole) {
+                Some(expected) => match strip_prefix(rest, expected) {
+                    Some(after) => rest = after,
+                    None => return false,
+                },
                 None if segment.hole == Hole::MultiLevel => return true,
                 None => {
                     let level_len = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
@@ -508,12 +538,16 @@ impl CompiledTemplate {
                     if !single_level_accepts(level) {
                         return false;
                     }
-                    after
+                    rest = after;
                 }
-            };
-            match strip_prefix(after_hole, literal) {
+            }
+            let literal = self.literal(segment);
+            match strip_prefix(rest, literal) {
                 Some(after) => rest = after,
-                None => return reaches_parent(literal, next_hole(), after_hole),
+                None => {
+                    let next_hole = segments.as_slice().first().map(|next| next.hole);
+                    return reaches_parent(literal, next_hole, rest);
+                }
             }
         }
         rest.is_empty()
@@ -1101,6 +1135,9 @@ mod tests {
             "+/${deviceName}",
             "+/${productKey}/${deviceName}",
             "${deviceName}/${productKey}",
+            // A literal too long to be kept in its segment.
+            "/${productKey}/${deviceName}/thing/event/property/post",
+            "/sys/${productKey}/${deviceName}/thing/event/property/#",
             "#",
             "a/#",
             "a//b",
@@ -1135,6 +1172,11 @@ mod tests {
                 "/broadcast/pkx/y",
                 "/pk//dn/",
                 "/pk/dn/",
+                "/pk/dn/thing/event/property/post",
+                "/pk/dn/thing/event/property/pos",
+                "/sys/pk/dn/thing/event/property",
+                "/sys/pk/dn/thing/event/property/post",
+                "/sys/pk/dn/thing/event/propertyx",
             ]
             .map(String::from),
         );
