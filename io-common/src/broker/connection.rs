@@ -30,8 +30,9 @@ const READ_CHUNK: usize = 16 * 1024;
 
 thread_local! {
     /// Where every connection task on this thread reads into. A read hands its bytes to the
-    /// [`Connection`] (which keeps what it cannot decode yet) before it returns, so no bytes
-    /// stay here between reads and an idle connection holds no read buffer of its own.
+    /// [`Connection`] (which appends them to its own buffer until decoded) before it returns,
+    /// so no bytes stay here between reads and an idle connection holds no read buffer of its
+    /// own.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
@@ -268,9 +269,10 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         loop {
             while connection.has_event() {
                 // A slot first, then the event: the wait holds no event (the task stays small).
-                let permit = match hub_reachable {
-                    true => hub_slot(&shared.hub).await,
-                    false => None,
+                let permit = if hub_reachable {
+                    hub_slot(&shared.hub).await
+                } else {
+                    None
                 };
                 let Some(event) = connection.poll_event() else {
                     break;

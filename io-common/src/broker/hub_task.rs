@@ -123,21 +123,12 @@ impl<R: Runtime> HubTask<R> {
                         self.handle(request, now);
                     }
                     // A steady stream of requests must not starve the deadlines.
-                    if self.hub.poll_timeout().is_some_and(|at| at <= now) {
-                        self.hub.handle_timeout(now);
-                    }
-                    self.dispatch();
-                    self.warn_of_drops(false);
+                    self.after_wake(now);
                 }
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
-                    let now = self.clock.now();
-                    if self.hub.poll_timeout().is_some_and(|at| at <= now) {
-                        self.hub.handle_timeout(now);
-                        self.dispatch();
-                    }
-                    self.warn_of_drops(false);
+                    self.after_wake(self.clock.now());
                 }
             }
         }
@@ -229,41 +220,55 @@ impl<R: Runtime> HubTask<R> {
         }
     }
 
-    /// Says in the log, at most once per [`DROP_WARNING_INTERVAL`], that messages were dropped
-    /// for a full session queue or a device that does not read: the counters say it too, but
-    /// an operator who does not watch them should not lose messages silently.
-    /// When a warning held back by [`DROP_WARNING_INTERVAL`] is due, if one is.
-    fn drop_warning_due(&self) -> Option<Instant> {
-        let dropped = &self.hub.counters().dropped;
-        if (dropped.queue_full, dropped.slow_consumer) == self.drops_warned {
-            return None;
+    /// After requests or the timer: the hub's deadlines that are due, every output to its
+    /// destination, a drop warning if one is due.
+    fn after_wake(&mut self, now: aliot_core::Instant) {
+        if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+            self.hub.handle_timeout(now);
         }
-        self.last_drop_warning.map(|at| at + DROP_WARNING_INTERVAL)
+        self.dispatch();
+        self.warn_of_drops(false);
     }
 
-    /// `at_end`: the broker is stopping, whatever is not reported yet is reported now.
-    fn warn_of_drops(&mut self, at_end: bool) {
+    /// The drop counters this warning is about: queue full, slow consumer.
+    fn drops_counted(&self) -> (u64, u64) {
         let dropped = &self.hub.counters().dropped;
-        let now_counted = (dropped.queue_full, dropped.slow_consumer);
-        if now_counted == self.drops_warned {
-            return;
+        (dropped.queue_full, dropped.slow_consumer)
+    }
+
+    /// When the next warning about dropped messages is due, if any were dropped since the
+    /// last one: at once for the first, else [`DROP_WARNING_INTERVAL`] after the last.
+    fn drop_warning_due(&self) -> Option<Instant> {
+        if self.drops_counted() == self.drops_warned {
+            return None;
         }
+        Some(
+            self.last_drop_warning
+                .map_or_else(Instant::now, |at| at + DROP_WARNING_INTERVAL),
+        )
+    }
+
+    /// Says in the log that messages were dropped for a full session queue or a device that
+    /// does not read, when a warning is due (`at_end`: the broker is stopping, so now): the
+    /// counters say it too, but an operator who does not watch them should not lose messages
+    /// silently.
+    fn warn_of_drops(&mut self, at_end: bool) {
+        let Some(due) = self.drop_warning_due() else {
+            return;
+        };
         let now = Instant::now();
-        if !at_end
-            && self
-                .last_drop_warning
-                .is_some_and(|at| now.duration_since(at) < DROP_WARNING_INTERVAL)
-        {
+        if !at_end && due > now {
             return;
         }
+        let counted = self.drops_counted();
         warn!(
-            queue_full = now_counted.0 - self.drops_warned.0,
-            slow_consumer = now_counted.1 - self.drops_warned.1,
+            queue_full = counted.0 - self.drops_warned.0,
+            slow_consumer = counted.1 - self.drops_warned.1,
             "messages dropped since the last warning: QoS 1 from session queues over \
              [limits] max_queued_messages / max_queued_bytes (the oldest go first), QoS 0 for \
              devices not reading their output"
         );
-        self.drops_warned = now_counted;
+        self.drops_warned = counted;
         self.last_drop_warning = Some(now);
     }
 
