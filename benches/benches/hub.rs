@@ -124,7 +124,11 @@ fn own_topics(c: &mut Criterion) {
                 let i = next % n;
                 next = next.wrapping_add(7919);
                 let message = Message::new(topics[i].clone(), payload.clone(), QoS::AtMostOnce);
-                hub.handle_event(ConnId(i as u64), Event::Publish(message), Instant::ZERO);
+                let publish = Event::Publish {
+                    message,
+                    packet_id: None,
+                };
+                hub.handle_event(ConnId(i as u64), publish, Instant::ZERO);
                 assert_eq!(drain(&mut hub, &mut acks), 1);
             })
         });

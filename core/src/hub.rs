@@ -8,6 +8,9 @@
 //! Sessions live here whether the device is online or not (see `docs/DESIGN-NOTES.md`): the
 //! subscriptions, the QoS 1 in-flight window towards the device and the queue behind it. Limits
 //! on that queue are [`HubConfig`]'s; what is dropped is counted in [`Counters`], never silent.
+//! The hub also acknowledges devices' QoS 1 PUBLISHes ([`Command::PubAck`]), and holds those
+//! PUBACKs back while a subscriber falls behind, so that publishers slow down to its pace
+//! ([`HubConfig::ack_hold_threshold`]).
 //!
 //! ```
 //! use aliot_core::hub::{Hub, HubConfig, HubOutput, RrpcOutcome};
@@ -45,6 +48,10 @@ use crate::message::Message;
 use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
 use crate::time::Instant;
 
+mod held_acks;
+
+use held_acks::{AckTicket, HeldAcks, HoldId};
+
 /// How long the platform waits for an RRPC response at least and at most (SPEC §4).
 pub const RRPC_TIMEOUT_RANGE_MS: core::ops::RangeInclusive<u64> = 1_000..=8_000;
 
@@ -60,6 +67,14 @@ pub struct HubConfig {
     pub max_queued_messages: usize,
     /// Bytes (topic + payload) a session keeps queued (default 4 MiB).
     pub max_queued_bytes: usize,
+    /// Messages queued for an online session from which on a QoS 1 message queued behind them
+    /// holds its publisher's PUBACK until it leaves the queue (default 100). Publishers that
+    /// wait for their PUBACKs then slow down to the pace of a subscriber that falls behind,
+    /// rather than overflow its queue. Above `max_queued_messages`, nothing is held.
+    pub ack_hold_threshold: usize,
+    /// The longest a PUBACK is held for a subscriber that falls behind (default 1 s): a
+    /// subscriber that stopped reading slows its publishers down, it does not stop them.
+    pub max_ack_hold: Duration,
     /// A queued message older than this is dropped instead of delivered (default 7 days).
     pub max_message_age: Option<Duration>,
     /// An offline cleanSession=0 session is discarded after this long (default 7 days).
@@ -76,6 +91,8 @@ impl Default for HubConfig {
             inflight_window: 32,
             max_queued_messages: 1_000,
             max_queued_bytes: 4 * 1024 * 1024,
+            ack_hold_threshold: 100,
+            max_ack_hold: Duration::from_secs(1),
             max_message_age: Some(week),
             session_expiry: Some(week),
             first_rrpc_message_id: 1,
@@ -198,6 +215,10 @@ pub struct Counters {
     pub messages_out: u64,
     /// PUBLISHes refused by the ACL (dropped; QoS 1 still acknowledged).
     pub publish_denied: u64,
+    /// QoS 1 PUBLISHes whose PUBACK was held because a subscriber had fallen behind.
+    pub acks_held: u64,
+    /// Of those, PUBACKs sent when the hold reached [`HubConfig::max_ack_hold`].
+    pub acks_held_to_limit: u64,
     /// SUBSCRIBE filters refused by the ACL.
     pub subscribe_denied: u64,
     /// Drops, by reason.
@@ -268,6 +289,8 @@ struct SessionId(u32);
 struct Queued {
     message: Message,
     at: Instant,
+    /// The publisher's PUBACK this message holds, if it does.
+    hold: Option<HoldId>,
 }
 
 struct Session {
@@ -348,6 +371,7 @@ pub struct Hub {
     outputs: VecDeque<HubOutput>,
     counters: Counters,
     scratch: Vec<(SessionId, QoS)>,
+    held_acks: HeldAcks,
 }
 
 impl core::fmt::Debug for Hub {
@@ -383,6 +407,7 @@ impl Hub {
             outputs: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::new(),
+            held_acks: HeldAcks::default(),
         }
     }
 
@@ -440,18 +465,27 @@ impl Hub {
         self.outputs.pop_front()
     }
 
-    /// The next deadline (an RRPC call's timeout, an offline session's expiry), if any.
+    /// PUBACKs held now for subscribers that fell behind.
+    pub fn held_acks(&self) -> usize {
+        self.held_acks.len()
+    }
+
+    /// The next deadline (an RRPC call's timeout, an offline session's expiry, the limit of a
+    /// held PUBACK), if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let call = self.call_deadlines.first().map(|(at, _)| *at);
         let expiry = self.expiries.first().map(|(at, _)| *at);
-        match (call, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ack = self.held_acks.next_deadline();
+        [call, expiry, ack].into_iter().flatten().min()
     }
 
-    /// Ends what is due at `now`: RRPC calls time out, expired offline sessions are discarded.
+    /// Ends what is due at `now`: RRPC calls time out, expired offline sessions are discarded,
+    /// PUBACKs held to their limit go out.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((conn, packet_id)) = self.held_acks.expire(now) {
+            self.counters.acks_held_to_limit += 1;
+            self.command(conn, Command::PubAck(packet_id));
+        }
         while let Some(&(at, id)) = self.call_deadlines.first() {
             if at > now {
                 break;
@@ -476,10 +510,18 @@ impl Hub {
     pub fn handle_event(&mut self, conn: ConnId, event: Event, now: Instant) {
         match event {
             Event::SessionRequested(request) => self.open_session(conn, request, now),
-            Event::Publish(message) => {
+            Event::Publish { message, packet_id } => {
                 self.counters.messages_in += 1;
                 let from = self.by_conn.get(&conn).copied();
-                self.handle_publish(from, message, now);
+                let ticket = packet_id.map(|packet_id| self.held_acks.ticket(conn, packet_id));
+                self.handle_publish(from, message, ticket, now);
+                if let Some(ticket) = ticket
+                    && let Some(ack) = self
+                        .held_acks
+                        .routed(ticket, now + self.config.max_ack_hold)
+                {
+                    self.send_puback(ack);
+                }
             }
             Event::PublishDenied(_) => self.counters.publish_denied += 1,
             Event::Subscribe(filters) => {
@@ -526,7 +568,7 @@ impl Hub {
     /// Returns how many sessions it reached.
     pub fn publish(&mut self, message: Message, now: Instant) -> usize {
         self.counters.messages_in += 1;
-        self.route(message, now)
+        self.route(message, None, now)
     }
 
     /// Sends a message from the server to one device, if its ACL lets it subscribe to the topic
@@ -555,7 +597,7 @@ impl Hub {
             return DeviceDelivery::NotSubscribed;
         }
         self.counters.messages_in += 1;
-        self.deliver(sid, &message, granted, now)
+        self.deliver(sid, &message, granted, None, now)
     }
 
     /// Calls a device synchronously (RRPC, SPEC §4): publishes the request with a fresh
@@ -629,6 +671,7 @@ impl Hub {
             sid,
             &Message::new(request, payload, QoS::AtMostOnce),
             QoS::AtMostOnce,
+            None,
             now,
         );
         Ok(id)
@@ -644,6 +687,7 @@ impl Hub {
         let calls: Vec<MessageId> = self.calls.keys().copied().collect();
         self.calls.clear();
         self.call_deadlines.clear();
+        self.held_acks.clear();
         for id in calls {
             self.finish_call(id, RrpcOutcome::Unknown);
         }
@@ -723,14 +767,24 @@ impl Hub {
         }
         if clean {
             self.remove_session(sid);
-        } else if let Some(expiry) = self.config.session_expiry {
+            return;
+        }
+        // Its queue is a store for later now: its publishers wait no longer.
+        self.release_queue_holds(sid);
+        if let Some(expiry) = self.config.session_expiry {
             let at = now + expiry;
             self.session_mut(sid).expires_at = Some(at);
             self.expiries.insert((at, sid));
         }
     }
 
-    fn handle_publish(&mut self, from: Option<SessionId>, message: Message, now: Instant) {
+    fn handle_publish(
+        &mut self,
+        from: Option<SessionId>,
+        message: Message,
+        ticket: Option<AckTicket>,
+        now: Instant,
+    ) {
         if let Some(sid) = from
             && let ClientKey::Device(identity) = &*self.session(sid).key
         {
@@ -760,7 +814,7 @@ impl Hub {
                 return;
             }
         }
-        self.route(message, now);
+        self.route(message, ticket, now);
     }
 
     fn resolve_call(
@@ -787,7 +841,8 @@ impl Hub {
     }
 
     /// Delivers to every matching subscription, once per session at the highest granted QoS.
-    fn route(&mut self, message: Message, now: Instant) -> usize {
+    /// A queue that falls behind holds `ticket`'s PUBACK.
+    fn route(&mut self, message: Message, ticket: Option<AckTicket>, now: Instant) -> usize {
         let mut targets = mem::take(&mut self.scratch);
         targets.clear();
         self.index
@@ -796,7 +851,7 @@ impl Hub {
         targets.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         targets.dedup_by_key(|(sid, _)| *sid);
         for &(sid, granted) in &targets {
-            self.deliver(sid, &message, granted, now);
+            self.deliver(sid, &message, granted, ticket, now);
         }
         let reached = targets.len();
         self.scratch = targets;
@@ -808,6 +863,7 @@ impl Hub {
         sid: SessionId,
         message: &Message,
         granted: QoS,
+        ticket: Option<AckTicket>,
         now: Instant,
     ) -> DeviceDelivery {
         let qos = message.qos.min(granted).min(QoS::AtLeastOnce);
@@ -849,21 +905,47 @@ impl Hub {
                     self.command(conn, Command::Deliver(delivery));
                     DeviceDelivery::Sent
                 } else {
-                    self.enqueue(sid, message, now);
+                    self.enqueue(sid, message, ticket, now);
                     DeviceDelivery::Queued
                 }
             }
         }
     }
 
-    fn enqueue(&mut self, sid: SessionId, message: Message, now: Instant) {
-        let (max_messages, max_bytes) = (
+    fn enqueue(
+        &mut self,
+        sid: SessionId,
+        message: Message,
+        ticket: Option<AckTicket>,
+        now: Instant,
+    ) {
+        let (max_messages, max_bytes, hold_from) = (
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
+            self.config.ack_hold_threshold,
         );
         let session = self.session_mut(sid);
+        // Only behind an online device: an offline session's queue is a store for later, and
+        // its publishers have nobody to wait for.
+        let holds = session.conn.is_some() && session.queue.len() >= hold_from;
+        let hold = match ticket.filter(|_| holds) {
+            Some(ticket) => {
+                let (hold, first) = self.held_acks.hold(ticket);
+                self.counters.acks_held += u64::from(first);
+                Some(hold)
+            }
+            None => None,
+        };
+        let session = self.session_mut(sid);
         session.queued_bytes += message.weight();
-        session.queue.push_back(Queued { message, at: now });
+        session.queue.push_back(Queued {
+            message,
+            at: now,
+            hold,
+        });
+        // The oldest go first. A PUBACK one of them holds is not sent now but when its hold
+        // reaches its limit: the publishers of a queue that overflows stay slowed down (sending
+        // it now would invite the next message to drop).
         let mut dropped = 0;
         while session.queue.len() > max_messages || session.queued_bytes > max_bytes {
             match session.queue.pop_front() {
@@ -877,6 +959,30 @@ impl Hub {
         self.counters.dropped.queue_full += dropped;
     }
 
+    /// A queued message leaves its queue: the PUBACK it held may go.
+    fn release_hold(&mut self, hold: Option<HoldId>) {
+        if let Some(ack) = hold.and_then(|hold| self.held_acks.release(hold)) {
+            self.send_puback(ack);
+        }
+    }
+
+    /// Every message of the session's queue lets go of the PUBACK it holds.
+    fn release_queue_holds(&mut self, sid: SessionId) {
+        let holds: Vec<HoldId> = self
+            .session_mut(sid)
+            .queue
+            .iter_mut()
+            .filter_map(|queued| queued.hold.take())
+            .collect();
+        for hold in holds {
+            self.release_hold(Some(hold));
+        }
+    }
+
+    fn send_puback(&mut self, (conn, packet_id): (ConnId, PacketId)) {
+        self.command(conn, Command::PubAck(packet_id));
+    }
+
     /// Moves queued messages into the window while it has room and the device is online.
     fn pump(&mut self, sid: SessionId, now: Instant) {
         let window = self.config.inflight_window;
@@ -886,12 +992,14 @@ impl Hub {
             return;
         };
         let mut sent = Vec::new();
+        let mut released = Vec::new();
         let mut expired = 0;
         while session.inflight.len() < window {
             let Some(queued) = session.queue.pop_front() else {
                 break;
             };
             session.queued_bytes -= queued.message.weight();
+            released.extend(queued.hold);
             if max_age.is_some_and(|age| now - queued.at > age) {
                 expired += 1;
                 continue;
@@ -910,6 +1018,9 @@ impl Hub {
         for delivery in sent {
             self.counters.messages_out += 1;
             self.command(conn, Command::Deliver(delivery));
+        }
+        for hold in released {
+            self.release_hold(Some(hold));
         }
     }
 
@@ -1018,6 +1129,9 @@ impl Hub {
         }
         self.counters.dropped.session_discarded +=
             (session.queue.len() + session.inflight.len()) as u64;
+        for queued in session.queue {
+            self.release_hold(queued.hold);
+        }
     }
 }
 

@@ -74,14 +74,27 @@ impl Default for ServerConfig {
     }
 }
 
+/// QoS 1 PUBLISHes of one device waiting for their PUBACK beyond which its connection reads no
+/// more until some are acknowledged. MQTT 3.1.1 sets no such limit; clients keep far fewer in
+/// flight (tens), so only a device that ignores its PUBACKs meets it.
+pub const MAX_UNACKED_PUBLISHES: usize = 1024;
+
 /// What the hub should know about, in the order it happened.
 #[derive(Debug)]
 pub enum Event {
     /// An authenticated CONNECT: the hub opens (or resumes) the session and answers with
     /// [`Command::SessionOpened`]. Until then the connection reads nothing more.
     SessionRequested(SessionRequest),
-    /// A PUBLISH the ACL allows, to be routed. A QoS 1 one has been acknowledged to the device.
-    Publish(Message),
+    /// A PUBLISH the ACL allows, to be routed.
+    Publish {
+        /// The message.
+        message: Message,
+        /// A QoS 1 PUBLISH's packet id: the device gets its PUBACK when the hub answers with
+        /// [`Command::PubAck`], once it has taken the message. That can be later than at once:
+        /// while a subscriber falls behind, the hub holds the PUBACKs of the messages queued for
+        /// it, which slows their publishers down instead of dropping messages.
+        packet_id: Option<PacketId>,
+    },
     /// A PUBLISH the ACL refused: dropped (and PUBACKed if QoS 1, so the device does not resend).
     PublishDenied(TopicName),
     /// Filters granted by a SUBSCRIBE, with the granted QoS (already answered with SUBACK).
@@ -122,6 +135,10 @@ pub enum Command {
     },
     /// Send this message to the device.
     Deliver(Delivery),
+    /// The hub has taken the device's QoS 1 PUBLISH with this packet id: acknowledge it. PUBACKs
+    /// go out in the order the PUBLISHes came in (MQTT-4.6.0-2), so one released before an
+    /// earlier one waits for it.
+    PubAck(PacketId),
     /// Close the connection (for instance [`CloseReason::TakenOver`]).
     Close(CloseReason),
 }
@@ -217,6 +234,9 @@ pub struct Connection {
     keep_alive: Duration,
     last_input: Instant,
     dropped_deliveries: u64,
+    /// QoS 1 PUBLISHes received and not yet acknowledged, in the order they came, each with
+    /// whether its PUBACK may go (the hub said so, or the ACL refused it).
+    unacked: VecDeque<(PacketId, bool)>,
 }
 
 impl fmt::Debug for Connection {
@@ -250,6 +270,7 @@ impl Connection {
             keep_alive: Duration::ZERO,
             last_input: now,
             dropped_deliveries: 0,
+            unacked: VecDeque::new(),
         }
     }
 
@@ -284,6 +305,7 @@ impl Connection {
                 }
             }
             Command::Deliver(delivery) => self.deliver(&delivery),
+            Command::PubAck(packet_id) => self.release_puback(packet_id),
             Command::Close(reason) => self.close(reason),
         }
     }
@@ -359,12 +381,15 @@ impl Connection {
     }
 
     /// Whether the connection wants more input now. It does not while the hub has yet to open
-    /// the session, or while too much output is waiting for the device (backpressure: a
-    /// device that does not read its acknowledgements is slowed down by TCP).
+    /// the session, while too much output is waiting for the device (backpressure: a device
+    /// that does not read its acknowledgements is slowed down by TCP), or while
+    /// [`MAX_UNACKED_PUBLISHES`] of its QoS 1 PUBLISHes wait for their PUBACK (a device that
+    /// does not wait for its PUBACKs is slowed down the same way).
     pub fn wants_input(&self) -> bool {
         match self.state {
             State::AwaitingConnect { .. } | State::Connected => {
                 self.out.len() < self.config.max_pending_output
+                    && self.unacked.len() < MAX_UNACKED_PUBLISHES
             }
             State::AwaitingSession { .. } | State::Closed => false,
         }
@@ -569,18 +594,59 @@ impl Connection {
                 }
             };
         let qos = publish.qos.qos();
+        let packet_id = match publish.qos {
+            PublishQos::AtMostOnce => None,
+            PublishQos::AtLeastOnce(packet_id) => Some(packet_id),
+        };
         if self.acl.may_publish(&topic) {
-            self.events.push_back(Event::Publish(Message {
-                topic,
-                payload: publish.payload,
-                qos,
-            }));
+            if let Some(packet_id) = packet_id {
+                // Acknowledged when the hub has the message (Command::PubAck).
+                self.unacked.push_back((packet_id, false));
+            }
+            self.events.push_back(Event::Publish {
+                message: Message {
+                    topic,
+                    payload: publish.payload,
+                    qos,
+                },
+                packet_id,
+            });
         } else {
             self.events.push_back(Event::PublishDenied(topic));
+            // Refused, yet acknowledged (in turn) so that the device does not resend it forever.
+            if let Some(packet_id) = packet_id {
+                self.unacked.push_back((packet_id, true));
+                self.send_released_pubacks();
+            }
         }
-        // Acknowledged once handed over (or refused): the device must not resend it forever.
-        if let PublishQos::AtLeastOnce(packet_id) = publish.qos {
+    }
+
+    /// The hub has taken the PUBLISH with this packet id: its PUBACK may go, after those of
+    /// the PUBLISHes before it.
+    fn release_puback(&mut self, packet_id: PacketId) {
+        if !matches!(self.state, State::Connected) {
+            return;
+        }
+        // Packet ids are unique among unacknowledged PUBLISHes of a well-behaved device; one
+        // that reuses an id gets its PUBACKs in turn all the same.
+        if let Some(entry) = self
+            .unacked
+            .iter_mut()
+            .find(|(id, released)| *id == packet_id && !released)
+        {
+            entry.1 = true;
+            self.send_released_pubacks();
+        }
+    }
+
+    fn send_released_pubacks(&mut self) {
+        while let Some(&(packet_id, true)) = self.unacked.front() {
+            self.unacked.pop_front();
             self.send(&Packet::PubAck(PubAck { packet_id }));
+        }
+        if self.unacked.is_empty() && self.unacked.capacity() > 0 {
+            // An idle connection keeps no queue.
+            self.unacked = VecDeque::new();
         }
     }
 
@@ -625,6 +691,7 @@ impl Connection {
         }
         self.state = State::Closed;
         self.read_buf = BytesMut::new();
+        self.unacked = VecDeque::new();
         self.events.push_back(Event::Closed(reason));
     }
 }

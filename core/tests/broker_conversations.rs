@@ -5,11 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use aliot_core::ClientKey;
 use aliot_core::Message;
 use aliot_core::codec::{
     ConnAck, ConnectReturnCode, Packet, PublishQos, QoS, SubAck, SubAckReturnCode, Utf8Bytes, Will,
 };
-use aliot_core::hub::{DeviceDelivery, HubConfig, RrpcError, RrpcOutcome};
+use aliot_core::hub::{ConnId, DeviceDelivery, HubConfig, RrpcError, RrpcOutcome};
 use aliot_core::server::ServerConfig;
 use aliot_topic::TopicName;
 use bytes::Bytes;
@@ -558,6 +559,193 @@ fn the_offline_queue_is_bounded_and_drops_the_oldest_counting_them() {
         .map(|p| p.payload.clone())
         .collect();
     assert_eq!(payloads, ["m3", "m4", "m5", "m6", "m7"].map(Bytes::from));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flow control: a subscriber that falls behind slows its QoS 1 publishers down
+
+/// dev-1 subscribes to the product's broadcasts at QoS 1 with a window of one and acknowledges
+/// nothing unless told; dev-2 publishes there. Every message that has to wait behind the window
+/// holds its PUBACK.
+fn slow_subscriber(max_queued_messages: usize) -> (Broker, ConnId, ConnId) {
+    let hub = HubConfig {
+        inflight_window: 1,
+        ack_hold_threshold: 0,
+        max_queued_messages,
+        max_ack_hold: Duration::from_secs(5),
+        ..HubConfig::default()
+    };
+    let mut broker = Broker::with(&["dev-1", "dev-2"], false, hub, ServerConfig::default());
+    let (sub, _) = broker.connect_device("dev-1", false);
+    broker.send(
+        sub,
+        subscribe(1, &[("/broadcast/a1TestProd/+", QoS::AtLeastOnce)]),
+    );
+    broker.output(sub);
+    let (publisher, _) = broker.connect_device("dev-2", true);
+    (broker, sub, publisher)
+}
+
+/// dev-2 publishes these packet ids to the product's broadcast topic at QoS 1.
+fn publish_news(broker: &mut Broker, publisher: ConnId, ids: std::ops::RangeInclusive<u16>) {
+    for id in ids {
+        broker.send(
+            publisher,
+            publish("/broadcast/a1TestProd/news", "x", QoS::AtLeastOnce, id),
+        );
+    }
+}
+
+/// Messages queued for the device's session.
+fn queued(broker: &Broker, device: &str) -> usize {
+    broker
+        .hub
+        .queued_messages(&ClientKey::Device(identity(device)))
+}
+
+fn pubacks(packets: &[Packet]) -> Vec<u16> {
+    packets
+        .iter()
+        .map(|packet| match packet {
+            Packet::PubAck(ack) => ack.packet_id.get(),
+            other => panic!("expected PUBACKs only, got {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_holds_the_pubacks_of_its_publishers_and_loses_nothing() {
+    let (mut broker, sub, publisher) = slow_subscriber(1_000);
+    for id in 1..=6 {
+        broker.send(
+            publisher,
+            publish(
+                "/broadcast/a1TestProd/news",
+                &format!("m{id}"),
+                QoS::AtLeastOnce,
+                id,
+            ),
+        );
+    }
+    // m1 went into the window; m2 and later wait in the queue and hold their PUBACKs.
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    assert_eq!(broker.hub.held_acks(), 5);
+    assert_eq!(broker.hub.counters().acks_held, 5);
+    // Each message the subscriber takes frees one PUBACK, in order.
+    let mut received = Vec::new();
+    for expected in [2, 3, 4, 5, 6] {
+        let delivered = broker.output(sub);
+        let delivered = publishes(&delivered);
+        assert_eq!(delivered.len(), 1);
+        received.push(delivered[0].payload.clone());
+        broker.send(sub, puback(delivered[0].qos.packet_id().unwrap()));
+        assert_eq!(pubacks(&broker.output(publisher)), [expected]);
+    }
+    let rest = broker.output(sub);
+    let rest = publishes(&rest);
+    received.extend(rest.iter().map(|p| p.payload.clone()));
+    assert_eq!(
+        received,
+        ["m1", "m2", "m3", "m4", "m5", "m6"].map(Bytes::from)
+    );
+    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 0);
+}
+
+#[test]
+fn pubacks_keep_the_order_of_their_publishes_when_one_is_held() {
+    let (mut broker, sub, publisher) = slow_subscriber(1_000);
+    publish_news(&mut broker, publisher, 1..=3);
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    // Nobody subscribes to this one: the hub is done with it at once, yet its PUBACK must
+    // follow those of 2 and 3 (MQTT-4.6.0-2).
+    broker.send(
+        publisher,
+        publish("/a1TestProd/dev-2/user/update", "y", QoS::AtLeastOnce, 4),
+    );
+    assert!(broker.output(publisher).is_empty());
+    let take_one = |broker: &mut Broker| {
+        let delivered = broker.output(sub);
+        broker.send(
+            sub,
+            puback(publishes(&delivered)[0].qos.packet_id().unwrap()),
+        );
+    };
+    take_one(&mut broker);
+    assert_eq!(pubacks(&broker.output(publisher)), [2]);
+    take_one(&mut broker);
+    assert_eq!(pubacks(&broker.output(publisher)), [3, 4]);
+}
+
+#[test]
+fn a_held_puback_goes_out_at_its_limit_when_the_subscriber_stays_stuck() {
+    let (mut broker, _sub, publisher) = slow_subscriber(1_000);
+    publish_news(&mut broker, publisher, 1..=3);
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    broker.advance(Duration::from_millis(4_999));
+    assert!(broker.output(publisher).is_empty());
+    broker.advance(Duration::from_millis(1));
+    assert_eq!(pubacks(&broker.output(publisher)), [2, 3]);
+    assert_eq!(broker.hub.counters().acks_held_to_limit, 2);
+    // The message itself stays queued for the subscriber.
+    assert_eq!(queued(&broker, "dev-1"), 2);
+}
+
+#[test]
+fn a_subscriber_going_offline_releases_the_pubacks_it_held() {
+    let (mut broker, sub, publisher) = slow_subscriber(1_000);
+    publish_news(&mut broker, publisher, 1..=4);
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    // Its kept session's queue is a store for later now: nobody waits for it.
+    broker.drop_transport(sub);
+    assert_eq!(pubacks(&broker.output(publisher)), [2, 3, 4]);
+    assert_eq!(queued(&broker, "dev-1"), 3);
+    assert_eq!(broker.hub.held_acks(), 0);
+}
+
+#[test]
+fn a_publisher_that_ignores_its_pubacks_is_no_longer_read_beyond_the_limit() {
+    let (mut broker, sub, publisher) = slow_subscriber(5_000);
+    let limit = aliot_core::server::MAX_UNACKED_PUBLISHES;
+    // One goes into the window, acknowledged at once; the rest wait.
+    for id in 1..=limit + 1 {
+        assert!(broker.conns[&publisher].wants_input());
+        let id = u16::try_from(id).unwrap();
+        broker.send(
+            publisher,
+            publish("/broadcast/a1TestProd/news", "x", QoS::AtLeastOnce, id),
+        );
+    }
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    assert!(
+        !broker.conns[&publisher].wants_input(),
+        "TCP slows it down from here"
+    );
+    // The subscriber takes one: one PUBACK goes, and the publisher is read again.
+    let delivered = broker.output(sub);
+    broker.send(
+        sub,
+        puback(publishes(&delivered)[0].qos.packet_id().unwrap()),
+    );
+    assert_eq!(pubacks(&broker.output(publisher)), [2]);
+    assert!(broker.conns[&publisher].wants_input());
+}
+
+#[test]
+fn a_queue_that_overflows_drops_the_oldest_and_keeps_their_publishers_slowed_down() {
+    // Publishers whose windows add up to more than the queue holds (here one that does not
+    // wait for its PUBACKs) still overflow it: the oldest go, counted, and their PUBACKs wait
+    // for the limit of the hold.
+    let (mut broker, _sub, publisher) = slow_subscriber(3);
+    publish_news(&mut broker, publisher, 1..=6);
+    // Queue after each: [2], [2 3], [2 3 4], [3 4 5] (2 dropped), [4 5 6] (3 dropped).
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 2);
+    assert_eq!(broker.hub.held_acks(), 5);
+    broker.advance(Duration::from_secs(5));
+    assert_eq!(pubacks(&broker.output(publisher)), [2, 3, 4, 5, 6]);
+    assert_eq!(broker.hub.counters().acks_held_to_limit, 5);
+    assert_eq!(queued(&broker, "dev-1"), 3);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! - conservation: every QoS 1 message the hub accepted into a session is acknowledged by the
 //!   device, still held by the session (in flight or queued), or counted as dropped; never
 //!   silently lost;
-//! - every RRPC call ends with exactly one outcome.
+//! - every RRPC call ends with exactly one outcome;
+//! - a device's QoS 1 PUBLISH gets exactly one PUBACK from the hub, held at most
+//!   `max_ack_hold`.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +42,8 @@ const TOPICS: [&str; 5] = [
     "/broadcast/pk/b/c",
 ];
 
+const MAX_ACK_HOLD: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct ModelSession {
     clean: bool,
@@ -53,6 +57,9 @@ struct Link {
     unacked: Vec<PacketId>,
     /// RRPC requests received on the live connection.
     requests: Vec<MessageId>,
+    /// QoS 1 PUBLISHes sent on the live connection and not yet acknowledged, and when.
+    awaiting_puback: Vec<(PacketId, Instant)>,
+    next_packet_id: u16,
 }
 
 struct World {
@@ -82,6 +89,10 @@ impl World {
                     let Some(device) = self.conn_of(conn) else {
                         // Only a connection that was taken over is no longer ours, and the
                         // hub has nothing for it but the close; it answers as a real one would.
+                        // A PUBACK held for it may still come; the adapter drops it.
+                        if let Command::PubAck(_) = command {
+                            continue;
+                        }
                         let Command::Close(reason) = command else {
                             panic!("the hub sent {command:?} to a detached connection");
                         };
@@ -103,6 +114,12 @@ impl World {
                                 assert_eq!(delivery.message.qos, QoS::AtLeastOnce);
                                 self.links[device].unacked.push(id);
                             }
+                        }
+                        Command::PubAck(id) => {
+                            let awaiting = &mut self.links[device].awaiting_puback;
+                            let at = awaiting.iter().position(|(waiting, _)| *waiting == id);
+                            let at = at.expect("a PUBACK for a PUBLISH that awaits one");
+                            awaiting.remove(at);
                         }
                         Command::Close(reason) => {
                             // The connection closes, as a real one would, and says so.
@@ -136,6 +153,12 @@ impl World {
             "a QoS 1 message was lost without being counted"
         );
         for d in 0..DEVICES.len() {
+            for (id, at) in &self.links[d].awaiting_puback {
+                assert!(
+                    self.now - *at < MAX_ACK_HOLD,
+                    "the PUBACK of {id:?} held past its limit"
+                );
+            }
             let online = self.links[d].conn.is_some();
             let stats = self.hub.session_stats(&key(d));
             assert_eq!(stats.map(|s| s.online).unwrap_or(false), online);
@@ -206,10 +229,20 @@ impl World {
             Bytes::from(vec![payload; usize::from(payload % 64)]),
             qos,
         );
-        match from.and_then(|d| self.links[d].conn) {
-            Some(conn) => self
-                .hub
-                .handle_event(conn, Event::Publish(message), self.now),
+        match from.filter(|d| self.links[*d].conn.is_some()) {
+            Some(device) => {
+                let link = &mut self.links[device];
+                let packet_id = (qos == QoS::AtLeastOnce).then(|| {
+                    link.next_packet_id = link.next_packet_id.wrapping_add(1).max(1);
+                    PacketId::new(link.next_packet_id).unwrap()
+                });
+                if let Some(id) = packet_id {
+                    link.awaiting_puback.push((id, self.now));
+                }
+                let conn = link.conn.unwrap();
+                self.hub
+                    .handle_event(conn, Event::Publish { message, packet_id }, self.now)
+            }
             None => {
                 self.hub.publish(message, self.now);
             }
@@ -223,6 +256,8 @@ fuzz_target!(|data: &[u8]| {
         inflight_window: 2,
         max_queued_messages: 3,
         max_queued_bytes: 100,
+        ack_hold_threshold: 1,
+        max_ack_hold: MAX_ACK_HOLD,
         max_message_age: Some(Duration::from_secs(50)),
         session_expiry: None,
         first_rrpc_message_id: 1000,
@@ -318,9 +353,11 @@ fuzz_target!(|data: &[u8]| {
                         "ok",
                         QoS::AtMostOnce,
                     );
-                    world
-                        .hub
-                        .handle_event(conn, Event::Publish(message), world.now);
+                    let publish = Event::Publish {
+                        message,
+                        packet_id: None,
+                    };
+                    world.hub.handle_event(conn, publish, world.now);
                     world.drain();
                 }
             }

@@ -65,15 +65,21 @@ fuzz_target!(|data: &[u8]| {
                         session_present: false,
                     },
                 ),
-                // Echo accepted messages back, to exercise the outbound path too.
-                Event::Publish(message) => conn.handle_command(
-                    now,
-                    Command::Deliver(Delivery {
-                        message,
-                        packet_id: None,
-                        dup: false,
-                    }),
-                ),
+                // Echo accepted messages back, to exercise the outbound path too, and let a
+                // QoS 1 one's PUBACK go as the hub would.
+                Event::Publish { message, packet_id } => {
+                    conn.handle_command(
+                        now,
+                        Command::Deliver(Delivery {
+                            message,
+                            packet_id: None,
+                            dup: false,
+                        }),
+                    );
+                    if let Some(packet_id) = packet_id {
+                        conn.handle_command(now, Command::PubAck(packet_id));
+                    }
+                }
                 Event::Closed(_) => closed_events += 1,
                 _ => {}
             }

@@ -25,6 +25,8 @@
 //! inflight_window = 32
 //! max_queued_messages = 1000
 //! max_queued_bytes = 4194304
+//! ack_hold_threshold = 100        # queued messages from which on PUBACKs wait (flow control)
+//! max_ack_hold_ms = 1000
 //! max_message_age_secs = 604800   # or "never"
 //! session_expiry_secs = 604800    # or "never"
 //!
@@ -100,6 +102,10 @@ pub const MAX_INFLIGHT_WINDOW: usize = u16::MAX as usize;
 
 /// The longest CONNECT deadline accepted: one hour (a device that takes longer is not coming).
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
+
+/// The longest a PUBACK may be held for a subscriber that falls behind: one minute (MQTT
+/// clients give up on a PUBACK after tens of seconds).
+pub const MAX_ACK_HOLD_MS: u64 = 60_000;
 
 /// A checked configuration: everything a broker needs, plus what the summary shows.
 #[derive(Debug)]
@@ -537,6 +543,8 @@ struct RawLimits {
     inflight_window: Option<Spanned<u64>>,
     max_queued_messages: Option<Spanned<u64>>,
     max_queued_bytes: Option<Spanned<u64>>,
+    ack_hold_threshold: Option<Spanned<u64>>,
+    max_ack_hold_ms: Option<Spanned<u64>>,
     max_message_age_secs: Option<Spanned<Lifetime>>,
     session_expiry_secs: Option<Spanned<Lifetime>>,
 }
@@ -794,6 +802,13 @@ impl Checker<'_> {
         }
         if let Some(value) = &raw.max_queued_bytes {
             hub.max_queued_bytes = self.size_limit("max_queued_bytes", value, 0, usize::MAX)?;
+        }
+        if let Some(value) = &raw.ack_hold_threshold {
+            hub.ack_hold_threshold = self.size_limit("ack_hold_threshold", value, 0, usize::MAX)?;
+        }
+        if let Some(value) = &raw.max_ack_hold_ms {
+            let millis = self.limit("max_ack_hold_ms", value, 1, MAX_ACK_HOLD_MS)?;
+            hub.max_ack_hold = Duration::from_millis(millis);
         }
         if let Some(value) = raw.max_message_age_secs {
             hub.max_message_age = value.into_inner().duration();

@@ -475,6 +475,8 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         messages_in,
         messages_out,
         publish_denied,
+        acks_held,
+        acks_held_to_limit,
         subscribe_denied,
         dropped,
         rrpc,
@@ -580,6 +582,18 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         &[("", *publish_denied)],
     );
     family(
+        "aliot_acks_held_total",
+        "counter",
+        "QoS 1 PUBLISHes whose PUBACK was held because a subscriber had fallen behind.",
+        &[("", *acks_held)],
+    );
+    family(
+        "aliot_acks_held_to_limit_total",
+        "counter",
+        "Held PUBACKs sent when the hold reached limits.max_ack_hold_ms.",
+        &[("", *acks_held_to_limit)],
+    );
+    family(
         "aliot_subscribe_denied_total",
         "counter",
         "SUBSCRIBE filters refused by the ACL.",
@@ -633,6 +647,12 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         "gauge",
         "Sessions kept, online and offline.",
         &[("", gauge(stats.sessions))],
+    );
+    family(
+        "aliot_acks_held",
+        "gauge",
+        "PUBACKs held now because a subscriber has fallen behind.",
+        &[("", gauge(stats.held_acks))],
     );
     family(
         "aliot_rrpc_pending",
@@ -697,6 +717,6 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        assert_eq!(declared.len(), 15);
+        assert_eq!(declared.len(), 18);
     }
 }

@@ -46,6 +46,8 @@ pub struct Stats {
     pub sessions: usize,
     /// RRPC calls waiting for their device.
     pub pending_rrpc: usize,
+    /// PUBACKs held now because a subscriber has fallen behind (flow control).
+    pub held_acks: usize,
 }
 
 /// The server side of a running broker: RRPC calls, publishes, statistics.

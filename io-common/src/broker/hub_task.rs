@@ -289,6 +289,7 @@ impl<R: Runtime> HubTask<R> {
             connections: self.hub.connection_count(),
             sessions: self.hub.session_count(),
             pending_rrpc: self.hub.pending_rrpc_calls(),
+            held_acks: self.hub.held_acks(),
         }
     }
 }

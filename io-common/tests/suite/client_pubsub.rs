@@ -252,6 +252,54 @@ pub async fn a_message_receiver_dropped_while_waiting_loses_nothing<R: Runtime>(
     broker.shutdown().await;
 }
 
+pub async fn a_subscriber_that_falls_behind_slows_its_publisher_down_and_loses_nothing<
+    R: Runtime,
+>() {
+    let mut config = config(false);
+    // A small queue, and PUBACKs held from its fifth message on until the subscriber takes
+    // them (the limit is far beyond the test).
+    config.hub.inflight_window = 4;
+    config.hub.max_queued_messages = 20;
+    config.hub.ack_hold_threshold = 5;
+    config.hub.max_ack_hold = Duration::from_secs(60);
+    let (broker, addr) = start::<R>(config).await;
+    let handle = broker.handle();
+    let mut options = device_options(addr, 2);
+    options.message_capacity = 1;
+    let subscriber = Client::<R>::connect(options).await.unwrap();
+    subscriber
+        .subscribe(&[(filter(&broadcast("#")), QoS::AtLeastOnce)])
+        .await
+        .unwrap();
+    let publisher = Client::<R>::connect(device_options(addr, 1)).await.unwrap();
+    // Five times what the queue holds, one after the other, each waiting for its PUBACK: at
+    // full speed, without flow control, most of them would be dropped.
+    let count = 100;
+    let publishing = spawn::<R, _>(async move {
+        for n in 0..count {
+            publisher
+                .publish(topic(&broadcast("burst")), format!("{n}"), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        publisher
+    });
+    // The subscriber reads nothing until the publisher is held back.
+    wait_for_stats::<R>(&handle, "a held PUBACK", |stats| stats.held_acks > 0).await;
+    let messages = subscriber.messages();
+    for n in 0..count {
+        let message = next_message::<R>(&messages).await;
+        assert_eq!(message.payload, Bytes::from(format!("{n}")));
+    }
+    let publisher = within::<R, _>("the last PUBACK", publishing).await;
+    let stats = handle.stats().await;
+    assert_eq!(stats.counters.dropped.queue_full, 0);
+    assert!(stats.counters.acks_held > 0);
+    assert_eq!(stats.held_acks, 0);
+    drop(publisher);
+    broker.shutdown().await;
+}
+
 pub async fn a_full_message_queue_holds_the_broker_back_without_losing_messages<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let publisher = Client::<R>::connect(device_options(addr, 1)).await.unwrap();

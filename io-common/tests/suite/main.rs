@@ -97,6 +97,7 @@ on_both_runtimes! {
         publishes_dropped_before_their_puback_do_not_disturb_later_ones,
         a_message_receiver_dropped_while_waiting_loses_nothing,
         a_full_message_queue_holds_the_broker_back_without_losing_messages,
+        a_subscriber_that_falls_behind_slows_its_publisher_down_and_loses_nothing,
     }
     client_reconnect {
         after_a_broker_restart_the_client_reconnects_and_subscribes_again,

@@ -1,0 +1,143 @@
+//! PUBACKs the hub holds back while subscribers fall behind: flow control for QoS 1.
+//!
+//! A QoS 1 PUBLISH is acknowledged once the hub has taken it. When routing puts it at the back
+//! of an online session's long queue (see [`HubConfig::ack_hold_threshold`]), that queue holds
+//! the PUBACK until the message leaves it for the device (or the session goes offline), or
+//! [`HubConfig::max_ack_hold`] passes, whichever comes first. A publisher that waits for its
+//! PUBACKs, as MQTT clients do with a window of messages in flight, thereby slows down to the
+//! subscriber's pace instead of overflowing its queue; one that stopped reading slows it down
+//! but cannot stop it, thanks to the time limit. When many publishers together still overflow
+//! a queue (their windows add up to more than it holds), a message dropped from it keeps its
+//! hold to the limit, so that they stay slowed down rather than drop one message per message.
+//!
+//! [`HubConfig::ack_hold_threshold`]: super::HubConfig::ack_hold_threshold
+//! [`HubConfig::max_ack_hold`]: super::HubConfig::max_ack_hold
+
+use alloc::collections::VecDeque;
+
+use hashbrown::HashMap;
+
+use super::ConnId;
+use crate::codec::PacketId;
+use crate::time::Instant;
+
+/// One QoS 1 PUBLISH being routed: whom to acknowledge, and the key its holds are kept under.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct AckTicket {
+    id: u64,
+    pub(super) conn: ConnId,
+    pub(super) packet_id: PacketId,
+}
+
+/// Where a held PUBACK is kept; queued messages carry it to release their hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct HoldId(u64);
+
+struct Held {
+    conn: ConnId,
+    packet_id: PacketId,
+    /// Queues holding it now.
+    holds: u32,
+    /// Whether routing has finished: until then no count of holds is final.
+    routed: bool,
+}
+
+/// The PUBACKs held now. Nothing is stored for a PUBLISH that no queue holds.
+#[derive(Default)]
+pub(super) struct HeldAcks {
+    held: HashMap<u64, Held>,
+    /// When each hold ends at the latest, in order (the limit is the same for all).
+    deadlines: VecDeque<(Instant, u64)>,
+    next_id: u64,
+}
+
+impl HeldAcks {
+    /// A ticket for a QoS 1 PUBLISH about to be routed.
+    pub(super) fn ticket(&mut self, conn: ConnId, packet_id: PacketId) -> AckTicket {
+        self.next_id += 1;
+        AckTicket {
+            id: self.next_id,
+            conn,
+            packet_id,
+        }
+    }
+
+    /// A queue holds the ticket's PUBACK. Returns whether this is its first hold.
+    pub(super) fn hold(&mut self, ticket: AckTicket) -> (HoldId, bool) {
+        let mut first = false;
+        let held = self.held.entry(ticket.id).or_insert_with(|| {
+            first = true;
+            Held {
+                conn: ticket.conn,
+                packet_id: ticket.packet_id,
+                holds: 0,
+                routed: false,
+            }
+        });
+        held.holds += 1;
+        (HoldId(ticket.id), first)
+    }
+
+    /// Routing is done: the PUBACK to send now if nothing holds it; otherwise it is due by
+    /// `deadline` at the latest.
+    pub(super) fn routed(
+        &mut self,
+        ticket: AckTicket,
+        deadline: Instant,
+    ) -> Option<(ConnId, PacketId)> {
+        match self.held.get_mut(&ticket.id) {
+            None => Some((ticket.conn, ticket.packet_id)),
+            Some(held) if held.holds == 0 => {
+                self.held.remove(&ticket.id);
+                Some((ticket.conn, ticket.packet_id))
+            }
+            Some(held) => {
+                held.routed = true;
+                self.deadlines.push_back((deadline, ticket.id));
+                None
+            }
+        }
+    }
+
+    /// A queue lets go of its hold: the PUBACK to send now if that was the last one.
+    pub(super) fn release(&mut self, hold: HoldId) -> Option<(ConnId, PacketId)> {
+        let held = self.held.get_mut(&hold.0)?;
+        held.holds = held.holds.saturating_sub(1);
+        if held.holds > 0 || !held.routed {
+            return None;
+        }
+        let held = self.held.remove(&hold.0)?;
+        Some((held.conn, held.packet_id))
+    }
+
+    /// The earliest time a hold ends by its limit.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|(at, _)| *at)
+    }
+
+    /// The next PUBACK whose hold has lasted its limit at `now`, if any (taken out: the queues
+    /// that still carry its hold find nothing when they let go).
+    pub(super) fn expire(&mut self, now: Instant) -> Option<(ConnId, PacketId)> {
+        while let Some(&(at, id)) = self.deadlines.front() {
+            if at > now {
+                return None;
+            }
+            self.deadlines.pop_front();
+            if let Some(held) = self.held.remove(&id) {
+                return Some((held.conn, held.packet_id));
+            }
+        }
+        None
+    }
+
+    /// PUBACKs held now.
+    pub(super) fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Forgets every hold (the broker shuts down: the connections are closing).
+    pub(super) fn clear(&mut self) {
+        self.held.clear();
+        self.deadlines.clear();
+    }
+}
