@@ -301,6 +301,8 @@ fn a_limit_out_of_range_is_refused() {
         ("connect_timeout_secs = 0", "below the minimum of 1"),
         ("connect_timeout_secs = 3601", "above the maximum of 3600"),
         ("max_pending_output = 0", "below the minimum of 1"),
+        ("max_ack_hold_ms = 0", "below the minimum of 1"),
+        ("max_ack_hold_ms = 60001", "above the maximum of 60000"),
         ("max_message_age_secs = 0", "or \"never\""),
         ("session_expiry_secs = \"forever\"", "or \"never\""),
     ];

@@ -49,6 +49,8 @@ max_pending_output = 2097152
 inflight_window = 8
 max_queued_messages = 50
 max_queued_bytes = 100000
+ack_hold_threshold = 20
+max_ack_hold_ms = 250
 max_message_age_secs = 3600
 session_expiry_secs = "never"
 
@@ -119,6 +121,8 @@ fn a_full_file_sets_every_piece() {
             inflight_window: 8,
             max_queued_messages: 50,
             max_queued_bytes: 100_000,
+            ack_hold_threshold: 20,
+            max_ack_hold: Duration::from_millis(250),
             max_message_age: Some(Duration::from_secs(3600)),
             session_expiry: None,
             ..HubConfig::default()
