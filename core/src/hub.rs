@@ -68,12 +68,15 @@ pub struct HubConfig {
     /// Bytes (topic + payload) a session keeps queued (default 4 MiB).
     pub max_queued_bytes: usize,
     /// Messages queued for an online session from which on a QoS 1 message queued behind them
-    /// holds its publisher's PUBACK until it leaves the queue (default 100). Publishers that
-    /// wait for their PUBACKs then slow down to the pace of a subscriber that falls behind,
-    /// rather than overflow its queue. Above `max_queued_messages`, nothing is held.
+    /// holds its publisher's PUBACK until it leaves the queue (default 100); the same share of
+    /// `max_queued_bytes` (10 % by default) counts too. Publishers that wait for their PUBACKs
+    /// then slow down to the pace of a subscriber that falls behind, rather than overflow its
+    /// queue. Above `max_queued_messages`, nothing is held.
     pub ack_hold_threshold: usize,
-    /// The longest a PUBACK is held for a subscriber that falls behind (default 1 s): a
-    /// subscriber that stopped reading slows its publishers down, it does not stop them.
+    /// The longest a PUBACK is held for a subscriber that falls behind (default 1 s). A
+    /// subscriber that has acknowledged nothing for this long holds no more PUBACKs: a stuck
+    /// one does not slow its publishers down, its queue drops the oldest as an offline one
+    /// does.
     pub max_ack_hold: Duration,
     /// A queued message older than this is dropped instead of delivered (default 7 days).
     pub max_message_age: Option<Duration>,
@@ -306,10 +309,13 @@ struct Session {
     queued_bytes: usize,
     next_packet_id: u16,
     expires_at: Option<Instant>,
+    /// When the device last acknowledged a delivery, or attached: a queue whose device has not
+    /// moved for `max_ack_hold` holds no more PUBACKs (it is stuck, not slow).
+    last_progress: Instant,
 }
 
 impl Session {
-    fn new(request: &SessionRequest) -> Self {
+    fn new(request: &SessionRequest, now: Instant) -> Self {
         Session {
             key: Arc::clone(&request.key),
             acl: request.acl.clone(),
@@ -322,6 +328,7 @@ impl Session {
             queued_bytes: 0,
             next_packet_id: 0,
             expires_at: None,
+            last_progress: now,
         }
     }
 
@@ -372,6 +379,8 @@ pub struct Hub {
     counters: Counters,
     scratch: Vec<(SessionId, QoS)>,
     held_acks: HeldAcks,
+    /// PUBACKs freed by one pump, sent after its deliveries (kept for its allocation).
+    released_acks: Vec<(ConnId, PacketId)>,
 }
 
 impl core::fmt::Debug for Hub {
@@ -408,6 +417,7 @@ impl Hub {
             counters: Counters::default(),
             scratch: Vec::new(),
             held_acks: HeldAcks::default(),
+            released_acks: Vec::new(),
         }
     }
 
@@ -552,6 +562,7 @@ impl Hub {
                     let session = self.session_mut(sid);
                     if let Some(at) = session.inflight.iter().position(|(id, _)| *id == packet_id) {
                         session.inflight.remove(at);
+                        session.last_progress = now;
                     }
                     self.pump(sid, now);
                 }
@@ -708,7 +719,7 @@ impl Hub {
                 }
                 if request.clean_session || self.session(sid).clean {
                     self.remove_session(sid);
-                    self.insert_session(Session::new(&request))
+                    self.insert_session(Session::new(&request, now))
                 } else {
                     session_present = true;
                     if let Some(at) = self.session_mut(sid).expires_at.take() {
@@ -717,10 +728,11 @@ impl Hub {
                     sid
                 }
             }
-            None => self.insert_session(Session::new(&request)),
+            None => self.insert_session(Session::new(&request, now)),
         };
         let session = self.session_mut(sid);
         session.conn = Some(conn);
+        session.last_progress = now;
         session.acl = request.acl;
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
@@ -919,15 +931,19 @@ impl Hub {
         ticket: Option<AckTicket>,
         now: Instant,
     ) {
-        let (max_messages, max_bytes, hold_from) = (
+        let (max_messages, max_bytes, hold_from, max_hold) = (
             self.config.max_queued_messages,
             self.config.max_queued_bytes,
             self.config.ack_hold_threshold,
+            self.config.max_ack_hold,
         );
         let session = self.session_mut(sid);
-        // Only behind an online device: an offline session's queue is a store for later, and
-        // its publishers have nobody to wait for.
-        let holds = session.conn.is_some() && session.queue.len() >= hold_from;
+        // Only behind an online device that is slow, not stuck: an offline session's queue is a
+        // store for later, and a device that has acknowledged nothing for the longest hold
+        // would only slow its publishers to a window per hold.
+        let behind = session.queue.len() >= hold_from
+            || holds_by_bytes(session.queued_bytes, max_bytes, hold_from, max_messages);
+        let holds = session.conn.is_some() && behind && now - session.last_progress < max_hold;
         let hold = match ticket.filter(|_| holds) {
             Some(ticket) => {
                 let (hold, first) = self.held_acks.hold(ticket);
@@ -987,41 +1003,44 @@ impl Hub {
     fn pump(&mut self, sid: SessionId, now: Instant) {
         let window = self.config.inflight_window;
         let max_age = self.config.max_message_age;
-        let session = self.session_mut(sid);
+        // The session, the holds, the outputs and the counters are separate fields: one pass.
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
         let Some(conn) = session.conn else {
             return;
         };
-        let mut sent = Vec::new();
-        let mut released = Vec::new();
-        let mut expired = 0;
+        // The deliveries go first, the PUBACKs they free after them: the device that is behind
+        // is the one to get going (its task is woken first).
+        let mut released = mem::take(&mut self.released_acks);
         while session.inflight.len() < window {
             let Some(queued) = session.queue.pop_front() else {
                 break;
             };
             session.queued_bytes -= queued.message.weight();
-            released.extend(queued.hold);
+            released.extend(queued.hold.and_then(|hold| self.held_acks.release(hold)));
             if max_age.is_some_and(|age| now - queued.at > age) {
-                expired += 1;
+                self.counters.dropped.expired += 1;
                 continue;
             }
             let packet_id = session.allocate_packet_id();
             session
                 .inflight
                 .push_back((packet_id, queued.message.clone()));
-            sent.push(Delivery {
-                message: queued.message,
-                packet_id: Some(packet_id),
-                dup: false,
+            self.counters.messages_out += 1;
+            self.outputs.push_back(HubOutput::Connection {
+                conn,
+                command: Command::Deliver(Delivery {
+                    message: queued.message,
+                    packet_id: Some(packet_id),
+                    dup: false,
+                }),
             });
         }
-        self.counters.dropped.expired += expired;
-        for delivery in sent {
-            self.counters.messages_out += 1;
-            self.command(conn, Command::Deliver(delivery));
+        for ack in released.drain(..) {
+            self.send_puback(ack);
         }
-        for hold in released {
-            self.release_hold(Some(hold));
-        }
+        self.released_acks = released;
     }
 
     fn finish_call(&mut self, id: MessageId, outcome: RrpcOutcome) {
@@ -1133,6 +1152,20 @@ impl Hub {
             self.release_hold(queued.hold);
         }
     }
+}
+
+/// Whether a queue with `queued_bytes` is as far behind, by bytes, as `hold_from` messages
+/// are of `max_messages`: the same share of `max_bytes`, so that large messages are held too
+/// before the byte limit drops them.
+fn holds_by_bytes(
+    queued_bytes: usize,
+    max_bytes: usize,
+    hold_from: usize,
+    max_messages: usize,
+) -> bool {
+    // queued / max_bytes >= hold_from / max_messages, without dividing.
+    (queued_bytes as u128) * (max_messages as u128) >= (max_bytes as u128) * (hold_from as u128)
+        && queued_bytes > 0
 }
 
 /// Whether `topic` is one of the device's own topics (`/{productKey}/{deviceName}/...`).

@@ -74,10 +74,16 @@ impl Default for ServerConfig {
     }
 }
 
-/// QoS 1 PUBLISHes of one device waiting for their PUBACK beyond which its connection reads no
-/// more until some are acknowledged. MQTT 3.1.1 sets no such limit; clients keep far fewer in
-/// flight (tens), so only a device that ignores its PUBACKs meets it.
+/// QoS 1 PUBLISHes of one device waiting for their PUBACK at which its connection stops reading
+/// until some are acknowledged (the packets of the read in hand are still taken, so it may go a
+/// little beyond). MQTT 3.1.1 sets no such limit; clients keep far fewer in flight (tens), so
+/// only a device that ignores its PUBACKs meets it. While it is not read, its keepalive does
+/// not run out.
 pub const MAX_UNACKED_PUBLISHES: usize = 1024;
+
+/// Capacity of the PUBACK queue a connection keeps when it empties: enough for a device with a
+/// few PUBLISHes in flight, so that it does not allocate per PUBLISH.
+const SMALL_UNACKED_QUEUE: usize = 8;
 
 /// What the hub should know about, in the order it happened.
 #[derive(Debug)]
@@ -305,7 +311,7 @@ impl Connection {
                 }
             }
             Command::Deliver(delivery) => self.deliver(&delivery),
-            Command::PubAck(packet_id) => self.release_puback(packet_id),
+            Command::PubAck(packet_id) => self.release_puback(now, packet_id),
             Command::Close(reason) => self.close(reason),
         }
     }
@@ -388,8 +394,7 @@ impl Connection {
     pub fn wants_input(&self) -> bool {
         match self.state {
             State::AwaitingConnect { .. } | State::Connected => {
-                self.out.len() < self.config.max_pending_output
-                    && self.unacked.len() < MAX_UNACKED_PUBLISHES
+                self.out.len() < self.config.max_pending_output && !self.too_many_unacked()
             }
             State::AwaitingSession { .. } | State::Closed => false,
         }
@@ -407,8 +412,10 @@ impl Connection {
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
-        // 1.5 × keepalive (SPEC §1); the keepalive is at least 30 s once connected.
-        (self.keep_alive > Duration::ZERO).then(|| self.last_input + self.keep_alive * 3 / 2)
+        // 1.5 × keepalive (SPEC §1); the keepalive is at least 30 s once connected. None while
+        // the device is not read for its unacknowledged PUBLISHes: its PINGREQs wait unread.
+        (self.keep_alive > Duration::ZERO && !self.too_many_unacked())
+            .then(|| self.last_input + self.keep_alive * 3 / 2)
     }
 
     fn process_input(&mut self, now: Instant) {
@@ -615,18 +622,22 @@ impl Connection {
             self.events.push_back(Event::PublishDenied(topic));
             // Refused, yet acknowledged (in turn) so that the device does not resend it forever.
             if let Some(packet_id) = packet_id {
-                self.unacked.push_back((packet_id, true));
-                self.send_released_pubacks();
+                if self.unacked.is_empty() {
+                    self.send(&Packet::PubAck(PubAck { packet_id }));
+                } else {
+                    self.unacked.push_back((packet_id, true));
+                }
             }
         }
     }
 
     /// The hub has taken the PUBLISH with this packet id: its PUBACK may go, after those of
     /// the PUBLISHes before it.
-    fn release_puback(&mut self, packet_id: PacketId) {
+    fn release_puback(&mut self, now: Instant, packet_id: PacketId) {
         if !matches!(self.state, State::Connected) {
             return;
         }
+        let was_blocked = self.too_many_unacked();
         // Packet ids are unique among unacknowledged PUBLISHes of a well-behaved device; one
         // that reuses an id gets its PUBACKs in turn all the same.
         if let Some(entry) = self
@@ -637,6 +648,15 @@ impl Connection {
             entry.1 = true;
             self.send_released_pubacks();
         }
+        if was_blocked && !self.too_many_unacked() {
+            // Reading again: the device's silence while we did not read is not its own.
+            self.last_input = now;
+        }
+    }
+
+    /// Whether so many PUBLISHes wait for their PUBACK that the device is not read.
+    fn too_many_unacked(&self) -> bool {
+        self.unacked.len() >= MAX_UNACKED_PUBLISHES
     }
 
     fn send_released_pubacks(&mut self) {
@@ -644,8 +664,9 @@ impl Connection {
             self.unacked.pop_front();
             self.send(&Packet::PubAck(PubAck { packet_id }));
         }
-        if self.unacked.is_empty() && self.unacked.capacity() > 0 {
-            // An idle connection keeps no queue.
+        if self.unacked.is_empty() && self.unacked.capacity() > SMALL_UNACKED_QUEUE {
+            // After a burst: an idle connection keeps no more than a device publishing one
+            // message at a time needs (no allocation per PUBLISH for it).
             self.unacked = VecDeque::new();
         }
     }

@@ -568,13 +568,16 @@ fn the_offline_queue_is_bounded_and_drops_the_oldest_counting_them() {
 /// nothing unless told; dev-2 publishes there. Every message that has to wait behind the window
 /// holds its PUBACK.
 fn slow_subscriber(max_queued_messages: usize) -> (Broker, ConnId, ConnId) {
-    let hub = HubConfig {
+    slow_subscriber_with(HubConfig {
         inflight_window: 1,
         ack_hold_threshold: 0,
         max_queued_messages,
         max_ack_hold: Duration::from_secs(5),
         ..HubConfig::default()
-    };
+    })
+}
+
+fn slow_subscriber_with(hub: HubConfig) -> (Broker, ConnId, ConnId) {
     let mut broker = Broker::with(&["dev-1", "dev-2"], false, hub, ServerConfig::default());
     let (sub, _) = broker.connect_device("dev-1", false);
     broker.send(
@@ -689,6 +692,35 @@ fn a_held_puback_goes_out_at_its_limit_when_the_subscriber_stays_stuck() {
     assert_eq!(broker.hub.counters().acks_held_to_limit, 2);
     // The message itself stays queued for the subscriber.
     assert_eq!(queued(&broker, "dev-1"), 2);
+    // Stuck, not slow: it has acknowledged nothing for the longest hold, so it holds no more
+    // PUBACKs; its queue fills and drops the oldest as an offline one does.
+    publish_news(&mut broker, publisher, 4..=5);
+    assert_eq!(pubacks(&broker.output(publisher)), [4, 5]);
+    assert_eq!(queued(&broker, "dev-1"), 4);
+    assert_eq!(broker.hub.held_acks(), 0);
+}
+
+#[test]
+fn large_messages_are_held_by_the_share_of_bytes_queued() {
+    // 100 of 1,000 messages, or 10 % of 10,000 bytes: 2 KiB messages are held from the
+    // second one queued on, long before the byte limit would drop them.
+    let (mut broker, _sub, publisher) = slow_subscriber_with(HubConfig {
+        inflight_window: 1,
+        max_queued_messages: 1_000,
+        max_queued_bytes: 10_000,
+        ack_hold_threshold: 100,
+        ..HubConfig::default()
+    });
+    let payload = "x".repeat(2048);
+    for id in 1..=5 {
+        broker.send(
+            publisher,
+            publish("/broadcast/a1TestProd/news", &payload, QoS::AtLeastOnce, id),
+        );
+    }
+    assert_eq!(pubacks(&broker.output(publisher)), [1, 2]);
+    assert_eq!(broker.hub.held_acks(), 3);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 0);
 }
 
 #[test]
@@ -729,6 +761,37 @@ fn a_publisher_that_ignores_its_pubacks_is_no_longer_read_beyond_the_limit() {
     );
     assert_eq!(pubacks(&broker.output(publisher)), [2]);
     assert!(broker.conns[&publisher].wants_input());
+}
+
+#[test]
+fn a_publisher_that_is_not_read_for_its_unacknowledged_publishes_keeps_its_connection() {
+    // Held far longer than the publisher's keepalive (60 s, closed after 90 s of silence).
+    let (mut broker, sub, publisher) = slow_subscriber_with(HubConfig {
+        inflight_window: 1,
+        ack_hold_threshold: 0,
+        max_queued_messages: 5_000,
+        max_ack_hold: Duration::from_secs(600),
+        ..HubConfig::default()
+    });
+    let limit = u16::try_from(aliot_core::server::MAX_UNACKED_PUBLISHES).unwrap();
+    publish_news(&mut broker, publisher, 1..=limit + 1);
+    assert!(!broker.conns[&publisher].wants_input());
+    // Its PINGREQs would wait unread behind the PUBLISHes: the broker does not count that
+    // silence against it. (The subscriber pings, and stays.)
+    for _ in 0..5 {
+        broker.advance(Duration::from_secs(30));
+        broker.send(sub, Packet::PingReq);
+    }
+    assert!(!broker.is_closed(publisher), "closed while not read");
+    let delivered = broker.output(sub);
+    let first = publishes(&delivered)[0].qos.packet_id().unwrap();
+    broker.send(sub, puback(first));
+    assert!(broker.conns[&publisher].wants_input());
+    // Read again from now on: the keepalive runs from here.
+    broker.advance(Duration::from_secs(89));
+    assert!(!broker.is_closed(publisher));
+    broker.advance(Duration::from_secs(1));
+    assert!(broker.is_closed(publisher));
 }
 
 #[test]

@@ -5,15 +5,17 @@
 //! the PUBACK until the message leaves it for the device (or the session goes offline), or
 //! [`HubConfig::max_ack_hold`] passes, whichever comes first. A publisher that waits for its
 //! PUBACKs, as MQTT clients do with a window of messages in flight, thereby slows down to the
-//! subscriber's pace instead of overflowing its queue; one that stopped reading slows it down
-//! but cannot stop it, thanks to the time limit. When many publishers together still overflow
-//! a queue (their windows add up to more than it holds), a message dropped from it keeps its
-//! hold to the limit, so that they stay slowed down rather than drop one message per message.
+//! subscriber's pace instead of overflowing its queue. A subscriber that has acknowledged
+//! nothing for the longest hold is stuck rather than slow and holds nothing more (the hub
+//! decides; this module only keeps the holds). When many publishers together still overflow a
+//! queue (their windows add up to more than it holds), a message dropped from it keeps its hold
+//! to the limit, so that they stay slowed down rather than drop one message per message.
 //!
 //! [`HubConfig::ack_hold_threshold`]: super::HubConfig::ack_hold_threshold
 //! [`HubConfig::max_ack_hold`]: super::HubConfig::max_ack_hold
 
 use alloc::collections::VecDeque;
+use core::num::NonZeroU64;
 
 use hashbrown::HashMap;
 
@@ -24,14 +26,14 @@ use crate::time::Instant;
 /// One QoS 1 PUBLISH being routed: whom to acknowledge, and the key its holds are kept under.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct AckTicket {
-    id: u64,
+    id: NonZeroU64,
     pub(super) conn: ConnId,
     pub(super) packet_id: PacketId,
 }
 
 /// Where a held PUBACK is kept; queued messages carry it to release their hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct HoldId(u64);
+pub(super) struct HoldId(NonZeroU64);
 
 struct Held {
     conn: ConnId,
@@ -45,9 +47,10 @@ struct Held {
 /// The PUBACKs held now. Nothing is stored for a PUBLISH that no queue holds.
 #[derive(Default)]
 pub(super) struct HeldAcks {
-    held: HashMap<u64, Held>,
-    /// When each hold ends at the latest, in order (the limit is the same for all).
-    deadlines: VecDeque<(Instant, u64)>,
+    held: HashMap<NonZeroU64, Held>,
+    /// When each hold ends at the latest, in order (the limit is the same for all). Entries of
+    /// holds released earlier stay until they reach the front.
+    deadlines: VecDeque<(Instant, NonZeroU64)>,
     next_id: u64,
 }
 
@@ -56,7 +59,7 @@ impl HeldAcks {
     pub(super) fn ticket(&mut self, conn: ConnId, packet_id: PacketId) -> AckTicket {
         self.next_id += 1;
         AckTicket {
-            id: self.next_id,
+            id: NonZeroU64::new(self.next_id).unwrap_or(NonZeroU64::MIN),
             conn,
             packet_id,
         }
@@ -93,6 +96,11 @@ impl HeldAcks {
             }
             Some(held) => {
                 held.routed = true;
+                // In order even if the caller's clock stepped back (a hold then lasts longer).
+                let deadline = match self.deadlines.back() {
+                    Some(&(last, _)) => deadline.max(last),
+                    None => deadline,
+                };
                 self.deadlines.push_back((deadline, ticket.id));
                 None
             }
@@ -107,7 +115,23 @@ impl HeldAcks {
             return None;
         }
         let held = self.held.remove(&hold.0)?;
+        self.forget_released();
         Some((held.conn, held.packet_id))
+    }
+
+    /// Drops the deadlines of holds already released from the front: holds mostly end in the
+    /// order they began (a queue drains from its front), so this keeps the list about as long
+    /// as the holds in force.
+    fn forget_released(&mut self) {
+        while let Some((_, id)) = self.deadlines.front() {
+            if self.held.contains_key(id) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        if self.deadlines.is_empty() && self.deadlines.capacity() > 1024 {
+            self.deadlines = VecDeque::new();
+        }
     }
 
     /// The earliest time a hold ends by its limit.
@@ -124,9 +148,12 @@ impl HeldAcks {
             }
             self.deadlines.pop_front();
             if let Some(held) = self.held.remove(&id) {
+                self.forget_released();
                 return Some((held.conn, held.packet_id));
             }
         }
+        // No wake-up for a deadline nothing holds any more.
+        self.forget_released();
         None
     }
 
