@@ -10,10 +10,9 @@ run's CA, the host name still checked against the certificate.
 
 Step by step: connect; subscribe to the device's own topic and a broadcast topic (granted QoS 1);
 publish on the broadcast topic and receive it back; receive a server-side publish (QoS 0, see why
-below); publish on
-the device's own update topic (PUBACK); register custom-topic RRPC on `/{pk}/{dn}/user/get`
-with `subscribe_rrpc_topic` and answer a `POST /rrpc` call with `Topic` through the SDK's
-`on_topic_rrpc_message` callback and `thing_answer_rrpc`; disconnect.
+below); publish on the device's own update topic (PUBACK); register custom-topic RRPC on
+`/{pk}/{dn}/user/get` with `subscribe_rrpc_topic` and answer a `POST /rrpc` call with `Topic`
+through the SDK's `on_topic_rrpc_message` callback and `thing_answer_rrpc`; disconnect.
 """
 
 import os
