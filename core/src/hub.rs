@@ -492,9 +492,9 @@ impl Hub {
     /// Ends what is due at `now`: RRPC calls time out, expired offline sessions are discarded,
     /// PUBACKs held to their limit go out.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((conn, packet_id)) = self.held_acks.expire(now) {
+        while let Some(ack) = self.held_acks.expire(now) {
             self.counters.acks_held_to_limit += 1;
-            self.command(conn, Command::PubAck(packet_id));
+            self.send_puback(ack);
         }
         while let Some(&(at, id)) = self.call_deadlines.first() {
             if at > now {

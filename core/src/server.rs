@@ -39,7 +39,7 @@ use crate::authenticator::{
 };
 use crate::codec::{
     ConnAck, Connect, ConnectReturnCode, DEFAULT_MAX_PACKET_SIZE, DecodeError, Decoder, Packet,
-    PacketId, PubAck, Publish, PublishQos, QoS, SubAck, SubAckReturnCode, UnsubAck,
+    PacketId, PubAck, Publish, QoS, SubAck, SubAckReturnCode, UnsubAck,
 };
 use crate::message::Message;
 use crate::time::Instant;
@@ -601,10 +601,7 @@ impl Connection {
                 }
             };
         let qos = publish.qos.qos();
-        let packet_id = match publish.qos {
-            PublishQos::AtMostOnce => None,
-            PublishQos::AtLeastOnce(packet_id) => Some(packet_id),
-        };
+        let packet_id = publish.qos.packet_id();
         if self.acl.may_publish(&topic) {
             if let Some(packet_id) = packet_id {
                 // Acknowledged when the hub has the message (Command::PubAck).
@@ -622,11 +619,8 @@ impl Connection {
             self.events.push_back(Event::PublishDenied(topic));
             // Refused, yet acknowledged (in turn) so that the device does not resend it forever.
             if let Some(packet_id) = packet_id {
-                if self.unacked.is_empty() {
-                    self.send(&Packet::PubAck(PubAck { packet_id }));
-                } else {
-                    self.unacked.push_back((packet_id, true));
-                }
+                self.unacked.push_back((packet_id, true));
+                self.send_released_pubacks();
             }
         }
     }
