@@ -55,6 +55,12 @@ use held_acks::{AckTicket, HeldAcks, HoldId};
 /// How long the platform waits for an RRPC response at least and at most (SPEC §4).
 pub const RRPC_TIMEOUT_RANGE_MS: core::ops::RangeInclusive<u64> = 1_000..=8_000;
 
+/// How far past [`HubConfig::max_queued_messages`] and [`HubConfig::max_queued_bytes`] a queue
+/// may grow with messages that hold their publishers' PUBACKs (flow control), as a factor of
+/// those limits. Only such a message takes the queue past its limits; any other one brings it
+/// back within them, the oldest dropped first.
+pub const HELD_QUEUE_FACTOR: usize = 4;
+
 /// How many timed-out RRPC message ids are remembered to tell a late response from an unknown one.
 const REMEMBERED_TIMEOUTS: usize = 4096;
 
@@ -64,8 +70,11 @@ pub struct HubConfig {
     /// QoS 1 deliveries sent to a device and not yet acknowledged, at most (default 32).
     pub inflight_window: usize,
     /// Messages a session keeps queued behind the window or while offline (default 1,000).
+    /// QoS 1 messages that hold their publishers' PUBACKs may take an online session's queue up
+    /// to [`HELD_QUEUE_FACTOR`] times this before the oldest are dropped.
     pub max_queued_messages: usize,
-    /// Bytes (topic + payload) a session keeps queued (default 4 MiB).
+    /// Bytes (topic + payload) a session keeps queued (default 4 MiB); as far as
+    /// [`HELD_QUEUE_FACTOR`] times this with messages that hold PUBACKs.
     pub max_queued_bytes: usize,
     /// Messages queued for an online session from which on a QoS 1 message queued behind them
     /// holds its publisher's PUBACK until it leaves the queue (default 100); the same share of
@@ -959,6 +968,17 @@ impl Hub {
             at: now,
             hold,
         });
+        // A message whose publisher waits for its PUBACK may take the queue past its limits, up
+        // to HELD_QUEUE_FACTOR times them: the publisher sends no more until it leaves, so the
+        // excess is bounded by the publishers' windows, and a burst from many publishers at
+        // once (their windows add up to more than the queue) loses nothing.
+        let (max_messages, max_bytes) = match hold {
+            Some(_) => (
+                max_messages.saturating_mul(HELD_QUEUE_FACTOR),
+                max_bytes.saturating_mul(HELD_QUEUE_FACTOR),
+            ),
+            None => (max_messages, max_bytes),
+        };
         // The oldest go first. A PUBACK one of them holds is not sent now but when its hold
         // reaches its limit: the publishers of a queue that overflows stay slowed down (sending
         // it now would invite the next message to drop).

@@ -795,20 +795,66 @@ fn a_publisher_that_is_not_read_for_its_unacknowledged_publishes_keeps_its_conne
 }
 
 #[test]
-fn a_queue_that_overflows_drops_the_oldest_and_keeps_their_publishers_slowed_down() {
-    // Publishers whose windows add up to more than the queue holds (here one that does not
-    // wait for its PUBACKs) still overflow it: the oldest go, counted, and their PUBACKs wait
-    // for the limit of the hold.
+fn messages_that_hold_pubacks_may_take_the_queue_past_its_limit_and_lose_nothing() {
+    // Publishers whose windows add up to more than the queue: while each waits for its PUBACK,
+    // its message may stay beyond the limit (3) up to HELD_QUEUE_FACTOR times it.
+    let factor = aliot_core::hub::HELD_QUEUE_FACTOR;
+    let (mut broker, sub, publisher) = slow_subscriber(3);
+    let last = u16::try_from(1 + 3 * factor).unwrap();
+    publish_news(&mut broker, publisher, 1..=last);
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    assert_eq!(queued(&broker, "dev-1"), 3 * factor);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 0);
+    // The subscriber takes them all, in order, and each frees its PUBACK.
+    let mut received = 0;
+    for expected in 2..=last {
+        let delivered = broker.output(sub);
+        let delivered = publishes(&delivered);
+        assert_eq!(delivered.len(), 1);
+        received += 1;
+        broker.send(sub, puback(delivered[0].qos.packet_id().unwrap()));
+        assert_eq!(pubacks(&broker.output(publisher)), [expected]);
+    }
+    assert_eq!(received + 1, usize::from(last));
+    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 0);
+}
+
+#[test]
+fn a_message_that_holds_nothing_brings_the_queue_back_within_its_limit() {
     let (mut broker, _sub, publisher) = slow_subscriber(3);
-    publish_news(&mut broker, publisher, 1..=6);
-    // Queue after each: [2], [2 3], [2 3 4], [3 4 5] (2 dropped), [4 5 6] (3 dropped).
+    publish_news(&mut broker, publisher, 1..=9);
+    assert_eq!(queued(&broker, "dev-1"), 8);
+    // The platform's own publish waits for no PUBACK: the queue keeps its limit again, the
+    // oldest dropped (m2 to m7), and their PUBACKs wait for the limit of the hold.
+    broker.publish("/broadcast/a1TestProd/news", "platform", QoS::AtLeastOnce);
+    assert_eq!(queued(&broker, "dev-1"), 3);
+    assert_eq!(broker.hub.counters().dropped.queue_full, 6);
+    assert_eq!(pubacks(&broker.output(publisher)), [1]);
+    broker.advance(Duration::from_secs(5));
+    assert_eq!(pubacks(&broker.output(publisher)), [2, 3, 4, 5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn a_queue_that_overflows_even_so_drops_the_oldest_and_keeps_their_publishers_slowed_down() {
+    // Past HELD_QUEUE_FACTOR times the limit (here a publisher that does not wait for its
+    // PUBACKs): the oldest go, counted, and their PUBACKs wait for the limit of the hold.
+    let factor = aliot_core::hub::HELD_QUEUE_FACTOR;
+    let (mut broker, _sub, publisher) = slow_subscriber(3);
+    let last = u16::try_from(3 + 3 * factor).unwrap();
+    publish_news(&mut broker, publisher, 1..=last);
+    // m1 went out; m2 and m3 were dropped for m14 and m15.
     assert_eq!(pubacks(&broker.output(publisher)), [1]);
     assert_eq!(broker.hub.counters().dropped.queue_full, 2);
-    assert_eq!(broker.hub.held_acks(), 5);
+    assert_eq!(broker.hub.held_acks(), usize::from(last) - 1);
     broker.advance(Duration::from_secs(5));
-    assert_eq!(pubacks(&broker.output(publisher)), [2, 3, 4, 5, 6]);
-    assert_eq!(broker.hub.counters().acks_held_to_limit, 5);
-    assert_eq!(queued(&broker, "dev-1"), 3);
+    let expected: Vec<u16> = (2..=last).collect();
+    assert_eq!(pubacks(&broker.output(publisher)), expected);
+    assert_eq!(
+        broker.hub.counters().acks_held_to_limit,
+        u64::from(last) - 1
+    );
+    assert_eq!(queued(&broker, "dev-1"), 3 * factor);
 }
 
 #[test]

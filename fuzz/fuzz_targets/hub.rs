@@ -7,7 +7,8 @@
 //!   silently lost;
 //! - every RRPC call ends with exactly one outcome;
 //! - a device's QoS 1 PUBLISH gets exactly one PUBACK from the hub, held at most
-//!   `max_ack_hold`.
+//!   `max_ack_hold`;
+//! - no queue grows past `HELD_QUEUE_FACTOR` times its limits.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::codec::{PacketId, QoS};
-use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput};
+use aliot_core::hub::{ConnId, HELD_QUEUE_FACTOR, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event, SessionRequest};
 use aliot_core::{ClientKey, Instant, Message};
 use aliot_topic::{Acl, MessageId, TopicFilter, TopicName};
@@ -24,6 +25,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 const DEVICES: [&str; 3] = ["d0", "d1", "d2"];
+const MAX_QUEUED_MESSAGES: usize = 3;
+const MAX_QUEUED_BYTES: usize = 100;
 const FILTERS: [&str; 8] = [
     "/pk/d0/user/get",
     "/pk/+/user/get",
@@ -161,6 +164,13 @@ impl World {
             }
             let online = self.links[d].conn.is_some();
             let stats = self.hub.session_stats(&key(d));
+            if let Some(stats) = stats {
+                assert!(
+                    stats.queued <= MAX_QUEUED_MESSAGES * HELD_QUEUE_FACTOR
+                        && stats.queued_bytes <= MAX_QUEUED_BYTES * HELD_QUEUE_FACTOR,
+                    "a queue past its ceiling: {stats:?}"
+                );
+            }
             assert_eq!(stats.map(|s| s.online).unwrap_or(false), online);
             assert_eq!(stats.is_some(), self.sessions.contains_key(&d));
         }
@@ -254,8 +264,8 @@ impl World {
 fuzz_target!(|data: &[u8]| {
     let config = HubConfig {
         inflight_window: 2,
-        max_queued_messages: 3,
-        max_queued_bytes: 100,
+        max_queued_messages: MAX_QUEUED_MESSAGES,
+        max_queued_bytes: MAX_QUEUED_BYTES,
         ack_hold_threshold: 1,
         max_ack_hold: MAX_ACK_HOLD,
         max_message_age: Some(Duration::from_secs(50)),

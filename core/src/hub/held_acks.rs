@@ -7,9 +7,13 @@
 //! PUBACKs, as MQTT clients do with a window of messages in flight, thereby slows down to the
 //! subscriber's pace instead of overflowing its queue. A subscriber that has acknowledged
 //! nothing for the longest hold is stuck rather than slow and holds nothing more (the hub
-//! decides; this module only keeps the holds). When many publishers together still overflow a
-//! queue (their windows add up to more than it holds), a message dropped from it keeps its hold
-//! to the limit, so that they stay slowed down rather than drop one message per message.
+//! decides; this module only keeps the holds). A message that holds a PUBACK may take its queue
+//! past the queue's limits, up to [`HELD_QUEUE_FACTOR`] times them, so that a burst from many
+//! publishers at once loses nothing. When they still overflow it (their windows add up to more
+//! than that), a message dropped from it keeps its hold to the limit, so that they stay slowed
+//! down rather than drop one message per message.
+//!
+//! [`HELD_QUEUE_FACTOR`]: super::HELD_QUEUE_FACTOR
 //!
 //! [`HubConfig::ack_hold_threshold`]: super::HubConfig::ack_hold_threshold
 //! [`HubConfig::max_ack_hold`]: super::HubConfig::max_ack_hold
