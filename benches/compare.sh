@@ -13,6 +13,8 @@
 #   DURATION [5]  WARMUP [1]  DRAIN [2]   seconds per throughput run
 #   CONNECTIONS [20000]   idle connections; lowered to fit the open-file limit when it must be
 #   HOLD [2]              seconds the idle connections are held before the memory reading
+#   LATENCY_RUNS [3]      runs at mosquitto's rate per scenario and broker; the table takes
+#                         the median p99 (one run's p99 at a low rate is mostly wake-up jitter)
 #   PORT [21883]          first loopback port; the brokers use PORT, PORT+1 and PORT+2
 #   BROKERS ["mosquitto aliot rumqttd"]   mosquitto runs first: the ratios and the latency
 #                         runs are taken against it
@@ -27,6 +29,7 @@ WARMUP=${WARMUP:-1}
 DRAIN=${DRAIN:-2}
 CONNECTIONS=${CONNECTIONS:-20000}
 HOLD=${HOLD:-2}
+LATENCY_RUNS=${LATENCY_RUNS:-3}
 PORT=${PORT:-21883}
 BROKERS=${BROKERS:-"mosquitto aliot rumqttd"}
 MOSQUITTO_NODELAY=${MOSQUITTO_NODELAY:-0}
@@ -38,6 +41,10 @@ BENCH_PASSWORD=bench-$$-$RANDOM
 PLATFORM="benchPK:seed-$$-$RANDOM"
 
 say() { printf '%s\n' "compare.sh: $*" >&2; }
+
+case $LATENCY_RUNS in
+'' | *[!0-9]* | 0) say "LATENCY_RUNS must be a whole number of at least 1, not '$LATENCY_RUNS'"; exit 2 ;;
+esac
 
 # --- Open files: each idle connection is a socket in the broker and one in the generator. ---
 hard=$(ulimit -Hn)
@@ -186,13 +193,16 @@ run_broker() {
             bench "$RESULTS/$name-$stem.json" "${common[@]}" --broker-pid "$BROKER_PID" \
                 "${login_throughput[@]}" "${args[@]}" "${RUN_ARGS[@]}"
         done
+        local k
         for run in "${THROUGHPUT_RUNS[@]}"; do
             stem=${run%%:*}
             read -r -a args <<<"${run#*:}"
             if [ -f "$RESULTS/mosquitto-$stem.json" ]; then
-                bench "$RESULTS/$name-$stem-at-mosquitto-rate.json" "${common[@]}" \
-                    --broker-pid "$BROKER_PID" "${login_throughput[@]}" "${args[@]}" \
-                    "${RUN_ARGS[@]}" --rate-of "$RESULTS/mosquitto-$stem.json"
+                for k in $(seq 1 "$LATENCY_RUNS"); do
+                    bench "$RESULTS/$name-$stem-at-mosquitto-rate-$k.json" "${common[@]}" \
+                        --broker-pid "$BROKER_PID" "${login_throughput[@]}" "${args[@]}" \
+                        "${RUN_ARGS[@]}" --rate-of "$RESULTS/mosquitto-$stem.json"
+                done
             fi
         done
         stop_broker
@@ -296,7 +306,7 @@ echo
     --note "Machine: $(nproc) CPU ($cpu_model), Linux $(uname -r); load average before $load_before, after $load_after (other work on the machine skews every figure)." \
     --note "Pinning: $PINNING." \
     --note "Versions: aliot $aliot_commit; $mosquitto_version; $rumqttd_version." \
-    --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At mosquitto's rate': publishers throttled to the rate mosquitto delivered, every broker including mosquitto." \
+    --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At mosquitto's rate': publishers throttled to the rate mosquitto delivered, every broker including mosquitto, ${LATENCY_RUNS} runs each (the table takes the run with the median p99)." \
     --note "Idle connections: $connections_note, from several loopback source addresses, $HOLD s idle before the broker's VmRSS is read (each broker freshly started)." \
     --note "Logins: aliot open mode for 1:1, fan-in and fan-out, signed platform credentials (hmacsha256, one device each) for idle connections; mosquitto a password file (one user, mosquitto_passwd's default hashing) for every run; rumqttd its static auth table." \
     --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true" || echo ", TCP_NODELAY off as shipped"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."

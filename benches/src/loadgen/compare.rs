@@ -55,13 +55,40 @@ pub fn publish_rate_of(report: &ThroughputReport) -> f64 {
     report.msgs_per_sec / report.subscribers.max(1) as f64
 }
 
+/// Of repeated runs, the one whose p99 is the median (the lower middle one of an even count).
+///
+/// ```
+/// use aliot_benches::loadgen::compare::median_by_p99;
+/// # use aliot_benches::loadgen::report::{Percentiles, ThroughputReport};
+/// # let run = |p99_us: f64| ThroughputReport {
+/// #     scenario: "fan-in".into(), broker: "aliot".into(), qos: 1, publishers: 100,
+/// #     subscribers: 1, payload_bytes: 64, inflight: 32, target_publish_rate: Some(2_000.0),
+/// #     window_secs: 5.0, msgs_per_sec: 2_000.0, published_per_sec: 2_000.0,
+/// #     latency: Percentiles { count: 10_000, p50_us: 50.0, p99_us, p999_us: p99_us, max_us: p99_us },
+/// #     published: 0, expected_deliveries: 0, delivered: 0, missing: 0, acked: 0,
+/// #     lost_connections: 0, first_loss: None, generator_cpu_percent: 0.0,
+/// #     broker_cpu_percent: None,
+/// # };
+/// let runs = [run(136.0), run(93.0), run(104.0)];
+/// assert_eq!(median_by_p99(&runs).map(|r| r.latency.p99_us), Some(104.0));
+/// assert!(median_by_p99(&[]).is_none());
+/// ```
+#[must_use]
+pub fn median_by_p99(runs: &[ThroughputReport]) -> Option<&ThroughputReport> {
+    let mut sorted: Vec<&ThroughputReport> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.latency.p99_us.total_cmp(&b.latency.p99_us));
+    sorted.get(runs.len().saturating_sub(1) / 2).copied()
+}
+
 /// Every report of one `compare.sh` run, and what the script says about how it ran.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ComparisonResults {
     /// Runs as fast as they go, by (broker, run stem).
     pub max: BTreeMap<(String, String), ThroughputReport>,
-    /// Runs at the reference broker's rate, by (broker, run stem).
-    pub at_reference_rate: BTreeMap<(String, String), ThroughputReport>,
+    /// Runs at the reference broker's rate, by (broker, run stem): each is repeated
+    /// (`LATENCY_RUNS` in `compare.sh`), since at a low rate one run's p99 is mostly the
+    /// machine's wake-up jitter. The table takes the run with the median p99.
+    pub at_reference_rate: BTreeMap<(String, String), Vec<ThroughputReport>>,
     /// Idle connections, by broker.
     pub connections: BTreeMap<String, ConnectionsReport>,
     /// RRPC through aliot's Rust API.
@@ -72,7 +99,8 @@ pub struct ComparisonResults {
 
 impl ComparisonResults {
     /// Reads the reports `compare.sh` wrote in `dir`: `{broker}-{run}.json` and
-    /// `{broker}-{run}-at-mosquitto-rate.json` for each run of [`THROUGHPUT_RUNS`],
+    /// `{broker}-{run}-at-mosquitto-rate-{k}.json` (k from 1, as many as there are; or one
+    /// `{broker}-{run}-at-mosquitto-rate.json`) for each run of [`THROUGHPUT_RUNS`],
     /// `{broker}-connections.json` and `rrpc.json`. A missing file is a run that did not
     /// happen (its cells read `n/a`); `notes` are kept for under the table.
     ///
@@ -90,9 +118,19 @@ impl ComparisonResults {
                 if let Some(report) = read_report(&dir.join(format!("{broker}-{run}.json")))? {
                     results.max.insert(key.clone(), report);
                 }
-                let at_rate = dir.join(format!("{broker}-{run}-{AT_REFERENCE_RATE}.json"));
-                if let Some(report) = read_report(&at_rate)? {
-                    results.at_reference_rate.insert(key, report);
+                let stem = format!("{broker}-{run}-{AT_REFERENCE_RATE}");
+                let mut at_rate = Vec::new();
+                if let Some(report) = read_report(&dir.join(format!("{stem}.json")))? {
+                    at_rate.push(report);
+                }
+                for k in 1.. {
+                    match read_report(&dir.join(format!("{stem}-{k}.json")))? {
+                        Some(report) => at_rate.push(report),
+                        None => break,
+                    }
+                }
+                if !at_rate.is_empty() {
+                    results.at_reference_rate.insert(key, at_rate);
                 }
             }
             if let Some(report) = read_report(&dir.join(format!("{broker}-connections.json")))? {
@@ -248,11 +286,14 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
     let mut rows = Vec::new();
     for (run, title) in THROUGHPUT_RUNS {
         let max = |broker: &str| results.max.get(&(broker.to_owned(), run.to_owned()));
-        let at_rate = |broker: &str| {
+        let at_rate_runs = |broker: &str| {
             results
                 .at_reference_rate
                 .get(&(broker.to_owned(), run.to_owned()))
+                .map(Vec::as_slice)
+                .unwrap_or_default()
         };
+        let at_rate = |broker: &str| median_by_p99(at_rate_runs(broker));
         let throughput = BROKERS.map(|broker| max(broker).map(|report| report.msgs_per_sec));
         rows.push(Row {
             scenario: title.to_owned(),
@@ -268,11 +309,18 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         });
         let p99 = BROKERS.map(|broker| at_rate(broker).map(|report| report.latency.p99_us));
         let rate = max(REFERENCE).map(|report| report.msgs_per_sec);
+        let repeats = match at_rate_runs("aliot").len() {
+            0 | 1 => String::new(),
+            n => format!(", median of {n} runs"),
+        };
         rows.push(Row {
             scenario: title.to_owned(),
             metric: match rate {
-                Some(rate) => format!("p99 µs at mosquitto's rate ({} msgs/s)", whole(rate)),
-                None => "p99 µs at mosquitto's rate".to_owned(),
+                Some(rate) => format!(
+                    "p99 µs at mosquitto's rate ({} msgs/s{repeats})",
+                    whole(rate)
+                ),
+                None => format!("p99 µs at mosquitto's rate{repeats}"),
             },
             met: match (p99[0], p99[1]) {
                 (Some(aliot), Some(reference)) => Some(aliot <= reference),
@@ -286,7 +334,9 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         let qos1 = max("aliot").is_some_and(|report| report.qos == 1);
         let missing = BROKERS.map(|broker| {
             let max_missing = max(broker).map(|report| report.missing);
-            let rate_missing = at_rate(broker).map(|report| report.missing);
+            let runs = at_rate_runs(broker);
+            let rate_missing =
+                (!runs.is_empty()).then(|| runs.iter().map(|report| report.missing).sum::<u64>());
             match (max_missing, rate_missing) {
                 (None, None) => None,
                 (max_missing, rate_missing) => {
@@ -296,7 +346,7 @@ fn rows(results: &ComparisonResults) -> Vec<Row> {
         });
         rows.push(Row {
             scenario: title.to_owned(),
-            metric: "messages missing after the drain (both runs)".to_owned(),
+            metric: "messages missing after the drain (all runs)".to_owned(),
             met: if qos1 {
                 missing[0].map(|missing| missing == 0.0)
             } else {
@@ -389,27 +439,39 @@ fn details_table(results: &ComparisonResults) -> String {
     let cpu =
         |percent: Option<f64>| percent.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.0}%"));
     for (run, title) in THROUGHPUT_RUNS {
-        for (runs, how) in [
-            (&results.max, "max"),
-            (&results.at_reference_rate, "at mosquitto's rate"),
-        ] {
-            for broker in BROKERS {
-                let Some(report) = runs.get(&(broker.to_owned(), run.to_owned())) else {
-                    continue;
-                };
-                let _ = writeln!(
-                    out,
-                    "| {title}, {how} | {broker} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
-                    whole(report.msgs_per_sec),
-                    whole(report.published_per_sec),
-                    report.latency.p50_us,
-                    report.latency.p99_us,
-                    report.latency.p999_us,
-                    whole(report.missing as f64),
-                    cpu(Some(report.generator_cpu_percent)),
-                    cpu(report.broker_cpu_percent),
-                );
+        let mut lines: Vec<(String, &str, &ThroughputReport)> = Vec::new();
+        for broker in BROKERS {
+            if let Some(report) = results.max.get(&(broker.to_owned(), run.to_owned())) {
+                lines.push((format!("{title}, max"), broker, report));
             }
+        }
+        for broker in BROKERS {
+            let runs = results
+                .at_reference_rate
+                .get(&(broker.to_owned(), run.to_owned()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for (k, report) in runs.iter().enumerate() {
+                let how = match runs.len() {
+                    1 => format!("{title}, at mosquitto's rate"),
+                    n => format!("{title}, at mosquitto's rate, run {} of {n}", k + 1),
+                };
+                lines.push((how, broker, report));
+            }
+        }
+        for (how, broker, report) in lines {
+            let _ = writeln!(
+                out,
+                "| {how} | {broker} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+                whole(report.msgs_per_sec),
+                whole(report.published_per_sec),
+                report.latency.p50_us,
+                report.latency.p99_us,
+                report.latency.p999_us,
+                whole(report.missing as f64),
+                cpu(Some(report.generator_cpu_percent)),
+                cpu(report.broker_cpu_percent),
+            );
         }
     }
     for broker in BROKERS {
@@ -505,11 +567,19 @@ mod tests {
         );
         results.at_reference_rate.insert(
             key("aliot", "one-to-one-qos1"),
-            throughput("aliot", 100_000.0, 150.0, 0),
+            vec![
+                throughput("aliot", 100_000.0, 900.0, 1),
+                throughput("aliot", 100_000.0, 150.0, 0),
+                throughput("aliot", 100_000.0, 120.0, 2),
+            ],
         );
         results.at_reference_rate.insert(
             key("mosquitto", "one-to-one-qos1"),
-            throughput("mosquitto", 100_000.0, 600.0, 0),
+            vec![
+                throughput("mosquitto", 100_000.0, 600.0, 0),
+                throughput("mosquitto", 100_000.0, 500.0, 0),
+                throughput("mosquitto", 100_000.0, 700.0, 0),
+            ],
         );
         results.notes.push("pinned".to_owned());
         let table = markdown_table(&results);
@@ -521,8 +591,19 @@ mod tests {
         );
         assert!(
             table.contains(
-                "| 1:1, QoS 1 | p99 µs at mosquitto's rate (100,000 msgs/s) | 150.0 | 600.0 | n/a | 0.25x | n/a | ≤ mosquitto's | yes |"
+                "| 1:1, QoS 1 | p99 µs at mosquitto's rate (100,000 msgs/s, median of 3 runs) | 150.0 | 600.0 | n/a | 0.25x | n/a | ≤ mosquitto's | yes |"
             ),
+            "{table}"
+        );
+        // Every repeated run is counted for losses and listed in the details.
+        assert!(
+            table.contains(
+                "| 1:1, QoS 1 | messages missing after the drain (all runs) | 3 | 0 | 0 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1:1, QoS 1, at mosquitto's rate, run 3 of 3 | aliot | 100,000 |"),
             "{table}"
         );
         assert!(table.contains("- pinned"), "{table}");
@@ -541,7 +622,7 @@ mod tests {
             .insert(key("aliot", "fan-in"), throughput("aliot", 10.0, 1.0, 7));
         let table = markdown_table(&results);
         assert!(
-            table.contains("| fan-in 100→1, QoS 1 | messages missing after the drain (both runs) | 7 | n/a | n/a |  |  | 0 (QoS 1 loses nothing) | **no** |"),
+            table.contains("| fan-in 100→1, QoS 1 | messages missing after the drain (all runs) | 7 | n/a | n/a |  |  | 0 (QoS 1 loses nothing) | **no** |"),
             "{table}"
         );
     }
@@ -635,8 +716,19 @@ mod tests {
             "{error}"
         );
         fs::remove_file(dir.join("mosquitto-fan-in.json")).expect("removed");
+        for k in 1..=2 {
+            fs::write(
+                dir.join(format!("aliot-fan-in-{AT_REFERENCE_RATE}-{k}.json")),
+                serde_json::to_string(&report).expect("serialises"),
+            )
+            .expect("written");
+        }
         let results = ComparisonResults::load(&dir, Vec::new()).expect("readable");
         assert_eq!(results.max.get(&key("aliot", "fan-in")), Some(&report));
+        assert_eq!(
+            results.at_reference_rate.get(&key("aliot", "fan-in")),
+            Some(&vec![report.clone(), report.clone()])
+        );
         assert!(results.rrpc.is_none());
         let _ = fs::remove_dir_all(&dir);
     }
