@@ -35,6 +35,14 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
     /// aborted has ended too); dropping it lets the task run on, detached.
     type Task: Future<Output = ()> + Unpin + Send + 'static;
 
+    /// Whether a task woken from inside a running task runs before the tasks woken earlier
+    /// (the LIFO slot of tokio's multi-thread scheduler: the last one woken runs next),
+    /// rather than after them (a FIFO queue, as smol's executor and tokio's current-thread
+    /// scheduler have). The broker's hub orders its wake-ups by it so that the connection it
+    /// delivers to runs before the one it only acknowledges: the delivery is what a
+    /// subscriber waits for.
+    fn runs_last_woken_first(&self) -> bool;
+
     /// Runs `future` in a task of its own.
     fn spawn<F>(&self, future: F) -> Self::Task
     where

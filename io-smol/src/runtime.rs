@@ -46,6 +46,11 @@ impl Runtime for Smol {
     type Timer = Timer;
     type Task = SmolTask;
 
+    fn runs_last_woken_first(&self) -> bool {
+        // async-executor keeps one FIFO queue of woken tasks.
+        false
+    }
+
     fn spawn<F>(&self, future: F) -> SmolTask
     where
         F: Future<Output = ()> + Send + 'static,

@@ -40,6 +40,12 @@ impl Runtime for Tokio {
     type Timer = Pin<Box<tokio::time::Sleep>>;
     type Task = TokioTask;
 
+    fn runs_last_woken_first(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        })
+    }
+
     fn spawn<F>(&self, future: F) -> TokioTask
     where
         F: Future<Output = ()> + Send + 'static,
@@ -99,5 +105,25 @@ impl Runtime for Tokio {
                 error!(%error, "the HTTP API stopped");
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_multi_thread_scheduler_runs_the_last_woken_task_first() {
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        assert!(multi.block_on(async { Tokio.runs_last_woken_first() }));
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!current.block_on(async { Tokio.runs_last_woken_first() }));
+        // Outside any runtime there is nothing to order.
+        assert!(!Tokio.runs_last_woken_first());
     }
 }

@@ -160,6 +160,53 @@ async fn rumqttc_in_open_mode() {
     broker.shutdown().await;
 }
 
+/// On tokio's multi-thread scheduler the hub hands PUBACKs out before deliveries (the last
+/// task woken runs first there): QoS 1 from one client to another still arrives whole and in
+/// order, and every PUBLISH is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rumqttc_qos1_between_two_clients_on_the_multi_thread_scheduler() {
+    const MESSAGES: usize = 200;
+    let (broker, addr) = start::<Tokio>(config(true)).await;
+    let mut subscriber = Rumqttc::start(options("rumqttc-sub", addr));
+    subscriber
+        .client
+        .subscribe("flow/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    subscriber
+        .wait_for("SUBACK", |packet| match packet {
+            Packet::SubAck(_) => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut publisher = Rumqttc::start(options("rumqttc-pub", addr));
+    for i in 0..MESSAGES {
+        publisher
+            .client
+            .publish("flow/n", QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::with_capacity(MESSAGES);
+    while received.len() < MESSAGES {
+        let payload = subscriber.publish_received("flow/n").await;
+        received.push(String::from_utf8(payload.to_vec()).unwrap());
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
+    assert_eq!(received, expected);
+    let mut acked = 0;
+    while acked < MESSAGES {
+        publisher
+            .wait_for("a PUBACK", |packet| match packet {
+                Packet::PubAck(_) => Some(()),
+                _ => None,
+            })
+            .await;
+        acked += 1;
+    }
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn rumqttc_as_a_device_with_platform_credentials() {
     let (broker, addr) = start::<Tokio>(config(false)).await;

@@ -1,6 +1,7 @@
 //! The hub task: the one owner of the [`Hub`], fed by a channel, answering through channels.
 
 use std::collections::HashMap;
+use std::mem;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,11 @@ pub(crate) struct HubTask<R: Runtime> {
     /// The drop counters (queue full, slow consumer) as of the last warning, and when it was.
     drops_warned: (u64, u64),
     last_drop_warning: Option<Instant>,
+    /// Whether [`dispatch`](Self::dispatch) hands out PUBACKs first (read from the runtime
+    /// the task runs on, when it starts).
+    acks_first: bool,
+    /// Scratch for [`dispatch`](Self::dispatch): the commands handed out after the PUBACKs.
+    dispatch_rest: Vec<(ConnId, Command)>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -78,6 +84,8 @@ impl<R: Runtime> HubTask<R> {
             rrpc_callers: HashMap::new(),
             drops_warned: (0, 0),
             last_drop_warning: None,
+            acks_first: false,
+            dispatch_rest: Vec::new(),
         }
     }
 
@@ -92,6 +100,7 @@ impl<R: Runtime> HubTask<R> {
         stop_connections: watch::Sender<bool>,
         final_stats: Arc<Mutex<Option<Stats>>>,
     ) {
+        self.acks_first = self.runtime.runs_last_woken_first();
         let mut batch = Vec::with_capacity(BATCH);
         // One timer, moved as the hub's deadline moves.
         let mut timer = self.runtime.timer(far_future());
@@ -196,17 +205,26 @@ impl<R: Runtime> HubTask<R> {
     }
 
     /// Hands every output of the hub to its connection or RRPC caller.
+    ///
+    /// The hub puts a PUBLISH's deliveries before its PUBACK. Where the last task woken runs
+    /// first (tokio's multi-thread scheduler), the PUBACKs go out first instead, so that a
+    /// delivery's connection is the one that runs next: the subscriber's message does not
+    /// wait behind the publisher's acknowledgement. Measured pinned to one core: 1:1 QoS 1 at
+    /// 80,000 msgs/s went from p50 70 µs and p99 about 100 to 55 and 79; fan-in at 2,600
+    /// msgs/s from a median p99 of 171 µs to 138 over ten pairs of runs. Commands to one
+    /// connection keep their order but for PUBACKs, which MQTT does not order against other
+    /// packets.
     fn dispatch(&mut self) {
+        let acks_first = self.acks_first;
+        let mut rest = mem::take(&mut self.dispatch_rest);
         while let Some(output) = self.hub.poll_output() {
             match output {
-                HubOutput::Connection { conn, command } => {
-                    if let Some(commands) = self.connections.get(&conn)
-                        && commands.send(command).is_err()
-                    {
-                        // The task is gone; its close reaches the hub as an event.
-                        self.connections.remove(&conn);
-                    }
+                HubOutput::Connection { conn, command }
+                    if acks_first && !matches!(command, Command::PubAck(_)) =>
+                {
+                    rest.push((conn, command));
                 }
+                HubOutput::Connection { conn, command } => self.send_command(conn, command),
                 HubOutput::RrpcOutcome { id, outcome } => {
                     if let Some(caller) = self.rrpc_callers.remove(&id) {
                         // The caller may have given up (an HTTP client that went away).
@@ -217,6 +235,19 @@ impl<R: Runtime> HubTask<R> {
                     }
                 }
             }
+        }
+        for (conn, command) in rest.drain(..) {
+            self.send_command(conn, command);
+        }
+        self.dispatch_rest = rest;
+    }
+
+    fn send_command(&mut self, conn: ConnId, command: Command) {
+        if let Some(commands) = self.connections.get(&conn)
+            && commands.send(command).is_err()
+        {
+            // The task is gone; its close reaches the hub as an event.
+            self.connections.remove(&conn);
         }
     }
 
