@@ -388,7 +388,8 @@ pub struct Hub {
     counters: Counters,
     scratch: Vec<(SessionId, QoS)>,
     held_acks: HeldAcks,
-    /// PUBACKs freed by one pump, sent after its deliveries (kept for its allocation).
+    /// PUBACKs freed by one pump (sent after its deliveries) or by a session going offline
+    /// (kept for its allocation).
     released_acks: Vec<(ConnId, PacketId)>,
 }
 
@@ -1004,15 +1005,22 @@ impl Hub {
 
     /// Every message of the session's queue lets go of the PUBACK it holds.
     fn release_queue_holds(&mut self, sid: SessionId) {
-        let holds: Vec<HoldId> = self
-            .session_mut(sid)
-            .queue
-            .iter_mut()
-            .filter_map(|queued| queued.hold.take())
-            .collect();
-        for hold in holds {
-            self.release_hold(Some(hold));
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let mut released = mem::take(&mut self.released_acks);
+        for queued in &mut session.queue {
+            released.extend(
+                queued
+                    .hold
+                    .take()
+                    .and_then(|hold| self.held_acks.release(hold)),
+            );
         }
+        for ack in released.drain(..) {
+            self.send_puback(ack);
+        }
+        self.released_acks = released;
     }
 
     fn send_puback(&mut self, (conn, packet_id): (ConnId, PacketId)) {
@@ -1031,7 +1039,8 @@ impl Hub {
             return;
         };
         // The deliveries go first, the PUBACKs they free after them: the device that is behind
-        // is the one to get going (its task is woken first).
+        // is the one to get going (an adapter runs the connections in this order, or wakes
+        // them so that they run in it).
         let mut released = mem::take(&mut self.released_acks);
         while session.inflight.len() < window {
             let Some(queued) = session.queue.pop_front() else {

@@ -81,8 +81,9 @@ impl Default for ServerConfig {
 /// not run out.
 pub const MAX_UNACKED_PUBLISHES: usize = 1024;
 
-/// Capacity of the PUBACK queue a connection keeps when it empties: enough for a device with a
-/// few PUBLISHes in flight, so that it does not allocate per PUBLISH.
+/// Capacity up to which a connection keeps its PUBACK queue's allocation when the queue
+/// empties (above it, after a burst, the queue is freed): enough for a device with a few
+/// PUBLISHes in flight, so that it does not allocate per PUBLISH.
 const SMALL_UNACKED_QUEUE: usize = 8;
 
 /// What the hub should know about, in the order it happened.
