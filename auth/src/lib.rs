@@ -53,6 +53,15 @@
 //!   [`SECONDS_TIMESTAMP_BELOW`] are seconds (the Python SDK), others milliseconds.
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 extern crate alloc;
 

@@ -332,8 +332,12 @@ fn key_block<H: Digest>(key: &[u8]) -> [u8; HASH_BLOCK_LEN] {
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
-        text.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(HEX_DIGITS[usize::from(byte & 0x0f)]));
+        for nibble in [byte >> 4, byte & 0x0f] {
+            // A nibble is below 16: always a digit.
+            if let Some(&digit) = HEX_DIGITS.get(usize::from(nibble)) {
+                text.push(char::from(digit));
+            }
+        }
     }
     text
 }

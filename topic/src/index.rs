@@ -110,6 +110,10 @@ fn edge_hash(hasher: &DefaultHashBuilder, parent: u32, text: &[u8]) -> u64 {
 ///
 /// Past `u32::MAX - 1` entries; a slab of nodes that large is about 100 GB, so allocation
 /// fails long before.
+#[allow(
+    clippy::panic,
+    reason = "allocating the slab fails long before 2^32 entries: no input reaches this"
+)]
 fn next_index(len: usize) -> u32 {
     match u32::try_from(len) {
         Ok(index) if index != NONE => index,

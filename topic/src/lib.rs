@@ -22,6 +22,7 @@
 //! - [`SubscriptionIndex`]: filters to subscribers for routing; a lookup costs the trie nodes the
 //!   topic reaches, allocates nothing and does not recurse.
 //! - [`RrpcTopic`], [`MessageId`] and the `rrpc_*` builders: the SPEC §4 topic forms.
+//! - [`is_device_topic`] and [`is_product_topic`]: whose a topic is, one rule for every crate.
 //!
 //! ```
 //! use aliot_topic::{Acl, Permission, ProductCategories, TopicFilter, TopicLimits, TopicName};
@@ -39,6 +40,15 @@
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 extern crate alloc;
 
@@ -46,6 +56,7 @@ mod acl;
 mod category;
 mod index;
 mod name;
+mod owner;
 mod rrpc;
 
 pub use acl::{Acl, IdentityError, check_identity};
@@ -56,6 +67,7 @@ pub use category::{
 };
 pub use index::SubscriptionIndex;
 pub use name::{DEFAULT_MAX_TOPIC_LEN, TopicError, TopicFilter, TopicLimits, TopicName};
+pub use owner::{is_device_topic, is_product_topic};
 pub use rrpc::{
     MessageId, ParseMessageIdError, RrpcTopic, rrpc_custom_filter, rrpc_custom_topic,
     rrpc_request_filter, rrpc_request_topic, rrpc_response_topic,

@@ -249,6 +249,10 @@ impl TopicName {
     ///
     /// When the literal is not a valid topic name. This is for names written in the program's
     /// source, never for input: use [`TopicName::new`] for those.
+    #[allow(
+        clippy::panic,
+        reason = "a literal of the program's source, like a failed assert: never input"
+    )]
     pub fn from_static(s: &'static str) -> Self {
         match check_name(s.as_bytes(), &TopicLimits::default()) {
             Ok(()) => Self(Bytes::from_static(s.as_bytes())),
@@ -353,6 +357,10 @@ impl TopicFilter {
     ///
     /// When the literal is not a valid topic filter. This is for filters written in the
     /// program's source, never for input: use [`TopicFilter::new`] for those.
+    #[allow(
+        clippy::panic,
+        reason = "a literal of the program's source, like a failed assert: never input"
+    )]
     pub fn from_static(s: &'static str) -> Self {
         match check_filter(s.as_bytes(), &TopicLimits::default()) {
             Ok(()) => Self::validated(Bytes::from_static(s.as_bytes())),

@@ -229,6 +229,10 @@ impl Utf8Bytes {
     /// assert_eq!(TOPIC.as_str(), "/broadcast/a1TestPK001/news");
     /// ```
     #[must_use]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "a const fn: `index < bytes.len()` is checked by the loop, and slice::get is not const"
+    )]
     pub const fn from_static(text: &'static str) -> Self {
         let bytes = text.as_bytes();
         assert!(
