@@ -69,7 +69,7 @@ fn drain(hub: &mut Hub, acks: &mut Vec<(ConnId, aliot_core::codec::PacketId)>) -
         }
     }
     for (conn, id) in acks.drain(..) {
-        hub.handle_event(conn, Event::PubAck(id), Instant::ZERO);
+        hub.handle_event(conn, Event::DeliveryAcked(id), Instant::ZERO);
     }
     deliveries
 }

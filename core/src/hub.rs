@@ -5,6 +5,27 @@
 //! [`Hub::handle_timeout`] when [`Hub::poll_timeout`] passes, and hands every [`HubOutput`] to
 //! the connection it names (or to the RRPC caller).
 //!
+//! # The contract
+//!
+//! The caller (one task, or one thread: the hub is the broker's serial stage) owns the hub.
+//! `now` never goes backwards between calls.
+//!
+//! 1. **Inputs.** Each connection's events go to [`Hub::handle_event`], in the order that
+//!    connection gave them; server-side calls are [`Hub::publish`],
+//!    [`Hub::publish_to_device`] and [`Hub::rrpc_call`]. When [`Hub::poll_timeout`] passes,
+//!    call [`Hub::handle_timeout`].
+//! 2. **Outputs, after each input.** Drain [`Hub::poll_output`]. Each
+//!    [`HubOutput::Connection`] goes to the connection it names, and commands to one
+//!    connection keep their order. Each [`HubOutput::RrpcOutcome`] goes to its caller. The
+//!    outputs come in the order things happened. Which connection runs first is the caller's
+//!    choice: a delivery and the PUBACK it freed may be handed out in either order.
+//! 3. **Before waiting.** Read [`Hub::poll_timeout`] again: it is the earliest deadline of the
+//!    hub's sub-states (held PUBACKs, RRPC calls and half-connected devices, offline
+//!    sessions), each of which keeps its own.
+//! 4. **Closing.** A connection's last event is its [`Event::Closed`]; commands the hub
+//!    sends it after that are dropped. [`Hub::shutdown`] closes every connection and ends
+//!    every RRPC call.
+//!
 //! Sessions live here whether the device is online or not (see `docs/DESIGN-NOTES.md`): the
 //! subscriptions, the QoS 1 in-flight window towards the device and the queue behind it. Limits
 //! on that queue are [`HubConfig`]'s; what is dropped is counted in [`Counters`], never silent.
@@ -28,19 +49,17 @@
 //! }
 //! ```
 
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::ToString;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem;
+use core::num::NonZeroU16;
 use core::time::Duration;
 
 use aliot_auth::DeviceIdentity;
 use aliot_topic::{
-    Acl, MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName,
+    MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName, is_device_topic,
 };
 use bytes::Bytes;
-use hashbrown::HashMap;
 
 use crate::authenticator::ClientKey;
 use crate::codec::{PacketId, QoS};
@@ -48,12 +67,18 @@ use crate::message::Message;
 use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
 use crate::time::Instant;
 
+mod counters;
 mod held_acks;
+mod rrpc;
+mod sessions;
 
-use held_acks::{AckTicket, HeldAcks, HoldId};
+pub use counters::{CloseCounters, Counters, DropCounters, RrpcCounters};
+pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
+pub use sessions::SessionStats;
 
-/// How long the platform waits for an RRPC response at least and at most (SPEC §4).
-pub const RRPC_TIMEOUT_RANGE_MS: core::ops::RangeInclusive<u64> = 1_000..=8_000;
+use held_acks::{AckTicket, HeldAcks};
+use rrpc::{Answer, RrpcCalls};
+use sessions::{Queued, Session, SessionId, SessionTable};
 
 /// How far past [`HubConfig::max_queued_messages`] and [`HubConfig::max_queued_bytes`] a queue
 /// may grow with messages that hold their publishers' PUBACKs (flow control), as a factor of
@@ -61,14 +86,12 @@ pub const RRPC_TIMEOUT_RANGE_MS: core::ops::RangeInclusive<u64> = 1_000..=8_000;
 /// back within them, the oldest dropped first.
 pub const HELD_QUEUE_FACTOR: usize = 4;
 
-/// How many timed-out RRPC message ids are remembered to tell a late response from an unknown one.
-const REMEMBERED_TIMEOUTS: usize = 4096;
-
 /// Limits of the hub. The defaults are the documented ones (SPEC §1: ours).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubConfig {
-    /// QoS 1 deliveries sent to a device and not yet acknowledged, at most (default 32).
-    pub inflight_window: usize,
+    /// QoS 1 deliveries sent to a device and not yet acknowledged, at most (default 32). Never
+    /// 0 (nothing would be delivered), and at most 65,535: a packet id per delivery in flight.
+    pub inflight_window: NonZeroU16,
     /// Messages a session keeps queued behind the window or while offline (default 1,000).
     /// QoS 1 messages that hold their publishers' PUBACKs may take an online session's queue up
     /// to [`HELD_QUEUE_FACTOR`] times this before the oldest are dropped.
@@ -77,14 +100,14 @@ pub struct HubConfig {
     /// [`HELD_QUEUE_FACTOR`] times this with messages that hold PUBACKs.
     pub max_queued_bytes: usize,
     /// Messages queued for an online session from which on a QoS 1 message queued behind them
-    /// holds its publisher's PUBACK until it leaves the queue (default 100); the same share of
+    /// holds its publisher's PUBACK until it leaves the queue (default 100). The same share of
     /// `max_queued_bytes` (10 % by default) counts too. Publishers that wait for their PUBACKs
     /// then slow down to the pace of a subscriber that falls behind, rather than overflow its
     /// queue. Above `max_queued_messages`, nothing is held.
     pub ack_hold_threshold: usize,
     /// The longest a PUBACK is held for a subscriber that falls behind (default 1 s). A
     /// subscriber that has acknowledged nothing for this long holds no more PUBACKs: a stuck
-    /// one does not slow its publishers down, its queue drops the oldest as an offline one
+    /// one does not slow its publishers down. Its queue drops the oldest, as an offline one's
     /// does.
     pub max_ack_hold: Duration,
     /// A queued message older than this is dropped instead of delivered (default 7 days).
@@ -100,7 +123,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         let week = Duration::from_secs(7 * 24 * 3600);
         HubConfig {
-            inflight_window: 32,
+            inflight_window: NonZeroU16::new(32).unwrap_or(NonZeroU16::MIN),
             max_queued_messages: 1_000,
             max_queued_bytes: 4 * 1024 * 1024,
             ack_hold_threshold: 100,
@@ -135,49 +158,6 @@ pub enum HubOutput {
     },
 }
 
-/// How an RRPC call ended (SPEC §4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RrpcOutcome {
-    /// The device answered with this payload.
-    Success(Bytes),
-    /// No answer within the call's timeout.
-    Timeout,
-    /// The device is not connected.
-    Offline,
-    /// The device's connection went away less than one keepalive ago, or it is connected but
-    /// not subscribed to the request topic.
-    HalfConn,
-    /// Anything else (the broker shut down with the call pending).
-    Unknown,
-}
-
-impl RrpcOutcome {
-    /// The platform's name for the outcome: `SUCCESS`, `TIMEOUT`, `OFFLINE`, `HALFCONN`, `UNKNOWN`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RrpcOutcome::Success(_) => "SUCCESS",
-            RrpcOutcome::Timeout => "TIMEOUT",
-            RrpcOutcome::Offline => "OFFLINE",
-            RrpcOutcome::HalfConn => "HALFCONN",
-            RrpcOutcome::Unknown => "UNKNOWN",
-        }
-    }
-}
-
-/// Why an RRPC call could not be started.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RrpcError {
-    /// The timeout is outside 1,000–8,000 ms.
-    #[error("RRPC timeout {0} ms is outside 1000..=8000 ms")]
-    InvalidTimeout(u64),
-    /// The custom topic is not one of the device's own (`/{productKey}/{deviceName}/...`).
-    #[error("custom RRPC topic {0:?} is not one of the device's own topics")]
-    NotDeviceTopic(alloc::string::String),
-    /// The request topic would not be a valid topic name.
-    #[error("RRPC request topic is invalid")]
-    InvalidTopic,
-}
-
 /// What became of a message the server sent to one device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceDelivery {
@@ -193,212 +173,29 @@ pub enum DeviceDelivery {
     Denied,
 }
 
-/// What one session holds, from [`Hub::session_stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SessionStats {
-    /// Whether a connection is attached.
-    pub online: bool,
-    /// Whether it ends at disconnect (cleanSession=1).
-    pub clean: bool,
-    /// Subscriptions held.
-    pub subscriptions: usize,
-    /// QoS 1 deliveries sent and not yet acknowledged.
-    pub inflight: usize,
-    /// Messages waiting behind the window or while offline.
-    pub queued: usize,
-    /// Bytes (topic + payload) of the queued messages.
-    pub queued_bytes: usize,
-}
-
-/// What the hub has counted since it started. Read with [`Hub::counters`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Sessions opened (CONNACK 0 sent).
-    pub connections_accepted: u64,
-    /// CONNECTs refused, by CONNACK code (index = code; 0 unused).
-    pub connections_refused: [u64; 6],
-    /// Connections closed, by reason.
-    pub closed: CloseCounters,
-    /// Connections taken over by a new connection of the same client.
-    pub takeovers: u64,
-    /// PUBLISHes accepted from clients (plus messages published by the server).
-    pub messages_in: u64,
-    /// Deliveries handed to connections.
-    pub messages_out: u64,
-    /// PUBLISHes refused by the ACL (dropped; QoS 1 still acknowledged).
-    pub publish_denied: u64,
-    /// QoS 1 PUBLISHes whose PUBACK was held because a subscriber had fallen behind.
-    pub acks_held: u64,
-    /// Of those, PUBACKs sent when the hold reached [`HubConfig::max_ack_hold`].
-    pub acks_held_to_limit: u64,
-    /// SUBSCRIBE filters refused by the ACL.
-    pub subscribe_denied: u64,
-    /// Drops, by reason.
-    pub dropped: DropCounters,
-    /// RRPC outcomes and strays.
-    pub rrpc: RrpcCounters,
-}
-
-/// Connection closes by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CloseCounters {
-    /// DISCONNECT from the client.
-    pub client_disconnected: u64,
-    /// CONNECT refused (see [`Counters::connections_refused`]).
-    pub refused: u64,
-    /// No CONNECT in time.
-    pub connect_timeout: u64,
-    /// Keepalive expired.
-    pub keep_alive_timeout: u64,
-    /// Protocol or profile rule broken, or malformed bytes.
-    pub protocol_violation: u64,
-    /// Taken over.
-    pub taken_over: u64,
-    /// Broker shutdown.
-    pub server_shutdown: u64,
-    /// Transport lost without DISCONNECT.
-    pub transport_closed: u64,
-}
-
-/// Messages dropped, by reason.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DropCounters {
-    /// QoS 1 messages dropped from a full session queue (the oldest go first).
-    pub queue_full: u64,
-    /// Queued messages older than the maximum age.
-    pub expired: u64,
-    /// QoS 0 deliveries to a device that was not reading.
-    pub slow_consumer: u64,
-    /// QoS 0 messages for an offline session (QoS 0 is not kept).
-    pub offline_qos0: u64,
-    /// Queued or in-flight messages of a session that ended (clean session closed, clean
-    /// start over a kept session, session expired).
-    pub session_discarded: u64,
-}
-
-/// RRPC outcomes and stray responses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RrpcCounters {
-    /// Calls answered.
-    pub success: u64,
-    /// Calls timed out.
-    pub timeout: u64,
-    /// Calls to offline devices.
-    pub offline: u64,
-    /// Calls to half-connected devices.
-    pub halfconn: u64,
-    /// Calls ended otherwise.
-    pub unknown: u64,
-    /// Responses that came after their call timed out (dropped).
-    pub late_responses: u64,
-    /// Responses to no known call (dropped).
-    pub unknown_responses: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct SessionId(u32);
-
-struct Queued {
-    message: Message,
-    at: Instant,
-    /// The publisher's PUBACK this message holds, if it does.
-    hold: Option<HoldId>,
-}
-
-struct Session {
-    /// Shared with [`Hub::by_key`]: one copy of the key per session, not two.
-    key: Arc<ClientKey>,
-    acl: Acl,
-    clean: bool,
-    conn: Option<ConnId>,
-    keep_alive: Duration,
-    subscriptions: BTreeMap<TopicFilter, QoS>,
-    inflight: VecDeque<(PacketId, Message)>,
-    queue: VecDeque<Queued>,
-    queued_bytes: usize,
-    next_packet_id: u16,
-    expires_at: Option<Instant>,
-    /// When the device last acknowledged a delivery, or attached: a queue whose device has not
-    /// moved for `max_ack_hold` holds no more PUBACKs (it is stuck, not slow).
-    last_progress: Instant,
-}
-
-impl Session {
-    fn new(request: &SessionRequest, now: Instant) -> Self {
-        Session {
-            key: Arc::clone(&request.key),
-            acl: request.acl.clone(),
-            clean: request.clean_session,
-            conn: None,
-            keep_alive: request.keep_alive,
-            subscriptions: BTreeMap::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            next_packet_id: 0,
-            expires_at: None,
-            last_progress: now,
-        }
-    }
-
-    /// A packet id not used by any delivery still in flight.
-    fn allocate_packet_id(&mut self) -> PacketId {
-        loop {
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if let Some(id) = PacketId::new(self.next_packet_id)
-                && !self.inflight.iter().any(|(used, _)| *used == id)
-            {
-                return id;
-            }
-        }
-    }
-
-    fn granted_qos(&self, topic: &TopicName) -> Option<QoS> {
-        self.subscriptions
-            .iter()
-            .filter(|(filter, _)| filter.matches(topic))
-            .map(|(_, qos)| *qos)
-            .max()
-    }
-}
-
-struct PendingCall {
-    device: DeviceIdentity,
-    deadline: Instant,
-    custom: bool,
-}
-
 /// The broker's shared state. See the [module docs](self).
 pub struct Hub {
     config: HubConfig,
     /// Topics the server builds itself (RRPC requests) may be longer than a device's limit.
     server_topic_limits: TopicLimits,
-    sessions: Vec<Option<Session>>,
-    free_sessions: Vec<u32>,
-    by_key: BTreeMap<Arc<ClientKey>, SessionId>,
-    by_conn: HashMap<ConnId, SessionId>,
+    sessions: SessionTable,
     index: SubscriptionIndex<SessionId, QoS>,
-    expiries: BTreeSet<(Instant, SessionId)>,
-    recently_gone: BTreeMap<DeviceIdentity, Instant>,
-    calls: BTreeMap<MessageId, PendingCall>,
-    call_deadlines: BTreeSet<(Instant, MessageId)>,
-    timed_out: VecDeque<MessageId>,
-    next_message_id: u64,
-    outputs: VecDeque<HubOutput>,
-    counters: Counters,
-    scratch: Vec<(SessionId, QoS)>,
+    rrpc: RrpcCalls,
     held_acks: HeldAcks,
-    /// PUBACKs freed by one pump (sent after its deliveries) or by a session going offline
-    /// (kept for its allocation).
+    counters: Counters,
+    outputs: alloc::collections::VecDeque<HubOutput>,
+    /// Scratch for [`route`](Self::route): the sessions a message reaches.
+    targets: Vec<(SessionId, QoS)>,
+    /// Scratch for a session going offline: the PUBACKs its queue held.
     released_acks: Vec<(ConnId, PacketId)>,
 }
 
 impl core::fmt::Debug for Hub {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Hub")
-            .field("sessions", &self.by_key.len())
-            .field("connections", &self.by_conn.len())
-            .field("pending_rrpc_calls", &self.calls.len())
+            .field("sessions", &self.sessions.len())
+            .field("connections", &self.sessions.connections())
+            .field("pending_rrpc_calls", &self.rrpc.len())
             .finish_non_exhaustive()
     }
 }
@@ -406,28 +203,19 @@ impl core::fmt::Debug for Hub {
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
-        let next_message_id = config.first_rrpc_message_id;
         Hub {
-            config,
             server_topic_limits: TopicLimits {
                 max_len: usize::from(u16::MAX),
             },
-            sessions: Vec::new(),
-            free_sessions: Vec::new(),
-            by_key: BTreeMap::new(),
-            by_conn: HashMap::new(),
+            sessions: SessionTable::default(),
             index: SubscriptionIndex::new(),
-            expiries: BTreeSet::new(),
-            recently_gone: BTreeMap::new(),
-            calls: BTreeMap::new(),
-            call_deadlines: BTreeSet::new(),
-            timed_out: VecDeque::new(),
-            next_message_id,
-            outputs: VecDeque::new(),
-            counters: Counters::default(),
-            scratch: Vec::new(),
+            rrpc: RrpcCalls::new(config.first_rrpc_message_id),
             held_acks: HeldAcks::default(),
+            counters: Counters::default(),
+            outputs: alloc::collections::VecDeque::new(),
+            targets: Vec::new(),
             released_acks: Vec::new(),
+            config,
         }
     }
 
@@ -443,23 +231,35 @@ impl Hub {
 
     /// Connections with an open session now.
     pub fn connection_count(&self) -> usize {
-        self.by_conn.len()
+        self.sessions.connections()
     }
 
     /// Sessions kept now (online and offline).
     pub fn session_count(&self) -> usize {
-        self.sessions.len() - self.free_sessions.len()
+        self.sessions.len()
     }
 
     /// RRPC calls waiting for a response.
     pub fn pending_rrpc_calls(&self) -> usize {
-        self.calls.len()
+        self.rrpc.len()
+    }
+
+    /// Devices whose connection went away less than a keepalive ago (an RRPC call to one of
+    /// them ends `HALFCONN`).
+    pub fn half_connected_devices(&self) -> usize {
+        self.rrpc.gone_len()
+    }
+
+    /// PUBACKs held now for subscribers that fell behind.
+    pub fn held_ack_count(&self) -> usize {
+        self.held_acks.len()
     }
 
     /// Whether the device has a connection with an open session now.
     pub fn is_online(&self, device: &DeviceIdentity) -> bool {
         self.session_of_device(device)
-            .is_some_and(|sid| self.session(sid).conn.is_some())
+            .and_then(|sid| self.sessions.get(sid))
+            .is_some_and(|session| session.conn.is_some())
     }
 
     /// Messages queued for a client's session (waiting behind the window or while offline).
@@ -469,15 +269,8 @@ impl Hub {
 
     /// What a client's session holds now, if it has one.
     pub fn session_stats(&self, key: &ClientKey) -> Option<SessionStats> {
-        let session = self.session(*self.by_key.get(key)?);
-        Some(SessionStats {
-            online: session.conn.is_some(),
-            clean: session.clean,
-            subscriptions: session.subscriptions.len(),
-            inflight: session.inflight.len(),
-            queued: session.queue.len(),
-            queued_bytes: session.queued_bytes,
-        })
+        let sid = self.sessions.find(key)?;
+        self.sessions.get(sid).map(Session::stats)
     }
 
     /// The next output, if any.
@@ -485,45 +278,33 @@ impl Hub {
         self.outputs.pop_front()
     }
 
-    /// PUBACKs held now for subscribers that fell behind.
-    pub fn held_acks(&self) -> usize {
-        self.held_acks.len()
-    }
-
-    /// The next deadline (an RRPC call's timeout, an offline session's expiry, the limit of a
-    /// held PUBACK), if any.
+    /// The next deadline, if any: the earliest of the sub-states' (a held PUBACK's limit, an
+    /// RRPC call's timeout, the end of a device's half-connected window, an offline session's
+    /// expiry). Call [`handle_timeout`](Self::handle_timeout) when it passes.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let call = self.call_deadlines.first().map(|(at, _)| *at);
-        let expiry = self.expiries.first().map(|(at, _)| *at);
-        let ack = self.held_acks.next_deadline();
-        [call, expiry, ack].into_iter().flatten().min()
+        [
+            self.held_acks.next_deadline(),
+            self.rrpc.next_deadline(),
+            self.sessions.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Ends what is due at `now`: RRPC calls time out, expired offline sessions are discarded,
-    /// PUBACKs held to their limit go out.
+    /// Ends what is due at `now`: PUBACKs held to their limit go out, RRPC calls time out,
+    /// half-connected devices become offline, expired offline sessions are discarded.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(ack) = self.held_acks.expire(now) {
             self.counters.acks_held_to_limit += 1;
             self.send_puback(ack);
         }
-        while let Some(&(at, id)) = self.call_deadlines.first() {
-            if at > now {
-                break;
-            }
-            self.call_deadlines.pop_first();
-            if self.calls.remove(&id).is_some() {
-                self.remember_timeout(id);
-                self.finish_call(id, RrpcOutcome::Timeout);
-            }
+        while let Some(id) = self.rrpc.expire(now) {
+            self.finish_call(id, RrpcOutcome::Timeout);
         }
-        while let Some(&(at, sid)) = self.expiries.first() {
-            if at > now {
-                break;
-            }
-            self.expiries.pop_first();
+        while let Some(sid) = self.sessions.expire(now) {
             self.remove_session(sid);
         }
-        self.recently_gone.retain(|_, until| *until > now);
     }
 
     /// Takes one event of a connection.
@@ -532,9 +313,8 @@ impl Hub {
             Event::SessionRequested(request) => self.open_session(conn, request, now),
             Event::Publish { message, packet_id } => {
                 self.counters.messages_in += 1;
-                let from = self.by_conn.get(&conn).copied();
                 let ticket = packet_id.map(|packet_id| self.held_acks.ticket(conn, packet_id));
-                self.handle_publish(from, message, ticket, now);
+                self.route(message, ticket, now);
                 if let Some(ticket) = ticket
                     && let Some(ack) = self
                         .held_acks
@@ -543,43 +323,52 @@ impl Hub {
                     self.send_puback(ack);
                 }
             }
+            Event::RrpcResponse {
+                message_id,
+                custom,
+                payload,
+                packet_id,
+            } => {
+                self.counters.messages_in += 1;
+                self.rrpc_answered(conn, message_id, custom, payload);
+                if let Some(packet_id) = packet_id {
+                    self.send_puback((conn, packet_id));
+                }
+            }
             Event::PublishDenied(_) => self.counters.publish_denied += 1,
             Event::Subscribe(filters) => {
-                if let Some(&sid) = self.by_conn.get(&conn) {
+                if let Some(sid) = self.sessions.of_conn(conn)
+                    && let Some(session) = self.sessions.get_mut(sid)
+                {
                     for (filter, qos) in filters {
                         self.index.insert(&filter, sid, qos);
-                        self.session_mut(sid).subscriptions.insert(filter, qos);
+                        session.subscriptions.insert(filter, qos);
                     }
                 }
             }
             Event::SubscribeDenied(_) => self.counters.subscribe_denied += 1,
             Event::Unsubscribe(filters) => {
-                if let Some(&sid) = self.by_conn.get(&conn) {
+                if let Some(sid) = self.sessions.of_conn(conn)
+                    && let Some(session) = self.sessions.get_mut(sid)
+                {
                     for filter in filters {
-                        if self
-                            .session_mut(sid)
-                            .subscriptions
-                            .remove(&filter)
-                            .is_some()
-                        {
+                        if session.subscriptions.remove(&filter).is_some() {
                             self.index.remove(&filter, &sid);
                         }
                     }
                 }
             }
-            Event::PubAck(packet_id) => {
-                if let Some(&sid) = self.by_conn.get(&conn) {
-                    let session = self.session_mut(sid);
-                    if let Some(at) = session.inflight.iter().position(|(id, _)| *id == packet_id) {
-                        session.inflight.remove(at);
-                        session.last_progress = now;
-                    }
+            Event::DeliveryAcked(packet_id) => {
+                if let Some(sid) = self.sessions.of_conn(conn)
+                    && let Some(session) = self.sessions.get_mut(sid)
+                {
+                    session.delivery_acked(packet_id, now);
                     self.pump(sid, now);
                 }
             }
             Event::DeliveriesDropped(count) => self.counters.dropped.slow_consumer += count,
             Event::Closed(reason) => {
-                self.count_close(&reason);
+                self.counters.count_close(&reason);
                 self.detach(conn, now);
             }
         }
@@ -600,10 +389,12 @@ impl Hub {
         message: Message,
         now: Instant,
     ) -> DeviceDelivery {
-        let Some(sid) = self.session_of_device(device) else {
+        let Some((sid, session)) = self
+            .session_of_device(device)
+            .and_then(|sid| Some((sid, self.sessions.get(sid)?)))
+        else {
             return DeviceDelivery::Offline;
         };
-        let session = self.session(sid);
         let allowed = session
             .acl
             .may_subscribe(&TopicFilter::from(message.topic.clone()));
@@ -622,8 +413,9 @@ impl Hub {
     }
 
     /// Calls a device synchronously (RRPC, SPEC §4): publishes the request with a fresh
-    /// messageId and later yields exactly one [`HubOutput::RrpcOutcome`] for it. With `topic`,
-    /// the custom-topic form `/ext/rrpc/{messageId}{topic}` is used.
+    /// messageId and later yields exactly one [`HubOutput::RrpcOutcome`] for it. With `topic`
+    /// (one of the device's own, see [`is_device_topic`]), the custom-topic form
+    /// `/ext/rrpc/{messageId}{topic}` is used.
     pub fn rrpc_call(
         &mut self,
         device: &DeviceIdentity,
@@ -631,18 +423,17 @@ impl Hub {
         timeout: Duration,
         topic: Option<&TopicName>,
         now: Instant,
-    ) -> Result<MessageId, RrpcError> {
+    ) -> Result<MessageId, InvalidRrpcCall> {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         if !RRPC_TIMEOUT_RANGE_MS.contains(&timeout_ms) {
-            return Err(RrpcError::InvalidTimeout(timeout_ms));
+            return Err(InvalidRrpcCall::InvalidTimeout(timeout_ms));
         }
         if let Some(topic) = topic
-            && !is_device_topic(device, topic.as_str())
+            && !is_device_topic(topic.as_str(), &device.product_key, &device.device_name)
         {
-            return Err(RrpcError::NotDeviceTopic(topic.as_str().to_string()));
+            return Err(InvalidRrpcCall::NotDeviceTopic(topic.as_str().to_string()));
         }
-        let id = MessageId(self.next_message_id);
-        self.next_message_id = self.next_message_id.wrapping_add(1);
+        let id = self.rrpc.allocate_id();
         let request = match topic {
             Some(topic) => RrpcTopic::Custom {
                 message_id: id,
@@ -655,17 +446,16 @@ impl Hub {
             },
         };
         let request = TopicName::new(&request.to_string(), &self.server_topic_limits)
-            .map_err(|_| RrpcError::InvalidTopic)?;
+            .map_err(|_| InvalidRrpcCall::InvalidTopic)?;
 
+        let key = ClientKey::Device(device.clone());
         let online = self
-            .session_of_device(device)
-            .filter(|sid| self.session(*sid).conn.is_some());
-        let Some(sid) = online else {
-            let halfconn = self
-                .recently_gone
-                .get(device)
-                .is_some_and(|until| *until > now);
-            let outcome = if halfconn {
+            .sessions
+            .find(&key)
+            .and_then(|sid| Some((sid, self.sessions.get(sid)?)))
+            .filter(|(_, session)| session.conn.is_some());
+        let Some((sid, session)) = online else {
+            let outcome = if self.rrpc.is_half_connected(&key, now) {
                 RrpcOutcome::HalfConn
             } else {
                 RrpcOutcome::Offline
@@ -673,21 +463,13 @@ impl Hub {
             self.finish_call(id, outcome);
             return Ok(id);
         };
-        if self.session(sid).granted_qos(&request).is_none() {
+        if session.granted_qos(&request).is_none() {
             // Connected but not listening for requests: the platform's HALFCONN (ours).
             self.finish_call(id, RrpcOutcome::HalfConn);
             return Ok(id);
         }
-        let deadline = now + timeout;
-        self.calls.insert(
-            id,
-            PendingCall {
-                device: device.clone(),
-                deadline,
-                custom: topic.is_some(),
-            },
-        );
-        self.call_deadlines.insert((deadline, id));
+        self.rrpc
+            .start(id, device.clone(), topic.is_some(), now + timeout);
         self.deliver(
             sid,
             &Message::new(request, payload, QoS::AtMostOnce),
@@ -701,14 +483,12 @@ impl Hub {
     /// Closes every connection (reason: server shutdown) and ends pending RRPC calls as
     /// `UNKNOWN`. Kept sessions stay, to be resumed if the hub keeps running.
     pub fn shutdown(&mut self) {
-        let conns: Vec<ConnId> = self.by_conn.keys().copied().collect();
+        let conns: Vec<ConnId> = self.sessions.conns().collect();
         for conn in conns {
             self.command(conn, Command::Close(CloseReason::ServerShutdown));
         }
-        let calls: Vec<MessageId> = self.calls.keys().copied().collect();
-        self.calls.clear();
-        self.call_deadlines.clear();
         self.held_acks.clear();
+        let calls: Vec<MessageId> = self.rrpc.drain().collect();
         for id in calls {
             self.finish_call(id, RrpcOutcome::Unknown);
         }
@@ -717,155 +497,100 @@ impl Hub {
     fn open_session(&mut self, conn: ConnId, request: SessionRequest, now: Instant) {
         let existing = match &*request.key {
             ClientKey::Anonymous => None,
-            key => self.by_key.get(key).copied(),
+            key => self.sessions.find(key),
         };
         let mut session_present = false;
         let sid = match existing {
             Some(sid) => {
-                if let Some(old) = self.session_mut(sid).conn.take() {
-                    self.by_conn.remove(&old);
+                if let Some(old) = self.sessions.take_conn(sid) {
                     self.counters.takeovers += 1;
                     self.command(old, Command::Close(CloseReason::TakenOver));
                 }
-                if request.clean_session || self.session(sid).clean {
+                let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
+                if request.clean_session || kept_clean {
                     self.remove_session(sid);
-                    self.insert_session(Session::new(&request, now))
+                    self.sessions.insert(Session::new(&request, now))
                 } else {
                     session_present = true;
-                    if let Some(at) = self.session_mut(sid).expires_at.take() {
-                        self.expiries.remove(&(at, sid));
-                    }
                     sid
                 }
             }
-            None => self.insert_session(Session::new(&request, now)),
+            None => self.sessions.insert(Session::new(&request, now)),
         };
-        let session = self.session_mut(sid);
-        session.conn = Some(conn);
-        session.last_progress = now;
+        self.sessions.attach(sid, conn, now);
+        self.rrpc.device_back(&request.key);
+        self.counters.connections_accepted += 1;
+        self.command(conn, Command::SessionOpened { session_present });
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
         session.acl = request.acl;
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
-        self.by_conn.insert(conn, sid);
-        if let ClientKey::Device(identity) = &*request.key {
-            self.recently_gone.remove(identity);
-        }
-        self.counters.connections_accepted += 1;
-        self.command(conn, Command::SessionOpened { session_present });
         if session_present {
             // Unacknowledged deliveries first, with DUP, in their original order; then the queue.
-            let resend: Vec<Delivery> = self
-                .session(sid)
-                .inflight
-                .iter()
-                .map(|(id, message)| Delivery {
-                    message: message.clone(),
-                    packet_id: Some(*id),
-                    dup: true,
-                })
-                .collect();
-            for delivery in resend {
+            for (packet_id, message) in &session.inflight {
                 self.counters.messages_out += 1;
-                self.command(conn, Command::Deliver(delivery));
+                self.outputs.push_back(HubOutput::Connection {
+                    conn,
+                    command: Command::Deliver(Delivery {
+                        message: message.clone(),
+                        packet_id: Some(*packet_id),
+                        dup: true,
+                    }),
+                });
             }
             self.pump(sid, now);
         }
     }
 
     fn detach(&mut self, conn: ConnId, now: Instant) {
-        let Some(sid) = self.by_conn.remove(&conn) else {
+        let Some(sid) = self.sessions.detach(conn) else {
             return;
         };
-        let session = self.session_mut(sid);
-        if session.conn != Some(conn) {
+        let Some(session) = self.sessions.get(sid) else {
             return;
-        }
-        session.conn = None;
-        let keep_alive = session.keep_alive;
-        let clean = session.clean;
-        if let ClientKey::Device(identity) = &*session.key {
-            let identity = identity.clone();
-            self.recently_gone.insert(identity, now + keep_alive);
-        }
-        if clean {
+        };
+        self.rrpc
+            .device_gone(&session.key, now + session.keep_alive);
+        if session.clean {
             self.remove_session(sid);
             return;
         }
         // Its queue is a store for later now: its publishers wait no longer.
         self.release_queue_holds(sid);
         if let Some(expiry) = self.config.session_expiry {
-            let at = now + expiry;
-            self.session_mut(sid).expires_at = Some(at);
-            self.expiries.insert((at, sid));
+            self.sessions.expire_at(sid, now + expiry);
         }
     }
 
-    fn handle_publish(
-        &mut self,
-        from: Option<SessionId>,
-        message: Message,
-        ticket: Option<AckTicket>,
-        now: Instant,
-    ) {
-        if let Some(sid) = from
-            && let ClientKey::Device(identity) = &*self.session(sid).key
-        {
-            // A device's RRPC response is for the platform: correlated, never routed (routing
-            // a custom-topic response would hand it back to the device as a new request).
-            let parsed = RrpcTopic::parse(message.topic.as_str());
-            let response_id = match parsed {
-                Some(RrpcTopic::Response {
-                    product_key,
-                    device_name,
-                    message_id,
-                }) if product_key == identity.product_key
-                    && device_name == identity.device_name =>
-                {
-                    Some((message_id, false))
-                }
-                Some(RrpcTopic::Custom { message_id, topic })
-                    if is_device_topic(identity, topic) =>
-                {
-                    Some((message_id, true))
-                }
+    /// A device answered an RRPC call: the call ends (or the answer is counted as late or
+    /// unknown). Answers are for the platform, never routed: routing a custom-topic answer
+    /// would hand it back to the device as a new request.
+    fn rrpc_answered(&mut self, conn: ConnId, id: MessageId, custom: bool, payload: Bytes) {
+        let device = self
+            .sessions
+            .of_conn(conn)
+            .and_then(|sid| self.sessions.get(sid))
+            .and_then(|session| match &*session.key {
+                ClientKey::Device(identity) => Some(identity),
                 _ => None,
-            };
-            if let Some((id, custom)) = response_id {
-                let identity = identity.clone();
-                self.resolve_call(id, &identity, custom, message.payload);
-                return;
-            }
-        }
-        self.route(message, ticket, now);
-    }
-
-    fn resolve_call(
-        &mut self,
-        id: MessageId,
-        device: &DeviceIdentity,
-        custom: bool,
-        payload: Bytes,
-    ) {
-        let matches = self
-            .calls
-            .get(&id)
-            .is_some_and(|call| call.device == *device && call.custom == custom);
-        if matches {
-            if let Some(call) = self.calls.remove(&id) {
-                self.call_deadlines.remove(&(call.deadline, id));
-                self.finish_call(id, RrpcOutcome::Success(payload));
-            }
-        } else if self.timed_out.contains(&id) {
-            self.counters.rrpc.late_responses += 1;
-        } else {
-            self.counters.rrpc.unknown_responses += 1;
+            });
+        let answer = match device {
+            Some(device) => self.rrpc.answer(id, device, custom),
+            None => Answer::Unknown,
+        };
+        match answer {
+            Answer::Matched => self.finish_call(id, RrpcOutcome::Success(payload)),
+            Answer::Late => self.counters.rrpc.late_responses += 1,
+            Answer::Unknown => self.counters.rrpc.unknown_responses += 1,
         }
     }
 
     /// Delivers to every matching subscription, once per session at the highest granted QoS.
     /// A queue that falls behind holds `ticket`'s PUBACK.
     fn route(&mut self, message: Message, ticket: Option<AckTicket>, now: Instant) -> usize {
-        let mut targets = mem::take(&mut self.scratch);
+        let mut targets = mem::take(&mut self.targets);
         targets.clear();
         self.index
             .for_each_match(&message.topic, |sid, qos| targets.push((*sid, *qos)));
@@ -876,7 +601,7 @@ impl Hub {
             self.deliver(sid, &message, granted, ticket, now);
         }
         let reached = targets.len();
-        self.scratch = targets;
+        self.targets = targets;
         reached
     }
 
@@ -889,8 +614,10 @@ impl Hub {
         now: Instant,
     ) -> DeviceDelivery {
         let qos = message.qos.min(granted).min(QoS::AtLeastOnce);
-        let window = self.config.inflight_window;
-        let session = self.session_mut(sid);
+        let window = usize::from(self.config.inflight_window.get());
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return DeviceDelivery::Offline;
+        };
         match (session.conn, qos) {
             (Some(conn), QoS::AtMostOnce) => {
                 let mut message = message.clone();
@@ -947,7 +674,9 @@ impl Hub {
             self.config.ack_hold_threshold,
             self.config.max_ack_hold,
         );
-        let session = self.session_mut(sid);
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
         // Only behind an online device that is slow, not stuck: an offline session's queue is a
         // store for later, and a device that has acknowledged nothing for the longest hold
         // would only slow its publishers to a window per hold.
@@ -962,9 +691,7 @@ impl Hub {
             }
             None => None,
         };
-        let session = self.session_mut(sid);
-        session.queued_bytes += message.weight();
-        session.queue.push_back(Queued {
+        session.push_queued(Queued {
             message,
             at: now,
             hold,
@@ -983,29 +710,17 @@ impl Hub {
         // The oldest go first. A PUBACK one of them holds is not sent now but when its hold
         // reaches its limit: the publishers of a queue that overflows stay slowed down (sending
         // it now would invite the next message to drop).
-        let mut dropped = 0;
         while session.queue.len() > max_messages || session.queued_bytes > max_bytes {
-            match session.queue.pop_front() {
-                Some(oldest) => {
-                    session.queued_bytes -= oldest.message.weight();
-                    dropped += 1;
-                }
-                None => break,
+            if session.pop_queued().is_none() {
+                break;
             }
-        }
-        self.counters.dropped.queue_full += dropped;
-    }
-
-    /// A queued message leaves its queue: the PUBACK it held may go.
-    fn release_hold(&mut self, hold: Option<HoldId>) {
-        if let Some(ack) = hold.and_then(|hold| self.held_acks.release(hold)) {
-            self.send_puback(ack);
+            self.counters.dropped.queue_full += 1;
         }
     }
 
     /// Every message of the session's queue lets go of the PUBACK it holds.
     fn release_queue_holds(&mut self, sid: SessionId) {
-        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+        let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
         let mut released = mem::take(&mut self.released_acks);
@@ -1024,30 +739,35 @@ impl Hub {
     }
 
     fn send_puback(&mut self, (conn, packet_id): (ConnId, PacketId)) {
-        self.command(conn, Command::PubAck(packet_id));
+        self.command(conn, Command::AckPublish(packet_id));
     }
 
-    /// Moves queued messages into the window while it has room and the device is online.
+    /// Moves queued messages into the window while it has room and the device is online. Each
+    /// message that leaves the queue lets go of the PUBACK it held: that PUBACK and the
+    /// delivery go out in the order they happen (which connection runs first is the adapter's
+    /// choice).
     fn pump(&mut self, sid: SessionId, now: Instant) {
-        let window = self.config.inflight_window;
+        let window = usize::from(self.config.inflight_window.get());
         let max_age = self.config.max_message_age;
         // The session, the holds, the outputs and the counters are separate fields: one pass.
-        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+        let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
         let Some(conn) = session.conn else {
             return;
         };
-        // The deliveries go first, the PUBACKs they free after them: the device that is behind
-        // is the one to get going (an adapter runs the connections in this order, or wakes
-        // them so that they run in it).
-        let mut released = mem::take(&mut self.released_acks);
         while session.inflight.len() < window {
-            let Some(queued) = session.queue.pop_front() else {
+            let Some(queued) = session.pop_queued() else {
                 break;
             };
-            session.queued_bytes -= queued.message.weight();
-            released.extend(queued.hold.and_then(|hold| self.held_acks.release(hold)));
+            if let Some((publisher, packet_id)) =
+                queued.hold.and_then(|hold| self.held_acks.release(hold))
+            {
+                self.outputs.push_back(HubOutput::Connection {
+                    conn: publisher,
+                    command: Command::AckPublish(packet_id),
+                });
+            }
             if max_age.is_some_and(|age| now - queued.at > age) {
                 self.counters.dropped.expired += 1;
                 continue;
@@ -1066,52 +786,12 @@ impl Hub {
                 }),
             });
         }
-        for ack in released.drain(..) {
-            self.send_puback(ack);
-        }
-        self.released_acks = released;
     }
 
     fn finish_call(&mut self, id: MessageId, outcome: RrpcOutcome) {
-        let counters = &mut self.counters.rrpc;
-        match outcome {
-            RrpcOutcome::Success(_) => counters.success += 1,
-            RrpcOutcome::Timeout => counters.timeout += 1,
-            RrpcOutcome::Offline => counters.offline += 1,
-            RrpcOutcome::HalfConn => counters.halfconn += 1,
-            RrpcOutcome::Unknown => counters.unknown += 1,
-        }
+        self.counters.rrpc.count_outcome(&outcome);
         self.outputs
             .push_back(HubOutput::RrpcOutcome { id, outcome });
-    }
-
-    fn remember_timeout(&mut self, id: MessageId) {
-        if self.timed_out.len() == REMEMBERED_TIMEOUTS {
-            self.timed_out.pop_front();
-        }
-        self.timed_out.push_back(id);
-    }
-
-    fn count_close(&mut self, reason: &CloseReason) {
-        let closed = &mut self.counters.closed;
-        match reason {
-            CloseReason::ClientDisconnected => closed.client_disconnected += 1,
-            CloseReason::Refused(refusal) => {
-                closed.refused += 1;
-                let code = refusal.code as usize;
-                if let Some(count) = self.counters.connections_refused.get_mut(code) {
-                    *count += 1;
-                }
-            }
-            CloseReason::ConnectTimeout => closed.connect_timeout += 1,
-            CloseReason::KeepAliveTimeout => closed.keep_alive_timeout += 1,
-            CloseReason::ProtocolViolation(_) | CloseReason::Decode(_) => {
-                closed.protocol_violation += 1
-            }
-            CloseReason::TakenOver => closed.taken_over += 1,
-            CloseReason::ServerShutdown => closed.server_shutdown += 1,
-            CloseReason::TransportClosed => closed.transport_closed += 1,
-        }
     }
 
     fn command(&mut self, conn: ConnId, command: Command) {
@@ -1121,64 +801,24 @@ impl Hub {
 
     fn session_of_device(&self, device: &DeviceIdentity) -> Option<SessionId> {
         // One allocation per server-side call (not per routed message).
-        self.by_key.get(&ClientKey::Device(device.clone())).copied()
+        self.sessions.find(&ClientKey::Device(device.clone()))
     }
 
-    fn session(&self, sid: SessionId) -> &Session {
-        match self.sessions.get(sid.0 as usize) {
-            Some(Some(session)) => session,
-            // Session ids are only created by insert_session and dropped with their tables.
-            _ => unreachable!("session id {sid:?} without a session"),
-        }
-    }
-
-    fn session_mut(&mut self, sid: SessionId) -> &mut Session {
-        match self.sessions.get_mut(sid.0 as usize) {
-            Some(Some(session)) => session,
-            _ => unreachable!("session id {sid:?} without a session"),
-        }
-    }
-
-    fn insert_session(&mut self, session: Session) -> SessionId {
-        let key = Arc::clone(&session.key);
-        let sid = match self.free_sessions.pop() {
-            Some(slot) => {
-                self.sessions[slot as usize] = Some(session);
-                SessionId(slot)
-            }
-            None => {
-                let slot = u32::try_from(self.sessions.len()).unwrap_or(u32::MAX);
-                self.sessions.push(Some(session));
-                SessionId(slot)
-            }
-        };
-        if *key != ClientKey::Anonymous {
-            self.by_key.insert(key, sid);
-        }
-        sid
-    }
-
+    /// Discards a session with what it holds: its subscriptions leave the index, its queue's
+    /// holds are released, its messages are counted as discarded.
     fn remove_session(&mut self, sid: SessionId) {
-        let Some(session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
+        let Some(session) = self.sessions.remove(sid) else {
             return;
         };
-        self.free_sessions.push(sid.0);
-        if self.by_key.get(&session.key) == Some(&sid) {
-            self.by_key.remove(&session.key);
-        }
-        if let Some(conn) = session.conn {
-            self.by_conn.remove(&conn);
-        }
-        if let Some(at) = session.expires_at {
-            self.expiries.remove(&(at, sid));
-        }
         for filter in session.subscriptions.keys() {
             self.index.remove(filter, &sid);
         }
         self.counters.dropped.session_discarded +=
             (session.queue.len() + session.inflight.len()) as u64;
         for queued in session.queue {
-            self.release_hold(queued.hold);
+            if let Some(ack) = queued.hold.and_then(|hold| self.held_acks.release(hold)) {
+                self.send_puback(ack);
+            }
         }
     }
 }
@@ -1195,15 +835,4 @@ fn holds_by_bytes(
     // queued / max_bytes >= hold_from / max_messages, without dividing.
     (queued_bytes as u128) * (max_messages as u128) >= (max_bytes as u128) * (hold_from as u128)
         && queued_bytes > 0
-}
-
-/// Whether `topic` is one of the device's own topics (`/{productKey}/{deviceName}/...`).
-fn is_device_topic(device: &DeviceIdentity, topic: &str) -> bool {
-    let rest = topic
-        .strip_prefix('/')
-        .and_then(|t| t.strip_prefix(device.product_key.as_str()));
-    let rest = rest
-        .and_then(|t| t.strip_prefix('/'))
-        .and_then(|t| t.strip_prefix(device.device_name.as_str()));
-    rest.is_some_and(|t| t.starts_with('/') && t.len() > 1)
 }

@@ -10,6 +10,30 @@
 //! passes each [`Event`] to the [`Hub`](crate::hub::Hub), whose [`Command`]s come back through
 //! [`Connection::handle_command`].
 //!
+//! # The contract
+//!
+//! The caller drives one connection in a loop. `now` never goes backwards between calls.
+//!
+//! 1. **Inputs.** Bytes read from the device go to [`handle_input`](Connection::handle_input),
+//!    and are read only while [`wants_input`](Connection::wants_input) says so. The hub's
+//!    commands go to [`handle_command`](Connection::handle_command), in the order the hub gave
+//!    them. When [`poll_timeout`](Connection::poll_timeout) passes, call
+//!    [`handle_timeout`](Connection::handle_timeout). The end of the transport goes to
+//!    [`handle_transport_closed`](Connection::handle_transport_closed).
+//! 2. **Outputs, after each input.** Drain [`poll_event`](Connection::poll_event) and hand
+//!    every event to the hub in order. Then take the bytes of
+//!    [`poll_transmit`](Connection::poll_transmit) to write.
+//! 3. **Writes.** Report what reached the transport with
+//!    [`handle_written`](Connection::handle_written). Until then, handed-out bytes count as
+//!    [`pending_output`](Connection::pending_output). Past
+//!    [`ServerConfig::max_pending_output`] the connection drops QoS 0 deliveries and stops
+//!    asking for input. The limit is the connection's, however eagerly the caller drains.
+//! 4. **Before waiting.** Read [`poll_timeout`](Connection::poll_timeout) and
+//!    [`wants_input`](Connection::wants_input) again: any call may change them.
+//! 5. **Closing.** Once [`is_closed`](Connection::is_closed), write what is pending (a
+//!    refusing CONNACK), then close the transport. The last event is [`Event::Closed`];
+//!    nothing follows it.
+//!
 //! ```
 //! use aliot_auth::MemoryRegistry;
 //! use aliot_core::server::{Connection, ServerConfig};
@@ -31,8 +55,10 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-use aliot_topic::{Acl, TopicError, TopicFilter, TopicLimits, TopicName};
-use bytes::BytesMut;
+use aliot_topic::{
+    Acl, MessageId, RrpcTopic, TopicError, TopicFilter, TopicLimits, TopicName, is_device_topic,
+};
+use bytes::{Bytes, BytesMut};
 
 use crate::authenticator::{
     AuthContext, Authenticator, ClientKey, Refusal, RefusalReason, profile_refusal,
@@ -97,7 +123,7 @@ pub enum Event {
         /// The message.
         message: Message,
         /// A QoS 1 PUBLISH's packet id: the device gets its PUBACK when the hub answers with
-        /// [`Command::PubAck`], once it has taken the message. That can be later than at once:
+        /// [`Command::AckPublish`], once it has taken the message. That can be later than at once:
         /// while a subscriber falls behind, the hub holds the PUBACKs of the messages queued for
         /// it, which slows their publishers down instead of dropping messages.
         packet_id: Option<PacketId>,
@@ -110,8 +136,22 @@ pub enum Event {
     SubscribeDenied(TopicFilter),
     /// Filters of an UNSUBSCRIBE (already answered with UNSUBACK).
     Unsubscribe(Vec<TopicFilter>),
-    /// The device acknowledged a QoS 1 delivery.
-    PubAck(PacketId),
+    /// A PUBLISH the ACL allows that answers an RRPC call of the platform: the device's
+    /// response on `/sys/{productKey}/{deviceName}/rrpc/response/{messageId}`, or a PUBLISH on
+    /// the custom form `/ext/rrpc/{messageId}{topic}` around one of its own topics. It is for
+    /// the caller, never routed.
+    RrpcResponse {
+        /// The call it answers.
+        message_id: MessageId,
+        /// Whether it came in the custom-topic form.
+        custom: bool,
+        /// The answer.
+        payload: Bytes,
+        /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
+        packet_id: Option<PacketId>,
+    },
+    /// The device acknowledged a QoS 1 delivery (its PUBACK).
+    DeliveryAcked(PacketId),
     /// QoS 0 deliveries dropped because the device was not reading fast enough.
     DeliveriesDropped(u64),
     /// The connection is closed; the reason is final. Nothing follows.
@@ -145,7 +185,7 @@ pub enum Command {
     /// The hub has taken the device's QoS 1 PUBLISH with this packet id: acknowledge it. PUBACKs
     /// go out in the order the PUBLISHes came in (MQTT-4.6.0-2), so one released before an
     /// earlier one waits for it.
-    PubAck(PacketId),
+    AckPublish(PacketId),
     /// Close the connection (for instance [`CloseReason::TakenOver`]).
     Close(CloseReason),
 }
@@ -236,8 +276,15 @@ pub struct Connection {
     state: State,
     read_buf: BytesMut,
     out: BytesMut,
+    /// Bytes handed out by [`poll_transmit`](Connection::poll_transmit) that the caller has not
+    /// yet reported written ([`handle_written`](Connection::handle_written)): they count
+    /// against [`ServerConfig::max_pending_output`] as much as those still here.
+    unwritten: usize,
     events: VecDeque<Event>,
     acl: Acl,
+    /// The authenticated client, once its CONNECT is accepted: a device's RRPC answers are
+    /// told from its other PUBLISHes by it.
+    key: Option<Arc<ClientKey>>,
     keep_alive: Duration,
     last_input: Instant,
     dropped_deliveries: u64,
@@ -272,8 +319,10 @@ impl Connection {
             state: State::AwaitingConnect { deadline },
             read_buf: BytesMut::new(),
             out: BytesMut::new(),
+            unwritten: 0,
             events: VecDeque::new(),
             acl: Acl::open(),
+            key: None,
             keep_alive: Duration::ZERO,
             last_input: now,
             dropped_deliveries: 0,
@@ -312,7 +361,7 @@ impl Connection {
                 }
             }
             Command::Deliver(delivery) => self.deliver(&delivery),
-            Command::PubAck(packet_id) => self.release_puback(now, packet_id),
+            Command::AckPublish(packet_id) => self.release_puback(now, packet_id),
             Command::Close(reason) => self.close(reason),
         }
     }
@@ -349,14 +398,24 @@ impl Connection {
     }
 
     /// Moves the bytes to write to the device into `buf` (appended). Returns whether any were.
+    ///
+    /// They still count as pending output (see [`pending_output`](Self::pending_output)) until
+    /// the caller reports them written with [`handle_written`](Self::handle_written).
     pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
         if self.out.is_empty() {
             return false;
         }
+        self.unwritten = self.unwritten.saturating_add(self.out.len());
         // The whole buffer changes hands (an empty `buf` takes it as it is): the connection
         // keeps no allocation of its own while it has nothing to send.
         buf.unsplit(core::mem::take(&mut self.out));
         true
+    }
+
+    /// `written` bytes of those handed out by [`poll_transmit`](Self::poll_transmit) have
+    /// been written to the transport: they no longer count as pending output.
+    pub fn handle_written(&mut self, written: usize) {
+        self.unwritten = self.unwritten.saturating_sub(written);
     }
 
     /// The next event for the hub, if any.
@@ -395,7 +454,7 @@ impl Connection {
     pub fn wants_input(&self) -> bool {
         match self.state {
             State::AwaitingConnect { .. } | State::Connected => {
-                self.out.len() < self.config.max_pending_output && !self.too_many_unacked()
+                self.pending_output() < self.config.max_pending_output && !self.too_many_unacked()
             }
             State::AwaitingSession { .. } | State::Closed => false,
         }
@@ -407,9 +466,12 @@ impl Connection {
         matches!(self.state, State::Closed)
     }
 
-    /// Bytes of output waiting for [`poll_transmit`](Self::poll_transmit).
+    /// Bytes of output not yet written: waiting for [`poll_transmit`](Self::poll_transmit), or
+    /// handed out and not yet reported by [`handle_written`](Self::handle_written). Past
+    /// [`ServerConfig::max_pending_output`], the connection stops asking for input and drops
+    /// QoS 0 deliveries.
     pub fn pending_output(&self) -> usize {
-        self.out.len()
+        self.out.len().saturating_add(self.unwritten)
     }
 
     fn keep_alive_deadline(&self) -> Option<Instant> {
@@ -469,7 +531,9 @@ impl Connection {
         }
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
-            Packet::PubAck(PubAck { packet_id }) => self.events.push_back(Event::PubAck(packet_id)),
+            Packet::PubAck(PubAck { packet_id }) => {
+                self.events.push_back(Event::DeliveryAcked(packet_id))
+            }
             Packet::Subscribe(subscribe) => {
                 let mut granted = Vec::with_capacity(subscribe.filters.len());
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
@@ -577,9 +641,11 @@ impl Connection {
         self.state = State::AwaitingSession {
             deadline: now + self.config.connect_timeout,
         };
+        let key = Arc::new(authenticated.key);
+        self.key = Some(Arc::clone(&key));
         self.events
             .push_back(Event::SessionRequested(SessionRequest {
-                key: Arc::new(authenticated.key),
+                key,
                 acl: authenticated.acl,
                 clean_session: connect.clean_session,
                 keep_alive: self.keep_alive,
@@ -605,17 +671,26 @@ impl Connection {
         let packet_id = publish.qos.packet_id();
         if self.acl.may_publish(&topic) {
             if let Some(packet_id) = packet_id {
-                // Acknowledged when the hub has the message (Command::PubAck).
+                // Acknowledged when the hub has the message (Command::AckPublish).
                 self.unacked.push_back((packet_id, false));
             }
-            self.events.push_back(Event::Publish {
-                message: Message {
-                    topic,
+            let event = match self.rrpc_response(&topic) {
+                Some((message_id, custom)) => Event::RrpcResponse {
+                    message_id,
+                    custom,
                     payload: publish.payload,
-                    qos,
+                    packet_id,
                 },
-                packet_id,
-            });
+                None => Event::Publish {
+                    message: Message {
+                        topic,
+                        payload: publish.payload,
+                        qos,
+                    },
+                    packet_id,
+                },
+            };
+            self.events.push_back(event);
         } else {
             self.events.push_back(Event::PublishDenied(topic));
             // Refused, yet acknowledged (in turn) so that the device does not resend it forever.
@@ -623,6 +698,30 @@ impl Connection {
                 self.unacked.push_back((packet_id, true));
                 self.send_released_pubacks();
             }
+        }
+    }
+
+    /// The RRPC call a PUBLISH on `topic` answers, if it is one of this device's answers (and
+    /// whether in the custom form). Only a device answers calls; the ACL has let it publish
+    /// there already.
+    fn rrpc_response(&self, topic: &TopicName) -> Option<(MessageId, bool)> {
+        let ClientKey::Device(device) = &**self.key.as_ref()? else {
+            return None;
+        };
+        match RrpcTopic::parse(topic.as_str())? {
+            RrpcTopic::Response {
+                product_key,
+                device_name,
+                message_id,
+            } if product_key == device.product_key && device_name == device.device_name => {
+                Some((message_id, false))
+            }
+            RrpcTopic::Custom { message_id, topic }
+                if is_device_topic(topic, &device.product_key, &device.device_name) =>
+            {
+                Some((message_id, true))
+            }
+            _ => None,
         }
     }
 
@@ -672,7 +771,7 @@ impl Connection {
             return;
         }
         let qos0 = delivery.packet_id.is_none() || delivery.message.qos == QoS::AtMostOnce;
-        if qos0 && self.out.len() >= self.config.max_pending_output {
+        if qos0 && self.pending_output() >= self.config.max_pending_output {
             self.dropped_deliveries += 1;
             return;
         }
@@ -708,6 +807,7 @@ impl Connection {
         self.state = State::Closed;
         self.read_buf = BytesMut::new();
         self.unacked = VecDeque::new();
+        self.key = None;
         self.events.push_back(Event::Closed(reason));
     }
 }

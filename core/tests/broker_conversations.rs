@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::num::NonZeroU16;
 use std::time::Duration;
 
 use aliot_core::ClientKey;
@@ -10,7 +11,7 @@ use aliot_core::Message;
 use aliot_core::codec::{
     ConnAck, ConnectReturnCode, Packet, PublishQos, QoS, SubAck, SubAckReturnCode, Utf8Bytes, Will,
 };
-use aliot_core::hub::{ConnId, DeviceDelivery, HubConfig, RrpcError, RrpcOutcome};
+use aliot_core::hub::{ConnId, DeviceDelivery, HubConfig, InvalidRrpcCall, RrpcOutcome};
 use aliot_core::server::ServerConfig;
 use aliot_topic::TopicName;
 use bytes::Bytes;
@@ -418,7 +419,7 @@ fn broadcast_reaches_every_subscribed_device_of_the_product_once() {
 #[test]
 fn the_in_flight_window_holds_qos_1_until_acknowledged() {
     let hub = HubConfig {
-        inflight_window: 4,
+        inflight_window: NonZeroU16::new(4).expect("a window"),
         ..HubConfig::default()
     };
     let mut broker = Broker::with(&["dev-1"], false, hub, ServerConfig::default());
@@ -569,7 +570,7 @@ fn the_offline_queue_is_bounded_and_drops_the_oldest_counting_them() {
 /// holds its PUBACK.
 fn slow_subscriber(max_queued_messages: usize) -> (Broker, ConnId, ConnId) {
     slow_subscriber_with(HubConfig {
-        inflight_window: 1,
+        inflight_window: NonZeroU16::new(1).expect("a window"),
         ack_hold_threshold: 0,
         max_queued_messages,
         max_ack_hold: Duration::from_secs(5),
@@ -632,7 +633,7 @@ fn a_subscriber_that_falls_behind_holds_the_pubacks_of_its_publishers_and_loses_
     }
     // m1 went into the window; m2 and later wait in the queue and hold their PUBACKs.
     assert_eq!(pubacks(&broker.output(publisher)), [1]);
-    assert_eq!(broker.hub.held_acks(), 5);
+    assert_eq!(broker.hub.held_ack_count(), 5);
     assert_eq!(broker.hub.counters().acks_held, 5);
     // Each message the subscriber takes frees one PUBACK, in order.
     let mut received = Vec::new();
@@ -651,7 +652,7 @@ fn a_subscriber_that_falls_behind_holds_the_pubacks_of_its_publishers_and_loses_
         received,
         ["m1", "m2", "m3", "m4", "m5", "m6"].map(Bytes::from)
     );
-    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.held_ack_count(), 0);
     assert_eq!(broker.hub.counters().dropped.queue_full, 0);
 }
 
@@ -697,7 +698,7 @@ fn a_held_puback_goes_out_at_its_limit_when_the_subscriber_stays_stuck() {
     publish_news(&mut broker, publisher, 4..=5);
     assert_eq!(pubacks(&broker.output(publisher)), [4, 5]);
     assert_eq!(queued(&broker, "dev-1"), 4);
-    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.held_ack_count(), 0);
 }
 
 #[test]
@@ -705,7 +706,7 @@ fn large_messages_are_held_by_the_share_of_bytes_queued() {
     // 100 of 1,000 messages, or 10 % of 10,000 bytes: 2 KiB messages are held from the
     // second one queued on, long before the byte limit would drop them.
     let (mut broker, _sub, publisher) = slow_subscriber_with(HubConfig {
-        inflight_window: 1,
+        inflight_window: NonZeroU16::new(1).expect("a window"),
         max_queued_messages: 1_000,
         max_queued_bytes: 10_000,
         ack_hold_threshold: 100,
@@ -719,7 +720,7 @@ fn large_messages_are_held_by_the_share_of_bytes_queued() {
         );
     }
     assert_eq!(pubacks(&broker.output(publisher)), [1, 2]);
-    assert_eq!(broker.hub.held_acks(), 3);
+    assert_eq!(broker.hub.held_ack_count(), 3);
     assert_eq!(broker.hub.counters().dropped.queue_full, 0);
 }
 
@@ -732,7 +733,7 @@ fn a_subscriber_going_offline_releases_the_pubacks_it_held() {
     broker.drop_transport(sub);
     assert_eq!(pubacks(&broker.output(publisher)), [2, 3, 4]);
     assert_eq!(queued(&broker, "dev-1"), 3);
-    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.held_ack_count(), 0);
 }
 
 #[test]
@@ -767,7 +768,7 @@ fn a_publisher_that_ignores_its_pubacks_is_no_longer_read_beyond_the_limit() {
 fn a_publisher_that_is_not_read_for_its_unacknowledged_publishes_keeps_its_connection() {
     // Held far longer than the publisher's keepalive (60 s, closed after 90 s of silence).
     let (mut broker, sub, publisher) = slow_subscriber_with(HubConfig {
-        inflight_window: 1,
+        inflight_window: NonZeroU16::new(1).expect("a window"),
         ack_hold_threshold: 0,
         max_queued_messages: 5_000,
         max_ack_hold: Duration::from_secs(600),
@@ -816,7 +817,7 @@ fn messages_that_hold_pubacks_may_take_the_queue_past_its_limit_and_lose_nothing
         assert_eq!(pubacks(&broker.output(publisher)), [expected]);
     }
     assert_eq!(received + 1, usize::from(last));
-    assert_eq!(broker.hub.held_acks(), 0);
+    assert_eq!(broker.hub.held_ack_count(), 0);
     assert_eq!(broker.hub.counters().dropped.queue_full, 0);
 }
 
@@ -846,7 +847,7 @@ fn a_queue_that_overflows_even_so_drops_the_oldest_and_keeps_their_publishers_sl
     // m1 went out; m2 and m3 were dropped for m14 and m15.
     assert_eq!(pubacks(&broker.output(publisher)), [1]);
     assert_eq!(broker.hub.counters().dropped.queue_full, 2);
-    assert_eq!(broker.hub.held_acks(), usize::from(last) - 1);
+    assert_eq!(broker.hub.held_ack_count(), usize::from(last) - 1);
     broker.advance(Duration::from_secs(5));
     let expected: Vec<u16> = (2..=last).collect();
     assert_eq!(pubacks(&broker.output(publisher)), expected);
@@ -1162,7 +1163,7 @@ fn rrpc_refuses_timeouts_outside_the_platform_range_and_foreign_topics() {
     let now = aliot_core::Instant::ZERO;
     assert_eq!(
         hub.rrpc_call(&device, Bytes::new(), Duration::from_millis(999), None, now),
-        Err(RrpcError::InvalidTimeout(999))
+        Err(InvalidRrpcCall::InvalidTimeout(999))
     );
     assert_eq!(
         hub.rrpc_call(
@@ -1172,7 +1173,7 @@ fn rrpc_refuses_timeouts_outside_the_platform_range_and_foreign_topics() {
             None,
             now
         ),
-        Err(RrpcError::InvalidTimeout(8001))
+        Err(InvalidRrpcCall::InvalidTimeout(8001))
     );
     let foreign = topic("/a1TestProd/dev-2/user/get");
     assert!(matches!(
@@ -1183,7 +1184,7 @@ fn rrpc_refuses_timeouts_outside_the_platform_range_and_foreign_topics() {
             Some(&foreign),
             now
         ),
-        Err(RrpcError::NotDeviceTopic(_))
+        Err(InvalidRrpcCall::NotDeviceTopic(_))
     ));
     assert!(hub.poll_output().is_none(), "a refused call has no outcome");
 }
@@ -1253,4 +1254,130 @@ fn publish_to_device_respects_the_devices_acl_and_subscriptions() {
             .publish_to_device(&identity("dev-9"), msg(&get), broker.now),
         DeviceDelivery::Offline
     );
+}
+
+#[test]
+fn a_device_that_left_stops_being_half_connected_at_its_own_deadline() {
+    // A clean session leaves no expiry behind: the only deadline is the end of the device's
+    // HALFCONN window, one keepalive (60 s) after it left. The hub must wake for it itself,
+    // not wait for some other deadline to pass.
+    let mut broker = Broker::new(&["dev-1"]);
+    let conn = rrpc_ready(&mut broker, "dev-1");
+    let left_at = broker.now;
+    broker.drop_transport(conn);
+    assert_eq!(broker.hub.half_connected_devices(), 1);
+    assert_eq!(
+        broker.hub.poll_timeout(),
+        Some(left_at + Duration::from_secs(60))
+    );
+    broker.advance(Duration::from_secs(60));
+    assert_eq!(broker.hub.half_connected_devices(), 0);
+    assert_eq!(broker.hub.poll_timeout(), None);
+}
+
+#[test]
+fn a_device_back_online_is_not_half_connected_and_leaves_no_deadline() {
+    let mut broker = Broker::new(&["dev-1"]);
+    let conn = rrpc_ready(&mut broker, "dev-1");
+    broker.drop_transport(conn);
+    let _again = rrpc_ready(&mut broker, "dev-1");
+    assert_eq!(broker.hub.half_connected_devices(), 0);
+    assert_eq!(broker.hub.poll_timeout(), None);
+}
+
+#[test]
+fn a_qos1_rrpc_answer_is_acknowledged_and_not_routed() {
+    let mut broker = Broker::new(&["dev-1"]);
+    let conn = rrpc_ready(&mut broker, "dev-1");
+    // The device also listens on the response topic: an answer must still not reach it.
+    broker.send(
+        conn,
+        subscribe(
+            2,
+            &[("/sys/a1TestProd/dev-1/rrpc/response/+", QoS::AtLeastOnce)],
+        ),
+    );
+    broker.output(conn);
+    let id = broker
+        .hub
+        .rrpc_call(
+            &identity("dev-1"),
+            Bytes::from("ping"),
+            Duration::from_secs(5),
+            None,
+            broker.now,
+        )
+        .unwrap();
+    broker.pump();
+    broker.output(conn);
+    let response = format!("/sys/a1TestProd/dev-1/rrpc/response/{id}");
+    broker.send(conn, publish(&response, "pong", QoS::AtLeastOnce, 9));
+    assert_eq!(
+        broker.outcome(id),
+        Some(&RrpcOutcome::Success(Bytes::from("pong")))
+    );
+    assert_eq!(broker.output(conn), [puback(pid(9))]);
+    assert_eq!(broker.hub.counters().messages_in, 1);
+}
+
+#[test]
+fn a_custom_rrpc_topic_may_be_one_of_the_devices_thing_topics() {
+    // The platform's synchronous service calls wrap the device's /sys/ topics
+    // (`/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/...`): they are the device's own too.
+    let mut hub = aliot_core::hub::Hub::new(HubConfig::default());
+    let service = topic("/sys/a1TestProd/dev-1/thing/service/reboot");
+    let call = hub.rrpc_call(
+        &identity("dev-1"),
+        Bytes::new(),
+        Duration::from_secs(1),
+        Some(&service),
+        aliot_core::Instant::ZERO,
+    );
+    assert!(call.is_ok(), "{call:?}");
+    let foreign = topic("/sys/a1TestProd/dev-2/thing/service/reboot");
+    let call = hub.rrpc_call(
+        &identity("dev-1"),
+        Bytes::new(),
+        Duration::from_secs(1),
+        Some(&foreign),
+        aliot_core::Instant::ZERO,
+    );
+    assert!(matches!(call, Err(InvalidRrpcCall::NotDeviceTopic(_))));
+}
+
+#[test]
+fn output_handed_out_but_not_yet_written_still_counts_against_the_limit() {
+    // An adapter that takes every byte as soon as it is there (into a socket buffer of its
+    // own) must not switch off QoS 0 dropping and input throttling: the connection counts what
+    // it handed out until the adapter reports it written.
+    let config = ServerConfig {
+        max_pending_output: 4 * 1024,
+        ..ServerConfig::default()
+    };
+    let mut broker = Broker::with(&["slow"], false, HubConfig::default(), config);
+    let (slow, _) = broker.connect_device("slow", true);
+    broker.send(
+        slow,
+        subscribe(1, &[("/broadcast/a1TestProd/#", QoS::AtMostOnce)]),
+    );
+    broker.output(slow);
+    let mut taken = bytes::BytesMut::new();
+    for _ in 0..200 {
+        broker.publish("/broadcast/a1TestProd/q0", "x".repeat(100), QoS::AtMostOnce);
+        // Drained eagerly, never reported written: the device is not reading.
+        broker
+            .conns
+            .get_mut(&slow)
+            .unwrap()
+            .poll_transmit(&mut taken);
+    }
+    let connection = &broker.conns[&slow];
+    assert!(connection.pending_output() >= 4 * 1024);
+    assert!(!connection.wants_input());
+    assert!(broker.hub.counters().dropped.slow_consumer > 100);
+    // Once it is written, the connection reads again.
+    let written = taken.len();
+    broker.conns.get_mut(&slow).unwrap().handle_written(written);
+    assert_eq!(broker.conns[&slow].pending_output(), 0);
+    assert!(broker.conns[&slow].wants_input());
 }

@@ -93,7 +93,7 @@ impl World {
                         // Only a connection that was taken over is no longer ours, and the
                         // hub has nothing for it but the close; it answers as a real one would.
                         // A PUBACK held for it may still come; the adapter drops it.
-                        if let Command::PubAck(_) = command {
+                        if let Command::AckPublish(_) = command {
                             continue;
                         }
                         let Command::Close(reason) = command else {
@@ -118,7 +118,7 @@ impl World {
                                 self.links[device].unacked.push(id);
                             }
                         }
-                        Command::PubAck(id) => {
+                        Command::AckPublish(id) => {
                             let awaiting = &mut self.links[device].awaiting_puback;
                             let at = awaiting.iter().position(|(waiting, _)| *waiting == id);
                             let at = at.expect("a PUBACK for a PUBLISH that awaits one");
@@ -263,7 +263,7 @@ impl World {
 
 fuzz_target!(|data: &[u8]| {
     let config = HubConfig {
-        inflight_window: 2,
+        inflight_window: core::num::NonZeroU16::new(2).expect("a window"),
         max_queued_messages: MAX_QUEUED_MESSAGES,
         max_queued_bytes: MAX_QUEUED_BYTES,
         ack_hold_threshold: 1,
@@ -333,7 +333,7 @@ fuzz_target!(|data: &[u8]| {
                         .unacked
                         .remove(usize::from(arg >> 2) % link.unacked.len());
                     world.acked += 1;
-                    world.hub.handle_event(conn, Event::PubAck(id), world.now);
+                    world.hub.handle_event(conn, Event::DeliveryAcked(id), world.now);
                     world.drain();
                 }
             }
@@ -357,17 +357,14 @@ fuzz_target!(|data: &[u8]| {
             _ => {
                 let link = &mut world.links[device];
                 if let (Some(conn), Some(id)) = (link.conn, link.requests.pop()) {
-                    let topic = format!("/sys/pk/{}/rrpc/response/{id}", DEVICES[device]);
-                    let message = Message::new(
-                        TopicName::new(&topic, &Default::default()).unwrap(),
-                        "ok",
-                        QoS::AtMostOnce,
-                    );
-                    let publish = Event::Publish {
-                        message,
+                    // The connection tells a device's answer from its other PUBLISHes.
+                    let answer = Event::RrpcResponse {
+                        message_id: id,
+                        custom: false,
+                        payload: Bytes::from_static(b"ok"),
                         packet_id: None,
                     };
-                    world.hub.handle_event(conn, publish, world.now);
+                    world.hub.handle_event(conn, answer, world.now);
                     world.drain();
                 }
             }

@@ -54,6 +54,7 @@ fuzz_target!(|data: &[u8]| {
         if !conn.wants_input() {
             // The socket drained what was pending, as an adapter would wait for it to.
             conn.poll_transmit(&mut written);
+            conn.handle_written(written.len());
             written.clear();
         }
         conn.handle_input(now, piece);
@@ -77,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
                         }),
                     );
                     if let Some(packet_id) = packet_id {
-                        conn.handle_command(now, Command::PubAck(packet_id));
+                        conn.handle_command(now, Command::AckPublish(packet_id));
                     }
                 }
                 Event::Closed(_) => closed_events += 1,

@@ -71,6 +71,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{AddrParseError, IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU16;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LO
 pub const MAX_MQTT_PACKET_SIZE: usize = MAX_REMAINING_LENGTH + MAX_FIXED_HEADER_LEN;
 
 /// The most QoS 1 messages in flight to one device: MQTT packet ids are 16-bit.
-pub const MAX_INFLIGHT_WINDOW: usize = u16::MAX as usize;
+pub const MAX_INFLIGHT_WINDOW: usize = NonZeroU16::MAX.get() as usize;
 
 /// The longest CONNECT deadline accepted: one hour (a device that takes longer is not coming).
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
@@ -793,8 +794,12 @@ impl Checker<'_> {
                 self.size_limit("max_pending_output", value, 1, usize::MAX)?;
         }
         if let Some(value) = &raw.inflight_window {
-            hub.inflight_window =
-                self.size_limit("inflight_window", value, 1, MAX_INFLIGHT_WINDOW)?;
+            let window = self.size_limit("inflight_window", value, 1, MAX_INFLIGHT_WINDOW)?;
+            // Within 1..=65535, the range of core's type.
+            hub.inflight_window = u16::try_from(window)
+                .ok()
+                .and_then(NonZeroU16::new)
+                .unwrap_or(NonZeroU16::MAX);
         }
         if let Some(value) = &raw.max_queued_messages {
             hub.max_queued_messages =

@@ -36,7 +36,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::Authenticator;
 use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
-use aliot_topic::{TopicLimits, TopicName, check_identity};
+use aliot_topic::{TopicLimits, TopicName, check_identity, is_product_topic};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -375,9 +375,11 @@ async fn rrpc(
     let reply = reply.map_err(|error| {
         let code = match &error {
             RrpcError::BrokerStopped => ApiErrorCode::BrokerStopped,
-            RrpcError::Rejected(hub::RrpcError::InvalidTimeout(_)) => ApiErrorCode::InvalidTimeout,
+            RrpcError::Rejected(hub::InvalidRrpcCall::InvalidTimeout(_)) => {
+                ApiErrorCode::InvalidTimeout
+            }
             RrpcError::Rejected(
-                hub::RrpcError::NotDeviceTopic(_) | hub::RrpcError::InvalidTopic,
+                hub::InvalidRrpcCall::NotDeviceTopic(_) | hub::InvalidRrpcCall::InvalidTopic,
             ) => ApiErrorCode::InvalidTopic,
         };
         Failure::new(code, error.to_string())
@@ -436,21 +438,10 @@ async fn publish(
     }))
 }
 
-/// Whether a `/pub` topic is one of the product's: `/{pk}/…`, `/sys/{pk}/…`, `/broadcast/{pk}/…`.
+/// Whether a `/pub` topic is one of the product's: `/{pk}/…`, `/sys/{pk}/…`, `/broadcast/{pk}/…`
+/// ([`is_product_topic`]), for a product key that can be one.
 fn belongs_to_product(topic: &str, product_key: &str) -> bool {
-    if product_key.is_empty() || check_identity(product_key, "device").is_err() {
-        return false;
-    }
-    let Some(rest) = topic.strip_prefix('/') else {
-        return false;
-    };
-    let rest = rest
-        .strip_prefix("sys/")
-        .or_else(|| rest.strip_prefix("broadcast/"))
-        .unwrap_or(rest);
-    rest.strip_prefix(product_key)
-        .and_then(|after| after.strip_prefix('/'))
-        .is_some_and(|after| !after.is_empty())
+    check_identity(product_key, "device").is_ok() && is_product_topic(topic, product_key)
 }
 
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Failure> {

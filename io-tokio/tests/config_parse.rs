@@ -118,7 +118,7 @@ fn a_full_file_sets_every_piece() {
     assert_eq!(
         config.hub,
         HubConfig {
-            inflight_window: 8,
+            inflight_window: std::num::NonZeroU16::new(8).expect("a window"),
             max_queued_messages: 50,
             max_queued_bytes: 100_000,
             ack_hold_threshold: 20,

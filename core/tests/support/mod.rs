@@ -203,6 +203,8 @@ impl Broker {
         let mut buf = BytesMut::new();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.poll_transmit(&mut buf);
+            // The device has read it all: written.
+            c.handle_written(buf.len());
         }
         let decoder = Decoder::default();
         let mut packets = self.unread.remove(&conn).unwrap_or_default();

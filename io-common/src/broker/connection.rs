@@ -119,8 +119,8 @@ async fn hub_slot(hub: &mpsc::Sender<HubRequest>) -> Option<mpsc::Permit<'_, Hub
 
 /// How far one write step got.
 enum Progress {
-    /// Some bytes went into the stream; a flush is due once the buffer is empty.
-    Wrote,
+    /// This many bytes went into the stream; a flush is due once the buffer is empty.
+    Wrote(usize),
     /// Everything written is on its way (TLS records included).
     Flushed,
 }
@@ -185,7 +185,7 @@ fn poll_write_or_flush<W: AsyncWrite + Unpin>(
             0 => Err(io::ErrorKind::WriteZero.into()),
             written => {
                 out.advance(written);
-                Ok(Progress::Wrote)
+                Ok(Progress::Wrote(written))
             }
         })
 }
@@ -294,8 +294,9 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 }
             }
             if out.is_empty() {
-                // Only once the last output is written: what waits stays in the connection,
-                // whose limits (QoS 0 drops, no reading) depend on it.
+                // Once the last output is written, so that the buffer is taken whole rather
+                // than copied onto the end of another. The connection's limits (QoS 0 drops,
+                // no reading) count what it handed out until we report it written.
                 connection.poll_transmit(&mut out);
             }
             if connection.is_closed() {
@@ -328,7 +329,10 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                         transport_failed = true;
                         connection.handle_transport_closed();
                     }
-                    Step::Wrote(Ok(Progress::Wrote)) => needs_flush = true,
+                    Step::Wrote(Ok(Progress::Wrote(written))) => {
+                        connection.handle_written(written);
+                        needs_flush = true;
+                    }
                     Step::Wrote(Ok(Progress::Flushed)) => {
                         needs_flush = false;
                         // Written out: an idle connection keeps no output buffer.

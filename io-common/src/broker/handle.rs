@@ -29,7 +29,7 @@ pub enum RrpcError {
     /// The hub refused the call (timeout outside 1,000–8,000 ms, a custom topic that is not
     /// one of the device's own).
     #[error(transparent)]
-    Rejected(#[from] hub::RrpcError),
+    Rejected(#[from] hub::InvalidRrpcCall),
     /// The broker has stopped.
     #[error("the broker has stopped")]
     BrokerStopped,

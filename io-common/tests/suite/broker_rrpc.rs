@@ -118,7 +118,7 @@ pub async fn rrpc_on_a_custom_topic<R: Runtime>() {
         .await;
     assert!(matches!(
         refused,
-        Err(RrpcError::Rejected(hub::RrpcError::NotDeviceTopic(_)))
+        Err(RrpcError::Rejected(hub::InvalidRrpcCall::NotDeviceTopic(_)))
     ));
     // So is a timeout outside 1000..=8000 ms.
     let refused = handle
@@ -126,7 +126,9 @@ pub async fn rrpc_on_a_custom_topic<R: Runtime>() {
         .await;
     assert_eq!(
         refused,
-        Err(RrpcError::Rejected(hub::RrpcError::InvalidTimeout(999)))
+        Err(RrpcError::Rejected(hub::InvalidRrpcCall::InvalidTimeout(
+            999
+        )))
     );
     broker.shutdown().await;
     responder.await;

@@ -2,6 +2,7 @@
 //! another, SUBACK return codes, unsubscribe, messages from the server side, and calls
 //! dropped half way.
 
+use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 
 use aliot_core::client::ClientError;
@@ -258,7 +259,7 @@ pub async fn a_subscriber_that_falls_behind_slows_its_publisher_down_and_loses_n
     let mut config = config(false);
     // A small queue, and PUBACKs held from its fifth message on until the subscriber takes
     // them (the limit is far beyond the test).
-    config.hub.inflight_window = 4;
+    config.hub.inflight_window = NonZeroU16::new(4).expect("a window");
     config.hub.max_queued_messages = 20;
     config.hub.ack_hold_threshold = 5;
     config.hub.max_ack_hold = Duration::from_secs(60);

@@ -1,0 +1,300 @@
+//! The session table: every session the hub keeps, online or not, and how to find one.
+//!
+//! A [`Session`] is what the broker keeps of one client between its connections: the
+//! subscriptions, the QoS 1 deliveries in flight towards the device (the window) and the queue
+//! behind it. The [`SessionTable`] owns them in a slab and finds them by client key (the
+//! device's identity), by the connection attached to them, and by when an offline one expires.
+//! It is the narrow interface the rest of the hub goes through: a durable store can keep its
+//! copy behind it, and a cluster can shard it by device identity.
+//!
+//! Deadlines, in the one table of [`SessionTable::next_deadline`]:
+//!
+//! | what | due | then |
+//! |---|---|---|
+//! | an offline cleanSession=0 session | [`HubConfig::session_expiry`] after its disconnect | the hub discards it |
+//!
+//! [`HubConfig::session_expiry`]: super::HubConfig::session_expiry
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use aliot_topic::{Acl, TopicFilter, TopicName};
+use hashbrown::HashMap;
+
+use super::ConnId;
+use super::held_acks::HoldId;
+use crate::authenticator::ClientKey;
+use crate::codec::{PacketId, QoS};
+use crate::message::Message;
+use crate::server::SessionRequest;
+use crate::time::Instant;
+
+/// What one session holds, from [`Hub::session_stats`](super::Hub::session_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Whether a connection is attached.
+    pub online: bool,
+    /// Whether it ends at disconnect (cleanSession=1).
+    pub clean: bool,
+    /// Subscriptions held.
+    pub subscriptions: usize,
+    /// QoS 1 deliveries sent and not yet acknowledged.
+    pub inflight: usize,
+    /// Messages waiting behind the window or while offline.
+    pub queued: usize,
+    /// Bytes (topic + payload) of the queued messages.
+    pub queued_bytes: usize,
+}
+
+/// A session's place in the table; reused after the session is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct SessionId(u32);
+
+/// A message waiting in a session's queue.
+pub(super) struct Queued {
+    pub(super) message: Message,
+    /// When it was queued (for the maximum age).
+    pub(super) at: Instant,
+    /// The publisher's PUBACK this message holds, if it does.
+    pub(super) hold: Option<HoldId>,
+}
+
+/// What the broker keeps of one client between its connections.
+pub(super) struct Session {
+    /// Shared with the table's index by key: one copy of the key per session, not two.
+    pub(super) key: Arc<ClientKey>,
+    pub(super) acl: Acl,
+    pub(super) clean: bool,
+    pub(super) conn: Option<ConnId>,
+    pub(super) keep_alive: Duration,
+    pub(super) subscriptions: BTreeMap<TopicFilter, QoS>,
+    /// QoS 1 deliveries sent and not yet acknowledged, in the order they were sent.
+    pub(super) inflight: VecDeque<(PacketId, Message)>,
+    pub(super) queue: VecDeque<Queued>,
+    pub(super) queued_bytes: usize,
+    next_packet_id: u16,
+    expires_at: Option<Instant>,
+    /// When the device last acknowledged a delivery, or attached: a queue whose device has not
+    /// moved for `max_ack_hold` holds no more PUBACKs (it is stuck, not slow).
+    pub(super) last_progress: Instant,
+}
+
+impl Session {
+    /// A new session for a CONNECT, not yet attached.
+    pub(super) fn new(request: &SessionRequest, now: Instant) -> Self {
+        Session {
+            key: Arc::clone(&request.key),
+            acl: request.acl.clone(),
+            clean: request.clean_session,
+            conn: None,
+            keep_alive: request.keep_alive,
+            subscriptions: BTreeMap::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_packet_id: 0,
+            expires_at: None,
+            last_progress: now,
+        }
+    }
+
+    /// A packet id not used by any delivery still in flight.
+    pub(super) fn allocate_packet_id(&mut self) -> PacketId {
+        loop {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(self.next_packet_id)
+                && !self.inflight.iter().any(|(used, _)| *used == id)
+            {
+                return id;
+            }
+        }
+    }
+
+    /// The highest QoS of the subscriptions matching `topic`, if any matches.
+    pub(super) fn granted_qos(&self, topic: &TopicName) -> Option<QoS> {
+        self.subscriptions
+            .iter()
+            .filter(|(filter, _)| filter.matches(topic))
+            .map(|(_, qos)| *qos)
+            .max()
+    }
+
+    /// The device acknowledged the delivery `packet_id` at `now`: it leaves the window.
+    pub(super) fn delivery_acked(&mut self, packet_id: PacketId, now: Instant) {
+        if let Some(at) = self.inflight.iter().position(|(id, _)| *id == packet_id) {
+            self.inflight.remove(at);
+            self.last_progress = now;
+        }
+    }
+
+    /// Takes the oldest queued message off the queue.
+    pub(super) fn pop_queued(&mut self) -> Option<Queued> {
+        let queued = self.queue.pop_front()?;
+        self.queued_bytes -= queued.message.weight();
+        Some(queued)
+    }
+
+    /// Puts a message at the back of the queue.
+    pub(super) fn push_queued(&mut self, queued: Queued) {
+        self.queued_bytes += queued.message.weight();
+        self.queue.push_back(queued);
+    }
+
+    /// What the session holds now.
+    pub(super) fn stats(&self) -> SessionStats {
+        SessionStats {
+            online: self.conn.is_some(),
+            clean: self.clean,
+            subscriptions: self.subscriptions.len(),
+            inflight: self.inflight.len(),
+            queued: self.queue.len(),
+            queued_bytes: self.queued_bytes,
+        }
+    }
+}
+
+/// Every session the hub keeps, found by key, by connection and by expiry.
+#[derive(Default)]
+pub(super) struct SessionTable {
+    slots: Vec<Option<Session>>,
+    free: Vec<u32>,
+    by_key: BTreeMap<Arc<ClientKey>, SessionId>,
+    by_conn: HashMap<ConnId, SessionId>,
+    expiries: BTreeSet<(Instant, SessionId)>,
+}
+
+impl SessionTable {
+    /// Sessions kept now, online and offline.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Sessions with a connection attached now.
+    pub(super) fn connections(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    /// The connections attached now.
+    pub(super) fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.by_conn.keys().copied()
+    }
+
+    pub(super) fn get(&self, sid: SessionId) -> Option<&Session> {
+        self.slots.get(sid.0 as usize)?.as_ref()
+    }
+
+    pub(super) fn get_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.slots.get_mut(sid.0 as usize)?.as_mut()
+    }
+
+    /// The session of a client key (an anonymous client's is found by its connection only).
+    pub(super) fn find(&self, key: &ClientKey) -> Option<SessionId> {
+        self.by_key.get(key).copied()
+    }
+
+    /// The session attached to `conn`.
+    pub(super) fn of_conn(&self, conn: ConnId) -> Option<SessionId> {
+        self.by_conn.get(&conn).copied()
+    }
+
+    /// Keeps a new session, unattached.
+    pub(super) fn insert(&mut self, session: Session) -> SessionId {
+        let key = Arc::clone(&session.key);
+        let sid = match self.free.pop() {
+            Some(slot) => {
+                if let Some(free) = self.slots.get_mut(slot as usize) {
+                    *free = Some(session);
+                }
+                SessionId(slot)
+            }
+            None => {
+                let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Some(session));
+                SessionId(slot)
+            }
+        };
+        if *key != ClientKey::Anonymous {
+            self.by_key.insert(key, sid);
+        }
+        sid
+    }
+
+    /// Takes a session out of the table, with its connection and expiry.
+    pub(super) fn remove(&mut self, sid: SessionId) -> Option<Session> {
+        let session = self.slots.get_mut(sid.0 as usize).and_then(Option::take)?;
+        self.free.push(sid.0);
+        if self.by_key.get(&session.key) == Some(&sid) {
+            self.by_key.remove(&session.key);
+        }
+        if let Some(conn) = session.conn {
+            self.by_conn.remove(&conn);
+        }
+        if let Some(at) = session.expires_at {
+            self.expiries.remove(&(at, sid));
+        }
+        Some(session)
+    }
+
+    /// Attaches `conn` to the session at `now`; an offline session no longer expires.
+    pub(super) fn attach(&mut self, sid: SessionId, conn: ConnId, now: Instant) {
+        let Some(session) = self.slots.get_mut(sid.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        session.conn = Some(conn);
+        session.last_progress = now;
+        if let Some(at) = session.expires_at.take() {
+            self.expiries.remove(&(at, sid));
+        }
+        self.by_conn.insert(conn, sid);
+    }
+
+    /// Detaches whatever connection the session has (taken over): that connection, if any.
+    pub(super) fn take_conn(&mut self, sid: SessionId) -> Option<ConnId> {
+        let conn = self.get_mut(sid)?.conn.take()?;
+        self.by_conn.remove(&conn);
+        Some(conn)
+    }
+
+    /// `conn` went away: the session it was attached to, now offline, if any.
+    pub(super) fn detach(&mut self, conn: ConnId) -> Option<SessionId> {
+        let sid = self.by_conn.remove(&conn)?;
+        let session = self.get_mut(sid)?;
+        if session.conn != Some(conn) {
+            return None;
+        }
+        session.conn = None;
+        Some(sid)
+    }
+
+    /// An offline session expires at `at`.
+    pub(super) fn expire_at(&mut self, sid: SessionId, at: Instant) {
+        let Some(session) = self.slots.get_mut(sid.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(before) = session.expires_at.replace(at) {
+            self.expiries.remove(&(before, sid));
+        }
+        self.expiries.insert((at, sid));
+    }
+
+    /// When the next offline session expires.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// The next session that expired by `now`, if any (still in the table: the hub removes it
+    /// with what it holds). Call until `None`.
+    pub(super) fn expire(&mut self, now: Instant) -> Option<SessionId> {
+        let &(at, sid) = self.expiries.first()?;
+        if at > now {
+            return None;
+        }
+        self.expiries.pop_first();
+        if let Some(session) = self.get_mut(sid) {
+            session.expires_at = None;
+        }
+        Some(sid)
+    }
+}
