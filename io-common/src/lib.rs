@@ -2,12 +2,11 @@
 //!
 //! `aliot-io` holds everything the runtime adapters (`aliot-tokio`, `aliot-smol`) share: the
 //! broker (listeners, the hub task, one task per connection, graceful shutdown, the
-//! [`BrokerHandle`](broker::BrokerHandle)), TLS configuration loading and the device
-//! [`Client`](client::Client) (its driver, options, reconnect and transport), all written once
-//! against the small [`Runtime`] trait; and the runtime-independent parts of the `aliot`
-//! command: its TOML [`config`] (read into a [`BrokerConfig`](broker::BrokerConfig)) and the
-//! built-in [`demo`]. An adapter is an implementation of that trait (spawn,
-//! timers, TCP connect / bind / accept) and a set of type aliases binding it; it holds no
+//! [`BrokerHandle`]), TLS configuration loading and the device [`Client`] (its driver, options,
+//! reconnect and transport), all written once against the small [`Runtime`] trait; and the
+//! runtime-independent parts of the `aliot` command: its TOML [`config`] (read into a
+//! [`BrokerConfig`]) and the built-in [`demo`]. An adapter is an implementation of that trait
+//! (spawn, timers, TCP connect / bind / accept) and a set of type aliases binding it; it holds no
 //! protocol logic, which lives in `aliot-core`, and no driving logic, which lives here.
 //!
 //! Byte streams are futures-io streams and TLS is futures-rustls on every runtime. Channels are

@@ -105,7 +105,7 @@ impl RunShared {
         }
     }
 
-    /// Ends every group of the run at its next look (within [`IDLE_TICK_NS`]).
+    /// Ends every group of the run at its next look (an idle group looks every 100 ms).
     pub fn finish(&self) {
         self.finished.store(true, Ordering::Release);
     }

@@ -149,8 +149,8 @@ async fn handshake(
 ///
 /// A `bind` to port 0 searches for a port that no other socket holds, and that search grows
 /// with every socket holding a port on the machine, those in `TIME_WAIT` from earlier runs
-/// included: with 72,000 of them left by a few runs back to back, the generator fell from
-/// 26,000 connects/s to 1,400, its core spent in the kernel's bind-conflict checks. At
+/// included: after a few runs back to back the generator's connect rate collapsed, its core
+/// spent in the kernel's bind-conflict checks (the figures are in `benches/README.md`). At
 /// `connect` the kernel needs only the whole 4-tuple to be unused, and the rate stays put.
 /// Where the option is missing (not Linux, or a kernel before 4.2) the bind reserves a port
 /// as before: slower, not wrong, so a failure here is not an error.
