@@ -267,30 +267,45 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let mut closing_deadline = None;
         let mut write_first = false;
         loop {
-            while connection.has_event() {
-                // A slot first, then the event: the wait holds no event (the task stays small).
+            if connection.has_event() {
+                // A slot first, then the events: the wait holds none (the task stays small).
+                // Every event of the read in one request: a device that pipelines many
+                // PUBLISHes in one read costs one slot and one wake of the hub, not one each.
                 let permit = if hub_reachable {
                     hub_slot(&shared.hub).await
                 } else {
                     None
                 };
-                let Some(event) = connection.poll_event() else {
-                    break;
-                };
-                log.event(&event);
-                match permit {
-                    Some(permit) => permit.send(HubRequest::Event {
+                let request = connection.poll_event().map(|first| {
+                    log.event(&first);
+                    if !connection.has_event() {
+                        return HubRequest::Event {
+                            conn: log.conn,
+                            event: first,
+                        };
+                    }
+                    let mut events = vec![first];
+                    while let Some(event) = connection.poll_event() {
+                        log.event(&event);
+                        events.push(event);
+                    }
+                    HubRequest::Events {
                         conn: log.conn,
-                        event,
-                    }),
-                    None if hub_reachable => {
+                        events,
+                    }
+                });
+                match (permit, request) {
+                    (Some(permit), Some(request)) => permit.send(request),
+                    (None, _) if hub_reachable => {
                         hub_reachable = false;
                         connection.handle_command(
                             clock.now(),
                             Command::Close(CloseReason::ServerShutdown),
                         );
+                        // The close's own event has nowhere to go.
+                        while connection.poll_event().is_some() {}
                     }
-                    None => {}
+                    _ => {}
                 }
             }
             if out.is_empty() {

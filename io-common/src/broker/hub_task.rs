@@ -34,6 +34,8 @@ pub(crate) enum HubRequest {
     },
     /// An event of a connection.
     Event { conn: ConnId, event: Event },
+    /// Several events of a connection (those of one read), in order.
+    Events { conn: ConnId, events: Vec<Event> },
     /// An RRPC call; the reply comes when the call ends.
     Rrpc {
         device: DeviceIdentity,
@@ -159,12 +161,10 @@ impl<R: Runtime> HubTask<R> {
             HubRequest::Register { conn, commands } => {
                 self.connections.insert(conn, commands);
             }
-            HubRequest::Event { conn, event } => {
-                let closed = matches!(event, Event::Closed(_));
-                self.hub.handle_event(conn, event, now);
-                if closed {
-                    // Nothing more goes to a closed connection.
-                    self.connections.remove(&conn);
+            HubRequest::Event { conn, event } => self.handle_event(conn, event, now),
+            HubRequest::Events { conn, events } => {
+                for event in events {
+                    self.handle_event(conn, event, now);
                 }
             }
             HubRequest::Rrpc {
@@ -204,6 +204,15 @@ impl<R: Runtime> HubTask<R> {
         }
     }
 
+    fn handle_event(&mut self, conn: ConnId, event: Event, now: aliot_core::Instant) {
+        let closed = matches!(event, Event::Closed(_));
+        self.hub.handle_event(conn, event, now);
+        if closed {
+            // Nothing more goes to a closed connection.
+            self.connections.remove(&conn);
+        }
+    }
+
     /// Hands every output of the hub to its connection or RRPC caller.
     ///
     /// The hub gives its outputs in the order things happen; which connection runs first is
@@ -212,11 +221,9 @@ impl<R: Runtime> HubTask<R> {
     /// are handed out in two passes, the PUBACKs in one and the rest in the other, in whichever
     /// order makes the deliveries' connections run first: deliveries first where woken tasks
     /// run in order (smol, tokio's current-thread scheduler), PUBACKs first where the last task
-    /// woken runs first (tokio's multi-thread scheduler). Measured pinned to one core: 1:1
-    /// QoS 1 at 80,000 msgs/s went from p50 70 µs and p99 about 100 to 55 and 79; fan-in at
-    /// 2,600 msgs/s from a median p99 of 171 µs to 138 over ten pairs of runs. Commands to one
-    /// connection keep their order but for PUBACKs, which MQTT does not order against other
-    /// packets.
+    /// woken runs first (tokio's multi-thread scheduler); `benches/README.md` has what it
+    /// gained. Commands to one connection keep their order but for PUBACKs, which MQTT does
+    /// not order against other packets.
     fn dispatch(&mut self) {
         let acks_first = self.acks_first;
         let mut later = mem::take(&mut self.dispatch_later);
