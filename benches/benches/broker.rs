@@ -159,7 +159,6 @@ async fn start_broker() -> (Broker, SocketAddr) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),
-        api: None,
     })
     .await
     .unwrap();

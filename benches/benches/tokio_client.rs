@@ -54,7 +54,6 @@ async fn start_broker() -> (Broker, u16) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
-        api: None,
     })
     .await
     .expect("the broker starts");

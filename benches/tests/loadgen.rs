@@ -38,7 +38,6 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
-        api: None,
     })
     .await
     .expect("the broker starts")

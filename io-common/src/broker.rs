@@ -25,11 +25,13 @@
 //!
 //! # Shutdown
 //!
-//! [`Broker::shutdown`] stops accepting (MQTT and HTTP), then has the hub close every connection
-//! with [`CloseReason::ServerShutdown`](aliot_core::server::CloseReason::ServerShutdown) and end
+//! [`Broker::shutdown`] stops accepting (which stops the services started beside the broker
+//! with [`Broker::spawn_service`], such as `aliot_tokio`'s HTTP API), then has the hub close
+//! every connection with
+//! [`CloseReason::ServerShutdown`](aliot_core::server::CloseReason::ServerShutdown) and end
 //! pending RRPC calls as `UNKNOWN`; each connection writes out what it has (never half a
-//! packet), closes its write side (TLS `close_notify`) and ends. The broker waits for that, at
-//! most [`CLOSE_LINGER`] plus a second, then aborts what is left.
+//! packet), closes its write side (TLS `close_notify`) and ends. The broker waits for that and
+//! for the services, at most [`CLOSE_LINGER`] plus a second, then aborts what is left.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,7 +48,6 @@
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
-//!     api: None,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -72,7 +73,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aliot_core::Authenticator;
 use aliot_core::hub::{ConnId, HubConfig};
 use aliot_core::server::ServerConfig;
-use aliot_topic::TopicLimits;
 use futures_rustls::TlsAcceptor;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -84,7 +84,7 @@ pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;
 use self::hub_task::HubTask;
-use crate::runtime::{Clock, HttpApiUnsupported, Runtime, sleep, spawn_guarded, timeout_at};
+use crate::runtime::{Clock, Runtime, sleep, spawn_guarded, timeout_at};
 
 /// How long a closing connection may take to write its last bytes and close its write side
 /// before its socket is dropped (a device that stops reading cannot hold a task forever).
@@ -111,9 +111,6 @@ pub struct BrokerConfig {
     pub hub: HubConfig,
     /// Who may connect, e.g. `PlatformAuthenticator::new(registry).with_open_mode(open)`.
     pub authenticator: Arc<dyn Authenticator + Send + Sync>,
-    /// The HTTP API (`aliot_tokio::api`); off when `None`. Served on tokio only: on a runtime
-    /// without an HTTP server the broker refuses to start with it ([`BrokerError::ApiUnsupported`]).
-    pub api: Option<ApiConfig>,
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -122,7 +119,6 @@ impl std::fmt::Debug for BrokerConfig {
             .field("listeners", &self.listeners)
             .field("server", &self.server)
             .field("hub", &self.hub)
-            .field("api", &self.api)
             .finish_non_exhaustive()
     }
 }
@@ -136,25 +132,6 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The HTTP API (see `aliot_tokio::api` for its endpoints).
-#[derive(Clone)]
-pub struct ApiConfig {
-    /// Where to listen. The `aliot` command defaults it to loopback: the API can call every
-    /// device, so expose it only behind a token.
-    pub bind: SocketAddr,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for ApiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiConfig")
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -166,49 +143,10 @@ pub enum BrokerError {
         /// What the operating system said.
         source: io::Error,
     },
-    /// The HTTP API could not be bound.
-    #[error("cannot listen for the HTTP API on {addr}: {source}")]
-    BindApi {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// An HTTP API is configured but this runtime cannot serve it.
-    #[error("cannot serve the HTTP API on {addr}: {source}")]
-    ApiUnsupported {
-        /// The address configured for it.
-        addr: SocketAddr,
-        /// Why.
-        source: HttpApiUnsupported,
-    },
 }
 
-/// What a runtime's HTTP server gets to serve the broker's API (see
-/// [`Runtime::serve_http_api`]).
-pub struct HttpApi {
-    /// The broker's server side, which the API calls.
-    pub handle: BrokerHandle,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-    /// The limits topics are checked against, the same as the MQTT listeners'.
-    pub topic_limits: TopicLimits,
-    /// The broker's authenticator, which can tell whether a device is registered.
-    pub authenticator: Arc<dyn Authenticator + Send + Sync>,
-    /// Raised when the broker stops accepting.
-    pub stop: StopSignal,
-}
-
-impl std::fmt::Debug for HttpApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpApi")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("topic_limits", &self.topic_limits)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A signal the broker raises once, when it stops accepting (or is dropped).
+/// A signal the broker raises once, when it stops accepting (or is dropped): what a service
+/// started beside it ([`Broker::spawn_service`]) stops on.
 #[derive(Clone, Debug)]
 pub struct StopSignal {
     receiver: watch::Receiver<bool>,
@@ -227,32 +165,34 @@ impl StopSignal {
 pub struct Broker<R: Runtime> {
     runtime: R,
     listeners: Vec<(SocketAddr, bool)>,
-    api_addr: Option<SocketAddr>,
     handle: BrokerHandle,
+    /// What the broker was started with, for the services started beside it.
+    server: ServerConfig,
+    authenticator: Arc<dyn Authenticator + Send + Sync>,
     stop_accepting: watch::Sender<bool>,
     stop_hub: watch::Sender<bool>,
     accept_tasks: Vec<R::Task>,
     /// Each accept task hands its connection tasks over here when it ends.
     connection_sets: mpsc::UnboundedReceiver<FuturesUnordered<R::Task>>,
     hub_task: R::Task,
-    api_task: Option<R::Task>,
+    /// The services started beside the broker ([`Broker::spawn_service`]), with their names.
+    services: Vec<(&'static str, R::Task)>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Broker<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("listeners", &self.listeners)
-            .field("api_addr", &self.api_addr)
             .finish_non_exhaustive()
     }
 }
 
 impl<R: Runtime> Broker<R> {
-    /// Binds every listener (and the API), spawns the hub and accept tasks on the caller's
-    /// runtime (`R::default()`); returns once bound.
+    /// Binds every listener, spawns the hub and accept tasks on the caller's runtime
+    /// (`R::default()`); returns once bound.
     ///
     /// Nothing is left running when it fails: the error names the address that could not be
-    /// bound, or the API this runtime cannot serve.
+    /// bound.
     pub async fn start(config: BrokerConfig) -> Result<Broker<R>, BrokerError> {
         Self::start_on(R::default(), config).await
     }
@@ -271,20 +211,6 @@ impl<R: Runtime> Broker<R> {
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
             bound.push((socket, local, listener.tls.clone()));
         }
-        let api_socket = match &config.api {
-            Some(api) => {
-                let addr = api.bind;
-                let socket = runtime
-                    .bind(addr)
-                    .await
-                    .map_err(|source| BrokerError::BindApi { addr, source })?;
-                let local = runtime
-                    .local_addr(&socket)
-                    .map_err(|source| BrokerError::BindApi { addr, source })?;
-                Some((socket, local))
-            }
-            None => None,
-        };
 
         let clock = Clock::start();
         let mut hub_config = config.hub.clone();
@@ -297,30 +223,6 @@ impl<R: Runtime> Broker<R> {
         let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let final_stats = Arc::new(Mutex::new(None));
         let handle = BrokerHandle::new(requests.clone(), Arc::clone(&final_stats));
-
-        // The API first: a runtime that cannot serve it refuses before anything runs.
-        let (api_addr, api_task) = match (api_socket, config.api) {
-            (Some((socket, local)), Some(api)) => {
-                let http_api = HttpApi {
-                    handle: handle.clone(),
-                    token: api.token.clone(),
-                    topic_limits: config.server.topic_limits,
-                    authenticator: Arc::clone(&config.authenticator),
-                    stop: StopSignal {
-                        receiver: stop_accepting_rx.clone(),
-                    },
-                };
-                let task = runtime.serve_http_api(socket, http_api).map_err(|source| {
-                    BrokerError::ApiUnsupported {
-                        addr: api.bind,
-                        source,
-                    }
-                })?;
-                info!(addr = %local, token = api.token.is_some(), "listening for the HTTP API");
-                (Some(local), Some(task))
-            }
-            _ => (None, None),
-        };
 
         let hub = HubTask::new(hub_config, clock, runtime.clone());
         let hub_task = runtime.spawn(hub.run(
@@ -357,14 +259,15 @@ impl<R: Runtime> Broker<R> {
         Ok(Broker {
             runtime,
             listeners,
-            api_addr,
             handle,
+            server: config.server,
+            authenticator: config.authenticator,
             stop_accepting,
             stop_hub,
             accept_tasks,
             connection_sets,
             hub_task,
-            api_task,
+            services: Vec::new(),
         })
     }
 
@@ -374,9 +277,36 @@ impl<R: Runtime> Broker<R> {
         self.listeners.clone()
     }
 
-    /// The address the HTTP API is bound to, if it is configured.
-    pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api_addr
+    /// The per-connection limits the broker was started with (the topic limits among them).
+    pub fn server_config(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    /// The authenticator the broker was started with.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator + Send + Sync> {
+        &self.authenticator
+    }
+
+    /// Runs a service beside the broker, in a task of its own on the broker's runtime: the
+    /// future `start_service` makes of the [`StopSignal`] it is given, which is raised when the
+    /// broker stops accepting. [`shutdown`](Self::shutdown) waits for the service's end after
+    /// the connections', within the same deadline, and aborts it (with a warning naming it) if
+    /// it is not done by then.
+    ///
+    /// This is how `aliot_tokio` adds its HTTP API to a tokio broker: the broker itself knows
+    /// nothing of HTTP.
+    pub fn spawn_service<F>(
+        &mut self,
+        name: &'static str,
+        start_service: impl FnOnce(StopSignal) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = StopSignal {
+            receiver: self.stop_accepting.subscribe(),
+        };
+        let task = self.runtime.spawn(start_service(stop));
+        self.services.push((name, task));
     }
 
     /// A handle for the server side: RRPC calls, publishes, statistics. It can be cloned and
@@ -396,7 +326,7 @@ impl<R: Runtime> Broker<R> {
             accept_tasks,
             mut connection_sets,
             hub_task,
-            api_task,
+            services,
             ..
         } = self;
         stop_accepting.send_replace(true);
@@ -425,11 +355,14 @@ impl<R: Runtime> Broker<R> {
                 "connections still closing at the deadline were aborted"
             );
         }
-        if let Some(mut task) = api_task
-            && timeout_at(&runtime, deadline, &mut task).await.is_none()
-        {
-            runtime.abort(task);
-            warn!("HTTP requests still running at the deadline were aborted");
+        for (service, mut task) in services {
+            if timeout_at(&runtime, deadline, &mut task).await.is_none() {
+                runtime.abort(task);
+                warn!(
+                    service,
+                    "a service still running at the deadline was aborted"
+                );
+            }
         }
         info!("broker stopped");
     }

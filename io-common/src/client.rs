@@ -50,7 +50,6 @@
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
-//!     api: None,
 //! })
 //! .await?;
 //! let (addr, _) = broker.listener_addrs()[0];

@@ -89,7 +89,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::broker::{ApiConfig, BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
 
 /// Where the `[api]` table listens when it gives no `bind`.
 pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -209,7 +209,9 @@ impl Config {
             .with_max_timestamp_skew_ms(self.auth.max_timestamp_skew_ms)
     }
 
-    /// The broker configuration to start a [`Broker`](crate::broker::Broker) with.
+    /// The broker configuration to start a [`Broker`](crate::broker::Broker) with. The HTTP
+    /// API ([`api`](Self::api)) is not part of it: it is served beside a tokio broker
+    /// (`aliot_tokio::api`).
     pub fn broker_config(&self) -> BrokerConfig {
         BrokerConfig {
             listeners: self
@@ -226,10 +228,6 @@ impl Config {
             server: self.server.clone(),
             hub: self.hub.clone(),
             authenticator: Arc::new(self.authenticator()),
-            api: self.api.as_ref().map(|api| ApiConfig {
-                bind: api.bind,
-                token: api.token.clone(),
-            }),
         }
     }
 

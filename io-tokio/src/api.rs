@@ -1,9 +1,11 @@
 //! The broker's HTTP API: RRPC calls, server-side publishes and metrics, with the platform's
 //! names for fields and outcomes.
 //!
-//! It runs only when [`BrokerConfig::api`](crate::broker::BrokerConfig::api) is set, on the
-//! address given there. With a token configured, every request must carry
-//! `Authorization: Bearer <token>` (compared in constant time), else `401`.
+//! It is tokio's extension of the broker: [`ServeHttpApi::serve_http_api`] serves it beside a
+//! running [`Broker`], on the address of its [`ApiConfig`], until the broker shuts down (the
+//! broker's loops are runtime-independent and know nothing of HTTP; a smol broker has no such
+//! method). With a token configured, every request must carry `Authorization: Bearer <token>`
+//! (compared in constant time), else `401`.
 //!
 //! | request | body | answer |
 //! |---|---|---|
@@ -29,6 +31,8 @@
 //! with any other authenticator the call goes ahead and such a device is `OFFLINE`.
 
 use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::Authenticator;
 use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
+use aliot_io::Runtime as _;
 use aliot_topic::{TopicLimits, TopicName, check_identity};
 use axum::Router;
 use axum::body::Bytes;
@@ -48,8 +53,99 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use tracing::{error, info};
 
-use crate::broker::{BrokerHandle, RrpcError, Stats};
+use crate::Tokio;
+use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
+
+/// Where the HTTP API listens and who may call it.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where to listen. The `aliot` command defaults it to loopback: the API can call every
+    /// device, so expose it only behind a token.
+    pub bind: SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The HTTP API's address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for the HTTP API on {addr}: {source}")]
+pub struct BindApiError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// What the operating system said.
+    pub source: io::Error,
+}
+
+/// The HTTP API as a method of the tokio [`Broker`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use aliot_auth::MemoryRegistry;
+/// use aliot_core::PlatformAuthenticator;
+/// use aliot_tokio::{ApiConfig, Broker, BrokerConfig, ListenerConfig, ServeHttpApi as _};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let authenticator = PlatformAuthenticator::new(MemoryRegistry::new());
+/// let mut broker = Broker::start(BrokerConfig {
+///     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+///     server: Default::default(),
+///     hub: Default::default(),
+///     authenticator: Arc::new(authenticator),
+/// })
+/// .await?;
+/// let api = ApiConfig { bind: "127.0.0.1:0".parse()?, token: Some("change-me".into()) };
+/// let api_addr = broker.serve_http_api(api).await?;
+/// assert_ne!(api_addr.port(), 0);
+/// // Stops the API too, after the requests under way.
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub trait ServeHttpApi {
+    /// Binds `config.bind` and serves the API there, in a task beside the broker's, until the
+    /// broker stops accepting; [`shutdown`](aliot_io::broker::Broker::shutdown) then waits
+    /// for the requests under way, within its deadline. Returns the address bound (port 0
+    /// resolved). It may be called more than once, for more than one address.
+    fn serve_http_api(
+        &mut self,
+        config: ApiConfig,
+    ) -> impl Future<Output = Result<SocketAddr, BindApiError>> + Send;
+}
+
+impl ServeHttpApi for Broker {
+    async fn serve_http_api(&mut self, config: ApiConfig) -> Result<SocketAddr, BindApiError> {
+        let ApiConfig { bind, token } = config;
+        let bind_error = |source| BindApiError { addr: bind, source };
+        let listener = Tokio.bind(bind).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        info!(addr = %local, token = token.is_some(), "listening for the HTTP API");
+        let state = ApiState::new(
+            self.handle(),
+            token,
+            self.server_config().topic_limits,
+            Arc::clone(self.authenticator()),
+        );
+        self.spawn_service("the HTTP API", move |stop| async move {
+            let served = axum::serve(listener, router(state)).with_graceful_shutdown(stop.raised());
+            if let Err(error) = served.await {
+                error!(%error, "the HTTP API stopped");
+            }
+        });
+        Ok(local)
+    }
+}
 
 /// The body of `POST /rrpc`: the platform's `RRpc` parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +318,7 @@ impl IntoResponse for Failure {
 
 /// What the handlers share.
 #[derive(Clone)]
-pub(crate) struct ApiState {
+struct ApiState {
     handle: BrokerHandle,
     token: Option<Arc<str>>,
     topic_limits: TopicLimits,
@@ -230,7 +326,7 @@ pub(crate) struct ApiState {
 }
 
 impl ApiState {
-    pub(crate) fn new(
+    fn new(
         handle: BrokerHandle,
         token: Option<String>,
         topic_limits: TopicLimits,
@@ -277,7 +373,7 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The API's routes over a running broker.
-pub(crate) fn router(state: ApiState) -> Router {
+fn router(state: ApiState) -> Router {
     Router::new()
         .route("/rrpc", post(rrpc).fallback(method_not_allowed))
         .route("/pub", post(publish).fallback(method_not_allowed))

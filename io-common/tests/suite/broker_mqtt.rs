@@ -350,3 +350,28 @@ pub async fn start_names_the_address_it_cannot_bind<R: Runtime>() {
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
     broker.shutdown().await;
 }
+
+pub async fn a_service_beside_the_broker_stops_with_it_and_is_waited_for<R: Runtime>() {
+    let (mut broker, addr) = start::<R>(config(false)).await;
+    let (stopped_tx, mut stopped) = tokio_sync::sync::oneshot::channel();
+    broker.spawn_service("a test service", move |stop| async move {
+        stop.raised().await;
+        // Work after the signal, as an HTTP server finishing its requests has.
+        yield_now().await;
+        let _ = stopped_tx.send(());
+    });
+    let (mut device, _) = TestClient::<R>::device(addr, 1, true).await;
+    device.ping().await;
+    assert_eq!(
+        stopped.try_recv(),
+        Err(tokio_sync::sync::oneshot::error::TryRecvError::Empty),
+        "running while the broker runs"
+    );
+    broker.shutdown().await;
+    assert_eq!(
+        stopped.try_recv(),
+        Ok(()),
+        "the broker's shutdown stopped the service and waited for its end"
+    );
+    assert!(device.expect_closed().await.is_empty());
+}

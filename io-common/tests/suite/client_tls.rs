@@ -33,7 +33,6 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
-        api: None,
     })
     .await
     .unwrap();
