@@ -48,6 +48,7 @@
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
+//!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -66,6 +67,7 @@ mod tls;
 
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,9 +76,9 @@ use aliot_core::Authenticator;
 use aliot_core::hub::{ConnId, HubConfig};
 use aliot_core::server::ServerConfig;
 use futures_rustls::TlsAcceptor;
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio_sync::sync::{mpsc, watch};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 pub use handle::{BrokerHandle, RrpcError, RrpcReply, Stats};
@@ -98,6 +100,10 @@ const HUB_QUEUE: usize = 4096;
 /// next, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At most one log warning per listener about connections refused at the cap per this much
+/// time.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Everything a broker needs to start.
 #[derive(Clone)]
 pub struct BrokerConfig {
@@ -111,6 +117,19 @@ pub struct BrokerConfig {
     pub hub: HubConfig,
     /// Who may connect, e.g. `PlatformAuthenticator::new(registry).with_open_mode(open)`.
     pub authenticator: Arc<dyn Authenticator + Send + Sync>,
+    /// The most connections the broker holds at once, over all listeners, each counted from
+    /// its accept to the end of its task (TLS handshake and CONNECT included). One more is
+    /// closed as soon as it is accepted, before anything is read from it; it is logged and
+    /// counted ([`BrokerHandle::connections_refused_at_cap`]).
+    /// [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS) unless there is a reason.
+    pub max_connections: NonZeroUsize,
+}
+
+impl BrokerConfig {
+    /// The connection cap of the `aliot` command when its configuration sets none: 1,000,000,
+    /// about 1.8 GB of idle connections, a cap that protects the machine rather than one
+    /// that a platform should reach.
+    pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(1_000_000).unwrap();
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -119,6 +138,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("listeners", &self.listeners)
             .field("server", &self.server)
             .field("hub", &self.hub)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -222,7 +242,12 @@ impl<R: Runtime> Broker<R> {
         let (stop_connections, stop_connections_rx) = watch::channel(false);
         let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let final_stats = Arc::new(Mutex::new(None));
-        let handle = BrokerHandle::new(requests.clone(), Arc::clone(&final_stats));
+        let cap = ConnectionCap::new(config.max_connections);
+        let handle = BrokerHandle::new(
+            requests.clone(),
+            Arc::clone(&final_stats),
+            Arc::clone(&cap.refused),
+        );
 
         let hub = HubTask::new(hub_config, clock, runtime.clone());
         let hub_task = runtime.spawn(hub.run(
@@ -248,10 +273,14 @@ impl<R: Runtime> Broker<R> {
             info!(addr = %local, tls = tls.is_some(), "listening for MQTT");
             listeners.push((local, tls.is_some()));
             accept_tasks.push(runtime.spawn(accept_loop(
-                socket,
-                tls,
-                Arc::clone(&shared),
-                Arc::clone(&next_conn),
+                AcceptLoop {
+                    listener: socket,
+                    local,
+                    tls,
+                    shared: Arc::clone(&shared),
+                    cap: cap.clone(),
+                    next_conn: Arc::clone(&next_conn),
+                },
                 stop_accepting_rx.clone(),
                 connection_sets_tx.clone(),
             )));
@@ -368,18 +397,104 @@ impl<R: Runtime> Broker<R> {
     }
 }
 
-/// Accepts connections until told to stop, then hands its connection tasks over to the broker,
-/// which waits for them once the hub has closed them.
-async fn accept_loop<R: Runtime>(
+/// The cap on the connections the broker holds at once ([`BrokerConfig::max_connections`]),
+/// shared by every accept loop: a connection's task holds a permit from its accept to its end.
+#[derive(Clone)]
+struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    max: NonZeroUsize,
+    /// Connections closed at their accept because every permit was taken; the
+    /// [`BrokerHandle`] reads it.
+    refused: Arc<AtomicU64>,
+}
+
+impl ConnectionCap {
+    fn new(max: NonZeroUsize) -> Self {
+        ConnectionCap {
+            // A cap the semaphore cannot count to is no cap: no broker holds that many.
+            permits: Arc::new(Semaphore::new(max.get().min(Semaphore::MAX_PERMITS))),
+            max,
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A permit for one more connection, or `None` (counted) when the broker holds its
+    /// maximum already.
+    ///
+    /// An owned permit is an `Arc` of the semaphore and a count, 16 bytes in the connection's
+    /// task: taking one clones the `Arc`, it allocates nothing.
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// The log warnings of one listener about connections refused at the cap: the first at once,
+/// then at most one per [`CAP_WARNING_INTERVAL`], each with the number refused since the one
+/// before. (Refusals after the last warning of a flood are in the counter, not the log.)
+#[derive(Default)]
+struct CapWarnings {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl CapWarnings {
+    fn refused(&mut self, listener: SocketAddr, max_connections: NonZeroUsize) {
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now < last + CAP_WARNING_INTERVAL)
+        {
+            return;
+        }
+        warn!(
+            %listener,
+            refused = self.unreported,
+            max_connections,
+            "connections closed at once: the broker holds [limits] max_connections already"
+        );
+        self.last = Some(now);
+        self.unreported = 0;
+    }
+}
+
+/// What one accept loop accepts on and hands its connections.
+struct AcceptLoop<R: Runtime> {
     listener: R::Listener,
+    local: SocketAddr,
     tls: Option<TlsAcceptor>,
     shared: Arc<ConnectionShared<R>>,
+    cap: ConnectionCap,
     next_conn: Arc<AtomicU64>,
+}
+
+/// Accepts connections until told to stop, then hands its connection tasks over to the broker,
+/// which waits for them once the hub has closed them.
+///
+/// A connection over the cap is closed as soon as it is accepted, before its CONNECT (or TLS
+/// handshake) is read.
+async fn accept_loop<R: Runtime>(
+    accepting: AcceptLoop<R>,
     mut stop: watch::Receiver<bool>,
     hand_over: mpsc::UnboundedSender<FuturesUnordered<R::Task>>,
 ) {
+    let AcceptLoop {
+        listener,
+        local,
+        tls,
+        shared,
+        cap,
+        next_conn,
+    } = accepting;
     let runtime = shared.runtime.clone();
     let mut tasks = FuturesUnordered::new();
+    let mut cap_warnings = CapWarnings::default();
     loop {
         tokio_sync::select! {
             () = stopped(&mut stop) => break,
@@ -387,8 +502,16 @@ async fn accept_loop<R: Runtime>(
             Some(()) = tasks.next(), if !tasks.is_empty() => {}
             accepted = runtime.accept(&listener) => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(permit) = cap.admit() else {
+                        drop(stream);
+                        cap_warnings.refused(local, cap.max);
+                        continue;
+                    };
                     let conn = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
-                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone());
+                    // The permit is released when the connection's future is done or dropped
+                    // (it ended, failed, or was aborted).
+                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone())
+                        .map(move |()| drop(permit));
                     // A connection task that fails must not leave its session attached to
                     // nothing: the hub hears of it as a closed transport.
                     let lost_shared = Arc::clone(&shared);

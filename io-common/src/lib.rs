@@ -28,6 +28,7 @@
 //!         server: Default::default(),
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
+//!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     };
 //!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
 //!     let broker = Broker::<Smol>::start(config).await?;

@@ -103,6 +103,7 @@ pub struct BindApiError {
 ///     server: Default::default(),
 ///     hub: Default::default(),
 ///     authenticator: Arc::new(authenticator),
+///     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 /// })
 /// .await?;
 /// let api = ApiConfig { bind: "127.0.0.1:0".parse()?, token: Some("change-me".into()) };
@@ -552,16 +553,18 @@ fn belongs_to_product(topic: &str, product_key: &str) -> bool {
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Failure> {
     state.authorize(&headers)?;
     let stats = state.handle.stats().await;
+    let refused_at_cap = state.handle.connections_refused_at_cap();
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        prometheus_text(&stats),
+        prometheus_text(&stats, refused_at_cap),
     )
         .into_response())
 }
 
-/// Every counter of the hub and the gauges, in Prometheus text format.
-pub(crate) fn prometheus_text(stats: &Stats) -> String {
+/// Every counter of the hub and the gauges, and the connections the accept loops refused at
+/// the cap, in Prometheus text format.
+fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
     // Destructured in full: a counter added to the hub does not compile until it is exported.
     let Counters {
         connections_accepted,
@@ -637,6 +640,12 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         "counter",
         "CONNECTs refused, by CONNACK return code.",
         &refused_samples,
+    );
+    family(
+        "aliot_connections_refused_at_cap_total",
+        "counter",
+        "Connections closed as soon as accepted, before their CONNECT, because the broker held limits.max_connections already.",
+        &[("", refused_at_cap)],
     );
     family(
         "aliot_connections_closed_total",
@@ -796,13 +805,16 @@ mod tests {
         stats.counters.rrpc.halfconn = 2;
         stats.counters.dropped.slow_consumer = 7;
         stats.connections = 4;
-        let text = prometheus_text(&stats);
+        let text = prometheus_text(&stats, 9);
         assert!(text.contains("aliot_connections_refused_total{code=\"5\"} 3\n"));
         assert!(text.contains("aliot_connections_refused_total{code=\"1\"} 0\n"));
         assert!(!text.contains("code=\"0\""));
         assert!(text.contains("aliot_rrpc_calls_total{outcome=\"HALFCONN\"} 2\n"));
         assert!(text.contains("aliot_messages_dropped_total{reason=\"slow_consumer\"} 7\n"));
         assert!(text.contains("# TYPE aliot_connections gauge\naliot_connections 4\n"));
+        assert!(text.contains(
+            "# TYPE aliot_connections_refused_at_cap_total counter\naliot_connections_refused_at_cap_total 9\n"
+        ));
         // Every family has its HELP and TYPE lines, each sample a family declared before it.
         let mut declared = Vec::new();
         for line in text.lines() {
@@ -813,6 +825,6 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        assert_eq!(declared.len(), 18);
+        assert_eq!(declared.len(), 19);
     }
 }

@@ -271,6 +271,7 @@ async fn metrics_in_prometheus_text_format() {
         "aliot_rrpc_calls_total{outcome=\"OFFLINE\"} 1\n",
         "aliot_rrpc_calls_total{outcome=\"SUCCESS\"} 0\n",
         "aliot_connections_refused_total{code=\"5\"} 0\n",
+        "aliot_connections_refused_at_cap_total 0\n",
         "aliot_connections_closed_total{reason=\"taken_over\"} 0\n",
         "aliot_messages_dropped_total{reason=\"queue_full\"} 0\n",
         "# TYPE aliot_connections gauge\naliot_connections 1\n",

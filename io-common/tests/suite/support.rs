@@ -106,6 +106,7 @@ pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     }
 }
 
