@@ -159,7 +159,7 @@ async fn start_broker() -> (Broker, SocketAddr) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),
-        api: None,
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .unwrap();

@@ -54,7 +54,7 @@ async fn start_broker() -> (Broker, u16) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
-        api: None,
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .expect("the broker starts");

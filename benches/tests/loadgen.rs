@@ -38,7 +38,7 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
-        api: None,
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .expect("the broker starts")

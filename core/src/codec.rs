@@ -48,11 +48,11 @@ mod types;
 
 pub use decode::{DEFAULT_MAX_PACKET_SIZE, Decoder, MAX_FIXED_HEADER_LEN};
 pub use encode::MAX_REMAINING_LENGTH;
-pub use error::{
-    BinaryField, DecodeError, EncodeError, QosOutOfRange, StringField, Utf8BytesError,
-};
+pub use error::{BinaryField, DecodeError, EncodeError, StringField};
 pub use packet::{
     ConnAck, Connect, ConnectReturnCode, Packet, PacketType, PubAck, Publish, PublishQos, SubAck,
     SubAckReturnCode, Subscribe, UnsubAck, Unsubscribe, Will,
 };
-pub use types::{MAX_STRING_LEN, PacketId, ProtocolVersion, QoS, Utf8Bytes};
+pub use types::{
+    MAX_STRING_LEN, PacketId, ProtocolVersion, QoS, QosOutOfRange, Utf8Bytes, Utf8BytesError,
+};

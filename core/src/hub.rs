@@ -29,7 +29,7 @@
 //! Sessions live here whether the device is online or not (see `docs/DESIGN-NOTES.md`): the
 //! subscriptions, the QoS 1 in-flight window towards the device and the queue behind it. Limits
 //! on that queue are [`HubConfig`]'s; what is dropped is counted in [`Counters`], never silent.
-//! The hub also acknowledges devices' QoS 1 PUBLISHes ([`Command::PubAck`]), and holds those
+//! The hub also acknowledges devices' QoS 1 PUBLISHes ([`Command::AckPublish`]), and holds those
 //! PUBACKs back while a subscriber falls behind, so that publishers slow down to its pace
 //! ([`HubConfig::ack_hold_threshold`]).
 //!

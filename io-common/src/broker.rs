@@ -25,11 +25,13 @@
 //!
 //! # Shutdown
 //!
-//! [`Broker::shutdown`] stops accepting (MQTT and HTTP), then has the hub close every connection
-//! with [`CloseReason::ServerShutdown`](aliot_core::server::CloseReason::ServerShutdown) and end
+//! [`Broker::shutdown`] stops accepting (which stops the services started beside the broker
+//! with [`Broker::spawn_service`], such as `aliot_tokio`'s HTTP API), then has the hub close
+//! every connection with
+//! [`CloseReason::ServerShutdown`](aliot_core::server::CloseReason::ServerShutdown) and end
 //! pending RRPC calls as `UNKNOWN`; each connection writes out what it has (never half a
-//! packet), closes its write side (TLS `close_notify`) and ends. The broker waits for that, at
-//! most [`CLOSE_LINGER`] plus a second, then aborts what is left.
+//! packet), closes its write side (TLS `close_notify`) and ends. The broker waits for that and
+//! for the services, at most [`CLOSE_LINGER`] plus a second, then aborts what is left.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -46,7 +48,7 @@
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
-//!     api: None,
+//!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -65,6 +67,7 @@ mod tls;
 
 use std::io;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,11 +75,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aliot_core::Authenticator;
 use aliot_core::hub::{ConnId, HubConfig};
 use aliot_core::server::ServerConfig;
-use aliot_topic::TopicLimits;
 use futures_rustls::TlsAcceptor;
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio_sync::sync::{mpsc, watch};
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 pub use handle::{BrokerHandle, RrpcError, RrpcReply, Stats};
@@ -84,7 +86,7 @@ pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;
 use self::hub_task::HubTask;
-use crate::runtime::{Clock, HttpApiUnsupported, Runtime, sleep, spawn_guarded, timeout_at};
+use crate::runtime::{Clock, Runtime, sleep, spawn_guarded, timeout_at};
 
 /// How long a closing connection may take to write its last bytes and close its write side
 /// before its socket is dropped (a device that stops reading cannot hold a task forever).
@@ -97,6 +99,10 @@ const HUB_QUEUE: usize = 4096;
 /// After a failed `accept` (out of file descriptors, for instance), wait this long before the
 /// next, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one log warning per listener about connections refused at the cap per this much
+/// time.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Everything a broker needs to start.
 #[derive(Clone)]
@@ -111,9 +117,19 @@ pub struct BrokerConfig {
     pub hub: HubConfig,
     /// Who may connect, e.g. `PlatformAuthenticator::new(registry).with_open_mode(open)`.
     pub authenticator: Arc<dyn Authenticator + Send + Sync>,
-    /// The HTTP API (`aliot_tokio::api`); off when `None`. Served on tokio only: on a runtime
-    /// without an HTTP server the broker refuses to start with it ([`BrokerError::ApiUnsupported`]).
-    pub api: Option<ApiConfig>,
+    /// The most connections the broker holds at once, over all listeners, each counted from
+    /// its accept to the end of its task (TLS handshake and CONNECT included). One more is
+    /// closed as soon as it is accepted, before anything is read from it; it is logged and
+    /// counted ([`BrokerHandle::connections_refused_at_cap`]).
+    /// [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS) unless there is a reason.
+    pub max_connections: NonZeroUsize,
+}
+
+impl BrokerConfig {
+    /// The connection cap of the `aliot` command when its configuration sets none: 1,000,000,
+    /// about 1.8 GB of idle connections, a cap that protects the machine rather than one
+    /// that a platform should reach.
+    pub const DEFAULT_MAX_CONNECTIONS: NonZeroUsize = NonZeroUsize::new(1_000_000).unwrap();
 }
 
 impl std::fmt::Debug for BrokerConfig {
@@ -122,7 +138,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("listeners", &self.listeners)
             .field("server", &self.server)
             .field("hub", &self.hub)
-            .field("api", &self.api)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -136,25 +152,6 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// The HTTP API (see `aliot_tokio::api` for its endpoints).
-#[derive(Clone)]
-pub struct ApiConfig {
-    /// Where to listen. The `aliot` command defaults it to loopback: the API can call every
-    /// device, so expose it only behind a token.
-    pub bind: SocketAddr,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-}
-
-impl std::fmt::Debug for ApiConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiConfig")
-            .field("bind", &self.bind)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -166,49 +163,10 @@ pub enum BrokerError {
         /// What the operating system said.
         source: io::Error,
     },
-    /// The HTTP API could not be bound.
-    #[error("cannot listen for the HTTP API on {addr}: {source}")]
-    BindApi {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// An HTTP API is configured but this runtime cannot serve it.
-    #[error("cannot serve the HTTP API on {addr}: {source}")]
-    ApiUnsupported {
-        /// The address configured for it.
-        addr: SocketAddr,
-        /// Why.
-        source: HttpApiUnsupported,
-    },
 }
 
-/// What a runtime's HTTP server gets to serve the broker's API (see
-/// [`Runtime::serve_http_api`]).
-pub struct HttpApi {
-    /// The broker's server side, which the API calls.
-    pub handle: BrokerHandle,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
-    /// The limits topics are checked against, the same as the MQTT listeners'.
-    pub topic_limits: TopicLimits,
-    /// The broker's authenticator, which can tell whether a device is registered.
-    pub authenticator: Arc<dyn Authenticator + Send + Sync>,
-    /// Raised when the broker stops accepting.
-    pub stop: StopSignal,
-}
-
-impl std::fmt::Debug for HttpApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpApi")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("topic_limits", &self.topic_limits)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A signal the broker raises once, when it stops accepting (or is dropped).
+/// A signal the broker raises once, when it stops accepting (or is dropped): what a service
+/// started beside it ([`Broker::spawn_service`]) stops on.
 #[derive(Clone, Debug)]
 pub struct StopSignal {
     receiver: watch::Receiver<bool>,
@@ -227,32 +185,34 @@ impl StopSignal {
 pub struct Broker<R: Runtime> {
     runtime: R,
     listeners: Vec<(SocketAddr, bool)>,
-    api_addr: Option<SocketAddr>,
     handle: BrokerHandle,
+    /// What the broker was started with, for the services started beside it.
+    server: ServerConfig,
+    authenticator: Arc<dyn Authenticator + Send + Sync>,
     stop_accepting: watch::Sender<bool>,
     stop_hub: watch::Sender<bool>,
     accept_tasks: Vec<R::Task>,
     /// Each accept task hands its connection tasks over here when it ends.
     connection_sets: mpsc::UnboundedReceiver<FuturesUnordered<R::Task>>,
     hub_task: R::Task,
-    api_task: Option<R::Task>,
+    /// The services started beside the broker ([`Broker::spawn_service`]), with their names.
+    services: Vec<(&'static str, R::Task)>,
 }
 
 impl<R: Runtime> std::fmt::Debug for Broker<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("listeners", &self.listeners)
-            .field("api_addr", &self.api_addr)
             .finish_non_exhaustive()
     }
 }
 
 impl<R: Runtime> Broker<R> {
-    /// Binds every listener (and the API), spawns the hub and accept tasks on the caller's
-    /// runtime (`R::default()`); returns once bound.
+    /// Binds every listener, spawns the hub and accept tasks on the caller's runtime
+    /// (`R::default()`); returns once bound.
     ///
     /// Nothing is left running when it fails: the error names the address that could not be
-    /// bound, or the API this runtime cannot serve.
+    /// bound.
     pub async fn start(config: BrokerConfig) -> Result<Broker<R>, BrokerError> {
         Self::start_on(R::default(), config).await
     }
@@ -271,20 +231,6 @@ impl<R: Runtime> Broker<R> {
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
             bound.push((socket, local, listener.tls.clone()));
         }
-        let api_socket = match &config.api {
-            Some(api) => {
-                let addr = api.bind;
-                let socket = runtime
-                    .bind(addr)
-                    .await
-                    .map_err(|source| BrokerError::BindApi { addr, source })?;
-                let local = runtime
-                    .local_addr(&socket)
-                    .map_err(|source| BrokerError::BindApi { addr, source })?;
-                Some((socket, local))
-            }
-            None => None,
-        };
 
         let clock = Clock::start();
         let mut hub_config = config.hub.clone();
@@ -296,31 +242,12 @@ impl<R: Runtime> Broker<R> {
         let (stop_connections, stop_connections_rx) = watch::channel(false);
         let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let final_stats = Arc::new(Mutex::new(None));
-        let handle = BrokerHandle::new(requests.clone(), Arc::clone(&final_stats));
-
-        // The API first: a runtime that cannot serve it refuses before anything runs.
-        let (api_addr, api_task) = match (api_socket, config.api) {
-            (Some((socket, local)), Some(api)) => {
-                let http_api = HttpApi {
-                    handle: handle.clone(),
-                    token: api.token.clone(),
-                    topic_limits: config.server.topic_limits,
-                    authenticator: Arc::clone(&config.authenticator),
-                    stop: StopSignal {
-                        receiver: stop_accepting_rx.clone(),
-                    },
-                };
-                let task = runtime.serve_http_api(socket, http_api).map_err(|source| {
-                    BrokerError::ApiUnsupported {
-                        addr: api.bind,
-                        source,
-                    }
-                })?;
-                info!(addr = %local, token = api.token.is_some(), "listening for the HTTP API");
-                (Some(local), Some(task))
-            }
-            _ => (None, None),
-        };
+        let cap = ConnectionCap::new(config.max_connections);
+        let handle = BrokerHandle::new(
+            requests.clone(),
+            Arc::clone(&final_stats),
+            Arc::clone(&cap.refused),
+        );
 
         let hub = HubTask::new(hub_config, clock, runtime.clone());
         let hub_task = runtime.spawn(hub.run(
@@ -346,10 +273,14 @@ impl<R: Runtime> Broker<R> {
             info!(addr = %local, tls = tls.is_some(), "listening for MQTT");
             listeners.push((local, tls.is_some()));
             accept_tasks.push(runtime.spawn(accept_loop(
-                socket,
-                tls,
-                Arc::clone(&shared),
-                Arc::clone(&next_conn),
+                AcceptLoop {
+                    listener: socket,
+                    local,
+                    tls,
+                    shared: Arc::clone(&shared),
+                    cap: cap.clone(),
+                    next_conn: Arc::clone(&next_conn),
+                },
                 stop_accepting_rx.clone(),
                 connection_sets_tx.clone(),
             )));
@@ -357,14 +288,15 @@ impl<R: Runtime> Broker<R> {
         Ok(Broker {
             runtime,
             listeners,
-            api_addr,
             handle,
+            server: config.server,
+            authenticator: config.authenticator,
             stop_accepting,
             stop_hub,
             accept_tasks,
             connection_sets,
             hub_task,
-            api_task,
+            services: Vec::new(),
         })
     }
 
@@ -374,9 +306,36 @@ impl<R: Runtime> Broker<R> {
         self.listeners.clone()
     }
 
-    /// The address the HTTP API is bound to, if it is configured.
-    pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api_addr
+    /// The per-connection limits the broker was started with (the topic limits among them).
+    pub fn server_config(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    /// The authenticator the broker was started with.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator + Send + Sync> {
+        &self.authenticator
+    }
+
+    /// Runs a service beside the broker, in a task of its own on the broker's runtime: the
+    /// future `start_service` makes of the [`StopSignal`] it is given, which is raised when the
+    /// broker stops accepting. [`shutdown`](Self::shutdown) waits for the service's end after
+    /// the connections', within the same deadline, and aborts it (with a warning naming it) if
+    /// it is not done by then.
+    ///
+    /// This is how `aliot_tokio` adds its HTTP API to a tokio broker: the broker itself knows
+    /// nothing of HTTP.
+    pub fn spawn_service<F>(
+        &mut self,
+        name: &'static str,
+        start_service: impl FnOnce(StopSignal) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = StopSignal {
+            receiver: self.stop_accepting.subscribe(),
+        };
+        let task = self.runtime.spawn(start_service(stop));
+        self.services.push((name, task));
     }
 
     /// A handle for the server side: RRPC calls, publishes, statistics. It can be cloned and
@@ -396,7 +355,7 @@ impl<R: Runtime> Broker<R> {
             accept_tasks,
             mut connection_sets,
             hub_task,
-            api_task,
+            services,
             ..
         } = self;
         stop_accepting.send_replace(true);
@@ -425,28 +384,117 @@ impl<R: Runtime> Broker<R> {
                 "connections still closing at the deadline were aborted"
             );
         }
-        if let Some(mut task) = api_task
-            && timeout_at(&runtime, deadline, &mut task).await.is_none()
-        {
-            runtime.abort(task);
-            warn!("HTTP requests still running at the deadline were aborted");
+        for (service, mut task) in services {
+            if timeout_at(&runtime, deadline, &mut task).await.is_none() {
+                runtime.abort(task);
+                warn!(
+                    service,
+                    "a service still running at the deadline was aborted"
+                );
+            }
         }
         info!("broker stopped");
     }
 }
 
-/// Accepts connections until told to stop, then hands its connection tasks over to the broker,
-/// which waits for them once the hub has closed them.
-async fn accept_loop<R: Runtime>(
+/// The cap on the connections the broker holds at once ([`BrokerConfig::max_connections`]),
+/// shared by every accept loop: a connection's task holds a permit from its accept to its end.
+#[derive(Clone)]
+struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    max: NonZeroUsize,
+    /// Connections closed at their accept because every permit was taken; the
+    /// [`BrokerHandle`] reads it.
+    refused: Arc<AtomicU64>,
+}
+
+impl ConnectionCap {
+    fn new(max: NonZeroUsize) -> Self {
+        ConnectionCap {
+            // A cap the semaphore cannot count to is no cap: no broker holds that many.
+            permits: Arc::new(Semaphore::new(max.get().min(Semaphore::MAX_PERMITS))),
+            max,
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A permit for one more connection, or `None` (counted) when the broker holds its
+    /// maximum already.
+    ///
+    /// An owned permit is an `Arc` of the semaphore and a count, 16 bytes in the connection's
+    /// task: taking one clones the `Arc`, it allocates nothing.
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// The log warnings of one listener about connections refused at the cap: the first at once,
+/// then at most one per [`CAP_WARNING_INTERVAL`], each with the number refused since the one
+/// before. (Refusals after the last warning of a flood are in the counter, not the log.)
+#[derive(Default)]
+struct CapWarnings {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl CapWarnings {
+    fn refused(&mut self, listener: SocketAddr, max_connections: NonZeroUsize) {
+        self.unreported += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now < last + CAP_WARNING_INTERVAL)
+        {
+            return;
+        }
+        warn!(
+            %listener,
+            refused = self.unreported,
+            max_connections,
+            "connections closed at once: the broker holds [limits] max_connections already"
+        );
+        self.last = Some(now);
+        self.unreported = 0;
+    }
+}
+
+/// What one accept loop accepts on and hands its connections.
+struct AcceptLoop<R: Runtime> {
     listener: R::Listener,
+    local: SocketAddr,
     tls: Option<TlsAcceptor>,
     shared: Arc<ConnectionShared<R>>,
+    cap: ConnectionCap,
     next_conn: Arc<AtomicU64>,
+}
+
+/// Accepts connections until told to stop, then hands its connection tasks over to the broker,
+/// which waits for them once the hub has closed them.
+///
+/// A connection over the cap is closed as soon as it is accepted, before its CONNECT (or TLS
+/// handshake) is read.
+async fn accept_loop<R: Runtime>(
+    accepting: AcceptLoop<R>,
     mut stop: watch::Receiver<bool>,
     hand_over: mpsc::UnboundedSender<FuturesUnordered<R::Task>>,
 ) {
+    let AcceptLoop {
+        listener,
+        local,
+        tls,
+        shared,
+        cap,
+        next_conn,
+    } = accepting;
     let runtime = shared.runtime.clone();
     let mut tasks = FuturesUnordered::new();
+    let mut cap_warnings = CapWarnings::default();
     loop {
         tokio_sync::select! {
             () = stopped(&mut stop) => break,
@@ -454,8 +502,16 @@ async fn accept_loop<R: Runtime>(
             Some(()) = tasks.next(), if !tasks.is_empty() => {}
             accepted = runtime.accept(&listener) => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(permit) = cap.admit() else {
+                        drop(stream);
+                        cap_warnings.refused(local, cap.max);
+                        continue;
+                    };
                     let conn = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
-                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone());
+                    // The permit is released when the connection's future is done or dropped
+                    // (it ended, failed, or was aborted).
+                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone())
+                        .map(move |()| drop(permit));
                     // A connection task that fails must not leave its session attached to
                     // nothing: the hub hears of it as a closed transport.
                     let lost_shared = Arc::clone(&shared);

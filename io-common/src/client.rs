@@ -50,7 +50,7 @@
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
-//!     api: None,
+//!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //! })
 //! .await?;
 //! let (addr, _) = broker.listener_addrs()[0];

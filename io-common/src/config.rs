@@ -18,6 +18,7 @@
 //! token = "change-me"        # optional bearer token
 //!
 //! [limits]                   # every key optional; these are the defaults
+//! max_connections = 1000000
 //! max_packet_size = 262144
 //! max_topic_len = 128
 //! connect_timeout_secs = 10
@@ -71,7 +72,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{AddrParseError, IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroU16;
+use std::num::{NonZeroU16, NonZeroUsize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +91,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::broker::{ApiConfig, BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
 
 /// Where the `[api]` table listens when it gives no `bind`.
 pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -100,6 +101,10 @@ pub const MAX_MQTT_PACKET_SIZE: usize = MAX_REMAINING_LENGTH + MAX_FIXED_HEADER_
 
 /// The most QoS 1 messages in flight to one device: MQTT packet ids are 16-bit.
 pub const MAX_INFLIGHT_WINDOW: usize = NonZeroU16::MAX.get() as usize;
+
+/// The largest connection cap accepted: 100 million, about 180 GB of idle connections, more than
+/// one process holds (each is a socket).
+pub const MAX_MAX_CONNECTIONS: usize = 100_000_000;
 
 /// The longest CONNECT deadline accepted: one hour (a device that takes longer is not coming).
 pub const MAX_CONNECT_TIMEOUT_SECS: u64 = 3600;
@@ -115,6 +120,8 @@ pub struct Config {
     pub listeners: Vec<ListenerSettings>,
     /// The HTTP API, when the file has an `[api]` table.
     pub api: Option<ApiSettings>,
+    /// The most connections held at once (`[limits] max_connections`).
+    pub max_connections: NonZeroUsize,
     /// Per-connection limits (`[limits]`: packet size, topic length, timeouts).
     pub server: ServerConfig,
     /// Hub limits (`[limits]`: in-flight window, offline queue, ages).
@@ -210,7 +217,9 @@ impl Config {
             .with_max_timestamp_skew_ms(self.auth.max_timestamp_skew_ms)
     }
 
-    /// The broker configuration to start a [`Broker`](crate::broker::Broker) with.
+    /// The broker configuration to start a [`Broker`](crate::broker::Broker) with. The HTTP
+    /// API ([`api`](Self::api)) is not part of it: it is served beside a tokio broker
+    /// (`aliot_tokio::api`).
     pub fn broker_config(&self) -> BrokerConfig {
         BrokerConfig {
             listeners: self
@@ -227,10 +236,7 @@ impl Config {
             server: self.server.clone(),
             hub: self.hub.clone(),
             authenticator: Arc::new(self.authenticator()),
-            api: self.api.as_ref().map(|api| ApiConfig {
-                bind: api.bind,
-                token: api.token.clone(),
-            }),
+            max_connections: self.max_connections,
         }
     }
 
@@ -537,6 +543,7 @@ struct RawApi {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
+    max_connections: Option<Spanned<u64>>,
     max_packet_size: Option<Spanned<u64>>,
     max_topic_len: Option<Spanned<u64>>,
     connect_timeout_secs: Option<Spanned<u64>>,
@@ -646,12 +653,13 @@ impl Checker<'_> {
     fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listeners = self.listeners(raw.listener)?;
         let api = raw.api.map(|api| self.api(api)).transpose()?;
-        let (server, hub) = self.limits(raw.limits)?;
+        let (max_connections, server, hub) = self.limits(raw.limits)?;
         let auth = self.auth(raw.auth)?;
         let (registry, products) = self.products(raw.product)?;
         Ok(Config {
             listeners,
             api,
+            max_connections,
             server,
             hub,
             auth,
@@ -774,9 +782,18 @@ impl Checker<'_> {
         Ok(usize::try_from(accepted).unwrap_or(usize::MAX))
     }
 
-    fn limits(&self, raw: RawLimits) -> Result<(ServerConfig, HubConfig), ConfigError> {
+    fn limits(
+        &self,
+        raw: RawLimits,
+    ) -> Result<(NonZeroUsize, ServerConfig, HubConfig), ConfigError> {
+        let mut max_connections = BrokerConfig::DEFAULT_MAX_CONNECTIONS;
         let mut server = ServerConfig::default();
         let mut hub = HubConfig::default();
+        if let Some(value) = &raw.max_connections {
+            let max = self.size_limit("max_connections", value, 1, MAX_MAX_CONNECTIONS)?;
+            // At least 1, as checked.
+            max_connections = NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN);
+        }
         if let Some(value) = &raw.max_packet_size {
             server.max_packet_size =
                 self.size_limit("max_packet_size", value, 1, MAX_MQTT_PACKET_SIZE)?;
@@ -821,7 +838,7 @@ impl Checker<'_> {
         if let Some(value) = raw.session_expiry_secs {
             hub.session_expiry = value.into_inner().duration();
         }
-        Ok((server, hub))
+        Ok((max_connections, server, hub))
     }
 
     fn auth(&self, raw: RawAuth) -> Result<AuthSettings, ConfigError> {

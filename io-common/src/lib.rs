@@ -27,7 +27,7 @@
 //!         server: Default::default(),
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
-//!         api: None,
+//!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     };
 //!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
 //!     let broker = Broker::<Smol>::start(config).await?;
@@ -47,8 +47,8 @@ pub mod demo;
 pub mod runtime;
 
 pub use broker::{
-    ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
-    RrpcReply, Stats, TlsConfigError, load_tls_config,
+    Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
+    TlsConfigError, load_tls_config,
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::Runtime;

@@ -16,8 +16,6 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::FutureExt as _;
 use futures_util::future::{Either, select};
 
-use crate::broker::HttpApi;
-
 /// What the broker and the device client need from an async runtime.
 ///
 /// Implementations are cheap handles (a unit struct, or an `Arc` of an executor); `Default`
@@ -72,21 +70,6 @@ pub trait Runtime: Clone + Default + Send + Sync + 'static {
         &self,
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Tcp, SocketAddr)>> + Send;
-
-    /// Serves the broker's HTTP API on `listener` in a task until
-    /// [`HttpApi::stop`] is raised, then finishes the requests under way.
-    ///
-    /// A runtime without an HTTP server keeps the default, which refuses: the broker then
-    /// fails to start with [`BrokerError::ApiUnsupported`](crate::broker::BrokerError::ApiUnsupported)
-    /// rather than run without the API it was configured with.
-    fn serve_http_api(
-        &self,
-        listener: Self::Listener,
-        api: HttpApi,
-    ) -> Result<Self::Task, HttpApiUnsupported> {
-        let _ = (listener, api);
-        Err(HttpApiUnsupported)
-    }
 }
 
 /// Connections a listener lets the kernel complete before the broker accepts them (the kernel
@@ -108,11 +91,6 @@ pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
-
-/// This runtime has no HTTP server for the broker's API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("this runtime has no HTTP server for the broker's API (it is served on tokio only)")]
-pub struct HttpApiUnsupported;
 
 /// Runs `future` to its end, or gives up at `at`: `None` when the time came first.
 pub async fn timeout_at<R: Runtime, F: Future>(

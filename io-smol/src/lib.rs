@@ -5,8 +5,9 @@
 //! the import. It holds no logic of its own: the protocol is `aliot-core`'s, the loops that
 //! drive it are `aliot-io`'s, and this crate is [`Smol`], their [`Runtime`](aliot_io::Runtime).
 //!
-//! The broker's HTTP API is served on tokio only: a smol [`Broker`] configured with one
-//! ([`BrokerConfig::api`]) refuses to start with [`BrokerError::ApiUnsupported`].
+//! The broker's HTTP API is an extension of the tokio broker (`aliot_tokio::ServeHttpApi`);
+//! a smol [`Broker`] has no HTTP API. Other services can run beside it, stopping with it
+//! ([`Broker::spawn_service`](aliot_io::broker::Broker::spawn_service)).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -22,7 +23,7 @@
 //!         server: Default::default(),
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
-//!         api: None,
+//!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     })
 //!     .await?;
 //!     let (addr, tls) = broker.listener_addrs()[0];
@@ -40,8 +41,8 @@ pub mod client;
 mod runtime;
 
 pub use broker::{
-    ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
-    RrpcReply, Stats, TlsConfigError, load_tls_config,
+    Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
+    TlsConfigError, load_tls_config,
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::{Smol, SmolTask};

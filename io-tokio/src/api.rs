@@ -1,9 +1,11 @@
 //! The broker's HTTP API: RRPC calls, server-side publishes and metrics, with the platform's
 //! names for fields and outcomes.
 //!
-//! It runs only when [`BrokerConfig::api`](crate::broker::BrokerConfig::api) is set, on the
-//! address given there. With a token configured, every request must carry
-//! `Authorization: Bearer <token>` (compared in constant time), else `401`.
+//! It is tokio's extension of the broker: [`ServeHttpApi::serve_http_api`] serves it beside a
+//! running [`Broker`], on the address of its [`ApiConfig`], until the broker shuts down (the
+//! broker's loops are runtime-independent and know nothing of HTTP; a smol broker has no such
+//! method). With a token configured, every request must carry `Authorization: Bearer <token>`
+//! (compared in constant time), else `401`.
 //!
 //! | request | body | answer |
 //! |---|---|---|
@@ -29,6 +31,8 @@
 //! with any other authenticator the call goes ahead and such a device is `OFFLINE`.
 
 use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::Authenticator;
 use aliot_core::codec::QoS;
 use aliot_core::hub::{self, Counters, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
+use aliot_io::Runtime as _;
 use aliot_topic::{TopicLimits, TopicName, check_identity, is_product_topic};
 use axum::Router;
 use axum::body::Bytes;
@@ -48,8 +53,100 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use tracing::{error, info};
 
-use crate::broker::{BrokerHandle, RrpcError, Stats};
+use crate::Tokio;
+use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
+
+/// Where the HTTP API listens and who may call it.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where to listen. The `aliot` command defaults it to loopback: the API can call every
+    /// device, so expose it only behind a token.
+    pub bind: SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The HTTP API's address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for the HTTP API on {addr}: {source}")]
+pub struct BindApiError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// What the operating system said.
+    pub source: io::Error,
+}
+
+/// The HTTP API as a method of the tokio [`Broker`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use aliot_auth::MemoryRegistry;
+/// use aliot_core::PlatformAuthenticator;
+/// use aliot_tokio::{ApiConfig, Broker, BrokerConfig, ListenerConfig, ServeHttpApi as _};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let authenticator = PlatformAuthenticator::new(MemoryRegistry::new());
+/// let mut broker = Broker::start(BrokerConfig {
+///     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+///     server: Default::default(),
+///     hub: Default::default(),
+///     authenticator: Arc::new(authenticator),
+///     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+/// })
+/// .await?;
+/// let api = ApiConfig { bind: "127.0.0.1:0".parse()?, token: Some("change-me".into()) };
+/// let api_addr = broker.serve_http_api(api).await?;
+/// assert_ne!(api_addr.port(), 0);
+/// // Stops the API too, after the requests under way.
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub trait ServeHttpApi {
+    /// Binds `config.bind` and serves the API there, in a task beside the broker's, until the
+    /// broker stops accepting; [`shutdown`](aliot_io::broker::Broker::shutdown) then waits
+    /// for the requests under way, within its deadline. Returns the address bound (port 0
+    /// resolved). It may be called more than once, for more than one address.
+    fn serve_http_api(
+        &mut self,
+        config: ApiConfig,
+    ) -> impl Future<Output = Result<SocketAddr, BindApiError>> + Send;
+}
+
+impl ServeHttpApi for Broker {
+    async fn serve_http_api(&mut self, config: ApiConfig) -> Result<SocketAddr, BindApiError> {
+        let ApiConfig { bind, token } = config;
+        let bind_error = |source| BindApiError { addr: bind, source };
+        let listener = Tokio.bind(bind).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        info!(addr = %local, token = token.is_some(), "listening for the HTTP API");
+        let state = ApiState::new(
+            self.handle(),
+            token,
+            self.server_config().topic_limits,
+            Arc::clone(self.authenticator()),
+        );
+        self.spawn_service("the HTTP API", move |stop| async move {
+            let served = axum::serve(listener, router(state)).with_graceful_shutdown(stop.raised());
+            if let Err(error) = served.await {
+                error!(%error, "the HTTP API stopped");
+            }
+        });
+        Ok(local)
+    }
+}
 
 /// The body of `POST /rrpc`: the platform's `RRpc` parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +319,7 @@ impl IntoResponse for Failure {
 
 /// What the handlers share.
 #[derive(Clone)]
-pub(crate) struct ApiState {
+struct ApiState {
     handle: BrokerHandle,
     token: Option<Arc<str>>,
     topic_limits: TopicLimits,
@@ -230,7 +327,7 @@ pub(crate) struct ApiState {
 }
 
 impl ApiState {
-    pub(crate) fn new(
+    fn new(
         handle: BrokerHandle,
         token: Option<String>,
         topic_limits: TopicLimits,
@@ -277,7 +374,7 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 }
 
 /// The API's routes over a running broker.
-pub(crate) fn router(state: ApiState) -> Router {
+fn router(state: ApiState) -> Router {
     Router::new()
         .route("/rrpc", post(rrpc).fallback(method_not_allowed))
         .route("/pub", post(publish).fallback(method_not_allowed))
@@ -447,16 +544,18 @@ fn belongs_to_product(topic: &str, product_key: &str) -> bool {
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Failure> {
     state.authorize(&headers)?;
     let stats = state.handle.stats().await;
+    let refused_at_cap = state.handle.connections_refused_at_cap();
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        prometheus_text(&stats),
+        prometheus_text(&stats, refused_at_cap),
     )
         .into_response())
 }
 
-/// Every counter of the hub and the gauges, in Prometheus text format.
-pub(crate) fn prometheus_text(stats: &Stats) -> String {
+/// Every counter of the hub and the gauges, and the connections the accept loops refused at
+/// the cap, in Prometheus text format.
+fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
     // Destructured in full: a counter added to the hub does not compile until it is exported.
     let Counters {
         connections_accepted,
@@ -532,6 +631,12 @@ pub(crate) fn prometheus_text(stats: &Stats) -> String {
         "counter",
         "CONNECTs refused, by CONNACK return code.",
         &refused_samples,
+    );
+    family(
+        "aliot_connections_refused_at_cap_total",
+        "counter",
+        "Connections closed as soon as accepted, before their CONNECT, because the broker held limits.max_connections already.",
+        &[("", refused_at_cap)],
     );
     family(
         "aliot_connections_closed_total",
@@ -691,13 +796,16 @@ mod tests {
         stats.counters.rrpc.halfconn = 2;
         stats.counters.dropped.slow_consumer = 7;
         stats.connections = 4;
-        let text = prometheus_text(&stats);
+        let text = prometheus_text(&stats, 9);
         assert!(text.contains("aliot_connections_refused_total{code=\"5\"} 3\n"));
         assert!(text.contains("aliot_connections_refused_total{code=\"1\"} 0\n"));
         assert!(!text.contains("code=\"0\""));
         assert!(text.contains("aliot_rrpc_calls_total{outcome=\"HALFCONN\"} 2\n"));
         assert!(text.contains("aliot_messages_dropped_total{reason=\"slow_consumer\"} 7\n"));
         assert!(text.contains("# TYPE aliot_connections gauge\naliot_connections 4\n"));
+        assert!(text.contains(
+            "# TYPE aliot_connections_refused_at_cap_total counter\naliot_connections_refused_at_cap_total 9\n"
+        ));
         // Every family has its HELP and TYPE lines, each sample a family declared before it.
         let mut declared = Vec::new();
         for line in text.lines() {
@@ -708,6 +816,6 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        assert_eq!(declared.len(), 18);
+        assert_eq!(declared.len(), 19);
     }
 }

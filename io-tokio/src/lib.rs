@@ -12,8 +12,8 @@ pub mod client;
 mod runtime;
 
 pub use broker::{
-    ApiConfig, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
-    RrpcReply, Stats, TlsConfigError, load_tls_config,
+    ApiConfig, BindApiError, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig,
+    RrpcError, RrpcReply, ServeHttpApi, Stats, TlsConfigError, load_tls_config,
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::{Tokio, TokioTask};

@@ -7,14 +7,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use aliot_io::broker::HttpApi;
-use aliot_io::runtime::{HttpApiUnsupported, Runtime};
+use aliot_io::runtime::Runtime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _};
-use tracing::error;
-
-use crate::api::{ApiState, router};
 
 /// The tokio runtime the caller runs on (`tokio::spawn`, tokio timers and sockets). Every call
 /// must be made from within a tokio runtime.
@@ -84,27 +80,6 @@ impl Runtime for Tokio {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         Ok((stream.compat(), peer))
-    }
-
-    fn serve_http_api(
-        &self,
-        listener: TcpListener,
-        api: HttpApi,
-    ) -> Result<TokioTask, HttpApiUnsupported> {
-        let HttpApi {
-            handle,
-            token,
-            topic_limits,
-            authenticator,
-            stop,
-        } = api;
-        let router = router(ApiState::new(handle, token, topic_limits, authenticator));
-        Ok(self.spawn(async move {
-            let served = axum::serve(listener, router).with_graceful_shutdown(stop.raised());
-            if let Err(error) = served.await {
-                error!(%error, "the HTTP API stopped");
-            }
-        }))
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use aliot_core::codec::PublishQos;
 use aliot_tokio::Tokio;
-use aliot_tokio::broker::Broker;
+use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
@@ -17,9 +17,14 @@ use support::*;
 
 const TOKEN: &str = "s3cr3t-token";
 
+/// A broker with the HTTP API on a free loopback port; the broker, its MQTT and API addresses.
 async fn start_with_api(token: Option<&str>) -> (Broker, SocketAddr, SocketAddr) {
-    let (broker, mqtt) = start::<Tokio>(config_with_api(false, token)).await;
-    let api = broker.api_addr().expect("the API is configured");
+    let (mut broker, mqtt) = start::<Tokio>(config(false)).await;
+    let api = ApiConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token: token.map(str::to_owned),
+    };
+    let api = broker.serve_http_api(api).await.expect("the API starts");
     (broker, mqtt, api)
 }
 
@@ -266,6 +271,7 @@ async fn metrics_in_prometheus_text_format() {
         "aliot_rrpc_calls_total{outcome=\"OFFLINE\"} 1\n",
         "aliot_rrpc_calls_total{outcome=\"SUCCESS\"} 0\n",
         "aliot_connections_refused_total{code=\"5\"} 0\n",
+        "aliot_connections_refused_at_cap_total 0\n",
         "aliot_connections_closed_total{reason=\"taken_over\"} 0\n",
         "aliot_messages_dropped_total{reason=\"queue_full\"} 0\n",
         "# TYPE aliot_connections gauge\naliot_connections 1\n",

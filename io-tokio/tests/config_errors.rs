@@ -290,6 +290,15 @@ fn unreadable_tls_files_are_refused() {
 #[test]
 fn a_limit_out_of_range_is_refused() {
     let cases = [
+        (
+            "max_connections = 0",
+            "limits.max_connections = 0 is below the minimum of 1",
+        ),
+        (
+            "max_connections = 100000001",
+            "limits.max_connections = 100000001 is above the maximum of 100000000",
+        ),
+        ("max_connections = -1", "invalid value"),
         ("max_packet_size = 0", "below the minimum of 1"),
         (
             "max_packet_size = 268435461",

@@ -551,7 +551,7 @@ pub async fn run_rrpc(common: &Common, spec: &RrpcSpec) -> Result<RrpcReport, Lo
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),
-        api: None,
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     };
     let broker = InProcessBroker::start(config, spec.broker_threads).await?;
     let result = rrpc_against(&broker, common, spec, &devices).await;

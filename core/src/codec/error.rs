@@ -1,41 +1,14 @@
 //! What can be wrong with bytes to decode or packets to encode: one variant per rule.
+//!
+//! The errors of the value types alone ([`QosOutOfRange`](super::QosOutOfRange),
+//! [`Utf8BytesError`](super::Utf8BytesError)) live with those types, in `types`: the modules
+//! depend one way, `types` <- `packet` <- `error`.
 
 use core::fmt;
 
 use bytes::Bytes;
 
 use super::packet::{ConnectReturnCode, PacketType};
-
-/// A QoS number other than 0, 1 or 2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("QoS {value} does not exist (MQTT has QoS 0, 1 and 2)")]
-pub struct QosOutOfRange {
-    /// The number given.
-    pub value: u8,
-}
-
-/// Why bytes are not an MQTT UTF-8 string (MQTT 3.1.1 §1.5.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Utf8BytesError {
-    /// The bytes are not valid UTF-8.
-    #[error("not valid UTF-8 (valid up to byte {valid_up_to})")]
-    InvalidUtf8 {
-        /// How many leading bytes are valid UTF-8.
-        valid_up_to: usize,
-    },
-    /// The string contains U+0000, which MQTT forbids.
-    #[error("contains U+0000 at byte {at}, which MQTT strings may not")]
-    NullCharacter {
-        /// Byte offset of the first U+0000.
-        at: usize,
-    },
-    /// The string does not fit the 16-bit length prefix.
-    #[error("{len} bytes long, over the 65,535 bytes an MQTT string can hold")]
-    TooLong {
-        /// The string's length in bytes.
-        len: usize,
-    },
-}
 
 /// Which string field of a packet a string error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

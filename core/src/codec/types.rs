@@ -1,5 +1,6 @@
 //! The value types the packets are made of: protocol versions, QoS levels, packet identifiers
-//! and validated MQTT UTF-8 strings.
+//! and validated MQTT UTF-8 strings, with the errors of building them. The other modules of the
+//! codec use these; this one uses none of them.
 
 use alloc::string::String;
 use core::fmt;
@@ -7,8 +8,6 @@ use core::num::NonZeroU16;
 use core::ops::Deref;
 
 use bytes::Bytes;
-
-use super::error::{QosOutOfRange, Utf8BytesError};
 
 /// The longest MQTT string or binary field: its length is a big-endian `u16`.
 pub const MAX_STRING_LEN: usize = 65_535;
@@ -98,6 +97,14 @@ impl From<QoS> for u8 {
     }
 }
 
+/// A QoS number other than 0, 1 or 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("QoS {value} does not exist (MQTT has QoS 0, 1 and 2)")]
+pub struct QosOutOfRange {
+    /// The number given.
+    pub value: u8,
+}
+
 /// A packet identifier: a non-zero `u16` (MQTT forbids 0 where an identifier is required).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PacketId(NonZeroU16);
@@ -181,6 +188,29 @@ pub(crate) fn check_string_content(bytes: &[u8]) -> Result<(), StringFault> {
         Some(at) => Err(StringFault::NullCharacter { at }),
         None => Ok(()),
     }
+}
+
+/// Why bytes are not an MQTT UTF-8 string (MQTT 3.1.1 §1.5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Utf8BytesError {
+    /// The bytes are not valid UTF-8.
+    #[error("not valid UTF-8 (valid up to byte {valid_up_to})")]
+    InvalidUtf8 {
+        /// How many leading bytes are valid UTF-8.
+        valid_up_to: usize,
+    },
+    /// The string contains U+0000, which MQTT forbids.
+    #[error("contains U+0000 at byte {at}, which MQTT strings may not")]
+    NullCharacter {
+        /// Byte offset of the first U+0000.
+        at: usize,
+    },
+    /// The string does not fit the 16-bit length prefix.
+    #[error("{len} bytes long, over the 65,535 bytes an MQTT string can hold")]
+    TooLong {
+        /// The string's length in bytes.
+        len: usize,
+    },
 }
 
 /// Checks every rule of an MQTT UTF-8 string: at most 65,535 bytes, valid UTF-8, no U+0000.

@@ -1,5 +1,6 @@
 //! [`BrokerHandle`]: the server side of a running broker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -59,17 +60,28 @@ pub struct Stats {
 pub struct BrokerHandle {
     requests: mpsc::Sender<HubRequest>,
     final_stats: Arc<Mutex<Option<Stats>>>,
+    /// Counted by the accept loops (the hub never sees these connections).
+    refused_at_cap: Arc<AtomicU64>,
 }
 
 impl BrokerHandle {
     pub(crate) fn new(
         requests: mpsc::Sender<HubRequest>,
         final_stats: Arc<Mutex<Option<Stats>>>,
+        refused_at_cap: Arc<AtomicU64>,
     ) -> Self {
         BrokerHandle {
             requests,
             final_stats,
+            refused_at_cap,
         }
+    }
+
+    /// Connections closed as soon as they were accepted, because the broker held
+    /// [`max_connections`](super::BrokerConfig::max_connections) already. They never sent a
+    /// CONNECT the broker read, so the hub's counters ([`stats`](Self::stats)) do not have them.
+    pub fn connections_refused_at_cap(&self) -> u64 {
+        self.refused_at_cap.load(Ordering::Relaxed)
     }
 
     /// Calls a device (RRPC, SPEC §4) on `/sys/{productKey}/{deviceName}/rrpc/request/{messageId}`

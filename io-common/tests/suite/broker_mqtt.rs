@@ -1,5 +1,6 @@
 //! The broker over real loopback sockets: refusals, QoS 1, kept sessions, takeover, ACL,
-//! backpressure, the CONNECT deadline and graceful shutdown.
+//! backpressure, the CONNECT deadline, graceful shutdown, services beside the broker and the
+//! connection cap.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use aliot_core::codec::{Packet, PublishQos, QoS, Will};
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{Broker, RrpcError};
+use aliot_io::runtime::sleep;
 use aliot_topic::{TopicLimits, TopicName};
 
 use crate::support::*;
@@ -348,5 +350,79 @@ pub async fn start_names_the_address_it_cannot_bind<R: Runtime>() {
         .await
         .expect_err("the port is taken");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
+    broker.shutdown().await;
+}
+
+pub async fn a_service_beside_the_broker_stops_with_it_and_is_waited_for<R: Runtime>() {
+    let (mut broker, addr) = start::<R>(config(false)).await;
+    let (stopped_tx, mut stopped) = tokio_sync::sync::oneshot::channel();
+    broker.spawn_service("a test service", move |stop| async move {
+        stop.raised().await;
+        // Work after the signal, as an HTTP server finishing its requests has.
+        yield_now().await;
+        let _ = stopped_tx.send(());
+    });
+    let (mut device, _) = TestClient::<R>::device(addr, 1, true).await;
+    device.ping().await;
+    assert_eq!(
+        stopped.try_recv(),
+        Err(tokio_sync::sync::oneshot::error::TryRecvError::Empty),
+        "running while the broker runs"
+    );
+    broker.shutdown().await;
+    assert_eq!(
+        stopped.try_recv(),
+        Ok(()),
+        "the broker's shutdown stopped the service and waited for its end"
+    );
+    assert!(device.expect_closed().await.is_empty());
+}
+
+pub async fn over_the_connection_cap_a_device_is_closed_until_one_leaves<R: Runtime>() {
+    let mut config = config(false);
+    config.max_connections = std::num::NonZeroUsize::new(2).unwrap();
+    let (broker, addr) = start::<R>(config).await;
+    let (first, _) = TestClient::<R>::device(addr, 1, true).await;
+    let (mut second, _) = TestClient::<R>::device(addr, 2, true).await;
+
+    // The third is closed without a CONNACK: its CONNECT is never read.
+    let mut third = TestClient::<R>::tcp(addr).await;
+    third.send(&Packet::from(device_connect(3, true))).await;
+    assert_eq!(third.expect_closed().await, [], "no CONNACK over the cap");
+    assert_eq!(broker.handle().connections_refused_at_cap(), 1);
+    assert_eq!(broker.handle().stats().await.connections, 2);
+    // The two inside go on.
+    second.ping().await;
+
+    // One leaves; its slot is free once its task has ended, which a device cannot see, so the
+    // next one tries until it gets in.
+    first.disconnect().await;
+    let mut attempts = 0_u32;
+    let mut third = within::<R, _>("a device gets in after one left", async {
+        loop {
+            attempts += 1;
+            let mut client = TestClient::<R>::tcp(addr).await;
+            client.send(&Packet::from(device_connect(3, true))).await;
+            match client.next_packet().await {
+                Some(Packet::ConnAck(connack)) => {
+                    assert_eq!(connack.code as u8, 0, "device 3 is accepted");
+                    return client;
+                }
+                Some(other) => panic!("expected CONNACK or the close, got {other:?}"),
+                None => sleep(&R::default(), Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        broker.handle().connections_refused_at_cap(),
+        u64::from(attempts),
+        "each attempt but the last was refused at the cap, and counted"
+    );
+    third.ping().await;
+    second.ping().await;
+
+    third.disconnect().await;
+    second.disconnect().await;
     broker.shutdown().await;
 }

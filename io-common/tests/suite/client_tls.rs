@@ -33,7 +33,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
-        api: None,
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     })
     .await
     .unwrap();

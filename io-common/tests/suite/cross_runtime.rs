@@ -1,8 +1,7 @@
 //! The two runtimes against each other: a tokio device client against a smol broker, a smol
-//! device client against a tokio broker, and what only one runtime has (the HTTP API).
+//! device client against a tokio broker.
 
 use aliot_core::codec::{QoS, SubAckReturnCode};
-use aliot_io::broker::{ApiConfig, BrokerError};
 use aliot_io::client::{ClientOptions, Login};
 use aliot_smol::Smol;
 use aliot_tokio::Tokio;
@@ -97,25 +96,5 @@ fn a_smol_client_against_a_tokio_broker() {
         client.disconnect().await;
         watcher.disconnect().await;
         broker.shutdown().await;
-    });
-}
-
-#[test]
-fn a_smol_broker_refuses_an_http_api_it_cannot_serve() {
-    crate::run_on_smol(async {
-        let mut config = config(false);
-        let api_bind = "127.0.0.1:0".parse().unwrap();
-        config.api = Some(ApiConfig {
-            bind: api_bind,
-            token: None,
-        });
-        let error = aliot_smol::Broker::start(config)
-            .await
-            .expect_err("no HTTP server on smol");
-        assert!(
-            matches!(error, BrokerError::ApiUnsupported { addr, .. } if addr == api_bind),
-            "{error}"
-        );
-        assert!(error.to_string().contains("tokio only"), "{error}");
     });
 }

@@ -62,6 +62,8 @@ on_both_runtimes! {
         a_silent_connection_is_closed_at_the_connect_deadline,
         graceful_shutdown_closes_everyone_and_ends_pending_calls,
         start_names_the_address_it_cannot_bind,
+        a_service_beside_the_broker_stops_with_it_and_is_waited_for,
+        over_the_connection_cap_a_device_is_closed_until_one_leaves,
     }
     broker_rrpc {
         rrpc_success_from_a_device_that_answers,

@@ -29,7 +29,7 @@ use aliot_core::codec::{
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{
-    ApiConfig, Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
+    Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
 };
 use aliot_io::client::{ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages};
 use aliot_io::runtime::{sleep, timeout_at};
@@ -106,18 +106,7 @@ pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
-        api: None,
-    }
-}
-
-/// The same, with the HTTP API on a free loopback port.
-pub fn config_with_api(open_mode: bool, token: Option<&str>) -> BrokerConfig {
-    BrokerConfig {
-        api: Some(ApiConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            token: token.map(str::to_owned),
-        }),
-        ..config(open_mode)
+        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
     }
 }
 

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
-use aliot_tokio::broker::Broker;
+use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
 use aliot_tokio::demo;
 use clap::{Args, Parser, Subcommand};
@@ -164,12 +164,29 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
         }
     };
     // The broker seeds the first RRPC message id from the wall clock itself.
-    let broker = match Broker::start(config.broker_config()).await {
+    let mut broker = match Broker::start(config.broker_config()).await {
         Ok(broker) => broker,
         Err(error) => {
             eprintln!("aliot: {error}");
             return ExitCode::from(EXIT_FAILURE);
         }
+    };
+    let api_addr = match &config.api {
+        Some(api) => {
+            let api = ApiConfig {
+                bind: api.bind,
+                token: api.token.clone(),
+            };
+            match broker.serve_http_api(api).await {
+                Ok(addr) => Some(addr),
+                Err(error) => {
+                    eprintln!("aliot: {error}");
+                    broker.shutdown().await;
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+        }
+        None => None,
     };
     let listeners = broker.listener_addrs();
     for (addr, tls) in &listeners {
@@ -178,7 +195,6 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             if *tls { "TLS" } else { "TCP" }
         );
     }
-    let api_addr = broker.api_addr();
     if let Some(addr) = api_addr {
         println!("aliot: HTTP API on http://{addr}");
     }
