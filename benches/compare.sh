@@ -4,8 +4,11 @@
 # Installs mosquitto (apt-get) and rumqttd (cargo install) when they are missing, builds
 # `aliot` and `aliot-bench` in release, then for each broker in turn: starts it in the
 # background (pinned to CPU 0 where there are two CPUs or more), waits until its port answers,
-# runs the scenarios with aliot-bench (pinned to CPU 1), and stops it. Scenario 4 (idle
-# connections) runs on a freshly started broker, so that its memory reading starts clean.
+# runs the scenarios as fast as they go with aliot-bench (pinned to CPU 1), and stops it.
+# Then the latency runs: each broker started afresh, every scenario at half the rate of the
+# slowest broker in it (at its full rate the slowest broker is saturated, and its p99 is the
+# queue it builds). Idle connections run on a freshly started broker too, so that the memory
+# reading starts clean, and no run follows another broker's backlog.
 # Ends with the markdown table of ratios aliot/mosquitto and aliot/rumqttd, and the details of
 # every run. Every run has a fixed duration or count; nothing but 127.0.0.0/8 is contacted.
 #
@@ -13,12 +16,15 @@
 #   DURATION [5]  WARMUP [1]  DRAIN [2]   seconds per throughput run
 #   CONNECTIONS [20000]   idle connections; lowered to fit the open-file limit when it must be
 #   HOLD [2]              seconds the idle connections are held before the memory reading
-#   LATENCY_RUNS [3]      runs at mosquitto's rate per scenario and broker; the table takes
-#                         the median p99 (one run's p99 at a low rate is mostly wake-up jitter)
+#   LATENCY_RUNS [3]      runs at half the slowest rate per scenario and broker; the table
+#                         takes the median p99 (one run's p99 at a low rate is mostly jitter)
 #   PORT [21883]          first loopback port; the brokers use PORT, PORT+1 and PORT+2
-#   BROKERS ["mosquitto aliot rumqttd"]   mosquitto runs first: the ratios and the latency
-#                         runs are taken against it
-#   MOSQUITTO_NODELAY [0] 1: give mosquitto `set_tcp_nodelay true` (it ships with Nagle on)
+#   BROKERS ["mosquitto aliot rumqttd"]   the ratios are taken against mosquitto
+#   MOSQUITTO_NODELAY [1] 0: leave mosquitto as it ships, with Nagle's algorithm on (every
+#                         tuned deployment sets `set_tcp_nodelay true`; aliot and rumqttd
+#                         set TCP_NODELAY themselves)
+#   ALIOT [the release build here]   the aliot binary to measure, e.g. an earlier commit's
+#                         build for a before-and-after comparison in one sitting
 #   SKIP_INSTALL [0]      1: install nothing (mosquitto, mosquitto_passwd and rumqttd on PATH)
 #   KEEP [0]              1: keep the working folder (configurations, logs, JSON reports)
 set -euo pipefail
@@ -32,7 +38,7 @@ HOLD=${HOLD:-2}
 LATENCY_RUNS=${LATENCY_RUNS:-3}
 PORT=${PORT:-21883}
 BROKERS=${BROKERS:-"mosquitto aliot rumqttd"}
-MOSQUITTO_NODELAY=${MOSQUITTO_NODELAY:-0}
+MOSQUITTO_NODELAY=${MOSQUITTO_NODELAY:-1}
 SKIP_INSTALL=${SKIP_INSTALL:-0}
 KEEP=${KEEP:-0}
 # A throwaway password and device-secret seed: the brokers only listen on loopback.
@@ -82,7 +88,8 @@ say "building aliot and aliot-bench (release)"
 (cd "$ROOT" && cargo build --release -p aliot-benches -p aliot-tokio)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH=$TARGET_DIR/release/aliot-bench
-ALIOT=$TARGET_DIR/release/aliot
+ALIOT=${ALIOT:-$TARGET_DIR/release/aliot}
+[ -x "$ALIOT" ] || { say "ALIOT=$ALIOT is not an executable"; exit 1; }
 
 # --- Where everything goes; what to pin where. ---
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aliot-compare.XXXXXX")
@@ -165,26 +172,30 @@ bench() {
 THROUGHPUT_RUNS=("one-to-one-qos0:one-to-one --qos 0" "one-to-one-qos1:one-to-one --qos 1" "fan-in:fan-in" "fan-out:fan-out")
 RUN_ARGS=(--warmup "$WARMUP" --duration "$DURATION" --drain "$DRAIN")
 
-# run_broker NAME PORT FIRST_SOURCE LOGIN_CONNECTIONS LOGIN_THROUGHPUT START_CONNECTIONS START_THROUGHPUT
-# (logins and start commands are strings split on spaces)
-run_broker() {
-    local name=$1 port=$2 first_source=$3
+# The logins and start commands of each broker, by name (strings split on spaces), set by
+# configure_broker.
+declare -A PORT_OF FIRST_SOURCE_OF LOGIN_CONNECTIONS_OF LOGIN_THROUGHPUT_OF START_CONNECTIONS_OF START_THROUGHPUT_OF
+
+# run_broker_at_max NAME: idle connections on a fresh broker, then every throughput run as
+# fast as it goes on another.
+run_broker_at_max() {
+    local name=$1 port=${PORT_OF[$1]}
     local -a login_connections login_throughput start_connections start_throughput
-    read -r -a login_connections <<<"$4"
-    read -r -a login_throughput <<<"$5"
-    read -r -a start_connections <<<"$6"
-    read -r -a start_throughput <<<"$7"
+    read -r -a login_connections <<<"${LOGIN_CONNECTIONS_OF[$name]}"
+    read -r -a login_throughput <<<"${LOGIN_THROUGHPUT_OF[$name]}"
+    read -r -a start_connections <<<"${START_CONNECTIONS_OF[$name]}"
+    read -r -a start_throughput <<<"${START_THROUGHPUT_OF[$name]}"
     local common=(--port "$port" --broker-label "$name")
 
     say "$name: $CONNECTIONS idle connections (fresh broker)"
     if start_broker "$name" "$port" "${start_connections[@]}"; then
         bench "$RESULTS/$name-connections.json" "${common[@]}" --broker-pid "$BROKER_PID" \
             "${login_connections[@]}" connections --count "$CONNECTIONS" \
-            --first-source "$first_source" --hold "$HOLD"
+            --first-source "${FIRST_SOURCE_OF[$name]}" --hold "$HOLD"
         stop_broker
     fi
 
-    say "$name: throughput"
+    say "$name: throughput, as fast as it goes (fresh broker)"
     if start_broker "$name" "$port" "${start_throughput[@]}"; then
         local run stem args
         for run in "${THROUGHPUT_RUNS[@]}"; do
@@ -193,20 +204,52 @@ run_broker() {
             bench "$RESULTS/$name-$stem.json" "${common[@]}" --broker-pid "$BROKER_PID" \
                 "${login_throughput[@]}" "${args[@]}" "${RUN_ARGS[@]}"
         done
-        local k
-        for run in "${THROUGHPUT_RUNS[@]}"; do
-            stem=${run%%:*}
-            read -r -a args <<<"${run#*:}"
-            if [ -f "$RESULTS/mosquitto-$stem.json" ]; then
-                for k in $(seq 1 "$LATENCY_RUNS"); do
-                    bench "$RESULTS/$name-$stem-at-mosquitto-rate-$k.json" "${common[@]}" \
-                        --broker-pid "$BROKER_PID" "${login_throughput[@]}" "${args[@]}" \
-                        "${RUN_ARGS[@]}" --rate-of "$RESULTS/mosquitto-$stem.json"
-                done
-            fi
-        done
         stop_broker
     fi
+}
+
+# run_broker_latency NAME: on a fresh broker, each scenario LATENCY_RUNS times at half the
+# publish rate of the slowest broker's run as fast as it goes.
+run_broker_latency() {
+    local name=$1 port=${PORT_OF[$1]}
+    local -a login_throughput start_throughput
+    read -r -a login_throughput <<<"${LOGIN_THROUGHPUT_OF[$name]}"
+    read -r -a start_throughput <<<"${START_THROUGHPUT_OF[$name]}"
+    local common=(--port "$port" --broker-label "$name")
+
+    say "$name: latency at half the slowest rate (fresh broker)"
+    start_broker "$name" "$port" "${start_throughput[@]}" || return 0
+    local run stem args broker k
+    for run in "${THROUGHPUT_RUNS[@]}"; do
+        stem=${run%%:*}
+        read -r -a args <<<"${run#*:}"
+        local -a rate_of=()
+        for broker in $BROKERS; do
+            if [ -f "$RESULTS/$broker-$stem.json" ]; then
+                rate_of+=(--rate-of "$RESULTS/$broker-$stem.json")
+            fi
+        done
+        if [ "${#rate_of[@]}" -eq 0 ]; then
+            say "  $stem: no run as fast as it goes to take the rate from; skipped"
+            continue
+        fi
+        for k in $(seq 1 "$LATENCY_RUNS"); do
+            bench "$RESULTS/$name-$stem-at-half-rate-$k.json" "${common[@]}" \
+                --broker-pid "$BROKER_PID" "${login_throughput[@]}" "${args[@]}" \
+                "${RUN_ARGS[@]}" "${rate_of[@]}" --rate-fraction 0.5
+        done
+    done
+    stop_broker
+}
+
+# configure_broker NAME PORT FIRST_SOURCE LOGIN_CONNECTIONS LOGIN_THROUGHPUT START_CONNECTIONS START_THROUGHPUT
+configure_broker() {
+    PORT_OF[$1]=$2
+    FIRST_SOURCE_OF[$1]=$3
+    LOGIN_CONNECTIONS_OF[$1]=$4
+    LOGIN_THROUGHPUT_OF[$1]=$5
+    START_CONNECTIONS_OF[$1]=$6
+    START_THROUGHPUT_OF[$1]=$7
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -233,7 +276,7 @@ for broker in $BROKERS; do
         } >"$WORK/mosquitto.conf"
         login="--username $BENCH_USER --password $BENCH_PASSWORD"
         start="$(command -v mosquitto) -c $WORK/mosquitto.conf"
-        run_broker mosquitto "$port" 127.0.1.1 "$login" "$login" "$start" "$start"
+        configure_broker mosquitto "$port" 127.0.1.1 "$login" "$login" "$start" "$start"
         ;;
     aliot)
         "$BENCH" --platform "$PLATFORM" aliot-config --devices "$CONNECTIONS" \
@@ -241,7 +284,7 @@ for broker in $BROKERS; do
         "$BENCH" --platform "$PLATFORM" aliot-config --devices 0 --open-mode \
             --bind "127.0.0.1:$port" >"$WORK/aliot-open.toml"
         export RUST_LOG=warn
-        run_broker aliot "$port" 127.0.2.1 "--platform $PLATFORM" "--open" \
+        configure_broker aliot "$port" 127.0.2.1 "--platform $PLATFORM" "--open" \
             "$ALIOT serve --config $WORK/aliot-connections.toml" \
             "$ALIOT serve --config $WORK/aliot-open.toml"
         ;;
@@ -270,7 +313,7 @@ next_connection_delay_ms = 0
 EOF
         login="--username $BENCH_USER --password $BENCH_PASSWORD"
         start="$(command -v rumqttd) --quiet --config $WORK/rumqttd.toml"
-        run_broker rumqttd "$port" 127.0.3.1 "$login" "$login" "$start" "$start"
+        configure_broker rumqttd "$port" 127.0.3.1 "$login" "$login" "$start" "$start"
         ;;
     *)
         say "unknown broker $broker (mosquitto, aliot or rumqttd)"
@@ -279,6 +322,8 @@ EOF
     esac
     port=$((port + 1))
 done
+for broker in $BROKERS; do run_broker_at_max "$broker"; done
+for broker in $BROKERS; do run_broker_latency "$broker"; done
 
 say "aliot: RRPC through the Rust API (in-process broker, 100 devices)"
 if "$BENCH" --json rrpc --warmup "$WARMUP" --duration "$DURATION" \
@@ -292,6 +337,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 aliot_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then aliot_commit="$aliot_commit + uncommitted changes"; fi
+if [ "$ALIOT" != "$TARGET_DIR/release/aliot" ]; then aliot_commit="$ALIOT (aliot-bench from $aliot_commit)"; fi
 mosquitto_version=$(mosquitto -h 2>&1 | head -n 1 || true)
 rumqttd_version=$(rumqttd --version 2>&1 | head -n 1 || true)
 connections_note="$CONNECTIONS idle connections"
@@ -306,7 +352,7 @@ echo
     --note "Machine: $(nproc) CPU ($cpu_model), Linux $(uname -r); load average before $load_before, after $load_after (other work on the machine skews every figure)." \
     --note "Pinning: $PINNING." \
     --note "Versions: aliot $aliot_commit; $mosquitto_version; $rumqttd_version." \
-    --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At mosquitto's rate': publishers throttled to the rate mosquitto delivered, every broker including mosquitto, ${LATENCY_RUNS} runs each (the table takes the run with the median p99)." \
+    --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At half the slowest rate': publishers throttled to half the rate of the slowest broker's run as fast as it goes, on a freshly started broker, every broker, ${LATENCY_RUNS} runs each (the table takes the run with the median p99)." \
     --note "Idle connections: $connections_note, from several loopback source addresses, $HOLD s idle before the broker's VmRSS is read (each broker freshly started)." \
     --note "Logins: aliot open mode for 1:1, fan-in and fan-out, signed platform credentials (hmacsha256, one device each) for idle connections; mosquitto a password file (one user, mosquitto_passwd's default hashing) for every run; rumqttd its static auth table." \
-    --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true" || echo ", TCP_NODELAY off as shipped"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."
+    --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true (MOSQUITTO_NODELAY=0 leaves Nagle on, as shipped)" || echo ", TCP_NODELAY off as shipped (MOSQUITTO_NODELAY=0)"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."

@@ -26,7 +26,7 @@ use std::time::Duration;
 use aliot_benches::loadgen::LoadError;
 use aliot_benches::loadgen::aliot_config::aliot_config_toml;
 use aliot_benches::loadgen::compare::{
-    ComparisonResults, markdown_table, publish_rate_of, read_report,
+    ComparisonResults, markdown_table, read_report, slowest_publish_rate,
 };
 use aliot_benches::loadgen::login::{Login, PlatformDevices};
 use aliot_benches::loadgen::report::ThroughputReport;
@@ -204,9 +204,14 @@ struct RunArgs {
     #[arg(long, conflicts_with = "rate_of")]
     rate: Option<f64>,
     /// Publish at the rate that reproduces the delivery rate of an earlier JSON report
-    /// (messages received per second ÷ subscribers), e.g. another broker's.
+    /// (messages received per second ÷ subscribers), e.g. another broker's. Given several
+    /// times: the slowest of them.
     #[arg(long, value_name = "REPORT.json")]
-    rate_of: Option<PathBuf>,
+    rate_of: Vec<PathBuf>,
+    /// With --rate-of: publish at this share of that rate (0 < share ≤ 1), e.g. 0.5 for
+    /// half the slowest broker's rate.
+    #[arg(long, default_value_t = 1.0, requires = "rate_of")]
+    rate_fraction: f64,
     /// Seconds of publishing before the window opens.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
@@ -222,14 +227,23 @@ impl RunArgs {
     fn apply(&self, spec: &mut ThroughputSpec) -> Result<(), LoadError> {
         spec.payload_len = self.payload;
         spec.inflight = self.inflight;
-        spec.rate = match &self.rate_of {
-            Some(path) => {
+        spec.rate = if self.rate_of.is_empty() {
+            self.rate
+        } else {
+            if !(self.rate_fraction > 0.0 && self.rate_fraction <= 1.0) {
+                return Err(LoadError::Parameter(format!(
+                    "--rate-fraction {} is not in (0, 1]",
+                    self.rate_fraction
+                )));
+            }
+            let mut reports = Vec::with_capacity(self.rate_of.len());
+            for path in &self.rate_of {
                 let report: ThroughputReport = read_report(path)?.ok_or_else(|| {
                     LoadError::Parameter(format!("--rate-of {}: no such file", path.display()))
                 })?;
-                Some(publish_rate_of(&report))
+                reports.push(report);
             }
-            None => self.rate,
+            slowest_publish_rate(&reports).map(|rate| rate * self.rate_fraction)
         };
         spec.warmup = seconds("--warmup", self.warmup)?;
         spec.duration = seconds("--duration", self.duration)?;
