@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     subscribed = true;
                     println!("{device_name}: SUBACK {return_codes:?}");
                 }
-                Event::PubAck(packet_id) if Some(packet_id) == publish_id => {
+                Event::PublishAcked(packet_id) if Some(packet_id) == publish_id.packet_id() => {
                     acknowledged = true;
                     println!("{device_name}: PUBACK for packet {}", packet_id.get());
                 }

@@ -23,23 +23,23 @@ mod backoff;
 mod config;
 mod error;
 mod event;
+mod subscriptions;
 
 pub use backoff::{Backoff, DEFAULT_INITIAL_DELAY, DEFAULT_MAX_DELAY, DEFAULT_MULTIPLIER, Jitter};
 pub use config::{
     ClientConfig, Credentials, CredentialsError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_SECS,
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PENDING_RRPC, DEFAULT_MAX_QUEUED, DEFAULT_PING_TIMEOUT,
-    SessionLostPolicy,
+    RESUBSCRIBE_CHUNK, SessionLostPolicy,
 };
 pub use error::ClientError;
-pub use event::{DisconnectReason, Event, ProtocolViolation};
+pub use event::{DisconnectReason, Event, ProtocolViolation, PublishToken, Qos0Token};
 
 use alloc::collections::VecDeque;
 use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use aliot_auth::DeviceIdentity;
-use aliot_topic::{MessageId, RrpcTopic, TopicFilter, TopicLimits, TopicName};
+use aliot_topic::{MessageId, RrpcTopic, TopicFilter, TopicLimits, TopicName, is_device_topic};
 use bytes::{Bytes, BytesMut};
 
 use crate::codec::{
@@ -48,6 +48,8 @@ use crate::codec::{
 };
 use crate::message::Message;
 use crate::time::Instant;
+
+use self::subscriptions::{Answered, SubscribeOrigin, Subscriptions};
 
 /// Limits for topics the broker sends: any length an MQTT string can have. The broker decides
 /// how long a topic may be; the client only refuses what is not a topic name at all.
@@ -79,8 +81,10 @@ enum State {
 /// A packet the application asked for, queued or in flight.
 #[derive(Clone, Debug)]
 enum Outgoing {
-    /// PUBLISH at QoS 0 (queued only) or QoS 1.
+    /// PUBLISH at QoS 1.
     Publish(Publish),
+    /// PUBLISH at QoS 0: queued only, never in flight.
+    Qos0Publish { publish: Publish, token: Qos0Token },
     /// SUBSCRIBE.
     Subscribe(Subscribe),
     /// UNSUBSCRIBE.
@@ -92,6 +96,7 @@ impl Outgoing {
     fn packet_id(&self) -> Option<PacketId> {
         match self {
             Self::Publish(publish) => publish.qos.packet_id(),
+            Self::Qos0Publish { .. } => None,
             Self::Subscribe(subscribe) => Some(subscribe.packet_id),
             Self::Unsubscribe(unsubscribe) => Some(unsubscribe.packet_id),
         }
@@ -100,7 +105,7 @@ impl Outgoing {
     /// Appends the packet to `buf`.
     fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
-            Self::Publish(publish) => publish.encode(buf),
+            Self::Publish(publish) | Self::Qos0Publish { publish, .. } => publish.encode(buf),
             Self::Subscribe(subscribe) => subscribe.encode(buf),
             Self::Unsubscribe(unsubscribe) => unsubscribe.encode(buf),
         }
@@ -131,8 +136,9 @@ struct QueuedEvent {
 /// never blocks; none panics, whatever the broker sends.
 ///
 /// - **Packet ids**: one allocator for PUBLISH, SUBSCRIBE and UNSUBSCRIBE, never handing out an
-///   id still queued or in flight. [`publish`](Self::publish) returns the id at once;
-///   [`Event::PubAck`] reports it acknowledged.
+///   id still queued or in flight. [`publish`](Self::publish) returns a [`PublishToken`] at
+///   once: the packet id of a QoS 1 PUBLISH, which [`Event::PublishAcked`] reports
+///   acknowledged, or a [`Qos0Token`], which [`Event::PublishSent`] reports handed out.
 /// - **Window**: at most [`max_in_flight`](ClientConfig::max_in_flight) packets await an
 ///   acknowledgement; further commands wait, in order (a QoS 0 PUBLISH behind a waiting QoS 1
 ///   one waits too, so messages keep their order). They also wait until CONNACK.
@@ -140,8 +146,12 @@ struct QueuedEvent {
 ///   cleanSession=0 and a resumed session, unacknowledged PUBLISHes go out again with DUP=1 and
 ///   the same ids before anything newer; otherwise [`SessionLostPolicy`] decides (re-send as
 ///   new by default, or [`Event::PublishFailed`]). Unanswered SUBSCRIBE and UNSUBSCRIBE go out
-///   again either way. Subscriptions themselves are the broker's: after
-///   `Connected { session_present: false }` subscribe again.
+///   again either way.
+/// - **Subscriptions**: the broker keeps them in its session. After
+///   `Connected { session_present: false }` the connection subscribes again to every filter
+///   the broker accepted and the application did not drop, and reports the answers with
+///   [`Event::Resubscribed`] ([`resubscribe_on_session_loss`](ClientConfig::resubscribe_on_session_loss),
+///   on by default).
 /// - **Incoming QoS 1**: the PUBACK is written when [`poll_event`](Self::poll_event) hands the
 ///   message over, so a message the application never took is redelivered.
 /// - **Keepalive**: a PINGREQ when nothing was sent for the keepalive period; no packet within
@@ -178,7 +188,8 @@ struct QueuedEvent {
 ///
 /// // Publish at QoS 1: the id comes back at once, the PUBACK later as an event.
 /// let topic = TopicName::from_static("/a1TestPK001/dev-001/user/update");
-/// let id = conn.publish(topic, "{\"on\":1}", QoS::AtLeastOnce, now)?.ok_or("no packet id")?;
+/// let token = conn.publish(topic, "{\"on\":1}", QoS::AtLeastOnce, now)?;
+/// let id = token.packet_id().ok_or("no packet id")?;
 /// assert!(conn.poll_transmit(&mut wire));
 /// let Some(Packet::Publish(publish)) = broker.decode(&mut wire)? else { panic!("no PUBLISH") };
 /// assert_eq!(publish.qos, PublishQos::AtLeastOnce(id));
@@ -187,7 +198,7 @@ struct QueuedEvent {
 /// reply.clear();
 /// Packet::from(PubAck { packet_id: id }).encode(&mut reply)?;
 /// conn.handle_input(now, &reply);
-/// assert_eq!(conn.poll_event(), Some(Event::PubAck(id)));
+/// assert_eq!(conn.poll_event(), Some(Event::PublishAcked(id)));
 /// # Ok::<(), Box<dyn core::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -220,6 +231,12 @@ pub struct Connection {
     pending_rrpc: VecDeque<(MessageId, TopicName)>,
     /// The latest `now` given, for work done in calls that take none.
     now: Instant,
+    /// What the application subscribed to, to subscribe again after a session loss.
+    subscriptions: Subscriptions,
+    /// The token of the next QoS 0 PUBLISH.
+    next_qos0_token: u64,
+    /// QoS 0 PUBLISHes encoded into `transmit` and not yet handed out, oldest first.
+    qos0_in_transmit: VecDeque<Qos0Token>,
 }
 
 impl Connection {
@@ -245,6 +262,9 @@ impl Connection {
             ping_sent_at: None,
             pending_rrpc: VecDeque::new(),
             now: Instant::ZERO,
+            subscriptions: Subscriptions::default(),
+            next_qos0_token: 0,
+            qos0_in_transmit: VecDeque::new(),
         }
     }
 
@@ -278,6 +298,13 @@ impl Connection {
         self.queued.len()
     }
 
+    /// How many topic filters the connection keeps to subscribe again after a session loss:
+    /// those subscribed or being subscribed, not unsubscribed or refused.
+    #[must_use]
+    pub fn subscriptions_len(&self) -> usize {
+        self.subscriptions.len()
+    }
+
     /// Starts a connection on a fresh transport: writes CONNECT and waits for CONNACK until the
     /// connect timeout.
     ///
@@ -291,7 +318,7 @@ impl Connection {
         }
         self.transport = self.transport.wrapping_add(1);
         self.read_buf.clear();
-        self.transmit.clear();
+        self.drop_transmit();
         self.ping_sent_at = None;
         let (client_id, username, password) = self.config.credentials.connect_fields();
         let connect = Connect {
@@ -350,8 +377,10 @@ impl Connection {
 
     /// Publishes `payload` on `topic` at QoS 0 or 1.
     ///
-    /// Returns the packet id of a QoS 1 PUBLISH (`None` for QoS 0) at once; the PUBLISH goes
-    /// out now, or when the connection and the window allow, after everything given before it.
+    /// Returns at once the token that the PUBLISH's event will carry: its packet id at QoS 1
+    /// ([`Event::PublishAcked`]), a [`Qos0Token`] at QoS 0 ([`Event::PublishSent`]). The
+    /// PUBLISH goes out now, or when the connection and the window allow, after everything
+    /// given before it.
     ///
     /// # Errors
     ///
@@ -364,31 +393,48 @@ impl Connection {
         payload: impl Into<Bytes>,
         qos: QoS,
         now: Instant,
-    ) -> Result<Option<PacketId>, ClientError> {
+    ) -> Result<PublishToken, ClientError> {
         self.now = now;
-        let acknowledged = match qos {
-            QoS::AtMostOnce => false,
-            QoS::AtLeastOnce => true,
-            QoS::ExactlyOnce => return Err(ClientError::Qos2NotSupported),
-        };
-        let topic_len = topic.len();
-        let topic = Utf8Bytes::try_from(topic.into_bytes())
-            .map_err(|_| ClientError::TopicTooLong { len: topic_len })?;
-        let send_now = self.admit(acknowledged)?;
-        let packet_id = if acknowledged {
-            Some(self.allocate_packet_id()?)
-        } else {
-            None
-        };
+        match qos {
+            QoS::AtMostOnce => self
+                .publish_qos0(topic, payload.into())
+                .map(PublishToken::AtMostOnce),
+            QoS::AtLeastOnce => self
+                .publish_qos1(topic, payload.into())
+                .map(PublishToken::AtLeastOnce),
+            QoS::ExactlyOnce => Err(ClientError::Qos2NotSupported),
+        }
+    }
+
+    /// Takes a QoS 0 PUBLISH: [`publish`](Self::publish) after its QoS is known.
+    fn publish_qos0(&mut self, topic: TopicName, payload: Bytes) -> Result<Qos0Token, ClientError> {
+        let topic = topic_string(topic)?;
+        let send_now = self.admit(false)?;
         let publish = Publish {
             dup: false,
-            qos: match packet_id {
-                Some(id) => PublishQos::AtLeastOnce(id),
-                None => PublishQos::AtMostOnce,
-            },
+            qos: PublishQos::AtMostOnce,
             retain: false,
             topic,
-            payload: payload.into(),
+            payload,
+        };
+        self.check_size(publish.encoded_len())?;
+        let token = Qos0Token(self.next_qos0_token);
+        self.next_qos0_token = self.next_qos0_token.wrapping_add(1);
+        self.dispatch(Outgoing::Qos0Publish { publish, token }, send_now);
+        Ok(token)
+    }
+
+    /// Takes a QoS 1 PUBLISH: [`publish`](Self::publish) after its QoS is known.
+    fn publish_qos1(&mut self, topic: TopicName, payload: Bytes) -> Result<PacketId, ClientError> {
+        let topic = topic_string(topic)?;
+        let send_now = self.admit(true)?;
+        let packet_id = self.allocate_packet_id()?;
+        let publish = Publish {
+            dup: false,
+            qos: PublishQos::AtLeastOnce(packet_id),
+            retain: false,
+            topic,
+            payload,
         };
         self.check_size(publish.encoded_len())?;
         self.dispatch(Outgoing::Publish(publish), send_now);
@@ -397,7 +443,9 @@ impl Connection {
 
     /// Subscribes to topic filters, each with the QoS requested for it.
     ///
-    /// Returns the SUBSCRIBE's packet id; [`Event::SubAck`] carries the broker's answer.
+    /// Returns the SUBSCRIBE's packet id; [`Event::SubAck`] carries the broker's answer. The
+    /// filters the broker accepts are subscribed again after a session loss (see
+    /// [`resubscribe_on_session_loss`](ClientConfig::resubscribe_on_session_loss)).
     ///
     /// # Errors
     ///
@@ -418,12 +466,30 @@ impl Connection {
             wire_filters.push((filter_string(filter)?, *qos));
         }
         let send_now = self.admit(true)?;
+        self.take_subscribe(
+            filters,
+            wire_filters,
+            send_now,
+            SubscribeOrigin::Application,
+        )
+    }
+
+    /// Builds a SUBSCRIBE for `filters` (`wire_filters` the same as MQTT strings), remembers
+    /// them and sends it now or queues it.
+    fn take_subscribe(
+        &mut self,
+        filters: &[(TopicFilter, QoS)],
+        wire_filters: Vec<(Utf8Bytes, QoS)>,
+        send_now: bool,
+        origin: SubscribeOrigin,
+    ) -> Result<PacketId, ClientError> {
         let packet_id = self.allocate_packet_id()?;
         let subscribe = Subscribe {
             packet_id,
             filters: wire_filters,
         };
         self.check_size(subscribe.encoded_len())?;
+        self.subscriptions.subscribing(packet_id, filters, origin);
         self.dispatch(Outgoing::Subscribe(subscribe), send_now);
         Ok(packet_id)
     }
@@ -431,6 +497,7 @@ impl Connection {
     /// Drops subscriptions to topic filters.
     ///
     /// Returns the UNSUBSCRIBE's packet id; [`Event::UnsubAck`] reports the broker's answer.
+    /// The filters are no longer subscribed again after a session loss.
     ///
     /// # Errors
     ///
@@ -457,6 +524,7 @@ impl Connection {
             filters: wire_filters,
         };
         self.check_size(unsubscribe.encoded_len())?;
+        self.subscriptions.unsubscribing(filters);
         self.dispatch(Outgoing::Unsubscribe(unsubscribe), send_now);
         Ok(packet_id)
     }
@@ -464,7 +532,7 @@ impl Connection {
     /// Answers the RRPC request `message_id` with `payload`, at QoS 0 on the topic of the form
     /// the request came in: `/sys/{pk}/{dn}/rrpc/response/{id}` for a
     /// `/sys/{pk}/{dn}/rrpc/request/{id}` request, the request's own `/ext/rrpc/{id}{topic}`
-    /// for a custom-topic one.
+    /// for a custom-topic one. Returns the answer's token ([`Event::PublishSent`]).
     ///
     /// # Errors
     ///
@@ -476,7 +544,7 @@ impl Connection {
         message_id: MessageId,
         payload: impl Into<Bytes>,
         now: Instant,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Qos0Token, ClientError> {
         self.now = now;
         if self.config.identity.is_none() {
             return Err(ClientError::NoIdentity);
@@ -491,9 +559,9 @@ impl Connection {
             .get(position)
             .map(|(_, topic)| topic.clone())
             .ok_or(ClientError::UnknownRrpcMessageId(message_id))?;
-        self.publish(topic, payload, QoS::AtMostOnce, now)?;
+        let token = self.publish_qos0(topic, payload.into())?;
         self.pending_rrpc.remove(position);
-        Ok(())
+        Ok(token)
     }
 
     /// Closes the connection cleanly: writes DISCONNECT (after any bytes not yet taken) and
@@ -563,7 +631,8 @@ impl Connection {
     /// Appends the bytes to write to the transport to `buf`; `false` when there are none.
     ///
     /// All pending bytes are handed over at once. When `buf` is empty, the connection's own
-    /// buffer is swapped in rather than copied.
+    /// buffer is swapped in rather than copied. Each QoS 0 PUBLISH among them is reported
+    /// with [`Event::PublishSent`].
     pub fn poll_transmit(&mut self, buf: &mut BytesMut) -> bool {
         if self.transmit.is_empty() {
             return false;
@@ -574,7 +643,19 @@ impl Connection {
             buf.extend_from_slice(&self.transmit);
             self.transmit.clear();
         }
+        while let Some(token) = self.qos0_in_transmit.pop_front() {
+            self.push_event(Event::PublishSent(token));
+        }
         true
+    }
+
+    /// Drops the bytes not yet handed out: each QoS 0 PUBLISH among them is reported with
+    /// [`Event::PublishDropped`].
+    fn drop_transmit(&mut self) {
+        self.transmit.clear();
+        while let Some(token) = self.qos0_in_transmit.pop_front() {
+            self.push_event(Event::PublishDropped(token));
+        }
     }
 
     /// The next event, oldest first.
@@ -619,7 +700,7 @@ impl Connection {
         self.state = State::Disconnected;
         self.ping_sent_at = None;
         self.read_buf.clear();
-        self.transmit.clear();
+        self.drop_transmit();
         self.push_event(Event::Disconnected(reason));
     }
 
@@ -635,7 +716,7 @@ impl Connection {
                 });
                 if let Some(position) = position {
                     self.in_flight.remove(position);
-                    self.push_event(Event::PubAck(packet_id));
+                    self.push_event(Event::PublishAcked(packet_id));
                     self.flush_queue();
                 }
             }
@@ -674,7 +755,34 @@ impl Connection {
             session_present: connack.session_present,
         });
         self.resend_in_flight(connack.session_present);
+        if !connack.session_present && self.config.resubscribe_on_session_loss {
+            self.resubscribe();
+        }
         self.flush_queue();
+    }
+
+    /// After a CONNACK without the session: subscribes again, [`RESUBSCRIBE_CHUNK`] filters a
+    /// SUBSCRIBE, to what the lost session had. These SUBSCRIBEs go behind the commands
+    /// already queued; the queue's limit does not refuse them, since it is the application's
+    /// bound on its own commands and these restore what it was already promised.
+    fn resubscribe(&mut self) {
+        let to_restore = self.subscriptions.to_restore();
+        for chunk in to_restore.chunks(RESUBSCRIBE_CHUNK) {
+            let send_now = self.admit(true).unwrap_or(false);
+            let wire_filters = chunk
+                .iter()
+                .map(|(filter, qos)| Ok((filter_string(filter)?, *qos)))
+                .collect::<Result<Vec<_>, ClientError>>();
+            let taken = wire_filters.and_then(|wire_filters| {
+                self.take_subscribe(chunk, wire_filters, send_now, SubscribeOrigin::SessionLoss)
+            });
+            if let Err(error) = taken {
+                let filters: Vec<TopicFilter> =
+                    chunk.iter().map(|(filter, _)| filter.clone()).collect();
+                self.subscriptions.unsubscribing(&filters);
+                self.push_event(Event::ResubscribeFailed { filters, error });
+            }
+        }
     }
 
     /// Sends again, in their order, the packets the previous transports left unacknowledged.
@@ -682,6 +790,7 @@ impl Connection {
         let report_failed = self.config.session_lost == SessionLostPolicy::ReportFailed;
         let transmit = &mut self.transmit;
         let events = &mut self.events;
+        let subscriptions = &mut self.subscriptions;
         let mut sent = false;
         self.in_flight.retain_mut(|InFlight { packet_id, packet }| {
             if let Outgoing::Publish(publish) = packet {
@@ -703,7 +812,7 @@ impl Connection {
                     true
                 }
                 Err(_) => {
-                    report_unencodable(events, packet);
+                    report_unencodable(events, subscriptions, packet);
                     false
                 }
             }
@@ -741,10 +850,24 @@ impl Connection {
             return;
         }
         self.in_flight.remove(position);
-        self.push_event(Event::SubAck {
-            packet_id,
-            return_codes,
-        });
+        let event = match self.subscriptions.answered(packet_id, &return_codes) {
+            Some(Answered {
+                origin: SubscribeOrigin::SessionLoss,
+                filters,
+            }) => Event::Resubscribed {
+                packet_id,
+                results: filters.into_iter().zip(return_codes).collect(),
+            },
+            Some(Answered {
+                origin: SubscribeOrigin::Application,
+                ..
+            })
+            | None => Event::SubAck {
+                packet_id,
+                return_codes,
+            },
+        };
+        self.push_event(event);
         self.flush_queue();
     }
 
@@ -804,7 +927,9 @@ impl Connection {
             RrpcTopic::Custom {
                 message_id,
                 topic: inner,
-            } if names_device(inner, identity) => Some((message_id, topic.clone())),
+            } if is_device_topic(inner, &identity.product_key, &identity.device_name) => {
+                Some((message_id, topic.clone()))
+            }
             _ => None,
         }
     }
@@ -867,11 +992,13 @@ impl Connection {
         match packet.encode(&mut self.transmit) {
             Ok(()) => {
                 self.last_sent = self.now;
-                if let Some(packet_id) = packet.packet_id() {
+                if let Outgoing::Qos0Publish { token, .. } = packet {
+                    self.qos0_in_transmit.push_back(token);
+                } else if let Some(packet_id) = packet.packet_id() {
                     self.in_flight.push(InFlight { packet_id, packet });
                 }
             }
-            Err(_) => report_unencodable(&mut self.events, &packet),
+            Err(_) => report_unencodable(&mut self.events, &mut self.subscriptions, &packet),
         }
     }
 
@@ -945,6 +1072,12 @@ fn ring_offset(origin: PacketId, id: PacketId) -> u32 {
     (u32::from(id.get()) + ring - u32::from(origin.get())) % ring
 }
 
+/// A topic name as an MQTT string.
+fn topic_string(topic: TopicName) -> Result<Utf8Bytes, ClientError> {
+    let len = topic.len();
+    Utf8Bytes::try_from(topic.into_bytes()).map_err(|_| ClientError::TopicTooLong { len })
+}
+
 /// A topic filter as an MQTT string.
 fn filter_string(filter: &TopicFilter) -> Result<Utf8Bytes, ClientError> {
     Utf8Bytes::try_from(filter.clone().into_bytes())
@@ -952,26 +1085,29 @@ fn filter_string(filter: &TopicFilter) -> Result<Utf8Bytes, ClientError> {
 }
 
 /// Reports a packet that could not be encoded and is dropped. Commands check the size of
-/// what they build with the codec's own `encoded_len`, so this is not reached; a QoS 1 PUBLISH
-/// is still reported failed rather than dropped silently.
-fn report_unencodable(events: &mut VecDeque<QueuedEvent>, packet: &Outgoing) {
-    if let Outgoing::Publish(publish) = packet
-        && let Some(packet_id) = publish.qos.packet_id()
-    {
+/// what they build with the codec's own `encoded_len`, so this is not reached; a PUBLISH is
+/// still reported failed or dropped, and a SUBSCRIBE's filters forgotten, rather than lost
+/// silently.
+fn report_unencodable(
+    events: &mut VecDeque<QueuedEvent>,
+    subscriptions: &mut Subscriptions,
+    packet: &Outgoing,
+) {
+    let event = match packet {
+        Outgoing::Publish(publish) => publish.qos.packet_id().map(Event::PublishFailed),
+        Outgoing::Qos0Publish { token, .. } => Some(Event::PublishDropped(*token)),
+        Outgoing::Subscribe(subscribe) => {
+            subscriptions.abandoned(subscribe.packet_id);
+            None
+        }
+        Outgoing::Unsubscribe(_) => None,
+    };
+    if let Some(event) = event {
         events.push_back(QueuedEvent {
-            event: Event::PublishFailed(packet_id),
+            event,
             puback: None,
         });
     }
-}
-
-/// Whether `topic` is one of the device's own: two consecutive levels are its product key and
-/// device name (`/{pk}/{dn}/user/get`, `/sys/{pk}/{dn}/thing/...`, `/shadow/get/{pk}/{dn}`).
-fn names_device(topic: &str, identity: &DeviceIdentity) -> bool {
-    topic
-        .split('/')
-        .zip(topic.split('/').skip(1))
-        .any(|(first, second)| first == identity.product_key && second == identity.device_name)
 }
 
 #[cfg(test)]
@@ -998,22 +1134,5 @@ mod tests {
         conn.next_packet_id = packet_id(u16::MAX);
         assert_eq!(conn.take_next_packet_id(), packet_id(u16::MAX));
         assert_eq!(conn.take_next_packet_id(), packet_id(1));
-    }
-
-    #[test]
-    fn a_device_topic_has_its_product_key_and_name_as_consecutive_levels() {
-        let identity = DeviceIdentity::new("pk", "dn");
-        for own in ["/pk/dn/user/get", "/sys/pk/dn/thing/x", "/shadow/get/pk/dn"] {
-            assert!(names_device(own, &identity), "{own}");
-        }
-        for other in [
-            "/pk/other/user/get",
-            "/dn/pk/user",
-            "/pk/x/dn",
-            "/pkdn/user",
-            "/pk",
-        ] {
-            assert!(!names_device(other, &identity), "{other}");
-        }
     }
 }

@@ -58,6 +58,7 @@ fn traffic_postpones_the_ping() {
         .publish(topic("update"), &b"m"[..], QoS::AtMostOnce, harness.now)
         .expect("accepted");
     harness.sent();
+    assert!(matches!(harness.events()[..], [Event::PublishSent(_)]));
     assert_eq!(
         harness.conn.poll_timeout(),
         Some(start + Duration::from_secs(50))

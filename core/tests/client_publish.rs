@@ -6,7 +6,7 @@ mod client_broker;
 use std::collections::HashSet;
 
 use aliot_core::client::{
-    ClientError, DEFAULT_MAX_IN_FLIGHT, DisconnectReason, Event, ProtocolViolation,
+    ClientError, DEFAULT_MAX_IN_FLIGHT, DisconnectReason, Event, ProtocolViolation, PublishToken,
 };
 use aliot_core::codec::{Packet, PublishQos, QoS, SubAckReturnCode, Subscribe, Unsubscribe};
 use aliot_topic::{TopicFilter, TopicLimits, TopicName};
@@ -16,7 +16,7 @@ use client_broker::{Harness, config, id, publishes, topic};
 #[test]
 fn qos0_publish_goes_out_at_once_without_an_id() {
     let mut harness = Harness::connected(config());
-    let packet_id = harness
+    let token = harness
         .conn
         .publish(
             topic("update"),
@@ -25,7 +25,10 @@ fn qos0_publish_goes_out_at_once_without_an_id() {
             harness.now,
         )
         .expect("accepted");
-    assert_eq!(packet_id, None);
+    let PublishToken::AtMostOnce(token) = token else {
+        panic!("a QoS 0 PUBLISH has no packet id: {token:?}");
+    };
+    assert!(harness.events().is_empty(), "not handed out yet");
     let sent = harness.sent();
     let [Packet::Publish(publish)] = sent.as_slice() else {
         panic!("expected one PUBLISH, got {sent:?}");
@@ -35,7 +38,7 @@ fn qos0_publish_goes_out_at_once_without_an_id() {
     assert_eq!(&publish.payload[..], b"{\"t\":21}");
     assert!(!publish.dup && !publish.retain);
     assert_eq!(harness.conn.in_flight_len(), 0);
-    assert!(harness.events().is_empty());
+    assert_eq!(harness.events(), [Event::PublishSent(token)]);
 }
 
 #[test]
@@ -50,7 +53,7 @@ fn qos1_publish_is_in_flight_until_its_puback() {
     assert!(harness.events().is_empty());
 
     harness.puback(packet_id);
-    assert_eq!(harness.events(), [Event::PubAck(packet_id)]);
+    assert_eq!(harness.events(), [Event::PublishAcked(packet_id)]);
     assert_eq!(harness.conn.in_flight_len(), 0);
 
     // A PUBACK for nothing in flight is ignored.
@@ -76,7 +79,7 @@ fn the_33rd_publish_waits_for_a_puback() {
     assert!(harness.sent().is_empty());
 
     harness.puback(ids[5]);
-    assert_eq!(harness.events(), [Event::PubAck(ids[5])]);
+    assert_eq!(harness.events(), [Event::PublishAcked(ids[5])]);
     assert_eq!(
         publishes(&harness.sent()),
         [
@@ -159,7 +162,7 @@ fn packet_ids_are_never_those_in_flight_or_queued() {
             let in_flight_ids: Vec<_> = held.iter().take(harness.conn.in_flight_len()).collect();
             let acked = *in_flight_ids[pick];
             harness.puback(acked);
-            assert_eq!(harness.events(), [Event::PubAck(acked)]);
+            assert_eq!(harness.events(), [Event::PublishAcked(acked)]);
             held.retain(|&held_id| held_id != acked);
             harness.sent();
         }
@@ -188,12 +191,12 @@ fn packet_ids_wrap_past_65535_and_skip_an_id_still_in_flight() {
         assert_eq!(packet_id.get(), expected, "ids go up and wrap past 65535");
         previous = packet_id.get();
         harness.puback(packet_id);
-        assert_eq!(harness.events(), [Event::PubAck(packet_id)]);
+        assert_eq!(harness.events(), [Event::PublishAcked(packet_id)]);
     }
     harness.sent();
     assert_eq!(harness.conn.in_flight_len(), 1);
     harness.puback(stuck);
-    assert_eq!(harness.events(), [Event::PubAck(stuck)]);
+    assert_eq!(harness.events(), [Event::PublishAcked(stuck)]);
 }
 
 #[test]
@@ -246,7 +249,8 @@ fn every_id_taken_is_an_error_not_a_reuse() {
     assert_eq!(
         harness
             .conn
-            .publish(topic("update"), &b"m"[..], QoS::AtMostOnce, harness.now),
+            .publish(topic("update"), &b"m"[..], QoS::AtMostOnce, harness.now)
+            .map(PublishToken::packet_id),
         Ok(None)
     );
 }

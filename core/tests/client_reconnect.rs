@@ -3,7 +3,7 @@
 
 mod client_broker;
 
-use aliot_core::client::{DisconnectReason, Event, SessionLostPolicy};
+use aliot_core::client::{DisconnectReason, Event, PublishToken, SessionLostPolicy};
 use aliot_core::codec::{Packet, QoS, SubAckReturnCode};
 use aliot_topic::TopicFilter;
 use bytes::Bytes;
@@ -21,7 +21,7 @@ fn lost_pubacks(clean_session: bool, policy: SessionLostPolicy) -> (Harness, [u1
     let third = harness.publish_qos1(b"third");
     assert_eq!(publishes(&harness.sent()).len(), 3);
     harness.puback(second);
-    assert_eq!(harness.events(), [Event::PubAck(second)]);
+    assert_eq!(harness.events(), [Event::PublishAcked(second)]);
 
     harness.conn.handle_transport_closed(harness.now);
     assert_eq!(
@@ -37,7 +37,7 @@ fn resumed_session_resends_with_dup_and_the_same_ids_before_newer_messages() {
     let (mut harness, [first, _, third]) = lost_pubacks(false, SessionLostPolicy::ResendAsNew);
     // Given while disconnected: waits for the connection.
     let newer = harness.publish_qos1(b"newer");
-    harness
+    let newer_qos0 = harness
         .conn
         .publish(
             topic("update"),
@@ -46,6 +46,9 @@ fn resumed_session_resends_with_dup_and_the_same_ids_before_newer_messages() {
             harness.now,
         )
         .expect("accepted");
+    let PublishToken::AtMostOnce(newer_qos0) = newer_qos0 else {
+        panic!("QoS 0 has no packet id: {newer_qos0:?}");
+    };
     assert!(
         harness.sent().is_empty(),
         "nothing is written while disconnected"
@@ -69,9 +72,10 @@ fn resumed_session_resends_with_dup_and_the_same_ids_before_newer_messages() {
     assert_eq!(
         harness.events(),
         [
-            Event::PubAck(client_broker::id(first)),
-            Event::PubAck(client_broker::id(third)),
-            Event::PubAck(newer),
+            Event::PublishSent(newer_qos0),
+            Event::PublishAcked(client_broker::id(first)),
+            Event::PublishAcked(client_broker::id(third)),
+            Event::PublishAcked(newer),
         ]
     );
     assert_eq!(harness.conn.in_flight_len(), 0);
@@ -228,7 +232,7 @@ fn disconnect_keeps_the_session_and_bytes_written_before_it() {
 #[test]
 fn bytes_not_taken_before_the_transport_closed_are_not_written_to_the_next() {
     let mut harness = Harness::connected(config());
-    harness
+    let token = harness
         .conn
         .publish(topic("update"), &b"qos0"[..], QoS::AtMostOnce, harness.now)
         .expect("accepted");
@@ -236,4 +240,15 @@ fn bytes_not_taken_before_the_transport_closed_are_not_written_to_the_next() {
     harness.conn.connect(harness.now);
     let sent = harness.sent();
     assert!(matches!(sent.as_slice(), [Packet::Connect(_)]), "{sent:?}");
+    // The QoS 0 PUBLISH is reported dropped, not sent: its bytes never left.
+    let PublishToken::AtMostOnce(token) = token else {
+        panic!("QoS 0 has no packet id: {token:?}");
+    };
+    assert_eq!(
+        harness.events(),
+        [
+            Event::PublishDropped(token),
+            Event::Disconnected(DisconnectReason::TransportClosed)
+        ]
+    );
 }

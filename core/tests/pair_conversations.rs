@@ -228,11 +228,12 @@ fn a_device_publishes_qos_1_and_another_receives_it_with_puback_on_both_legs() {
             now,
         )
         .unwrap()
+        .packet_id()
         .unwrap();
     pair.shuttle();
     assert!(
         pair.take_events("sensor")
-            .contains(&client::Event::PubAck(id))
+            .contains(&client::Event::PublishAcked(id))
     );
     assert_eq!(
         pair.messages("display"),
@@ -364,6 +365,7 @@ fn a_lost_puback_is_resent_with_dup_after_reconnect_and_the_message_arrives() {
             now,
         )
         .unwrap()
+        .packet_id()
         .unwrap();
     let mut up = BytesMut::new();
     pair.client("tracker").poll_transmit(&mut up);
@@ -374,14 +376,17 @@ fn a_lost_puback_is_resent_with_dup_after_reconnect_and_the_message_arrives() {
     assert!(
         !pair
             .take_events("tracker")
-            .contains(&client::Event::PubAck(id))
+            .contains(&client::Event::PublishAcked(id))
     );
 
     // It comes back: the session is resumed and the PUBLISH is sent again with DUP=1.
     pair.dial("tracker");
     let events = pair.take_events("tracker");
     assert_eq!(connected(&events), Some(true));
-    assert!(events.contains(&client::Event::PubAck(id)), "{events:?}");
+    assert!(
+        events.contains(&client::Event::PublishAcked(id)),
+        "{events:?}"
+    );
     // At least once: the backend has the message (here twice, the second marked by the broker
     // as a new delivery of the re-sent PUBLISH).
     let received = pair.messages("backend");

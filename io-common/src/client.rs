@@ -13,7 +13,8 @@
 //!   the handler of [`on_rrpc`](Client::on_rrpc) (or [`on_rrpc_async`](Client::on_rrpc_async)).
 //! - A lost connection is dialled again after a capped exponential delay with jitter
 //!   ([`Backoff`](aliot_core::client::Backoff)); when the broker did not keep the session the
-//!   client subscribes again to what the application subscribed to. [`events`](Client::events)
+//!   client subscribes again to what the application subscribed to (the core connection's
+//!   session does it). [`events`](Client::events)
 //!   tells about it ([`ConnectionEvent`]).
 //! - Dropping the last clone of the client, or [`disconnect`](Client::disconnect), sends
 //!   DISCONNECT and closes the socket.
@@ -162,9 +163,9 @@ pub enum ConnectionEvent {
         /// Each filter with its return code.
         results: Vec<(TopicFilter, SubAckReturnCode)>,
     },
-    /// The client could not send a SUBSCRIBE again after a lost session (its queue is full,
-    /// or the packet is too large); these filters are not subscribed until the next
-    /// reconnect without the session.
+    /// The client could not send a SUBSCRIBE again after a lost session (the packet is too
+    /// large, or every packet id is held); these filters are forgotten: subscribe to them
+    /// again to keep them.
     ResubscribeFailed {
         /// The filters.
         filters: Vec<TopicFilter>,

@@ -326,7 +326,7 @@ impl Client {
                             .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
                     }
                 }
-                Event::PubAck(_) => outcome.acked += 1,
+                Event::PublishAcked(_) => outcome.acked += 1,
                 Event::PublishFailed(_) => outcome.publish_failed += 1,
                 Event::RrpcRequest {
                     message_id,
@@ -338,7 +338,7 @@ impl Client {
                         .conn
                         .respond_rrpc(message_id, payload, core_instant(now_ns))
                     {
-                        Ok(()) => outcome.rrpc_answered += 1,
+                        Ok(_) => outcome.rrpc_answered += 1,
                         Err(_) => outcome.publish_failed += 1,
                     }
                 }
@@ -351,7 +351,11 @@ impl Client {
                 Event::Connected { .. }
                 | Event::ConnectRefused(_)
                 | Event::SubAck { .. }
-                | Event::UnsubAck(_) => {}
+                | Event::UnsubAck(_)
+                | Event::PublishSent(_)
+                | Event::PublishDropped(_)
+                | Event::Resubscribed { .. }
+                | Event::ResubscribeFailed { .. } => {}
             }
         }
         if delivered > 0 {

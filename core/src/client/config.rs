@@ -33,6 +33,10 @@ pub const DEFAULT_MAX_QUEUED: usize = 1_024;
 /// at most 8 s, so this is far more than a device answering in time ever holds.
 pub const DEFAULT_MAX_PENDING_RRPC: usize = 32;
 
+/// How many topic filters go in one SUBSCRIBE when the connection subscribes again after a
+/// session loss: 16, so that a device with many filters sends a few packets of moderate size.
+pub const RESUBSCRIBE_CHUNK: usize = 16;
+
 /// Why a client id, user name or password cannot go into a CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
@@ -265,6 +269,13 @@ pub struct ClientConfig {
     /// it the oldest is forgotten (its caller has timed out by then). Default
     /// [`DEFAULT_MAX_PENDING_RRPC`].
     pub max_pending_rrpc: usize,
+    /// Whether to subscribe again, after a CONNACK without the session, to every filter the
+    /// broker had accepted and the application did not drop
+    /// ([`Event::Resubscribed`](super::Event::Resubscribed) reports each answer). Default
+    /// `true`: a device keeps receiving what it subscribed to across reconnects, whatever
+    /// cleanSession is. Set `false` to subscribe again yourself on
+    /// `Connected { session_present: false }`.
+    pub resubscribe_on_session_loss: bool,
 }
 
 impl ClientConfig {
@@ -284,6 +295,7 @@ impl ClientConfig {
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
             session_lost: SessionLostPolicy::ResendAsNew,
             max_pending_rrpc: DEFAULT_MAX_PENDING_RRPC,
+            resubscribe_on_session_loss: true,
         }
     }
 

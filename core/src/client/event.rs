@@ -3,8 +3,10 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use aliot_topic::{MessageId, TopicError, TopicName};
+use aliot_topic::{MessageId, TopicError, TopicFilter, TopicName};
 use bytes::Bytes;
+
+use super::ClientError;
 
 use crate::codec::{
     ConnectReturnCode, DecodeError, EncodeError, PacketId, PacketType, SubAckReturnCode,
@@ -29,8 +31,15 @@ pub enum Event {
         /// DUP flag: the broker may have delivered it before (QoS 1 is at-least-once).
         dup: bool,
     },
-    /// The broker acknowledged the QoS 1 PUBLISH with this id.
-    PubAck(PacketId),
+    /// The broker acknowledged our QoS 1 PUBLISH with this id (its PUBACK arrived).
+    PublishAcked(PacketId),
+    /// Our QoS 0 PUBLISH left the connection: [`poll_transmit`](super::Connection::poll_transmit)
+    /// handed its bytes out. Whether they reach the wire is the transport's affair.
+    PublishSent(Qos0Token),
+    /// Our QoS 0 PUBLISH was dropped unsent: the transport ended while its bytes waited to be
+    /// handed out. (A QoS 0 PUBLISH still queued is not dropped; it waits for the next
+    /// connection.)
+    PublishDropped(Qos0Token),
     /// The QoS 1 PUBLISH with this id will not be delivered: it was unacknowledged when the
     /// session was lost and the configuration says to report rather than re-send it.
     PublishFailed(PacketId),
@@ -43,6 +52,24 @@ pub enum Event {
     },
     /// The broker answered the UNSUBSCRIBE with this id.
     UnsubAck(PacketId),
+    /// The broker answered a SUBSCRIBE the connection sent by itself after a CONNACK without
+    /// the session ([`resubscribe_on_session_loss`](super::ClientConfig::resubscribe_on_session_loss)).
+    /// A refused filter (`Failure`) is forgotten.
+    Resubscribed {
+        /// The SUBSCRIBE's id.
+        packet_id: PacketId,
+        /// Each filter with its return code, in the order of the SUBSCRIBE.
+        results: Vec<(TopicFilter, SubAckReturnCode)>,
+    },
+    /// The connection could not subscribe again to these filters after a CONNACK without the
+    /// session (the packet would be too large, or every packet id is held); they are
+    /// forgotten. Subscribe again to keep them.
+    ResubscribeFailed {
+        /// The filters.
+        filters: Vec<TopicFilter>,
+        /// Why.
+        error: ClientError,
+    },
     /// The platform calls this device (RRPC); answer with
     /// [`respond_rrpc`](super::Connection::respond_rrpc). A QoS 1 request is acknowledged when
     /// this event is taken.
@@ -58,6 +85,36 @@ pub enum Event {
     /// The connection is over; reconnect with [`connect`](super::Connection::connect) on a
     /// new transport. Always the last event of a transport.
     Disconnected(DisconnectReason),
+}
+
+/// Names one QoS 0 PUBLISH of a [`Connection`](super::Connection), for the
+/// [`Event::PublishSent`] or [`Event::PublishDropped`] that reports what became of it.
+///
+/// Tokens increase in the order the PUBLISHes were given; they are not packet ids and never
+/// go on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Qos0Token(pub(super) u64);
+
+/// What [`publish`](super::Connection::publish) gives back, to match with the event that
+/// reports the PUBLISH's fate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PublishToken {
+    /// A QoS 0 PUBLISH: [`Event::PublishSent`] or [`Event::PublishDropped`] follows.
+    AtMostOnce(Qos0Token),
+    /// A QoS 1 PUBLISH with this packet id: [`Event::PublishAcked`] (or
+    /// [`Event::PublishFailed`]) follows.
+    AtLeastOnce(PacketId),
+}
+
+impl PublishToken {
+    /// The packet id of a QoS 1 PUBLISH; `None` for QoS 0.
+    #[must_use]
+    pub fn packet_id(self) -> Option<PacketId> {
+        match self {
+            Self::AtMostOnce(_) => None,
+            Self::AtLeastOnce(packet_id) => Some(packet_id),
+        }
+    }
 }
 
 /// Why a connection ended.

@@ -171,6 +171,7 @@ impl Harness {
         self.conn
             .publish(topic("update"), payload, QoS::AtLeastOnce, self.now)
             .expect("publish accepted")
+            .packet_id()
             .expect("QoS 1 has an id")
     }
 }

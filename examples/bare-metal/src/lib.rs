@@ -84,7 +84,8 @@ use core::ops::ControlFlow;
 use aliot_auth::{ClientIdError, DeviceIdentity, DeviceSecret, SecureMode, SignRequest};
 use aliot_core::Instant;
 use aliot_core::client::{
-    ClientConfig, ClientError, Connection, Credentials, CredentialsError, Event,
+    ClientConfig, ClientError, Connection, Credentials, CredentialsError, Event, PublishToken,
+    Qos0Token,
 };
 use aliot_core::codec::{PacketId, QoS};
 use aliot_topic::{MessageId, TopicFilter, TopicName};
@@ -185,7 +186,8 @@ where
     /// first [`poll`](Self::poll). Commands given before CONNACK wait for it.
     ///
     /// `connection` may be new, or the one [`into_parts`](Self::into_parts) gave back from
-    /// a transport that ended: its session (unacknowledged and queued packets) carries over.
+    /// a transport that ended: its session (unacknowledged and queued packets, and the
+    /// subscriptions it restores when the broker answers without the session) carries over.
     pub fn new(transport: T, mut clock: C, mut connection: Connection) -> Self {
         connection.connect(Instant::from_millis(clock()));
         Self {
@@ -238,7 +240,7 @@ where
         topic: TopicName,
         payload: impl Into<Bytes>,
         qos: QoS,
-    ) -> Result<Option<PacketId>, ClientError> {
+    ) -> Result<PublishToken, ClientError> {
         let now = self.now();
         self.connection.publish(topic, payload, qos, now)
     }
@@ -252,7 +254,7 @@ where
         &mut self,
         message_id: MessageId,
         payload: impl Into<Bytes>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Qos0Token, ClientError> {
         let now = self.now();
         self.connection.respond_rrpc(message_id, payload, now)
     }

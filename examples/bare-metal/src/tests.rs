@@ -164,15 +164,23 @@ fn clock<'a>(now: &'a Cell<u64>, reads: &'a Cell<u32>) -> impl FnMut() -> u64 + 
     }
 }
 
+/// The test device, new, on a fake broker that answers pings, with the clock at `now`.
+fn new_device<'a>(
+    now: &'a Cell<u64>,
+    reads: &'a Cell<u32>,
+) -> Device<FakeBroker, impl FnMut() -> u64 + 'a> {
+    let config = platform_config(PRODUCT_KEY, DEVICE_NAME, DEVICE_SECRET).expect("a config");
+    Device::new(
+        FakeBroker::new(true),
+        clock(now, reads),
+        Connection::new(config),
+    )
+}
+
 #[test]
 fn connects_subscribes_publishes_and_answers_rrpc_over_the_transport() {
     let (now, reads) = (Cell::new(5_000), Cell::new(0));
-    let config = platform_config(PRODUCT_KEY, DEVICE_NAME, DEVICE_SECRET).expect("a config");
-    let mut device = Device::new(
-        FakeBroker::new(true),
-        clock(&now, &reads),
-        Connection::new(config),
-    );
+    let mut device = new_device(&now, &reads);
     let limits = TopicLimits::default();
     let rrpc =
         TopicFilter::new("/sys/a1TestPK001/dev-001/rrpc/request/+", &limits).expect("a filter");
@@ -183,6 +191,7 @@ fn connects_subscribes_publishes_and_answers_rrpc_over_the_transport() {
     let report_id = device
         .publish(update, r#"{"t":21}"#, QoS::AtLeastOnce)
         .expect("queued")
+        .packet_id()
         .expect("a QoS 1 packet id");
 
     let mut events = Vec::new();
@@ -198,7 +207,7 @@ fn connects_subscribes_publishes_and_answers_rrpc_over_the_transport() {
                 .respond_rrpc(*message_id, response)
                 .expect("the request awaits its answer");
         }
-        let acknowledged = matches!(event, Event::PubAck(id) if id == report_id);
+        let acknowledged = matches!(event, Event::PublishAcked(id) if id == report_id);
         events.push(event);
         if acknowledged {
             ControlFlow::Break(())
@@ -223,7 +232,7 @@ fn connects_subscribes_publishes_and_answers_rrpc_over_the_transport() {
                 payload: Bytes::from_static(b"ping"),
                 topic: TopicName::from_static(RRPC_REQUEST),
             },
-            Event::PubAck(report_id),
+            Event::PublishAcked(report_id),
         ]
     );
     let (broker, _, connection) = device.into_parts();
@@ -250,6 +259,83 @@ fn connects_subscribes_publishes_and_answers_rrpc_over_the_transport() {
     assert_eq!(response.topic, "/sys/a1TestPK001/dev-001/rrpc/response/42");
     assert_eq!(response.qos, PublishQos::AtMostOnce);
     assert_eq!(&response.payload[..], b"pong: ping");
+}
+
+#[test]
+fn a_new_transport_without_the_session_gets_the_subscriptions_back() {
+    let (now, reads) = (Cell::new(5_000), Cell::new(0));
+    let mut device = new_device(&now, &reads);
+    let rrpc = TopicFilter::new(
+        "/sys/a1TestPK001/dev-001/rrpc/request/+",
+        &Default::default(),
+    )
+    .expect("a filter");
+    device
+        .subscribe(&[(rrpc.clone(), QoS::AtMostOnce)])
+        .expect("queued");
+    run(&mut device, |_, event| match event {
+        Event::SubAck { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .expect("an in-memory transport does not fail");
+
+    // The link drops; the firmware opens a new transport to a broker that kept no session
+    // (the fake one never does) and hands it the same connection.
+    let (_, clock, mut connection) = device.into_parts();
+    now.set(65_000);
+    connection.handle_transport_closed(Instant::from_millis(now.get()));
+    // What the old transport left: the call that came after the SUBACK, then its end.
+    let mut left = Vec::new();
+    while let Some(event) = connection.poll_event() {
+        left.push(event);
+    }
+    assert!(
+        matches!(
+            left[..],
+            [
+                Event::RrpcRequest { .. },
+                Event::Disconnected(DisconnectReason::TransportClosed)
+            ]
+        ),
+        "{left:?}"
+    );
+    let mut device = Device::new(FakeBroker::new(true), clock, connection);
+    let mut events = Vec::new();
+    run(&mut device, |_, event| {
+        let done = matches!(event, Event::RrpcRequest { .. });
+        events.push(event);
+        if done {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .expect("an in-memory transport does not fail");
+
+    let (broker, _, _) = device.into_parts();
+    let [Packet::Connect(_), Packet::Subscribe(subscribe)] = broker.received.as_slice() else {
+        panic!("the device sent {:?}, events {events:?}", broker.received);
+    };
+    let filter = Utf8Bytes::try_from("/sys/a1TestPK001/dev-001/rrpc/request/+").expect("a string");
+    assert_eq!(subscribe.filters, vec![(filter, QoS::AtMostOnce)]);
+    // Calls reach the device again, and the application was told what was restored.
+    assert_eq!(
+        events,
+        vec![
+            Event::Connected {
+                session_present: false
+            },
+            Event::Resubscribed {
+                packet_id: subscribe.packet_id,
+                results: vec![(rrpc, SubAckReturnCode::Success(QoS::AtMostOnce))],
+            },
+            Event::RrpcRequest {
+                message_id: MessageId(42),
+                payload: Bytes::from_static(b"ping"),
+                topic: TopicName::from_static(RRPC_REQUEST),
+            },
+        ]
+    );
 }
 
 #[test]

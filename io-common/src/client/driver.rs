@@ -5,7 +5,7 @@
 //! the message channel, the end of the reconnect delay, or the end of a dial. After each, it
 //! drains the connection (bytes to write, events) and settles the waiting callers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use std::time::Instant as RuntimeInstant;
 
 use aliot_core::Instant;
-use aliot_core::client::{Backoff, Connection, DisconnectReason, Event};
+use aliot_core::client::{Backoff, Connection, DisconnectReason, Event, PublishToken, Qos0Token};
 use aliot_core::codec::{PacketId, QoS, SubAckReturnCode};
 use aliot_topic::{MessageId, TopicFilter, TopicName};
 use bytes::{Buf as _, Bytes, BytesMut};
@@ -30,9 +30,6 @@ use crate::runtime::{Runtime, far_future, timeout_at};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Filters per SUBSCRIBE when the client subscribes again after a lost session.
-const RESUBSCRIBE_CHUNK: usize = 16;
 
 /// Commands taken from the channel in one go, before the connection is drained again.
 const COMMAND_BATCH: usize = 64;
@@ -85,23 +82,8 @@ pub(crate) enum Command {
 /// A caller waiting for an acknowledgement.
 enum Waiter {
     Publish(Reply<Option<PacketId>>),
-    Subscribe {
-        reply: Reply<Vec<SubAckReturnCode>>,
-        filters: Vec<TopicFilter>,
-    },
-    /// A SUBSCRIBE the driver sent itself after a lost session.
-    Resubscribe {
-        filters: Vec<TopicFilter>,
-    },
+    Subscribe(Reply<Vec<SubAckReturnCode>>),
     Unsubscribe(Reply<()>),
-}
-
-/// A filter the application subscribed to, remembered for re-subscription.
-struct Subscription {
-    qos: QoS,
-    /// The SUBSCRIBE carrying it that awaits its SUBACK, if any: the connection sends that one
-    /// again by itself after a reconnect.
-    pending: Option<PacketId>,
 }
 
 /// The transport, as far as the driver is concerned.
@@ -195,15 +177,11 @@ pub(crate) struct Driver<R: Runtime> {
     timer_at: Option<RuntimeInstant>,
     /// Callers waiting for a PUBACK, SUBACK or UNSUBACK, by packet id.
     acks: HashMap<PacketId, Waiter>,
-    /// Commands the connection accepted, ever. The connection sends them in order, so the
-    /// first `accepted - conn.queued_len()` of them have been handed out for writing.
-    accepted: u64,
-    /// QoS 0 publishes still in the connection's queue, with their rank among accepted
-    /// commands.
-    qos0_queued: VecDeque<(u64, Reply<Option<PacketId>>)>,
-    /// QoS 0 publishes taken for writing, waiting for the write to complete.
+    /// Callers of QoS 0 publishes the connection has not handed out yet
+    /// ([`Event::PublishSent`]), by token.
+    qos0_unsent: HashMap<Qos0Token, Reply<Option<PacketId>>>,
+    /// QoS 0 publishes handed out for writing, waiting for the write to complete.
     qos0_unwritten: Vec<Reply<Option<PacketId>>>,
-    subscriptions: BTreeMap<TopicFilter, Subscription>,
     /// Messages taken from the connection that the message channel had no room for yet.
     undelivered: VecDeque<IncomingMessage>,
     /// Failed connection attempts since the last success; the next delay is the backoff's
@@ -238,10 +216,8 @@ impl<R: Runtime> Driver<R> {
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             timer_at: None,
             acks: HashMap::new(),
-            accepted: 0,
-            qos0_queued: VecDeque::new(),
+            qos0_unsent: HashMap::new(),
             qos0_unwritten: Vec::new(),
-            subscriptions: BTreeMap::new(),
             undelivered: VecDeque::new(),
             failures: 0,
             stop: None,
@@ -385,13 +361,11 @@ impl<R: Runtime> Driver<R> {
                 qos,
                 reply,
             } => match self.conn.publish(topic, payload, qos, now) {
-                Ok(Some(packet_id)) => {
-                    self.accepted += 1;
+                Ok(PublishToken::AtLeastOnce(packet_id)) => {
                     self.acks.insert(packet_id, Waiter::Publish(reply));
                 }
-                Ok(None) => {
-                    self.qos0_queued.push_back((self.accepted, reply));
-                    self.accepted += 1;
+                Ok(PublishToken::AtMostOnce(token)) => {
+                    self.qos0_unsent.insert(token, reply);
                 }
                 Err(error) => {
                     let _ = reply.send(Err(RequestError::Rejected(error)));
@@ -399,17 +373,7 @@ impl<R: Runtime> Driver<R> {
             },
             Command::Subscribe { filters, reply } => match self.conn.subscribe(&filters, now) {
                 Ok(packet_id) => {
-                    self.accepted += 1;
-                    for (filter, qos) in &filters {
-                        let subscription = Subscription {
-                            qos: *qos,
-                            pending: Some(packet_id),
-                        };
-                        self.subscriptions.insert(filter.clone(), subscription);
-                    }
-                    let filters = filters.into_iter().map(|(filter, _)| filter).collect();
-                    self.acks
-                        .insert(packet_id, Waiter::Subscribe { reply, filters });
+                    self.acks.insert(packet_id, Waiter::Subscribe(reply));
                 }
                 Err(error) => {
                     let _ = reply.send(Err(RequestError::Rejected(error)));
@@ -417,10 +381,6 @@ impl<R: Runtime> Driver<R> {
             },
             Command::Unsubscribe { filters, reply } => match self.conn.unsubscribe(&filters, now) {
                 Ok(packet_id) => {
-                    self.accepted += 1;
-                    for filter in &filters {
-                        self.subscriptions.remove(filter);
-                    }
                     self.acks.insert(packet_id, Waiter::Unsubscribe(reply));
                 }
                 Err(error) => {
@@ -439,19 +399,6 @@ impl<R: Runtime> Driver<R> {
     /// callers and channels, until it has nothing more.
     fn pump(&mut self, link: &mut Link) {
         loop {
-            // Commands the connection took out of its queue are in its transmit buffer now.
-            let handed_out = self
-                .accepted
-                .saturating_sub(u64::try_from(self.conn.queued_len()).unwrap_or(u64::MAX));
-            while self
-                .qos0_queued
-                .front()
-                .is_some_and(|(rank, _)| *rank < handed_out)
-            {
-                if let Some((_, reply)) = self.qos0_queued.pop_front() {
-                    self.qos0_unwritten.push(reply);
-                }
-            }
             match link {
                 Link::Up(up) => {
                     if self.conn.poll_transmit(&mut up.write_buf) {
@@ -486,12 +433,7 @@ impl<R: Runtime> Driver<R> {
                             self.stop = Some(Stop::Dropped);
                         }
                     }
-                    None => {
-                        self.emit(ConnectionEvent::Reconnected { session_present });
-                        if !session_present {
-                            self.resubscribe();
-                        }
-                    }
+                    None => self.emit(ConnectionEvent::Reconnected { session_present }),
                 }
             }
             // `Disconnected(Refused(code))` follows and says the same.
@@ -502,9 +444,20 @@ impl<R: Runtime> Driver<R> {
                 qos: message.qos,
                 dup,
             }),
-            Event::PubAck(packet_id) => {
+            Event::PublishAcked(packet_id) => {
                 if let Some(Waiter::Publish(reply)) = self.acks.remove(&packet_id) {
                     let _ = reply.send(Ok(Some(packet_id)));
+                }
+            }
+            Event::PublishSent(token) => {
+                // RRPC answers have tokens too, with nobody waiting.
+                if let Some(reply) = self.qos0_unsent.remove(&token) {
+                    self.qos0_unwritten.push(reply);
+                }
+            }
+            Event::PublishDropped(token) => {
+                if let Some(reply) = self.qos0_unsent.remove(&token) {
+                    let _ = reply.send(Err(RequestError::NotWritten));
                 }
             }
             Event::PublishFailed(packet_id) => {
@@ -515,18 +468,18 @@ impl<R: Runtime> Driver<R> {
             Event::SubAck {
                 packet_id,
                 return_codes,
-            } => match self.acks.remove(&packet_id) {
-                Some(Waiter::Subscribe { reply, filters }) => {
-                    self.settle_subscriptions(packet_id, &filters, &return_codes);
+            } => {
+                if let Some(Waiter::Subscribe(reply)) = self.acks.remove(&packet_id) {
                     let _ = reply.send(Ok(return_codes));
                 }
-                Some(Waiter::Resubscribe { filters }) => {
-                    self.settle_subscriptions(packet_id, &filters, &return_codes);
-                    let results = filters.into_iter().zip(return_codes).collect();
-                    self.emit(ConnectionEvent::Resubscribed { results });
-                }
-                Some(Waiter::Publish(_) | Waiter::Unsubscribe(_)) | None => {}
-            },
+            }
+            Event::Resubscribed { results, .. } => {
+                self.emit(ConnectionEvent::Resubscribed { results });
+            }
+            Event::ResubscribeFailed { filters, error } => {
+                warn!(%error, "cannot subscribe again after the session was lost");
+                self.emit(ConnectionEvent::ResubscribeFailed { filters, error });
+            }
             Event::UnsubAck(packet_id) => {
                 if let Some(Waiter::Unsubscribe(reply)) = self.acks.remove(&packet_id) {
                     let _ = reply.send(Ok(()));
@@ -542,64 +495,6 @@ impl<R: Runtime> Driver<R> {
                 payload,
             }),
             Event::Disconnected(reason) => self.transport_ended(reason, link),
-        }
-    }
-
-    /// After a SUBACK: filters refused are forgotten, the others are subscribed.
-    fn settle_subscriptions(
-        &mut self,
-        packet_id: PacketId,
-        filters: &[TopicFilter],
-        return_codes: &[SubAckReturnCode],
-    ) {
-        for (filter, code) in filters.iter().zip(return_codes) {
-            let Some(subscription) = self.subscriptions.get_mut(filter) else {
-                continue;
-            };
-            if subscription.pending != Some(packet_id) {
-                // Subscribed again since: that SUBACK decides.
-                continue;
-            }
-            if *code == SubAckReturnCode::Failure {
-                self.subscriptions.remove(filter);
-            } else {
-                subscription.pending = None;
-            }
-        }
-    }
-
-    /// After a reconnect without the session: subscribes again to every filter the
-    /// application subscribed to and did not drop (those whose SUBSCRIBE is still unanswered
-    /// go out again by themselves).
-    fn resubscribe(&mut self) {
-        let now = self.now();
-        let filters: Vec<(TopicFilter, QoS)> = self
-            .subscriptions
-            .iter()
-            .filter(|(_, subscription)| subscription.pending.is_none())
-            .map(|(filter, subscription)| (filter.clone(), subscription.qos))
-            .collect();
-        for chunk in filters.chunks(RESUBSCRIBE_CHUNK) {
-            let names: Vec<TopicFilter> = chunk.iter().map(|(filter, _)| filter.clone()).collect();
-            match self.conn.subscribe(chunk, now) {
-                Ok(packet_id) => {
-                    self.accepted += 1;
-                    for filter in &names {
-                        if let Some(subscription) = self.subscriptions.get_mut(filter) {
-                            subscription.pending = Some(packet_id);
-                        }
-                    }
-                    self.acks
-                        .insert(packet_id, Waiter::Resubscribe { filters: names });
-                }
-                Err(error) => {
-                    warn!(%error, "cannot subscribe again after the session was lost");
-                    self.emit(ConnectionEvent::ResubscribeFailed {
-                        filters: names,
-                        error,
-                    });
-                }
-            }
         }
     }
 
@@ -644,7 +539,7 @@ impl<R: Runtime> Driver<R> {
     fn respond_rrpc(&mut self, message_id: MessageId, payload: Bytes) {
         let now = self.now();
         match self.conn.respond_rrpc(message_id, payload, now) {
-            Ok(()) => self.accepted += 1,
+            Ok(_) => {}
             Err(error) => warn!(%message_id, %error, "cannot answer an RRPC request"),
         }
     }
@@ -706,6 +601,14 @@ impl<R: Runtime> Driver<R> {
         if let Link::Up(mut up) = link {
             self.conn.disconnect(self.now());
             self.conn.poll_transmit(&mut up.write_buf);
+            // QoS 0 publishes handed out with the DISCONNECT resolve once it is written.
+            while let Some(event) = self.conn.poll_event() {
+                if let Event::PublishSent(token) = event
+                    && let Some(reply) = self.qos0_unsent.remove(&token)
+                {
+                    self.qos0_unwritten.push(reply);
+                }
+            }
             let closing = async {
                 write_out(&mut up.writer, &mut up.write_buf).await?;
                 up.writer.close().await
