@@ -446,6 +446,12 @@ impl Connection {
         self.dropped_deliveries > 0 || !self.events.is_empty()
     }
 
+    /// How many events [`poll_event`](Self::poll_event) will return before it returns `None`
+    /// (unless something is done to the connection meanwhile).
+    pub fn event_count(&self) -> usize {
+        self.events.len() + usize::from(self.dropped_deliveries > 0)
+    }
+
     /// Whether the connection wants more input now. It does not while the hub has yet to open
     /// the session, while too much output is waiting for the device (backpressure: a device
     /// that does not read its acknowledgements is slowed down by TCP), or while

@@ -96,6 +96,15 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
 /// callers) wait, which slows down whoever publishes faster than the hub routes.
 const HUB_QUEUE: usize = 4096;
 
+/// Connection events waiting for the hub task, at most (a request carries the events of one
+/// read, so the queue's bound in requests alone would let a few fast publishers pile up
+/// hundreds of thousands of messages): beyond, connection tasks wait before they send more
+/// and stop reading meanwhile, so an overloaded hub slows its publishers down (TCP
+/// back-pressure) instead of flooding its subscribers until QoS 0 is dropped. One hub wake
+/// then delivers at most this many messages' worth to a subscriber, well within its
+/// `max_pending_output`.
+pub(crate) const HUB_QUEUED_EVENTS: u32 = 4096;
+
 /// After a failed `accept` (out of file descriptors, for instance), wait this long before the
 /// next, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -261,6 +270,7 @@ impl<R: Runtime> Broker<R> {
             server: config.server.clone(),
             authenticator: Arc::clone(&config.authenticator),
             hub: requests,
+            hub_room: Arc::new(Semaphore::new(HUB_QUEUED_EVENTS as usize)),
             clock,
             stop: stop_connections_rx,
         });

@@ -17,12 +17,12 @@ use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use futures_util::future::Either;
 use futures_util::io::AsyncWriteExt as _;
-use tokio_sync::sync::{mpsc, watch};
+use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
 use tracing::{debug, info};
 
 use super::hub_task::HubRequest;
 use super::mailbox::mailbox;
-use super::{CLOSE_LINGER, stopped, wall_clock_ms};
+use super::{CLOSE_LINGER, HUB_QUEUED_EVENTS, stopped, wall_clock_ms};
 use crate::runtime::{Clock, Runtime, far_future, timeout_at};
 
 /// Bytes read from the socket at a time, into the thread's scratch buffer.
@@ -47,6 +47,10 @@ pub(crate) struct ConnectionShared<R: Runtime> {
     pub(crate) server: ServerConfig,
     pub(crate) authenticator: Arc<dyn Authenticator + Send + Sync>,
     pub(crate) hub: mpsc::Sender<HubRequest>,
+    /// Room for connection events in the hub's queue, a permit an event
+    /// ([`HUB_QUEUED_EVENTS`]): taken before a request is sent, given back once the hub has
+    /// handled it.
+    pub(crate) hub_room: Arc<Semaphore>,
     pub(crate) clock: Clock,
     /// Raised by the hub task once it has sent its last commands. Connections learn it from
     /// their mailbox (the hub drops it after its last command); TLS handshakes, which have no
@@ -102,7 +106,13 @@ async fn serve_tls<R: Runtime>(
 /// failed), so that its session does not stay attached to nothing.
 pub(crate) async fn report_lost<R: Runtime>(shared: Arc<ConnectionShared<R>>, conn: ConnId) {
     let event = Event::Closed(CloseReason::TransportClosed);
-    let _ = shared.hub.send(HubRequest::Event { conn, event }).await;
+    // No room is taken: a close must reach the hub even when its queue is at its bound.
+    let request = HubRequest::Event {
+        conn,
+        event,
+        room: None,
+    };
+    let _ = shared.hub.send(request).await;
 }
 
 /// A slot in the hub's queue, for the request that is built once it is there (so that the
@@ -114,6 +124,22 @@ async fn hub_slot(hub: &mpsc::Sender<HubRequest>) -> Option<mpsc::Permit<'_, Hub
         Ok(permit) => Some(permit),
         Err(mpsc::error::TrySendError::Full(())) => Box::pin(hub.reserve()).await.ok(),
         Err(mpsc::error::TrySendError::Closed(())) => None,
+    }
+}
+
+/// Room in the hub's queue for `count` events (the whole queue's at most), held until the hub
+/// has handled them. At once when there is room; else the wait is on the heap, as in
+/// [`hub_slot`]. `None`: the room was closed (it is not, while the broker runs).
+async fn hub_room(room: &Arc<Semaphore>, count: usize) -> Option<OwnedSemaphorePermit> {
+    let count = u32::try_from(count)
+        .unwrap_or(u32::MAX)
+        .clamp(1, HUB_QUEUED_EVENTS);
+    match Arc::clone(room).try_acquire_many_owned(count) {
+        Ok(permit) => Some(permit),
+        Err(TryAcquireError::NoPermits) => Box::pin(Arc::clone(room).acquire_many_owned(count))
+            .await
+            .ok(),
+        Err(TryAcquireError::Closed) => None,
     }
 }
 
@@ -268,13 +294,19 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let mut write_first = false;
         loop {
             if connection.has_event() {
-                // A slot first, then the events: the wait holds none (the task stays small).
-                // Every event of the read in one request: a device that pipelines many
-                // PUBLISHes in one read costs one slot and one wake of the hub, not one each.
-                let permit = if hub_reachable {
-                    hub_slot(&shared.hub).await
+                // Room and a slot first, then the events: the wait holds none (the task stays
+                // small). Every event of the read in one request: a device that pipelines many
+                // PUBLISHes in one read costs one slot and one wake of the hub, not one each;
+                // the room is counted in events, so the hub's backlog stays bounded in
+                // messages. While this waits, nothing is read: the device is slowed down.
+                let room = if hub_reachable {
+                    hub_room(&shared.hub_room, connection.event_count()).await
                 } else {
                     None
+                };
+                let permit = match room {
+                    Some(_) => hub_slot(&shared.hub).await,
+                    None => None,
                 };
                 let request = connection.poll_event().map(|first| {
                     log.event(&first);
@@ -282,6 +314,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                         return HubRequest::Event {
                             conn: log.conn,
                             event: first,
+                            room,
                         };
                     }
                     let mut events = vec![first];
@@ -292,6 +325,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                     HubRequest::Events {
                         conn: log.conn,
                         events,
+                        room,
                     }
                 });
                 match (permit, request) {

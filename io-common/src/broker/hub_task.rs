@@ -11,7 +11,7 @@ use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
-use tokio_sync::sync::{mpsc, oneshot, watch};
+use tokio_sync::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tracing::warn;
 
 use super::handle::{RrpcReply, Stats};
@@ -32,10 +32,19 @@ pub(crate) enum HubRequest {
         conn: ConnId,
         commands: CommandSender,
     },
-    /// An event of a connection.
-    Event { conn: ConnId, event: Event },
-    /// Several events of a connection (those of one read), in order.
-    Events { conn: ConnId, events: Vec<Event> },
+    /// An event of a connection, with the room it takes in the queue (given back once
+    /// handled; none for a close the connection's task reports as it fails).
+    Event {
+        conn: ConnId,
+        event: Event,
+        room: Option<OwnedSemaphorePermit>,
+    },
+    /// Several events of a connection (those of one read), in order, with their room.
+    Events {
+        conn: ConnId,
+        events: Vec<Event>,
+        room: Option<OwnedSemaphorePermit>,
+    },
     /// An RRPC call; the reply comes when the call ends.
     Rrpc {
         device: DeviceIdentity,
@@ -161,8 +170,17 @@ impl<R: Runtime> HubTask<R> {
             HubRequest::Register { conn, commands } => {
                 self.connections.insert(conn, commands);
             }
-            HubRequest::Event { conn, event } => self.handle_event(conn, event, now),
-            HubRequest::Events { conn, events } => {
+            // The room is given back once the events are handled (at the end of the arm).
+            HubRequest::Event {
+                conn,
+                event,
+                room: _room,
+            } => self.handle_event(conn, event, now),
+            HubRequest::Events {
+                conn,
+                events,
+                room: _room,
+            } => {
                 for event in events {
                     self.handle_event(conn, event, now);
                 }
