@@ -108,6 +108,12 @@ else
 fi
 
 BROKER_PID=""
+# The broker running, what it is running for, and where its log of this start begins.
+BROKER_NAME=""
+BROKER_PHASE=""
+BROKER_LOG_FROM=0
+# Faults seen in the brokers' logs (a thread that panicked), for the report's notes.
+FAULT_NOTES=()
 stop_broker() {
     if [ -n "$BROKER_PID" ]; then
         kill -TERM "$BROKER_PID" 2>/dev/null || true
@@ -118,6 +124,19 @@ stop_broker() {
         kill -KILL "$BROKER_PID" 2>/dev/null || true
         wait "$BROKER_PID" 2>/dev/null || true
         BROKER_PID=""
+        note_broker_faults
+    fi
+}
+# A broker whose worker thread panicked may keep its port open and answer nothing more (rumqttd
+# 0.20's router, after fan-out at full speed): every later run on it then fails its handshake.
+# Say so in the report rather than leave only the failures.
+note_broker_faults() {
+    local log=$WORK/$BROKER_NAME.log panic
+    [ -f "$log" ] || return 0
+    panic=$(tail -c "+$((BROKER_LOG_FROM + 1))" "$log" | sed 's/\x1b\[[0-9;]*m//g' | grep -m 1 'panicked at' || true)
+    if [ -n "$panic" ]; then
+        FAULT_NOTES+=(--note "Fault: $BROKER_NAME, $BROKER_PHASE: a thread panicked ($panic); runs on that broker after it are not the broker's figures.")
+        say "  $BROKER_NAME: a thread panicked: $panic"
     fi
 }
 cleanup() {
@@ -143,6 +162,8 @@ start_broker() {
         say "port $port is already taken; set PORT to a free range"
         exit 1
     fi
+    BROKER_NAME=$name
+    BROKER_LOG_FROM=$(stat -c %s "$WORK/$name.log" 2>/dev/null || echo 0)
     "${BROKER_PIN[@]}" "$@" >>"$WORK/$name.log" 2>&1 &
     BROKER_PID=$!
     for _ in $(seq 1 600); do
@@ -188,6 +209,7 @@ run_broker_at_max() {
     local common=(--port "$port" --broker-label "$name")
 
     say "$name: $CONNECTIONS idle connections (fresh broker)"
+    BROKER_PHASE="idle connections"
     if start_broker "$name" "$port" "${start_connections[@]}"; then
         bench "$RESULTS/$name-connections.json" "${common[@]}" --broker-pid "$BROKER_PID" \
             "${login_connections[@]}" connections --count "$CONNECTIONS" \
@@ -196,6 +218,7 @@ run_broker_at_max() {
     fi
 
     say "$name: throughput, as fast as it goes (fresh broker)"
+    BROKER_PHASE="throughput as fast as it goes"
     if start_broker "$name" "$port" "${start_throughput[@]}"; then
         local run stem args
         for run in "${THROUGHPUT_RUNS[@]}"; do
@@ -218,6 +241,7 @@ run_broker_latency() {
     local common=(--port "$port" --broker-label "$name")
 
     say "$name: latency at half the slowest rate (fresh broker)"
+    BROKER_PHASE="latency at half the slowest rate"
     start_broker "$name" "$port" "${start_throughput[@]}" || return 0
     local run stem args broker k
     for run in "${THROUGHPUT_RUNS[@]}"; do
@@ -355,4 +379,5 @@ echo
     --note "Throughput runs: 64-byte payloads, QoS 1 window 32 per publisher, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain. 'As fast as it goes': publishers unthrottled (QoS 1 held by the window, QoS 0 by TCP back-pressure). 'At half the slowest rate': publishers throttled to half the rate of the slowest broker's run as fast as it goes, on a freshly started broker, every broker, ${LATENCY_RUNS} runs each (the table takes the run with the median p99)." \
     --note "Idle connections: $connections_note, from several loopback source addresses, $HOLD s idle before the broker's VmRSS is read (each broker freshly started)." \
     --note "Logins: aliot open mode for 1:1, fan-in and fan-out, signed platform credentials (hmacsha256, one device each) for idle connections; mosquitto a password file (one user, mosquitto_passwd's default hashing) for every run; rumqttd its static auth table." \
+    "${FAULT_NOTES[@]}" \
     --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true (MOSQUITTO_NODELAY=0 leaves Nagle on, as shipped)" || echo ", TCP_NODELAY off as shipped (MOSQUITTO_NODELAY=0)"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."
