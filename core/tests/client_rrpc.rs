@@ -209,3 +209,31 @@ fn an_answer_given_while_disconnected_waits_for_the_connection() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_custom_topic_call_is_told_apart_by_the_hubs_own_rule() {
+    // `aliot_topic::is_device_topic` decides for the hub (which calls it routes), the HTTP API
+    // and the client alike: the device's user and thing-model topics are calls; a topic that
+    // only mentions the device further down (the shadow's) is a plain message, as the hub
+    // never makes a call of it.
+    let mut harness = Harness::connected(config());
+    for (topic, is_call) in [
+        ("/ext/rrpc/7/a1TestPK001/dev-001/user/get", true),
+        ("/ext/rrpc/7/sys/a1TestPK001/dev-001/thing/service/x", true),
+        ("/ext/rrpc/7/shadow/get/a1TestPK001/dev-001", false),
+        ("/ext/rrpc/7/a1TestPK001/dev-002/user/get", false),
+    ] {
+        harness.incoming(topic, b"x", None);
+        let events = harness.events();
+        assert_eq!(
+            matches!(events[..], [Event::RrpcRequest { .. }]),
+            is_call,
+            "{topic}: {events:?}"
+        );
+        assert_eq!(
+            aliot_topic::is_device_topic(&topic["/ext/rrpc/7".len()..], "a1TestPK001", "dev-001"),
+            is_call,
+            "{topic}"
+        );
+    }
+}
