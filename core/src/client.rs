@@ -461,10 +461,7 @@ impl Connection {
         if filters.is_empty() {
             return Err(ClientError::EmptySubscribe);
         }
-        let mut wire_filters = Vec::with_capacity(filters.len());
-        for (filter, qos) in filters {
-            wire_filters.push((filter_string(filter)?, *qos));
-        }
+        let wire_filters = subscribe_filters(filters)?;
         let send_now = self.admit(true)?;
         self.take_subscribe(
             filters,
@@ -524,7 +521,7 @@ impl Connection {
             filters: wire_filters,
         };
         self.check_size(unsubscribe.encoded_len())?;
-        self.subscriptions.unsubscribing(filters);
+        self.subscriptions.forget(filters);
         self.dispatch(Outgoing::Unsubscribe(unsubscribe), send_now);
         Ok(packet_id)
     }
@@ -769,17 +766,13 @@ impl Connection {
         let to_restore = self.subscriptions.to_restore();
         for chunk in to_restore.chunks(RESUBSCRIBE_CHUNK) {
             let send_now = self.admit(true).unwrap_or(false);
-            let wire_filters = chunk
-                .iter()
-                .map(|(filter, qos)| Ok((filter_string(filter)?, *qos)))
-                .collect::<Result<Vec<_>, ClientError>>();
-            let taken = wire_filters.and_then(|wire_filters| {
+            let taken = subscribe_filters(chunk).and_then(|wire_filters| {
                 self.take_subscribe(chunk, wire_filters, send_now, SubscribeOrigin::SessionLoss)
             });
             if let Err(error) = taken {
                 let filters: Vec<TopicFilter> =
                     chunk.iter().map(|(filter, _)| filter.clone()).collect();
-                self.subscriptions.unsubscribing(&filters);
+                self.subscriptions.forget(&filters);
                 self.push_event(Event::ResubscribeFailed { filters, error });
             }
         }
@@ -1076,6 +1069,14 @@ fn ring_offset(origin: PacketId, id: PacketId) -> u32 {
 fn topic_string(topic: TopicName) -> Result<Utf8Bytes, ClientError> {
     let len = topic.len();
     Utf8Bytes::try_from(topic.into_bytes()).map_err(|_| ClientError::TopicTooLong { len })
+}
+
+/// The filters of a SUBSCRIBE as MQTT strings, each with its QoS.
+fn subscribe_filters(filters: &[(TopicFilter, QoS)]) -> Result<Vec<(Utf8Bytes, QoS)>, ClientError> {
+    filters
+        .iter()
+        .map(|(filter, qos)| Ok((filter_string(filter)?, *qos)))
+        .collect()
 }
 
 /// A topic filter as an MQTT string.

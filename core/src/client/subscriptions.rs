@@ -78,8 +78,9 @@ impl Subscriptions {
             .insert(packet_id, AwaitingSubAck { filters, origin });
     }
 
-    /// An UNSUBSCRIBE was taken for `filters`: they are not subscribed again.
-    pub(super) fn unsubscribing(&mut self, filters: &[TopicFilter]) {
+    /// `filters` are not to be subscribed again: an UNSUBSCRIBE was taken for them, or they
+    /// could not be restored after a session loss.
+    pub(super) fn forget(&mut self, filters: &[TopicFilter]) {
         for filter in filters {
             self.filters.remove(filter);
         }

@@ -449,12 +449,7 @@ impl<R: Runtime> Driver<R> {
                     let _ = reply.send(Ok(Some(packet_id)));
                 }
             }
-            Event::PublishSent(token) => {
-                // RRPC answers have tokens too, with nobody waiting.
-                if let Some(reply) = self.qos0_unsent.remove(&token) {
-                    self.qos0_unwritten.push(reply);
-                }
-            }
+            Event::PublishSent(token) => self.qos0_handed_out(token),
             Event::PublishDropped(token) => {
                 if let Some(reply) = self.qos0_unsent.remove(&token) {
                     let _ = reply.send(Err(RequestError::NotWritten));
@@ -495,6 +490,14 @@ impl<R: Runtime> Driver<R> {
                 payload,
             }),
             Event::Disconnected(reason) => self.transport_ended(reason, link),
+        }
+    }
+
+    /// The QoS 0 publish `token` is in the write buffer: its caller is answered once the write
+    /// completes. (RRPC answers have tokens too, with nobody waiting.)
+    fn qos0_handed_out(&mut self, token: Qos0Token) {
+        if let Some(reply) = self.qos0_unsent.remove(&token) {
+            self.qos0_unwritten.push(reply);
         }
     }
 
@@ -603,10 +606,8 @@ impl<R: Runtime> Driver<R> {
             self.conn.poll_transmit(&mut up.write_buf);
             // QoS 0 publishes handed out with the DISCONNECT resolve once it is written.
             while let Some(event) = self.conn.poll_event() {
-                if let Event::PublishSent(token) = event
-                    && let Some(reply) = self.qos0_unsent.remove(&token)
-                {
-                    self.qos0_unwritten.push(reply);
+                if let Event::PublishSent(token) = event {
+                    self.qos0_handed_out(token);
                 }
             }
             let closing = async {
