@@ -320,6 +320,33 @@ impl ClientId {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Whether the client asks for the platform's automatic subscription (`_ss=1`,
+    /// PLATFORM-PROTOCOLS §0.2): it gets its system downlinks and the replies to its requests
+    /// without a SUBSCRIBE. The C SDK 4.x and the Python SDK send it and never subscribe to
+    /// system topics.
+    ///
+    /// ```
+    /// use aliot_auth::ClientId;
+    /// let c4 = ClientId::parse("pk.dn|timestamp=2524608000000,_ss=1,securemode=2,signmethod=hmacsha256,ext=3,|")?;
+    /// assert!(c4.auto_subscribe() && c4.rrpc_ext());
+    /// let node = ClientId::parse("pk&dn|securemode=3,signmethod=hmacsha1,timestamp=1,lan=NodeJS|")?;
+    /// assert!(!node.auto_subscribe() && !node.rrpc_ext());
+    /// # Ok::<(), aliot_auth::ClientIdError>(())
+    /// ```
+    pub fn auto_subscribe(&self) -> bool {
+        self.param("_ss") == Some("1")
+    }
+
+    /// Whether the client takes synchronous calls in the `/ext/rrpc/{id}/{topic}` form: bit 0
+    /// of the `ext` bitmap (PLATFORM-PROTOCOLS §1.5; C SDK 4.x sends `ext=3`, Python `ext=1`).
+    /// Such a client subscribes to a custom topic's plain form and expects the call on
+    /// `/ext/rrpc/{id}/{topic}`.
+    pub fn rrpc_ext(&self) -> bool {
+        self.param("ext")
+            .and_then(|bits| bits.trim().parse::<u32>().ok())
+            .is_some_and(|bits| bits & 1 == 1)
+    }
+
     /// Sets `securemode`, keeping `params` in step.
     pub fn with_secure_mode(mut self, mode: SecureMode) -> Self {
         self.secure_mode = Some(mode);

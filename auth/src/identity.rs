@@ -29,6 +29,14 @@ pub struct DeviceIdentity {
     pub device_name: String,
 }
 
+/// A copy of the identity, so that a map keyed by identities can be looked up by reference
+/// and copy the key only when it inserts one.
+impl From<&DeviceIdentity> for DeviceIdentity {
+    fn from(identity: &DeviceIdentity) -> Self {
+        identity.clone()
+    }
+}
+
 impl DeviceIdentity {
     /// An identity from its product key and device name, taken as they are.
     pub fn new(product_key: impl Into<String>, device_name: impl Into<String>) -> Self {

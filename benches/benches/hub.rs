@@ -35,6 +35,7 @@ fn hub_with(n: usize, subscriptions: impl Fn(usize) -> Vec<String>) -> Hub {
             acl: Acl::open(),
             clean_session: true,
             keep_alive: Duration::from_secs(60),
+            features: Default::default(),
         };
         hub.handle_event(conn, Event::SessionRequested(request), Instant::ZERO);
         let filters = subscriptions(i)

@@ -53,6 +53,19 @@ pub struct Authenticated {
     pub key: ClientKey,
     /// The topics this connection may publish to and subscribe to.
     pub acl: Acl,
+    /// What the client id's extension asks of the platform (`_ss`, `ext`).
+    pub features: ClientFeatures,
+}
+
+/// What a platform client asks for in its client id's extension, beyond authentication
+/// (PLATFORM-PROTOCOLS §0.1). A generic MQTT client asks for none of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientFeatures {
+    /// `_ss=1`: system downlinks and replies arrive without a SUBSCRIBE (automatic
+    /// subscription); an UNSUBSCRIBE of a filter that matches them stops them.
+    pub auto_subscribe: bool,
+    /// `ext` bit 0: synchronous calls come in the `/ext/rrpc/{id}/{topic}` form.
+    pub rrpc_ext: bool,
 }
 
 /// Facts about the connection that are not in the CONNECT packet, supplied by the adapter.
@@ -184,6 +197,7 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
             return Ok(Authenticated {
                 key,
                 acl: Acl::open(),
+                features: ClientFeatures::default(),
             });
         }
         let fields = ConnectFields {
@@ -202,9 +216,14 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
                     &verified.identity.device_name,
                     &verified.categories,
                 );
+                let features = ClientFeatures {
+                    auto_subscribe: verified.client_id.auto_subscribe(),
+                    rrpc_ext: verified.client_id.rrpc_ext(),
+                };
                 Ok(Authenticated {
                     key: ClientKey::Device(verified.identity),
                     acl,
+                    features,
                 })
             }
             Err(error) => {

@@ -49,17 +49,23 @@
 //! }
 //! ```
 
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::mem;
 use core::num::NonZeroU16;
 use core::time::Duration;
 
 use aliot_auth::DeviceIdentity;
+use aliot_services::{
+    AlinkCode, DeviceMessage, DeviceState, Downlink, DownlinkResult, OtaJob, ShadowCode,
+    ShadowRequest, UnixMillis, is_identifier, property_set, service_call,
+};
 use aliot_topic::{
     MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName, is_device_topic,
+    system_downlink_owner,
 };
 use bytes::Bytes;
+use serde_json::{Map, Value};
 
 use crate::authenticator::ClientKey;
 use crate::codec::{PacketId, QoS};
@@ -68,17 +74,35 @@ use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
 use crate::time::Instant;
 
 mod counters;
+mod devices;
 mod held_acks;
 mod rrpc;
 mod sessions;
 
-pub use counters::{CloseCounters, Counters, DropCounters, RrpcCounters};
+pub use counters::{CloseCounters, Counters, DropCounters, RrpcCounters, ServiceCounters};
+pub use devices::MAX_DOWNLINK_RESULTS;
 pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
-pub use sessions::SessionStats;
+pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
 
+use devices::DeviceTable;
 use held_acks::{AckTicket, HeldAcks};
 use rrpc::{Answer, RrpcCalls};
-use sessions::{Queued, Session, SessionId, SessionTable};
+use sessions::{AUTO_SUBSCRIBED_QOS, Queued, Session, SessionId, SessionTable};
+
+/// The QoS of the platform's own downlinks (property set, service calls, shadow `control`,
+/// OTA pushes; ours): kept in the session of a device briefly away, like any QoS 1 message.
+const DOWNLINK_QOS: QoS = QoS::AtLeastOnce;
+
+/// Why a service call could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidServiceCall {
+    /// The service identifier is not one (letters, digits, `_`; 1–50 characters).
+    #[error("service identifier {0:?} is not 1-50 letters, digits or _")]
+    Identifier(String),
+    /// The synchronous call's RRPC was refused.
+    #[error(transparent)]
+    Rrpc(#[from] InvalidRrpcCall),
+}
 
 /// How far past [`HubConfig::max_queued_messages`] and [`HubConfig::max_queued_bytes`] a queue
 /// may grow with messages that hold their publishers' PUBACKs (flow control), as a factor of
@@ -182,6 +206,10 @@ pub struct Hub {
     index: SubscriptionIndex<SessionId, QoS>,
     rrpc: RrpcCalls,
     held_acks: HeldAcks,
+    devices: DeviceTable,
+    /// The wall clock as last given ([`Hub::set_wall_clock`]): NTP answers and the times the
+    /// services stamp come from it.
+    wall_clock: UnixMillis,
     counters: Counters,
     outputs: alloc::collections::VecDeque<HubOutput>,
     /// Scratch for [`route`](Self::route): the sessions a message reaches.
@@ -211,6 +239,8 @@ impl Hub {
             index: SubscriptionIndex::new(),
             rrpc: RrpcCalls::new(config.first_rrpc_message_id),
             held_acks: HeldAcks::default(),
+            devices: DeviceTable::default(),
+            wall_clock: UnixMillis::default(),
             counters: Counters::default(),
             outputs: alloc::collections::VecDeque::new(),
             targets: Vec::new(),
@@ -335,6 +365,17 @@ impl Hub {
                     self.send_puback((conn, packet_id));
                 }
             }
+            Event::ServiceRequest {
+                request,
+                qos,
+                packet_id,
+            } => {
+                self.counters.messages_in += 1;
+                self.serve(conn, *request, qos, now);
+                if let Some(packet_id) = packet_id {
+                    self.send_puback((conn, packet_id));
+                }
+            }
             Event::PublishDenied(_) => self.counters.publish_denied += 1,
             Event::Subscribe(filters) => {
                 if let Some(sid) = self.sessions.of_conn(conn)
@@ -342,6 +383,7 @@ impl Hub {
                 {
                     for (filter, qos) in filters {
                         self.index.insert(&filter, sid, qos);
+                        session.subscribed(&filter);
                         session.subscriptions.insert(filter, qos);
                     }
                 }
@@ -355,6 +397,7 @@ impl Hub {
                         if session.subscriptions.remove(&filter).is_some() {
                             self.index.remove(&filter, &sid);
                         }
+                        session.unsubscribed(&filter);
                     }
                 }
             }
@@ -376,9 +419,29 @@ impl Hub {
 
     /// Publishes a message from the server side (the platform's `Pub` API) to every subscriber.
     /// Returns how many sessions it reached.
+    ///
+    /// A system downlink of a device (see [`system_downlink_owner`]) also reaches that device
+    /// when it asked for the automatic subscription and has no subscription of its own to it.
     pub fn publish(&mut self, message: Message, now: Instant) -> usize {
         self.counters.messages_in += 1;
-        self.route(message, None, now)
+        let auto = system_downlink_owner(message.topic.as_str())
+            .and_then(|(product_key, device_name)| {
+                self.session_of_device(&DeviceIdentity::new(product_key, device_name))
+            })
+            .filter(|sid| {
+                self.sessions.get(*sid).is_some_and(|session| {
+                    session.subscribed_qos(&message.topic).is_none()
+                        && session.auto_subscribed(&message.topic)
+                })
+            });
+        let auto_reached = match auto {
+            Some(sid) => {
+                self.deliver(sid, &message, AUTO_SUBSCRIBED_QOS, None, now);
+                1
+            }
+            None => 0,
+        };
+        auto_reached + self.route(message, None, now)
     }
 
     /// Sends a message from the server to one device, if its ACL lets it subscribe to the topic
@@ -463,7 +526,12 @@ impl Hub {
             self.finish_call(id, outcome);
             return Ok(id);
         };
-        if session.granted_qos(&request).is_none() {
+        // A client of the `ext` form (C SDK 4.x, Python) takes a custom-topic call on the plain
+        // topic it subscribed to.
+        let listens = session.granted_qos(&request).is_some()
+            || (session.features.rrpc_ext
+                && topic.is_some_and(|topic| session.granted_qos(topic).is_some()));
+        if !listens {
             // Connected but not listening for requests: the platform's HALFCONN (ours).
             self.finish_call(id, RrpcOutcome::HalfConn);
             return Ok(id);
@@ -478,6 +546,164 @@ impl Hub {
             now,
         );
         Ok(id)
+    }
+
+    /// The wall clock now: NTP answers and the times the services stamp (property times the
+    /// device did not give, shadow metadata, downlink results) use the last value given. The
+    /// adapter gives it before each batch of inputs; core reads no clock.
+    pub fn set_wall_clock(&mut self, now: UnixMillis) {
+        self.wall_clock = now;
+    }
+
+    /// What the platform keeps of a device (latest properties, tags, desired values, shadow,
+    /// OTA modules), if it has used a service or been sent one.
+    pub fn device_state(&self, device: &DeviceIdentity) -> Option<&DeviceState> {
+        self.devices.get(device)
+    }
+
+    /// Devices the platform keeps service state of.
+    pub fn device_states(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// The devices' latest answers to the platform's downlinks (property set, service calls),
+    /// oldest first, at most [`MAX_DOWNLINK_RESULTS`].
+    pub fn downlink_results(&self) -> impl Iterator<Item = &(DeviceIdentity, DownlinkResult)> {
+        self.devices.results()
+    }
+
+    /// Sets properties of an online device (the platform's `SetDeviceProperty`): the property
+    /// set downlink on `/sys/{pk}/{dn}/thing/service/property/set`. Returns the message id
+    /// (the downlink's `id`) and what became of it: a device that is not online is not sent
+    /// one ([`DeviceDelivery::Offline`]). Its answer becomes a downlink result.
+    pub fn set_device_property(
+        &mut self,
+        device: &DeviceIdentity,
+        items: &Value,
+        now: Instant,
+    ) -> (MessageId, DeviceDelivery) {
+        let id = self.rrpc.allocate_id();
+        let Some(sid) = self.online_session(device) else {
+            return (id, DeviceDelivery::Offline);
+        };
+        let downlink = property_set(&device.product_key, &device.device_name, id.0, items);
+        self.counters.messages_in += 1;
+        (id, self.send_downlink(sid, downlink, DOWNLINK_QOS, now))
+    }
+
+    /// Calls a service of an online device asynchronously (the platform's
+    /// `InvokeThingService` for an asynchronous service): the downlink on
+    /// `/sys/{pk}/{dn}/thing/service/{identifier}`; its answer becomes a downlink result.
+    pub fn invoke_service(
+        &mut self,
+        device: &DeviceIdentity,
+        identifier: &str,
+        args: &Value,
+        now: Instant,
+    ) -> Result<(MessageId, DeviceDelivery), InvalidServiceCall> {
+        if !is_identifier(identifier) {
+            return Err(InvalidServiceCall::Identifier(identifier.into()));
+        }
+        let id = self.rrpc.allocate_id();
+        let Some(sid) = self.online_session(device) else {
+            return Ok((id, DeviceDelivery::Offline));
+        };
+        let call = service_call(
+            &device.product_key,
+            &device.device_name,
+            id.0,
+            identifier,
+            args,
+        );
+        self.counters.messages_in += 1;
+        Ok((id, self.send_downlink(sid, call, DOWNLINK_QOS, now)))
+    }
+
+    /// Calls a service of a device synchronously: an RRPC call (ending in one
+    /// [`HubOutput::RrpcOutcome`], its payload the device's Alink reply) in the device's wire
+    /// form (PLATFORM-PROTOCOLS §1.5): `/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{identifier}`
+    /// for a client that asked for it (`ext` bit 0), else `/sys/{pk}/{dn}/rrpc/request/{id}`.
+    pub fn invoke_service_sync(
+        &mut self,
+        device: &DeviceIdentity,
+        identifier: &str,
+        args: &Value,
+        timeout: Duration,
+        now: Instant,
+    ) -> Result<MessageId, InvalidServiceCall> {
+        if !is_identifier(identifier) {
+            return Err(InvalidServiceCall::Identifier(identifier.into()));
+        }
+        let body_id = self.rrpc.allocate_id();
+        let call = service_call(
+            &device.product_key,
+            &device.device_name,
+            body_id.0,
+            identifier,
+            args,
+        );
+        let ext = self
+            .online_session(device)
+            .and_then(|sid| self.sessions.get(sid))
+            .is_some_and(|session| session.features.rrpc_ext);
+        let topic = match ext {
+            true => Some(
+                TopicName::new(&call.topic, &self.server_topic_limits)
+                    .map_err(|_| InvalidRrpcCall::InvalidTopic)?,
+            ),
+            false => None,
+        };
+        Ok(self.rrpc_call(
+            device,
+            Bytes::from(call.payload),
+            timeout,
+            topic.as_ref(),
+            now,
+        )?)
+    }
+
+    /// Sets desired property values of a device (the platform's `SetDeviceDesiredProperty`);
+    /// the device reads them with `thing/property/desired/get`.
+    pub fn set_desired_properties(
+        &mut self,
+        device: &DeviceIdentity,
+        items: &Map<String, Value>,
+    ) -> Result<(), AlinkCode> {
+        self.devices.state_mut(device).set_desired(items)
+    }
+
+    /// Updates a device's shadow from the server side (the platform's `UpdateDeviceShadow`):
+    /// on success the shadow's new version, and the `control` push to the device if it is
+    /// online.
+    pub fn update_device_shadow(
+        &mut self,
+        device: &DeviceIdentity,
+        request: &ShadowRequest,
+        now: Instant,
+    ) -> Result<(u64, DeviceDelivery), ShadowCode> {
+        let state = self.devices.state_mut(device);
+        let push = state.update_shadow(request, self.wall_clock)?;
+        let version = state.shadow().version();
+        let delivery = match self.online_session(device) {
+            Some(sid) => self.send_downlink(sid, push, DOWNLINK_QOS, now),
+            None => DeviceDelivery::Offline,
+        };
+        Ok((version, delivery))
+    }
+
+    /// Starts an upgrade of one of a device's modules: pushed now if the device is online,
+    /// and again each time it comes online, until it reports the new version or a failed step.
+    pub fn start_ota(
+        &mut self,
+        device: &DeviceIdentity,
+        job: OtaJob,
+        now: Instant,
+    ) -> DeviceDelivery {
+        let push = self.devices.state_mut(device).start_ota(job);
+        match self.online_session(device) {
+            Some(sid) => self.send_downlink(sid, push, DOWNLINK_QOS, now),
+            None => DeviceDelivery::Offline,
+        }
     }
 
     /// Closes every connection (reason: server shutdown) and ends pending RRPC calls as
@@ -527,6 +753,7 @@ impl Hub {
         session.acl = request.acl;
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
+        session.features = request.features;
         if session_present {
             // Unacknowledged deliveries first, with DUP, in their original order; then the queue.
             for (packet_id, message) in &session.inflight {
@@ -541,6 +768,16 @@ impl Hub {
                 });
             }
             self.pump(sid, now);
+        }
+        // Upgrades not yet done are pushed again each time the device comes online (§6).
+        let pushes = request
+            .key
+            .device()
+            .and_then(|device| self.devices.get(device))
+            .map(DeviceState::pending_ota_pushes)
+            .unwrap_or_default();
+        for push in pushes {
+            self.send_downlink(sid, push, DOWNLINK_QOS, now);
         }
     }
 
@@ -562,6 +799,74 @@ impl Hub {
         if let Some(expiry) = self.config.session_expiry {
             self.sessions.expire_at(sid, now + expiry);
         }
+    }
+
+    /// Answers a device's service request (parsed by its connection) and keeps what it
+    /// changes: the reply goes back with the request's QoS (or the subscription's, if lower).
+    fn serve(&mut self, conn: ConnId, request: DeviceMessage, qos: QoS, now: Instant) {
+        let Some(sid) = self.sessions.of_conn(conn) else {
+            return;
+        };
+        let Some(device) = self
+            .sessions
+            .get(sid)
+            .and_then(|session| session.key.device())
+        else {
+            return;
+        };
+        self.counters.services.requests += 1;
+        let handled = self
+            .devices
+            .state_mut(device)
+            .handle(request, self.wall_clock);
+        if handled.malformed {
+            self.counters.services.malformed += 1;
+        }
+        if let Some(result) = handled.result {
+            self.counters.services.downlink_results += 1;
+            if self.devices.push_result(device.clone(), result) {
+                self.counters.services.downlink_results_dropped += 1;
+            }
+        }
+        if let Some(reply) = handled.reply {
+            self.send_downlink(sid, reply, qos, now);
+        }
+    }
+
+    /// Sends a service's message to a device's session, if it subscribed to the topic or the
+    /// automatic subscription reaches it; QoS 0 is not kept for an offline session.
+    fn send_downlink(
+        &mut self,
+        sid: SessionId,
+        downlink: Downlink,
+        qos: QoS,
+        now: Instant,
+    ) -> DeviceDelivery {
+        let Ok(topic) = TopicName::new(&downlink.topic, &self.server_topic_limits) else {
+            return DeviceDelivery::Denied;
+        };
+        let message = Message::new(topic, Bytes::from(downlink.payload), qos);
+        let Some(session) = self.sessions.get(sid) else {
+            return DeviceDelivery::Offline;
+        };
+        let Some(granted) = session.granted_qos(&message.topic) else {
+            self.counters.services.not_subscribed += 1;
+            return DeviceDelivery::NotSubscribed;
+        };
+        if session.conn.is_none() && qos.min(granted) == QoS::AtMostOnce {
+            self.counters.dropped.offline_qos0 += 1;
+            return DeviceDelivery::NotSubscribed;
+        }
+        self.deliver(sid, &message, granted, None, now)
+    }
+
+    /// The device's session, if a connection is attached to it.
+    fn online_session(&self, device: &DeviceIdentity) -> Option<SessionId> {
+        self.session_of_device(device).filter(|sid| {
+            self.sessions
+                .get(*sid)
+                .is_some_and(|session| session.conn.is_some())
+        })
     }
 
     /// A device answered an RRPC call: the call ends (or the answer is counted as late or

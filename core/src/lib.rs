@@ -35,8 +35,8 @@ pub mod server;
 pub mod time;
 
 pub use authenticator::{
-    AuthContext, Authenticated, Authenticator, ClientKey, PlatformAuthenticator, Refusal,
-    RefusalReason,
+    AuthContext, Authenticated, Authenticator, ClientFeatures, ClientKey, PlatformAuthenticator,
+    Refusal, RefusalReason,
 };
 pub use message::Message;
 pub use time::Instant;

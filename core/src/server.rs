@@ -49,6 +49,7 @@
 //! assert!(conn.is_closed());
 //! ```
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -60,8 +61,10 @@ use aliot_topic::{
 };
 use bytes::{Bytes, BytesMut};
 
+use aliot_services::DeviceMessage;
+
 use crate::authenticator::{
-    AuthContext, Authenticator, ClientKey, Refusal, RefusalReason, profile_refusal,
+    AuthContext, Authenticator, ClientFeatures, ClientKey, Refusal, RefusalReason, profile_refusal,
 };
 use crate::codec::{
     ConnAck, Connect, ConnectReturnCode, DEFAULT_MAX_PACKET_SIZE, DecodeError, Decoder, Packet,
@@ -150,6 +153,17 @@ pub enum Event {
         /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
         packet_id: Option<PacketId>,
     },
+    /// A PUBLISH the ACL allows on one of the device's service topics (thing model, NTP,
+    /// shadow, OTA), its JSON parsed here, in the connection's task. It is for the platform's
+    /// services, never routed; the hub answers it on the matching reply topic.
+    ServiceRequest {
+        /// The request.
+        request: Box<DeviceMessage>,
+        /// The PUBLISH's QoS: the reply goes with it (or the subscription's, if lower).
+        qos: QoS,
+        /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
+        packet_id: Option<PacketId>,
+    },
     /// The device acknowledged a QoS 1 delivery (its PUBACK).
     DeliveryAcked(PacketId),
     /// QoS 0 deliveries dropped because the device was not reading fast enough.
@@ -170,6 +184,8 @@ pub struct SessionRequest {
     pub clean_session: bool,
     /// The keepalive in force (the CONNECT's, capped at 1200 s).
     pub keep_alive: Duration,
+    /// What the client id asks of the platform (automatic subscription, the RRPC form).
+    pub features: ClientFeatures,
 }
 
 /// What the hub tells a connection.
@@ -655,6 +671,7 @@ impl Connection {
                 acl: authenticated.acl,
                 clean_session: connect.clean_session,
                 keep_alive: self.keep_alive,
+                features: authenticated.features,
             }));
     }
 
@@ -680,21 +697,28 @@ impl Connection {
                 // Acknowledged when the hub has the message (Command::AckPublish).
                 self.unacked.push_back((packet_id, false));
             }
-            let event = match self.rrpc_response(&topic) {
-                Some((message_id, custom)) => Event::RrpcResponse {
+            let event = if let Some((message_id, custom)) = self.rrpc_response(&topic) {
+                Event::RrpcResponse {
                     message_id,
                     custom,
                     payload: publish.payload,
                     packet_id,
-                },
-                None => Event::Publish {
+                }
+            } else if let Some(request) = self.service_request(&topic, &publish.payload) {
+                Event::ServiceRequest {
+                    request: Box::new(request),
+                    qos,
+                    packet_id,
+                }
+            } else {
+                Event::Publish {
                     message: Message {
                         topic,
                         payload: publish.payload,
                         qos,
                     },
                     packet_id,
-                },
+                }
             };
             self.events.push_back(event);
         } else {
@@ -729,6 +753,20 @@ impl Connection {
             }
             _ => None,
         }
+    }
+
+    /// The service request a PUBLISH on `topic` makes, if it is on one of this device's
+    /// service topics: parsed here, in the connection's task, so that the hub only routes.
+    fn service_request(&self, topic: &TopicName, payload: &[u8]) -> Option<DeviceMessage> {
+        let ClientKey::Device(device) = &**self.key.as_ref()? else {
+            return None;
+        };
+        DeviceMessage::parse(
+            topic.as_str(),
+            payload,
+            &device.product_key,
+            &device.device_name,
+        )
     }
 
     /// The hub has taken the PUBLISH with this packet id: its PUBACK may go, after those of

@@ -202,6 +202,7 @@ impl World {
             acl: Acl::open(),
             clean_session: clean,
             keep_alive: Duration::from_secs(30),
+            features: Default::default(),
         };
         self.hub
             .handle_event(conn, Event::SessionRequested(request), self.now);

@@ -570,6 +570,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         subscribe_denied,
         dropped,
         rrpc,
+        services,
     } = &stats.counters;
     let aliot_core::hub::CloseCounters {
         client_disconnected,
@@ -597,6 +598,13 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         late_responses,
         unknown_responses,
     } = rrpc;
+    let aliot_core::hub::ServiceCounters {
+        requests: service_requests,
+        malformed: service_malformed,
+        not_subscribed: service_not_subscribed,
+        downlink_results,
+        downlink_results_dropped,
+    } = services;
     let refused_by_code: Vec<(String, u64)> = connections_refused
         .iter()
         .enumerate()
@@ -731,6 +739,36 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         "RRPC responses to no known call (dropped).",
         &[("", *unknown_responses)],
     );
+    family(
+        "aliot_service_requests_total",
+        "counter",
+        "Requests of devices to the platform's services (thing model, NTP, shadow, OTA), answers to downlinks included.",
+        &[("", *service_requests)],
+    );
+    family(
+        "aliot_service_requests_malformed_total",
+        "counter",
+        "Service requests that were malformed: answered with an error code, or dropped when no answer could be made.",
+        &[("", *service_malformed)],
+    );
+    family(
+        "aliot_service_messages_not_subscribed_total",
+        "counter",
+        "Service replies and downlinks not sent: the device neither subscribed to their topic nor asked for the automatic subscription.",
+        &[("", *service_not_subscribed)],
+    );
+    family(
+        "aliot_downlink_results_total",
+        "counter",
+        "Devices' answers to property set and service calls, kept as downlink results.",
+        &[("", *downlink_results)],
+    );
+    family(
+        "aliot_downlink_results_dropped_total",
+        "counter",
+        "Downlink results dropped, the oldest first, to keep the latest 1,024.",
+        &[("", *downlink_results_dropped)],
+    );
     let gauge = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
     family(
         "aliot_connections",
@@ -816,6 +854,6 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        assert_eq!(declared.len(), 19);
+        assert_eq!(declared.len(), 24);
     }
 }

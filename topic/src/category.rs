@@ -18,7 +18,7 @@ pub const DEVICE_NAME_PLACEHOLDER: &str = "${deviceName}";
 const DEVICE_PREFIX: &str = "/${productKey}/${deviceName}/";
 
 /// First levels reserved for the platform's own topics; a custom template may not live there.
-pub(crate) const RESERVED_FIRST_LEVELS: [&str; 4] = ["sys", "broadcast", "ext", "shadow"];
+pub(crate) const RESERVED_FIRST_LEVELS: [&str; 5] = ["sys", "broadcast", "ext", "shadow", "ota"];
 
 /// What a category lets a device do with the topics it covers.
 ///
@@ -292,8 +292,10 @@ const DEFAULT_CATEGORIES: [(&str, Permission); 6] = [
     ("/broadcast/${productKey}/#", Permission::PubSub),
 ];
 
-/// The system categories the platform's SDKs use (SPEC §3).
-const SYSTEM_CATEGORIES: [(&str, Permission); 4] = [
+/// The system categories the platform's SDKs use (SPEC §3, PLATFORM-PROTOCOLS §0.5): shadow,
+/// gateway sessions, NTP, OTA, the platform's error notices, and synchronous service calls in
+/// the `ext` form (`/ext/rrpc/{id}/sys/…/thing/service/{identifier}`, PLATFORM-PROTOCOLS §1.5).
+const SYSTEM_CATEGORIES: [(&str, Permission); 10] = [
     (
         "/shadow/update/${productKey}/${deviceName}",
         Permission::Pub,
@@ -304,6 +306,27 @@ const SYSTEM_CATEGORIES: [(&str, Permission); 4] = [
         Permission::PubSub,
     ),
     ("/ext/ntp/${productKey}/${deviceName}/#", Permission::PubSub),
+    (
+        "/ota/device/inform/${productKey}/${deviceName}",
+        Permission::Pub,
+    ),
+    (
+        "/ota/device/progress/${productKey}/${deviceName}",
+        Permission::Pub,
+    ),
+    (
+        "/ota/device/upgrade/${productKey}/${deviceName}",
+        Permission::Sub,
+    ),
+    (
+        "/ota/device/request/${productKey}/${deviceName}",
+        Permission::PubSub,
+    ),
+    ("/ext/error/${productKey}/${deviceName}", Permission::Sub),
+    (
+        "/ext/rrpc/+/sys/${productKey}/${deviceName}/thing/#",
+        Permission::PubSub,
+    ),
 ];
 
 /// The categories of one product: the defaults and system categories every product has, the

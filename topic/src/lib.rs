@@ -17,12 +17,13 @@
 //!   SUBSCRIBE: every topic the filter can match is matched by one category with `sub`. Device
 //!   topics all start with `/`, so `$` topics are never a device's. An identity whose product
 //!   key or device name has `/`, `+`, `#` or U+0000, or whose product key is a reserved first
-//!   level (`sys`, `broadcast`, `ext`, `shadow`), would reach other devices' topics once filled
+//!   level (`sys`, `broadcast`, `ext`, `shadow`, `ota`), would reach other devices' topics once filled
 //!   into the templates, so it is refused ([`check_identity`]) and its ACL allows nothing.
 //! - [`SubscriptionIndex`]: filters to subscribers for routing; a lookup costs the trie nodes the
 //!   topic reaches, allocates nothing and does not recurse.
 //! - [`RrpcTopic`], [`MessageId`] and the `rrpc_*` builders: the SPEC §4 topic forms.
-//! - [`is_device_topic`] and [`is_product_topic`]: whose a topic is, one rule for every crate.
+//! - [`is_device_topic`], [`is_product_topic`] and [`system_downlink_owner`]: whose a topic is,
+//!   one rule for every crate.
 //!
 //! ```
 //! use aliot_topic::{Acl, Permission, ProductCategories, TopicFilter, TopicLimits, TopicName};
@@ -67,7 +68,7 @@ pub use category::{
 };
 pub use index::SubscriptionIndex;
 pub use name::{DEFAULT_MAX_TOPIC_LEN, TopicError, TopicFilter, TopicLimits, TopicName};
-pub use owner::{is_device_topic, is_product_topic};
+pub use owner::{is_device_topic, is_product_topic, system_downlink_owner};
 pub use rrpc::{
     MessageId, ParseMessageIdError, RrpcTopic, rrpc_custom_filter, rrpc_custom_topic,
     rrpc_request_filter, rrpc_request_topic, rrpc_response_topic,

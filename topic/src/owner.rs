@@ -51,6 +51,83 @@ pub fn is_product_topic(topic: &str, product_key: &str) -> bool {
     below_level(rest, product_key).is_some_and(|rest| !rest.is_empty())
 }
 
+/// The device a system downlink is for: the `(productKey, deviceName)` of a topic the platform
+/// publishes to one device on its own (PLATFORM-PROTOCOLS §0.2). A client that connects with
+/// `_ss=1` in its client id gets these without a SUBSCRIBE (automatic subscription):
+///
+/// - `/sys/{pk}/{dn}/…`: the thing model's replies and downlinks, RRPC requests;
+/// - `/shadow/get/{pk}/{dn}`, `/ota/device/upgrade/{pk}/{dn}`, `/ota/device/request/{pk}/{dn}`;
+/// - `/ext/ntp/{pk}/{dn}/response`, `/ext/session/{pk}/{dn}/…`, `/ext/error/{pk}/{dn}`;
+/// - `/ext/rrpc/{id}/sys/{pk}/{dn}/…`: a synchronous service call in the `ext` form.
+///
+/// ```
+/// use aliot_topic::system_downlink_owner;
+/// assert_eq!(system_downlink_owner("/sys/a1PK/dev-1/thing/service/property/set"), Some(("a1PK", "dev-1")));
+/// assert_eq!(system_downlink_owner("/shadow/get/a1PK/dev-1"), Some(("a1PK", "dev-1")));
+/// assert_eq!(system_downlink_owner("/ext/rrpc/7/sys/a1PK/dev-1/thing/service/reboot"), Some(("a1PK", "dev-1")));
+/// assert_eq!(system_downlink_owner("/a1PK/dev-1/user/get"), None);
+/// assert_eq!(system_downlink_owner("/shadow/update/a1PK/dev-1"), None);
+/// ```
+pub fn system_downlink_owner(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix('/')?;
+    let mut levels = rest.split('/');
+    let first = levels.next()?;
+    // (levels before the identity, what may follow it)
+    let (rest, tail) = match first {
+        "sys" => (rest.strip_prefix("sys/")?, Tail::Some),
+        "shadow" => (rest.strip_prefix("shadow/get/")?, Tail::None),
+        "ota" => (
+            rest.strip_prefix("ota/device/upgrade/")
+                .or_else(|| rest.strip_prefix("ota/device/request/"))?,
+            Tail::None,
+        ),
+        "ext" => {
+            let ext = rest.strip_prefix("ext/")?;
+            if let Some(ntp) = ext.strip_prefix("ntp/") {
+                (ntp, Tail::Exactly("response"))
+            } else if let Some(session) = ext.strip_prefix("session/") {
+                (session, Tail::Some)
+            } else if let Some(error) = ext.strip_prefix("error/") {
+                (error, Tail::None)
+            } else {
+                let call = ext.strip_prefix("rrpc/")?;
+                let (id, wrapped) = call.split_once('/')?;
+                if id.is_empty() {
+                    return None;
+                }
+                (wrapped.strip_prefix("sys/")?, Tail::Some)
+            }
+        }
+        _ => return None,
+    };
+    let (product_key, rest) = rest.split_once('/')?;
+    let (device_name, after) = match rest.split_once('/') {
+        Some((device_name, after)) => (device_name, Some(after)),
+        None => (rest, None),
+    };
+    if product_key.is_empty() || device_name.is_empty() {
+        return None;
+    }
+    let fits = match (tail, after) {
+        (Tail::None, None) => true,
+        (Tail::Some, Some(after)) => !after.is_empty(),
+        (Tail::Exactly(expected), Some(after)) => after == expected,
+        _ => false,
+    };
+    fits.then_some((product_key, device_name))
+}
+
+/// What follows the device name in a system downlink.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Nothing: the device name is the last level.
+    None,
+    /// At least one more character.
+    Some,
+    /// Exactly this.
+    Exactly(&'static str),
+}
+
 /// What follows `level/` at the start of `topic`, if `topic` starts with that whole level.
 fn below_level<'a>(topic: &'a str, level: &str) -> Option<&'a str> {
     if level.is_empty() {
@@ -109,6 +186,40 @@ mod tests {
             assert!(!is_product_topic(other, "pk"), "{other}");
         }
         assert!(!is_product_topic("//x", ""));
+    }
+
+    #[test]
+    fn system_downlinks_name_their_device() {
+        for (topic, owner) in [
+            ("/sys/pk/dn/thing/event/property/post_reply", ("pk", "dn")),
+            ("/sys/pk/dn/rrpc/request/12", ("pk", "dn")),
+            ("/shadow/get/pk/dn", ("pk", "dn")),
+            ("/ota/device/upgrade/pk/dn", ("pk", "dn")),
+            ("/ota/device/request/pk/dn", ("pk", "dn")),
+            ("/ext/ntp/pk/dn/response", ("pk", "dn")),
+            ("/ext/session/pk/dn/combine/login_reply", ("pk", "dn")),
+            ("/ext/error/pk/dn", ("pk", "dn")),
+            ("/ext/rrpc/9/sys/pk/dn/thing/service/x", ("pk", "dn")),
+        ] {
+            assert_eq!(system_downlink_owner(topic), Some(owner), "{topic}");
+        }
+        for other in [
+            "/pk/dn/user/get",
+            "/sys/pk/dn",
+            "/sys/pk/dn/",
+            "/sys//dn/x",
+            "/shadow/update/pk/dn",
+            "/shadow/get/pk/dn/x",
+            "/ota/device/inform/pk/dn",
+            "/ext/ntp/pk/dn/request",
+            "/ext/rrpc/9/pk/dn/user/get",
+            "/ext/rrpc//sys/pk/dn/x",
+            "/broadcast/pk/x",
+            "sys/pk/dn/x",
+            "/ext/error/pk/dn/x",
+        ] {
+            assert_eq!(system_downlink_owner(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -298,6 +298,10 @@ fn filled_filters_are_listed() {
             "/shadow/update/pk/dn",
             "/ext/session/pk/dn/#",
             "/ext/ntp/pk/dn/#",
+            "/ota/device/inform/pk/dn",
+            "/ota/device/progress/pk/dn",
+            "/ota/device/request/pk/dn",
+            "/ext/rrpc/+/sys/pk/dn/thing/#",
         ]
     );
     let subscribe: Vec<String> = acl.subscribe_filters().collect();
@@ -312,6 +316,10 @@ fn filled_filters_are_listed() {
             "/shadow/get/pk/dn",
             "/ext/session/pk/dn/#",
             "/ext/ntp/pk/dn/#",
+            "/ota/device/upgrade/pk/dn",
+            "/ota/device/request/pk/dn",
+            "/ext/error/pk/dn",
+            "/ext/rrpc/+/sys/pk/dn/thing/#",
         ]
     );
 }

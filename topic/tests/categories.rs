@@ -43,6 +43,27 @@ fn defaults_are_the_spec_table() {
                 Permission::PubSub
             ),
             ("/ext/ntp/${productKey}/${deviceName}/#", Permission::PubSub),
+            (
+                "/ota/device/inform/${productKey}/${deviceName}",
+                Permission::Pub
+            ),
+            (
+                "/ota/device/progress/${productKey}/${deviceName}",
+                Permission::Pub
+            ),
+            (
+                "/ota/device/upgrade/${productKey}/${deviceName}",
+                Permission::Sub
+            ),
+            (
+                "/ota/device/request/${productKey}/${deviceName}",
+                Permission::PubSub
+            ),
+            ("/ext/error/${productKey}/${deviceName}", Permission::Sub),
+            (
+                "/ext/rrpc/+/sys/${productKey}/${deviceName}/thing/#",
+                Permission::PubSub
+            ),
         ]
     );
     // Of the device's own topics, only `get` can be subscribed to, so only it gets RRPC.
@@ -53,7 +74,7 @@ fn defaults_are_the_spec_table() {
             Permission::PubSub
         )]
     );
-    assert_eq!(categories.len(), 11);
+    assert_eq!(categories.len(), 17);
     assert!(!categories.is_empty());
     assert_eq!(ProductCategories::default(), categories);
 }

@@ -33,6 +33,26 @@ pub struct Counters {
     pub dropped: DropCounters,
     /// RRPC outcomes and strays.
     pub rrpc: RrpcCounters,
+    /// The platform's device services.
+    pub services: ServiceCounters,
+}
+
+/// The platform's device services (thing model, NTP, shadow, OTA).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Requests of devices to a service (replies to downlinks included).
+    pub requests: u64,
+    /// Of those, malformed: answered with an error code, or dropped when no answer can be
+    /// made (an NTP request without its time, a report without its version).
+    pub malformed: u64,
+    /// Replies and downlinks not sent because the device neither subscribed to their topic
+    /// nor asked for the automatic subscription (or unsubscribed from it).
+    pub not_subscribed: u64,
+    /// Devices' answers to downlinks (property set, service calls) kept as results.
+    pub downlink_results: u64,
+    /// Results dropped, the oldest first, to keep the latest
+    /// [`MAX_DOWNLINK_RESULTS`](super::MAX_DOWNLINK_RESULTS).
+    pub downlink_results_dropped: u64,
 }
 
 /// Connection closes by reason.

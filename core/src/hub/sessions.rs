@@ -20,16 +20,24 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use aliot_topic::{Acl, TopicFilter, TopicName};
+use aliot_topic::{Acl, TopicFilter, TopicName, system_downlink_owner};
 use hashbrown::HashMap;
 
 use super::ConnId;
 use super::held_acks::HoldId;
-use crate::authenticator::ClientKey;
+use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::{PacketId, QoS};
 use crate::message::Message;
 use crate::server::SessionRequest;
 use crate::time::Instant;
+
+/// The QoS a system downlink reaches an automatically subscribed device with (ours: the
+/// platform documents none; QoS 1 keeps a downlink for a device that is briefly away).
+pub(super) const AUTO_SUBSCRIBED_QOS: QoS = QoS::AtLeastOnce;
+
+/// Unsubscribed filters one automatically subscribed session remembers (ours). The SDKs
+/// unsubscribe from one or two (the C SDK 3.2 from `…/thing/event/+/post_reply`).
+pub const MAX_SUPPRESSED_FILTERS: usize = 32;
 
 /// What one session holds, from [`Hub::session_stats`](super::Hub::session_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,6 +78,13 @@ pub(super) struct Session {
     pub(super) conn: Option<ConnId>,
     pub(super) keep_alive: Duration,
     pub(super) subscriptions: BTreeMap<TopicFilter, QoS>,
+    /// What the client id asked for: with `auto_subscribe`, the device's system downlinks
+    /// reach it without a subscription ([`granted_qos`](Self::granted_qos)).
+    pub(super) features: ClientFeatures,
+    /// Filters the device unsubscribed from while automatically subscribed: system downlinks
+    /// they match no longer reach it by the automatic subscription (PLATFORM-PROTOCOLS §0.2),
+    /// until it subscribes to the same filter again. At most [`MAX_SUPPRESSED_FILTERS`].
+    pub(super) suppressed: Vec<TopicFilter>,
     /// QoS 1 deliveries sent and not yet acknowledged, in the order they were sent.
     pub(super) inflight: VecDeque<(PacketId, Message)>,
     pub(super) queue: VecDeque<Queued>,
@@ -91,6 +106,8 @@ impl Session {
             conn: None,
             keep_alive: request.keep_alive,
             subscriptions: BTreeMap::new(),
+            features: request.features,
+            suppressed: Vec::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
@@ -112,13 +129,55 @@ impl Session {
         }
     }
 
-    /// The highest QoS of the subscriptions matching `topic`, if any matches.
+    /// The highest QoS of the subscriptions matching `topic`, if any matches; else QoS 1 when
+    /// the automatic subscription reaches it.
     pub(super) fn granted_qos(&self, topic: &TopicName) -> Option<QoS> {
+        self.subscribed_qos(topic)
+            .or_else(|| self.auto_subscribed(topic).then_some(AUTO_SUBSCRIBED_QOS))
+    }
+
+    /// The highest QoS of the subscriptions matching `topic`, if any matches.
+    pub(super) fn subscribed_qos(&self, topic: &TopicName) -> Option<QoS> {
         self.subscriptions
             .iter()
             .filter(|(filter, _)| filter.matches(topic))
             .map(|(_, qos)| *qos)
             .max()
+    }
+
+    /// Whether `topic` reaches the session by its automatic subscription (`_ss=1`): it is one
+    /// of the device's own system downlinks ([`system_downlink_owner`]) and no filter it
+    /// unsubscribed from matches it.
+    pub(super) fn auto_subscribed(&self, topic: &TopicName) -> bool {
+        self.features.auto_subscribe
+            && self.key.device().is_some_and(|device| {
+                system_downlink_owner(topic.as_str())
+                    == Some((device.product_key.as_str(), device.device_name.as_str()))
+            })
+            && !self.suppressed.iter().any(|filter| filter.matches(topic))
+    }
+
+    /// The device subscribed to `filter`: an automatic subscription it had stopped comes back.
+    pub(super) fn subscribed(&mut self, filter: &TopicFilter) {
+        self.suppressed.retain(|kept| kept != filter);
+    }
+
+    /// The device unsubscribed from `filter`: while automatically subscribed, the system
+    /// downlinks it matches stop. A filter whose first level no system downlink has is not
+    /// kept; past [`MAX_SUPPRESSED_FILTERS`] the oldest is forgotten.
+    pub(super) fn unsubscribed(&mut self, filter: &TopicFilter) {
+        if !self.features.auto_subscribe || self.suppressed.contains(filter) {
+            return;
+        }
+        let first = filter.as_str().split('/').nth(1).unwrap_or_default();
+        let may_match_downlinks = filter.as_str().starts_with(['+', '#'])
+            || matches!(first, "sys" | "shadow" | "ota" | "ext" | "+" | "#");
+        if may_match_downlinks {
+            if self.suppressed.len() == MAX_SUPPRESSED_FILTERS {
+                self.suppressed.remove(0);
+            }
+            self.suppressed.push(filter.clone());
+        }
     }
 
     /// The device acknowledged the delivery `packet_id` at `now`: it leaves the window.

@@ -14,6 +14,7 @@ use aliot_core::codec::{
 use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome};
 use aliot_core::server::{self, Event, ServerConfig};
 use aliot_core::{Authenticator, Instant, PlatformAuthenticator};
+use aliot_services::UnixMillis;
 use aliot_topic::{MessageId, Permission, ProductCategories};
 use bytes::{Bytes, BytesMut};
 
@@ -48,8 +49,22 @@ pub fn registry(devices: &[&str]) -> MemoryRegistry {
     registry
 }
 
+/// The wall clock at the manual clock's start, in ms since the Unix epoch.
+pub const WALL_AT_START: u64 = 1_700_000_000_000;
+
 /// A CONNECT signed the platform's way for a test device.
 pub fn signed_connect(device_name: &str, clean_session: bool, keep_alive: u16) -> Connect {
+    signed_connect_with(device_name, clean_session, keep_alive, "")
+}
+
+/// A signed CONNECT whose client id extension has `extra` pairs (`_ss=1,ext=3`) too: they
+/// are not signed, as on the platform.
+pub fn signed_connect_with(
+    device_name: &str,
+    clean_session: bool,
+    keep_alive: u16,
+    extra: &str,
+) -> Connect {
     let credentials = aliot_auth::sign(
         &identity(device_name),
         &secret(device_name),
@@ -58,9 +73,16 @@ pub fn signed_connect(device_name: &str, clean_session: bool, keep_alive: u16) -
         Some("1700000000000"),
         SecureMode::Tcp,
     );
+    let client_id = match extra {
+        "" => credentials.client_id,
+        extra => {
+            let open = credentials.client_id.trim_end_matches('|');
+            format!("{open},{extra}|")
+        }
+    };
     Connect {
         protocol: ProtocolVersion::V3_1_1,
-        client_id: Utf8Bytes::try_from(credentials.client_id).unwrap(),
+        client_id: Utf8Bytes::try_from(client_id).unwrap(),
         clean_session,
         keep_alive,
         username: Some(Utf8Bytes::try_from(credentials.username).unwrap()),
@@ -156,9 +178,11 @@ impl Broker {
     /// A broker with explicit configuration.
     pub fn with(devices: &[&str], open: bool, hub: HubConfig, config: ServerConfig) -> Self {
         let authenticator = PlatformAuthenticator::new(registry(devices)).with_open_mode(open);
+        let mut hub = Hub::new(hub);
+        hub.set_wall_clock(UnixMillis(WALL_AT_START + 1_000_000));
         Broker {
             now: Instant::from_millis(1_000_000),
-            hub: Hub::new(hub),
+            hub,
             conns: BTreeMap::new(),
             closed: Vec::new(),
             outcomes: Vec::new(),
@@ -232,6 +256,8 @@ impl Broker {
                 .min();
             let Some(at) = next else { break };
             self.now = at.max(self.now);
+            self.hub
+                .set_wall_clock(UnixMillis(WALL_AT_START + self.now.as_millis()));
             for c in self.conns.values_mut() {
                 c.handle_timeout(self.now);
             }
@@ -239,6 +265,8 @@ impl Broker {
             self.pump();
         }
         self.now = until;
+        self.hub
+            .set_wall_clock(UnixMillis(WALL_AT_START + self.now.as_millis()));
         self.pump();
     }
 
@@ -308,10 +336,20 @@ impl Broker {
     /// connection and the session-present flag. What follows the CONNACK (a resumed
     /// session's deliveries) is left for the next [`output`](Self::output).
     pub fn connect_device(&mut self, device_name: &str, clean_session: bool) -> (ConnId, bool) {
+        self.connect_device_with(device_name, clean_session, "")
+    }
+
+    /// [`connect_device`](Self::connect_device) with `extra` client id pairs (`_ss=1,ext=3`).
+    pub fn connect_device_with(
+        &mut self,
+        device_name: &str,
+        clean_session: bool,
+        extra: &str,
+    ) -> (ConnId, bool) {
         let conn = self.accept();
         self.send(
             conn,
-            Packet::from(signed_connect(device_name, clean_session, 60)),
+            Packet::from(signed_connect_with(device_name, clean_session, 60, extra)),
         );
         let mut packets = self.output(conn);
         assert!(!packets.is_empty(), "no CONNACK");

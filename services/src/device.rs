@@ -1,0 +1,452 @@
+//! What the platform keeps of one device, and how a request changes it.
+
+use alloc::borrow::ToOwned;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde_json::{Map, Value};
+
+use crate::alink::{AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, empty_object};
+use crate::ota::{self, OtaJob, OtaModule, OtaModules};
+use crate::request::DeviceMessage;
+use crate::shadow::{ShadowCode, ShadowDocument, ShadowRequest, shadow_get_topic};
+use crate::{Downlink, UnixMillis};
+
+/// Distinct properties the platform keeps of one device (ours). A post that would add one
+/// more is answered with 429 and changes nothing.
+pub const MAX_PROPERTIES: usize = 1024;
+/// Tags one device has at most (ours, as the platform's documented 100).
+pub const MAX_TAGS: usize = 100;
+/// The longest property or tag name, in bytes (ours).
+const MAX_NAME_LEN: usize = 128;
+
+/// A property's latest value and when the device says it was measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PropertyValue {
+    /// The value, as the device posted it.
+    pub value: Value,
+    /// The `time` the device gave with it, or when the platform received it.
+    pub time: UnixMillis,
+}
+
+/// A desired property value (set by the server, got and deleted by the device) with its
+/// version, which goes up by one with each set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredValue {
+    /// The value.
+    pub value: Value,
+    /// Its version.
+    pub version: u64,
+}
+
+/// A device's answer to a downlink of the server (§9.3): what the server-side subscription
+/// forwards on `/${pk}/${dn}/thing/downlink/reply/message`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DownlinkResult {
+    /// The downlink's id, when the device echoed a decimal one.
+    pub request_id: Option<u64>,
+    /// The device's code.
+    pub code: i64,
+    /// The device's message (`success` for 200 when it sent none).
+    pub message: String,
+    /// The downlink's topic.
+    pub topic: String,
+    /// The device's `data`.
+    pub data: Value,
+    /// When the answer came.
+    pub time: UnixMillis,
+}
+
+/// What handling one request gave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Handled {
+    /// The reply to send the device, if one goes (`sys.ack` 0 wants none; reports get none).
+    pub reply: Option<Downlink>,
+    /// The result of a downlink the device answered.
+    pub result: Option<DownlinkResult>,
+    /// Whether the request was malformed (answered with an error code, or dropped when no
+    /// answer can be made).
+    pub malformed: bool,
+}
+
+/// What the platform keeps of one device: its latest properties, tags, desired values, shadow
+/// and OTA modules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceState {
+    product_key: String,
+    device_name: String,
+    properties: BTreeMap<String, PropertyValue>,
+    tags: BTreeMap<String, String>,
+    desired: BTreeMap<String, DesiredValue>,
+    shadow: ShadowDocument,
+    ota: OtaModules,
+}
+
+impl DeviceState {
+    /// A device the platform knows nothing of yet.
+    pub fn new(product_key: &str, device_name: &str) -> Self {
+        DeviceState {
+            product_key: product_key.to_owned(),
+            device_name: device_name.to_owned(),
+            properties: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            shadow: ShadowDocument::default(),
+            ota: OtaModules::new(),
+        }
+    }
+
+    /// Answers one request of the device at `now`.
+    pub fn handle(&mut self, message: DeviceMessage, now: UnixMillis) -> Handled {
+        match message {
+            DeviceMessage::Alink(request) => self.handle_alink(request, now),
+            DeviceMessage::Reply(reply) => Handled {
+                result: Some(downlink_result(reply, now)),
+                ..Handled::default()
+            },
+            DeviceMessage::Ntp(request) => {
+                let reply = request.response(&self.product_key, &self.device_name, now);
+                Handled {
+                    malformed: reply.is_none(),
+                    reply,
+                    ..Handled::default()
+                }
+            }
+            DeviceMessage::Shadow(request) => {
+                let topic = shadow_get_topic(&self.product_key, &self.device_name);
+                Handled {
+                    reply: Some(self.shadow.handle_device(&request, topic, now)),
+                    ..Handled::default()
+                }
+            }
+            DeviceMessage::OtaReport(report) => match report.module_version {
+                Some((module, version)) => {
+                    self.ota.entry(module).or_default().reported(version);
+                    Handled::default()
+                }
+                None => malformed(),
+            },
+            DeviceMessage::OtaProgress(progress) => match progress.step {
+                Some((module, step, desc)) => {
+                    self.ota.entry(module).or_default().progressed(step, desc);
+                    Handled::default()
+                }
+                None => malformed(),
+            },
+        }
+    }
+
+    fn handle_alink(&mut self, request: AlinkRequest, now: UnixMillis) -> Handled {
+        let method = request.method.name();
+        let answer = match &request.params {
+            Ok(params) => self.apply(&request.method, params, now),
+            Err(code) => Err(*code),
+        };
+        let (code, data) = match answer {
+            Ok(data) => (AlinkCode::SUCCESS, data),
+            Err(code) => (code, empty_object()),
+        };
+        Handled {
+            reply: request.reply_to.reply(code, &data, &method),
+            result: None,
+            malformed: code != AlinkCode::SUCCESS,
+        }
+    }
+
+    /// Applies a well-formed request: the reply's `data`, or the code it fails with.
+    fn apply(
+        &mut self,
+        method: &AlinkMethod,
+        params: &Value,
+        now: UnixMillis,
+    ) -> Result<Value, AlinkCode> {
+        match method {
+            AlinkMethod::PropertyPost => {
+                let posted = params.as_object().ok_or(AlinkCode::BAD_PARAMS)?;
+                let mut values = Vec::with_capacity(posted.len());
+                for (name, value) in posted {
+                    if !valid_name(name) {
+                        return Err(AlinkCode::BAD_PARAMS);
+                    }
+                    values.push((name, timed_value(value, now)?));
+                }
+                self.store_properties(values)?;
+            }
+            AlinkMethod::BatchPost => {
+                // {"properties":{"Power":[{"value":…,"time":…}, …]},"events":{…}}
+                let batch = params.as_object().ok_or(AlinkCode::BAD_PARAMS)?;
+                let mut values = Vec::new();
+                if let Some(properties) = batch.get("properties") {
+                    for (name, samples) in properties.as_object().ok_or(AlinkCode::BAD_PARAMS)? {
+                        values.extend(latest_sample(name, samples, now)?);
+                    }
+                }
+                self.store_properties(values)?;
+            }
+            AlinkMethod::HistoryPost => {
+                // [{"identity":{…},"properties":{"Power":{"value":…,"time":…}},"events":{…}}, …]
+                let entries = params.as_array().ok_or(AlinkCode::BAD_PARAMS)?;
+                let mut values = Vec::new();
+                for entry in entries {
+                    if let Some(properties) = entry.get("properties") {
+                        for (name, value) in properties.as_object().ok_or(AlinkCode::BAD_PARAMS)? {
+                            if !valid_name(name) {
+                                return Err(AlinkCode::BAD_PARAMS);
+                            }
+                            values.push((name, timed_value(value, now)?));
+                        }
+                    }
+                }
+                self.store_properties(values)?;
+            }
+            AlinkMethod::EventPost(_) => {
+                // Taken as posted: the server-side subscription forwards events; nothing is kept.
+                params.as_object().ok_or(AlinkCode::BAD_PARAMS)?;
+            }
+            AlinkMethod::TagsUpdate => {
+                let mut tags = self.tags.clone();
+                for tag in params.as_array().ok_or(AlinkCode::BAD_PARAMS)? {
+                    let key = tag
+                        .get("attrKey")
+                        .and_then(Value::as_str)
+                        .filter(|key| valid_name(key));
+                    let value = tag.get("attrValue").and_then(|value| match value {
+                        Value::String(text) => Some(text.clone()),
+                        Value::Number(number) => Some(alloc::format!("{number}")),
+                        _ => None,
+                    });
+                    let (Some(key), Some(value)) = (key, value) else {
+                        return Err(AlinkCode::BAD_PARAMS);
+                    };
+                    tags.insert(key.to_owned(), value);
+                }
+                if tags.len() > MAX_TAGS {
+                    return Err(AlinkCode::TOO_MANY);
+                }
+                self.tags = tags;
+            }
+            AlinkMethod::TagsDelete => {
+                let keys = params.as_array().ok_or(AlinkCode::BAD_PARAMS)?;
+                let keys: Option<Vec<&str>> = keys
+                    .iter()
+                    .map(|tag| tag.get("attrKey").and_then(Value::as_str))
+                    .collect();
+                for key in keys.ok_or(AlinkCode::BAD_PARAMS)? {
+                    self.tags.remove(key);
+                }
+            }
+            AlinkMethod::DesiredGet => {
+                let mut data = Map::new();
+                for name in params.as_array().ok_or(AlinkCode::BAD_PARAMS)? {
+                    let name = name.as_str().ok_or(AlinkCode::BAD_PARAMS)?;
+                    if let Some(desired) = self.desired.get(name) {
+                        data.insert(
+                            name.to_owned(),
+                            serde_json::json!({"value": desired.value, "version": desired.version}),
+                        );
+                    }
+                }
+                return Ok(Value::Object(data));
+            }
+            AlinkMethod::DesiredDelete => {
+                // {"Power":{"version":3}} or {"Power":{}}: a stale version deletes nothing.
+                for (name, which) in params.as_object().ok_or(AlinkCode::BAD_PARAMS)? {
+                    let version = which.get("version").and_then(Value::as_u64);
+                    let current = self.desired.get(name).map(|desired| desired.version);
+                    if current.is_some() && (version.is_none() || version == current) {
+                        self.desired.remove(name);
+                    }
+                }
+            }
+            AlinkMethod::FirmwareGet => {
+                return Ok(ota::pull_data(&self.ota, params));
+            }
+        }
+        Ok(empty_object())
+    }
+
+    /// Keeps each value that is not older than the one kept; refuses the whole post when it
+    /// would take the device past [`MAX_PROPERTIES`].
+    fn store_properties(&mut self, values: Vec<(&String, PropertyValue)>) -> Result<(), AlinkCode> {
+        let new = values
+            .iter()
+            .filter(|(name, _)| !self.properties.contains_key(name.as_str()))
+            .map(|(name, _)| name.as_str())
+            .collect::<alloc::collections::BTreeSet<_>>()
+            .len();
+        if self.properties.len() + new > MAX_PROPERTIES {
+            return Err(AlinkCode::TOO_MANY);
+        }
+        for (name, value) in values {
+            match self.properties.get_mut(name.as_str()) {
+                Some(kept) if kept.time > value.time => {}
+                Some(kept) => *kept = value,
+                None => {
+                    self.properties.insert(name.clone(), value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A property's latest value.
+    pub fn property(&self, name: &str) -> Option<&PropertyValue> {
+        self.properties.get(name)
+    }
+
+    /// Every property's latest value, by name.
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &PropertyValue)> {
+        self.properties
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+    }
+
+    /// The device's tags (`deviceinfo`), by key.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
+
+    /// The desired values, by property name.
+    pub fn desired(&self) -> impl Iterator<Item = (&str, &DesiredValue)> {
+        self.desired
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+    }
+
+    /// Sets desired values (the server's side); each one's version goes up by one. Refused
+    /// whole (429) when it would take the device past [`MAX_PROPERTIES`] desired values, or
+    /// (460) for an empty name.
+    pub fn set_desired(&mut self, items: &Map<String, Value>) -> Result<(), AlinkCode> {
+        if items.keys().any(|name| !valid_name(name)) {
+            return Err(AlinkCode::BAD_PARAMS);
+        }
+        let new = items
+            .keys()
+            .filter(|name| !self.desired.contains_key(*name))
+            .count();
+        if self.desired.len() + new > MAX_PROPERTIES {
+            return Err(AlinkCode::TOO_MANY);
+        }
+        for (name, value) in items {
+            let version = self.desired.get(name).map_or(1, |kept| kept.version + 1);
+            self.desired.insert(
+                name.clone(),
+                DesiredValue {
+                    value: value.clone(),
+                    version,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The shadow.
+    pub fn shadow(&self) -> &ShadowDocument {
+        &self.shadow
+    }
+
+    /// An application's shadow update (`{"method":"update","state":{"desired":…},"version":…}`):
+    /// the `control` push for the device on success.
+    pub fn update_shadow(
+        &mut self,
+        request: &ShadowRequest,
+        now: UnixMillis,
+    ) -> Result<Downlink, ShadowCode> {
+        let payload = self.shadow.update_from_app(request, now)?;
+        Ok(Downlink {
+            topic: shadow_get_topic(&self.product_key, &self.device_name),
+            payload,
+        })
+    }
+
+    /// Starts an upgrade of one module (replacing a job not yet done for it): the push to send
+    /// now if the device is online. It is pushed again each time the device comes online until
+    /// the device reports the new version or a failed step.
+    pub fn start_ota(&mut self, job: OtaJob) -> Downlink {
+        let push = job.push(&self.product_key, &self.device_name);
+        let module = self.ota.entry(job.module.clone()).or_default();
+        module.job = Some(job);
+        module.last_outcome = None;
+        push
+    }
+
+    /// The pushes of every upgrade not yet done, for a device that has just come online.
+    pub fn pending_ota_pushes(&self) -> Vec<Downlink> {
+        ota::pending_pushes(&self.ota, &self.product_key, &self.device_name)
+    }
+
+    /// The OTA modules, by name.
+    pub fn ota_modules(&self) -> impl Iterator<Item = (&str, &OtaModule)> {
+        self.ota
+            .iter()
+            .map(|(name, module)| (name.as_str(), module))
+    }
+}
+
+fn malformed() -> Handled {
+    Handled {
+        malformed: true,
+        ..Handled::default()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN
+}
+
+/// A posted property value: `{"value":…,"time":…}` or the bare value (both are accepted by
+/// the platform), its time the device's or `now`.
+fn timed_value(value: &Value, now: UnixMillis) -> Result<PropertyValue, AlinkCode> {
+    match value {
+        Value::Object(fields) if fields.contains_key("value") => {
+            let time = match fields.get("time") {
+                None => now,
+                Some(time) => UnixMillis(time.as_u64().ok_or(AlinkCode::BAD_PARAMS)?),
+            };
+            Ok(PropertyValue {
+                value: fields.get("value").cloned().unwrap_or(Value::Null),
+                time,
+            })
+        }
+        other => Ok(PropertyValue {
+            value: other.clone(),
+            time: now,
+        }),
+    }
+}
+
+/// The latest of a batch's samples of one property (`[{"value":…,"time":…}, …]`).
+fn latest_sample<'a>(
+    name: &'a String,
+    samples: &Value,
+    now: UnixMillis,
+) -> Result<Option<(&'a String, PropertyValue)>, AlinkCode> {
+    if !valid_name(name) {
+        return Err(AlinkCode::BAD_PARAMS);
+    }
+    let mut latest: Option<PropertyValue> = None;
+    for sample in samples.as_array().ok_or(AlinkCode::BAD_PARAMS)? {
+        let sample = timed_value(sample, now)?;
+        if latest.as_ref().is_none_or(|kept| sample.time >= kept.time) {
+            latest = Some(sample);
+        }
+    }
+    Ok(latest.map(|value| (name, value)))
+}
+
+fn downlink_result(reply: DeviceReply, now: UnixMillis) -> DownlinkResult {
+    let message = reply
+        .message
+        .unwrap_or_else(|| if reply.code == 200 { "success" } else { "" }.to_owned());
+    DownlinkResult {
+        request_id: reply.request_id,
+        code: reply.code,
+        message,
+        topic: reply.request_topic,
+        data: reply.data,
+        time: now,
+    }
+}

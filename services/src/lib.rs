@@ -1,0 +1,110 @@
+//! The platform's device services on the wire, and what the platform keeps of each device.
+//!
+//! `aliot-services` speaks the JSON protocols the platform's device SDKs use beyond MQTT
+//! (`PLATFORM-PROTOCOLS.md`): the Alink thing model (§1: property and event posts, tags,
+//! desired values, property set, service calls), NTP (§3), the device shadow (§5) and OTA
+//! (§6). It is `no_std` + `alloc` and sans-IO, like `aliot-core`, which sits on it:
+//!
+//! - [`DeviceMessage::parse`] turns a device's PUBLISH on one of its service topics into a
+//!   typed request. The broker calls it in the device's connection task, so JSON is parsed on
+//!   every core, not on the hub's serial stage.
+//! - [`DeviceState`] is what the platform keeps of one device (latest properties with their
+//!   times, tags, desired values, the shadow document, OTA modules and jobs). Its
+//!   [`handle`](DeviceState::handle) answers a request with the reply to send back, if any,
+//!   and the result of a downlink the device answered. The wall clock is passed in
+//!   ([`UnixMillis`]); nothing here reads one.
+//! - The server's side of the same services: [`property_set`], [`service_call`],
+//!   [`DeviceState::update_shadow`], [`DeviceState::start_ota`].
+//!
+//! Every reply follows PLATFORM-PROTOCOLS §0.3, so that the SDKs' narrow parsers take it:
+//! compact JSON; `id`, `code`, `message` first and `data` after; the request's `id` echoed
+//! verbatim with its JSON type; `code` a number; the method taken from the topic.
+//!
+//! ```
+//! use aliot_services::{DeviceMessage, DeviceState, UnixMillis};
+//!
+//! let topic = "/sys/a1PK/dev-1/thing/event/property/post";
+//! let payload = br#"{"id":"7","version":"1.0","params":{"Power":1},"method":"thing.event.property.post"}"#;
+//! let request = DeviceMessage::parse(topic, payload, "a1PK", "dev-1").unwrap();
+//!
+//! let mut device = DeviceState::new("a1PK", "dev-1");
+//! let handled = device.handle(request, UnixMillis(1_700_000_000_000));
+//! let reply = handled.reply.unwrap();
+//! assert_eq!(reply.topic, "/sys/a1PK/dev-1/thing/event/property/post_reply");
+//! assert_eq!(
+//!     reply.payload,
+//!     br#"{"id":"7","code":200,"message":"success","data":{},"method":"thing.event.property.post","version":"1.0"}"#
+//! );
+//! assert_eq!(device.property("Power").unwrap().value, 1);
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+extern crate alloc;
+
+mod alink;
+mod device;
+mod ntp;
+mod ota;
+mod request;
+mod shadow;
+
+pub use alink::{
+    AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, ReplyTo, property_set, service_call,
+};
+pub use device::{
+    DesiredValue, DeviceState, DownlinkResult, Handled, MAX_PROPERTIES, MAX_TAGS, PropertyValue,
+};
+pub use ntp::NtpRequest;
+pub use ota::{OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod};
+pub use request::DeviceMessage;
+pub use shadow::{ShadowCode, ShadowDocument, ShadowRequest};
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Wall-clock time in milliseconds since the Unix epoch, as the caller's clock says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// Whole seconds (the shadow's timestamps are in seconds).
+    pub fn secs(self) -> u64 {
+        self.0 / 1000
+    }
+}
+
+/// A message a service sends to one device: its topic and payload (JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downlink {
+    /// The topic, one of the device's system downlinks.
+    pub topic: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Whether `text` is a thing-model identifier (of a service, event or property): 1–50 ASCII
+/// letters, digits and `_`, as the platform's TSL allows.
+///
+/// ```
+/// assert!(aliot_services::is_identifier("SetTemp_2"));
+/// assert!(!aliot_services::is_identifier("a/b") && !aliot_services::is_identifier(""));
+/// ```
+pub fn is_identifier(text: &str) -> bool {
+    (1..=50).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The longest request `id` echoed, in bytes of its JSON text (ours). The SDKs send short
+/// decimal ids; the Node SDK's carry the reply topic (`"3|exp-topic|/sys/…/post_reply"`),
+/// under 200 bytes for the longest topics the profile allows. A longer one is answered with
+/// code 460 and id `"0"`.
+pub const MAX_ID_LEN: usize = 256;
