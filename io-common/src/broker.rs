@@ -81,7 +81,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
-pub use handle::{BrokerHandle, RrpcError, RrpcReply, Stats};
+pub use handle::{BrokerHandle, BrokerStopped, RrpcError, RrpcReply, ServiceError, Stats};
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;

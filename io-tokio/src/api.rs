@@ -12,6 +12,23 @@
 //! | `POST /rrpc` | [`RrpcRequest`]: `{"ProductKey","DeviceName","RequestBase64Byte","Timeout"` (ms, 1000–8000)`,"Topic"?}` | `200` [`RrpcResponse`]: `{"Success":true,"RrpcCode":"SUCCESS"\|"TIMEOUT"\|"OFFLINE"\|"HALFCONN"\|"UNKNOWN","MessageId":"…","PayloadBase64Byte"?}` |
 //! | `POST /pub` | [`PubRequest`]: `{"ProductKey","TopicFullName","MessageContent"` (base64)`,"Qos"?` (0 or 1, default 0)`}` | `200` [`PubResponse`]: `{"Success":true,"Subscribers":n}` |
 //! | `GET /metrics` | | `200` every counter of the hub and the gauges, Prometheus text format |
+//! | `POST /SetDeviceProperty` | [`SetPropertiesRequest`]: `{"ProductKey","DeviceName","Items"` (a JSON object as a string)`}` | `200` `{"Success":true,"Data":{"MessageId":"…"}}` |
+//! | `POST /InvokeThingService` | [`InvokeThingServiceRequest`]: `{"ProductKey","DeviceName","Identifier","Args"?,"Sync"?,"Timeout"?}` | `200` `{"Success":true,"Data":{"MessageId":"…"}}`; synchronous: `"Data":{"MessageId","Result"` (the device's `data` as a JSON string)`,"Code"}` |
+//! | `POST /QueryDevicePropertyStatus` | [`DeviceRequest`]: `{"ProductKey","DeviceName"}` | `200` `{"Success":true,"Data":{"List":{"PropertyStatusInfo":[{"Identifier","Value","Time"}]}}}` |
+//! | `POST /SetDeviceDesiredProperty` | [`SetPropertiesRequest`] | `200` `{"Success":true,"Data":{}}` |
+//! | `POST /GetDeviceShadow` | [`DeviceRequest`] | `200` `{"Success":true,"ShadowMessage":"…"}` |
+//! | `POST /UpdateDeviceShadow` | [`UpdateDeviceShadowRequest`]: `{"ProductKey","DeviceName","ShadowMessage"}` | `200` `{"Success":true,"Data":{"Version","Pushed"}}` |
+//! | `POST /PushOtaUpgrade` (ours) | [`PushOtaUpgradeRequest`]: `{"ProductKey","DeviceName","Module"?,"Version","Url","Size","SignMethod","Sign"}` | `200` `{"Success":true,"Data":{"JobId","Pushed"}}` |
+//! | `GET /ListDownlinkResults` (ours) | | `200` `{"Success":true,"Data":{"List":[…]}}`: the devices' latest answers to property sets and service calls, in the form of PLATFORM-PROTOCOLS §9.3 |
+//!
+//! `POST /RRpc` and `POST /Pub` are the same as `/rrpc` and `/pub`: every operation is
+//! served under the platform's action name.
+//!
+//! Property set and service calls go to online devices only (`409 DeviceOffline`), on topics
+//! the device subscribed to or gets by the automatic subscription (`409 DeviceNotListening`);
+//! the device's answer to either becomes a downlink result. A synchronous service call goes
+//! in the device's wire form (`/ext/rrpc/…` for a client id with `ext=1`, else
+//! `/sys/…/rrpc/request/…`) and answers `504 DeviceTimeout` when the device does not.
 //!
 //! `Topic` of an RRPC call is one of the device's own topics (`/{ProductKey}/{DeviceName}/…`);
 //! the call then goes over `/ext/rrpc/{MessageId}{Topic}`. `MessageId` is the decimal u64 the
@@ -57,6 +74,15 @@ use tracing::{error, info};
 
 use crate::Tokio;
 use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
+
+mod things;
+
+pub use things::{
+    DataResponse, DeviceRequest, DownlinkResultMessage, GetDeviceShadowResponse,
+    InvokeThingServiceRequest, ListData, MessageIdData, OtaJobData, PropertyStatusInfo,
+    PropertyStatusList, PushOtaUpgradeRequest, ServiceResultData, SetPropertiesRequest,
+    ShadowVersionData, UpdateDeviceShadowRequest,
+};
 
 /// Where the HTTP API listens and who may call it.
 #[derive(Clone)]
@@ -244,6 +270,23 @@ pub enum ApiErrorCode {
     NotFound,
     /// 405: the endpoint does not take this method.
     MethodNotAllowed,
+    /// 409: the device is not online (property set, service calls).
+    DeviceOffline,
+    /// 409: the device neither subscribed to the downlink's topic nor asked for the
+    /// automatic subscription.
+    DeviceNotListening,
+    /// 504: the device did not answer a synchronous service call in time.
+    DeviceTimeout,
+    /// 400: a service identifier that is not 1–50 letters, digits or `_`.
+    InvalidIdentifier,
+    /// 400: `Items` or `Args` is not a JSON object (or names too many properties).
+    InvalidItems,
+    /// 502: the device answered a synchronous call with something that is not JSON.
+    InvalidDeviceReply,
+    /// 400: the shadow refused the `ShadowMessage` (the message says its code: 403 version).
+    ShadowRefused,
+    /// 400: an OTA job without a URL or version, or a digest of the wrong length.
+    InvalidOtaJob,
 }
 
 impl ApiErrorCode {
@@ -263,6 +306,14 @@ impl ApiErrorCode {
             ApiErrorCode::BrokerStopped => "BrokerStopped",
             ApiErrorCode::NotFound => "NotFound",
             ApiErrorCode::MethodNotAllowed => "MethodNotAllowed",
+            ApiErrorCode::DeviceOffline => "DeviceOffline",
+            ApiErrorCode::DeviceNotListening => "DeviceNotListening",
+            ApiErrorCode::DeviceTimeout => "DeviceTimeout",
+            ApiErrorCode::InvalidIdentifier => "InvalidIdentifier",
+            ApiErrorCode::InvalidItems => "InvalidItems",
+            ApiErrorCode::InvalidDeviceReply => "InvalidDeviceReply",
+            ApiErrorCode::ShadowRefused => "ShadowRefused",
+            ApiErrorCode::InvalidOtaJob => "InvalidOtaJob",
         }
     }
 
@@ -274,6 +325,13 @@ impl ApiErrorCode {
             ApiErrorCode::DeviceNotFound | ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::BrokerStopped => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::DeviceOffline | ApiErrorCode::DeviceNotListening => StatusCode::CONFLICT,
+            ApiErrorCode::DeviceTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiErrorCode::InvalidDeviceReply => StatusCode::BAD_GATEWAY,
+            ApiErrorCode::InvalidIdentifier
+            | ApiErrorCode::InvalidItems
+            | ApiErrorCode::ShadowRefused
+            | ApiErrorCode::InvalidOtaJob => StatusCode::BAD_REQUEST,
             ApiErrorCode::InvalidJson
             | ApiErrorCode::InvalidBody
             | ApiErrorCode::InvalidBase64
@@ -366,6 +424,27 @@ impl ApiState {
     }
 }
 
+impl ApiState {
+    /// The device a request names, checked: an identity a device can have, registered when
+    /// the authenticator can tell.
+    fn registered_device(
+        &self,
+        product_key: &str,
+        device_name: &str,
+    ) -> Result<DeviceIdentity, Failure> {
+        check_identity(product_key, device_name)
+            .map_err(|error| Failure::new(ApiErrorCode::InvalidDevice, error.to_string()))?;
+        let device = DeviceIdentity::new(product_key, device_name);
+        if self.authenticator.knows_device(&device) == Some(false) {
+            return Err(Failure::new(
+                ApiErrorCode::DeviceNotFound,
+                format!("device {device} is not registered"),
+            ));
+        }
+        Ok(device)
+    }
+}
+
 /// The credentials of an `Authorization: Bearer <token>` header (the scheme's name is
 /// case-insensitive, RFC 9110 §11.1).
 fn bearer_token(value: &[u8]) -> Option<&[u8]> {
@@ -377,8 +456,42 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 fn router(state: ApiState) -> Router {
     Router::new()
         .route("/rrpc", post(rrpc).fallback(method_not_allowed))
+        .route("/RRpc", post(rrpc).fallback(method_not_allowed))
         .route("/pub", post(publish).fallback(method_not_allowed))
+        .route("/Pub", post(publish).fallback(method_not_allowed))
         .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route(
+            "/SetDeviceProperty",
+            post(things::set_device_property).fallback(method_not_allowed),
+        )
+        .route(
+            "/SetDeviceDesiredProperty",
+            post(things::set_device_desired_property).fallback(method_not_allowed),
+        )
+        .route(
+            "/InvokeThingService",
+            post(things::invoke_thing_service).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryDevicePropertyStatus",
+            post(things::query_device_property_status).fallback(method_not_allowed),
+        )
+        .route(
+            "/GetDeviceShadow",
+            post(things::get_device_shadow).fallback(method_not_allowed),
+        )
+        .route(
+            "/UpdateDeviceShadow",
+            post(things::update_device_shadow).fallback(method_not_allowed),
+        )
+        .route(
+            "/PushOtaUpgrade",
+            post(things::push_ota_upgrade).fallback(method_not_allowed),
+        )
+        .route(
+            "/ListDownlinkResults",
+            get(things::list_downlink_results).fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -386,7 +499,10 @@ fn router(state: ApiState) -> Router {
 async fn not_found() -> Failure {
     Failure::new(
         ApiErrorCode::NotFound,
-        "no such endpoint; there are POST /rrpc, POST /pub and GET /metrics",
+        "no such endpoint; there are POST /rrpc (/RRpc), POST /pub (/Pub), GET /metrics, \
+         POST /SetDeviceProperty, /SetDeviceDesiredProperty, /InvokeThingService, \
+         /QueryDevicePropertyStatus, /GetDeviceShadow, /UpdateDeviceShadow, /PushOtaUpgrade \
+         and GET /ListDownlinkResults",
     )
 }
 
@@ -441,15 +557,7 @@ async fn rrpc(
             ),
         ));
     }
-    check_identity(&request.product_key, &request.device_name)
-        .map_err(|error| Failure::new(ApiErrorCode::InvalidDevice, error.to_string()))?;
-    let device = DeviceIdentity::new(request.product_key, request.device_name);
-    if state.authenticator.knows_device(&device) == Some(false) {
-        return Err(Failure::new(
-            ApiErrorCode::DeviceNotFound,
-            format!("device {device} is not registered"),
-        ));
-    }
+    let device = state.registered_device(&request.product_key, &request.device_name)?;
     let topic = match &request.topic {
         Some(topic) => Some(TopicName::new(topic, &state.topic_limits).map_err(|error| {
             Failure::new(

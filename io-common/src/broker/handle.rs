@@ -7,9 +7,13 @@ use std::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::QoS;
-use aliot_core::hub::{self, Counters, DeviceDelivery, RrpcOutcome};
+use aliot_core::hub::{self, Counters, DeviceDelivery, Hub, RrpcOutcome};
+use aliot_services::{
+    AlinkCode, DeviceState, DownlinkResult, OtaJob, ShadowCode, ShadowRequest, is_identifier,
+};
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
+use serde_json::{Map, Value};
 use tokio_sync::sync::{mpsc, oneshot};
 
 use super::hub_task::HubRequest;
@@ -35,6 +39,25 @@ pub enum RrpcError {
     #[error("the broker has stopped")]
     BrokerStopped,
 }
+
+/// Why a service call could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The service identifier is not 1–50 letters, digits or `_`.
+    #[error("service identifier {0:?} is not 1-50 letters, digits or _")]
+    InvalidIdentifier(String),
+    /// The hub refused the synchronous call's RRPC (a timeout outside 1,000–8,000 ms).
+    #[error(transparent)]
+    Rejected(#[from] hub::InvalidRrpcCall),
+    /// The broker has stopped.
+    #[error("the broker has stopped")]
+    BrokerStopped,
+}
+
+/// The broker has stopped: the call was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the broker has stopped")]
+pub struct BrokerStopped;
 
 /// What the hub has counted, with the gauges of the moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -137,6 +160,125 @@ impl BrokerHandle {
             .unwrap_or(0)
     }
 
+    /// Sets properties of an online device (the platform's `SetDeviceProperty`): returns the
+    /// downlink's message id and what became of it ([`DeviceDelivery::Offline`]: not sent).
+    pub async fn set_device_property(
+        &self,
+        device: &DeviceIdentity,
+        items: Value,
+    ) -> Result<(MessageId, DeviceDelivery), BrokerStopped> {
+        let device = device.clone();
+        self.on_hub(move |hub, now| hub.set_device_property(&device, &items, now))
+            .await
+    }
+
+    /// Calls a service of an online device asynchronously (`InvokeThingService`): the
+    /// downlink's message id and what became of it; the device's answer becomes a downlink
+    /// result.
+    pub async fn invoke_service(
+        &self,
+        device: &DeviceIdentity,
+        identifier: &str,
+        args: Value,
+    ) -> Result<(MessageId, DeviceDelivery), ServiceError> {
+        if !is_identifier(identifier) {
+            return Err(ServiceError::InvalidIdentifier(identifier.into()));
+        }
+        let device = device.clone();
+        let identifier = identifier.to_owned();
+        self.on_hub(move |hub, now| hub.invoke_service(&device, &identifier, &args, now))
+            .await
+            .map_err(|BrokerStopped| ServiceError::BrokerStopped)?
+            .map_err(|error| match error {
+                hub::InvalidServiceCall::Identifier(identifier) => {
+                    ServiceError::InvalidIdentifier(identifier)
+                }
+                hub::InvalidServiceCall::Rrpc(error) => ServiceError::Rejected(error),
+            })
+    }
+
+    /// Calls a service of a device synchronously and waits for its answer, at most
+    /// `timeout`: an RRPC call in the device's wire form, whose `SUCCESS` payload is the
+    /// device's Alink reply (`{"id":…,"code":…,"data":…}`).
+    pub async fn invoke_service_sync(
+        &self,
+        device: &DeviceIdentity,
+        identifier: &str,
+        args: Value,
+        timeout: Duration,
+    ) -> Result<RrpcReply, ServiceError> {
+        if !is_identifier(identifier) {
+            return Err(ServiceError::InvalidIdentifier(identifier.into()));
+        }
+        let device = device.clone();
+        let identifier = identifier.to_owned();
+        let answer = self
+            .ask(|reply| HubRequest::ServiceSync {
+                device,
+                identifier,
+                args,
+                timeout,
+                reply,
+            })
+            .await
+            .ok_or(ServiceError::BrokerStopped)?;
+        Ok(answer?)
+    }
+
+    /// What the platform keeps of a device (latest properties, tags, desired values, shadow,
+    /// OTA modules), if it has used a service or been sent one.
+    pub async fn device_state(
+        &self,
+        device: &DeviceIdentity,
+    ) -> Result<Option<DeviceState>, BrokerStopped> {
+        let device = device.clone();
+        self.on_hub(move |hub, _| hub.device_state(&device).cloned())
+            .await
+    }
+
+    /// Updates a device's shadow from the server side (`UpdateDeviceShadow`): the new version
+    /// and what became of the `control` push, or the shadow's refusal.
+    pub async fn update_device_shadow(
+        &self,
+        device: &DeviceIdentity,
+        request: ShadowRequest,
+    ) -> Result<Result<(u64, DeviceDelivery), ShadowCode>, BrokerStopped> {
+        let device = device.clone();
+        self.on_hub(move |hub, now| hub.update_device_shadow(&device, &request, now))
+            .await
+    }
+
+    /// Sets desired property values of a device (`SetDeviceDesiredProperty`).
+    pub async fn set_desired_properties(
+        &self,
+        device: &DeviceIdentity,
+        items: Map<String, Value>,
+    ) -> Result<Result<(), AlinkCode>, BrokerStopped> {
+        let device = device.clone();
+        self.on_hub(move |hub, _| hub.set_desired_properties(&device, &items))
+            .await
+    }
+
+    /// Starts an upgrade of one of a device's modules: pushed now if the device is online
+    /// ([`DeviceDelivery::Sent`] or `Queued`), else when it next comes online.
+    pub async fn start_ota(
+        &self,
+        device: &DeviceIdentity,
+        job: OtaJob,
+    ) -> Result<DeviceDelivery, BrokerStopped> {
+        let device = device.clone();
+        self.on_hub(move |hub, now| hub.start_ota(&device, job, now))
+            .await
+    }
+
+    /// The devices' latest answers to the platform's downlinks, oldest first.
+    pub async fn downlink_results(
+        &self,
+    ) -> Result<Vec<(DeviceIdentity, DownlinkResult)>, BrokerStopped> {
+        self.on_hub(|hub, _| hub.downlink_results().cloned().collect())
+            .await
+    }
+
     /// The hub's counters and gauges now (after shutdown: as they were then).
     pub async fn stats(&self) -> Stats {
         match self.ask(|reply| HubRequest::Stats { reply }).await {
@@ -169,6 +311,21 @@ impl BrokerHandle {
             .await
             .ok_or(RrpcError::BrokerStopped)?;
         answer.map_err(RrpcError::from)
+    }
+
+    /// Runs `call` on the hub and waits for what it returns.
+    async fn on_hub<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut Hub, aliot_core::Instant) -> T + Send + 'static,
+    ) -> Result<T, BrokerStopped> {
+        self.ask(|reply| {
+            HubRequest::Call(Box::new(move |hub, now| {
+                // The caller may have given up (an HTTP client that went away).
+                let _ = reply.send(call(hub, now));
+            }))
+        })
+        .await
+        .ok_or(BrokerStopped)
     }
 
     /// Sends a request with a fresh reply channel and waits for the answer; `None` when the

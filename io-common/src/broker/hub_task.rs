@@ -9,6 +9,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event};
+use aliot_services::UnixMillis;
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
 use tokio_sync::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
@@ -66,7 +67,22 @@ pub(crate) enum HubRequest {
     },
     /// The counters and gauges now.
     Stats { reply: oneshot::Sender<Stats> },
+    /// A synchronous service call: an RRPC call whose reply comes when it ends.
+    ServiceSync {
+        device: DeviceIdentity,
+        identifier: String,
+        args: serde_json::Value,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<RrpcReply, hub::InvalidRrpcCall>>,
+    },
+    /// Anything else the server side asks of the hub that is answered at once (the
+    /// platform's services: property set, shadow, OTA, queries). The closure answers through
+    /// the channel it holds.
+    Call(HubCall),
 }
+
+/// A server-side call run on the hub at `now`.
+pub(crate) type HubCall = Box<dyn FnOnce(&mut Hub, aliot_core::Instant) + Send>;
 
 /// The hub and the channels its outputs go to.
 pub(crate) struct HubTask<R: Runtime> {
@@ -139,6 +155,7 @@ impl<R: Runtime> HubTask<R> {
                         break;
                     }
                     let now = self.clock.now();
+                    self.hub.set_wall_clock(wall_clock());
                     for request in batch.drain(..) {
                         self.handle(request, now);
                     }
@@ -148,6 +165,7 @@ impl<R: Runtime> HubTask<R> {
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
+                    self.hub.set_wall_clock(wall_clock());
                     self.after_wake(self.clock.now());
                 }
             }
@@ -219,6 +237,28 @@ impl<R: Runtime> HubTask<R> {
             HubRequest::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            HubRequest::ServiceSync {
+                device,
+                identifier,
+                args,
+                timeout,
+                reply,
+            } => match self
+                .hub
+                .invoke_service_sync(&device, &identifier, &args, timeout, now)
+            {
+                Ok(id) => {
+                    self.rrpc_callers.insert(id, reply);
+                }
+                Err(hub::InvalidServiceCall::Rrpc(error)) => {
+                    let _ = reply.send(Err(error));
+                }
+                // The handle checks identifiers before it asks; one that is not makes no topic.
+                Err(hub::InvalidServiceCall::Identifier(_)) => {
+                    let _ = reply.send(Err(hub::InvalidRrpcCall::InvalidTopic));
+                }
+            },
+            HubRequest::Call(call) => call(&mut self.hub, now),
         }
     }
 
@@ -353,4 +393,10 @@ impl<R: Runtime> HubTask<R> {
             held_acks: self.hub.held_ack_count(),
         }
     }
+}
+
+/// The wall clock for the hub's services, in ms since the Unix epoch (0 if the system clock
+/// is before it).
+fn wall_clock() -> UnixMillis {
+    UnixMillis(super::wall_clock_ms().unwrap_or(0))
 }
