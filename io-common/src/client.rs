@@ -11,6 +11,18 @@
 //!   return codes, [`unsubscribe`](Client::unsubscribe) with the UNSUBACK.
 //! - Received messages come through [`messages`](Client::messages); RRPC calls are answered by
 //!   the handler of [`on_rrpc`](Client::on_rrpc) (or [`on_rrpc_async`](Client::on_rrpc_async)).
+//! - The platform's device services (PLATFORM-PROTOCOLS §1, §3, §5, §6), over the sans-IO
+//!   layer of `aliot-services` (`ThingRequests`, `DeviceDownlink`):
+//!   [`post_properties`](Client::post_properties) and [`post_event`](Client::post_event)
+//!   resolve with the platform's reply, [`ntp_sync`](Client::ntp_sync) with its time,
+//!   [`get_shadow`](Client::get_shadow) / [`update_shadow`](Client::update_shadow) with the
+//!   shadow's reply; [`on_property_set`](Client::on_property_set),
+//!   [`on_service`](Client::on_service) (asynchronous calls and synchronous ones over RRPC),
+//!   [`on_shadow_control`](Client::on_shadow_control) and [`on_upgrade`](Client::on_upgrade)
+//!   take the platform's calls and pushes; [`report_version`](Client::report_version) reports
+//!   firmware. A device login announces `_ss=1` and `ext=1` in its client id, as the C SDK
+//!   does, so none of this needs a SUBSCRIBE ([`ClientOptions::announce_features`]). What no
+//!   caller or handler takes still comes through [`messages`](Client::messages).
 //! - A lost connection is dialled again after a capped exponential delay with jitter
 //!   ([`Backoff`](aliot_core::client::Backoff)); when the broker did not keep the session the
 //!   client subscribes again to what the application subscribed to (the core connection's
@@ -78,6 +90,7 @@
 mod driver;
 mod error;
 mod options;
+mod things;
 mod transport;
 
 use std::future::Future;
@@ -93,13 +106,18 @@ use tokio_sync::sync::{broadcast, mpsc, oneshot};
 
 use crate::runtime::Runtime;
 
+pub use aliot_services::{
+    AlinkReply, OtaUpgrade, PropertySet, ServiceCall, ShadowMessage, ThingAnswer,
+};
 pub use error::{ConnectError, RequestError};
 pub use options::{
     ClientOptions, DEFAULT_MESSAGE_CAPACITY, Login, PLATFORM_PORT, PLATFORM_TLS_PORT, TlsOptions,
     TlsOptionsError, instance_endpoint_host, legacy_endpoint_host,
 };
+pub use things::{DEFAULT_REPLY_TIMEOUT, ThingError};
 
 use self::driver::{Channels, Command, Driver, RrpcHandler, RrpcSlot};
+use self::things::{ThingHandlers, ThingSlot, Things};
 use self::transport::Dialer;
 
 /// Commands waiting for the driver, at most; past it, calls wait for room.
@@ -188,6 +206,8 @@ pub struct Client<R: Runtime> {
     messages: Messages,
     events: broadcast::WeakSender<ConnectionEvent>,
     rrpc: RrpcSlot,
+    /// The device services: request ids, handlers, reply timeout.
+    things: Arc<Things>,
     /// The runtime only spawns the driver; the client's calls are channel messages.
     runtime: PhantomData<fn() -> R>,
 }
@@ -199,6 +219,7 @@ impl<R: Runtime> Clone for Client<R> {
             messages: self.messages.clone(),
             events: self.events.clone(),
             rrpc: Arc::clone(&self.rrpc),
+            things: Arc::clone(&self.things),
             runtime: PhantomData,
         }
     }
@@ -234,13 +255,26 @@ impl<R: Runtime> Client<R> {
     pub async fn connect_on(runtime: R, options: ClientOptions) -> Result<Client<R>, ConnectError> {
         let dialer = Arc::new(Dialer::new(runtime.clone(), &options)?);
         // Signed again at every dial; signing now checks the login before anything is sent.
-        let credentials = options.login.credentials_now(dialer.is_tls())?;
+        let credentials = options
+            .login
+            .credentials_now(dialer.is_tls(), options.announce_features)?;
         let conn = Connection::new(options.client_config(credentials));
         let (commands, command_receiver) = mpsc::channel(COMMAND_CAPACITY);
         let (message_sender, message_receiver) = mpsc::channel(options.message_capacity.max(1));
         let (event_sender, _) = broadcast::channel(EVENT_CAPACITY);
         let (first_connect, connected) = oneshot::channel();
         let rrpc: RrpcSlot = Arc::new(Mutex::new(None));
+        let handlers: ThingSlot = Arc::new(Mutex::new(ThingHandlers::default()));
+        let things = Things {
+            requests: options.login.identity().map(|identity| {
+                Mutex::new(aliot_services::ThingRequests::new(
+                    &identity.product_key,
+                    &identity.device_name,
+                ))
+            }),
+            handlers: Arc::clone(&handlers),
+            reply_timeout: options.reply_timeout,
+        };
         let client = Client {
             commands,
             messages: Messages {
@@ -248,6 +282,7 @@ impl<R: Runtime> Client<R> {
             },
             events: event_sender.downgrade(),
             rrpc: Arc::clone(&rrpc),
+            things: Arc::new(things),
             runtime: PhantomData,
         };
         let channels = Channels {
@@ -256,6 +291,7 @@ impl<R: Runtime> Client<R> {
             messages: message_sender,
             events: event_sender,
             rrpc,
+            things: handlers,
             first_connect,
         };
         let driver = Driver::new(
@@ -263,6 +299,7 @@ impl<R: Runtime> Client<R> {
             conn,
             dialer,
             options.login,
+            options.announce_features,
             options.backoff,
             channels,
         );

@@ -57,6 +57,7 @@ mod ntp;
 mod ota;
 mod request;
 mod shadow;
+mod thing;
 
 pub use alink::{
     AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, ReplyTo, property_set, service_call,
@@ -68,6 +69,11 @@ pub use ntp::NtpRequest;
 pub use ota::{OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod};
 pub use request::DeviceMessage;
 pub use shadow::{ShadowCode, ShadowDocument, ShadowRequest};
+pub use thing::{
+    AlinkReply, DeviceDownlink, NtpResponse, OtaUpgrade, PropertySet, ReplyKind, RrpcCall,
+    RrpcForm, ServiceCall, ShadowMessage, ThingAnswer, ThingRequest, ThingRequests, Uplink,
+    property_set_reply, service_reply,
+};
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -76,7 +76,11 @@ impl DeviceMessage {
 }
 
 /// What follows `{pk}/{dn}/` in `levels`, if they start with the device's identity.
-fn own_rest<'a>(levels: &'a str, product_key: &str, device_name: &str) -> Option<&'a str> {
+pub(crate) fn own_rest<'a>(
+    levels: &'a str,
+    product_key: &str,
+    device_name: &str,
+) -> Option<&'a str> {
     levels
         .strip_prefix(product_key)?
         .strip_prefix('/')?
@@ -85,7 +89,7 @@ fn own_rest<'a>(levels: &'a str, product_key: &str, device_name: &str) -> Option
 }
 
 /// Whether `levels` is exactly `{pk}/{dn}`.
-fn own_exactly(levels: &str, product_key: &str, device_name: &str) -> bool {
+pub(crate) fn own_exactly(levels: &str, product_key: &str, device_name: &str) -> bool {
     levels
         .strip_prefix(product_key)
         .and_then(|rest| rest.strip_prefix('/'))

@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use std::time::Instant as RuntimeInstant;
 
+use aliot_auth::DeviceIdentity;
 use aliot_core::Instant;
 use aliot_core::client::{Backoff, Connection, DisconnectReason, Event, PublishToken, Qos0Token};
 use aliot_core::codec::{PacketId, QoS, SubAckReturnCode};
-use aliot_topic::{MessageId, TopicFilter, TopicName};
+use aliot_services::{DeviceDownlink, ReplyKind, Uplink};
+use aliot_topic::{MessageId, TopicFilter, TopicLimits, TopicName};
 use bytes::{Buf as _, Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
 use tokio_sync::sync::{broadcast, mpsc, oneshot};
@@ -24,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::error::{ConnectError, RequestError};
 use super::options::Login;
+use super::things::{Handled, ThingSlot};
 use super::transport::{Dialer, Dialing, Io};
 use super::{ConnectionEvent, IncomingMessage, RrpcRequest};
 use crate::runtime::{Runtime, far_future, timeout_at};
@@ -74,6 +77,15 @@ pub(crate) enum Command {
     RespondRrpc {
         message_id: MessageId,
         payload: Bytes,
+    },
+    /// A service request: published, then answered by the downlink `expects` names (or, when
+    /// it names none, by nothing: the caller's timeout ends the wait).
+    Thing {
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        expects: Option<(ReplyKind, String)>,
+        reply: Reply<DeviceDownlink>,
     },
     /// Disconnect cleanly and stop; `done` is dropped once the driver has finished.
     Disconnect { done: oneshot::Sender<()> },
@@ -150,6 +162,8 @@ pub(crate) struct Channels {
     pub(crate) messages: mpsc::Sender<IncomingMessage>,
     pub(crate) events: broadcast::Sender<ConnectionEvent>,
     pub(crate) rrpc: RrpcSlot,
+    /// The handlers of the platform's calls and pushes.
+    pub(crate) things: ThingSlot,
     /// Told how the first connection went.
     pub(crate) first_connect: oneshot::Sender<Result<(), ConnectError>>,
 }
@@ -160,6 +174,10 @@ pub(crate) struct Driver<R: Runtime> {
     conn: Connection,
     dialer: Arc<Dialer<R>>,
     login: Login,
+    /// Whether the device's client id announces `_ss=1` and `ext=1`.
+    announce: bool,
+    /// The device the login is, whose downlinks are classified.
+    identity: Option<DeviceIdentity>,
     backoff: Backoff,
     started: RuntimeInstant,
     commands: mpsc::Receiver<Command>,
@@ -167,6 +185,9 @@ pub(crate) struct Driver<R: Runtime> {
     messages: mpsc::Sender<IncomingMessage>,
     events: broadcast::Sender<ConnectionEvent>,
     rrpc: RrpcSlot,
+    things: ThingSlot,
+    /// Service requests waiting for their reply: its kind and id, and the caller.
+    pending_things: VecDeque<(ReplyKind, String, Reply<DeviceDownlink>)>,
     /// `Some` until the first connection is made (or has failed).
     first_connect: Option<oneshot::Sender<Result<(), ConnectError>>>,
     read_buf: Box<[u8]>,
@@ -196,6 +217,7 @@ impl<R: Runtime> Driver<R> {
         conn: Connection,
         dialer: Arc<Dialer<R>>,
         login: Login,
+        announce: bool,
         backoff: Backoff,
         channels: Channels,
     ) -> Self {
@@ -204,7 +226,9 @@ impl<R: Runtime> Driver<R> {
             runtime,
             conn,
             dialer,
+            identity: login.identity().cloned(),
             login,
+            announce,
             backoff,
             started: RuntimeInstant::now(),
             commands: channels.commands,
@@ -212,6 +236,8 @@ impl<R: Runtime> Driver<R> {
             messages: channels.messages,
             events: channels.events,
             rrpc: channels.rrpc,
+            things: channels.things,
+            pending_things: VecDeque::new(),
             first_connect: Some(channels.first_connect),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             timer_at: None,
@@ -340,7 +366,10 @@ impl<R: Runtime> Driver<R> {
             Wake::Command(None) => self.stop = Some(Stop::Dropped),
             Wake::Delivered => {}
             Wake::Retry => *link = Link::Dialing(self.dialer.dial()),
-            Wake::Dialed(Ok(stream)) => match self.login.credentials_now(self.dialer.is_tls()) {
+            Wake::Dialed(Ok(stream)) => match self
+                .login
+                .credentials_now(self.dialer.is_tls(), self.announce)
+            {
                 Ok(credentials) => {
                     self.conn.set_credentials(credentials);
                     *link = Link::Up(Up::new(stream));
@@ -391,6 +420,26 @@ impl<R: Runtime> Driver<R> {
                 message_id,
                 payload,
             } => self.respond_rrpc(message_id, payload),
+            Command::Thing {
+                topic,
+                payload,
+                qos,
+                expects,
+                reply,
+            } => {
+                // Callers that gave up (their timeout) are forgotten.
+                self.pending_things
+                    .retain(|(_, _, reply)| !reply.is_closed());
+                match self.conn.publish(topic, payload, qos, now) {
+                    Ok(_) => match expects {
+                        Some((kind, id)) => self.pending_things.push_back((kind, id, reply)),
+                        None => drop(reply),
+                    },
+                    Err(error) => {
+                        let _ = reply.send(Err(RequestError::Rejected(error)));
+                    }
+                }
+            }
             Command::Disconnect { done } => self.stop = Some(Stop::Requested(done)),
         }
     }
@@ -438,12 +487,16 @@ impl<R: Runtime> Driver<R> {
             }
             // `Disconnected(Refused(code))` follows and says the same.
             Event::ConnectRefused(_) => {}
-            Event::Message { message, dup } => self.undelivered.push_back(IncomingMessage {
-                topic: message.topic,
-                payload: message.payload,
-                qos: message.qos,
-                dup,
-            }),
+            Event::Message { message, dup } => {
+                if !self.take_downlink(&message.topic, &message.payload) {
+                    self.undelivered.push_back(IncomingMessage {
+                        topic: message.topic,
+                        payload: message.payload,
+                        qos: message.qos,
+                        dup,
+                    });
+                }
+            }
             Event::PublishAcked(packet_id) => {
                 if let Some(Waiter::Publish(reply)) = self.acks.remove(&packet_id) {
                     let _ = reply.send(Ok(Some(packet_id)));
@@ -501,7 +554,96 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// The device's downlink `topic`/`payload`, classified by `aliot-services`: a reply goes
+    /// to the caller waiting for it, a call or push to its handler (and the handler's answer
+    /// out). Whether it was taken; if not, it goes to the application.
+    fn take_downlink(&mut self, topic: &TopicName, payload: &Bytes) -> bool {
+        let Some(identity) = &self.identity else {
+            return false;
+        };
+        let Some(downlink) = DeviceDownlink::parse(
+            topic.as_str(),
+            payload,
+            &identity.product_key,
+            &identity.device_name,
+        ) else {
+            return false;
+        };
+        if let Some((kind, id)) = downlink.answers() {
+            let waiting = self
+                .pending_things
+                .iter()
+                .position(|(k, i, reply)| *k == kind && i == id && !reply.is_closed());
+            if let Some((_, _, reply)) = waiting.and_then(|at| self.pending_things.remove(at)) {
+                let _ = reply.send(Ok(downlink));
+                return true;
+            }
+        }
+        let handled = self
+            .things
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handle(&downlink);
+        match handled {
+            Handled::No => false,
+            Handled::Taken => true,
+            Handled::Answer(uplink) => {
+                self.send_uplink(uplink);
+                true
+            }
+        }
+    }
+
+    /// Publishes a handler's answer at QoS 0 (as the SDKs answer), nobody waiting for it.
+    fn send_uplink(&mut self, uplink: Uplink) {
+        let now = self.now();
+        let topic = match TopicName::new(&uplink.topic, &TopicLimits::default()) {
+            Ok(topic) => topic,
+            Err(error) => {
+                warn!(topic = %uplink.topic, %error, "cannot answer the platform");
+                return;
+            }
+        };
+        if let Err(error) =
+            self.conn
+                .publish(topic, Bytes::from(uplink.payload), QoS::AtMostOnce, now)
+        {
+            warn!(%error, "cannot answer the platform");
+        }
+    }
+
+    /// A synchronous service call with a service handler: answered at once. Whether it was.
+    fn take_service_call(&mut self, request: &RrpcRequest) -> bool {
+        let Some(identity) = &self.identity else {
+            return false;
+        };
+        let Some(downlink @ DeviceDownlink::Service(_)) = DeviceDownlink::parse(
+            request.topic.as_str(),
+            &request.payload,
+            &identity.product_key,
+            &identity.device_name,
+        ) else {
+            return false;
+        };
+        let handled = self
+            .things
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handle(&downlink);
+        match handled {
+            Handled::Answer(answer) => {
+                // The connection answers on the topic the call came in its form.
+                self.respond_rrpc(request.message_id, Bytes::from(answer.payload));
+                true
+            }
+            Handled::No | Handled::Taken => false,
+        }
+    }
+
     fn handle_rrpc(&mut self, request: RrpcRequest) {
+        if self.take_service_call(&request) {
+            return;
+        }
         let mut slot = self.rrpc.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.as_mut() {
             Some(RrpcHandler::Sync(handler)) => {

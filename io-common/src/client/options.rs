@@ -108,8 +108,14 @@ impl Login {
         }
     }
 
-    /// The credentials of one CONNECT: signed now for a device, as given otherwise.
-    pub(crate) fn credentials_now(&self, tls: bool) -> Result<Credentials, ConnectError> {
+    /// The credentials of one CONNECT: signed now for a device, as given otherwise. With
+    /// `announce`, a device's client id carries `_ss=1` and `ext=1` (see
+    /// [`ClientOptions::announce_features`]).
+    pub(crate) fn credentials_now(
+        &self,
+        tls: bool,
+        announce: bool,
+    ) -> Result<Credentials, ConnectError> {
         match self {
             Login::Credentials { credentials, .. } => Ok(credentials.clone()),
             Login::Device {
@@ -128,6 +134,9 @@ impl Login {
                     .timestamp(unix_millis().to_string());
                 if let Some(client_id) = client_id {
                     request = request.client_id(client_id.clone());
+                }
+                if announce {
+                    request = request.param("_ss", "1").param("ext", "1");
                 }
                 let signed = request.sign().map_err(ConnectError::Sign)?;
                 Credentials::try_from(signed).map_err(ConnectError::Credentials)
@@ -321,6 +330,18 @@ pub struct ClientOptions {
     /// the client stops reading from the broker (past the ping timeout it then takes the
     /// connection for dead and makes a new one). Default [`DEFAULT_MESSAGE_CAPACITY`].
     pub message_capacity: usize,
+    /// Whether a device login ([`Login::Device`]) announces in its client id, as the C SDK
+    /// 4.x and the Python SDK do, `_ss=1` (the broker delivers the device's system downlinks
+    /// without SUBSCRIBE: replies, property sets, service calls, shadow, OTA, NTP) and
+    /// `ext=1` (synchronous service calls come as
+    /// `/ext/rrpc/{id}/sys/{pk}/{dn}/thing/service/{identifier}`). Default `true`; the
+    /// thing-model helpers ([`Client::post_properties`](super::Client::post_properties), …)
+    /// need it, or the matching SUBSCRIBEs. [`Login::Credentials`] are sent as given.
+    pub announce_features: bool,
+    /// How long a service request ([`Client::post_properties`](super::Client::post_properties),
+    /// [`ntp_sync`](super::Client::ntp_sync), the shadow's…) waits for the platform's reply.
+    /// Default [`DEFAULT_REPLY_TIMEOUT`](super::DEFAULT_REPLY_TIMEOUT) (10 s).
+    pub reply_timeout: Duration,
 }
 
 impl ClientOptions {
@@ -343,6 +364,8 @@ impl ClientOptions {
             max_pending_rrpc: DEFAULT_MAX_PENDING_RRPC,
             backoff: Backoff::default(),
             message_capacity: DEFAULT_MESSAGE_CAPACITY,
+            announce_features: true,
+            reply_timeout: super::things::DEFAULT_REPLY_TIMEOUT,
         }
     }
 

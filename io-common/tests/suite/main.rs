@@ -9,6 +9,7 @@ mod client_connect;
 mod client_pubsub;
 mod client_reconnect;
 mod client_rrpc;
+mod client_things;
 mod client_tls;
 mod cross_runtime;
 mod support;
@@ -113,6 +114,19 @@ on_both_runtimes! {
         an_async_handler_answers_from_its_own_task,
         a_custom_topic_call_is_answered_on_its_own_topic,
         without_a_handler_the_caller_times_out,
+    }
+    client_things {
+        post_properties_resolves_with_the_platforms_reply,
+        post_event_resolves_and_a_bad_identifier_is_refused,
+        without_auto_subscription_no_reply_comes_and_the_call_times_out,
+        on_property_set_answers_and_the_platform_gets_the_result,
+        an_unhandled_property_set_goes_to_messages,
+        on_service_answers_async_calls_on_their_reply_topic,
+        on_service_answers_sync_calls_over_rrpc,
+        without_ext_a_sync_call_comes_in_the_sys_form_and_is_answered_there,
+        ntp_sync_gives_the_time_now,
+        the_shadow_is_read_updated_and_controlled,
+        report_version_and_on_upgrade_follow_an_ota_job,
     }
     client_tls {
         a_device_works_over_tls,
