@@ -107,21 +107,71 @@ class Api:
 
     def post(self, path, body):
         """POSTs `body` as JSON; the decoded JSON answer. Any non-200 answer fails the check."""
-        request = urllib.request.Request(
-            self.base_url + path,
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
+        return self._call("POST", path, body)
+
+    def get(self, path):
+        """GETs `path`; the decoded JSON answer. Any non-200 answer fails the check."""
+        return self._call("GET", path, None)
+
+    def _call(self, method, path, body):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        sent = "" if body is None else f" {json.dumps(body)}"
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise CheckFailed(
-                f"POST {path} {json.dumps(body)} answered {error.code}: {error.read().decode(errors='replace')}"
+                f"{method} {path}{sent} answered {error.code}: {error.read().decode(errors='replace')}"
             ) from None
         except urllib.error.URLError as error:
-            raise CheckFailed(f"POST {path}: cannot reach the API: {error.reason}") from None
+            raise CheckFailed(f"{method} {path}: cannot reach the API: {error.reason}") from None
+
+    def in_background(self, call, *args, **kwargs):
+        """Starts `call(*args, **kwargs)` (one of these methods) on a thread, for a call that
+        waits for the device while the device must answer it.
+
+        Returns a function that waits for the call and gives its answer, or raises what it raised.
+        """
+        outcome = {}
+
+        def run():
+            try:
+                outcome["answer"] = call(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+
+        def result():
+            thread.join(timeout=40)
+            if thread.is_alive():
+                raise CheckFailed(f"{getattr(call, '__name__', call)} did not answer within 40 s")
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["answer"]
+
+        return result
+
+    def downlink_result(self, product_key, device_name, topic, message_id, seconds=WAIT_SECONDS):
+        """`GET /ListDownlinkResults` until it lists the device's answer to the downlink on
+        `topic` with `message_id` (the `MessageId` the API gave); that entry."""
+        deadline = time.monotonic() + seconds
+        while True:
+            results = self.get("/ListDownlinkResults")["Data"]["List"]
+            for result in results:
+                if (result.get("productKey"), result.get("deviceName"), result.get("topic")) == (
+                    product_key, device_name, topic
+                ) and str(result.get("requestId")) == str(message_id):
+                    return result
+            if time.monotonic() >= deadline:
+                raise CheckFailed(
+                    f"GET /ListDownlinkResults has no result for {topic} id {message_id} "
+                    f"after {seconds:.0f} s: {json.dumps(results)}"
+                )
+            time.sleep(0.1)
 
     def publish(self, product_key, topic, payload, qos=0):
         """`POST /pub`: a server-side publish; the answer (`Success`, `Subscribers`)."""
@@ -152,26 +202,7 @@ class Api:
 
         Returns a function that waits for the call and gives its answer, or raises what it raised.
         """
-        outcome = {}
-
-        def call():
-            try:
-                outcome["answer"] = self.rrpc(*args, **kwargs)
-            except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
-                outcome["error"] = error
-
-        thread = threading.Thread(target=call, daemon=True)
-        thread.start()
-
-        def result():
-            thread.join(timeout=40)
-            if thread.is_alive():
-                raise CheckFailed("POST /rrpc did not answer within 40 s")
-            if "error" in outcome:
-                raise outcome["error"]
-            return outcome["answer"]
-
-        return result
+        return self.in_background(self.rrpc, *args, **kwargs)
 
 
 def check_rrpc_success(answer, expected_payload):

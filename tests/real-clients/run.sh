@@ -9,7 +9,10 @@
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
 # calls made through the broker's HTTP API (mosquitto_sub cannot answer: its call must end
-# TIMEOUT). What each step checks is written at the top of its script.
+# TIMEOUT). Two more steps drive the two SDKs' thing-model APIs against the broker's device
+# services (node_things.js: Alink and the shadow; linkkit_things.py: Alink with the product's
+# tsl.json, everything by the automatic subscription). What each step checks is written at the
+# top of its script.
 #
 # Installs are idempotent: mosquitto-clients through apt-get when mosquitto_sub is missing; the
 # venvs under target/real-clients/, rebuilt only when their requirements file changes; the npm
@@ -298,6 +301,12 @@ main() {
         env NODE_EXTRA_CA_CERTS="$CACHE/tls/ca.pem" \
         node "$HERE/node_client.js" --port "$MQTTS_PORT" --api "$API_URL" --product-key "$pk" \
         --device-name node-tls --device-secret "$(device_secret node-tls)" --tls
+    step "alibabacloud-iot-device-sdk $node_sdk_version thing model and shadow" \
+        node "$HERE/node_things.js" --port "$MQTT_PORT" --api "$API_URL" --product-key "$pk" \
+        --device-name node-things --device-secret "$(device_secret node-things)"
+    step "aliyun-iot-linkkit $linkkit_version thing model by automatic subscription" \
+        "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_things.py" "${python_args[@]}" \
+        --device-name linkkit-things --device-secret "$(device_secret linkkit-things)"
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"
