@@ -129,6 +129,18 @@ enum Scenario {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// The thing model: platform devices (--platform) each posting properties and waiting
+    /// for the platform's reply before the next post; msgs/s counts replies.
+    PropertyPost {
+        /// Posting devices.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// QoS of the posts and of the reply subscriptions.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Idle connections: connect rate, and the broker's resident memory per connection
     /// (with --broker-pid).
     Connections {
@@ -286,6 +298,13 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     match &cli.scenario {
         Scenario::OneToOne { qos, run } => {
             let mut spec = ThroughputSpec::one_to_one(qos_of(*qos));
+            run.apply(&mut spec)?;
+            print(global, &run_throughput(&common, &spec).await?);
+        }
+        Scenario::PropertyPost { devices, qos, run } => {
+            let mut spec = ThroughputSpec::property_post();
+            spec.publishers = *devices;
+            spec.qos = qos_of(*qos);
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
         }

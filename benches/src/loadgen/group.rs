@@ -22,7 +22,7 @@ use std::time::Duration;
 use aliot_core::client::{DisconnectReason, Event};
 use aliot_core::codec::QoS;
 use aliot_topic::TopicName;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
@@ -158,6 +158,11 @@ pub enum Role {
     Publisher(Publisher),
     /// Receives, and measures each message's latency.
     Subscriber,
+    /// A platform device posting its properties (Alink, `thing/event/property/post`) one at
+    /// a time: it posts the next when the platform's reply to the last has come (or at the
+    /// publisher's rate, if it has one, and the reply has come). The request's `id` is the
+    /// send time, which the reply echoes: latency is post to reply.
+    PropertyPoster(Publisher),
     /// A platform device answering every RRPC request with the request's payload.
     RrpcResponder,
     /// Holds its connection open and does nothing else.
@@ -249,6 +254,8 @@ struct Client {
     role: Role,
     published: u64,
     open: bool,
+    /// A property poster's post waits for its reply.
+    awaiting_reply: bool,
 }
 
 /// How a round of publishing ended.
@@ -319,7 +326,14 @@ impl Client {
             match event {
                 Event::Message { message, .. } => {
                     delivered += 1;
-                    if in_window && let Some(sent_ns) = read_stamp(&message.payload) {
+                    let sent_ns = match self.role {
+                        Role::PropertyPoster(_) => {
+                            self.awaiting_reply = false;
+                            reply_stamp(&message.payload)
+                        }
+                        _ => read_stamp(&message.payload),
+                    };
+                    if in_window && let Some(sent_ns) = sent_ns {
                         outcome.delivered_in_window += 1;
                         outcome
                             .latency_ns
@@ -366,6 +380,9 @@ impl Client {
 
     /// Publishes what is due, within the round's budget.
     fn publish(&mut self, shared: &RunShared, outcome: &mut GroupOutcome) -> Generated {
+        if let Role::PropertyPoster(_) = &self.role {
+            return self.post_properties(shared, outcome);
+        }
         let Role::Publisher(publisher) = &self.role else {
             return Generated::Nothing;
         };
@@ -426,6 +443,47 @@ impl Client {
             shared.published.fetch_add(sent, Ordering::AcqRel);
         }
         stopped
+    }
+
+    /// A property poster's next post, when the last one's reply has come and it is due.
+    fn post_properties(&mut self, shared: &RunShared, outcome: &mut GroupOutcome) -> Generated {
+        let Role::PropertyPoster(poster) = &self.role else {
+            return Generated::Nothing;
+        };
+        let now_ns = shared.clock.now_ns();
+        if now_ns >= shared.stop_ns || !self.session.conn.is_connected() || self.awaiting_reply {
+            return Generated::Nothing;
+        }
+        if let Some(rate) = poster.rate {
+            let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
+            if poster.due_by(rate, elapsed_s) <= self.published {
+                return Generated::Waiting;
+            }
+        }
+        // The id is the send time; the values change with each post.
+        let payload = format!(
+            r#"{{"id":"{now_ns}","version":"1.0","params":{{"Temperature":{},"Power":1}},"method":"thing.event.property.post"}}"#,
+            self.published % 100
+        );
+        match self.session.conn.publish(
+            poster.topic.clone(),
+            Bytes::from(payload),
+            poster.qos,
+            core_instant(now_ns),
+        ) {
+            Ok(_) => {
+                self.awaiting_reply = true;
+                self.published += 1;
+                outcome.published += 1;
+                if now_ns >= shared.measure_from_ns {
+                    outcome.published_in_window += 1;
+                }
+                shared.published.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => outcome.publish_failed += 1,
+        }
+        self.session.conn.poll_transmit(&mut self.out);
+        Generated::Waiting
     }
 
     /// Writes what is pending. `true` when the socket is full and the task is registered to
@@ -492,6 +550,7 @@ impl Client {
             Role::Subscriber => {
                 now_ns >= shared.stop_ns.saturating_add(STOP_GRACE_NS) && shared.all_delivered()
             }
+            Role::PropertyPoster(_) => !self.awaiting_reply && self.out.is_empty(),
             Role::RrpcResponder | Role::Idle => false,
         }
     }
@@ -543,6 +602,7 @@ impl Group {
                 out: BytesMut::new(),
                 role,
                 published: 0,
+                awaiting_reply: false,
             })
             .collect();
         let sleep = Box::pin(tokio::time::sleep_until(
@@ -596,7 +656,8 @@ impl Group {
                 let generated = client.publish(&shared, &mut self.outcome);
                 let write_blocked = client.write(cx, &mut self.outcome);
                 if generated == Generated::Waiting
-                    && let Role::Publisher(publisher) = &client.role
+                    && let Role::Publisher(publisher) | Role::PropertyPoster(publisher) =
+                        &client.role
                     && let Some(rate) = publisher.rate
                     && rate > 0.0
                 {
@@ -674,6 +735,13 @@ impl Group {
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, write_all).await;
     }
+}
+
+/// The send time a property post's reply echoes in its `id` (`{"id":"<ns>",…}`).
+fn reply_stamp(payload: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let digits = text.split_once(r#""id":""#)?.1.split('"').next()?;
+    digits.parse().ok()
 }
 
 /// The sans-IO core's instant for a run-clock reading.

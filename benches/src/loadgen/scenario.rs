@@ -68,6 +68,10 @@ pub enum Topology {
     FanIn,
     /// Publishers on one broadcast topic that every subscriber subscribes to.
     FanOut,
+    /// Each publisher a platform device posting its properties
+    /// (`/sys/{pk}/{dn}/thing/event/property/post`) and waiting for the platform's reply
+    /// before the next post; no subscribers (a device subscribes to its own reply topic).
+    PropertyPost,
 }
 
 impl Topology {
@@ -78,6 +82,7 @@ impl Topology {
             Topology::OneToOne => "one-to-one",
             Topology::FanIn => "fan-in",
             Topology::FanOut => "fan-out",
+            Topology::PropertyPost => "property-post",
         }
     }
 }
@@ -135,6 +140,18 @@ impl ThroughputSpec {
         }
     }
 
+    /// The thing model at MQTT speed: 100 platform devices each posting properties and
+    /// waiting for each reply, QoS 1.
+    #[must_use]
+    pub fn property_post() -> ThroughputSpec {
+        ThroughputSpec {
+            topology: Topology::PropertyPost,
+            publishers: 100,
+            subscribers: 0,
+            ..ThroughputSpec::one_to_one(QoS::AtLeastOnce)
+        }
+    }
+
     /// Scenario 3: one publisher, 100 subscribers of a broadcast topic, QoS 0.
     #[must_use]
     pub fn fan_out() -> ThroughputSpec {
@@ -148,7 +165,7 @@ impl ThroughputSpec {
     fn check(&self) -> Result<(), LoadError> {
         let problem = if self.publishers == 0 {
             "a throughput scenario needs at least one publisher"
-        } else if self.subscribers == 0 {
+        } else if self.subscribers == 0 && self.topology != Topology::PropertyPost {
             "a throughput scenario needs at least one subscriber"
         } else if self.payload_len < STAMP_LEN {
             "payloads need at least 8 bytes for the send time"
@@ -199,8 +216,29 @@ pub async fn run_throughput(
             let topic = format!("{root}/out");
             (topic.clone(), Box::new(move |_| topic.clone()))
         }
+        Topology::PropertyPost => {
+            let Login::Platform(devices) = &common.login else {
+                return Err(LoadError::Parameter(
+                    "the property-post scenario needs platform devices (--platform PK:SEED)"
+                        .to_owned(),
+                ));
+            };
+            let devices = devices.clone();
+            let subscribers = spec.subscribers;
+            (
+                format!("{root}/unused"),
+                Box::new(move |index| {
+                    let device = devices.identity(subscribers + index);
+                    format!(
+                        "/sys/{}/{}/thing/event/property/post",
+                        device.product_key, device.device_name
+                    )
+                }),
+            )
+        }
     };
     let filter = topic_filter(&filter)?;
+    let posting = spec.topology == Topology::PropertyPost;
 
     let mut subscriber_plans = Vec::with_capacity(spec.subscribers);
     for index in 0..spec.subscribers {
@@ -228,7 +266,14 @@ pub async fn run_throughput(
                 &client_id,
                 spec.inflight,
             )?,
-            subscriptions: Vec::new(),
+            subscriptions: match posting {
+                // The platform's reply, on the post topic + `_reply`.
+                true => vec![(
+                    topic_filter(&format!("{}_reply", publisher_topic(index)))?,
+                    spec.qos,
+                )],
+                false => Vec::new(),
+            },
             timeout: common.handshake_timeout,
         });
         publishers.push(Publisher {
@@ -268,7 +313,10 @@ pub async fn run_throughput(
     let publisher_members = publisher_sessions
         .into_iter()
         .zip(publishers)
-        .map(|(session, publisher)| (session, Role::Publisher(publisher)))
+        .map(|(session, publisher)| match posting {
+            true => (session, Role::PropertyPoster(publisher)),
+            false => (session, Role::Publisher(publisher)),
+        })
         .collect();
     spawn_groups(
         &mut groups,
@@ -281,7 +329,9 @@ pub async fn run_throughput(
     let outcome = join_groups(groups).await;
 
     let window_secs = spec.duration.as_secs_f64();
-    let expected_deliveries = outcome.published.saturating_mul(spec.subscribers as u64);
+    // A property post expects one reply, to its poster.
+    let receivers = if posting { 1 } else { spec.subscribers as u64 };
+    let expected_deliveries = outcome.published.saturating_mul(receivers);
     Ok(ThroughputReport {
         scenario: spec.topology.name().to_owned(),
         broker: common.broker_label.clone(),
