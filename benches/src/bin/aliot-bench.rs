@@ -129,8 +129,8 @@ enum Scenario {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// The thing model: platform devices (--platform) each posting properties and waiting
-    /// for the platform's reply before the next post; msgs/s counts replies.
+    /// The thing model: platform devices (--platform) each posting properties, with at most
+    /// --inflight posts waiting for the platform's reply; msgs/s counts replies.
     PropertyPost {
         /// Posting devices.
         #[arg(long, default_value_t = 100)]

@@ -158,10 +158,10 @@ pub enum Role {
     Publisher(Publisher),
     /// Receives, and measures each message's latency.
     Subscriber,
-    /// A platform device posting its properties (Alink, `thing/event/property/post`) one at
-    /// a time: it posts the next when the platform's reply to the last has come (or at the
-    /// publisher's rate, if it has one, and the reply has come). The request's `id` is the
-    /// send time, which the reply echoes: latency is post to reply.
+    /// A platform device posting its properties (Alink, `thing/event/property/post`) with at
+    /// most the publisher's `inflight` posts waiting for their reply (and at its rate, if it
+    /// has one). The request's `id` is the send time, which the reply echoes: latency is post
+    /// to reply.
     PropertyPoster(Publisher),
     /// A platform device answering every RRPC request with the request's payload.
     RrpcResponder,
@@ -254,8 +254,8 @@ struct Client {
     role: Role,
     published: u64,
     open: bool,
-    /// A property poster's post waits for its reply.
-    awaiting_reply: bool,
+    /// A property poster's posts waiting for their reply.
+    awaiting_replies: usize,
 }
 
 /// How a round of publishing ended.
@@ -328,7 +328,7 @@ impl Client {
                     delivered += 1;
                     let sent_ns = match self.role {
                         Role::PropertyPoster(_) => {
-                            self.awaiting_reply = false;
+                            self.awaiting_replies = self.awaiting_replies.saturating_sub(1);
                             reply_stamp(&message.payload)
                         }
                         _ => read_stamp(&message.payload),
@@ -445,42 +445,48 @@ impl Client {
         stopped
     }
 
-    /// A property poster's next post, when the last one's reply has come and it is due.
+    /// A property poster's next posts: while fewer than its window wait for their reply,
+    /// and they are due.
     fn post_properties(&mut self, shared: &RunShared, outcome: &mut GroupOutcome) -> Generated {
         let Role::PropertyPoster(poster) = &self.role else {
             return Generated::Nothing;
         };
         let now_ns = shared.clock.now_ns();
-        if now_ns >= shared.stop_ns || !self.session.conn.is_connected() || self.awaiting_reply {
+        if now_ns >= shared.stop_ns || !self.session.conn.is_connected() {
             return Generated::Nothing;
         }
-        if let Some(rate) = poster.rate {
-            let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
-            if poster.due_by(rate, elapsed_s) <= self.published {
-                return Generated::Waiting;
-            }
-        }
-        // The id is the send time; the values change with each post.
-        let payload = format!(
-            r#"{{"id":"{now_ns}","version":"1.0","params":{{"Temperature":{},"Power":1}},"method":"thing.event.property.post"}}"#,
-            self.published % 100
-        );
-        match self.session.conn.publish(
-            poster.topic.clone(),
-            Bytes::from(payload),
-            poster.qos,
-            core_instant(now_ns),
-        ) {
-            Ok(_) => {
-                self.awaiting_reply = true;
-                self.published += 1;
-                outcome.published += 1;
-                if now_ns >= shared.measure_from_ns {
-                    outcome.published_in_window += 1;
+        while self.awaiting_replies < poster.inflight {
+            if let Some(rate) = poster.rate {
+                let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
+                if poster.due_by(rate, elapsed_s) <= self.published {
+                    break;
                 }
-                shared.published.fetch_add(1, Ordering::AcqRel);
             }
-            Err(_) => outcome.publish_failed += 1,
+            // The id is the send time; the values change with each post.
+            let payload = format!(
+                r#"{{"id":"{now_ns}","version":"1.0","params":{{"Temperature":{},"Power":1}},"method":"thing.event.property.post"}}"#,
+                self.published % 100
+            );
+            match self.session.conn.publish(
+                poster.topic.clone(),
+                Bytes::from(payload),
+                poster.qos,
+                core_instant(now_ns),
+            ) {
+                Ok(_) => {
+                    self.awaiting_replies += 1;
+                    self.published += 1;
+                    outcome.published += 1;
+                    if now_ns >= shared.measure_from_ns {
+                        outcome.published_in_window += 1;
+                    }
+                    shared.published.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(_) => {
+                    outcome.publish_failed += 1;
+                    break;
+                }
+            }
         }
         self.session.conn.poll_transmit(&mut self.out);
         Generated::Waiting
@@ -550,7 +556,7 @@ impl Client {
             Role::Subscriber => {
                 now_ns >= shared.stop_ns.saturating_add(STOP_GRACE_NS) && shared.all_delivered()
             }
-            Role::PropertyPoster(_) => !self.awaiting_reply && self.out.is_empty(),
+            Role::PropertyPoster(_) => self.awaiting_replies == 0 && self.out.is_empty(),
             Role::RrpcResponder | Role::Idle => false,
         }
     }
@@ -602,7 +608,7 @@ impl Group {
                 out: BytesMut::new(),
                 role,
                 published: 0,
-                awaiting_reply: false,
+                awaiting_replies: 0,
             })
             .collect();
         let sleep = Box::pin(tokio::time::sleep_until(

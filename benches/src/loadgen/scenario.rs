@@ -141,7 +141,8 @@ impl ThroughputSpec {
     }
 
     /// The thing model at MQTT speed: 100 platform devices each posting properties and
-    /// waiting for each reply, QoS 1.
+    /// waiting for each reply, at most 32 waiting at once (the QoS 1 window of the other
+    /// scenarios), QoS 1.
     #[must_use]
     pub fn property_post() -> ThroughputSpec {
         ThroughputSpec {
