@@ -183,6 +183,36 @@ pub fn instructions(config: &Config, mqtt: SocketAddr, api: Option<SocketAddr>) 
         let _ = writeln!(text);
     }
 
+    if let (
+        Some(api),
+        [
+            (poster, poster_options, poster_credentials),
+            ..,
+            (listener, listener_options, listener_credentials),
+        ],
+    ) = (api, &devices[..])
+    {
+        thing_instructions(
+            &mut text,
+            connect_addr(api),
+            (
+                poster,
+                &with_auto_subscription(poster_options, &poster_credentials.client_id),
+            ),
+            (
+                listener,
+                &with_auto_subscription(listener_options, &listener_credentials.client_id),
+            ),
+            custom_topic(
+                config,
+                &listener.product_key,
+                &listener.device_name,
+                Permission::allows_subscribe,
+            )
+            .as_deref(),
+        );
+    }
+
     if let (Some(api), Some((identity, options, _))) = (api, devices.first()) {
         let sub_topic = custom_topic(
             config,
@@ -230,6 +260,107 @@ fn curl_post(url: &str, fields: &[(&str, serde_json::Value)]) -> String {
         shell_quote(url),
         shell_quote(&format!("{{{body}}}"))
     )
+}
+
+/// `options` with `_ss=1` added to the client id's extension: the automatic subscription. The
+/// extension's other pairs are not signed, so the password stays the same.
+fn with_auto_subscription(options: &str, client_id: &str) -> String {
+    let auto = match client_id.strip_suffix('|') {
+        Some(open) => format!("{open},_ss=1|"),
+        None => return options.to_owned(),
+    };
+    options.replace(&shell_quote(client_id), &shell_quote(&auto))
+}
+
+/// The thing model: `listener`, automatically subscribed, gets a property set, a service call
+/// and a shadow `control` the server sends with curl; `poster` posts a property, which the
+/// server then reads.
+fn thing_instructions(
+    text: &mut String,
+    api: SocketAddr,
+    (poster, poster_options): (&aliot_auth::DeviceIdentity, &str),
+    (listener, listener_options): (&aliot_auth::DeviceIdentity, &str),
+    listener_topic: Option<&str>,
+) {
+    let base = format!("http://{api}");
+    let device = |identity: &aliot_auth::DeviceIdentity| {
+        [
+            ("ProductKey", identity.product_key.as_str().into()),
+            ("DeviceName", identity.device_name.as_str().into()),
+        ]
+    };
+    let with = |identity, extra: &[(&'static str, serde_json::Value)]| {
+        let mut fields = device(identity).to_vec();
+        fields.extend_from_slice(extra);
+        fields
+    };
+    let Some(topic) = listener_topic else {
+        return;
+    };
+    let dn = &listener.device_name;
+    let _ = writeln!(
+        text,
+        "# the thing model: {dn} listens with _ss=1 (automatic subscription: system downlinks come without SUBSCRIBE)"
+    );
+    let _ = writeln!(
+        text,
+        "mosquitto_sub {listener_options} -t {} -v",
+        shell_quote(topic)
+    );
+    let _ = writeln!(
+        text,
+        "# the server sets a property, calls a service and updates the shadow of {dn}:"
+    );
+    let calls: [(&str, Vec<(&str, serde_json::Value)>); 3] = [
+        (
+            "SetDeviceProperty",
+            with(listener, &[("Items", r#"{"LightSwitch":1}"#.into())]),
+        ),
+        (
+            "InvokeThingService",
+            with(
+                listener,
+                &[
+                    ("Identifier", "reboot".into()),
+                    ("Args", r#"{"delay":5}"#.into()),
+                ],
+            ),
+        ),
+        (
+            "UpdateDeviceShadow",
+            with(
+                listener,
+                &[(
+                    "ShadowMessage",
+                    r#"{"method":"update","state":{"desired":{"color":"green"}},"version":1}"#
+                        .into(),
+                )],
+            ),
+        ),
+    ];
+    for (action, fields) in calls {
+        let _ = writeln!(text, "{}", curl_post(&format!("{base}/{action}"), &fields));
+    }
+    let pk = &poster.product_key;
+    let dn = &poster.device_name;
+    let _ = writeln!(text, "# {dn} posts a property, and the server reads it:");
+    let _ = writeln!(
+        text,
+        "mosquitto_pub {poster_options} -t {} -m {}",
+        shell_quote(&format!("/sys/{pk}/{dn}/thing/event/property/post")),
+        shell_quote(
+            r#"{"id":"1","version":"1.0","params":{"Temperature":21.5},"method":"thing.event.property.post"}"#
+        )
+    );
+    let _ = writeln!(
+        text,
+        "{}",
+        curl_post(
+            &format!("{base}/QueryDevicePropertyStatus"),
+            &device(poster)
+        )
+    );
+    let _ = writeln!(text);
 }
 
 /// The HTTP API part: a server-side publish to the device's `sub` topic, and an RRPC call,
