@@ -394,6 +394,40 @@ fn the_demo_prints_commands_whose_credentials_work() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["RrpcCode"], "OFFLINE", "{answer}");
 
+    // The printed thing-model calls answer too: dev-003 is not online yet, and nobody has
+    // posted a property.
+    let printed_call = |action: &str| {
+        let curl = printed
+            .iter()
+            .find(|line| line.starts_with("curl ") && line.contains(&format!("/{action} ")))
+            .unwrap_or_else(|| panic!("a {action} curl line"));
+        let words = shell_words(curl);
+        let url = words
+            .iter()
+            .find(|word| word.starts_with("http://"))
+            .expect("a URL")
+            .clone();
+        http_post(&url, option(&words, "-d"))
+    };
+    let (status, answer) = printed_call("SetDeviceProperty");
+    assert_eq!(
+        (status, answer["Code"].as_str()),
+        (409, Some("DeviceOffline")),
+        "{answer}"
+    );
+    let (status, answer) = printed_call("QueryDevicePropertyStatus");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["Data"]["List"]["PropertyStatusInfo"],
+        serde_json::json!([])
+    );
+    let (status, answer) = printed_call("UpdateDeviceShadow");
+    assert_eq!(
+        (status, answer["Data"]["Version"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+
     let mut devices_seen = std::collections::BTreeSet::new();
     let mut commands = 0;
     for line in printed.iter().filter(|line| line.starts_with("mosquitto_")) {
@@ -424,7 +458,8 @@ fn the_demo_prints_commands_whose_credentials_work() {
         assert!(
             topic.starts_with(&own)
                 || topic.starts_with(&format!("/broadcast/{DEMO_PRODUCT_KEY}/"))
-                || topic.starts_with(&format!("/sys{own}rrpc/request/")),
+                || topic.starts_with(&format!("/sys{own}rrpc/request/"))
+                || topic.starts_with(&format!("/sys{own}thing/")),
             "{topic} is a topic of {}",
             verified.identity
         );
