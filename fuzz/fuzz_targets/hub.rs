@@ -8,7 +8,11 @@
 //! - every RRPC call ends with exactly one outcome;
 //! - a device's QoS 1 PUBLISH gets exactly one PUBACK from the hub, held at most
 //!   `max_ack_hold`;
-//! - no queue grows past `HELD_QUEUE_FACTOR` times its limits.
+//! - no queue grows past `HELD_QUEUE_FACTOR` times its limits;
+//! - the automatic subscription (`_ss=1`) reaches exactly what the model says: a device's own
+//!   system downlinks, unless a filter it unsubscribed from matches them (replies to its
+//!   property posts, the server's publishes on its `/sys/` topics), each counted in the
+//!   conservation above when it goes at QoS 1.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +23,8 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::codec::{PacketId, QoS};
 use aliot_core::hub::{ConnId, HELD_QUEUE_FACTOR, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event, SessionRequest};
-use aliot_core::{ClientKey, Instant, Message};
+use aliot_core::{ClientFeatures, ClientKey, Instant, Message};
+use aliot_services::DeviceMessage;
 use aliot_topic::{Acl, MessageId, TopicFilter, TopicName};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -37,12 +42,14 @@ const FILTERS: [&str; 8] = [
     "/pk/d1/+/get",
     "/broadcast/pk/+",
 ];
-const TOPICS: [&str; 5] = [
+const TOPICS: [&str; 7] = [
     "/pk/d0/user/get",
     "/pk/d1/user/get",
     "/pk/d2/user/get",
     "/broadcast/pk/a",
     "/broadcast/pk/b/c",
+    "/sys/pk/d2/thing/service/property/set",
+    "/sys/pk/d0/thing/config/push",
 ];
 
 const MAX_ACK_HOLD: Duration = Duration::from_secs(5);
@@ -51,6 +58,40 @@ const MAX_ACK_HOLD: Duration = Duration::from_secs(5);
 struct ModelSession {
     clean: bool,
     subscriptions: BTreeMap<usize, QoS>,
+    /// The client id asked for the automatic subscription.
+    auto: bool,
+    /// Filters unsubscribed from while automatically subscribed.
+    suppressed: BTreeSet<usize>,
+}
+
+/// Whether a filter can match a system downlink (an UNSUBSCRIBE of it suppresses those).
+fn may_match_downlinks(filter: &str) -> bool {
+    filter.starts_with(['+', '#'])
+        || matches!(
+            filter.split('/').nth(1).unwrap_or_default(),
+            "sys" | "shadow" | "ota" | "ext" | "+" | "#"
+        )
+}
+
+impl ModelSession {
+    /// The QoS `topic` reaches device `device`'s session with: its subscriptions', else the
+    /// automatic subscription's (server-side messages only), if any.
+    fn granted(&self, device: usize, topic: &TopicName, server: bool) -> Option<QoS> {
+        let subscribed = self
+            .subscriptions
+            .iter()
+            .filter(|(f, _)| TopicFilter::from_static(FILTERS[**f]).matches(topic))
+            .map(|(_, q)| *q)
+            .max();
+        let own = topic
+            .as_str()
+            .starts_with(&format!("/sys/pk/{}/", DEVICES[device]));
+        let suppressed = self
+            .suppressed
+            .iter()
+            .any(|f| TopicFilter::from_static(FILTERS[*f]).matches(topic));
+        subscribed.or((server && self.auto && own && !suppressed).then_some(QoS::AtLeastOnce))
+    }
 }
 
 #[derive(Default)]
@@ -176,21 +217,16 @@ impl World {
         }
     }
 
-    fn connect(&mut self, device: usize, clean: bool) {
+    fn connect(&mut self, device: usize, clean: bool, auto: bool) {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let kept = self.sessions.get(&device).is_some_and(|s| !s.clean) && !clean;
         if !kept {
-            self.sessions.insert(
-                device,
-                ModelSession {
-                    clean,
-                    subscriptions: BTreeMap::new(),
-                },
-            );
+            self.sessions.insert(device, ModelSession::default());
         }
         if let Some(s) = self.sessions.get_mut(&device) {
             s.clean = clean;
+            s.auto = auto;
         }
         // A live connection of the same device is taken over: the hub closes it.
         self.links[device] = Link {
@@ -202,7 +238,10 @@ impl World {
             acl: Acl::open(),
             clean_session: clean,
             keep_alive: Duration::from_secs(30),
-            features: Default::default(),
+            features: ClientFeatures {
+                auto_subscribe: auto,
+                rrpc_ext: false,
+            },
         };
         self.hub
             .handle_event(conn, Event::SessionRequested(request), self.now);
@@ -224,13 +263,9 @@ impl World {
 
     fn publish(&mut self, from: Option<usize>, topic: usize, qos: QoS, payload: u8) {
         let name = TopicName::from_static(TOPICS[topic]);
-        for session in self.sessions.values() {
-            let granted = session
-                .subscriptions
-                .iter()
-                .filter(|(f, _)| TopicFilter::from_static(FILTERS[**f]).matches(&name))
-                .map(|(_, q)| *q)
-                .max();
+        let device_sends = from.is_some_and(|d| self.links[d].conn.is_some());
+        for (device, session) in &self.sessions {
+            let granted = session.granted(*device, &name, !device_sends);
             if granted.is_some_and(|g| qos.min(g) == QoS::AtLeastOnce) {
                 self.owed += 1;
             }
@@ -260,6 +295,43 @@ impl World {
         }
         self.drain();
     }
+
+    /// The device posts a property (a service request its connection parsed); the hub
+    /// answers on the reply topic, which reaches it by subscription or automatically.
+    fn post_property(&mut self, device: usize, qos: QoS) {
+        let Some(conn) = self.links[device].conn else {
+            return;
+        };
+        let topic = format!("/sys/pk/{}/thing/event/property/post", DEVICES[device]);
+        let Some(request) =
+            DeviceMessage::parse(&topic, br#"{"id":"1","params":{"a":1}}"#, "pk", DEVICES[device])
+        else {
+            panic!("a property post is a service request");
+        };
+        let reply = TopicName::new(&format!("{topic}_reply"), &Default::default()).unwrap();
+        let granted = self
+            .sessions
+            .get(&device)
+            .and_then(|session| session.granted(device, &reply, true));
+        if granted.is_some_and(|g| qos.min(g) == QoS::AtLeastOnce) {
+            self.owed += 1;
+        }
+        let link = &mut self.links[device];
+        let packet_id = (qos == QoS::AtLeastOnce).then(|| {
+            link.next_packet_id = link.next_packet_id.wrapping_add(1).max(1);
+            PacketId::new(link.next_packet_id).unwrap()
+        });
+        if let Some(id) = packet_id {
+            link.awaiting_puback.push((id, self.now));
+        }
+        let event = Event::ServiceRequest {
+            request: Box::new(request),
+            qos,
+            packet_id,
+        };
+        self.hub.handle_event(conn, event, self.now);
+        self.drain();
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -286,8 +358,8 @@ fuzz_target!(|data: &[u8]| {
     for op in data.chunks_exact(2) {
         let (code, arg) = (op[0], op[1]);
         let device = usize::from(arg) % DEVICES.len();
-        match code % 9 {
-            0 => world.connect(device, arg & 0x80 != 0),
+        match code % 10 {
+            0 => world.connect(device, arg & 0x80 != 0, arg & 0x40 != 0),
             1 => world.disconnect(device),
             2 => {
                 if let Some(conn) = world.links[device].conn {
@@ -299,6 +371,7 @@ fuzz_target!(|data: &[u8]| {
                     };
                     if let Some(s) = world.sessions.get_mut(&device) {
                         s.subscriptions.insert(filter, qos);
+                        s.suppressed.remove(&filter);
                     }
                     let filters = vec![(TopicFilter::from_static(FILTERS[filter]), qos)];
                     world
@@ -311,6 +384,9 @@ fuzz_target!(|data: &[u8]| {
                     let filter = usize::from(arg >> 2) % FILTERS.len();
                     if let Some(s) = world.sessions.get_mut(&device) {
                         s.subscriptions.remove(&filter);
+                        if s.auto && may_match_downlinks(FILTERS[filter]) {
+                            s.suppressed.insert(filter);
+                        }
                     }
                     let filters = vec![TopicFilter::from_static(FILTERS[filter])];
                     world
@@ -354,6 +430,14 @@ fuzz_target!(|data: &[u8]| {
                     world.pending_calls.insert(id);
                 }
                 world.drain();
+            }
+            9 => {
+                let qos = if arg & 0x40 != 0 {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::AtMostOnce
+                };
+                world.post_property(device, qos);
             }
             _ => {
                 let link = &mut world.links[device];

@@ -115,8 +115,10 @@ impl DeviceState {
             }
             DeviceMessage::Shadow(request) => {
                 let topic = shadow_get_topic(&self.product_key, &self.device_name);
+                let (reply, refused) = self.shadow.handle_device(&request, topic, now);
                 Handled {
-                    reply: Some(self.shadow.handle_device(&request, topic, now)),
+                    reply: Some(reply),
+                    malformed: refused,
                     ..Handled::default()
                 }
             }
@@ -448,5 +450,43 @@ fn downlink_result(reply: DeviceReply, now: UnixMillis) -> DownlinkResult {
         topic: reply.request_topic,
         data: reply.data,
         time: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shadow request answered with an error code is malformed, as an Alink request
+    /// answered with one is (`Handled::malformed`, the hub's `services.malformed`); an
+    /// accepted one is not.
+    #[test]
+    fn refused_shadow_requests_are_malformed() {
+        let mut device = DeviceState::new("pk", "dn");
+        let mut shadow = |payload: &[u8]| {
+            let request = DeviceMessage::parse("/shadow/update/pk/dn", payload, "pk", "dn");
+            device.handle(request.unwrap(), UnixMillis(1_700_000_000_000))
+        };
+        let refused: [&[u8]; 3] = [
+            b"not json",
+            br#"{"state":{"reported":{"a":1}}}"#,
+            br#"{"method":"update","state":{"reported":{"a":1}},"version":0}"#,
+        ];
+        for payload in refused {
+            let handled = shadow(payload);
+            let reply = String::from_utf8(handled.reply.unwrap().payload).unwrap();
+            assert!(reply.contains(r#""status":"error""#), "{reply}");
+            assert!(handled.malformed, "{reply}");
+        }
+        let accepted: [&[u8]; 2] = [
+            br#"{"method":"update","state":{"reported":{"a":1}},"version":1}"#,
+            br#"{"method":"get"}"#,
+        ];
+        for payload in accepted {
+            let handled = shadow(payload);
+            let reply = String::from_utf8(handled.reply.unwrap().payload).unwrap();
+            assert!(reply.contains(r#""status":"success""#), "{reply}");
+            assert!(!handled.malformed, "{reply}");
+        }
     }
 }

@@ -181,23 +181,24 @@ impl ShadowDocument {
         })
     }
 
-    /// Answers a device's request: the reply on `/shadow/get/{pk}/{dn}`.
+    /// Answers a device's request: the reply on `/shadow/get/{pk}/{dn}`, and whether it is an
+    /// error (the request refused with a code).
     pub(crate) fn handle_device(
         &mut self,
         request: &ShadowRequest,
         topic: String,
         now: UnixMillis,
-    ) -> Downlink {
+    ) -> (Downlink, bool) {
         let token = request.client_token.as_deref();
-        let payload = match &request.command {
-            Ok(Command::Get) => self.full(token, "reply", now),
+        let (payload, refused_with_code) = match &request.command {
+            Ok(Command::Get) => (self.full(token, "reply", now), false),
             Ok(command) => match self.apply(command, false, now) {
-                Ok(()) => self.acknowledged(token, now),
-                Err(code) => refused(code, token, now),
+                Ok(()) => (self.acknowledged(token, now), false),
+                Err(code) => (refused(code, token, now), true),
             },
-            Err(code) => refused(*code, token, now),
+            Err(code) => (refused(*code, token, now), true),
         };
-        Downlink { topic, payload }
+        (Downlink { topic, payload }, refused_with_code)
     }
 
     /// Applies an application's update (`UpdateDeviceShadow`): on success, the `control`
