@@ -87,7 +87,7 @@ fn an_auto_subscribed_device_gets_its_reply_without_subscribing() {
         got,
         [(
             topic_of("c4", "thing/event/property/post_reply"),
-            r#"{"id":"1","code":200,"message":"success","data":{},"method":"thing.event.property.post","version":"1.0"}"#.to_owned()
+            r#"{"id":"1","code":200,"message":"success","method":"thing.event.property.post","version":"1.0","data":{}}"#.to_owned()
         )]
     );
     let kept = broker

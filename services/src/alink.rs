@@ -141,17 +141,19 @@ impl PartialEq for ReplyTo {
 impl Eq for ReplyTo {}
 
 impl ReplyTo {
-    /// The reply to send: `{"id":…,"code":…,"message":…,"data":…,"method":…,"version":"1.0"}`,
+    /// The reply to send: `{"id":…,"code":…,"message":…,"method":…,"version":"1.0","data":…}`,
     /// or nothing when the request said `"sys":{"ack":0}`.
     pub(crate) fn reply(&self, code: AlinkCode, data: &Value, method: &str) -> Option<Downlink> {
         #[derive(Serialize)]
+        // `data` last: the C SDK 4.x takes a key's first occurrence anywhere in the text, and
+        // `data` may hold `version` or `method` (a desired value's, a firmware's).
         struct Reply<'a> {
             id: &'a RawValue,
             code: u32,
             message: &'a str,
-            data: &'a Value,
             method: &'a str,
             version: &'a str,
+            data: &'a Value,
         }
         if !self.ack {
             return None;

@@ -18,6 +18,9 @@ use crate::{Downlink, UnixMillis};
 pub const MAX_PROPERTIES: usize = 1024;
 /// Tags one device has at most (ours, as the platform's documented 100).
 pub const MAX_TAGS: usize = 100;
+/// OTA modules a device may report on (ours): a report or progress for one more is dropped.
+/// The platform's products have a handful (`default`, `MCU`, …).
+pub const MAX_OTA_MODULES: usize = 32;
 /// The longest property or tag name, in bytes (ours).
 const MAX_NAME_LEN: usize = 128;
 
@@ -123,20 +126,35 @@ impl DeviceState {
                 }
             }
             DeviceMessage::OtaReport(report) => match report.module_version {
-                Some((module, version)) => {
-                    self.ota.entry(module).or_default().reported(version);
-                    Handled::default()
-                }
+                Some((module, version)) => match self.ota_module(module) {
+                    Some(module) => {
+                        module.reported(version);
+                        Handled::default()
+                    }
+                    None => malformed(),
+                },
                 None => malformed(),
             },
             DeviceMessage::OtaProgress(progress) => match progress.step {
-                Some((module, step, desc)) => {
-                    self.ota.entry(module).or_default().progressed(step, desc);
-                    Handled::default()
-                }
+                Some((module, step, desc)) => match self.ota_module(module) {
+                    Some(module) => {
+                        module.progressed(step, desc);
+                        Handled::default()
+                    }
+                    None => malformed(),
+                },
                 None => malformed(),
             },
         }
+    }
+
+    /// A module a device reports on, made the first time; `None` for a new one past
+    /// [`MAX_OTA_MODULES`] (the report is dropped and counted as malformed).
+    fn ota_module(&mut self, module: String) -> Option<&mut OtaModule> {
+        if !self.ota.contains_key(&module) && self.ota.len() >= MAX_OTA_MODULES {
+            return None;
+        }
+        Some(self.ota.entry(module).or_default())
     }
 
     fn handle_alink(&mut self, request: AlinkRequest, now: UnixMillis) -> Handled {
@@ -187,12 +205,19 @@ impl DeviceState {
                 self.store_properties(values)?;
             }
             AlinkMethod::HistoryPost => {
-                // [{"identity":{…},"properties":{"Power":{"value":…,"time":…}},"events":{…}}, …]
+                // [{"identity":{…},"properties":{"Power":{"value":…,"time":…}},"events":{…}}, …];
+                // the platform's sample sends "properties" as an array of such objects, its
+                // parameter table as one object: both are taken.
                 let entries = params.as_array().ok_or(AlinkCode::BAD_PARAMS)?;
                 let mut values = Vec::new();
                 for entry in entries {
-                    if let Some(properties) = entry.get("properties") {
-                        for (name, value) in properties.as_object().ok_or(AlinkCode::BAD_PARAMS)? {
+                    let groups: &[Value] = match entry.get("properties") {
+                        None => &[],
+                        Some(Value::Array(groups)) => groups,
+                        Some(group) => core::slice::from_ref(group),
+                    };
+                    for group in groups {
+                        for (name, value) in group.as_object().ok_or(AlinkCode::BAD_PARAMS)? {
                             if !valid_name(name) {
                                 return Err(AlinkCode::BAD_PARAMS);
                             }
@@ -456,6 +481,54 @@ fn downlink_result(reply: DeviceReply, now: UnixMillis) -> DownlinkResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_takes_properties_as_an_object_or_an_array_of_them() {
+        let mut device = DeviceState::new("pk", "dn");
+        let post = br#"{"id":"1","params":[{"identity":{},"properties":[{"A":{"value":1,"time":5}},{"B":{"value":2,"time":6}}]},{"properties":{"C":{"value":3,"time":7}}}]}"#;
+        let request = DeviceMessage::parse(
+            "/sys/pk/dn/thing/event/property/history/post",
+            post,
+            "pk",
+            "dn",
+        );
+        let handled = device.handle(request.unwrap(), UnixMillis(10));
+        assert!(!handled.malformed);
+        let kept: Vec<_> = device.properties().map(|(name, _)| name).collect();
+        assert_eq!(kept, ["A", "B", "C"]);
+    }
+
+    #[test]
+    fn a_device_reports_on_at_most_so_many_modules() {
+        let mut device = DeviceState::new("pk", "dn");
+        for n in 0..=MAX_OTA_MODULES {
+            let inform = alloc::format!(r#"{{"id":1,"params":{{"version":"1","module":"m{n}"}}}}"#);
+            let request =
+                DeviceMessage::parse("/ota/device/inform/pk/dn", inform.as_bytes(), "pk", "dn");
+            let handled = device.handle(request.unwrap(), UnixMillis(10));
+            assert_eq!(handled.malformed, n == MAX_OTA_MODULES, "module {n}");
+        }
+        assert_eq!(device.ota_modules().count(), MAX_OTA_MODULES);
+    }
+
+    #[test]
+    fn ntp_echoes_the_devices_time_as_written() {
+        let mut device = DeviceState::new("pk", "dn");
+        let request = DeviceMessage::parse(
+            "/ext/ntp/pk/dn/request",
+            br#"{"deviceSendTime":1e3}"#,
+            "pk",
+            "dn",
+        );
+        let reply = device
+            .handle(request.unwrap(), UnixMillis(42))
+            .reply
+            .unwrap();
+        assert_eq!(
+            reply.payload,
+            br#"{"deviceSendTime":"1e3","serverRecvTime":"42","serverSendTime":"42"}"#
+        );
+    }
 
     /// A shadow request answered with an error code is malformed, as an Alink request
     /// answered with one is (`Handled::malformed`, the hub's `services.malformed`); an

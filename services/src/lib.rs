@@ -17,7 +17,7 @@
 //!   [`DeviceState::update_shadow`], [`DeviceState::start_ota`].
 //!
 //! Every reply follows PLATFORM-PROTOCOLS §0.3, so that the SDKs' narrow parsers take it:
-//! compact JSON; `id`, `code`, `message` first and `data` after; the request's `id` echoed
+//! compact JSON; `id`, `code`, `message` first and `data` last; the request's `id` echoed
 //! verbatim with its JSON type; `code` a number; the method taken from the topic.
 //!
 //! ```
@@ -33,7 +33,7 @@
 //! assert_eq!(reply.topic, "/sys/a1PK/dev-1/thing/event/property/post_reply");
 //! assert_eq!(
 //!     reply.payload,
-//!     br#"{"id":"7","code":200,"message":"success","data":{},"method":"thing.event.property.post","version":"1.0"}"#
+//!     br#"{"id":"7","code":200,"message":"success","method":"thing.event.property.post","version":"1.0","data":{}}"#
 //! );
 //! assert_eq!(device.property("Power").unwrap().value, 1);
 //! ```
@@ -63,7 +63,8 @@ pub use alink::{
     AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, ReplyTo, property_set, service_call,
 };
 pub use device::{
-    DesiredValue, DeviceState, DownlinkResult, Handled, MAX_PROPERTIES, MAX_TAGS, PropertyValue,
+    DesiredValue, DeviceState, DownlinkResult, Handled, MAX_OTA_MODULES, MAX_PROPERTIES, MAX_TAGS,
+    PropertyValue,
 };
 pub use ntp::NtpRequest;
 pub use ota::{OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod};

@@ -1,11 +1,13 @@
 //! NTP over MQTT (PLATFORM-PROTOCOLS §3): the device sends its clock, the platform answers at
 //! once with its own, every time a JSON string.
 
+use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::String;
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::{Downlink, UnixMillis, alink::to_bytes};
 
@@ -19,15 +21,24 @@ pub struct NtpRequest {
 
 impl NtpRequest {
     pub(crate) fn parse(payload: &[u8]) -> Self {
-        let body: Option<Value> = serde_json::from_slice(payload).ok();
-        let device_send_time = body
-            .as_ref()
-            .and_then(|body| body.get("deviceSendTime"))
-            .and_then(|time| match time {
-                Value::String(text) if text.len() <= 32 => Some(text.clone()),
-                Value::Number(number) => Some(format!("{number}")),
+        /// The request's one field, its text kept as sent (a number echoed as written).
+        #[derive(serde::Deserialize)]
+        struct Request<'a> {
+            #[serde(borrow, rename = "deviceSendTime")]
+            device_send_time: Option<&'a RawValue>,
+        }
+        let raw = serde_json::from_slice::<Request<'_>>(payload)
+            .ok()
+            .filter(|_| payload.trim_ascii_start().first() == Some(&b'{'))
+            .and_then(|request| request.device_send_time);
+        let device_send_time = raw.and_then(|raw| {
+            let text = raw.get();
+            match serde_json::from_str::<Value>(text).ok()? {
+                Value::String(time) if time.len() <= 32 => Some(time),
+                Value::Number(_) if text.len() <= 32 => Some(text.to_owned()),
                 _ => None,
-            });
+            }
+        });
         NtpRequest { device_send_time }
     }
 
