@@ -80,7 +80,7 @@ mod rrpc;
 mod sessions;
 
 pub use counters::{CloseCounters, Counters, DropCounters, RrpcCounters, ServiceCounters};
-pub use devices::MAX_DOWNLINK_RESULTS;
+pub use devices::{MAX_DOWNLINK_RESULTS, MAX_DOWNLINK_RESULTS_PER_DEVICE};
 pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
 pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
 
@@ -367,25 +367,40 @@ impl Hub {
             }
             Event::ServiceRequest {
                 request,
-                qos,
+                message,
                 packet_id,
             } => {
                 self.counters.messages_in += 1;
-                self.serve(conn, *request, qos, now);
+                self.serve(conn, *request, message.qos, now);
                 if let Some(packet_id) = packet_id {
                     self.send_puback((conn, packet_id));
                 }
+                // Whoever subscribed to the topic gets it too, as before the services.
+                self.route(message, None, now);
             }
             Event::PublishDenied(_) => self.counters.publish_denied += 1,
             Event::Subscribe(filters) => {
-                if let Some(sid) = self.sessions.of_conn(conn)
-                    && let Some(session) = self.sessions.get_mut(sid)
-                {
+                let Some(sid) = self.sessions.of_conn(conn) else {
+                    return;
+                };
+                // A device without the automatic subscription gets its pending upgrades once
+                // it subscribes to their topic (the push at CONNACK found no subscription).
+                let upgrades = self.ota_topic_with_pending_jobs(sid);
+                let listened = upgrades
+                    .as_ref()
+                    .is_some_and(|topic| self.listens(sid, topic));
+                if let Some(session) = self.sessions.get_mut(sid) {
                     for (filter, qos) in filters {
                         self.index.insert(&filter, sid, qos);
                         session.subscribed(&filter);
                         session.subscriptions.insert(filter, qos);
                     }
+                }
+                if let Some(topic) = upgrades
+                    && !listened
+                    && self.listens(sid, &topic)
+                {
+                    self.push_pending_ota(sid, now);
                 }
             }
             Event::SubscribeDenied(_) => self.counters.subscribe_denied += 1,
@@ -770,13 +785,51 @@ impl Hub {
             self.pump(sid, now);
         }
         // Upgrades not yet done are pushed again each time the device comes online (§6).
-        let pushes = request
+        self.push_pending_ota(sid, now);
+    }
+
+    /// The device's OTA upgrade topic, if it has upgrades not yet done.
+    fn ota_topic_with_pending_jobs(&self, sid: SessionId) -> Option<TopicName> {
+        let device = self.sessions.get(sid)?.key.device()?;
+        if !self.devices.get(device)?.has_pending_ota() {
+            return None;
+        }
+        let topic = alloc::format!(
+            "/ota/device/upgrade/{}/{}",
+            device.product_key,
+            device.device_name
+        );
+        TopicName::new(&topic, &self.server_topic_limits).ok()
+    }
+
+    /// Whether the session gets `topic` (by a subscription or the automatic one).
+    fn listens(&self, sid: SessionId, topic: &TopicName) -> bool {
+        self.sessions
+            .get(sid)
+            .is_some_and(|session| session.granted_qos(topic).is_some())
+    }
+
+    /// Pushes the device's upgrades not yet done, but those its session still holds (a
+    /// resumed session re-sends its unacknowledged ones itself).
+    fn push_pending_ota(&mut self, sid: SessionId, now: Instant) {
+        let Some(session) = self.sessions.get(sid) else {
+            return;
+        };
+        let pushes = session
             .key
             .device()
             .and_then(|device| self.devices.get(device))
             .map(DeviceState::pending_ota_pushes)
             .unwrap_or_default();
-        for push in pushes {
+        let held = |push: &Downlink| {
+            let same = |message: &Message| {
+                message.topic.as_str() == push.topic && message.payload[..] == push.payload[..]
+            };
+            session.inflight.iter().any(|(_, message)| same(message))
+                || session.queue.iter().any(|queued| same(&queued.message))
+        };
+        let fresh: Vec<Downlink> = pushes.into_iter().filter(|push| !held(push)).collect();
+        for push in fresh {
             self.send_downlink(sid, push, DOWNLINK_QOS, now);
         }
     }

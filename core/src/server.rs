@@ -154,13 +154,14 @@ pub enum Event {
         packet_id: Option<PacketId>,
     },
     /// A PUBLISH the ACL allows on one of the device's service topics (thing model, NTP,
-    /// shadow, OTA), its JSON parsed here, in the connection's task. It is for the platform's
-    /// services, never routed; the hub answers it on the matching reply topic.
+    /// shadow, OTA), its JSON parsed here, in the connection's task. The hub answers it on the
+    /// matching reply topic, and routes the message as any other to whoever subscribed to it
+    /// (a tool in open mode watching `/sys/#`).
     ServiceRequest {
         /// The request.
         request: Box<DeviceMessage>,
-        /// The PUBLISH's QoS: the reply goes with it (or the subscription's, if lower).
-        qos: QoS,
+        /// The PUBLISH: the reply goes with its QoS (or the subscription's, if lower).
+        message: Message,
         /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
         packet_id: Option<PacketId>,
     },
@@ -707,7 +708,11 @@ impl Connection {
             } else if let Some(request) = self.service_request(&topic, &publish.payload) {
                 Event::ServiceRequest {
                     request: Box::new(request),
-                    qos,
+                    message: Message {
+                        topic,
+                        payload: publish.payload,
+                        qos,
+                    },
                     packet_id,
                 }
             } else {

@@ -872,3 +872,146 @@ fn a_flood_of_posts_from_one_device_leaves_others_answered() {
     );
     assert_eq!(received(&mut broker, calm)[0].1["code"], 200);
 }
+
+#[test]
+fn a_device_without_ss_gets_its_pending_upgrade_once_it_subscribes_to_it() {
+    let mut broker = Broker::new(&["c3"]);
+    let job = OtaJob {
+        id: 7,
+        module: String::new(),
+        version: "2.0".into(),
+        url: "https://example.com/fw".into(),
+        size: 10,
+        sign_method: OtaSignMethod::Sha256,
+        sign: "a".repeat(64),
+    }
+    .validated()
+    .unwrap();
+    let now = broker.now;
+    broker.hub.start_ota(&identity("c3"), job, now);
+    // The C SDK 3.x without MQTT_AUTO_SUBSCRIBE: nothing at CONNACK, the push at SUBSCRIBE.
+    let (conn, _) = broker.connect_device("c3", false);
+    assert!(received(&mut broker, conn).is_empty());
+    let upgrade = format!("/ota/device/upgrade/{}/c3", support::PK);
+    broker.send(conn, subscribe(1, &[(&upgrade, QoS::AtLeastOnce)]));
+    let got = received(&mut broker, conn);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, upgrade);
+    assert_eq!(got[0].1["data"]["signMethod"], "SHA256");
+    // Subscribing again, or coming back to the kept session, pushes no second copy while the
+    // first is not acknowledged.
+    broker.send(conn, subscribe(2, &[(&upgrade, QoS::AtLeastOnce)]));
+    assert!(received(&mut broker, conn).is_empty());
+    broker.drop_transport(conn);
+    let (conn, present) = broker.connect_device("c3", false);
+    assert!(present);
+    let got = broker.output(conn);
+    assert_eq!(
+        publishes(&got).len(),
+        1,
+        "the kept copy, re-sent with DUP: {got:?}"
+    );
+    assert!(publishes(&got)[0].dup);
+}
+
+#[test]
+fn one_device_cannot_crowd_out_the_others_or_grow_without_bound() {
+    let mut broker = Broker::new(&["noisy", "calm"]);
+    let (noisy, _) = broker.connect_device_with("noisy", true, "_ss=1");
+    let (calm, _) = broker.connect_device_with("calm", true, "_ss=1");
+    let now = broker.now;
+    let (id, _) = broker
+        .hub
+        .set_device_property(&identity("calm"), &json!({"a":1}), now);
+    broker.pump();
+    received(&mut broker, calm);
+    broker.send(
+        calm,
+        publish(
+            &topic_of("calm", "thing/service/property/set_reply"),
+            &format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, id.0),
+            QoS::AtMostOnce,
+            0,
+        ),
+    );
+    // Replies nobody asked for, 2,000 of them: the noisy device drops its own oldest.
+    for i in 0..2000 {
+        post(
+            &mut broker,
+            noisy,
+            "noisy",
+            "thing/service/x_reply",
+            &format!(r#"{{"id":"{i}","code":200,"data":{{}}}}"#),
+        );
+    }
+    let results: Vec<_> = broker
+        .hub
+        .downlink_results()
+        .map(|(device, _)| device.device_name.clone())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|d| *d == "noisy").count(),
+        aliot_core::hub::MAX_DOWNLINK_RESULTS_PER_DEVICE
+    );
+    assert!(results.iter().any(|d| d == "calm"));
+    // A value past 8 KiB is refused; values past the device's budget are too.
+    let big = "x".repeat(9 * 1024);
+    post(
+        &mut broker,
+        noisy,
+        "noisy",
+        "thing/event/property/post",
+        &format!(r#"{{"id":"1","params":{{"big":"{big}"}}}}"#),
+    );
+    assert_eq!(received(&mut broker, noisy)[0].1["code"], 460);
+    let seven = "x".repeat(7 * 1024);
+    let mut codes = Vec::new();
+    for i in 0..40 {
+        post(
+            &mut broker,
+            noisy,
+            "noisy",
+            "thing/event/property/post",
+            &format!(r#"{{"id":"1","params":{{"p{i}":"{seven}"}}}}"#),
+        );
+        codes.push(received(&mut broker, noisy)[0].1["code"].as_i64().unwrap());
+    }
+    assert!(
+        codes.starts_with(&[200; 30]) && codes.ends_with(&[429; 4]),
+        "{codes:?}"
+    );
+}
+
+#[test]
+fn the_server_does_not_send_a_device_its_own_uplinks_and_observers_see_the_posts() {
+    let mut broker = Broker::open(&["d"]);
+    let (device, _) = broker.connect_device_with("d", true, "_ss=1");
+    // An uplink topic of the device is not one of its system downlinks.
+    broker.publish(
+        &topic_of("d", "thing/event/property/post"),
+        "{}",
+        QoS::AtLeastOnce,
+    );
+    assert!(received(&mut broker, device).is_empty());
+    // A tool in open mode watching the device's topics sees its posts, as before the services.
+    let tool = broker.accept();
+    broker.send(tool, Packet::from(support::plain_connect("watcher", true)));
+    broker.output(tool);
+    broker.send(tool, subscribe(1, &[("/sys/#", QoS::AtMostOnce)]));
+    broker.output(tool);
+    post(
+        &mut broker,
+        device,
+        "d",
+        "thing/event/property/post",
+        r#"{"id":"1","params":{"a":1}}"#,
+    );
+    let seen = received(&mut broker, tool);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, topic_of("d", "thing/event/property/post"));
+    assert_eq!(
+        received(&mut broker, device).len(),
+        1,
+        "and the device its reply"
+    );
+}

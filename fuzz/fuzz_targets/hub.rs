@@ -324,9 +324,21 @@ impl World {
         if let Some(id) = packet_id {
             link.awaiting_puback.push((id, self.now));
         }
+        let message = Message::new(
+            TopicName::new(&topic, &Default::default()).unwrap(),
+            Bytes::from_static(br#"{"id":"1","params":{"a":1}}"#),
+            qos,
+        );
+        // Routed too, to the explicit subscriptions that match the post.
+        for (d, session) in &self.sessions {
+            let granted = session.granted(*d, &message.topic, false);
+            if granted.is_some_and(|g| qos.min(g) == QoS::AtLeastOnce) {
+                self.owed += 1;
+            }
+        }
         let event = Event::ServiceRequest {
             request: Box::new(request),
-            qos,
+            message,
             packet_id,
         };
         self.hub.handle_event(conn, event, self.now);

@@ -791,7 +791,7 @@ impl World {
                     .as_ref()
                     .and_then(|p| p.get("version"))
                     .and_then(Value::as_str)
-                    .filter(|v| !v.is_empty())
+                    .filter(|v| !v.is_empty() && v.len() <= 64)
                     .map(str::to_owned);
                 let module = module_of(params.as_ref());
                 let refused = version.is_some() && self.refuses_module(&module);
@@ -855,10 +855,12 @@ impl World {
         }
     }
 
-    /// Whether a report on `name` is dropped: a new module past `MAX_OTA_MODULES`.
+    /// Whether a report on `name` is dropped: a name over 64 bytes, or a new module past
+    /// `MAX_OTA_MODULES`.
     fn refuses_module(&self, name: &str) -> bool {
-        self.module(name).is_none()
-            && self.device.ota_modules().count() >= aliot_services::MAX_OTA_MODULES
+        name.len() > 64
+            || self.module(name).is_none()
+                && self.device.ota_modules().count() >= aliot_services::MAX_OTA_MODULES
     }
 
     fn module(&self, name: &str) -> Option<aliot_services::OtaModule> {

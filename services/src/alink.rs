@@ -267,7 +267,9 @@ pub struct DeviceReply {
 }
 
 impl DeviceReply {
-    pub(crate) fn parse(request_topic: &str, payload: &[u8]) -> Self {
+    /// Reads a device's answer to the downlink on `request_topic` (also the payload of a
+    /// synchronous call's RRPC answer).
+    pub fn parse(request_topic: &str, payload: &[u8]) -> Self {
         let body: Option<Value> = serde_json::from_slice(payload).ok();
         let field = |key: &str| body.as_ref().and_then(|body| body.get(key));
         let request_id = field("id").and_then(|id| match id {
@@ -278,17 +280,20 @@ impl DeviceReply {
         DeviceReply {
             request_topic: request_topic.to_owned(),
             request_id,
-            code: field("code")
-                .and_then(|code| match code {
-                    Value::String(text) => text.parse().ok(),
-                    other => other.as_i64(),
-                })
-                .unwrap_or(400),
+            code: field("code").and_then(code_of).unwrap_or(400),
             message: field("message")
                 .and_then(Value::as_str)
                 .map(ToOwned::to_owned),
             data: field("data").cloned().unwrap_or_else(empty_object),
         }
+    }
+}
+
+/// An Alink `code`: a number, or a string of one (the SDKs send both).
+pub(crate) fn code_of(code: &Value) -> Option<i64> {
+    match code {
+        Value::String(text) => text.parse().ok(),
+        other => other.as_i64(),
     }
 }
 

@@ -11,13 +11,26 @@ use crate::alink::{AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, empty_obje
 use crate::ota::{self, OtaJob, OtaModule, OtaModules};
 use crate::request::DeviceMessage;
 use crate::shadow::{ShadowCode, ShadowDocument, ShadowRequest, shadow_get_topic};
-use crate::{Downlink, UnixMillis};
+use crate::{Downlink, UnixMillis, json_size, truncate_to};
 
 /// Distinct properties the platform keeps of one device (ours). A post that would add one
 /// more is answered with 429 and changes nothing.
 pub const MAX_PROPERTIES: usize = 1024;
 /// Tags one device has at most (ours, as the platform's documented 100).
 pub const MAX_TAGS: usize = 100;
+/// The largest property value kept, in bytes of its JSON (about; ours). A larger one is
+/// answered 460.
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+/// What one device's latest property values may take in all, in bytes of their names and
+/// JSON (about; ours). A post that would take the device past it is answered 429.
+pub const MAX_PROPERTY_BYTES: usize = 256 * 1024;
+/// The longest tag value, in bytes (ours; the platform's tags are short). Longer: 460.
+pub const MAX_TAG_VALUE_LEN: usize = 1024;
+/// The largest `data` of a downlink result kept, in bytes of its JSON (about; ours); a larger
+/// one is kept as `{}`.
+pub const MAX_RESULT_DATA_BYTES: usize = 8 * 1024;
+/// The longest `message` of a downlink result kept, in bytes (ours); a longer one is cut.
+const MAX_RESULT_MESSAGE_LEN: usize = 256;
 /// OTA modules a device may report on (ours): a report or progress for one more is dropped.
 /// The platform's products have a handful (`default`, `MCU`, …).
 pub const MAX_OTA_MODULES: usize = 32;
@@ -80,6 +93,8 @@ pub struct DeviceState {
     product_key: String,
     device_name: String,
     properties: BTreeMap<String, PropertyValue>,
+    /// What `properties` takes, by [`json_size`] of each value plus its name.
+    property_bytes: usize,
     tags: BTreeMap<String, String>,
     desired: BTreeMap<String, DesiredValue>,
     shadow: ShadowDocument,
@@ -93,6 +108,7 @@ impl DeviceState {
             product_key: product_key.to_owned(),
             device_name: device_name.to_owned(),
             properties: BTreeMap::new(),
+            property_bytes: 0,
             tags: BTreeMap::new(),
             desired: BTreeMap::new(),
             shadow: ShadowDocument::default(),
@@ -238,11 +254,14 @@ impl DeviceState {
                         .get("attrKey")
                         .and_then(Value::as_str)
                         .filter(|key| valid_name(key));
-                    let value = tag.get("attrValue").and_then(|value| match value {
-                        Value::String(text) => Some(text.clone()),
-                        Value::Number(number) => Some(alloc::format!("{number}")),
-                        _ => None,
-                    });
+                    let value = tag
+                        .get("attrValue")
+                        .filter(|value| json_size(value) <= MAX_TAG_VALUE_LEN + 2)
+                        .and_then(|value| match value {
+                            Value::String(text) => Some(text.clone()),
+                            Value::Number(number) => Some(alloc::format!("{number}")),
+                            _ => None,
+                        });
                     let (Some(key), Some(value)) = (key, value) else {
                         return Err(AlinkCode::BAD_PARAMS);
                     };
@@ -305,11 +324,35 @@ impl DeviceState {
         if self.properties.len() + new > MAX_PROPERTIES {
             return Err(AlinkCode::TOO_MANY);
         }
+        // The bytes kept after the post, each value that replaces another counted in its place
+        // (a post naming one property twice counts both: an overestimate, never an under).
+        let mut bytes = self.property_bytes;
+        for (name, value) in &values {
+            let size = name.len() + json_size(&value.value);
+            match self.properties.get(name.as_str()) {
+                Some(kept) if kept.time > value.time => {}
+                Some(kept) => {
+                    bytes = bytes.saturating_sub(name.len() + json_size(&kept.value)) + size;
+                }
+                None => bytes += size,
+            }
+        }
+        if bytes > MAX_PROPERTY_BYTES {
+            return Err(AlinkCode::TOO_MANY);
+        }
         for (name, value) in values {
+            let size = name.len() + json_size(&value.value);
             match self.properties.get_mut(name.as_str()) {
                 Some(kept) if kept.time > value.time => {}
-                Some(kept) => *kept = value,
+                Some(kept) => {
+                    self.property_bytes = self
+                        .property_bytes
+                        .saturating_sub(name.len() + json_size(&kept.value))
+                        + size;
+                    *kept = value;
+                }
                 None => {
+                    self.property_bytes += size;
                     self.properties.insert(name.clone(), value);
                 }
             }
@@ -400,6 +443,11 @@ impl DeviceState {
         push
     }
 
+    /// Whether an upgrade is not yet done.
+    pub fn has_pending_ota(&self) -> bool {
+        self.ota.values().any(|module| module.job.is_some())
+    }
+
     /// The pushes of every upgrade not yet done, for a device that has just come online.
     pub fn pending_ota_pushes(&self) -> Vec<Downlink> {
         ota::pending_pushes(&self.ota, &self.product_key, &self.device_name)
@@ -427,6 +475,9 @@ fn valid_name(name: &str) -> bool {
 /// A posted property value: `{"value":…,"time":…}` or the bare value (both are accepted by
 /// the platform), its time the device's or `now`.
 fn timed_value(value: &Value, now: UnixMillis) -> Result<PropertyValue, AlinkCode> {
+    if json_size(value) > MAX_VALUE_BYTES + 64 {
+        return Err(AlinkCode::BAD_PARAMS);
+    }
     match value {
         Value::Object(fields) if fields.contains_key("value") => {
             let time = match fields.get("time") {
@@ -468,12 +519,18 @@ fn downlink_result(reply: DeviceReply, now: UnixMillis) -> DownlinkResult {
     let message = reply
         .message
         .unwrap_or_else(|| if reply.code == 200 { "success" } else { "" }.to_owned());
+    let mut message = message;
+    truncate_to(&mut message, MAX_RESULT_MESSAGE_LEN);
+    let data = match json_size(&reply.data) <= MAX_RESULT_DATA_BYTES {
+        true => reply.data,
+        false => empty_object(),
+    };
     DownlinkResult {
         request_id: reply.request_id,
         code: reply.code,
         message,
         topic: reply.request_topic,
-        data: reply.data,
+        data,
         time: now,
     }
 }

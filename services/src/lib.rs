@@ -63,13 +63,16 @@ pub use alink::{
     AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, ReplyTo, property_set, service_call,
 };
 pub use device::{
-    DesiredValue, DeviceState, DownlinkResult, Handled, MAX_OTA_MODULES, MAX_PROPERTIES, MAX_TAGS,
+    DesiredValue, DeviceState, DownlinkResult, Handled, MAX_OTA_MODULES, MAX_PROPERTIES,
+    MAX_PROPERTY_BYTES, MAX_RESULT_DATA_BYTES, MAX_TAG_VALUE_LEN, MAX_TAGS, MAX_VALUE_BYTES,
     PropertyValue,
 };
 pub use ntp::NtpRequest;
 pub use ota::{OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod};
 pub use request::DeviceMessage;
-pub use shadow::{ShadowCode, ShadowDocument, ShadowRequest};
+pub use shadow::{
+    MAX_SHADOW_ATTRIBUTES, MAX_SHADOW_BYTES, ShadowCode, ShadowDocument, ShadowRequest,
+};
 pub use thing::{
     AlinkReply, DeviceDownlink, NtpResponse, OtaUpgrade, PropertySet, ReplyKind, RrpcCall,
     RrpcForm, ServiceCall, ShadowMessage, ThingAnswer, ThingRequest, ThingRequests, Uplink,
@@ -108,6 +111,38 @@ pub struct Downlink {
 /// ```
 pub fn is_identifier(text: &str) -> bool {
     (1..=50).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A JSON value's size, about as written compactly (strings count their bytes, numbers 8):
+/// what the limits on kept values measure, without writing the value out.
+pub(crate) fn json_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => items.iter().map(|item| json_size(item) + 1).sum::<usize>() + 2,
+        Value::Object(fields) => object_size(fields),
+    }
+}
+
+/// [`json_size`] of an object.
+pub(crate) fn object_size(fields: &serde_json::Map<String, serde_json::Value>) -> usize {
+    fields
+        .iter()
+        .map(|(name, value)| name.len() + 4 + json_size(value))
+        .sum::<usize>()
+        + 2
+}
+
+/// Cuts `text` to at most `max` bytes, at a character's boundary.
+pub(crate) fn truncate_to(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
 }
 
 /// The longest request `id` echoed, in bytes of its JSON text (ours). The SDKs send short

@@ -13,6 +13,12 @@ use serde_json::Value;
 use crate::Downlink;
 use crate::alink::to_bytes;
 
+/// The longest module name, version and progress description a device reports, in bytes
+/// (ours): a report with a longer one is dropped and counted malformed.
+const MAX_OTA_TEXT_LEN: usize = 64;
+/// The longest progress description kept, in bytes (ours); a longer one is cut.
+const MAX_OTA_DESC_LEN: usize = 256;
+
 /// The module a report or job is about when it names none (the SDKs' default).
 pub const DEFAULT_MODULE: &str = "default";
 
@@ -180,9 +186,12 @@ impl OtaReport {
             .as_ref()
             .and_then(|params| params.get("version"))
             .and_then(Value::as_str)
-            .filter(|version| !version.is_empty());
+            .filter(|version| !version.is_empty() && version.len() <= MAX_OTA_TEXT_LEN);
+        let module = module_of(params.as_ref());
         OtaReport {
-            module_version: version.map(|version| (module_of(params.as_ref()), version.to_owned())),
+            module_version: version
+                .zip(module)
+                .map(|(version, module)| (module, version.to_owned())),
         }
     }
 }
@@ -205,14 +214,16 @@ impl OtaProgress {
                 Value::String(text) => text.trim().parse().ok(),
                 other => other.as_i64().and_then(|step| i32::try_from(step).ok()),
             });
-        let desc = params
+        let mut desc = params
             .as_ref()
             .and_then(|params| params.get("desc"))
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        crate::truncate_to(&mut desc, MAX_OTA_DESC_LEN);
+        let module = module_of(params.as_ref());
         OtaProgress {
-            step: step.map(|step| (module_of(params.as_ref()), step, desc)),
+            step: step.zip(module).map(|(step, module)| (module, step, desc)),
         }
     }
 }
@@ -222,13 +233,14 @@ fn params_of(payload: &[u8]) -> Option<Value> {
     body.get_mut("params").map(Value::take)
 }
 
-fn module_of(params: Option<&Value>) -> String {
-    params
+/// The module a report names (`default` when none), or `None` when its name is too long.
+fn module_of(params: Option<&Value>) -> Option<String> {
+    let module = params
         .and_then(|params| params.get("module"))
         .and_then(Value::as_str)
         .filter(|module| !module.is_empty())
-        .unwrap_or(DEFAULT_MODULE)
-        .to_owned()
+        .unwrap_or(DEFAULT_MODULE);
+    (module.len() <= MAX_OTA_TEXT_LEN).then(|| module.to_owned())
 }
 
 /// What the platform keeps of one module of a device.

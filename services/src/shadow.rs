@@ -15,6 +15,10 @@ use serde_json::{Map, Value};
 use crate::alink::to_bytes;
 use crate::{Downlink, UnixMillis};
 
+/// The most a shadow's state (reported and desired) takes, in bytes of its JSON (about; ours,
+/// after the platform's documented 16 KB). An update past it is refused with 408.
+pub const MAX_SHADOW_BYTES: usize = 16 * 1024;
+
 /// Attributes one section (reported or desired) holds at most (ours; the platform documents
 /// 128). One more is refused with 408.
 pub const MAX_SHADOW_ATTRIBUTES: usize = 128;
@@ -261,6 +265,10 @@ impl ShadowDocument {
             if let Some(value) = value {
                 changed.apply_section(section, value, delete, now)?;
             }
+        }
+        let size = crate::object_size(&changed.reported) + crate::object_size(&changed.desired);
+        if size > MAX_SHADOW_BYTES {
+            return Err(ShadowCode::TOO_MANY_ATTRIBUTES);
         }
         changed.version = next;
         changed.timestamp = now.secs();

@@ -34,7 +34,7 @@ use alloc::vec::Vec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::alink::{AlinkMethod, empty_object, to_bytes};
+use crate::alink::{AlinkMethod, code_of, empty_object, to_bytes};
 use crate::ota::{DEFAULT_MODULE, OtaSignMethod};
 use crate::request::{own_exactly, own_rest};
 use crate::{UnixMillis, is_identifier};
@@ -574,18 +574,16 @@ fn parse_sys(topic: &str, own: &str, payload: &[u8]) -> Option<DeviceDownlink> {
             reply_topic: format!("{base}rrpc/response/{message_id}"),
         }));
     }
-    if let Some(request) = own.strip_suffix("_reply") {
-        let method = AlinkMethod::from_topic_rest(request)?;
+    // A reply to one of the device's requests; a service may be named `…_reply` too, so a
+    // topic that answers no request goes on to the calls below.
+    if let Some(method) = own
+        .strip_suffix("_reply")
+        .and_then(AlinkMethod::from_topic_rest)
+    {
         let body = object(payload)?;
         return Some(DeviceDownlink::Reply(AlinkReply {
             id: body.get("id").and_then(id_text),
-            code: body
-                .get("code")
-                .and_then(|code| match code {
-                    Value::String(text) => text.parse().ok(),
-                    other => other.as_i64(),
-                })
-                .unwrap_or(0),
+            code: body.get("code").and_then(code_of).unwrap_or(0),
             message: body
                 .get("message")
                 .and_then(Value::as_str)

@@ -280,3 +280,18 @@ fn other_topics_and_other_devices_are_not_downlinks() {
         None
     );
 }
+
+#[test]
+fn a_service_named_like_a_reply_is_a_call() {
+    let call = DeviceDownlink::parse(
+        "/sys/pk/dn/thing/service/get_reply",
+        br#"{"id":"5","version":"1.0","params":{},"method":"thing.service.get_reply"}"#,
+        "pk",
+        "dn",
+    );
+    let Some(DeviceDownlink::Service(call)) = call else {
+        panic!("not a service call: {call:?}");
+    };
+    assert_eq!(call.identifier, "get_reply");
+    assert_eq!(call.reply_topic, "/sys/pk/dn/thing/service/get_reply_reply");
+}

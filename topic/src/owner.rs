@@ -55,7 +55,9 @@ pub fn is_product_topic(topic: &str, product_key: &str) -> bool {
 /// publishes to one device on its own (PLATFORM-PROTOCOLS §0.2). A client that connects with
 /// `_ss=1` in its client id gets these without a SUBSCRIBE (automatic subscription):
 ///
-/// - `/sys/{pk}/{dn}/…`: the thing model's replies and downlinks, RRPC requests;
+/// - `/sys/{pk}/{dn}/…` but the device's own uplinks there: the thing model's replies to
+///   the device (`…_reply`) and its downlinks (`thing/service/…` calls, `…/push`, `…/notify`,
+///   `thing/topo/change`, `thing/gateway/permit`, `thing/model/down_raw`), RRPC requests;
 /// - `/shadow/get/{pk}/{dn}`, `/ota/device/upgrade/{pk}/{dn}`, `/ota/device/request/{pk}/{dn}`;
 /// - `/ext/ntp/{pk}/{dn}/response`, `/ext/session/{pk}/{dn}/…`, `/ext/error/{pk}/{dn}`;
 /// - `/ext/rrpc/{id}/sys/{pk}/{dn}/…`: a synchronous service call in the `ext` form.
@@ -70,37 +72,31 @@ pub fn is_product_topic(topic: &str, product_key: &str) -> bool {
 /// ```
 pub fn system_downlink_owner(topic: &str) -> Option<(&str, &str)> {
     let rest = topic.strip_prefix('/')?;
-    let mut levels = rest.split('/');
-    let first = levels.next()?;
-    // (levels before the identity, what may follow it)
-    let (rest, tail) = match first {
-        "sys" => (rest.strip_prefix("sys/")?, Tail::Some),
-        "shadow" => (rest.strip_prefix("shadow/get/")?, Tail::None),
-        "ota" => (
-            rest.strip_prefix("ota/device/upgrade/")
-                .or_else(|| rest.strip_prefix("ota/device/request/"))?,
-            Tail::None,
-        ),
-        "ext" => {
-            let ext = rest.strip_prefix("ext/")?;
-            if let Some(ntp) = ext.strip_prefix("ntp/") {
-                (ntp, Tail::Exactly("response"))
-            } else if let Some(session) = ext.strip_prefix("session/") {
-                (session, Tail::Some)
-            } else if let Some(error) = ext.strip_prefix("error/") {
-                (error, Tail::None)
-            } else {
-                let call = ext.strip_prefix("rrpc/")?;
-                let (id, wrapped) = call.split_once('/')?;
-                if id.is_empty() {
-                    return None;
-                }
-                (wrapped.strip_prefix("sys/")?, Tail::Some)
-            }
+    // The levels from the product key on, and what may follow the device name.
+    let (identity, tail) = if let Some(sys) = rest.strip_prefix("sys/") {
+        (sys, Tail::SysDownlink)
+    } else if let Some(shadow) = rest.strip_prefix("shadow/get/") {
+        (shadow, Tail::None)
+    } else if let Some(ota) = rest
+        .strip_prefix("ota/device/upgrade/")
+        .or_else(|| rest.strip_prefix("ota/device/request/"))
+    {
+        (ota, Tail::None)
+    } else if let Some(ntp) = rest.strip_prefix("ext/ntp/") {
+        (ntp, Tail::Exactly("response"))
+    } else if let Some(session) = rest.strip_prefix("ext/session/") {
+        (session, Tail::Some)
+    } else if let Some(error) = rest.strip_prefix("ext/error/") {
+        (error, Tail::None)
+    } else {
+        let call = rest.strip_prefix("ext/rrpc/")?;
+        let (id, wrapped) = call.split_once('/')?;
+        if id.is_empty() {
+            return None;
         }
-        _ => return None,
+        (wrapped.strip_prefix("sys/")?, Tail::SysDownlink)
     };
-    let (product_key, rest) = rest.split_once('/')?;
+    let (product_key, rest) = identity.split_once('/')?;
     let (device_name, after) = match rest.split_once('/') {
         Some((device_name, after)) => (device_name, Some(after)),
         None => (rest, None),
@@ -111,10 +107,33 @@ pub fn system_downlink_owner(topic: &str) -> Option<(&str, &str)> {
     let fits = match (tail, after) {
         (Tail::None, None) => true,
         (Tail::Some, Some(after)) => !after.is_empty(),
+        (Tail::SysDownlink, Some(after)) => is_sys_downlink(after),
         (Tail::Exactly(expected), Some(after)) => after == expected,
         _ => false,
     };
     fits.then_some((product_key, device_name))
+}
+
+/// Whether `/sys/{pk}/{dn}/{after}` goes from the platform to the device. The device
+/// publishes there too: its requests (`…/post`, `deviceinfo/update`, `desired/get`, …), its
+/// answers to the platform's calls (`thing/service/…_reply`, `rrpc/response/…`,
+/// `…/push_reply`, `thing/model/down_raw_reply`) and its raw uplinks (`thing/model/up_raw`).
+fn is_sys_downlink(after: &str) -> bool {
+    if after.starts_with("rrpc/request/") {
+        return after.len() > "rrpc/request/".len();
+    }
+    if let Some(service) = after.strip_prefix("thing/service/") {
+        return !service.is_empty() && !service.ends_with("_reply");
+    }
+    if after.ends_with("_reply") {
+        return !after.ends_with("push_reply") && after != "thing/model/down_raw_reply";
+    }
+    after.ends_with("/push")
+        || after.ends_with("/notify")
+        || matches!(
+            after,
+            "thing/topo/change" | "thing/gateway/permit" | "thing/model/down_raw"
+        )
 }
 
 /// What follows the device name in a system downlink.
@@ -126,6 +145,8 @@ enum Tail {
     Some,
     /// Exactly this.
     Exactly(&'static str),
+    /// A downlink under `/sys/{pk}/{dn}/` ([`is_sys_downlink`]).
+    SysDownlink,
 }
 
 /// What follows `level/` at the start of `topic`, if `topic` starts with that whole level.
@@ -200,6 +221,11 @@ mod tests {
             ("/ext/session/pk/dn/combine/login_reply", ("pk", "dn")),
             ("/ext/error/pk/dn", ("pk", "dn")),
             ("/ext/rrpc/9/sys/pk/dn/thing/service/x", ("pk", "dn")),
+            ("/sys/pk/dn/thing/service/property/set", ("pk", "dn")),
+            ("/sys/pk/dn/thing/config/push", ("pk", "dn")),
+            ("/sys/pk/dn/thing/model/down_raw", ("pk", "dn")),
+            ("/sys/pk/dn/thing/model/up_raw_reply", ("pk", "dn")),
+            ("/sys/pk/dn/_thing/event/notify", ("pk", "dn")),
         ] {
             assert_eq!(system_downlink_owner(topic), Some(owner), "{topic}");
         }
@@ -217,6 +243,17 @@ mod tests {
             "/broadcast/pk/x",
             "sys/pk/dn/x",
             "/ext/error/pk/dn/x",
+            // The device's own uplinks under /sys/.
+            "/sys/pk/dn/thing/event/property/post",
+            "/sys/pk/dn/thing/service/property/set_reply",
+            "/sys/pk/dn/thing/service/reboot_reply",
+            "/sys/pk/dn/rrpc/response/12",
+            "/sys/pk/dn/rrpc/request/",
+            "/sys/pk/dn/thing/config/push_reply",
+            "/sys/pk/dn/thing/model/down_raw_reply",
+            "/sys/pk/dn/thing/model/up_raw",
+            "/sys/pk/dn/thing/deviceinfo/update",
+            "/ext/rrpc/9/sys/pk/dn/thing/service/x_reply",
         ] {
             assert_eq!(system_downlink_owner(other), None, "{other}");
         }

@@ -579,11 +579,7 @@ impl<R: Runtime> Driver<R> {
                 return true;
             }
         }
-        let handled = self
-            .things
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .handle(&downlink);
+        let handled = self.run_handler(&downlink);
         match handled {
             Handled::No => false,
             Handled::Taken => true,
@@ -592,6 +588,17 @@ impl<R: Runtime> Driver<R> {
                 true
             }
         }
+    }
+
+    /// Runs the handler of `downlink`, if one is set. The table's lock is let go first: a
+    /// handler may set handlers (it runs in this task, and would wait for itself).
+    fn run_handler(&self, downlink: &DeviceDownlink) -> Handled {
+        let handler = self
+            .things
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .handler_for(downlink);
+        handler.map_or(Handled::No, |handler| handler.call(downlink))
     }
 
     /// Publishes a handler's answer at QoS 0 (as the SDKs answer), nobody waiting for it.
@@ -625,11 +632,7 @@ impl<R: Runtime> Driver<R> {
         ) else {
             return false;
         };
-        let handled = self
-            .things
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .handle(&downlink);
+        let handled = self.run_handler(&downlink);
         match handled {
             Handled::Answer(answer) => {
                 // The connection answers on the topic the call came in its form.

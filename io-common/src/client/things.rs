@@ -55,14 +55,17 @@ pub enum ThingError {
     InvalidReply,
 }
 
+/// A handler, locked on its own while it runs: the driver takes it out of [`ThingHandlers`]
+/// (whose lock it then lets go) before calling it, so that a handler may set handlers.
+type Shared<F> = Arc<Mutex<F>>;
 /// Answers property sets (called in the client's task).
-type PropertySetHandler = Box<dyn FnMut(&PropertySet) -> ThingAnswer + Send>;
+type PropertySetHandler = Shared<dyn FnMut(&PropertySet) -> ThingAnswer + Send>;
 /// Answers service calls (called in the client's task).
-type ServiceHandler = Box<dyn FnMut(&ServiceCall) -> ThingAnswer + Send>;
+type ServiceHandler = Shared<dyn FnMut(&ServiceCall) -> ThingAnswer + Send>;
 /// Takes shadow `control` pushes.
-type ShadowHandler = Box<dyn FnMut(&ShadowMessage) + Send>;
+type ShadowHandler = Shared<dyn FnMut(&ShadowMessage) + Send>;
 /// Takes OTA upgrade pushes.
-type UpgradeHandler = Box<dyn FnMut(&OtaUpgrade) + Send>;
+type UpgradeHandler = Shared<dyn FnMut(&OtaUpgrade) + Send>;
 
 /// The handlers of the downlinks the platform starts.
 #[derive(Default)]
@@ -84,42 +87,58 @@ pub(crate) enum Handled {
     Answer(Uplink),
 }
 
+/// The handler a downlink goes to, taken out of the table.
+pub(crate) enum HandlerFor {
+    PropertySet(PropertySetHandler),
+    Service(ServiceHandler),
+    ShadowControl(ShadowHandler),
+    Upgrade(UpgradeHandler),
+}
+
 impl ThingHandlers {
-    /// Hands `downlink` (not a reply to one of the device's requests) to its handler.
-    pub(crate) fn handle(&mut self, downlink: &DeviceDownlink) -> Handled {
+    /// The handler of `downlink` (not a reply to one of the device's requests), if any.
+    pub(crate) fn handler_for(&self, downlink: &DeviceDownlink) -> Option<HandlerFor> {
         match downlink {
-            DeviceDownlink::PropertySet(set) => match self.property_set.as_mut() {
-                Some(handler) => Handled::Answer(property_set_reply(set, &handler(set))),
-                None => Handled::No,
-            },
-            DeviceDownlink::Service(call) => match self.service(&call.identifier) {
-                Some(handler) => Handled::Answer(service_reply(call, &handler(call))),
-                None => Handled::No,
-            },
-            DeviceDownlink::Shadow(shadow) if shadow.is_control() => {
-                match self.shadow_control.as_mut() {
-                    Some(handler) => {
-                        handler(shadow);
-                        Handled::Taken
-                    }
-                    None => Handled::No,
-                }
+            DeviceDownlink::PropertySet(_) => {
+                self.property_set.clone().map(HandlerFor::PropertySet)
             }
-            DeviceDownlink::Upgrade(upgrade) => match self.upgrade.as_mut() {
-                Some(handler) => {
-                    handler(upgrade);
-                    Handled::Taken
-                }
-                None => Handled::No,
-            },
-            _ => Handled::No,
+            DeviceDownlink::Service(call) => self
+                .services
+                .get(&call.identifier)
+                .or(self.any_service.as_ref())
+                .cloned()
+                .map(HandlerFor::Service),
+            DeviceDownlink::Shadow(shadow) if shadow.is_control() => {
+                self.shadow_control.clone().map(HandlerFor::ShadowControl)
+            }
+            DeviceDownlink::Upgrade(_) => self.upgrade.clone().map(HandlerFor::Upgrade),
+            _ => None,
         }
     }
+}
 
-    fn service(&mut self, identifier: &str) -> Option<&mut ServiceHandler> {
-        match self.services.get_mut(identifier) {
-            Some(handler) => Some(handler),
-            None => self.any_service.as_mut(),
+impl HandlerFor {
+    /// Runs the handler on `downlink` (the one it was found for).
+    pub(crate) fn call(self, downlink: &DeviceDownlink) -> Handled {
+        fn run<F: ?Sized, T>(handler: &Shared<F>, call: impl FnOnce(&mut F) -> T) -> T {
+            call(&mut *handler.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+        match (self, downlink) {
+            (HandlerFor::PropertySet(handler), DeviceDownlink::PropertySet(set)) => {
+                Handled::Answer(property_set_reply(set, &run(&handler, |h| h(set))))
+            }
+            (HandlerFor::Service(handler), DeviceDownlink::Service(call)) => {
+                Handled::Answer(service_reply(call, &run(&handler, |h| h(call))))
+            }
+            (HandlerFor::ShadowControl(handler), DeviceDownlink::Shadow(shadow)) => {
+                run(&handler, |h| h(shadow));
+                Handled::Taken
+            }
+            (HandlerFor::Upgrade(handler), DeviceDownlink::Upgrade(upgrade)) => {
+                run(&handler, |h| h(upgrade));
+                Handled::Taken
+            }
+            _ => Handled::No,
         }
     }
 }
@@ -334,7 +353,7 @@ impl<R: Runtime> Client<R> {
     where
         F: FnMut(&PropertySet) -> ThingAnswer + Send + 'static,
     {
-        self.handlers().property_set = Some(Box::new(handler));
+        self.handlers().property_set = Some(Arc::new(Mutex::new(handler)));
     }
 
     /// Answers calls of the service `identifier` with `handler` (replacing any earlier one for
@@ -349,7 +368,7 @@ impl<R: Runtime> Client<R> {
     {
         self.handlers()
             .services
-            .insert(identifier.to_owned(), Box::new(handler));
+            .insert(identifier.to_owned(), Arc::new(Mutex::new(handler)));
     }
 
     /// Answers calls of every service without a handler of its own.
@@ -357,7 +376,7 @@ impl<R: Runtime> Client<R> {
     where
         F: FnMut(&ServiceCall) -> ThingAnswer + Send + 'static,
     {
-        self.handlers().any_service = Some(Box::new(handler));
+        self.handlers().any_service = Some(Arc::new(Mutex::new(handler)));
     }
 
     /// Takes the shadow's `control` pushes (an application changed the desired state; apply
@@ -367,7 +386,7 @@ impl<R: Runtime> Client<R> {
     where
         F: FnMut(&ShadowMessage) + Send + 'static,
     {
-        self.handlers().shadow_control = Some(Box::new(handler));
+        self.handlers().shadow_control = Some(Arc::new(Mutex::new(handler)));
     }
 
     /// Takes OTA upgrade pushes (download the firmware, check its digest, report progress
@@ -377,6 +396,6 @@ impl<R: Runtime> Client<R> {
     where
         F: FnMut(&OtaUpgrade) + Send + 'static,
     {
-        self.handlers().upgrade = Some(Box::new(handler));
+        self.handlers().upgrade = Some(Arc::new(Mutex::new(handler)));
     }
 }

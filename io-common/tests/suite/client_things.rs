@@ -145,6 +145,43 @@ pub async fn on_property_set_answers_and_the_platform_gets_the_result<R: Runtime
     broker.shutdown().await;
 }
 
+/// A handler runs in the client's task: one that sets a handler must not wait for itself.
+pub async fn a_handler_may_set_handlers<R: Runtime>() {
+    let (broker, addr) = start::<R>(config(false)).await;
+    let client = thing_device::<R>(addr, 1).await;
+    let inner = client.clone();
+    client.on_property_set(move |_| {
+        // A service appears once the device is configured.
+        inner.on_service("reboot", |_| {
+            ThingAnswer::success(json!({"rebooted": true}))
+        });
+        ThingAnswer::done()
+    });
+    let (identity, _) = device(1);
+    let handle = broker.handle();
+    let (id, _) = handle
+        .set_device_property(&identity, json!({"Mode":1}))
+        .await
+        .unwrap();
+    downlink_result::<R>(&handle, 1, |result| result.request_id == Some(id.0)).await;
+    let (call, _) = handle
+        .invoke_service(&identity, "reboot", json!({}))
+        .await
+        .unwrap();
+    let result = downlink_result::<R>(&handle, 1, |result| result.request_id == Some(call.0)).await;
+    assert_eq!(result.data, json!({"rebooted": true}));
+    // And the client still answers its own requests.
+    let reply = within::<R, _>(
+        "a property post reply",
+        client.post_properties(json!({"a": 1})),
+    )
+    .await
+    .unwrap();
+    assert!(reply.is_success());
+    drop(client);
+    broker.shutdown().await;
+}
+
 pub async fn an_unhandled_property_set_goes_to_messages<R: Runtime>() {
     let (broker, addr) = start::<R>(config(false)).await;
     let client = thing_device::<R>(addr, 4).await;

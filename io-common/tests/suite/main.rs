@@ -120,6 +120,7 @@ on_both_runtimes! {
         post_event_resolves_and_a_bad_identifier_is_refused,
         without_auto_subscription_no_reply_comes_and_the_call_times_out,
         on_property_set_answers_and_the_platform_gets_the_result,
+        a_handler_may_set_handlers,
         an_unhandled_property_set_goes_to_messages,
         on_service_answers_async_calls_on_their_reply_topic,
         on_service_answers_sync_calls_over_rrpc,

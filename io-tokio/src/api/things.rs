@@ -5,7 +5,7 @@
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::hub::{DeviceDelivery, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
-use aliot_services::{OtaJob, OtaSignMethod, ShadowDocument, ShadowRequest};
+use aliot_services::{DeviceReply, OtaJob, OtaSignMethod, ShadowDocument, ShadowRequest};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -361,7 +361,14 @@ pub(super) async fn invoke_thing_service(
                 format!("device {device} is not online"),
             ));
         }
-        RrpcOutcome::HalfConn | RrpcOutcome::Unknown => {
+        // A call ends UNKNOWN only when the broker stops.
+        RrpcOutcome::Unknown => {
+            return Err(Failure::new(
+                ApiErrorCode::BrokerStopped,
+                format!("the broker stopped before device {device} answered"),
+            ));
+        }
+        RrpcOutcome::HalfConn => {
             return Err(Failure::new(
                 ApiErrorCode::DeviceNotListening,
                 format!(
@@ -371,18 +378,16 @@ pub(super) async fn invoke_thing_service(
             ));
         }
     };
-    // The device's Alink reply: {"id":…,"code":…,"data":…}.
-    let answer: Value = serde_json::from_slice(&payload).map_err(|error| {
-        Failure::new(
+    // The device's Alink reply: {"id":…,"code":…,"data":…}, read as an asynchronous call's
+    // answer is (a code as a number or a string; none is 400).
+    if serde_json::from_slice::<Value>(&payload).is_err() {
+        return Err(Failure::new(
             ApiErrorCode::InvalidDeviceReply,
-            format!("device {device} answered with something that is not JSON: {error}"),
-        )
-    })?;
-    let code = answer.get("code").and_then(Value::as_i64).unwrap_or(200);
-    let result = answer
-        .get("data")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
+            format!("device {device} answered with something that is not JSON"),
+        ));
+    }
+    let answer = DeviceReply::parse("", &payload);
+    let (code, result) = (answer.code, answer.data);
     let data = ServiceResultData {
         message_id: reply.message_id.0.to_string(),
         result: result.to_string(),
