@@ -58,7 +58,7 @@ use core::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_services::{
     AlinkCode, DeviceMessage, DeviceState, Downlink, DownlinkResult, OtaJob, ShadowCode,
-    ShadowRequest, UnixMillis, is_identifier, property_set, service_call,
+    ShadowRequest, UnixMillis, is_identifier, ota_upgrade_topic, property_set, service_call,
 };
 use aliot_topic::{
     MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName, is_device_topic,
@@ -794,12 +794,8 @@ impl Hub {
         if !self.devices.get(device)?.has_pending_ota() {
             return None;
         }
-        let topic = alloc::format!(
-            "/ota/device/upgrade/{}/{}",
-            device.product_key,
-            device.device_name
-        );
-        TopicName::new(&topic, &self.server_topic_limits).ok()
+        let topic = ota_upgrade_topic(&device.product_key, &device.device_name);
+        TopicName::from_bytes(Bytes::from(topic.into_bytes()), &self.server_topic_limits).ok()
     }
 
     /// Whether the session gets `topic` (by a subscription or the automatic one).
@@ -895,7 +891,9 @@ impl Hub {
         qos: QoS,
         now: Instant,
     ) -> DeviceDelivery {
-        let Ok(topic) = TopicName::new(&downlink.topic, &self.server_topic_limits) else {
+        // The topic's bytes change hands: no copy per reply.
+        let topic = Bytes::from(downlink.topic.into_bytes());
+        let Ok(topic) = TopicName::from_bytes(topic, &self.server_topic_limits) else {
             return DeviceDelivery::Denied;
         };
         let message = Message::new(topic, Bytes::from(downlink.payload), qos);

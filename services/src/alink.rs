@@ -1,7 +1,7 @@
 //! The Alink thing model (PLATFORM-PROTOCOLS §1): requests a device sends, the platform's
 //! replies, and the downlinks the server starts (property set, service calls).
 
-use alloc::borrow::ToOwned;
+use alloc::borrow::{Cow, ToOwned};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -94,18 +94,21 @@ impl AlinkMethod {
     }
 
     /// The method name the reply carries (`thing.event.property.post`, …).
-    pub fn name(&self) -> String {
-        match self {
-            AlinkMethod::PropertyPost => "thing.event.property.post".into(),
-            AlinkMethod::BatchPost => "thing.event.property.batch.post".into(),
-            AlinkMethod::HistoryPost => "thing.event.property.history.post".into(),
-            AlinkMethod::EventPost(identifier) => format!("thing.event.{identifier}.post"),
-            AlinkMethod::TagsUpdate => "thing.deviceinfo.update".into(),
-            AlinkMethod::TagsDelete => "thing.deviceinfo.delete".into(),
-            AlinkMethod::DesiredGet => "thing.property.desired.get".into(),
-            AlinkMethod::DesiredDelete => "thing.property.desired.delete".into(),
-            AlinkMethod::FirmwareGet => "thing.ota.firmware.get".into(),
-        }
+    /// Borrowed but for an event's, which names its identifier.
+    pub fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            AlinkMethod::PropertyPost => "thing.event.property.post",
+            AlinkMethod::BatchPost => "thing.event.property.batch.post",
+            AlinkMethod::HistoryPost => "thing.event.property.history.post",
+            AlinkMethod::EventPost(identifier) => {
+                return Cow::Owned(format!("thing.event.{identifier}.post"));
+            }
+            AlinkMethod::TagsUpdate => "thing.deviceinfo.update",
+            AlinkMethod::TagsDelete => "thing.deviceinfo.delete",
+            AlinkMethod::DesiredGet => "thing.property.desired.get",
+            AlinkMethod::DesiredDelete => "thing.property.desired.delete",
+            AlinkMethod::FirmwareGet => "thing.ota.firmware.get",
+        })
     }
 }
 
@@ -270,7 +273,11 @@ impl DeviceReply {
     /// Reads a device's answer to the downlink on `request_topic` (also the payload of a
     /// synchronous call's RRPC answer).
     pub fn parse(request_topic: &str, payload: &[u8]) -> Self {
-        let body: Option<Value> = serde_json::from_slice(payload).ok();
+        Self::from_body(request_topic, serde_json::from_slice(payload).ok())
+    }
+
+    /// The same, from the answer's JSON already read (`None`: not JSON).
+    pub fn from_body(request_topic: &str, body: Option<Value>) -> Self {
         let field = |key: &str| body.as_ref().and_then(|body| body.get(key));
         let request_id = field("id").and_then(|id| match id {
             Value::String(text) => text.parse().ok(),

@@ -68,7 +68,9 @@ pub use device::{
     PropertyValue,
 };
 pub use ntp::NtpRequest;
-pub use ota::{OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod};
+pub use ota::{
+    OtaJob, OtaJobError, OtaModule, OtaProgress, OtaReport, OtaSignMethod, ota_upgrade_topic,
+};
 pub use request::DeviceMessage;
 pub use shadow::{
     MAX_SHADOW_ATTRIBUTES, MAX_SHADOW_BYTES, ShadowCode, ShadowDocument, ShadowRequest,

@@ -161,7 +161,7 @@ impl OtaJob {
             message: &'a str,
         }
         Downlink {
-            topic: format!("/ota/device/upgrade/{product_key}/{device_name}"),
+            topic: ota_upgrade_topic(product_key, device_name),
             payload: to_bytes(&Push {
                 code: "1000",
                 data: self.data(),
@@ -170,6 +170,11 @@ impl OtaJob {
             }),
         }
     }
+}
+
+/// Where a device's upgrades are pushed: `/ota/device/upgrade/{pk}/{dn}`.
+pub fn ota_upgrade_topic(product_key: &str, device_name: &str) -> String {
+    format!("/ota/device/upgrade/{product_key}/{device_name}")
 }
 
 /// A device's version report: `{"id":…,"params":{"version":"1.0.1","module":"MCU"}}`.

@@ -380,13 +380,13 @@ pub(super) async fn invoke_thing_service(
     };
     // The device's Alink reply: {"id":…,"code":…,"data":…}, read as an asynchronous call's
     // answer is (a code as a number or a string; none is 400).
-    if serde_json::from_slice::<Value>(&payload).is_err() {
-        return Err(Failure::new(
+    let body = serde_json::from_slice::<Value>(&payload).map_err(|error| {
+        Failure::new(
             ApiErrorCode::InvalidDeviceReply,
-            format!("device {device} answered with something that is not JSON"),
-        ));
-    }
-    let answer = DeviceReply::parse("", &payload);
+            format!("device {device} answered with something that is not JSON: {error}"),
+        )
+    })?;
+    let answer = DeviceReply::from_body("", Some(body));
     let (code, result) = (answer.code, answer.data);
     let data = ServiceResultData {
         message_id: reply.message_id.0.to_string(),
