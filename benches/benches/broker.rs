@@ -160,6 +160,7 @@ async fn start_broker() -> (Broker, SocketAddr) {
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+        store: None,
     })
     .await
     .unwrap();

@@ -55,6 +55,7 @@ async fn start_broker() -> (Broker, u16) {
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+        store: None,
     })
     .await
     .expect("the broker starts");

@@ -39,6 +39,7 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+        store: None,
     })
     .await
     .expect("the broker starts")

@@ -129,6 +129,14 @@ pub trait Authenticator {
         let _ = device;
         None
     }
+
+    /// The ACL a session kept under `key` has now, for a session restored after a restart
+    /// (its device has not connected yet). The default allows nothing: until the device
+    /// connects again, nothing is sent to it that its ACL would be asked about.
+    fn session_acl(&self, key: &ClientKey) -> Acl {
+        let _ = key;
+        Acl::deny_all()
+    }
 }
 
 /// The platform's authentication (SPEC §2) over a device registry, with optional open mode.
@@ -180,6 +188,21 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
                 .lookup(&device.product_key, &device.device_name)
                 .is_some(),
         )
+    }
+
+    /// A device's ACL by its product's categories (none for a device no longer registered);
+    /// a generic client's is open in open mode.
+    fn session_acl(&self, key: &ClientKey) -> Acl {
+        match key {
+            ClientKey::Device(device) => self
+                .registry
+                .lookup(&device.product_key, &device.device_name)
+                .map_or_else(Acl::deny_all, |record| {
+                    Acl::for_device(&device.product_key, &device.device_name, &record.categories)
+                }),
+            ClientKey::Client(_) if self.open => Acl::open(),
+            ClientKey::Client(_) | ClientKey::Anonymous => Acl::deny_all(),
+        }
     }
 
     fn authenticate(

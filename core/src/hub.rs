@@ -75,6 +75,7 @@ use crate::time::Instant;
 
 mod counters;
 mod devices;
+pub mod durable;
 mod held_acks;
 mod rrpc;
 mod sessions;
@@ -85,9 +86,10 @@ pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
 pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
 
 use devices::DeviceTable;
+use durable::Journal;
 use held_acks::{AckTicket, HeldAcks};
 use rrpc::{Answer, RrpcCalls};
-use sessions::{AUTO_SUBSCRIBED_QOS, Queued, Session, SessionId, SessionTable};
+use sessions::{AUTO_SUBSCRIBED_QOS, InFlight, Queued, Session, SessionId, SessionTable};
 
 /// The QoS of the platform's own downlinks (property set, service calls, shadow `control`,
 /// OTA pushes; ours): kept in the session of a device briefly away, like any QoS 1 message.
@@ -207,6 +209,8 @@ pub struct Hub {
     rrpc: RrpcCalls,
     held_acks: HeldAcks,
     devices: DeviceTable,
+    /// Changes to the durable state not yet taken by the store.
+    journal: Journal,
     /// The wall clock as last given ([`Hub::set_wall_clock`]): NTP answers and the times the
     /// services stamp come from it.
     wall_clock: UnixMillis,
@@ -240,6 +244,7 @@ impl Hub {
             rrpc: RrpcCalls::new(config.first_rrpc_message_id),
             held_acks: HeldAcks::default(),
             devices: DeviceTable::default(),
+            journal: Journal::default(),
             wall_clock: UnixMillis::default(),
             counters: Counters::default(),
             outputs: alloc::collections::VecDeque::new(),
@@ -395,6 +400,9 @@ impl Hub {
                         session.subscribed(&filter);
                         session.subscriptions.insert(filter, qos);
                     }
+                    if !session.clean {
+                        self.journal.session_touched(&session.key);
+                    }
                 }
                 if let Some(topic) = upgrades
                     && !listened
@@ -414,13 +422,18 @@ impl Hub {
                         }
                         session.unsubscribed(&filter);
                     }
+                    if !session.clean {
+                        self.journal.session_touched(&session.key);
+                    }
                 }
             }
             Event::DeliveryAcked(packet_id) => {
                 if let Some(sid) = self.sessions.of_conn(conn)
                     && let Some(session) = self.sessions.get_mut(sid)
                 {
-                    session.delivery_acked(packet_id, now);
+                    if let Some(seq) = session.delivery_acked(packet_id, now) {
+                        self.journal.message_removed(&session.key, seq);
+                    }
                     self.pump(sid, now);
                 }
             }
@@ -511,7 +524,7 @@ impl Hub {
         {
             return Err(InvalidRrpcCall::NotDeviceTopic(topic.as_str().to_string()));
         }
-        let id = self.rrpc.allocate_id();
+        let id = self.allocate_message_id();
         let request = match topic {
             Some(topic) => RrpcTopic::Custom {
                 message_id: id,
@@ -597,7 +610,7 @@ impl Hub {
         items: &Value,
         now: Instant,
     ) -> (MessageId, DeviceDelivery) {
-        let id = self.rrpc.allocate_id();
+        let id = self.allocate_message_id();
         let Some(sid) = self.online_session(device) else {
             return (id, DeviceDelivery::Offline);
         };
@@ -619,7 +632,7 @@ impl Hub {
         if !is_identifier(identifier) {
             return Err(InvalidServiceCall::Identifier(identifier.into()));
         }
-        let id = self.rrpc.allocate_id();
+        let id = self.allocate_message_id();
         let Some(sid) = self.online_session(device) else {
             return Ok((id, DeviceDelivery::Offline));
         };
@@ -649,7 +662,7 @@ impl Hub {
         if !is_identifier(identifier) {
             return Err(InvalidServiceCall::Identifier(identifier.into()));
         }
-        let body_id = self.rrpc.allocate_id();
+        let body_id = self.allocate_message_id();
         let call = service_call(
             &device.product_key,
             &device.device_name,
@@ -684,6 +697,7 @@ impl Hub {
         device: &DeviceIdentity,
         items: &Map<String, Value>,
     ) -> Result<(), AlinkCode> {
+        self.journal.device_touched(device);
         self.devices.state_mut(device).set_desired(items)
     }
 
@@ -696,6 +710,7 @@ impl Hub {
         request: &ShadowRequest,
         now: Instant,
     ) -> Result<(u64, DeviceDelivery), ShadowCode> {
+        self.journal.device_touched(device);
         let state = self.devices.state_mut(device);
         let push = state.update_shadow(request, self.wall_clock)?;
         let version = state.shadow().version();
@@ -714,6 +729,7 @@ impl Hub {
         job: OtaJob,
         now: Instant,
     ) -> DeviceDelivery {
+        self.journal.device_touched(device);
         let push = self.devices.state_mut(device).start_ota(job);
         match self.online_session(device) {
             Some(sid) => self.send_downlink(sid, push, DOWNLINK_QOS, now),
@@ -769,15 +785,18 @@ impl Hub {
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
         session.features = request.features;
+        if !session.clean {
+            self.journal.session_touched(&session.key);
+        }
         if session_present {
             // Unacknowledged deliveries first, with DUP, in their original order; then the queue.
-            for (packet_id, message) in &session.inflight {
+            for sent in &session.inflight {
                 self.counters.messages_out += 1;
                 self.outputs.push_back(HubOutput::Connection {
                     conn,
                     command: Command::Deliver(Delivery {
-                        message: message.clone(),
-                        packet_id: Some(*packet_id),
+                        message: sent.message.clone(),
+                        packet_id: Some(sent.packet_id),
                         dup: true,
                     }),
                 });
@@ -821,7 +840,7 @@ impl Hub {
             let same = |message: &Message| {
                 message.topic.as_str() == push.topic && message.payload[..] == push.payload[..]
             };
-            session.inflight.iter().any(|(_, message)| same(message))
+            session.inflight.iter().any(|sent| same(&sent.message))
                 || session.queue.iter().any(|queued| same(&queued.message))
         };
         let fresh: Vec<Downlink> = pushes.into_iter().filter(|push| !held(push)).collect();
@@ -845,6 +864,10 @@ impl Hub {
         }
         // Its queue is a store for later now: its publishers wait no longer.
         self.release_queue_holds(sid);
+        if let Some(session) = self.sessions.get_mut(sid) {
+            session.offline_since = Some(self.wall_clock);
+            self.journal.session_touched(&session.key);
+        }
         if let Some(expiry) = self.config.session_expiry {
             self.sessions.expire_at(sid, now + expiry);
         }
@@ -864,6 +887,15 @@ impl Hub {
             return;
         };
         self.counters.services.requests += 1;
+        if matches!(
+            request,
+            DeviceMessage::Alink(_)
+                | DeviceMessage::Shadow(_)
+                | DeviceMessage::OtaReport(_)
+                | DeviceMessage::OtaProgress(_)
+        ) {
+            self.journal.device_touched(device);
+        }
         let handled = self
             .devices
             .state_mut(device)
@@ -996,11 +1028,24 @@ impl Hub {
             (conn, _) => {
                 let mut message = message.clone();
                 message.qos = QoS::AtLeastOnce;
+                let seq = match session.clean {
+                    true => 0,
+                    false => self.journal.message_saved(
+                        &session.key,
+                        &message.topic,
+                        &message.payload,
+                        self.wall_clock,
+                    ),
+                };
                 if let Some(conn) =
                     conn.filter(|_| session.queue.is_empty() && session.inflight.len() < window)
                 {
                     let packet_id = session.allocate_packet_id();
-                    session.inflight.push_back((packet_id, message.clone()));
+                    session.inflight.push_back(InFlight {
+                        packet_id,
+                        message: message.clone(),
+                        seq,
+                    });
                     self.counters.messages_out += 1;
                     let delivery = Delivery {
                         message,
@@ -1010,17 +1055,19 @@ impl Hub {
                     self.command(conn, Command::Deliver(delivery));
                     DeviceDelivery::Sent
                 } else {
-                    self.enqueue(sid, message, ticket, now);
+                    self.enqueue(sid, message, seq, ticket, now);
                     DeviceDelivery::Queued
                 }
             }
         }
     }
 
+    /// Queues a message (kept in the store at `seq`, 0 if not) behind the session's window.
     fn enqueue(
         &mut self,
         sid: SessionId,
         message: Message,
+        seq: u64,
         ticket: Option<AckTicket>,
         now: Instant,
     ) {
@@ -1051,6 +1098,8 @@ impl Hub {
             message,
             at: now,
             hold,
+            seq,
+            dup: false,
         });
         // A message whose publisher waits for its PUBACK may take the queue past its limits, up
         // to HELD_QUEUE_FACTOR times them: the publisher sends no more until it leaves, so the
@@ -1067,9 +1116,10 @@ impl Hub {
         // reaches its limit: the publishers of a queue that overflows stay slowed down (sending
         // it now would invite the next message to drop).
         while session.queue.len() > max_messages || session.queued_bytes > max_bytes {
-            if session.pop_queued().is_none() {
+            let Some(dropped) = session.pop_queued() else {
                 break;
-            }
+            };
+            self.journal.message_removed(&session.key, dropped.seq);
             self.counters.dropped.queue_full += 1;
         }
     }
@@ -1125,23 +1175,33 @@ impl Hub {
                 });
             }
             if max_age.is_some_and(|age| now - queued.at > age) {
+                self.journal.message_removed(&session.key, queued.seq);
                 self.counters.dropped.expired += 1;
                 continue;
             }
             let packet_id = session.allocate_packet_id();
-            session
-                .inflight
-                .push_back((packet_id, queued.message.clone()));
+            session.inflight.push_back(InFlight {
+                packet_id,
+                message: queued.message.clone(),
+                seq: queued.seq,
+            });
             self.counters.messages_out += 1;
             self.outputs.push_back(HubOutput::Connection {
                 conn,
                 command: Command::Deliver(Delivery {
                     message: queued.message,
                     packet_id: Some(packet_id),
-                    dup: false,
+                    dup: queued.dup,
                 }),
             });
         }
+    }
+
+    /// A fresh messageId for an RRPC call or a downlink; the store reserves them ahead.
+    fn allocate_message_id(&mut self) -> MessageId {
+        let id = self.rrpc.allocate_id();
+        self.journal.rrpc_id_used(id.0);
+        id
     }
 
     fn finish_call(&mut self, id: MessageId, outcome: RrpcOutcome) {
@@ -1166,6 +1226,9 @@ impl Hub {
         let Some(session) = self.sessions.remove(sid) else {
             return;
         };
+        if !session.clean {
+            self.journal.session_removed(&session.key);
+        }
         for filter in session.subscriptions.keys() {
             self.index.remove(filter, &sid);
         }

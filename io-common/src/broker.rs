@@ -3,7 +3,7 @@
 //!
 //! # How the work is split
 //!
-//! - **One hub task** owns the sans-IO [`Hub`](aliot_core::hub::Hub): sessions, routing,
+//! - **One hub task** owns the sans-IO [`Hub`]: sessions, routing,
 //!   takeover, offline queues and RRPC correlation. It takes requests from one bounded channel
 //!   (connection events, the registration of a connection's command channel, RRPC calls with a
 //!   oneshot reply, publishes, statistics), a batch at a time, and after each batch dispatches
@@ -49,6 +49,7 @@
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
 //!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+//!     store: None,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -63,6 +64,7 @@ mod connection;
 mod handle;
 mod hub_task;
 mod mailbox;
+mod store_writer;
 mod tls;
 
 use std::io;
@@ -73,7 +75,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aliot_core::Authenticator;
-use aliot_core::hub::{ConnId, HubConfig};
+use aliot_core::hub::{ConnId, Hub, HubConfig};
 use aliot_core::server::ServerConfig;
 use futures_rustls::TlsAcceptor;
 use futures_util::stream::FuturesUnordered;
@@ -81,12 +83,16 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
-pub use handle::{BrokerHandle, BrokerStopped, RrpcError, RrpcReply, ServiceError, Stats};
+pub use handle::{
+    BrokerHandle, BrokerStopped, RrpcError, RrpcReply, ServiceError, Stats, StoreStats,
+};
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;
 use self::hub_task::HubTask;
+use self::store_writer::StoreWriter;
 use crate::runtime::{Clock, Runtime, sleep, spawn_guarded, timeout_at};
+use crate::store::{StoreConfig, StoreError};
 
 /// How long a closing connection may take to write its last bytes and close its write side
 /// before its socket is dropped (a device that stops reading cannot hold a task forever).
@@ -132,6 +138,9 @@ pub struct BrokerConfig {
     /// counted ([`BrokerHandle::connections_refused_at_cap`]).
     /// [`DEFAULT_MAX_CONNECTIONS`](Self::DEFAULT_MAX_CONNECTIONS) unless there is a reason.
     pub max_connections: NonZeroUsize,
+    /// Where sessions, queued messages and the devices' service state are kept across
+    /// restarts ([`crate::store`]); `None`: in memory only, lost when the broker stops.
+    pub store: Option<StoreConfig>,
 }
 
 impl BrokerConfig {
@@ -148,6 +157,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("server", &self.server)
             .field("hub", &self.hub)
             .field("max_connections", &self.max_connections)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +182,12 @@ pub enum BrokerError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store's writer thread could not be started.
+    #[error("cannot start the store's writer thread: {0}")]
+    StoreThread(io::Error),
 }
 
 /// A signal the broker raises once, when it stops accepting (or is dropped): what a service
@@ -258,7 +274,17 @@ impl<R: Runtime> Broker<R> {
             Arc::clone(&cap.refused),
         );
 
-        let hub = HubTask::new(hub_config, clock, runtime.clone());
+        let mut hub = Hub::new(hub_config);
+        let store = match &config.store {
+            Some(store) => Some(restore(
+                store,
+                &mut hub,
+                &*config.authenticator,
+                clock.now(),
+            )?),
+            None => None,
+        };
+        let hub = HubTask::new(hub, clock, runtime.clone(), store);
         let hub_task = runtime.spawn(hub.run(
             requests_rx,
             stop_hub_rx,
@@ -549,4 +575,47 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub(crate) fn wall_clock_ms() -> Option<u64> {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     u64::try_from(since_epoch.as_millis()).ok()
+}
+
+/// Opens the store, gives the hub what it kept, commits what the restore changed (expired
+/// sessions and messages removed, the next RRPC ids reserved) and starts its writer: all
+/// before any listener accepts.
+fn restore(
+    config: &StoreConfig,
+    hub: &mut Hub,
+    authenticator: &(dyn Authenticator + Send + Sync),
+    now: aliot_core::Instant,
+) -> Result<StoreWriter, BrokerError> {
+    let started = Instant::now();
+    let mut store = config.open()?;
+    let image = store.load()?;
+    let loaded = started.elapsed();
+    hub.record_store_changes();
+    hub.set_wall_clock(aliot_services::UnixMillis(wall_clock_ms().unwrap_or(0)));
+    let restored = hub.restore(&image, |key| authenticator.session_acl(key), now);
+    drop(image);
+    let mut changes = Vec::new();
+    hub.take_store_changes(&mut changes);
+    store.commit(&changes, true)?;
+    info!(
+        location = %store_location(config),
+        durability = %config.durability,
+        sessions = restored.sessions,
+        messages = restored.messages,
+        devices = restored.devices,
+        expired_sessions = restored.expired_sessions,
+        dropped_messages = restored.dropped_messages,
+        read_ms = loaded.as_millis() as u64,
+        took_ms = started.elapsed().as_millis() as u64,
+        "store restored"
+    );
+    StoreWriter::start(store, config.durability).map_err(BrokerError::StoreThread)
+}
+
+/// Where a store is, for the log.
+fn store_location(config: &StoreConfig) -> String {
+    match &config.location {
+        crate::store::StoreLocation::Directory(dir) => dir.display().to_string(),
+        crate::store::StoreLocation::Memory(_) => "memory".into(),
+    }
 }

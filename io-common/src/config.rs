@@ -31,6 +31,11 @@
 //! max_message_age_secs = 604800   # or "never"
 //! session_expiry_secs = 604800    # or "never"
 //!
+//! [store]                   # sessions and queued messages on disk; in memory when absent
+//! path = "aliot-data"        # a directory of its own, relative to this file
+//! durability = "immediate"   # fsync before each PUBACK; or "periodic" (with flush_ms), "none"
+//! # flush_ms = 1000          # with "periodic": the most a crash may lose
+//!
 //! [auth]
 //! open = false                    # SPEC §1 open mode
 //! # max_timestamp_skew_ms = 600000 # off unless given
@@ -92,6 +97,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+use crate::store::{Durability, StoreConfig, StoreLocation};
 
 /// Where the `[api]` table listens when it gives no `bind`.
 pub const DEFAULT_API_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -126,6 +132,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Hub limits (`[limits]`: in-flight window, offline queue, ages).
     pub hub: HubConfig,
+    /// Where sessions and queued messages are kept (`[store]`); in memory when `None`.
+    pub store: Option<StoreConfig>,
     /// How devices are authenticated (`[auth]`).
     pub auth: AuthSettings,
     /// Every product and device of the file, with their categories and secrets.
@@ -237,6 +245,7 @@ impl Config {
             hub: self.hub.clone(),
             authenticator: Arc::new(self.authenticator()),
             max_connections: self.max_connections,
+            store: self.store.clone(),
         }
     }
 
@@ -261,6 +270,17 @@ impl Config {
                 token: Some(_),
             }) => format!("HTTP API {bind} (bearer token required)"),
             None => "HTTP API off".to_owned(),
+        });
+        lines.push(match &self.store {
+            Some(store) => match &store.location {
+                StoreLocation::Directory(dir) => {
+                    format!("store {} (durability {})", dir.display(), store.durability)
+                }
+                StoreLocation::Memory(_) => "store in memory".to_owned(),
+            },
+            None => {
+                "store off: sessions and queued messages are lost when the broker stops".to_owned()
+            }
         });
         lines.push(format!(
             "auth: open mode {}, timestamp skew check {}",
@@ -382,6 +402,15 @@ pub enum ConfigProblem {
     /// `[api] token = ""`.
     #[error("the API token is empty: give a token, or leave the key out for no token")]
     EmptyApiToken,
+    /// `[store] durability` is not one of the three.
+    #[error("store.durability = {0:?}: use \"immediate\", \"periodic\" or \"none\"")]
+    BadDurability(String),
+    /// `flush_ms` without `durability = "periodic"`, or `"periodic"` without it.
+    #[error("store.flush_ms goes with durability = \"periodic\", and \"periodic\" needs it")]
+    FlushWithoutPeriodic,
+    /// `flush_ms` out of range.
+    #[error("store.flush_ms = {0} is not within 1..=60000")]
+    BadFlushMs(u64),
     /// A limit below its minimum.
     #[error("limits.{key} = {value} is below the minimum of {min}")]
     LimitTooSmall {
@@ -513,10 +542,19 @@ struct RawConfig {
     api: Option<RawApi>,
     #[serde(default)]
     limits: RawLimits,
+    store: Option<Spanned<RawStore>>,
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
     product: Vec<RawProduct>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+    durability: Option<Spanned<String>>,
+    flush_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -655,6 +693,7 @@ impl Checker<'_> {
         let api = raw.api.map(|api| self.api(api)).transpose()?;
         let (max_connections, server, hub) = self.limits(raw.limits)?;
         let auth = self.auth(raw.auth)?;
+        let store = raw.store.map(|store| self.store(store)).transpose()?;
         let (registry, products) = self.products(raw.product)?;
         Ok(Config {
             listeners,
@@ -662,6 +701,7 @@ impl Checker<'_> {
             max_connections,
             server,
             hub,
+            store,
             auth,
             registry,
             products,
@@ -734,6 +774,43 @@ impl Checker<'_> {
             None => None,
         };
         Ok(ApiSettings { bind, token })
+    }
+
+    fn store(&self, store: Spanned<RawStore>) -> Result<StoreConfig, ConfigError> {
+        let span = store.span();
+        let RawStore {
+            path,
+            durability,
+            flush_ms,
+        } = store.into_inner();
+        let durability = match (durability.as_ref().map(|d| d.get_ref().as_str()), &flush_ms) {
+            (None | Some("immediate"), None) => Durability::Immediate,
+            (Some("none"), None) => Durability::None,
+            (Some("periodic"), Some(flush)) => {
+                let ms = *flush.get_ref();
+                if !(1..=60_000).contains(&ms) {
+                    return Err(self
+                        .source
+                        .error_at(&flush.span(), ConfigProblem::BadFlushMs(ms)));
+                }
+                Durability::Periodic(Duration::from_millis(ms))
+            }
+            (Some("periodic"), None) | (None | Some("immediate" | "none"), Some(_)) => {
+                return Err(self
+                    .source
+                    .error_at(&span, ConfigProblem::FlushWithoutPeriodic));
+            }
+            (Some(other), _) => {
+                let at = durability.as_ref().map_or(span.clone(), Spanned::span);
+                return Err(self
+                    .source
+                    .error_at(&at, ConfigProblem::BadDurability(other.to_owned())));
+            }
+        };
+        Ok(StoreConfig {
+            location: StoreLocation::Directory(self.base_dir.join(path)),
+            durability,
+        })
     }
 
     /// A limit within `min..=max`.

@@ -28,6 +28,7 @@
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+//!         store: None,
 //!     };
 //!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
 //!     let broker = Broker::<Smol>::start(config).await?;
@@ -45,6 +46,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod runtime;
+pub mod store;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
@@ -52,3 +54,6 @@ pub use broker::{
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::Runtime;
+pub use store::{
+    Durability, MemoryStore, RedbStore, Store, StoreConfig, StoreError, StoreLocation,
+};

@@ -137,7 +137,12 @@ pub(crate) fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
 }
 
-/// The state machines' time: `aliot_core::Instant` is milliseconds since this clock started.
+/// What the state machines' clock reads at the start: about 35 years in ms, so that times up
+/// to that long before the start can be told.
+const CLOCK_EPOCH_MS: u64 = 1 << 40;
+
+/// The state machines' time: `aliot_core::Instant` is milliseconds since this clock started,
+/// plus [`CLOCK_EPOCH_MS`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     start: Instant,
@@ -150,16 +155,18 @@ impl Clock {
         }
     }
 
-    /// Now, for the state machines.
+    /// Now, for the state machines: [`CLOCK_EPOCH_MS`] at the start, so that a time before the
+    /// start (a message restored from the store, which arrived before a restart) is one too.
     pub(crate) fn now(&self) -> aliot_core::Instant {
-        let elapsed = self.start.elapsed().as_millis();
-        aliot_core::Instant::from_millis(u64::try_from(elapsed).unwrap_or(u64::MAX))
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        aliot_core::Instant::from_millis(elapsed.saturating_add(CLOCK_EPOCH_MS))
     }
 
     /// When a deadline of the state machines falls, for the runtime's timers.
     pub(crate) fn deadline(&self, at: aliot_core::Instant) -> Instant {
+        let after_start = at.as_millis().saturating_sub(CLOCK_EPOCH_MS);
         self.start
-            .checked_add(Duration::from_millis(at.as_millis()))
+            .checked_add(Duration::from_millis(after_start))
             .unwrap_or_else(far_future)
     }
 }

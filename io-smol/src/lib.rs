@@ -24,6 +24,7 @@
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+//!         store: None,
 //!     })
 //!     .await?;
 //!     let (addr, tls) = broker.listener_addrs()[0];

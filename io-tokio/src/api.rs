@@ -130,6 +130,7 @@ pub struct BindApiError {
 ///     hub: Default::default(),
 ///     authenticator: Arc::new(authenticator),
 ///     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+///     store: None,
 /// })
 /// .await?;
 /// let api = ApiConfig { bind: "127.0.0.1:0".parse()?, token: Some("change-me".into()) };

@@ -22,3 +22,5 @@ pub use runtime::{Tokio, TokioTask};
 pub use aliot_io::config;
 /// The demo product and its instructions (see [`aliot_io::demo`]).
 pub use aliot_io::demo;
+/// The durable store (re-exported from `aliot-io`).
+pub use aliot_io::store;

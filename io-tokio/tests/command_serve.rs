@@ -167,12 +167,23 @@ fn mqtt_connect(
     username: &str,
     password: &str,
 ) -> ConnectReturnCode {
+    mqtt_session(addr, client_id, username, password, true).code
+}
+
+/// Connects with this cleanSession flag, disconnects, and gives the CONNACK.
+fn mqtt_session(
+    addr: SocketAddr,
+    client_id: &str,
+    username: &str,
+    password: &str,
+    clean_session: bool,
+) -> ConnAck {
     let mut stream = TcpStream::connect(addr).expect("connect to the broker");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let connect = Connect {
         protocol: ProtocolVersion::V3_1_1,
         client_id: Utf8Bytes::try_from(client_id).expect("a valid client id"),
-        clean_session: true,
+        clean_session,
         keep_alive: 60,
         username: Some(Utf8Bytes::try_from(username).expect("a valid username")),
         password: Some(Bytes::copy_from_slice(password.as_bytes())),
@@ -189,13 +200,13 @@ fn mqtt_connect(
     let mut chunk = [0u8; 256];
     loop {
         match decoder.decode(&mut read).expect("a well-formed answer") {
-            Some(Packet::ConnAck(ConnAck { code, .. })) => {
-                if code == ConnectReturnCode::Accepted {
+            Some(Packet::ConnAck(connack)) => {
+                if connack.code == ConnectReturnCode::Accepted {
                     let mut disconnect = BytesMut::new();
                     Packet::Disconnect.encode(&mut disconnect).unwrap();
                     let _ = stream.write_all(&disconnect);
                 }
-                return code;
+                return connack;
             }
             Some(other) => panic!("expected CONNACK, got {other:?}"),
             None => {
@@ -352,6 +363,7 @@ fn the_demo_prints_commands_whose_credentials_work() {
         "127.0.0.1:0",
         "--api-bind",
         "127.0.0.1:0",
+        "--in-memory",
     ]);
     let (addr, _) = served.mqtt_addr();
     let api_line = served.line_starting_with("aliot: HTTP API on http://");
@@ -508,7 +520,14 @@ fn the_demo_prints_commands_whose_credentials_work() {
 fn a_busy_address_exits_1_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("take a port");
     let addr = taken.local_addr().unwrap().to_string();
-    let mut served = Served::start(&["serve", "--bind", &addr, "--api-bind", "127.0.0.1:0"]);
+    let mut served = Served::start(&[
+        "serve",
+        "--bind",
+        &addr,
+        "--api-bind",
+        "127.0.0.1:0",
+        "--in-memory",
+    ]);
     let status = served.wait();
     let stderr = served.stderr_text();
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -552,4 +571,65 @@ fn demo_addresses_do_not_mix_with_a_file() {
     let stderr = served.stderr_text();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+/// The value of the demo's printed `#   {label}: VALUE` line for the device before it.
+fn printed_credential(printed: &[String], device: &str, label: &str) -> String {
+    let start = printed
+        .iter()
+        .position(|line| line == &format!("# {DEMO_PRODUCT_KEY}/{device}"))
+        .expect("the device's block");
+    printed[start..]
+        .iter()
+        .find_map(|line| line.strip_prefix(&format!("#   {label}:")))
+        .map(|value| value.trim().to_owned())
+        .expect("the credential line")
+}
+
+#[test]
+fn the_demo_keeps_its_sessions_in_its_data_dir_across_a_restart() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("command_serve")
+        .join(format!("demo-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = || {
+        let mut served = Served::start(&[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--api-bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ]);
+        let said = served.line_starting_with("aliot: keeping sessions and queued messages in ");
+        assert!(said.contains(dir.to_str().unwrap()), "{said}");
+        let (addr, _) = served.mqtt_addr();
+        served.line_starting_with("aliot: running");
+        (served, addr)
+    };
+    let (served, addr) = start();
+    let credential = |label| printed_credential(&served.seen, "dev-001", label);
+    let (client_id, username, password) = (
+        credential("client id"),
+        credential("username"),
+        credential("password"),
+    );
+    let first = mqtt_session(addr, &client_id, &username, &password, false);
+    assert_eq!(first.code, ConnectReturnCode::Accepted);
+    assert!(!first.session_present);
+    let (status, stderr) = served.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("store restored"), "{stderr}");
+
+    let (served, addr) = start();
+    let again = mqtt_session(addr, &client_id, &username, &password, false);
+    assert!(
+        again.session_present,
+        "the kept session is back after the restart"
+    );
+    let (status, stderr) = served.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("sessions=1"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

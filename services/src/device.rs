@@ -5,6 +5,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::alink::{AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, empty_object};
@@ -38,21 +39,29 @@ pub const MAX_OTA_MODULES: usize = 32;
 const MAX_NAME_LEN: usize = 128;
 
 /// A property's latest value and when the device says it was measured.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Stored (serde) as `{"v":…,"t":…}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PropertyValue {
     /// The value, as the device posted it.
+    #[serde(rename = "v")]
     pub value: Value,
     /// The `time` the device gave with it, or when the platform received it.
+    #[serde(rename = "t")]
     pub time: UnixMillis,
 }
 
 /// A desired property value (set by the server, got and deleted by the device) with its
 /// version, which goes up by one with each set.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Stored (serde) as `{"v":…,"ver":…}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DesiredValue {
     /// The value.
+    #[serde(rename = "v")]
     pub value: Value,
     /// Its version.
+    #[serde(rename = "ver")]
     pub version: u64,
 }
 
@@ -88,17 +97,77 @@ pub struct Handled {
 
 /// What the platform keeps of one device: its latest properties, tags, desired values, shadow
 /// and OTA modules.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// It goes through serde to be kept in a store, as
+/// `{"pk":…,"dn":…,"props":{…},"tags":{…},"des":{…},"shadow":{…},"ota":{…}}`: the identity is
+/// required, every other field is empty when missing, and unknown fields are ignored, so that
+/// a later version may add some. What is derived from the rest (the bytes the properties take)
+/// is not stored but computed again when read. The format must describe itself (JSON, CBOR,
+/// MessagePack …): values are [`serde_json::Value`]s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredDevice")]
 pub struct DeviceState {
+    #[serde(rename = "pk")]
     product_key: String,
+    #[serde(rename = "dn")]
     device_name: String,
+    #[serde(rename = "props")]
     properties: BTreeMap<String, PropertyValue>,
-    /// What `properties` takes, by [`json_size`] of each value plus its name.
+    /// What `properties` takes, by [`property_size`] of each; not stored, computed again when
+    /// read ([`StoredDevice`]).
+    #[serde(skip)]
     property_bytes: usize,
     tags: BTreeMap<String, String>,
+    #[serde(rename = "des")]
     desired: BTreeMap<String, DesiredValue>,
     shadow: ShadowDocument,
     ota: OtaModules,
+}
+
+/// A [`DeviceState`] as read from a store: its fields as [`DeviceState`]'s `Serialize` writes
+/// them (same names), without those derived from the rest.
+#[derive(Deserialize)]
+struct StoredDevice {
+    #[serde(rename = "pk")]
+    product_key: String,
+    #[serde(rename = "dn")]
+    device_name: String,
+    #[serde(rename = "props", default)]
+    properties: BTreeMap<String, PropertyValue>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(rename = "des", default)]
+    desired: BTreeMap<String, DesiredValue>,
+    #[serde(default)]
+    shadow: ShadowDocument,
+    #[serde(default)]
+    ota: OtaModules,
+}
+
+impl From<StoredDevice> for DeviceState {
+    fn from(stored: StoredDevice) -> Self {
+        let property_bytes = stored
+            .properties
+            .iter()
+            .map(|(name, value)| property_size(name, &value.value))
+            .sum();
+        DeviceState {
+            product_key: stored.product_key,
+            device_name: stored.device_name,
+            properties: stored.properties,
+            property_bytes,
+            tags: stored.tags,
+            desired: stored.desired,
+            shadow: stored.shadow,
+            ota: stored.ota,
+        }
+    }
+}
+
+/// What one kept property takes of [`MAX_PROPERTY_BYTES`]: its name and its value's
+/// [`json_size`].
+fn property_size(name: &str, value: &Value) -> usize {
+    name.len() + json_size(value)
 }
 
 impl DeviceState {
@@ -114,6 +183,16 @@ impl DeviceState {
             shadow: ShadowDocument::default(),
             ota: OtaModules::new(),
         }
+    }
+
+    /// The device's product key, as given to [`new`](DeviceState::new).
+    pub fn product_key(&self) -> &str {
+        &self.product_key
+    }
+
+    /// The device's name within its product, as given to [`new`](DeviceState::new).
+    pub fn device_name(&self) -> &str {
+        &self.device_name
     }
 
     /// Answers one request of the device at `now`.
@@ -328,11 +407,11 @@ impl DeviceState {
         // (a post naming one property twice counts both: an overestimate, never an under).
         let mut bytes = self.property_bytes;
         for (name, value) in &values {
-            let size = name.len() + json_size(&value.value);
+            let size = property_size(name, &value.value);
             match self.properties.get(name.as_str()) {
                 Some(kept) if kept.time > value.time => {}
                 Some(kept) => {
-                    bytes = bytes.saturating_sub(name.len() + json_size(&kept.value)) + size;
+                    bytes = bytes.saturating_sub(property_size(name, &kept.value)) + size;
                 }
                 None => bytes += size,
             }
@@ -341,13 +420,13 @@ impl DeviceState {
             return Err(AlinkCode::TOO_MANY);
         }
         for (name, value) in values {
-            let size = name.len() + json_size(&value.value);
+            let size = property_size(name, &value.value);
             match self.properties.get_mut(name.as_str()) {
                 Some(kept) if kept.time > value.time => {}
                 Some(kept) => {
                     self.property_bytes = self
                         .property_bytes
-                        .saturating_sub(name.len() + json_size(&kept.value))
+                        .saturating_sub(property_size(name, &kept.value))
                         + size;
                     *kept = value;
                 }
@@ -538,6 +617,7 @@ fn downlink_result(reply: DeviceReply, now: UnixMillis) -> DownlinkResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ShadowRequest;
 
     #[test]
     fn history_takes_properties_as_an_object_or_an_array_of_them() {
@@ -585,6 +665,149 @@ mod tests {
             reply.payload,
             br#"{"deviceSendTime":"1e3","serverRecvTime":"42","serverSendTime":"42"}"#
         );
+    }
+
+    /// Sends the device's `payload` on `topic` at `now`: what was handled.
+    fn send(device: &mut DeviceState, topic: &str, payload: &[u8], now: UnixMillis) -> Handled {
+        let request = DeviceMessage::parse(topic, payload, "pk", "dn").unwrap();
+        device.handle(request, now)
+    }
+
+    /// A device with something in every part of its state: properties, tags, desired values,
+    /// a shadow at version 3 and an upgrade under way.
+    fn busy_device() -> DeviceState {
+        let now = UnixMillis(1_700_000_000_000);
+        let mut device = DeviceState::new("pk", "dn");
+        let posted = send(
+            &mut device,
+            "/sys/pk/dn/thing/event/property/post",
+            br#"{"id":"1","params":{"Power":1,"Temp":{"value":21.5,"time":1699999999000},"Mode":"eco","Grid":[[1,2],{"a":null}]}}"#,
+            now,
+        );
+        assert!(!posted.malformed);
+        let tagged = send(
+            &mut device,
+            "/sys/pk/dn/thing/deviceinfo/update",
+            br#"{"id":"2","params":[{"attrKey":"room","attrValue":"kitchen"},{"attrKey":"floor","attrValue":2}]}"#,
+            now,
+        );
+        assert!(!tagged.malformed);
+        let desired = serde_json::json!({"Power": 0, "Mode": "boost"});
+        device.set_desired(desired.as_object().unwrap()).unwrap();
+        device.set_desired(desired.as_object().unwrap()).unwrap();
+        for version in 1..=2 {
+            let update = alloc::format!(
+                r#"{{"method":"update","state":{{"reported":{{"color":"red","n":{version}}}}},"version":{version}}}"#
+            );
+            let handled = send(&mut device, "/shadow/update/pk/dn", update.as_bytes(), now);
+            assert!(!handled.malformed);
+        }
+        let app = ShadowRequest::parse(
+            br#"{"method":"update","state":{"desired":{"color":"green"}},"version":0}"#,
+        );
+        device.update_shadow(&app, now).unwrap();
+        assert_eq!(device.shadow().version(), 3);
+        send(
+            &mut device,
+            "/ota/device/inform/pk/dn",
+            br#"{"id":1,"params":{"version":"1.0.0","module":"MCU"}}"#,
+            now,
+        );
+        let job = OtaJob {
+            id: 77,
+            module: "MCU".into(),
+            version: "2.0.0".into(),
+            url: "https://example.com/fw.bin".into(),
+            size: 1024,
+            sign_method: ota::OtaSignMethod::Sha256,
+            sign: "ab".repeat(32),
+        }
+        .validated()
+        .unwrap();
+        device.start_ota(job);
+        send(
+            &mut device,
+            "/ota/device/progress/pk/dn",
+            br#"{"id":2,"params":{"step":"45","desc":"downloading","module":"MCU"}}"#,
+            now,
+        );
+        // A module whose last upgrade failed.
+        device.start_ota(OtaJob {
+            id: 78,
+            module: "default".into(),
+            version: "9".into(),
+            url: "https://example.com/fw9.bin".into(),
+            size: 1,
+            sign_method: ota::OtaSignMethod::Md5,
+            sign: "0".repeat(32),
+        });
+        send(
+            &mut device,
+            "/ota/device/progress/pk/dn",
+            br#"{"id":3,"params":{"step":"-2","desc":"no space"}}"#,
+            now,
+        );
+        device
+    }
+
+    #[test]
+    fn a_device_goes_through_serde_and_comes_back_the_same() {
+        let mut kept = busy_device();
+        assert!(kept.has_pending_ota());
+        let stored = serde_json::to_vec(&kept).unwrap();
+        let mut read: DeviceState = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(read, kept);
+        assert_eq!((read.product_key(), read.device_name()), ("pk", "dn"));
+        assert_ne!(read.property_bytes, 0);
+        // What is written again is what was written.
+        assert_eq!(serde_json::to_vec(&read).unwrap(), stored);
+
+        // Both go on alike.
+        let later = UnixMillis(1_700_000_001_000);
+        assert_eq!(read.pending_ota_pushes(), kept.pending_ota_pushes());
+        for (topic, payload) in [
+            (
+                "/sys/pk/dn/thing/event/property/post",
+                &br#"{"id":"9","params":{"Power":2,"Extra":"x"}}"#[..],
+            ),
+            (
+                "/sys/pk/dn/thing/property/desired/get",
+                br#"{"id":"10","params":["Power","Mode"]}"#,
+            ),
+            (
+                "/sys/pk/dn/thing/ota/firmware/get",
+                br#"{"id":"11","params":{"module":"MCU"}}"#,
+            ),
+            (
+                "/shadow/update/pk/dn",
+                br#"{"method":"update","state":{"reported":{"n":4}}}"#,
+            ),
+            ("/shadow/update/pk/dn", br#"{"method":"get"}"#),
+            (
+                "/ota/device/inform/pk/dn",
+                br#"{"id":4,"params":{"version":"2.0.0","module":"MCU"}}"#,
+            ),
+        ] {
+            let ours = send(&mut read, topic, payload, later);
+            let theirs = send(&mut kept, topic, payload, later);
+            assert!(!ours.malformed, "{topic}");
+            assert_eq!(ours, theirs, "{topic}");
+            assert_eq!(read, kept, "{topic}");
+        }
+        assert_eq!(read.shadow().version(), 4);
+        assert!(!read.has_pending_ota());
+    }
+
+    /// A stored device with only its identity (as a later version may drop, or an earlier one
+    /// not have written, the rest) is a new device; fields not known are ignored.
+    #[test]
+    fn a_stored_device_needs_only_its_identity() {
+        let read: DeviceState =
+            serde_json::from_slice(br#"{"pk":"pk","dn":"dn","later":{"x":1}}"#).unwrap();
+        assert_eq!(read, DeviceState::new("pk", "dn"));
+        let module: OtaModule = serde_json::from_slice(b"{}").unwrap();
+        assert_eq!(module, OtaModule::default());
+        assert!(serde_json::from_slice::<DeviceState>(br#"{"pk":"pk"}"#).is_err());
     }
 
     /// A shadow request answered with an error code is malformed, as an Alink request

@@ -85,7 +85,22 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Wall-clock time in milliseconds since the Unix epoch, as the caller's clock says.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Stored (serde) as the bare number of milliseconds.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct UnixMillis(pub u64);
 
 impl UnixMillis {

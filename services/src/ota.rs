@@ -7,7 +7,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Downlink;
@@ -24,11 +24,16 @@ pub const DEFAULT_MODULE: &str = "default";
 
 /// How the firmware's digest is computed, spelled as the SDKs accept it (§6: the C SDK 4.x
 /// takes `Md5`, `SHA256`; the Python SDK `Md5`, `SHA256`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Stored (serde) as `"md5"` or `"sha256"`; that is not the spelling on the wire
+/// ([`as_str`](OtaSignMethod::as_str)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OtaSignMethod {
     /// MD5, 32 hex digits; sent as `"signMethod":"Md5"` with the digest in `md5` and `sign`.
+    #[serde(rename = "md5")]
     Md5,
     /// SHA-256, 64 hex digits; sent as `"signMethod":"SHA256"`.
+    #[serde(rename = "sha256")]
     Sha256,
 }
 
@@ -61,19 +66,25 @@ impl OtaSignMethod {
 }
 
 /// An upgrade for one module of one device.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Stored (serde) as `{"id":…,"mod":…,"ver":…,"url":…,"size":…,"sm":…,"sign":…}`, every
+/// field required.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OtaJob {
     /// The job's id, sent as the push's `id` (a number).
     pub id: u64,
     /// The module (`default` when none is named).
+    #[serde(rename = "mod")]
     pub module: String,
     /// The version the device upgrades to.
+    #[serde(rename = "ver")]
     pub version: String,
     /// Where the firmware is downloaded from.
     pub url: String,
     /// Its size in bytes.
     pub size: u64,
     /// How its digest was computed.
+    #[serde(rename = "sm")]
     pub sign_method: OtaSignMethod,
     /// Its digest, lowercase hex.
     pub sign: String,
@@ -249,17 +260,25 @@ fn module_of(params: Option<&Value>) -> Option<String> {
 }
 
 /// What the platform keeps of one module of a device.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Stored (serde) as `{"ver":…,"prog":[step,desc],"job":{…},"last":…}`, each field absent or
+/// `null` when `None`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OtaModule {
     /// The version the device last reported.
+    #[serde(rename = "ver", skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The last progress step and its description.
+    #[serde(rename = "prog", skip_serializing_if = "Option::is_none")]
     pub progress: Option<(i32, String)>,
     /// The upgrade not yet done: pushed at once, pushed again each time the device comes
     /// online, until the device reports its version or a failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<OtaJob>,
     /// How the last job ended: `true` succeeded (the device reported its version), `false`
     /// failed (a negative step).
+    #[serde(rename = "last", skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<bool>,
 }
 

@@ -9,7 +9,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::alink::to_bytes;
@@ -132,15 +132,26 @@ impl ShadowRequest {
 }
 
 /// One device's shadow.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Stored (serde) as `{"rep":{…},"des":{…},"rep_at":{…},"des_at":{…},"ver":…,"ts":…}`, each
+/// field empty or 0 when missing. This is the form kept in a store, not the platform's
+/// document ([`to_json`](ShadowDocument::to_json) writes that).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ShadowDocument {
+    #[serde(rename = "rep")]
     reported: Map<String, Value>,
+    #[serde(rename = "des")]
     desired: Map<String, Value>,
     /// When each attribute last changed, in seconds.
+    #[serde(rename = "rep_at")]
     reported_at: BTreeMap<String, u64>,
+    #[serde(rename = "des_at")]
     desired_at: BTreeMap<String, u64>,
+    #[serde(rename = "ver")]
     version: u64,
     /// When the document last changed, in seconds.
+    #[serde(rename = "ts")]
     timestamp: u64,
 }
 

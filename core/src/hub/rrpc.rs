@@ -130,6 +130,16 @@ impl RrpcCalls {
     }
 
     /// A message id no call has had.
+    /// Ids below `first` are not handed out (they were before a restart).
+    pub(super) fn skip_ids_below(&mut self, first: u64) {
+        self.next_message_id = self.next_message_id.max(first);
+    }
+
+    /// The id the next call gets.
+    pub(super) fn next_id(&self) -> u64 {
+        self.next_message_id
+    }
+
     pub(super) fn allocate_id(&mut self) -> MessageId {
         let id = MessageId(self.next_message_id);
         self.next_message_id = self.next_message_id.wrapping_add(1);

@@ -20,10 +20,12 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
 
+use aliot_services::UnixMillis;
 use aliot_topic::{Acl, TopicFilter, TopicName, system_downlink_owner};
 use hashbrown::HashMap;
 
 use super::ConnId;
+use super::durable::SessionRecord;
 use super::held_acks::HoldId;
 use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::{PacketId, QoS};
@@ -67,6 +69,19 @@ pub(super) struct Queued {
     pub(super) at: Instant,
     /// The publisher's PUBACK this message holds, if it does.
     pub(super) hold: Option<HoldId>,
+    /// Its place in the store (0: not kept, see [`Journal`](super::durable::Journal)).
+    pub(super) seq: u64,
+    /// Whether it may have been delivered before (restored after a restart): it goes out with
+    /// DUP.
+    pub(super) dup: bool,
+}
+
+/// A QoS 1 delivery sent to the device and not yet acknowledged.
+pub(super) struct InFlight {
+    pub(super) packet_id: PacketId,
+    pub(super) message: Message,
+    /// Its place in the store (0: not kept).
+    pub(super) seq: u64,
 }
 
 /// What the broker keeps of one client between its connections.
@@ -86,11 +101,14 @@ pub(super) struct Session {
     /// until it subscribes to the same filter again. At most [`MAX_SUPPRESSED_FILTERS`].
     pub(super) suppressed: Vec<TopicFilter>,
     /// QoS 1 deliveries sent and not yet acknowledged, in the order they were sent.
-    pub(super) inflight: VecDeque<(PacketId, Message)>,
+    pub(super) inflight: VecDeque<InFlight>,
     pub(super) queue: VecDeque<Queued>,
     pub(super) queued_bytes: usize,
     next_packet_id: u16,
     expires_at: Option<Instant>,
+    /// When it went offline, by the wall clock (kept with a durable session, so that its
+    /// expiry counts across a restart).
+    pub(super) offline_since: Option<UnixMillis>,
     /// When the device last acknowledged a delivery, or attached: a queue whose device has not
     /// moved for `max_ack_hold` holds no more PUBACKs (it is stuck, not slow).
     pub(super) last_progress: Instant,
@@ -113,6 +131,28 @@ impl Session {
             queued_bytes: 0,
             next_packet_id: 0,
             expires_at: None,
+            offline_since: None,
+            last_progress: now,
+        }
+    }
+
+    /// A session a store kept, offline, with the ACL its device has now.
+    pub(super) fn restored(record: SessionRecord, acl: Acl, now: Instant) -> Self {
+        Session {
+            key: record.key,
+            acl,
+            clean: false,
+            conn: None,
+            keep_alive: record.keep_alive,
+            subscriptions: record.subscriptions.into_iter().collect(),
+            features: record.features,
+            suppressed: record.suppressed,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_packet_id: 0,
+            expires_at: None,
+            offline_since: record.offline_since,
             last_progress: now,
         }
     }
@@ -122,7 +162,7 @@ impl Session {
         loop {
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(id) = PacketId::new(self.next_packet_id)
-                && !self.inflight.iter().any(|(used, _)| *used == id)
+                && !self.inflight.iter().any(|sent| sent.packet_id == id)
             {
                 return id;
             }
@@ -180,11 +220,31 @@ impl Session {
         }
     }
 
-    /// The device acknowledged the delivery `packet_id` at `now`: it leaves the window.
-    pub(super) fn delivery_acked(&mut self, packet_id: PacketId, now: Instant) {
-        if let Some(at) = self.inflight.iter().position(|(id, _)| *id == packet_id) {
-            self.inflight.remove(at);
-            self.last_progress = now;
+    /// The device acknowledged the delivery `packet_id` at `now`: it leaves the window. Returns
+    /// its place in the store (0 if not kept), or `None` if no such delivery was in flight.
+    pub(super) fn delivery_acked(&mut self, packet_id: PacketId, now: Instant) -> Option<u64> {
+        let at = self
+            .inflight
+            .iter()
+            .position(|sent| sent.packet_id == packet_id)?;
+        let sent = self.inflight.remove(at)?;
+        self.last_progress = now;
+        Some(sent.seq)
+    }
+
+    /// What a store keeps of this session.
+    pub(super) fn record(&self) -> SessionRecord {
+        SessionRecord {
+            key: Arc::clone(&self.key),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(filter, qos)| (filter.clone(), *qos))
+                .collect(),
+            features: self.features,
+            suppressed: self.suppressed.clone(),
+            keep_alive: self.keep_alive,
+            offline_since: self.offline_since,
         }
     }
 
@@ -302,6 +362,7 @@ impl SessionTable {
             return;
         };
         session.conn = Some(conn);
+        session.offline_since = None;
         session.last_progress = now;
         if let Some(at) = session.expires_at.take() {
             self.expiries.remove(&(at, sid));

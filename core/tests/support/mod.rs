@@ -11,6 +11,7 @@ use aliot_core::codec::{
     Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
     Subscribe, Utf8Bytes,
 };
+use aliot_core::hub::durable::{Restored, StoreImage};
 use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome};
 use aliot_core::server::{self, Event, ServerConfig};
 use aliot_core::{Authenticator, Instant, PlatformAuthenticator};
@@ -154,6 +155,15 @@ pub struct Broker {
     pub outcomes: Vec<(MessageId, RrpcOutcome)>,
     /// Packets each connection has sent that no test has looked at yet.
     pub unread: BTreeMap<ConnId, Vec<Packet>>,
+    /// What a store has committed, when the broker keeps one ([`durable`](Self::durable)):
+    /// the changes of each turn are applied before its outputs reach the connections.
+    pub store: Option<StoreImage>,
+    /// Set to crash at the next commit: the turn's changes and outputs are lost, as in a
+    /// crash before its transaction commits; [`restart`](Self::restart) follows.
+    pub crash_at_next_commit: bool,
+    /// Whether the last commit crashed (and nothing has run since).
+    pub crashed: bool,
+    hub_config: HubConfig,
     authenticator: Arc<dyn Authenticator + Send + Sync>,
     config: ServerConfig,
     next_conn: u64,
@@ -178,6 +188,7 @@ impl Broker {
     /// A broker with explicit configuration.
     pub fn with(devices: &[&str], open: bool, hub: HubConfig, config: ServerConfig) -> Self {
         let authenticator = PlatformAuthenticator::new(registry(devices)).with_open_mode(open);
+        let hub_config = hub.clone();
         let mut hub = Hub::new(hub);
         hub.set_wall_clock(UnixMillis(WALL_AT_START + 1_000_000));
         Broker {
@@ -187,10 +198,62 @@ impl Broker {
             closed: Vec::new(),
             outcomes: Vec::new(),
             unread: BTreeMap::new(),
+            store: None,
+            crash_at_next_commit: false,
+            crashed: false,
+            hub_config,
             authenticator: Arc::new(authenticator),
             config,
             next_conn: 1,
         }
+    }
+
+    /// A broker that knows the given devices and keeps a store in memory.
+    /// It is in open mode, so that a generic client ([`connect_client`](Self::connect_client))
+    /// may publish to any device's topics.
+    pub fn durable(devices: &[&str], hub: HubConfig) -> Self {
+        let mut broker = Self::with(devices, true, hub, ServerConfig::default());
+        broker.hub.record_store_changes();
+        broker.store = Some(StoreImage::default());
+        broker.hub.restore_rrpc_ids(0);
+        broker.commit();
+        broker
+    }
+
+    /// Commits the hub's changes to the store; `false` if it crashed instead.
+    fn commit(&mut self) -> bool {
+        let Some(store) = &mut self.store else {
+            return true;
+        };
+        let mut changes = Vec::new();
+        self.hub.take_store_changes(&mut changes);
+        if self.crash_at_next_commit && !changes.is_empty() {
+            self.crash_at_next_commit = false;
+            self.crashed = true;
+            return false;
+        }
+        for change in changes {
+            store.apply(change);
+        }
+        true
+    }
+
+    /// The broker process ends (every connection with it, nothing sent) and starts again from
+    /// its store, `downtime` later; the connections' transports are gone.
+    pub fn restart(&mut self, downtime: Duration) -> Restored {
+        self.conns.clear();
+        self.unread.clear();
+        self.crashed = false;
+        self.now = self.now + downtime;
+        let mut hub = Hub::new(self.hub_config.clone());
+        hub.record_store_changes();
+        hub.set_wall_clock(UnixMillis(WALL_AT_START + self.now.as_millis()));
+        let image = self.store.clone().expect("a durable broker");
+        let authenticator = Arc::clone(&self.authenticator);
+        let restored = hub.restore(&image, |key| authenticator.session_acl(key), self.now);
+        self.hub = hub;
+        assert!(self.commit(), "the restore's own changes commit");
+        restored
     }
 
     /// A new transport connection.
@@ -315,6 +378,14 @@ impl Broker {
                     self.hub.handle_event(id, event, self.now);
                 }
             }
+            if self.crashed {
+                return;
+            }
+            if !self.commit() {
+                // Nothing of this turn reaches anyone.
+                while self.hub.poll_output().is_some() {}
+                return;
+            }
             while let Some(output) = self.hub.poll_output() {
                 moved = true;
                 match output {
@@ -361,6 +432,20 @@ impl Broker {
                 (conn, ack.session_present)
             }
             other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects a generic client (open mode) and checks CONNACK 0.
+    pub fn connect_client(&mut self, client_id: &str, clean_session: bool) -> ConnId {
+        let conn = self.accept();
+        self.send(conn, Packet::from(plain_connect(client_id, clean_session)));
+        match self.output(conn).as_slice() {
+            [Packet::ConnAck(ack)]
+                if ack.code == aliot_core::codec::ConnectReturnCode::Accepted =>
+            {
+                conn
+            }
+            other => panic!("expected CONNACK 0, got {other:?}"),
         }
     }
 

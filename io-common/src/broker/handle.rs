@@ -72,6 +72,23 @@ pub struct Stats {
     pub pending_rrpc: usize,
     /// PUBACKs held now because a subscriber has fallen behind (flow control).
     pub held_acks: usize,
+    /// The durable store, when the broker keeps one.
+    pub store: Option<StoreStats>,
+}
+
+/// What the durable store has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed (each covers every batch of changes that waited).
+    pub commits: u64,
+    /// Changes committed.
+    pub changes: u64,
+    /// Commits that failed (each try counts); while the last one failed, QoS 1 PUBACKs wait.
+    pub failures: u64,
+    /// Whether the last commit failed.
+    pub failing: bool,
+    /// PUBACKs and answers waiting for a commit now.
+    pub waiting: usize,
 }
 
 /// The server side of a running broker: RRPC calls, publishes, statistics.
@@ -320,8 +337,11 @@ impl BrokerHandle {
     ) -> Result<T, BrokerStopped> {
         self.ask(|reply| {
             HubRequest::Call(Box::new(move |hub, now| {
-                // The caller may have given up (an HTTP client that went away).
-                let _ = reply.send(call(hub, now));
+                let value = call(hub, now);
+                Box::new(move || {
+                    // The caller may have given up (an HTTP client that went away).
+                    let _ = reply.send(value);
+                })
             }))
         })
         .await

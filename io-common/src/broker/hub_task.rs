@@ -1,13 +1,15 @@
 //! The hub task: the one owner of the [`Hub`], fed by a channel, answering through channels.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::mem;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
-use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubConfig, HubOutput};
+use aliot_core::codec::PacketId;
+use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_services::UnixMillis;
 use aliot_topic::{MessageId, TopicName};
@@ -15,9 +17,10 @@ use bytes::Bytes;
 use tokio_sync::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tracing::warn;
 
-use super::handle::{RrpcReply, Stats};
+use super::handle::{RrpcReply, Stats, StoreStats};
 use super::mailbox::CommandSender;
 use super::stopped;
+use super::store_writer::StoreWriter;
 use crate::runtime::{Clock, Runtime, far_future};
 
 /// Requests handled in one go before the outputs are dispatched.
@@ -81,8 +84,20 @@ pub(crate) enum HubRequest {
     Call(HubCall),
 }
 
-/// A server-side call run on the hub at `now`.
-pub(crate) type HubCall = Box<dyn FnOnce(&mut Hub, aliot_core::Instant) + Send>;
+/// A server-side call run on the hub at `now`; what it returns sends its answer, once the
+/// store has committed what the call changed.
+pub(crate) type HubCall = Box<dyn FnOnce(&mut Hub, aliot_core::Instant) -> Reply + Send>;
+
+/// Sends an answer to a server-side caller.
+pub(crate) type Reply = Box<dyn FnOnce() + Send>;
+
+/// Something that goes out once the store has committed a batch.
+enum AfterCommit {
+    /// A PUBACK to a publisher.
+    Ack(ConnId, PacketId),
+    /// An answer to a server-side caller.
+    Reply(Reply),
+}
 
 /// The hub and the channels its outputs go to.
 pub(crate) struct HubTask<R: Runtime> {
@@ -99,13 +114,22 @@ pub(crate) struct HubTask<R: Runtime> {
     acks_first: bool,
     /// Scratch for [`dispatch`](Self::dispatch): the commands of its second pass.
     dispatch_later: Vec<(ConnId, Command)>,
+    /// The store's writer, when the broker keeps one.
+    store: Option<StoreWriter>,
+    /// The last batch of changes the store committed.
+    committed: u64,
+    /// PUBACKs and answers waiting for the commit of a batch (its number first), in order.
+    after_commit: VecDeque<(u64, AfterCommit)>,
+    /// Answers given in this turn, sent once its changes are committed.
+    turn_replies: Vec<Reply>,
 }
 
 impl<R: Runtime> HubTask<R> {
-    pub(crate) fn new(config: HubConfig, clock: Clock, runtime: R) -> Self {
+    /// The task of `hub` (restored from `store` when there is one).
+    pub(crate) fn new(hub: Hub, clock: Clock, runtime: R, store: Option<StoreWriter>) -> Self {
         HubTask {
             runtime,
-            hub: Hub::new(config),
+            hub,
             clock,
             connections: HashMap::new(),
             rrpc_callers: HashMap::new(),
@@ -113,6 +137,10 @@ impl<R: Runtime> HubTask<R> {
             last_drop_warning: None,
             acks_first: false,
             dispatch_later: Vec::new(),
+            store,
+            committed: 0,
+            after_commit: VecDeque::new(),
+            turn_replies: Vec::new(),
         }
     }
 
@@ -132,6 +160,7 @@ impl<R: Runtime> HubTask<R> {
         // One timer, moved as the hub's deadline moves.
         let mut timer = self.runtime.timer(far_future());
         let mut timer_at = None;
+        let mut committed = self.store.as_mut().and_then(StoreWriter::take_committed);
         loop {
             let wake = self
                 .hub
@@ -162,6 +191,7 @@ impl<R: Runtime> HubTask<R> {
                     // A steady stream of requests must not starve the deadlines.
                     self.after_wake(now);
                 }
+                batch = next_commit(&mut committed) => self.committed_up_to(batch),
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
@@ -224,7 +254,9 @@ impl<R: Runtime> HubTask<R> {
             },
             HubRequest::Publish { message, reply } => {
                 let reached = self.hub.publish(message, now);
-                let _ = reply.send(reached);
+                self.reply(Box::new(move || {
+                    let _ = reply.send(reached);
+                }));
             }
             HubRequest::PublishToDevice {
                 device,
@@ -232,7 +264,9 @@ impl<R: Runtime> HubTask<R> {
                 reply,
             } => {
                 let delivery = self.hub.publish_to_device(&device, message, now);
-                let _ = reply.send(delivery);
+                self.reply(Box::new(move || {
+                    let _ = reply.send(delivery);
+                }));
             }
             HubRequest::Stats { reply } => {
                 let _ = reply.send(self.stats());
@@ -258,7 +292,10 @@ impl<R: Runtime> HubTask<R> {
                     let _ = reply.send(Err(hub::InvalidRrpcCall::InvalidTopic));
                 }
             },
-            HubRequest::Call(call) => call(&mut self.hub, now),
+            HubRequest::Call(call) => {
+                let reply = call(&mut self.hub, now);
+                self.reply(reply);
+            }
         }
     }
 
@@ -287,6 +324,14 @@ impl<R: Runtime> HubTask<R> {
         let mut later = mem::take(&mut self.dispatch_later);
         while let Some(output) = self.hub.poll_output() {
             match output {
+                HubOutput::Connection {
+                    conn,
+                    command: Command::AckPublish(packet_id),
+                } if self.waits_for_commit() => {
+                    let batch = self.store.as_ref().map_or(0, StoreWriter::sent);
+                    self.after_commit
+                        .push_back((batch, AfterCommit::Ack(conn, packet_id)));
+                }
                 HubOutput::Connection { conn, command } => {
                     let is_ack = matches!(command, Command::AckPublish(_));
                     if is_ack == acks_first {
@@ -327,6 +372,7 @@ impl<R: Runtime> HubTask<R> {
         if self.hub.poll_timeout().is_some_and(|at| at <= now) {
             self.hub.handle_timeout(now);
         }
+        self.commit_turn();
         self.dispatch();
         self.warn_of_drops(false);
     }
@@ -373,7 +419,71 @@ impl<R: Runtime> HubTask<R> {
         self.last_drop_warning = Some(now);
     }
 
+    /// Hands the changes of this turn to the store's writer, and holds this turn's answers
+    /// until they are committed.
+    fn commit_turn(&mut self) {
+        let Some(writer) = &mut self.store else {
+            return;
+        };
+        if self.hub.has_store_changes() {
+            let mut changes = Vec::new();
+            self.hub.take_store_changes(&mut changes);
+            writer.send(changes);
+        }
+        let batch = writer.sent();
+        for reply in self.turn_replies.drain(..) {
+            if batch > self.committed {
+                self.after_commit
+                    .push_back((batch, AfterCommit::Reply(reply)));
+            } else {
+                reply();
+            }
+        }
+    }
+
+    /// Whether a PUBACK given now waits for a commit (durability `immediate` with a batch not
+    /// yet committed).
+    fn waits_for_commit(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|writer| writer.acks_wait() && writer.sent() > self.committed)
+    }
+
+    /// Answers a server-side caller: at once, or with this turn's commit.
+    fn reply(&mut self, reply: Reply) {
+        match self.store.as_ref().is_some_and(StoreWriter::acks_wait) {
+            true => self.turn_replies.push(reply),
+            false => reply(),
+        }
+    }
+
+    /// The store committed every batch up to `batch`: what waited for them goes out.
+    fn committed_up_to(&mut self, batch: u64) {
+        self.committed = self.committed.max(batch);
+        while let Some((waits_for, _)) = self.after_commit.front() {
+            if *waits_for > self.committed {
+                break;
+            }
+            let Some((_, out)) = self.after_commit.pop_front() else {
+                break;
+            };
+            match out {
+                AfterCommit::Ack(conn, packet_id) => {
+                    self.send_command(conn, Command::AckPublish(packet_id));
+                }
+                AfterCommit::Reply(reply) => reply(),
+            }
+        }
+    }
+
     fn shutdown(&mut self) {
+        // What the hub changed goes to disk before the connections learn the broker stops.
+        self.commit_turn();
+        if let Some(writer) = &mut self.store {
+            writer.stop();
+            let committed = writer.status().committed_batch.load(Ordering::Relaxed);
+            self.committed_up_to(committed);
+        }
         self.hub.shutdown();
         self.dispatch();
         // Connections still waiting for their session are not the hub's yet: close them too
@@ -391,6 +501,16 @@ impl<R: Runtime> HubTask<R> {
             sessions: self.hub.session_count(),
             pending_rrpc: self.hub.pending_rrpc_calls(),
             held_acks: self.hub.held_ack_count(),
+            store: self.store.as_ref().map(|writer| {
+                let status = writer.status();
+                StoreStats {
+                    commits: status.commits.load(Ordering::Relaxed),
+                    changes: status.changes.load(Ordering::Relaxed),
+                    failures: status.failures.load(Ordering::Relaxed),
+                    failing: status.failing.load(Ordering::Relaxed),
+                    waiting: self.after_commit.len(),
+                }
+            }),
         }
     }
 }
@@ -399,4 +519,16 @@ impl<R: Runtime> HubTask<R> {
 /// is before it).
 fn wall_clock() -> UnixMillis {
     UnixMillis(super::wall_clock_ms().unwrap_or(0))
+}
+
+/// The number of the next batch the store commits (waits forever without a store, or once
+/// its writer is gone).
+async fn next_commit(committed: &mut Option<watch::Receiver<u64>>) -> u64 {
+    if let Some(receiver) = committed {
+        if receiver.changed().await.is_ok() {
+            return *receiver.borrow_and_update();
+        }
+        *committed = None;
+    }
+    std::future::pending().await
 }

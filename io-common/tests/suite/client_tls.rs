@@ -34,6 +34,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+        store: None,
     })
     .await
     .unwrap();

@@ -4,6 +4,7 @@
 
 mod broker_mqtt;
 mod broker_rrpc;
+mod broker_store;
 mod broker_tls;
 mod client_connect;
 mod client_pubsub;
@@ -72,6 +73,12 @@ on_both_runtimes! {
         rrpc_offline_and_halfconn,
         rrpc_on_a_custom_topic,
         server_side_publishes_reach_subscribers_and_say_what_became_of_them,
+    }
+    broker_store {
+        a_kept_session_and_its_queue_survive_a_restart_on_the_same_directory,
+        pubacks_stop_while_the_store_fails_and_resume_when_it_recovers,
+        server_side_publishes_are_answered_after_their_commit,
+        a_directory_in_use_or_holding_something_else_is_refused,
     }
     broker_tls {
         devices_connect_over_tls_1_3_and_1_2,

@@ -107,6 +107,7 @@ pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
+        store: None,
     }
 }
 

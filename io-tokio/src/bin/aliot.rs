@@ -1,7 +1,7 @@
 //! `aliot`: run the broker, check its configuration, sign device credentials.
 //!
 //! ```text
-//! aliot serve [--config FILE | --bind ADDR --api-bind ADDR]
+//! aliot serve [--config FILE | --bind ADDR --api-bind ADDR] [--data-dir DIR | --in-memory]
 //! aliot check-config FILE
 //! aliot sign --product-key PK --device-name DN --device-secret DS [--sign-method M]
 //!            [--client-id ID] [--timestamp TS|none] [--secure-mode 2|3] [--json]
@@ -22,6 +22,7 @@ use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignReque
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
 use aliot_tokio::demo;
+use aliot_tokio::store::{Durability, StoreConfig, StoreLocation};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -63,7 +64,17 @@ struct ServeArgs {
     /// Demo only: the HTTP API address instead of 127.0.0.1:8080 (port 0: any free port).
     #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     api_bind: Option<SocketAddr>,
+    /// Keep sessions, queued messages and device state in DIR, across restarts (instead of
+    /// the file's `[store] path`; the demo's default is ./aliot-data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: sessions and queued messages are lost when the broker stops.
+    #[arg(long, conflicts_with = "data_dir")]
+    in_memory: bool,
 }
+
+/// Where the demo keeps its data unless told otherwise.
+const DEMO_DATA_DIR: &str = "aliot-data";
 
 #[derive(Args)]
 struct SignArgs {
@@ -133,13 +144,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(path) => Config::from_file(path),
         None => demo::demo_config(args.bind, args.api_bind),
     };
-    let config = match config {
+    let mut config = match config {
         Ok(config) => config,
         Err(error) => {
             eprintln!("aliot: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if args.in_memory {
+        config.store = None;
+    } else if let Some(dir) = args.data_dir {
+        let durability = config
+            .store
+            .as_ref()
+            .map_or(Durability::Immediate, |store| store.durability);
+        config.store = Some(StoreConfig {
+            location: StoreLocation::Directory(dir),
+            durability,
+        });
+    } else if demo {
+        config.store = Some(StoreConfig::directory(DEMO_DATA_DIR));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,6 +213,13 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
         }
         None => None,
     };
+    match config.store.as_ref().map(|store| &store.location) {
+        Some(StoreLocation::Directory(dir)) => println!(
+            "aliot: keeping sessions and queued messages in {} (--in-memory: keep none)",
+            dir.display()
+        ),
+        _ => println!("aliot: in memory only: sessions and queued messages end with the broker"),
+    }
     let listeners = broker.listener_addrs();
     for (addr, tls) in &listeners {
         println!(

@@ -1,0 +1,240 @@
+//! How the store's records are laid out in bytes.
+//!
+//! | record | key | value |
+//! |---|---|---|
+//! | session | [`client_key`] | JSON of [`SessionJson`] (written at connects and subscriptions: rare) |
+//! | message | ([`client_key`], sequence) | version byte 1, arrival (u64 LE ms), topic length (u16 LE), topic, payload |
+//! | device | (product key, device name) | JSON of `DeviceState` |
+//!
+//! A client key: `d` product key NUL device name, or `c` client id (MQTT strings hold no NUL).
+//! Every decoder refuses what it cannot read rather than guess.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aliot_auth::DeviceIdentity;
+use aliot_core::ClientKey;
+use aliot_core::authenticator::ClientFeatures;
+use aliot_core::codec::QoS;
+use aliot_core::hub::durable::{SessionRecord, StoredMessage};
+use aliot_services::UnixMillis;
+use aliot_topic::{TopicFilter, TopicLimits, TopicName};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// The version byte of a message record.
+const MESSAGE_V1: u8 = 1;
+
+/// Topics and filters read back are checked against the longest MQTT allows, not the
+/// configured limit (which may have been lowered since they were stored).
+const STORED_TOPIC_LIMITS: TopicLimits = TopicLimits {
+    max_len: u16::MAX as usize,
+};
+
+/// The bytes of a client key; `None` for an anonymous client (never stored).
+pub(super) fn client_key(key: &ClientKey) -> Option<Vec<u8>> {
+    match key {
+        ClientKey::Device(device) => {
+            let mut bytes =
+                Vec::with_capacity(2 + device.product_key.len() + device.device_name.len());
+            bytes.push(b'd');
+            bytes.extend_from_slice(device.product_key.as_bytes());
+            bytes.push(0);
+            bytes.extend_from_slice(device.device_name.as_bytes());
+            Some(bytes)
+        }
+        ClientKey::Client(id) => {
+            let mut bytes = Vec::with_capacity(1 + id.len());
+            bytes.push(b'c');
+            bytes.extend_from_slice(id.as_bytes());
+            Some(bytes)
+        }
+        ClientKey::Anonymous => None,
+    }
+}
+
+/// A client key from its bytes.
+pub(super) fn decode_client_key(bytes: &[u8]) -> Result<ClientKey, StoreError> {
+    let corrupt =
+        || StoreError::Corrupt(format!("client key {:?}", String::from_utf8_lossy(bytes)));
+    let (tag, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let text = std::str::from_utf8(rest).map_err(|_| corrupt())?;
+    match tag {
+        b'd' => {
+            let (product_key, device_name) = text.split_once('\0').ok_or_else(corrupt)?;
+            Ok(ClientKey::Device(DeviceIdentity::new(
+                product_key,
+                device_name,
+            )))
+        }
+        b'c' => Ok(ClientKey::Client(text.to_owned())),
+        _ => Err(corrupt()),
+    }
+}
+
+/// A session as stored.
+#[derive(Serialize, Deserialize)]
+pub(super) struct SessionJson {
+    /// Filters with their granted QoS (0 or 1).
+    subscriptions: Vec<(String, u8)>,
+    #[serde(default)]
+    auto_subscribe: bool,
+    #[serde(default)]
+    rrpc_ext: bool,
+    #[serde(default)]
+    suppressed: Vec<String>,
+    keep_alive_s: u64,
+    offline_since_ms: Option<u64>,
+}
+
+/// The value of a session record.
+pub(super) fn session(record: &SessionRecord) -> Vec<u8> {
+    let json = SessionJson {
+        subscriptions: record
+            .subscriptions
+            .iter()
+            .map(|(filter, qos)| (filter.as_str().to_owned(), *qos as u8))
+            .collect(),
+        auto_subscribe: record.features.auto_subscribe,
+        rrpc_ext: record.features.rrpc_ext,
+        suppressed: record
+            .suppressed
+            .iter()
+            .map(|filter| filter.as_str().to_owned())
+            .collect(),
+        keep_alive_s: record.keep_alive.as_secs(),
+        offline_since_ms: record.offline_since.map(|at| at.0),
+    };
+    // A struct of strings and numbers always serialises.
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// A session record from its key and value.
+pub(super) fn decode_session(key: ClientKey, value: &[u8]) -> Result<SessionRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("session of {key}: {what}"));
+    let json: SessionJson =
+        serde_json::from_slice(value).map_err(|error| corrupt(&error.to_string()))?;
+    let filter = |text: &str| {
+        TopicFilter::new(text, &STORED_TOPIC_LIMITS).map_err(|_| corrupt("a topic filter"))
+    };
+    let subscriptions = json
+        .subscriptions
+        .iter()
+        .map(|(text, qos)| {
+            let qos = QoS::try_from(*qos).map_err(|_| corrupt("a QoS"))?;
+            Ok((filter(text)?, qos))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let suppressed = json
+        .suppressed
+        .iter()
+        .map(|text| filter(text))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(SessionRecord {
+        key: Arc::new(key),
+        subscriptions,
+        features: ClientFeatures {
+            auto_subscribe: json.auto_subscribe,
+            rrpc_ext: json.rrpc_ext,
+        },
+        suppressed,
+        keep_alive: Duration::from_secs(json.keep_alive_s),
+        offline_since: json.offline_since_ms.map(UnixMillis),
+    })
+}
+
+/// The value of a message record.
+pub(super) fn message(message: &StoredMessage) -> Vec<u8> {
+    let topic = message.topic.as_str().as_bytes();
+    let mut bytes = Vec::with_capacity(11 + topic.len() + message.payload.len());
+    bytes.push(MESSAGE_V1);
+    bytes.extend_from_slice(&message.at.0.to_le_bytes());
+    // A topic name is at most 65,535 bytes (MQTT's string length).
+    bytes.extend_from_slice(&(topic.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(topic);
+    bytes.extend_from_slice(&message.payload);
+    bytes
+}
+
+/// A message from its value.
+pub(super) fn decode_message(value: &[u8]) -> Result<StoredMessage, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("a message record of {} bytes", value.len()));
+    let (&version, rest) = value.split_first().ok_or_else(corrupt)?;
+    if version != MESSAGE_V1 || rest.len() < 10 {
+        return Err(corrupt());
+    }
+    let (at, rest) = rest.split_at(8);
+    let (len, rest) = rest.split_at(2);
+    let at = u64::from_le_bytes(at.try_into().map_err(|_| corrupt())?);
+    let len = usize::from(u16::from_le_bytes(len.try_into().map_err(|_| corrupt())?));
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    let (topic, payload) = rest.split_at(len);
+    let topic = TopicName::from_bytes(Bytes::copy_from_slice(topic), &STORED_TOPIC_LIMITS)
+        .map_err(|_| corrupt())?;
+    Ok(StoredMessage {
+        topic,
+        payload: Bytes::copy_from_slice(payload),
+        at: UnixMillis(at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_written() {
+        let record = SessionRecord {
+            key: Arc::new(ClientKey::Device(DeviceIdentity::new("pk", "dn:1@x"))),
+            subscriptions: vec![(
+                TopicFilter::new("/pk/dn/user/#", &STORED_TOPIC_LIMITS).unwrap(),
+                QoS::AtLeastOnce,
+            )],
+            features: ClientFeatures {
+                auto_subscribe: true,
+                rrpc_ext: false,
+            },
+            suppressed: vec![TopicFilter::new("/sys/#", &STORED_TOPIC_LIMITS).unwrap()],
+            keep_alive: Duration::from_secs(60),
+            offline_since: Some(UnixMillis(17)),
+        };
+        let key = client_key(&record.key).unwrap();
+        let back = decode_session(decode_client_key(&key).unwrap(), &session(&record)).unwrap();
+        assert_eq!(back, record);
+
+        let stored = StoredMessage {
+            topic: TopicName::new("/pk/dn/user/get", &STORED_TOPIC_LIMITS).unwrap(),
+            payload: Bytes::from_static(b"\x00\xffbinary"),
+            at: UnixMillis(1_700_000_000_123),
+        };
+        assert_eq!(decode_message(&message(&stored)).unwrap(), stored);
+        let client = ClientKey::Client("mosquitto-sub".into());
+        assert_eq!(
+            decode_client_key(&client_key(&client).unwrap()).unwrap(),
+            client
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_refused_not_guessed() {
+        for bad in [
+            &b""[..],
+            b"\x02",
+            b"\x01short",
+            b"\x01\0\0\0\0\0\0\0\0\xff\xff/a",
+        ] {
+            assert!(
+                matches!(decode_message(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?}"
+            );
+        }
+        for bad in [&b""[..], b"x", b"dno-nul", b"c\xff"] {
+            assert!(decode_client_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(decode_session(ClientKey::Anonymous, b"{}").is_err());
+    }
+}

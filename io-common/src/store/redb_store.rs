@@ -1,0 +1,241 @@
+//! The store on disk: one redb file, `aliot.redb`, in a directory of its own.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aliot_core::ClientKey;
+use aliot_core::hub::durable::{StoreChange, StoreImage};
+use aliot_services::DeviceState;
+use redb::{
+    CompactionMode, Database, DatabaseError, Durability as RedbDurability, ReadableDatabase,
+    ReadableTable, TableDefinition,
+};
+
+use super::codec;
+use super::{Store, StoreError};
+
+/// The store's file in its directory.
+pub const STORE_FILE_NAME: &str = "aliot.redb";
+
+/// The layout of the records this aliot writes (and the newest it reads).
+pub const STORE_FORMAT: u64 = 1;
+
+/// The pages redb keeps in memory (ours): the store is read once at start and written after;
+/// a large cache would only hold memory.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+const MESSAGES: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("messages");
+const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_RRPC_IDS: &str = "rrpc_ids_reserved";
+
+/// The store on disk. Opening it takes a lock on the file: a second process is refused.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn io(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+impl RedbStore {
+    /// Opens the store in `dir`, making the directory and the file if they are missing.
+    /// Refused: a `dir` that is a file or holds other files but no store, a file that is not
+    /// a store, a store another process has open, a store of a newer format.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        let not_a_store = |why: String| StoreError::NotAStore {
+            path: dir.to_path_buf(),
+            why,
+        };
+        if dir.exists() && !dir.is_dir() {
+            return Err(not_a_store("it is a file, not a directory".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|error| not_a_store(error.to_string()))?;
+        let path = dir.join(STORE_FILE_NAME);
+        if !path.exists() {
+            let others = std::fs::read_dir(dir)
+                .map_err(|error| not_a_store(error.to_string()))?
+                .count();
+            if others > 0 {
+                return Err(not_a_store(format!(
+                    "it holds {others} other entries but no {STORE_FILE_NAME}"
+                )));
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|error| match error {
+                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+                    StoreError::InUse(path.clone())
+                }
+                other => not_a_store(format!("{STORE_FILE_NAME} cannot be opened: {other}")),
+            })?;
+        let store = RedbStore { db, path };
+        store.check_format()?;
+        Ok(store)
+    }
+
+    /// Refuses a newer format; marks a new store with ours.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut meta = txn.open_table(META).map_err(io)?;
+            let found = meta.get(META_FORMAT).map_err(io)?.map(|v| v.value());
+            match found {
+                Some(found) if found > STORE_FORMAT => {
+                    return Err(StoreError::NewerFormat {
+                        path: self.path.clone(),
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_FORMAT, STORE_FORMAT).map_err(io)?;
+                }
+            }
+            // Every table exists from the start, so that reads need not ask.
+            txn.open_table(SESSIONS).map_err(io)?;
+            txn.open_table(MESSAGES).map_err(io)?;
+            txn.open_table(DEVICES).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Store for RedbStore {
+    fn load(&mut self) -> Result<StoreImage, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let mut image = StoreImage::default();
+        // One key per session, shared by its messages.
+        let mut keys: HashMap<Vec<u8>, Arc<ClientKey>> = HashMap::new();
+        let sessions = txn.open_table(SESSIONS).map_err(io)?;
+        for entry in sessions.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let client = codec::decode_client_key(key.value())?;
+            let record = codec::decode_session(client, value.value())?;
+            keys.insert(key.value().to_vec(), Arc::clone(&record.key));
+            image.sessions.insert(Arc::clone(&record.key), record);
+        }
+        let messages = txn.open_table(MESSAGES).map_err(io)?;
+        let mut last: Option<(Vec<u8>, Arc<ClientKey>)> = None;
+        for entry in messages.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let (session, seq) = key.value();
+            let client = match &last {
+                Some((bytes, client)) if bytes == session => Arc::clone(client),
+                _ => {
+                    let client = match keys.get(session) {
+                        Some(client) => Arc::clone(client),
+                        None => Arc::new(codec::decode_client_key(session)?),
+                    };
+                    last = Some((session.to_vec(), Arc::clone(&client)));
+                    client
+                }
+            };
+            let message = codec::decode_message(value.value())?;
+            image.messages.insert((client, seq), message);
+        }
+        let devices = txn.open_table(DEVICES).map_err(io)?;
+        for entry in devices.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let (product_key, device_name) = key.value();
+            let state: DeviceState = serde_json::from_slice(value.value()).map_err(|error| {
+                StoreError::Corrupt(format!("device {product_key}/{device_name}: {error}"))
+            })?;
+            image.devices.insert(
+                aliot_auth::DeviceIdentity::new(product_key, device_name),
+                state,
+            );
+        }
+        let meta = txn.open_table(META).map_err(io)?;
+        image.rrpc_ids_reserved = meta
+            .get(META_RRPC_IDS)
+            .map_err(io)?
+            .map_or(0, |v| v.value());
+        Ok(image)
+    }
+
+    fn commit(&mut self, changes: &[StoreChange], sync: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(io)?;
+        txn.set_durability(match sync {
+            true => RedbDurability::Immediate,
+            false => RedbDurability::None,
+        })
+        .map_err(io)?;
+        {
+            let mut sessions = txn.open_table(SESSIONS).map_err(io)?;
+            let mut messages = txn.open_table(MESSAGES).map_err(io)?;
+            let mut devices = txn.open_table(DEVICES).map_err(io)?;
+            let mut meta = txn.open_table(META).map_err(io)?;
+            for change in changes {
+                match change {
+                    StoreChange::SessionSaved(record) => {
+                        if let Some(key) = codec::client_key(&record.key) {
+                            sessions
+                                .insert(key.as_slice(), codec::session(record).as_slice())
+                                .map_err(io)?;
+                        }
+                    }
+                    StoreChange::SessionRemoved(client) => {
+                        if let Some(key) = codec::client_key(client) {
+                            sessions.remove(key.as_slice()).map_err(io)?;
+                            let range = (key.as_slice(), 0u64)..=(key.as_slice(), u64::MAX);
+                            messages.retain_in(range, |_, _| false).map_err(io)?;
+                        }
+                    }
+                    StoreChange::MessageSaved {
+                        session,
+                        seq,
+                        message,
+                    } => {
+                        if let Some(key) = codec::client_key(session) {
+                            messages
+                                .insert((key.as_slice(), *seq), codec::message(message).as_slice())
+                                .map_err(io)?;
+                        }
+                    }
+                    StoreChange::MessageRemoved { session, seq } => {
+                        if let Some(key) = codec::client_key(session) {
+                            messages.remove((key.as_slice(), *seq)).map_err(io)?;
+                        }
+                    }
+                    StoreChange::DeviceSaved(state) => {
+                        let json = serde_json::to_vec(state).map_err(io)?;
+                        devices
+                            .insert((state.product_key(), state.device_name()), json.as_slice())
+                            .map_err(io)?;
+                    }
+                    StoreChange::RrpcIdsReserved(next) => {
+                        meta.insert(META_RRPC_IDS, *next).map_err(io)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(io)
+    }
+
+    fn compact(&mut self) -> Result<(), StoreError> {
+        self.db.compact(CompactionMode::Balanced).map_err(io)?;
+        Ok(())
+    }
+}
