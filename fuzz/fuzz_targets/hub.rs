@@ -12,7 +12,11 @@
 //! - the automatic subscription (`_ss=1`) reaches exactly what the model says: a device's own
 //!   system downlinks, unless a filter it unsubscribed from matches them (replies to its
 //!   property posts, the server's publishes on its `/sys/` topics), each counted in the
-//!   conservation above when it goes at QoS 1.
+//!   conservation above when it goes at QoS 1;
+//! - durability: the hub's changes are committed to a store after every step, and a crash
+//!   (the hub dropped with its connections and calls, a new one restored from the store) gives
+//!   back every cleanSession=0 session with exactly the QoS 1 messages it held, and its
+//!   subscriptions; clean sessions are gone.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::codec::{PacketId, QoS};
+use aliot_core::hub::durable::StoreImage;
 use aliot_core::hub::{ConnId, HELD_QUEUE_FACTOR, Hub, HubConfig, HubOutput};
 use aliot_core::server::{CloseReason, Command, Event, SessionRequest};
 use aliot_core::{ClientFeatures, ClientKey, Instant, Message};
@@ -108,6 +113,9 @@ struct Link {
 
 struct World {
     hub: Hub,
+    config: HubConfig,
+    /// What the store has committed.
+    store: StoreImage,
     now: Instant,
     next_conn: u64,
     sessions: BTreeMap<usize, ModelSession>,
@@ -126,7 +134,50 @@ impl World {
         self.links.iter().position(|l| l.conn == Some(conn))
     }
 
+    /// Commits the hub's changes: what happened so far is on disk.
+    fn commit(&mut self) {
+        let mut changes = Vec::new();
+        self.hub.take_store_changes(&mut changes);
+        for change in changes {
+            self.store.apply(change);
+        }
+    }
+
+    /// The process dies after a commit and starts again from its store.
+    fn crash(&mut self) {
+        self.commit();
+        let held = |hub: &Hub, d: usize| {
+            hub.session_stats(&key(d))
+                .map(|s| (s.inflight + s.queued, s.subscriptions))
+        };
+        let before: Vec<_> = (0..DEVICES.len())
+            .map(|d| held(&self.hub, d).filter(|_| self.sessions.get(&d).is_some_and(|s| !s.clean)))
+            .collect();
+        let mut hub = Hub::new(self.config.clone());
+        hub.record_store_changes();
+        hub.restore(&self.store, |_| Acl::open(), self.now);
+        self.hub = hub;
+        self.commit();
+        self.links = Default::default();
+        self.sessions.retain(|_, session| !session.clean);
+        self.pending_calls.clear();
+        for (d, before) in before.iter().enumerate() {
+            assert_eq!(
+                held(&self.hub, d),
+                *before,
+                "device {d}'s kept session came back with other messages or subscriptions"
+            );
+        }
+        self.owed = before
+            .iter()
+            .flatten()
+            .map(|(messages, _)| *messages as u64)
+            .sum();
+        self.acked = 0;
+    }
+
     fn drain(&mut self) {
+        self.commit();
         while let Some(output) = self.hub.poll_output() {
             match output {
                 HubOutput::Connection { conn, command } => {
@@ -303,9 +354,12 @@ impl World {
             return;
         };
         let topic = format!("/sys/pk/{}/thing/event/property/post", DEVICES[device]);
-        let Some(request) =
-            DeviceMessage::parse(&topic, br#"{"id":"1","params":{"a":1}}"#, "pk", DEVICES[device])
-        else {
+        let Some(request) = DeviceMessage::parse(
+            &topic,
+            br#"{"id":"1","params":{"a":1}}"#,
+            "pk",
+            DEVICES[device],
+        ) else {
             panic!("a property post is a service request");
         };
         let reply = TopicName::new(&format!("{topic}_reply"), &Default::default()).unwrap();
@@ -357,8 +411,13 @@ fuzz_target!(|data: &[u8]| {
         session_expiry: None,
         first_rrpc_message_id: 1000,
     };
+    let mut hub = Hub::new(config.clone());
+    hub.record_store_changes();
+    hub.restore_rrpc_ids(0);
     let mut world = World {
-        hub: Hub::new(config),
+        hub,
+        config,
+        store: StoreImage::default(),
         now: Instant::ZERO,
         next_conn: 1,
         sessions: BTreeMap::new(),
@@ -370,7 +429,7 @@ fuzz_target!(|data: &[u8]| {
     for op in data.chunks_exact(2) {
         let (code, arg) = (op[0], op[1]);
         let device = usize::from(arg) % DEVICES.len();
-        match code % 10 {
+        match code % 11 {
             0 => world.connect(device, arg & 0x80 != 0, arg & 0x40 != 0),
             1 => world.disconnect(device),
             2 => {
@@ -422,7 +481,9 @@ fuzz_target!(|data: &[u8]| {
                         .unacked
                         .remove(usize::from(arg >> 2) % link.unacked.len());
                     world.acked += 1;
-                    world.hub.handle_event(conn, Event::DeliveryAcked(id), world.now);
+                    world
+                        .hub
+                        .handle_event(conn, Event::DeliveryAcked(id), world.now);
                     world.drain();
                 }
             }
@@ -443,6 +504,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 world.drain();
             }
+            10 => world.crash(),
             9 => {
                 let qos = if arg & 0x40 != 0 {
                     QoS::AtLeastOnce

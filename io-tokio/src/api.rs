@@ -903,6 +903,38 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         "RRPC calls waiting for their device.",
         &[("", gauge(stats.pending_rrpc))],
     );
+    if let Some(store) = &stats.store {
+        family(
+            "aliot_store_commits_total",
+            "counter",
+            "Transactions the durable store committed (each covers every batch of changes that waited).",
+            &[("", store.commits)],
+        );
+        family(
+            "aliot_store_changes_total",
+            "counter",
+            "Changes the durable store committed.",
+            &[("", store.changes)],
+        );
+        family(
+            "aliot_store_commit_failures_total",
+            "counter",
+            "Commits of the durable store that failed (each try counts); while failing, QoS 1 PUBACKs wait.",
+            &[("", store.failures)],
+        );
+        family(
+            "aliot_store_failing",
+            "gauge",
+            "1 while the durable store's last commit failed.",
+            &[("", u64::from(store.failing))],
+        );
+        family(
+            "aliot_store_waiting",
+            "gauge",
+            "PUBACKs and answers waiting for the durable store's commit.",
+            &[("", gauge(store.waiting))],
+        );
+    }
     out
 }
 
@@ -964,5 +996,14 @@ mod tests {
             }
         }
         assert_eq!(declared.len(), 24);
+        // With a store, its families too.
+        stats.store = Some(aliot_io::broker::StoreStats {
+            failures: 2,
+            failing: true,
+            ..Default::default()
+        });
+        let text = prometheus_text(&stats, 0);
+        assert!(text.contains("aliot_store_commit_failures_total 2\n"));
+        assert!(text.contains("# TYPE aliot_store_failing gauge\naliot_store_failing 1\n"));
     }
 }

@@ -38,7 +38,7 @@ use aliot_topic::{Acl, TopicFilter, TopicName};
 use bytes::Bytes;
 
 use super::Hub;
-use super::sessions::{Queued, Session};
+use super::sessions::{InFlight, Queued, Session};
 use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::QoS;
 use crate::message::Message;
@@ -391,8 +391,9 @@ impl Hub {
     }
 
     /// Restores one message a store kept for a session restored before, behind the ones
-    /// restored before it (call in sequence order). It goes out with DUP: it may have been
-    /// delivered before the restart. One past its maximum age, or of no session, is removed.
+    /// restored before it (call in sequence order): into the session's window while it has
+    /// room, then its queue. It goes out with DUP: it may have been delivered before the
+    /// restart. One past its maximum age, or of no session, is removed.
     pub fn restore_message(
         &mut self,
         key: &Arc<ClientKey>,
@@ -416,14 +417,28 @@ impl Hub {
             self.journal.message_removed(key, seq);
             return;
         };
-        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
-        session.push_queued(Queued {
-            message: Message::new(message.topic, message.payload, QoS::AtLeastOnce),
-            at: Instant::from_millis(now.as_millis().saturating_sub(age_ms)),
-            hold: None,
-            seq,
-            dup: true,
-        });
+        let message = Message::new(message.topic, message.payload, QoS::AtLeastOnce);
+        // The first ones take the window again, as they did (or would have) before the
+        // restart: a resumed session sends its window again with DUP, then its queue. The
+        // queue then holds no more than it did.
+        let window = usize::from(self.config.inflight_window.get());
+        if session.queue.is_empty() && session.inflight.len() < window {
+            let packet_id = session.allocate_packet_id();
+            session.inflight.push_back(InFlight {
+                packet_id,
+                message,
+                seq,
+            });
+        } else {
+            let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            session.push_queued(Queued {
+                message,
+                at: Instant::from_millis(now.as_millis().saturating_sub(age_ms)),
+                hold: None,
+                seq,
+                dup: true,
+            });
+        }
         restored.messages += 1;
     }
 
