@@ -361,3 +361,38 @@ fn columns_count_characters() {
         "{error}"
     );
 }
+
+#[test]
+fn a_bad_store_table_is_refused() {
+    let error = refuse(&format!(
+        "{LISTENER}[store]\npath = \"d\"\ndurability = \"always\"\n"
+    ));
+    assert!(matches!(*error.problem, ConfigProblem::BadDurability(_)));
+    assert_refused_at(&error, 5, "use \"immediate\", \"periodic\" or \"none\"");
+
+    let error = refuse(&format!(
+        "{LISTENER}[store]\npath = \"d\"\ndurability = \"periodic\"\n"
+    ));
+    assert!(matches!(
+        *error.problem,
+        ConfigProblem::FlushWithoutPeriodic
+    ));
+    assert_refused_at(&error, 3, "flush_ms goes with durability = \"periodic\"");
+
+    let error = refuse(&format!(
+        "{LISTENER}[store]\npath = \"d\"\nflush_ms = 100\n"
+    ));
+    assert!(matches!(
+        *error.problem,
+        ConfigProblem::FlushWithoutPeriodic
+    ));
+
+    let error = refuse(&format!(
+        "{LISTENER}[store]\npath = \"d\"\ndurability = \"periodic\"\nflush_ms = 0\n"
+    ));
+    assert!(matches!(*error.problem, ConfigProblem::BadFlushMs(0)));
+    assert_refused_at(&error, 6, "store.flush_ms = 0 is not within 1..=60000");
+
+    let error = refuse(&format!("{LISTENER}[store]\ndurability = \"none\"\n"));
+    assert_refused_at(&error, 3, "path");
+}

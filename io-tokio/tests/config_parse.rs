@@ -380,3 +380,41 @@ fn the_summary_names_what_runs() {
     );
     assert!(!summary.contains("s3cret-token"), "the token is not shown");
 }
+
+#[test]
+fn the_store_table_gives_the_directory_and_durability() {
+    use aliot_tokio::store::{Durability, StoreLocation};
+    use std::time::Duration;
+
+    let base = Path::new("/etc/aliot");
+    let text = "[[listener]]\nbind = \"127.0.0.1:1883\"\n[store]\npath = \"data\"\n";
+    let config = Config::parse(text, "store.toml", base).expect("valid");
+    let store = config.store.clone().expect("a store");
+    assert!(
+        matches!(&store.location, StoreLocation::Directory(dir) if dir == &base.join("data")),
+        "relative to the file's folder: {store:?}"
+    );
+    assert_eq!(store.durability, Durability::Immediate, "the default");
+    assert!(config.broker_config().store.is_some());
+    assert!(
+        config
+            .summary()
+            .contains("store /etc/aliot/data (durability immediate)")
+    );
+
+    for (table, durability) in [
+        ("durability = \"none\"\n", Durability::None),
+        (
+            "durability = \"periodic\"\nflush_ms = 250\n",
+            Durability::Periodic(Duration::from_millis(250)),
+        ),
+    ] {
+        let config = Config::parse(&format!("{text}{table}"), "store.toml", base).expect("valid");
+        assert_eq!(config.store.unwrap().durability, durability);
+    }
+
+    let without =
+        Config::parse("[[listener]]\nbind = \"127.0.0.1:1883\"\n", "m.toml", base).expect("valid");
+    assert!(without.store.is_none(), "no [store]: in memory");
+    assert!(without.summary().contains("store off"));
+}
