@@ -239,3 +239,118 @@ impl Store for RedbStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aliot_core::hub::durable::{SessionRecord, StoredMessage};
+    use aliot_services::UnixMillis;
+    use aliot_topic::{TopicLimits, TopicName};
+    use bytes::Bytes;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "aliot-redb-{}-{name}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn session(id: &str) -> Arc<ClientKey> {
+        Arc::new(ClientKey::Client(id.into()))
+    }
+
+    fn saved(key: &Arc<ClientKey>, seq: u64, payload: usize) -> StoreChange {
+        StoreChange::MessageSaved {
+            session: Arc::clone(key),
+            seq,
+            message: StoredMessage {
+                topic: TopicName::new("fleet/news", &TopicLimits::default()).unwrap(),
+                payload: Bytes::from(vec![b'x'; payload]),
+                at: UnixMillis(seq),
+            },
+        }
+    }
+
+    fn record(key: &Arc<ClientKey>) -> StoreChange {
+        StoreChange::SessionSaved(SessionRecord {
+            key: Arc::clone(key),
+            subscriptions: Vec::new(),
+            features: Default::default(),
+            suppressed: Vec::new(),
+            keep_alive: std::time::Duration::from_secs(60),
+            offline_since: None,
+        })
+    }
+
+    #[test]
+    fn what_is_committed_is_loaded_as_the_model_has_it() {
+        let dir = temp_dir("model");
+        let (a, b) = (session("a"), session("b"));
+        let changes = vec![
+            record(&a),
+            record(&b),
+            saved(&a, 1, 10),
+            saved(&b, 2, 10),
+            saved(&a, 3, 10),
+            StoreChange::MessageRemoved {
+                session: Arc::clone(&a),
+                seq: 1,
+            },
+            StoreChange::SessionRemoved(Arc::clone(&b)),
+            StoreChange::RrpcIdsReserved(77),
+        ];
+        let mut model = StoreImage::default();
+        for change in &changes {
+            model.apply(change.clone());
+        }
+        let mut store = RedbStore::open(&dir).unwrap();
+        store.commit(&changes, true).unwrap();
+        drop(store);
+        let mut store = RedbStore::open(&dir).unwrap();
+        assert_eq!(store.load().unwrap(), model);
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused() {
+        let dir = temp_dir("newer");
+        let store = RedbStore::open(&dir).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(META_FORMAT, STORE_FORMAT + 1)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        match RedbStore::open(&dir) {
+            Err(StoreError::NewerFormat { found, .. }) => assert_eq!(found, STORE_FORMAT + 1),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn compaction_gives_back_what_removed_messages_took() {
+        let dir = temp_dir("compact");
+        let mut store = RedbStore::open(&dir).unwrap();
+        let key = session("bulk");
+        let puts: Vec<StoreChange> = (1..=20_000).map(|seq| saved(&key, seq, 1000)).collect();
+        store.commit(&puts, true).unwrap();
+        let full = std::fs::metadata(store.path()).unwrap().len();
+        store
+            .commit(&[StoreChange::SessionRemoved(Arc::clone(&key))], true)
+            .unwrap();
+        // redb frees the pages at the next durable commits.
+        store.commit(&[], true).unwrap();
+        store.commit(&[], true).unwrap();
+        store.compact().unwrap();
+        let compacted = std::fs::metadata(store.path()).unwrap().len();
+        assert!(compacted * 4 < full, "{full} bytes, then {compacted}");
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
