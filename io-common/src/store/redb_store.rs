@@ -316,6 +316,33 @@ mod tests {
     }
 
     #[test]
+    fn a_devices_float_properties_come_back_to_the_last_bit() {
+        let dir = temp_dir("floats");
+        let mut device = DeviceState::new("pk", "dn");
+        let topic = "/sys/pk/dn/thing/event/property/post";
+        let payload = br#"{"id":"1","params":{"a":0.30000000000000004,"b":2.2250738585072014e-308,"c":1.7976931348623157e308,"d":0.1234567890123456789,"e":-5e-324,"f":2.560156710993911e-167,"g":5.5460775746035397e160}}"#;
+        let request = aliot_services::DeviceMessage::parse(topic, payload, "pk", "dn").unwrap();
+        device.handle(request, UnixMillis(1));
+        let mut store = RedbStore::open(&dir).unwrap();
+        store
+            .commit(&[StoreChange::DeviceSaved(Box::new(device.clone()))], true)
+            .unwrap();
+        let loaded = store.load().unwrap();
+        let back = &loaded.devices[&aliot_auth::DeviceIdentity::new("pk", "dn")];
+        // f and g: values whose stored text serde_json's default parser reads one unit off.
+        for name in ["a", "b", "c", "d", "e", "f", "g"] {
+            let (stored, read) = (device.property(name), back.property(name));
+            assert_eq!(stored, read, "property {name}");
+            let bits = |p: Option<&aliot_services::PropertyValue>| {
+                p.and_then(|p| p.value.as_f64()).map(f64::to_bits)
+            };
+            assert_eq!(bits(stored), bits(read), "property {name}, bit for bit");
+        }
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_store_of_a_newer_format_is_refused() {
         let dir = temp_dir("newer");
         let store = RedbStore::open(&dir).unwrap();
