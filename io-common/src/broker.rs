@@ -126,9 +126,10 @@ pub struct BrokerConfig {
     pub listeners: Vec<ListenerConfig>,
     /// Per-connection limits (packet size, topic length, connect timeout, output backlog).
     pub server: ServerConfig,
-    /// The hub's limits (in-flight window, queue limits, session expiry). When
-    /// `first_rrpc_message_id` is left at its default (1), the broker seeds it from the wall
-    /// clock in milliseconds, so RRPC message ids stay fresh across restarts.
+    /// The hub's limits (in-flight window, queue limits, session expiry). RRPC message ids
+    /// stay fresh across restarts: with a store, they continue after the block it reserved;
+    /// without, when `first_rrpc_message_id` is left at its default (1), the broker seeds it
+    /// from the wall clock in milliseconds.
     pub hub: HubConfig,
     /// Who may connect, e.g. `PlatformAuthenticator::new(registry).with_open_mode(open)`.
     pub authenticator: Arc<dyn Authenticator + Send + Sync>,
@@ -259,7 +260,11 @@ impl<R: Runtime> Broker<R> {
 
         let clock = Clock::start();
         let mut hub_config = config.hub.clone();
-        if hub_config.first_rrpc_message_id == HubConfig::default().first_rrpc_message_id {
+        // With a store, ids continue from the block it reserved; without, the clock keeps them
+        // fresh across restarts.
+        if config.store.is_none()
+            && hub_config.first_rrpc_message_id == HubConfig::default().first_rrpc_message_id
+        {
             hub_config.first_rrpc_message_id = wall_clock_ms().unwrap_or(1).max(1);
         }
         let (requests, requests_rx) = mpsc::channel(HUB_QUEUE);

@@ -10,6 +10,7 @@
 //! does not move, so the hub task sends no PUBACK that waits for it. It logs and counts the
 //! failures, and says when commits succeed again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -160,8 +161,7 @@ impl Writer {
             Durability::Periodic(every) => Some(every),
             Durability::None => Some(NONE_SYNC_EVERY),
         };
-        let mut pending: Vec<StoreChange> = Vec::new();
-        let mut pending_upto = 0;
+        let mut pending = Group::default();
         let mut unsynced = false;
         let mut next_sync = Instant::now() + sync_every.unwrap_or(COMPACT_EVERY);
         let mut next_compact = Instant::now() + COMPACT_EVERY;
@@ -194,24 +194,30 @@ impl Writer {
                 // The group: everything that has arrived.
                 for message in first.into_iter().chain(receiver.try_iter()) {
                     match message {
-                        ToWriter::Batch(number, changes) => {
-                            pending.extend(changes);
-                            pending_upto = number;
-                        }
+                        ToWriter::Batch(number, changes) => pending.absorb(number, changes),
                         ToWriter::Stop => stopping = true,
                     }
                 }
             }
-            if !pending.is_empty() {
+            if pending.has_batches {
                 let sync = sync_every.is_none() || stopping;
-                match self.store.commit(&pending, sync) {
+                let live = pending.take_live();
+                // A group whose changes all cancelled out leaves the disk as it is: nothing to
+                // write, nothing to wait for.
+                let written = match live.is_empty() {
+                    true => Ok(()),
+                    false => self.store.commit(&live, sync),
+                };
+                match written {
                     Ok(()) => {
-                        self.status.commits.fetch_add(1, Ordering::Relaxed);
+                        if !live.is_empty() {
+                            self.status.commits.fetch_add(1, Ordering::Relaxed);
+                            unsynced = !sync;
+                        }
                         self.status
                             .changes
-                            .fetch_add(pending.len() as u64, Ordering::Relaxed);
-                        pending.clear();
-                        unsynced = !sync;
+                            .fetch_add(live.len() as u64, Ordering::Relaxed);
+                        let pending_upto = pending.committed();
                         retry = None;
                         if self.status.failing.swap(false, Ordering::Relaxed) {
                             info!(
@@ -226,6 +232,7 @@ impl Writer {
                         self.committed.send_replace(pending_upto);
                     }
                     Err(error) => {
+                        pending.put_back(live);
                         self.status.failures.fetch_add(1, Ordering::Relaxed);
                         self.status.failing.store(true, Ordering::Relaxed);
                         failures_since += 1;
@@ -235,7 +242,7 @@ impl Writer {
                             warn!(
                                 %error,
                                 failed_tries = failures_since,
-                                waiting_changes = pending.len(),
+                                waiting_changes = pending.changes.len(),
                                 "a store commit failed; QoS 1 PUBACKs wait until one succeeds \
                                  (retrying)"
                             );
@@ -246,7 +253,7 @@ impl Writer {
                             tries_at_stop += 1;
                             if tries_at_stop >= TRIES_AT_STOP {
                                 error!(
-                                    lost_changes = pending.len(),
+                                    lost_changes = pending.changes.len(),
                                     "the broker stops with changes the store could not commit"
                                 );
                                 return;
@@ -268,7 +275,7 @@ impl Writer {
             if stopping {
                 return;
             }
-            if now >= next_compact && pending.is_empty() {
+            if now >= next_compact && !pending.has_batches {
                 let started = Instant::now();
                 match self.store.compact() {
                     Ok(()) => info!(
@@ -280,5 +287,132 @@ impl Writer {
                 next_compact = now + COMPACT_EVERY;
             }
         }
+    }
+}
+
+/// The changes waiting for the next commit. A message saved and removed again before its
+/// commit (delivered and acknowledged meanwhile, which is what a subscriber that keeps up
+/// does) cancels out: neither is written.
+#[derive(Default)]
+struct Group {
+    /// In order; a cancelled change leaves `None`.
+    changes: Vec<Option<StoreChange>>,
+    /// Where each message saved in this group is, by its sequence number (unique in the hub).
+    saved_at: HashMap<u64, usize>,
+    /// The number of the last batch absorbed.
+    upto: u64,
+    /// Whether a batch came since the last commit.
+    has_batches: bool,
+}
+
+impl Group {
+    /// Takes the changes of batch `number`.
+    fn absorb(&mut self, number: u64, changes: Vec<StoreChange>) {
+        for change in changes {
+            match &change {
+                StoreChange::MessageSaved { seq, .. } => {
+                    self.saved_at.insert(*seq, self.changes.len());
+                    self.changes.push(Some(change));
+                }
+                StoreChange::MessageRemoved { seq, .. } => match self.saved_at.remove(seq) {
+                    Some(at) => self.changes[at] = None,
+                    None => self.changes.push(Some(change)),
+                },
+                _ => self.changes.push(Some(change)),
+            }
+        }
+        self.upto = number;
+        self.has_batches = true;
+    }
+
+    /// The changes to write, in order, taken out of the group.
+    fn take_live(&mut self) -> Vec<StoreChange> {
+        self.saved_at.clear();
+        self.changes.drain(..).flatten().collect()
+    }
+
+    /// The commit of what [`take_live`](Self::take_live) gave failed: it waits again, first.
+    fn put_back(&mut self, live: Vec<StoreChange>) {
+        let later = std::mem::take(&mut self.changes);
+        self.saved_at.clear();
+        for change in live.into_iter().map(Some).chain(later) {
+            if let Some(StoreChange::MessageSaved { seq, .. }) = &change {
+                self.saved_at.insert(*seq, self.changes.len());
+            }
+            self.changes.push(change);
+        }
+    }
+
+    /// What was taken is on disk: the number of the last batch it covered.
+    fn committed(&mut self) -> u64 {
+        self.has_batches = !self.changes.is_empty();
+        self.upto
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aliot_core::ClientKey;
+    use aliot_core::hub::durable::StoredMessage;
+    use aliot_services::UnixMillis;
+    use aliot_topic::TopicName;
+    use bytes::Bytes;
+
+    fn saved(seq: u64) -> StoreChange {
+        StoreChange::MessageSaved {
+            session: Arc::new(ClientKey::Client("s".into())),
+            seq,
+            message: StoredMessage {
+                topic: TopicName::new("t", &Default::default()).unwrap(),
+                payload: Bytes::new(),
+                at: UnixMillis(0),
+            },
+        }
+    }
+
+    fn removed(seq: u64) -> StoreChange {
+        StoreChange::MessageRemoved {
+            session: Arc::new(ClientKey::Client("s".into())),
+            seq,
+        }
+    }
+
+    fn seqs(changes: &[StoreChange]) -> Vec<(bool, u64)> {
+        changes
+            .iter()
+            .map(|change| match change {
+                StoreChange::MessageSaved { seq, .. } => (true, *seq),
+                StoreChange::MessageRemoved { seq, .. } => (false, *seq),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_saved_and_removed_before_its_commit_is_not_written() {
+        let mut group = Group::default();
+        group.absorb(1, vec![saved(1), saved(2)]);
+        group.absorb(2, vec![removed(1), removed(7), saved(3)]);
+        assert_eq!(seqs(&group.take_live()), [(true, 2), (false, 7), (true, 3)]);
+        assert_eq!(group.committed(), 2);
+        assert!(!group.has_batches);
+
+        // Everything cancels out: nothing to write, and the batch still counts as committed.
+        group.absorb(3, vec![saved(4)]);
+        group.absorb(4, vec![removed(4)]);
+        assert!(group.take_live().is_empty());
+        assert_eq!(group.committed(), 4);
+    }
+
+    #[test]
+    fn a_failed_commit_waits_again_and_can_still_cancel() {
+        let mut group = Group::default();
+        group.absorb(1, vec![saved(1), saved(2)]);
+        let live = group.take_live();
+        group.put_back(live);
+        group.absorb(2, vec![removed(2), saved(3)]);
+        assert_eq!(seqs(&group.take_live()), [(true, 1), (true, 3)]);
+        assert_eq!(group.committed(), 2);
     }
 }
