@@ -31,6 +31,10 @@
 //! max_message_age_secs = 604800   # or "never"
 //! session_expiry_secs = 604800    # or "never"
 //!
+//! [[access_key]]            # the platform's OpenAPI at the API's `/` (off without one)
+//! id = "LTAI5tAliotExample"
+//! secret = "change-me"
+//!
 //! [store]                   # sessions and queued messages on disk; in memory when absent
 //! path = "aliot-data"        # a directory of its own, relative to this file
 //! durability = "immediate"   # fsync before each PUBACK; or "periodic" (with flush_ms), "none"
@@ -126,6 +130,9 @@ pub struct Config {
     pub listeners: Vec<ListenerSettings>,
     /// The HTTP API, when the file has an `[api]` table.
     pub api: Option<ApiSettings>,
+    /// The AccessKeys of the platform's OpenAPI (`[[access_key]]`), served on the API's
+    /// address; none: the OpenAPI is off.
+    pub access_keys: Vec<AccessKeySettings>,
     /// The most connections held at once (`[limits] max_connections`).
     pub max_connections: NonZeroUsize,
     /// Per-connection limits (`[limits]`: packet size, topic length, timeouts).
@@ -169,6 +176,24 @@ pub struct ApiSettings {
     pub bind: SocketAddr,
     /// The bearer token callers must send, if any.
     pub token: Option<String>,
+}
+
+/// One `[[access_key]]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessKeySettings {
+    /// The AccessKey ID.
+    pub id: String,
+    /// The AccessKey secret.
+    pub secret: String,
+}
+
+impl fmt::Debug for AccessKeySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKeySettings")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The `[auth]` table.
@@ -271,6 +296,12 @@ impl Config {
             }) => format!("HTTP API {bind} (bearer token required)"),
             None => "HTTP API off".to_owned(),
         });
+        if !self.access_keys.is_empty() {
+            lines.push(format!(
+                "OpenAPI on the HTTP API's /, {} AccessKey(s)",
+                self.access_keys.len()
+            ));
+        }
         lines.push(match &self.store {
             Some(store) => match &store.location {
                 StoreLocation::Directory(dir) => {
@@ -402,6 +433,9 @@ pub enum ConfigProblem {
     /// `[api] token = ""`.
     #[error("the API token is empty: give a token, or leave the key out for no token")]
     EmptyApiToken,
+    /// An `[[access_key]]` with an empty id or secret, or an id given twice.
+    #[error("access_key: {0}")]
+    BadAccessKey(&'static str),
     /// `[store] durability` is not one of the three.
     #[error("store.durability = {0:?}: use \"immediate\", \"periodic\" or \"none\"")]
     BadDurability(String),
@@ -541,12 +575,21 @@ struct RawConfig {
     listener: Vec<RawListener>,
     api: Option<RawApi>,
     #[serde(default)]
+    access_key: Vec<Spanned<RawAccessKey>>,
+    #[serde(default)]
     limits: RawLimits,
     store: Option<Spanned<RawStore>>,
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
     product: Vec<RawProduct>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessKey {
+    id: String,
+    secret: String,
 }
 
 #[derive(Deserialize)]
@@ -691,6 +734,7 @@ impl Checker<'_> {
     fn check(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listeners = self.listeners(raw.listener)?;
         let api = raw.api.map(|api| self.api(api)).transpose()?;
+        let access_keys = self.access_keys(raw.access_key)?;
         let (max_connections, server, hub) = self.limits(raw.limits)?;
         let auth = self.auth(raw.auth)?;
         let store = raw.store.map(|store| self.store(store)).transpose()?;
@@ -698,6 +742,7 @@ impl Checker<'_> {
         Ok(Config {
             listeners,
             api,
+            access_keys,
             max_connections,
             server,
             hub,
@@ -774,6 +819,33 @@ impl Checker<'_> {
             None => None,
         };
         Ok(ApiSettings { bind, token })
+    }
+
+    fn access_keys(
+        &self,
+        raw: Vec<Spanned<RawAccessKey>>,
+    ) -> Result<Vec<AccessKeySettings>, ConfigError> {
+        let mut keys: Vec<AccessKeySettings> = Vec::with_capacity(raw.len());
+        for key in raw {
+            let span = key.span();
+            let RawAccessKey { id, secret } = key.into_inner();
+            let problem = if id.is_empty() {
+                Some("the id is empty")
+            } else if secret.is_empty() {
+                Some("the secret is empty")
+            } else if keys.iter().any(|earlier| earlier.id == id) {
+                Some("this id is given twice")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(self
+                    .source
+                    .error_at(&span, ConfigProblem::BadAccessKey(problem)));
+            }
+            keys.push(AccessKeySettings { id, secret });
+        }
+        Ok(keys)
     }
 
     fn store(&self, store: Spanned<RawStore>) -> Result<StoreConfig, ConfigError> {

@@ -22,7 +22,10 @@
 //! | `GET /ListDownlinkResults` (ours) | | `200` `{"Success":true,"Data":{"List":[…]}}`: the devices' latest answers to property sets and service calls, in the form of PLATFORM-PROTOCOLS §9.3 |
 //!
 //! `POST /RRpc` and `POST /Pub` are the same as `/rrpc` and `/pub`: every operation is
-//! served under the platform's action name.
+//! served under the platform's action name. With AccessKeys ([`ApiConfig::access_keys`]),
+//! `GET /` and `POST /` are the platform's OpenAPI: signed RPC-style calls of the same
+//! operations by `Action`, as the platform's server SDKs make them (see [`signature`]).
+//! The bearer token does not apply there: the signature is the caller's authorization.
 //!
 //! Property set and service calls go to online devices only (`409 DeviceOffline`), on topics
 //! the device subscribed to or gets by the automatic subscription (`409 DeviceNotListening`);
@@ -75,7 +78,11 @@ use tracing::{error, info};
 use crate::Tokio;
 use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
 
+mod openapi;
+pub mod signature;
 mod things;
+
+pub use signature::AccessKey;
 
 pub use things::{
     DataResponse, DeviceRequest, DownlinkResultMessage, GetDeviceShadowResponse,
@@ -92,6 +99,9 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// The AccessKeys of the platform's OpenAPI at `/` (signed requests; see
+    /// [`signature`]); without any, the OpenAPI is off.
+    pub access_keys: Vec<AccessKey>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -99,6 +109,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("bind", &self.bind)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("access_keys", &self.access_keys)
             .finish()
     }
 }
@@ -133,7 +144,11 @@ pub struct BindApiError {
 ///     store: None,
 /// })
 /// .await?;
-/// let api = ApiConfig { bind: "127.0.0.1:0".parse()?, token: Some("change-me".into()) };
+/// let api = ApiConfig {
+///     bind: "127.0.0.1:0".parse()?,
+///     token: Some("change-me".into()),
+///     access_keys: Vec::new(),
+/// };
 /// let api_addr = broker.serve_http_api(api).await?;
 /// assert_ne!(api_addr.port(), 0);
 /// // Stops the API too, after the requests under way.
@@ -154,17 +169,27 @@ pub trait ServeHttpApi {
 
 impl ServeHttpApi for Broker {
     async fn serve_http_api(&mut self, config: ApiConfig) -> Result<SocketAddr, BindApiError> {
-        let ApiConfig { bind, token } = config;
+        let ApiConfig {
+            bind,
+            token,
+            access_keys,
+        } = config;
         let bind_error = |source| BindApiError { addr: bind, source };
         let listener = Tokio.bind(bind).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
-        info!(addr = %local, token = token.is_some(), "listening for the HTTP API");
-        let state = ApiState::new(
+        info!(
+            addr = %local,
+            token = token.is_some(),
+            openapi = !access_keys.is_empty(),
+            "listening for the HTTP API"
+        );
+        let mut state = ApiState::new(
             self.handle(),
             token,
             self.server_config().topic_limits,
             Arc::clone(self.authenticator()),
         );
+        state.access_keys = Arc::from(access_keys);
         self.spawn_service("the HTTP API", move |stop| async move {
             let served = axum::serve(listener, router(state)).with_graceful_shutdown(stop.raised());
             if let Err(error) = served.await {
@@ -383,6 +408,10 @@ struct ApiState {
     token: Option<Arc<str>>,
     topic_limits: TopicLimits,
     authenticator: Arc<dyn Authenticator + Send + Sync>,
+    /// The OpenAPI's AccessKeys (none: the OpenAPI is off).
+    access_keys: Arc<[AccessKey]>,
+    /// The OpenAPI's nonces seen within the timestamp window.
+    nonces: Arc<std::sync::Mutex<signature::NonceCache>>,
 }
 
 impl ApiState {
@@ -397,6 +426,8 @@ impl ApiState {
             token: token.map(Arc::from),
             topic_limits,
             authenticator,
+            access_keys: Arc::from(Vec::new()),
+            nonces: Arc::default(),
         }
     }
 
@@ -456,6 +487,12 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// The API's routes over a running broker.
 fn router(state: ApiState) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(openapi::openapi)
+                .post(openapi::openapi)
+                .fallback(method_not_allowed),
+        )
         .route("/rrpc", post(rrpc).fallback(method_not_allowed))
         .route("/RRpc", post(rrpc).fallback(method_not_allowed))
         .route("/pub", post(publish).fallback(method_not_allowed))

@@ -396,3 +396,19 @@ fn a_bad_store_table_is_refused() {
     let error = refuse(&format!("{LISTENER}[store]\ndurability = \"none\"\n"));
     assert_refused_at(&error, 3, "path");
 }
+
+#[test]
+fn a_bad_access_key_is_refused() {
+    let error = refuse(&format!(
+        "{LISTENER}[[access_key]]\nid = \"\"\nsecret = \"s\"\n"
+    ));
+    assert!(matches!(*error.problem, ConfigProblem::BadAccessKey(_)));
+    assert_refused_at(&error, 3, "the id is empty");
+    let error = refuse(&format!(
+        "{LISTENER}[[access_key]]\nid = \"a\"\nsecret = \"\"\n"
+    ));
+    assert_refused_at(&error, 3, "the secret is empty");
+    let twice = "[[access_key]]\nid = \"a\"\nsecret = \"s\"\n";
+    let error = refuse(&format!("{LISTENER}{twice}{twice}"));
+    assert_refused_at(&error, 6, "given twice");
+}

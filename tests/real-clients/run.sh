@@ -6,6 +6,8 @@
 #   paho-mqtt 2.x                   PyPI, in its own venv, credentials signed by paho_client.py
 #   aliyun-iot-linkkit 1.2.13       PyPI, on paho-mqtt 1.x in its own venv, over TCP and TLS
 #   alibabacloud-iot-device-sdk     npm 1.2.8 (mqtt.js 3.0.0), over TCP and TLS
+#   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
+#                                   over the OpenAPI, with a paho-mqtt device it calls
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
 # calls made through the broker's HTTP API (mosquitto_sub cannot answer: its call must end
@@ -257,6 +259,7 @@ main() {
     ensure_mosquitto
     ensure_venv paho "$HERE/requirements-paho.txt"
     ensure_venv linkkit "$HERE/requirements-linkkit.txt"
+    ensure_venv openapi "$HERE/requirements-openapi.txt"
     ensure_node_modules
 
     say "building aliot (cargo build -p aliot-tokio --bin aliot)"
@@ -307,6 +310,13 @@ main() {
     step "aliyun-iot-linkkit $linkkit_version thing model by automatic subscription" \
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_things.py" "${python_args[@]}" \
         --device-name linkkit-things --device-secret "$(device_secret linkkit-things)"
+    local openapi_version access_key_id access_key_secret
+    openapi_version=$(python_package_version openapi aliyun-python-sdk-iot)
+    read -r access_key_id access_key_secret < <(python3 -c 'import sys, tomllib; k = tomllib.load(open(sys.argv[1], "rb"))["access_key"][0]; print(k["id"], k["secret"])' "$CONFIG")
+    step "aliyun-python-sdk-iot $openapi_version (server SDK) over the OpenAPI" \
+        "$CACHE/venv-openapi/bin/python" "$HERE/openapi_python.py" "${python_args[@]}" \
+        --device-name openapi-001 --device-secret "$(device_secret openapi-001)" \
+        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"

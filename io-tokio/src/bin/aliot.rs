@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
+use aliot_tokio::api::AccessKey;
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
 use aliot_tokio::demo;
@@ -201,6 +202,14 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             let api = ApiConfig {
                 bind: api.bind,
                 token: api.token.clone(),
+                access_keys: config
+                    .access_keys
+                    .iter()
+                    .map(|key| AccessKey {
+                        id: key.id.clone(),
+                        secret: key.secret.clone(),
+                    })
+                    .collect(),
             };
             match broker.serve_http_api(api).await {
                 Ok(addr) => Some(addr),
