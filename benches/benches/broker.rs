@@ -161,6 +161,7 @@ async fn start_broker() -> (Broker, SocketAddr) {
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
+        registry: None,
     })
     .await
     .unwrap();

@@ -56,6 +56,7 @@ async fn start_broker() -> (Broker, u16) {
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
+        registry: None,
     })
     .await
     .expect("the broker starts");

@@ -40,6 +40,7 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
         authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
+        registry: None,
     })
     .await
     .expect("the broker starts")

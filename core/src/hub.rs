@@ -737,6 +737,31 @@ impl Hub {
         }
     }
 
+    /// The server side disabled or deleted a device: its connection, if any, is closed
+    /// ([`CloseReason::DeviceDisabled`]), and with `discard_session` its session goes too (a
+    /// deleted device), with what it holds. Returns whether it was online.
+    pub fn disconnect_device(
+        &mut self,
+        device: &DeviceIdentity,
+        discard_session: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(sid) = self.session_of_device(device) else {
+            return false;
+        };
+        let conn = self.sessions.get(sid).and_then(|session| session.conn);
+        if let Some(conn) = conn {
+            self.command(conn, Command::Close(CloseReason::DeviceDisabled));
+            // Offline from now, as if its connection had gone: its close comes later and
+            // finds no session attached.
+            self.detach(conn, now);
+        }
+        if discard_session {
+            self.remove_session(sid);
+        }
+        conn.is_some()
+    }
+
     /// Closes every connection (reason: server shutdown) and ends pending RRPC calls as
     /// `UNKNOWN`. Kept sessions stay, to be resumed if the hub keeps running.
     pub fn shutdown(&mut self) {

@@ -248,6 +248,9 @@ pub enum CloseReason {
     /// The transport ended without DISCONNECT (socket closed or failed).
     #[error("connection lost")]
     TransportClosed,
+    /// The server side disabled or deleted the device.
+    #[error("the device was disabled or deleted")]
+    DeviceDisabled,
 }
 
 /// A rule of the protocol or the profile that the device broke.

@@ -50,6 +50,7 @@
 //!     authenticator: Arc::new(authenticator),
 //!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     store: None,
+//!     registry: None,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -91,6 +92,7 @@ pub use tls::{TlsConfigError, load_tls_config, tls_config};
 use self::connection::ConnectionShared;
 use self::hub_task::HubTask;
 use self::store_writer::StoreWriter;
+use crate::registry::Registry;
 use crate::runtime::{Clock, Runtime, sleep, spawn_guarded, timeout_at};
 use crate::store::{StoreConfig, StoreError};
 
@@ -142,6 +144,11 @@ pub struct BrokerConfig {
     /// Where sessions, queued messages and the devices' service state are kept across
     /// restarts ([`crate::store`]); `None`: in memory only, lost when the broker stops.
     pub store: Option<StoreConfig>,
+    /// The device registry the authenticator reads, when it is one the server side may change
+    /// (the OpenAPI's products and devices): with a store, what the store kept is merged into
+    /// it at start, and a device is activated at its first connect. `None`: the authenticator
+    /// is all there is.
+    pub registry: Option<Registry>,
 }
 
 impl BrokerConfig {
@@ -159,6 +166,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("hub", &self.hub)
             .field("max_connections", &self.max_connections)
             .field("store", &self.store)
+            .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
 }
@@ -277,6 +285,7 @@ impl<R: Runtime> Broker<R> {
             requests.clone(),
             Arc::clone(&final_stats),
             Arc::clone(&cap.refused),
+            config.registry.clone(),
         );
 
         let mut hub = Hub::new(hub_config);
@@ -285,11 +294,12 @@ impl<R: Runtime> Broker<R> {
                 store,
                 &mut hub,
                 &*config.authenticator,
+                config.registry.as_ref(),
                 clock.now(),
             )?),
             None => None,
         };
-        let hub = HubTask::new(hub, clock, runtime.clone(), store);
+        let hub = HubTask::new(hub, clock, runtime.clone(), store, config.registry.clone());
         let hub_task = runtime.spawn(hub.run(
             requests_rx,
             stop_hub_rx,
@@ -577,7 +587,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Milliseconds since the Unix epoch, if the wall clock is after it.
-pub(crate) fn wall_clock_ms() -> Option<u64> {
+pub fn wall_clock_ms() -> Option<u64> {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     u64::try_from(since_epoch.as_millis()).ok()
 }
@@ -589,6 +599,7 @@ fn restore(
     config: &StoreConfig,
     hub: &mut Hub,
     authenticator: &(dyn Authenticator + Send + Sync),
+    registry: Option<&Registry>,
     now: aliot_core::Instant,
 ) -> Result<StoreWriter, BrokerError> {
     let started = Instant::now();
@@ -597,6 +608,12 @@ fn restore(
     let loaded = started.elapsed();
     hub.record_store_changes();
     hub.set_wall_clock(aliot_services::UnixMillis(wall_clock_ms().unwrap_or(0)));
+    // The registry first: the sessions' ACLs come from it.
+    if let Some(registry) = registry {
+        for change in registry.merge_kept(&image) {
+            hub.record_store_change(change);
+        }
+    }
     let restored = hub.restore(&image, |key| authenticator.session_acl(key), now);
     drop(image);
     let mut changes = Vec::new();

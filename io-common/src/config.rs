@@ -101,6 +101,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+use crate::registry::Registry;
 use crate::store::{Durability, StoreConfig, StoreLocation};
 
 /// Where the `[api]` table listens when it gives no `bind`.
@@ -145,6 +146,9 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Every product and device of the file, with their categories and secrets.
     pub registry: MemoryRegistry,
+    /// The registry the broker runs with and authenticates against: the file's products and
+    /// devices, to which a store adds what the OpenAPI made (see [`crate::registry`]).
+    pub device_registry: Registry,
     /// The products as the file lists them, for summaries.
     pub products: Vec<ProductSettings>,
 }
@@ -244,8 +248,8 @@ impl Config {
     }
 
     /// The platform authenticator of this configuration: its registry and `[auth]` settings.
-    pub fn authenticator(&self) -> PlatformAuthenticator<MemoryRegistry> {
-        PlatformAuthenticator::new(self.registry.clone())
+    pub fn authenticator(&self) -> PlatformAuthenticator<Registry> {
+        PlatformAuthenticator::new(self.device_registry.clone())
             .with_open_mode(self.auth.open)
             .with_max_timestamp_skew_ms(self.auth.max_timestamp_skew_ms)
     }
@@ -271,6 +275,7 @@ impl Config {
             authenticator: Arc::new(self.authenticator()),
             max_connections: self.max_connections,
             store: self.store.clone(),
+            registry: Some(self.device_registry.clone()),
         }
     }
 
@@ -739,6 +744,20 @@ impl Checker<'_> {
         let auth = self.auth(raw.auth)?;
         let store = raw.store.map(|store| self.store(store)).transpose()?;
         let (registry, products) = self.products(raw.product)?;
+        let custom: Vec<(String, Vec<(String, String)>)> = products
+            .iter()
+            .map(|product| {
+                let categories = product
+                    .custom_categories
+                    .iter()
+                    .map(|(template, permission)| (template.clone(), permission.to_string()))
+                    .collect();
+                (product.key.clone(), categories)
+            })
+            .collect();
+        let now = crate::broker::wall_clock_ms().unwrap_or(0);
+        let device_registry =
+            Registry::configured(&registry, &custom, aliot_services::UnixMillis(now));
         Ok(Config {
             listeners,
             api,
@@ -749,6 +768,7 @@ impl Checker<'_> {
             store,
             auth,
             registry,
+            device_registry,
             products,
         })
     }

@@ -29,6 +29,7 @@
 //!         authenticator: Arc::new(authenticator),
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!         store: None,
+//!         registry: None,
 //!     };
 //!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
 //!     let broker = Broker::<Smol>::start(config).await?;
@@ -45,6 +46,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod registry;
 pub mod runtime;
 pub mod store;
 

@@ -25,6 +25,7 @@
 //!         authenticator: Arc::new(authenticator),
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!         store: None,
+//!         registry: None,
 //!     })
 //!     .await?;
 //!     let (addr, tls) = broker.listener_addrs()[0];

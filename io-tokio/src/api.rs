@@ -79,11 +79,16 @@ use crate::Tokio;
 use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
 
 mod openapi;
+mod registry;
 pub mod signature;
 mod things;
 
 pub use signature::AccessKey;
 
+pub use registry::{
+    BatchDevicesRequest, CreateProductRequest, DeviceRef, PageRequest, ProductRequest,
+    RegisterDeviceRequest,
+};
 pub use things::{
     DataResponse, DeviceRequest, DownlinkResultMessage, GetDeviceShadowResponse,
     InvokeThingServiceRequest, ListData, MessageIdData, OtaJobData, PropertyStatusInfo,
@@ -142,6 +147,7 @@ pub struct BindApiError {
 ///     authenticator: Arc::new(authenticator),
 ///     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 ///     store: None,
+///     registry: None,
 /// })
 /// .await?;
 /// let api = ApiConfig {
@@ -313,6 +319,16 @@ pub enum ApiErrorCode {
     ShadowRefused,
     /// 400: an OTA job without a URL or version, or a digest of the wrong length.
     InvalidOtaJob,
+    /// 404: no such product.
+    ProductNotFound,
+    /// 409: the device exists already.
+    DeviceExists,
+    /// 409: the product still has devices.
+    ProductHasDevices,
+    /// 400: a name a product or device cannot have, or a device not named.
+    InvalidName,
+    /// 404: the broker has no registry the API may change.
+    NoRegistry,
 }
 
 impl ApiErrorCode {
@@ -340,6 +356,11 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidDeviceReply => "InvalidDeviceReply",
             ApiErrorCode::ShadowRefused => "ShadowRefused",
             ApiErrorCode::InvalidOtaJob => "InvalidOtaJob",
+            ApiErrorCode::ProductNotFound => "ProductNotFound",
+            ApiErrorCode::DeviceExists => "DeviceExists",
+            ApiErrorCode::ProductHasDevices => "ProductHasDevices",
+            ApiErrorCode::InvalidName => "InvalidName",
+            ApiErrorCode::NoRegistry => "NoRegistry",
         }
     }
 
@@ -348,7 +369,12 @@ impl ApiErrorCode {
         match self {
             ApiErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiErrorCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiErrorCode::DeviceNotFound | ApiErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ApiErrorCode::DeviceNotFound
+            | ApiErrorCode::NotFound
+            | ApiErrorCode::ProductNotFound
+            | ApiErrorCode::NoRegistry => StatusCode::NOT_FOUND,
+            ApiErrorCode::DeviceExists | ApiErrorCode::ProductHasDevices => StatusCode::CONFLICT,
+            ApiErrorCode::InvalidName => StatusCode::BAD_REQUEST,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::BrokerStopped => StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::DeviceOffline | ApiErrorCode::DeviceNotListening => StatusCode::CONFLICT,
@@ -529,6 +555,58 @@ fn router(state: ApiState) -> Router {
         .route(
             "/ListDownlinkResults",
             get(things::list_downlink_results).fallback(method_not_allowed),
+        )
+        .route(
+            "/CreateProduct",
+            post(registry::create_product).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryProduct",
+            post(registry::query_product).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryProductList",
+            post(registry::query_product_list).fallback(method_not_allowed),
+        )
+        .route(
+            "/DeleteProduct",
+            post(registry::delete_product).fallback(method_not_allowed),
+        )
+        .route(
+            "/RegisterDevice",
+            post(registry::register_device).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryDeviceDetail",
+            post(registry::query_device_detail).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryDevice",
+            post(registry::query_device).fallback(method_not_allowed),
+        )
+        .route(
+            "/DeleteDevice",
+            post(registry::delete_device).fallback(method_not_allowed),
+        )
+        .route(
+            "/DisableThing",
+            post(registry::disable_thing).fallback(method_not_allowed),
+        )
+        .route(
+            "/EnableThing",
+            post(registry::enable_thing).fallback(method_not_allowed),
+        )
+        .route(
+            "/ResetThing",
+            post(registry::reset_thing).fallback(method_not_allowed),
+        )
+        .route(
+            "/GetDeviceStatus",
+            post(registry::get_device_status).fallback(method_not_allowed),
+        )
+        .route(
+            "/BatchGetDeviceState",
+            post(registry::batch_get_device_state).fallback(method_not_allowed),
         )
         .fallback(not_found)
         .with_state(state)
@@ -727,6 +805,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         taken_over,
         server_shutdown,
         transport_closed,
+        device_disabled,
     } = closed;
     let aliot_core::hub::DropCounters {
         queue_full,
@@ -805,6 +884,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
             ("reason=\"taken_over\"", *taken_over),
             ("reason=\"server_shutdown\"", *server_shutdown),
             ("reason=\"transport_closed\"", *transport_closed),
+            ("reason=\"device_disabled\"", *device_disabled),
         ],
     );
     family(

@@ -4,12 +4,16 @@ unmodified, from PyPI) against aliot's OpenAPI, with only the endpoint changed.
 A paho-mqtt device (credentials signed as paho_client.py signs them) connects and listens; then,
 through the SDK's own request classes: `Pub` reaches the device, `RRpc` is answered by it,
 `QueryDevicePropertyStatus` answers for it, and a device that does not exist gets the
-platform's `iot.device.NotExistedDevice`. A client with a wrong AccessKey secret is refused
-(`SignatureDoesNotMatch`), and a request signed by hand (the documented algorithm) passes once
-and is refused when replayed (`SignatureNonceUsed`).
+platform's `iot.device.NotExistedDevice`. The registry: `CreateProduct`, `RegisterDevice`
+(the secret it returns connects a second paho device), `QueryDeviceDetail` at each step
+(UNACTIVE, ONLINE, DISABLE, OFFLINE), `Pub` reaches it, `DisableThing` disconnects it and its
+CONNECT is refused, `EnableThing` lets it back, `DeleteDevice` removes it. A client with a wrong
+AccessKey secret is refused (`SignatureDoesNotMatch`), and a request signed by hand (the
+documented algorithm) passes once and is refused when replayed (`SignatureNonceUsed`).
 """
 
 import argparse
+import types
 import base64
 import hashlib
 import hmac
@@ -26,6 +30,12 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkiot.request.v20180120.PubRequest import PubRequest
 from aliyunsdkiot.request.v20180120.QueryDevicePropertyStatusRequest import QueryDevicePropertyStatusRequest
 from aliyunsdkiot.request.v20180120.RRpcRequest import RRpcRequest
+from aliyunsdkiot.request.v20180120.CreateProductRequest import CreateProductRequest
+from aliyunsdkiot.request.v20180120.DeleteDeviceRequest import DeleteDeviceRequest
+from aliyunsdkiot.request.v20180120.DisableThingRequest import DisableThingRequest
+from aliyunsdkiot.request.v20180120.EnableThingRequest import EnableThingRequest
+from aliyunsdkiot.request.v20180120.QueryDeviceDetailRequest import QueryDeviceDetailRequest
+from aliyunsdkiot.request.v20180120.RegisterDeviceRequest import RegisterDeviceRequest
 
 from common import Inbox, expect, ok, run_checks
 from paho_client import new_client
@@ -75,6 +85,95 @@ def get(url):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def device_request(request_class, pk, dn):
+    """An SDK request of `request_class` naming device `pk`/`dn`."""
+    request = request_class()
+    request.set_ProductKey(pk)
+    request.set_DeviceName(dn)
+    return request
+
+
+def registry_checks(args, sdk, endpoint):
+    """A product and a device made through the SDK, used by MQTT, disabled, enabled, deleted."""
+    request = CreateProductRequest()
+    request.set_ProductName("openapi-lamp")
+    request.set_NodeType(0)
+    answer = call(sdk, endpoint, request)
+    pk = answer.get("ProductKey") or answer.get("Data", {}).get("ProductKey")
+    expect(answer.get("Success") is True and pk, f"CreateProduct answered {answer}")
+    ok(f"CreateProduct made product {pk}")
+
+    request = RegisterDeviceRequest()
+    request.set_ProductKey(pk)
+    request.set_DeviceName("lamp-0001")
+    answer = call(sdk, endpoint, request)
+    data = answer.get("Data", {})
+    expect(answer.get("Success") is True and data.get("DeviceSecret") and data.get("IotId"),
+           f"RegisterDevice answered {answer}")
+    dn, secret = data["DeviceName"], data["DeviceSecret"]
+    ok(f"RegisterDevice made {pk}/{dn} (IotId {data['IotId']})")
+
+    def status():
+        answer = call(sdk, endpoint, device_request(QueryDeviceDetailRequest, pk, dn))
+        expect(answer.get("Success") is True, f"QueryDeviceDetail answered {answer}")
+        return answer["Data"]["Status"]
+
+    expect(status() == "UNACTIVE", "a new device is UNACTIVE")
+    device_args = types.SimpleNamespace(product_key=pk, device_name=dn, device_secret=secret)
+    inbox = Inbox()
+    device = new_client(device_args, inbox)
+    device.connect(args.host, args.port, keepalive=60)
+    device.loop_start()
+    try:
+        _, reason, is_failure = inbox.wait_for("CONNACK", lambda e: e[0] == "connack")
+        expect(not is_failure, f"the registered device's CONNECT got {reason!r}")
+        own_get = f"/{pk}/{dn}/get"
+        _, mid = device.subscribe(own_get, 1)
+        inbox.wait_for("SUBACK", lambda e: e[0] == "suback" and e[1] == mid)
+        expect(status() == "ONLINE", "a connected device is ONLINE")
+        ok(f"the device connected with the secret RegisterDevice gave: QueryDeviceDetail ONLINE")
+
+        request = PubRequest()
+        request.set_ProductKey(pk)
+        request.set_TopicFullName(own_get)
+        request.set_MessageContent(base64.b64encode(b"to the new device").decode())
+        request.set_Qos(1)
+        call(sdk, endpoint, request)
+        _, _, body, _ = inbox.wait_for("Pub to the new device", lambda e: e[0] == "message" and e[1] == own_get)
+        expect(body == b"to the new device", f"the new device got {body!r}")
+        ok("Pub reached the registered device")
+
+        answer = call(sdk, endpoint, device_request(DisableThingRequest, pk, dn))
+        expect(answer.get("Success") is True, f"DisableThing answered {answer}")
+        inbox.wait_for("the disconnect of a disabled device", lambda e: e[0] == "disconnect")
+        expect(status() == "DISABLE", "a disabled device is DISABLE")
+        ok("DisableThing disconnected the device: QueryDeviceDetail DISABLE")
+    finally:
+        device.loop_stop()
+        device.disconnect()
+
+    refused_inbox = Inbox()
+    refused = new_client(device_args, refused_inbox)
+    refused.connect(args.host, args.port, keepalive=60)
+    refused.loop_start()
+    _, reason, is_failure = refused_inbox.wait_for("CONNACK of a disabled device", lambda e: e[0] == "connack")
+    refused.loop_stop()
+    refused.disconnect()
+    expect(is_failure, f"a disabled device's CONNECT got {reason!r}")
+    ok(f"a disabled device's CONNECT is refused ({reason})")
+
+    call(sdk, endpoint, device_request(EnableThingRequest, pk, dn))
+    expect(status() == "OFFLINE", "an enabled, activated device that is away is OFFLINE")
+    ok("EnableThing: QueryDeviceDetail OFFLINE")
+
+    answer = call(sdk, endpoint, device_request(DeleteDeviceRequest, pk, dn))
+    expect(answer.get("Success") is True, f"DeleteDevice answered {answer}")
+    answer = call(sdk, endpoint, device_request(QueryDeviceDetailRequest, pk, dn))
+    expect(answer.get("Success") is False and answer.get("Code") == "iot.device.NotExistedDevice",
+           f"QueryDeviceDetail of a deleted device answered {answer}")
+    ok("DeleteDevice removed it: QueryDeviceDetail iot.device.NotExistedDevice")
 
 
 def main():
@@ -143,6 +242,8 @@ def main():
         finally:
             device.loop_stop()
             device.disconnect()
+
+        registry_checks(args, sdk, endpoint)
 
         wrong = AcsClient(args.access_key_id, args.access_key_secret + "x", "cn-shanghai")
         request = QueryDevicePropertyStatusRequest()

@@ -74,6 +74,8 @@ pub struct CloseCounters {
     pub server_shutdown: u64,
     /// Transport lost without DISCONNECT.
     pub transport_closed: u64,
+    /// The device was disabled or deleted by the server side.
+    pub device_disabled: u64,
 }
 
 /// Messages dropped, by reason.
@@ -132,6 +134,7 @@ impl Counters {
             CloseReason::TakenOver => closed.taken_over += 1,
             CloseReason::ServerShutdown => closed.server_shutdown += 1,
             CloseReason::TransportClosed => closed.transport_closed += 1,
+            CloseReason::DeviceDisabled => closed.device_disabled += 1,
         }
     }
 }

@@ -28,6 +28,7 @@
 //! [`Hub::restore_session`]: super::Hub::restore_session
 
 use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -77,6 +78,45 @@ pub struct StoredMessage {
     pub at: UnixMillis,
 }
 
+/// A product of the registry (the platform's `CreateProduct`, or a `[[product]]` of the
+/// configuration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProductRecord {
+    /// Its key.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// The product secret of dynamic registration, if it has one.
+    pub secret: Option<String>,
+    /// Whether its devices may register themselves (dynamic registration).
+    pub dynamic_registration: bool,
+    /// Its custom topic categories: template and permission (`pub`, `sub`, `pub&sub`).
+    pub categories: Vec<(String, String)>,
+    /// When it was made (the wall clock).
+    pub created: UnixMillis,
+    /// Its description, if it has one.
+    pub description: Option<String>,
+}
+
+/// A device of the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredDevice {
+    /// Its product and name.
+    pub identity: DeviceIdentity,
+    /// Its secret.
+    pub secret: String,
+    /// The platform's device id (`IotId`).
+    pub iot_id: String,
+    /// Its nickname, if it has one.
+    pub nickname: Option<String>,
+    /// When it was registered (the wall clock).
+    pub created: UnixMillis,
+    /// When it first connected, if it has (until `ResetThing`).
+    pub activated: Option<UnixMillis>,
+    /// Whether it is disabled (refused at CONNECT).
+    pub disabled: bool,
+}
+
 /// One change to the hub's durable state. Applied in the order given, the changes of every
 /// turn turn a store's copy into the hub's (see [`StoreImage::apply`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +147,14 @@ pub enum StoreChange {
     DeviceSaved(alloc::boxed::Box<DeviceState>),
     /// RRPC messageIds below this one may have been handed out: a restart starts from it.
     RrpcIdsReserved(u64),
+    /// Keep this product of the registry (replacing what was kept of it).
+    ProductSaved(ProductRecord),
+    /// Forget this product (its devices are removed one by one before).
+    ProductRemoved(String),
+    /// Keep this device of the registry (replacing what was kept of it).
+    RegisteredDeviceSaved(alloc::boxed::Box<RegisteredDevice>),
+    /// Forget this device of the registry.
+    RegisteredDeviceRemoved(DeviceIdentity),
 }
 
 /// A store's whole content in memory: what applying every committed [`StoreChange`] in order
@@ -122,6 +170,10 @@ pub struct StoreImage {
     pub devices: BTreeMap<DeviceIdentity, DeviceState>,
     /// The last RRPC messageId reservation.
     pub rrpc_ids_reserved: u64,
+    /// The registry's products, by key.
+    pub products: BTreeMap<String, ProductRecord>,
+    /// The registry's devices.
+    pub registered: BTreeMap<DeviceIdentity, RegisteredDevice>,
 }
 
 impl StoreImage {
@@ -159,6 +211,18 @@ impl StoreImage {
                 self.devices.insert(device, *state);
             }
             StoreChange::RrpcIdsReserved(next) => self.rrpc_ids_reserved = next,
+            StoreChange::ProductSaved(product) => {
+                self.products.insert(product.key.clone(), product);
+            }
+            StoreChange::ProductRemoved(key) => {
+                self.products.remove(&key);
+            }
+            StoreChange::RegisteredDeviceSaved(device) => {
+                self.registered.insert(device.identity.clone(), *device);
+            }
+            StoreChange::RegisteredDeviceRemoved(identity) => {
+                self.registered.remove(&identity);
+            }
         }
     }
 
@@ -286,6 +350,14 @@ impl Hub {
     /// without a store never does, and records nothing.
     pub fn record_store_changes(&mut self) {
         self.journal.enabled = true;
+    }
+
+    /// Records a change the hub did not make itself (the registry's, made by the server
+    /// side), to be committed with this turn's; nothing when no store is kept.
+    pub fn record_store_change(&mut self, change: StoreChange) {
+        if self.journal.enabled {
+            self.journal.changes.push(change);
+        }
     }
 
     /// Whether changes were recorded since the last [`take_store_changes`](Self::take_store_changes).

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use tokio_sync::sync::{mpsc, oneshot};
 
 use super::hub_task::HubRequest;
+use crate::registry::Registry;
 
 /// The answer to an RRPC call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub struct BrokerHandle {
     final_stats: Arc<Mutex<Option<Stats>>>,
     /// Counted by the accept loops (the hub never sees these connections).
     refused_at_cap: Arc<AtomicU64>,
+    /// The registry the server side may change, if the broker has one.
+    registry: Option<Registry>,
 }
 
 impl BrokerHandle {
@@ -109,12 +112,32 @@ impl BrokerHandle {
         requests: mpsc::Sender<HubRequest>,
         final_stats: Arc<Mutex<Option<Stats>>>,
         refused_at_cap: Arc<AtomicU64>,
+        registry: Option<Registry>,
     ) -> Self {
         BrokerHandle {
             requests,
             final_stats,
             refused_at_cap,
+            registry,
         }
+    }
+
+    /// The device registry the server side may change ([`BrokerConfig::registry`]), if any.
+    ///
+    /// [`BrokerConfig::registry`]: super::BrokerConfig::registry
+    pub fn registry(&self) -> Option<&Registry> {
+        self.registry.as_ref()
+    }
+
+    /// Runs `call` on the hub task, between two batches of requests, and gives what it
+    /// returns: once the store (if the broker keeps one) has committed what the call changed,
+    /// including what it recorded with [`Hub::record_store_change`]. For changes of the
+    /// registry, which must commit with the hub's turn, and their effects on sessions.
+    pub async fn call_hub<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&mut Hub, aliot_core::Instant) -> T + Send + 'static,
+    ) -> Result<T, BrokerStopped> {
+        self.on_hub(call).await
     }
 
     /// Connections closed as soon as they were accepted, because the broker held

@@ -21,6 +21,7 @@ use super::handle::{RrpcReply, Stats, StoreStats};
 use super::mailbox::CommandSender;
 use super::stopped;
 use super::store_writer::StoreWriter;
+use crate::registry::Registry;
 use crate::runtime::{Clock, Runtime, far_future};
 
 /// Requests handled in one go before the outputs are dispatched.
@@ -122,11 +123,19 @@ pub(crate) struct HubTask<R: Runtime> {
     after_commit: VecDeque<(u64, AfterCommit)>,
     /// Answers given in this turn, sent once its changes are committed.
     turn_replies: Vec<Reply>,
+    /// The registry, whose devices are activated at their first connect.
+    registry: Option<Registry>,
 }
 
 impl<R: Runtime> HubTask<R> {
     /// The task of `hub` (restored from `store` when there is one).
-    pub(crate) fn new(hub: Hub, clock: Clock, runtime: R, store: Option<StoreWriter>) -> Self {
+    pub(crate) fn new(
+        hub: Hub,
+        clock: Clock,
+        runtime: R,
+        store: Option<StoreWriter>,
+        registry: Option<Registry>,
+    ) -> Self {
         HubTask {
             runtime,
             hub,
@@ -141,6 +150,7 @@ impl<R: Runtime> HubTask<R> {
             committed: 0,
             after_commit: VecDeque::new(),
             turn_replies: Vec::new(),
+            registry,
         }
     }
 
@@ -300,6 +310,13 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn handle_event(&mut self, conn: ConnId, event: Event, now: aliot_core::Instant) {
+        // A registered device is activated at its first connect (the platform's GmtActive).
+        if let (Event::SessionRequested(request), Some(registry)) = (&event, &self.registry)
+            && let Some(device) = request.key.device()
+            && let Some(change) = registry.activated(device, wall_clock())
+        {
+            self.hub.record_store_change(change);
+        }
         let closed = matches!(event, Event::Closed(_));
         self.hub.handle_event(conn, event, now);
         if closed {

@@ -5,6 +5,8 @@
 //! | session | [`client_key`] | JSON of [`SessionJson`] (written at connects and subscriptions: rare) |
 //! | message | ([`client_key`], sequence) | version byte 1, arrival (u64 LE ms), topic length (u16 LE), topic, payload |
 //! | device | (product key, device name) | JSON of `DeviceState` |
+//! | product of the registry | product key | JSON of `ProductJson` |
+//! | device of the registry | (product key, device name) | JSON of `RegisteredJson` |
 //!
 //! A client key: `d` product key NUL device name, or `c` client id (MQTT strings hold no NUL).
 //! Every decoder refuses what it cannot read rather than guess.
@@ -16,7 +18,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::ClientKey;
 use aliot_core::authenticator::ClientFeatures;
 use aliot_core::codec::QoS;
-use aliot_core::hub::durable::{SessionRecord, StoredMessage};
+use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, SessionRecord, StoredMessage};
 use aliot_services::UnixMillis;
 use aliot_topic::{TopicFilter, TopicLimits, TopicName};
 use bytes::Bytes;
@@ -142,6 +144,98 @@ pub(super) fn decode_session(key: ClientKey, value: &[u8]) -> Result<SessionReco
         suppressed,
         keep_alive: Duration::from_secs(json.keep_alive_s),
         offline_since: json.offline_since_ms.map(UnixMillis),
+    })
+}
+
+/// A product of the registry as stored.
+#[derive(Serialize, Deserialize)]
+struct ProductJson {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(default)]
+    dynamic_registration: bool,
+    #[serde(default)]
+    categories: Vec<(String, String)>,
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+}
+
+/// The value of a product record (its key is the product key).
+pub(super) fn product(record: &ProductRecord) -> Vec<u8> {
+    let json = ProductJson {
+        name: record.name.clone(),
+        secret: record.secret.clone(),
+        dynamic_registration: record.dynamic_registration,
+        categories: record.categories.clone(),
+        created_ms: record.created.0,
+        description: record.description.clone(),
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// A product record from its key and value.
+pub(super) fn decode_product(key: &str, value: &[u8]) -> Result<ProductRecord, StoreError> {
+    let json: ProductJson = serde_json::from_slice(value)
+        .map_err(|error| StoreError::Corrupt(format!("product {key}: {error}")))?;
+    Ok(ProductRecord {
+        key: key.to_owned(),
+        name: json.name,
+        secret: json.secret,
+        dynamic_registration: json.dynamic_registration,
+        categories: json.categories,
+        created: UnixMillis(json.created_ms),
+        description: json.description,
+    })
+}
+
+/// A device of the registry as stored.
+#[derive(Serialize, Deserialize)]
+struct RegisteredJson {
+    secret: String,
+    iot_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nickname: Option<String>,
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    activated_ms: Option<u64>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// The value of a registered device's record (its key is the product key and device name).
+pub(super) fn registered(device: &RegisteredDevice) -> Vec<u8> {
+    let json = RegisteredJson {
+        secret: device.secret.clone(),
+        iot_id: device.iot_id.clone(),
+        nickname: device.nickname.clone(),
+        created_ms: device.created.0,
+        activated_ms: device.activated.map(|at| at.0),
+        disabled: device.disabled,
+    };
+    serde_json::to_vec(&json).unwrap_or_default()
+}
+
+/// A registered device from its key and value.
+pub(super) fn decode_registered(
+    product_key: &str,
+    device_name: &str,
+    value: &[u8],
+) -> Result<RegisteredDevice, StoreError> {
+    let json: RegisteredJson = serde_json::from_slice(value).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "registered device {product_key}/{device_name}: {error}"
+        ))
+    })?;
+    Ok(RegisteredDevice {
+        identity: DeviceIdentity::new(product_key, device_name),
+        secret: json.secret,
+        iot_id: json.iot_id,
+        nickname: json.nickname,
+        created: UnixMillis(json.created_ms),
+        activated: json.activated_ms.map(UnixMillis),
+        disabled: json.disabled,
     })
 }
 

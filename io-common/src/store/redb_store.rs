@@ -29,6 +29,8 @@ const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions")
 const MESSAGES: TableDefinition<(&[u8], u64), &[u8]> = TableDefinition::new("messages");
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
+const REGISTRY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("registry");
 
 const META_FORMAT: &str = "format";
 const META_RRPC_IDS: &str = "rrpc_ids_reserved";
@@ -112,6 +114,8 @@ impl RedbStore {
             txn.open_table(SESSIONS).map_err(io)?;
             txn.open_table(MESSAGES).map_err(io)?;
             txn.open_table(DEVICES).map_err(io)?;
+            txn.open_table(PRODUCTS).map_err(io)?;
+            txn.open_table(REGISTRY).map_err(io)?;
         }
         txn.commit().map_err(io)
     }
@@ -167,6 +171,19 @@ impl Store for RedbStore {
                 state,
             );
         }
+        let products = txn.open_table(PRODUCTS).map_err(io)?;
+        for entry in products.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let product = codec::decode_product(key.value(), value.value())?;
+            image.products.insert(product.key.clone(), product);
+        }
+        let registry = txn.open_table(REGISTRY).map_err(io)?;
+        for entry in registry.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let (product_key, device_name) = key.value();
+            let device = codec::decode_registered(product_key, device_name, value.value())?;
+            image.registered.insert(device.identity.clone(), device);
+        }
         let meta = txn.open_table(META).map_err(io)?;
         image.rrpc_ids_reserved = meta
             .get(META_RRPC_IDS)
@@ -187,6 +204,8 @@ impl Store for RedbStore {
             let mut messages = txn.open_table(MESSAGES).map_err(io)?;
             let mut devices = txn.open_table(DEVICES).map_err(io)?;
             let mut meta = txn.open_table(META).map_err(io)?;
+            let mut products = txn.open_table(PRODUCTS).map_err(io)?;
+            let mut registry = txn.open_table(REGISTRY).map_err(io)?;
             for change in changes {
                 match change {
                     StoreChange::SessionSaved(record) => {
@@ -227,6 +246,28 @@ impl Store for RedbStore {
                     }
                     StoreChange::RrpcIdsReserved(next) => {
                         meta.insert(META_RRPC_IDS, *next).map_err(io)?;
+                    }
+                    StoreChange::ProductSaved(product) => {
+                        let value = codec::product(product);
+                        products
+                            .insert(product.key.as_str(), value.as_slice())
+                            .map_err(io)?;
+                    }
+                    StoreChange::ProductRemoved(key) => {
+                        products.remove(key.as_str()).map_err(io)?;
+                    }
+                    StoreChange::RegisteredDeviceSaved(device) => {
+                        let key = (
+                            device.identity.product_key.as_str(),
+                            device.identity.device_name.as_str(),
+                        );
+                        registry
+                            .insert(key, codec::registered(device).as_slice())
+                            .map_err(io)?;
+                    }
+                    StoreChange::RegisteredDeviceRemoved(identity) => {
+                        let key = (identity.product_key.as_str(), identity.device_name.as_str());
+                        registry.remove(key).map_err(io)?;
                     }
                 }
             }

@@ -35,6 +35,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
+        registry: None,
     })
     .await
     .unwrap();

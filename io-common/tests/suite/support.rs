@@ -108,6 +108,7 @@ pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
         authenticator: Arc::new(authenticator),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
+        registry: None,
     }
 }
 

@@ -26,10 +26,10 @@ use serde_json::{Map, Value};
 use tracing::debug;
 
 use super::signature::{SignatureError, verify};
-use super::{ApiErrorCode, ApiState, Failure, PubRequest, RrpcRequest, things};
+use super::{ApiErrorCode, ApiState, Failure, PubRequest, RrpcRequest, registry, things};
 
 /// The actions served, in the order the not-found message lists them.
-const ACTIONS: [&str; 9] = [
+const ACTIONS: [&str; 22] = [
     "RRpc",
     "Pub",
     "SetDeviceProperty",
@@ -39,6 +39,19 @@ const ACTIONS: [&str; 9] = [
     "GetDeviceShadow",
     "UpdateDeviceShadow",
     "PushOtaUpgrade",
+    "CreateProduct",
+    "QueryProduct",
+    "QueryProductList",
+    "DeleteProduct",
+    "RegisterDevice",
+    "QueryDeviceDetail",
+    "QueryDevice",
+    "DeleteDevice",
+    "DisableThing",
+    "EnableThing",
+    "ResetThing",
+    "GetDeviceStatus",
+    "BatchGetDeviceState",
 ];
 
 /// A request id in the platform's form (a UUID, upper case).
@@ -68,6 +81,10 @@ fn platform_code(code: ApiErrorCode) -> &'static str {
         ApiErrorCode::InvalidIdentifier => "iot.thing.InvalidIdentifier",
         ApiErrorCode::InvalidItems => "iot.thing.InvalidFormattedItems",
         ApiErrorCode::BrokerStopped => "ServiceUnavailable",
+        ApiErrorCode::ProductNotFound => "iot.prod.NotExistedProduct",
+        ApiErrorCode::DeviceExists => "iot.device.AlreadyExistedDeviceName",
+        ApiErrorCode::ProductHasDevices => "iot.prod.ProductHasDevices",
+        ApiErrorCode::InvalidName => "iot.common.InvalidFormattedParameter",
         other => other.name(),
     }
 }
@@ -221,6 +238,79 @@ pub(super) async fn openapi(
         "PushOtaUpgrade" => {
             run::<things::PushOtaUpgradeRequest, _, _, _>(&state, &params, things::push_ota_upgrade)
                 .await
+        }
+        "CreateProduct" => {
+            run::<registry::CreateProductRequest, _, _, _>(
+                &state,
+                &params,
+                registry::create_product,
+            )
+            .await
+        }
+        "QueryProduct" => {
+            run::<registry::ProductRequest, _, _, _>(&state, &params, registry::query_product).await
+        }
+        "QueryProductList" => {
+            run::<registry::PageRequest, _, _, _>(&state, &params, registry::query_product_list)
+                .await
+        }
+        "DeleteProduct" => {
+            run::<registry::ProductRequest, _, _, _>(&state, &params, registry::delete_product)
+                .await
+        }
+        "RegisterDevice" => {
+            run::<registry::RegisterDeviceRequest, _, _, _>(
+                &state,
+                &params,
+                registry::register_device,
+            )
+            .await
+        }
+        "QueryDeviceDetail" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::query_device_detail)
+                .await
+        }
+        "QueryDevice" => {
+            run::<registry::PageRequest, _, _, _>(&state, &params, registry::query_device).await
+        }
+        "DeleteDevice" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::delete_device).await
+        }
+        "DisableThing" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::disable_thing).await
+        }
+        "EnableThing" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::enable_thing).await
+        }
+        "ResetThing" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::reset_thing).await
+        }
+        "GetDeviceStatus" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::get_device_status).await
+        }
+        "BatchGetDeviceState" => {
+            // `DeviceName.1`, `DeviceName.2`, ...: the list, in order.
+            let mut names: Vec<(u32, String)> = params
+                .iter()
+                .filter_map(|(name, value)| {
+                    let index = name.strip_prefix("DeviceName.")?.parse().ok()?;
+                    Some((index, value.clone()))
+                })
+                .collect();
+            names.sort();
+            let request = registry::BatchDevicesRequest {
+                product_key: params.get("ProductKey").cloned().unwrap_or_default(),
+                device_name: names.into_iter().map(|(_, name)| name).collect(),
+            };
+            let body = serde_json::to_vec(&request).unwrap_or_default();
+            registry::batch_get_device_state(
+                State(state.clone()),
+                HeaderMap::new(),
+                Ok(Bytes::from(body)),
+            )
+            .await
+            .map(|Json(answer)| answer)
+            .map_err(Action)
         }
         other => {
             return refused(

@@ -1,0 +1,563 @@
+//! The device registry: the products and devices the broker knows, kept in the store and read
+//! by authentication from memory.
+//!
+//! One [`Registry`] is shared by the authenticator (every CONNECT looks its device up, under
+//! a read lock, never waiting on the disk) and the server side (the OpenAPI's product and
+//! device actions, run on the hub task: each change to the registry is also recorded as a
+//! [`StoreChange`] and committed with the hub's turn, and its answer waits for that commit).
+//! At start it holds what the store kept, with the configuration's `[[product]]` tables
+//! imported over it (added or updated, never removing what the API made).
+//!
+//! What it costs: per device its identity, secret, id and times, about 200 bytes with the
+//! map's share; per product its categories, compiled once and shared by its devices.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use aliot_auth::{DeviceIdentity, DeviceRecord, DeviceRegistry, DeviceSecret, MemoryRegistry};
+use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, StoreChange, StoreImage};
+use aliot_services::UnixMillis;
+use aliot_topic::{Permission, ProductCategories, check_identity};
+
+/// Why a registry change was refused, with the platform's error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No such product.
+    #[error("iot.prod.NotExistedProduct: product {0} does not exist")]
+    NoProduct(String),
+    /// No such device.
+    #[error("iot.device.NotExistedDevice: device {0} does not exist")]
+    NoDevice(DeviceIdentity),
+    /// The device exists already.
+    #[error("iot.device.AlreadyExistedDeviceName: device {0} exists already")]
+    DeviceExists(DeviceIdentity),
+    /// A product with devices cannot be deleted.
+    #[error("iot.prod.ProductHasDevices: product {0} still has devices; delete them first")]
+    ProductHasDevices(String),
+    /// A name a device or product cannot have.
+    #[error("iot.common.InvalidFormattedParameter: {0}")]
+    InvalidName(String),
+}
+
+impl RegistryError {
+    /// The platform's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::NoProduct(_) => "iot.prod.NotExistedProduct",
+            RegistryError::NoDevice(_) => "iot.device.NotExistedDevice",
+            RegistryError::DeviceExists(_) => "iot.device.AlreadyExistedDeviceName",
+            RegistryError::ProductHasDevices(_) => "iot.prod.ProductHasDevices",
+            RegistryError::InvalidName(_) => "iot.common.InvalidFormattedParameter",
+        }
+    }
+}
+
+/// A product and its categories, compiled.
+struct Product {
+    record: ProductRecord,
+    categories: Arc<ProductCategories>,
+    devices: usize,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    products: HashMap<String, Product>,
+    devices: HashMap<DeviceIdentity, RegisteredDevice>,
+}
+
+impl RegistryState {
+    /// Counts each product's devices anew.
+    fn count_devices(&mut self) {
+        for product in self.products.values_mut() {
+            product.devices = 0;
+        }
+        for identity in self.devices.keys() {
+            if let Some(product) = self.products.get_mut(&identity.product_key) {
+                product.devices += 1;
+            }
+        }
+    }
+}
+
+/// The shared registry. Cheap to clone: clones share it.
+#[derive(Clone, Default)]
+pub struct Registry {
+    state: Arc<RwLock<RegistryState>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.read();
+        f.debug_struct("Registry")
+            .field("products", &state.products.len())
+            .field("devices", &state.devices.len())
+            .finish()
+    }
+}
+
+/// `len` random characters of `[A-Za-z0-9]`.
+fn random_text(len: usize) -> String {
+    (0..len).map(|_| fastrand::alphanumeric()).collect()
+}
+
+/// The categories of a product record, compiled; a template that no longer compiles is
+/// skipped (it was checked when it was added).
+fn compile(record: &ProductRecord) -> Arc<ProductCategories> {
+    let mut categories = ProductCategories::defaults();
+    for (template, permission) in &record.categories {
+        if let Ok(permission) = permission.parse::<Permission>() {
+            let _ = categories.add_custom(template, permission);
+        }
+    }
+    Arc::new(categories)
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, RegistryState> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, RegistryState> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A registry of the configuration's products and devices (`configured`, with each
+    /// product's custom categories), made now.
+    pub fn configured(
+        configured: &MemoryRegistry,
+        custom_categories: &[(String, Vec<(String, String)>)],
+        now: UnixMillis,
+    ) -> Self {
+        let registry = Registry::new();
+        {
+            let mut state = registry.write();
+            for (key, categories) in custom_categories {
+                let record = ProductRecord {
+                    key: key.clone(),
+                    name: key.clone(),
+                    secret: None,
+                    dynamic_registration: false,
+                    categories: categories.clone(),
+                    created: now,
+                    description: None,
+                };
+                let product = Product {
+                    categories: compile(&record),
+                    record,
+                    devices: 0,
+                };
+                state.products.insert(key.clone(), product);
+            }
+            for (identity, secret) in configured.devices() {
+                let device = RegisteredDevice {
+                    identity: identity.clone(),
+                    secret: secret.expose().to_owned(),
+                    iot_id: random_text(20),
+                    nickname: None,
+                    created: now,
+                    activated: None,
+                    disabled: false,
+                };
+                state.devices.insert(identity, device);
+            }
+            state.count_devices();
+        }
+        registry
+    }
+
+    /// Takes what a store kept, under the configuration's products and devices already
+    /// here: what only the store has (the API made it) is added; what both have keeps the
+    /// store's history (ids, times, disabled, names) with the configuration's secrets and
+    /// categories. Returns the changes that bring the store up to date.
+    pub fn merge_kept(&self, image: &StoreImage) -> Vec<StoreChange> {
+        let mut state = self.write();
+        let mut changes = Vec::new();
+        for kept in image.products.values() {
+            let record = match state.products.get(&kept.key) {
+                Some(configured) => ProductRecord {
+                    categories: configured.record.categories.clone(),
+                    ..kept.clone()
+                },
+                None => kept.clone(),
+            };
+            let product = Product {
+                categories: compile(&record),
+                record,
+                devices: 0,
+            };
+            state.products.insert(kept.key.clone(), product);
+        }
+        for (key, product) in &state.products {
+            if image.products.get(key) != Some(&product.record) {
+                changes.push(StoreChange::ProductSaved(product.record.clone()));
+            }
+        }
+        for kept in image.registered.values() {
+            let device = match state.devices.get(&kept.identity) {
+                Some(configured) => RegisteredDevice {
+                    secret: configured.secret.clone(),
+                    ..kept.clone()
+                },
+                None => kept.clone(),
+            };
+            state.devices.insert(kept.identity.clone(), device);
+        }
+        for (identity, device) in &state.devices {
+            if image.registered.get(identity) != Some(device) {
+                changes.push(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
+            }
+        }
+        state.count_devices();
+        changes
+    }
+
+    /// Products known.
+    pub fn product_count(&self) -> usize {
+        self.read().products.len()
+    }
+
+    /// Devices known.
+    pub fn device_count(&self) -> usize {
+        self.read().devices.len()
+    }
+
+    /// A product.
+    pub fn product(&self, key: &str) -> Option<ProductRecord> {
+        self.read()
+            .products
+            .get(key)
+            .map(|product| product.record.clone())
+    }
+
+    /// A product's devices, how many.
+    pub fn product_devices(&self, key: &str) -> usize {
+        self.read()
+            .products
+            .get(key)
+            .map_or(0, |product| product.devices)
+    }
+
+    /// Every product, by key.
+    pub fn products(&self) -> Vec<ProductRecord> {
+        let mut all: Vec<ProductRecord> = self
+            .read()
+            .products
+            .values()
+            .map(|product| product.record.clone())
+            .collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
+    }
+
+    /// A device.
+    pub fn device(&self, identity: &DeviceIdentity) -> Option<RegisteredDevice> {
+        self.read().devices.get(identity).cloned()
+    }
+
+    /// A device by its `IotId`.
+    pub fn device_by_iot_id(&self, iot_id: &str) -> Option<RegisteredDevice> {
+        self.read()
+            .devices
+            .values()
+            .find(|device| device.iot_id == iot_id)
+            .cloned()
+    }
+
+    /// A product's devices, by name.
+    pub fn devices_of(&self, product_key: &str) -> Vec<RegisteredDevice> {
+        let mut all: Vec<RegisteredDevice> = self
+            .read()
+            .devices
+            .values()
+            .filter(|device| device.identity.product_key == product_key)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.identity.device_name.cmp(&b.identity.device_name));
+        all
+    }
+
+    /// Makes a product with a fresh key.
+    pub fn create_product(
+        &self,
+        name: &str,
+        description: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(ProductRecord, StoreChange), RegistryError> {
+        if name.is_empty() || name.chars().count() > 40 {
+            return Err(RegistryError::InvalidName(
+                "ProductName must be 1 to 40 characters".into(),
+            ));
+        }
+        let mut state = self.write();
+        let key = loop {
+            let key = format!("a1{}", random_text(9));
+            if !state.products.contains_key(&key) {
+                break key;
+            }
+        };
+        let record = ProductRecord {
+            key: key.clone(),
+            name: name.to_owned(),
+            secret: Some(random_text(16)),
+            dynamic_registration: false,
+            categories: Vec::new(),
+            created: now,
+            description,
+        };
+        state.products.insert(
+            key,
+            Product {
+                categories: compile(&record),
+                record: record.clone(),
+                devices: 0,
+            },
+        );
+        Ok((record.clone(), StoreChange::ProductSaved(record)))
+    }
+
+    /// Deletes a product without devices.
+    pub fn delete_product(&self, key: &str) -> Result<StoreChange, RegistryError> {
+        let mut state = self.write();
+        let product = state
+            .products
+            .get(key)
+            .ok_or_else(|| RegistryError::NoProduct(key.to_owned()))?;
+        if product.devices > 0 {
+            return Err(RegistryError::ProductHasDevices(key.to_owned()));
+        }
+        state.products.remove(key);
+        Ok(StoreChange::ProductRemoved(key.to_owned()))
+    }
+
+    /// Registers a device of a product: its name generated when none is given, its secret
+    /// generated.
+    pub fn register_device(
+        &self,
+        product_key: &str,
+        device_name: Option<&str>,
+        nickname: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(RegisteredDevice, StoreChange), RegistryError> {
+        let mut state = self.write();
+        if !state.products.contains_key(product_key) {
+            return Err(RegistryError::NoProduct(product_key.to_owned()));
+        }
+        let device_name = match device_name {
+            Some(name) => name.to_owned(),
+            None => loop {
+                let name = random_text(20);
+                let identity = DeviceIdentity::new(product_key, &name);
+                if !state.devices.contains_key(&identity) {
+                    break name;
+                }
+            },
+        };
+        check_identity(product_key, &device_name)
+            .map_err(|error| RegistryError::InvalidName(error.to_string()))?;
+        if device_name.len() < 4 || device_name.len() > 32 {
+            return Err(RegistryError::InvalidName(
+                "DeviceName must be 4 to 32 characters".into(),
+            ));
+        }
+        let identity = DeviceIdentity::new(product_key, &device_name);
+        if state.devices.contains_key(&identity) {
+            return Err(RegistryError::DeviceExists(identity));
+        }
+        let device = RegisteredDevice {
+            identity: identity.clone(),
+            secret: random_text(32),
+            iot_id: random_text(20),
+            nickname,
+            created: now,
+            activated: None,
+            disabled: false,
+        };
+        state.devices.insert(identity, device.clone());
+        if let Some(product) = state.products.get_mut(product_key) {
+            product.devices += 1;
+        }
+        Ok((
+            device.clone(),
+            StoreChange::RegisteredDeviceSaved(Box::new(device)),
+        ))
+    }
+
+    /// Changes one device with `change`; the change to commit.
+    fn update(
+        &self,
+        identity: &DeviceIdentity,
+        change: impl FnOnce(&mut RegisteredDevice),
+    ) -> Result<StoreChange, RegistryError> {
+        let mut state = self.write();
+        let device = state
+            .devices
+            .get_mut(identity)
+            .ok_or_else(|| RegistryError::NoDevice(identity.clone()))?;
+        change(device);
+        Ok(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())))
+    }
+
+    /// Disables (refused at CONNECT) or enables a device.
+    pub fn set_disabled(
+        &self,
+        identity: &DeviceIdentity,
+        disabled: bool,
+    ) -> Result<StoreChange, RegistryError> {
+        self.update(identity, |device| device.disabled = disabled)
+    }
+
+    /// Makes a device inactive again (it may register itself again).
+    pub fn reset(&self, identity: &DeviceIdentity) -> Result<StoreChange, RegistryError> {
+        self.update(identity, |device| device.activated = None)
+    }
+
+    /// A device connected: the first time, it is activated now; the change to commit then.
+    pub fn activated(&self, identity: &DeviceIdentity, now: UnixMillis) -> Option<StoreChange> {
+        let inactive = self
+            .read()
+            .devices
+            .get(identity)
+            .is_some_and(|device| device.activated.is_none());
+        if !inactive {
+            return None;
+        }
+        self.update(identity, |device| {
+            device.activated.get_or_insert(now);
+        })
+        .ok()
+    }
+
+    /// Deletes a device.
+    pub fn delete_device(&self, identity: &DeviceIdentity) -> Result<StoreChange, RegistryError> {
+        let mut state = self.write();
+        if state.devices.remove(identity).is_none() {
+            return Err(RegistryError::NoDevice(identity.clone()));
+        }
+        if let Some(product) = state.products.get_mut(&identity.product_key) {
+            product.devices = product.devices.saturating_sub(1);
+        }
+        Ok(StoreChange::RegisteredDeviceRemoved(identity.clone()))
+    }
+}
+
+impl DeviceRegistry for Registry {
+    /// A device's secret and its product's categories; `None` for a device that is unknown,
+    /// disabled, or of a product that is gone.
+    fn lookup(&self, product_key: &str, device_name: &str) -> Option<DeviceRecord> {
+        let state = self.read();
+        let device = state
+            .devices
+            .get(&DeviceIdentity::new(product_key, device_name))
+            .filter(|device| !device.disabled)?;
+        let product = state.products.get(product_key)?;
+        Some(DeviceRecord {
+            secret: DeviceSecret::new(&device.secret),
+            categories: Arc::clone(&product.categories),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured() -> MemoryRegistry {
+        let mut registry = MemoryRegistry::new();
+        registry.add_product("a1Conf", ProductCategories::defaults());
+        registry
+            .add_device("a1Conf", "dev-1", DeviceSecret::new("s1"))
+            .unwrap();
+        registry
+    }
+
+    #[test]
+    fn the_configuration_is_imported_over_what_the_store_kept() {
+        let categories = [("a1Conf".to_owned(), Vec::new())];
+        let registry = Registry::configured(&configured(), &categories, UnixMillis(5));
+        let changes = registry.merge_kept(&StoreImage::default());
+        assert_eq!(
+            changes.len(),
+            2,
+            "the product and its device are new to the store"
+        );
+        assert!(registry.lookup("a1Conf", "dev-1").is_some());
+
+        let mut image = StoreImage::default();
+        for change in changes {
+            image.apply(change);
+        }
+        let (made, change) = registry
+            .register_device("a1Conf", Some("made-by-api"), None, UnixMillis(6))
+            .unwrap();
+        image.apply(change);
+        let first = registry
+            .device(&DeviceIdentity::new("a1Conf", "dev-1"))
+            .unwrap();
+        // A restart: the API's device is kept, the file's keeps its id; nothing to commit.
+        let again = Registry::configured(&configured(), &categories, UnixMillis(7));
+        let changes = again.merge_kept(&image);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(again.device(&made.identity), Some(made));
+        assert_eq!(again.device(&first.identity), Some(first));
+        assert_eq!(again.product_devices("a1Conf"), 2);
+    }
+
+    #[test]
+    fn a_disabled_device_is_not_found_by_authentication_until_enabled() {
+        let registry = Registry::new();
+        let (product, _) = registry
+            .create_product("lamp", None, UnixMillis(1))
+            .unwrap();
+        let (device, _) = registry
+            .register_device(&product.key, None, None, UnixMillis(1))
+            .unwrap();
+        let (pk, dn) = (&device.identity.product_key, &device.identity.device_name);
+        assert_eq!(dn.len(), 20);
+        assert!(registry.lookup(pk, dn).is_some());
+        registry.set_disabled(&device.identity, true).unwrap();
+        assert!(registry.lookup(pk, dn).is_none());
+        registry.set_disabled(&device.identity, false).unwrap();
+        assert!(registry.lookup(pk, dn).is_some());
+        assert_eq!(
+            registry.delete_product(pk),
+            Err(RegistryError::ProductHasDevices(pk.clone()))
+        );
+        registry.delete_device(&device.identity).unwrap();
+        assert!(registry.lookup(pk, dn).is_none());
+        assert!(registry.delete_product(pk).is_ok());
+    }
+
+    #[test]
+    fn a_device_is_activated_once() {
+        let registry = Registry::new();
+        let (product, _) = registry.create_product("p", None, UnixMillis(1)).unwrap();
+        let (device, _) = registry
+            .register_device(&product.key, Some("dev-a"), None, UnixMillis(1))
+            .unwrap();
+        assert!(
+            registry
+                .activated(&device.identity, UnixMillis(9))
+                .is_some()
+        );
+        assert!(
+            registry
+                .activated(&device.identity, UnixMillis(10))
+                .is_none()
+        );
+        assert_eq!(
+            registry.device(&device.identity).unwrap().activated,
+            Some(UnixMillis(9))
+        );
+        registry.reset(&device.identity).unwrap();
+        assert!(
+            registry
+                .activated(&device.identity, UnixMillis(11))
+                .is_some()
+        );
+    }
+}

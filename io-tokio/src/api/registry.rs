@@ -1,0 +1,566 @@
+//! The registry's operations: products and devices made, read, disabled, enabled, reset and
+//! deleted, under the platform's action names and field names. Each change runs on the hub task
+//! (its effect on a device's connection and session happens there) and is answered once the
+//! store has committed it.
+
+use aliot_auth::DeviceIdentity;
+use aliot_core::hub::durable::{ProductRecord, RegisteredDevice};
+use aliot_io::registry::{Registry, RegistryError};
+use aliot_services::UnixMillis;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiErrorCode, ApiState, Failure, parse_body};
+use crate::broker::BrokerStopped;
+
+/// The body of `CreateProduct`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateProductRequest {
+    /// The product's name (1–40 characters).
+    pub product_name: String,
+    /// Its description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The platform's node type (0: device, 1: gateway); kept as given, 0 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<i64>,
+}
+
+/// The body of the actions that name a product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProductRequest {
+    /// The product.
+    pub product_key: String,
+}
+
+/// The body of the paged lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PageRequest {
+    /// The product, for a list of its devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<String>,
+    /// The page, from 1 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_page: Option<u64>,
+    /// Items per page, 1–200 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+}
+
+/// The body of `RegisterDevice`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegisterDeviceRequest {
+    /// The product.
+    pub product_key: String,
+    /// The name (4–32 characters); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// A nickname.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+}
+
+/// The body of the actions on one device: `ProductKey` and `DeviceName`, or `IotId`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceRef {
+    /// The product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<String>,
+    /// The device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The device's `IotId`, instead of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_id: Option<String>,
+}
+
+/// The body of `BatchGetDeviceState` (the OpenAPI's `DeviceName.N`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchDevicesRequest {
+    /// The product.
+    pub product_key: String,
+    /// The devices.
+    #[serde(default)]
+    pub device_name: Vec<String>,
+}
+
+fn stopped(BrokerStopped: BrokerStopped) -> Failure {
+    Failure::new(ApiErrorCode::BrokerStopped, "the broker has stopped")
+}
+
+fn registry_failure(error: RegistryError) -> Failure {
+    let code = match &error {
+        RegistryError::NoProduct(_) => ApiErrorCode::ProductNotFound,
+        RegistryError::NoDevice(_) => ApiErrorCode::DeviceNotFound,
+        RegistryError::DeviceExists(_) => ApiErrorCode::DeviceExists,
+        RegistryError::ProductHasDevices(_) => ApiErrorCode::ProductHasDevices,
+        RegistryError::InvalidName(_) => ApiErrorCode::InvalidName,
+    };
+    Failure::new(code, error.to_string())
+}
+
+impl ApiState {
+    /// The broker's registry, when it has one the API may change.
+    fn registry(&self) -> Result<Registry, Failure> {
+        self.handle.registry().cloned().ok_or_else(|| {
+            Failure::new(
+                ApiErrorCode::NoRegistry,
+                "this broker's authenticator is not a registry the API may change",
+            )
+        })
+    }
+
+    /// The device a request names, registered.
+    fn named_device(
+        &self,
+        registry: &Registry,
+        named: &DeviceRef,
+    ) -> Result<RegisteredDevice, Failure> {
+        let found = match (&named.iot_id, &named.product_key, &named.device_name) {
+            (Some(iot_id), _, _) => registry.device_by_iot_id(iot_id),
+            (None, Some(product_key), Some(device_name)) => {
+                registry.device(&DeviceIdentity::new(product_key, device_name))
+            }
+            _ => {
+                return Err(Failure::new(
+                    ApiErrorCode::InvalidName,
+                    "give ProductKey and DeviceName, or IotId",
+                ));
+            }
+        };
+        found.ok_or_else(|| {
+            Failure::new(
+                ApiErrorCode::DeviceNotFound,
+                "iot.device.NotExistedDevice: no such device",
+            )
+        })
+    }
+}
+
+/// The wall clock now.
+fn now() -> UnixMillis {
+    UnixMillis(aliot_io::broker::wall_clock_ms().unwrap_or(0))
+}
+
+/// `YYYY-MM-DDThh:mm:ss.sssZ` of a wall-clock time.
+pub(super) fn utc(at: UnixMillis) -> String {
+    let ms = at.0;
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    // The civil date of a day count (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
+}
+
+/// A device's status in the platform's words.
+fn status(device: &RegisteredDevice, online: bool) -> &'static str {
+    if device.disabled {
+        "DISABLE"
+    } else if device.activated.is_none() {
+        "UNACTIVE"
+    } else if online {
+        "ONLINE"
+    } else {
+        "OFFLINE"
+    }
+}
+
+fn product_json(product: &ProductRecord, device_count: usize) -> serde_json::Value {
+    serde_json::json!({
+        "ProductKey": product.key,
+        "ProductName": product.name,
+        "ProductSecret": product.secret,
+        "DeviceCount": device_count,
+        "GmtCreate": product.created.0,
+        "Description": product.description,
+        "NodeType": 0,
+        "DataFormat": 1,
+        "DynamicRegistration": product.dynamic_registration,
+    })
+}
+
+fn page_of<T: Clone>(all: &[T], request: &PageRequest) -> (Vec<T>, u64, u64, u64) {
+    let size = request.page_size.unwrap_or(10).clamp(1, 200);
+    let page = request.current_page.unwrap_or(1).max(1);
+    let total = all.len() as u64;
+    let start = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
+    let items = all
+        .iter()
+        .skip(start)
+        .take(usize::try_from(size).unwrap_or(usize::MAX))
+        .cloned()
+        .collect();
+    (items, page, size, total.div_ceil(size))
+}
+
+type Answer = Result<Json<serde_json::Value>, Failure>;
+
+fn success(mut fields: serde_json::Value) -> Answer {
+    if let Some(object) = fields.as_object_mut() {
+        object.insert("Success".into(), true.into());
+    }
+    Ok(Json(fields))
+}
+
+pub(super) async fn create_product(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: CreateProductRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let made = state
+        .handle
+        .call_hub(move |hub, _| {
+            let (product, change) =
+                registry.create_product(&request.product_name, request.description, now())?;
+            hub.record_store_change(change);
+            Ok::<_, RegistryError>(product)
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({
+        "ProductKey": made.key,
+        "Data": product_json(&made, 0),
+    }))
+}
+
+pub(super) async fn query_product(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: ProductRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let product = registry
+        .product(&request.product_key)
+        .ok_or_else(|| registry_failure(RegistryError::NoProduct(request.product_key.clone())))?;
+    let devices = registry.product_devices(&product.key);
+    success(serde_json::json!({ "Data": product_json(&product, devices) }))
+}
+
+pub(super) async fn query_product_list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: PageRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let all = registry.products();
+    let (items, page, size, pages) = page_of(&all, &request);
+    let list: Vec<serde_json::Value> = items
+        .iter()
+        .map(|product| product_json(product, registry.product_devices(&product.key)))
+        .collect();
+    success(serde_json::json!({
+        "Data": {
+            "CurrentPage": page,
+            "PageSize": size,
+            "PageCount": pages,
+            "Total": all.len(),
+            "List": { "ProductInfo": list },
+        }
+    }))
+}
+
+pub(super) async fn delete_product(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: ProductRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    state
+        .handle
+        .call_hub(move |hub, _| {
+            hub.record_store_change(registry.delete_product(&request.product_key)?);
+            Ok::<_, RegistryError>(())
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({}))
+}
+
+pub(super) async fn register_device(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: RegisterDeviceRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let device = state
+        .handle
+        .call_hub(move |hub, _| {
+            let (device, change) = registry.register_device(
+                &request.product_key,
+                request.device_name.as_deref(),
+                request.nickname,
+                now(),
+            )?;
+            hub.record_store_change(change);
+            Ok::<_, RegistryError>(device)
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({
+        "Data": {
+            "IotId": device.iot_id,
+            "ProductKey": device.identity.product_key,
+            "DeviceName": device.identity.device_name,
+            "DeviceSecret": device.secret,
+            "Nickname": device.nickname,
+        }
+    }))
+}
+
+/// What the platform says of one device.
+fn device_json(
+    device: &RegisteredDevice,
+    product_name: Option<String>,
+    online: bool,
+) -> serde_json::Value {
+    serde_json::json!({
+        "IotId": device.iot_id,
+        "ProductKey": device.identity.product_key,
+        "ProductName": product_name,
+        "DeviceName": device.identity.device_name,
+        "DeviceSecret": device.secret,
+        "Nickname": device.nickname,
+        "Status": status(device, online),
+        "DeviceStatus": status(device, online),
+        "GmtCreate": utc(device.created),
+        "UtcCreate": utc(device.created),
+        "GmtActive": device.activated.map(utc),
+        "UtcActive": device.activated.map(utc),
+        "NodeType": 0,
+    })
+}
+
+pub(super) async fn query_device_detail(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: DeviceRef = parse_body(body)?;
+    let registry = state.registry()?;
+    let device = state.named_device(&registry, &request)?;
+    let identity = device.identity.clone();
+    let online = state
+        .handle
+        .call_hub(move |hub, _| hub.is_online(&identity))
+        .await
+        .map_err(stopped)?;
+    let product_name = registry
+        .product(&device.identity.product_key)
+        .map(|product| product.name);
+    success(serde_json::json!({ "Data": device_json(&device, product_name, online) }))
+}
+
+pub(super) async fn query_device(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: PageRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let product_key = request.product_key.clone().unwrap_or_default();
+    let product = registry
+        .product(&product_key)
+        .ok_or_else(|| registry_failure(RegistryError::NoProduct(product_key.clone())))?;
+    let all = registry.devices_of(&product_key);
+    let (items, page, size, pages) = page_of(&all, &request);
+    let identities: Vec<DeviceIdentity> = items.iter().map(|d| d.identity.clone()).collect();
+    let online = state
+        .handle
+        .call_hub(move |hub, _| {
+            identities
+                .iter()
+                .map(|identity| hub.is_online(identity))
+                .collect::<Vec<bool>>()
+        })
+        .await
+        .map_err(stopped)?;
+    let list: Vec<serde_json::Value> = items
+        .iter()
+        .zip(online)
+        .map(|(device, online)| device_json(device, Some(product.name.clone()), online))
+        .collect();
+    success(serde_json::json!({
+        "Data": { "DeviceInfo": list },
+        "Total": all.len(),
+        "PageSize": size,
+        "PageCount": pages,
+        "Page": page,
+    }))
+}
+
+/// What an action on one device does to the registry, and to the device's connection.
+#[derive(Clone, Copy)]
+enum DeviceAction {
+    Delete,
+    Disable,
+    Enable,
+    Reset,
+}
+
+async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction) -> Answer {
+    let registry = state.registry()?;
+    let device = state.named_device(&registry, &request)?;
+    let identity = device.identity;
+    state
+        .handle
+        .call_hub(move |hub, now_instant| {
+            let change = match action {
+                DeviceAction::Delete => registry.delete_device(&identity)?,
+                DeviceAction::Disable => registry.set_disabled(&identity, true)?,
+                DeviceAction::Enable => registry.set_disabled(&identity, false)?,
+                DeviceAction::Reset => registry.reset(&identity)?,
+            };
+            hub.record_store_change(change);
+            match action {
+                // A deleted device loses its session; a disabled one keeps it for when it is
+                // enabled again.
+                DeviceAction::Delete => {
+                    hub.disconnect_device(&identity, true, now_instant);
+                }
+                DeviceAction::Disable => {
+                    hub.disconnect_device(&identity, false, now_instant);
+                }
+                DeviceAction::Enable | DeviceAction::Reset => {}
+            }
+            Ok::<_, RegistryError>(())
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({}))
+}
+
+macro_rules! device_action {
+    ($($name:ident => $action:expr),* $(,)?) => {$(
+        pub(super) async fn $name(
+            State(state): State<ApiState>,
+            headers: HeaderMap,
+            body: Result<Bytes, BytesRejection>,
+        ) -> Answer {
+            state.authorize(&headers)?;
+            let request: DeviceRef = parse_body(body)?;
+            act_on_device(state, request, $action).await
+        }
+    )*};
+}
+
+device_action! {
+    delete_device => DeviceAction::Delete,
+    disable_thing => DeviceAction::Disable,
+    enable_thing => DeviceAction::Enable,
+    reset_thing => DeviceAction::Reset,
+}
+
+pub(super) async fn get_device_status(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: DeviceRef = parse_body(body)?;
+    let registry = state.registry()?;
+    let device = state.named_device(&registry, &request)?;
+    let identity = device.identity.clone();
+    let online = state
+        .handle
+        .call_hub(move |hub, _| hub.is_online(&identity))
+        .await
+        .map_err(stopped)?;
+    success(serde_json::json!({ "Data": { "Status": status(&device, online) } }))
+}
+
+pub(super) async fn batch_get_device_state(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: BatchDevicesRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let devices: Vec<RegisteredDevice> = request
+        .device_name
+        .iter()
+        .filter_map(|name| registry.device(&DeviceIdentity::new(&request.product_key, name)))
+        .collect();
+    let identities: Vec<DeviceIdentity> = devices.iter().map(|d| d.identity.clone()).collect();
+    let online = state
+        .handle
+        .call_hub(move |hub, _| {
+            identities
+                .iter()
+                .map(|identity| hub.is_online(identity))
+                .collect::<Vec<bool>>()
+        })
+        .await
+        .map_err(stopped)?;
+    let list: Vec<serde_json::Value> = devices
+        .iter()
+        .zip(online)
+        .map(|(device, online)| {
+            serde_json::json!({
+                "IotId": device.iot_id,
+                "DeviceName": device.identity.device_name,
+                "Status": status(device, online),
+            })
+        })
+        .collect();
+    success(serde_json::json!({ "DeviceStatusList": { "DeviceStatus": list } }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_iso_8601_utc() {
+        assert_eq!(utc(UnixMillis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            utc(UnixMillis(1_456_231_584_123)),
+            "2016-02-23T12:46:24.123Z"
+        );
+        assert_eq!(
+            utc(UnixMillis(1_709_251_199_000)),
+            "2024-02-29T23:59:59.000Z"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The registry through the HTTP API, on a broker with a store: what the API makes is there
+//! after a restart (and the configuration's devices keep their ids), a registered device
+//! connects with the secret it was given and is activated, a deleted one cannot.
+
+// The support module of the shared adapter suite, here on tokio only.
+#[path = "../../io-common/tests/suite/support.rs"]
+mod support;
+
+use std::net::SocketAddr;
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignRequest};
+use aliot_tokio::Tokio;
+use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
+use aliot_tokio::config::Config;
+use serde_json::{Value, json};
+use support::*;
+
+const CONFIG: &str = r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[store]
+path = "data"
+
+[[product]]
+key = "a1FromFile01"
+
+[[product.device]]
+name = "file-dev-1"
+secret = "FileDeviceSecret0001NotASecret00"
+"#;
+
+async fn start(dir: &std::path::Path) -> (Broker, SocketAddr, SocketAddr) {
+    let config = Config::parse(CONFIG, "registry.toml", dir).expect("a valid configuration");
+    let mut broker = Broker::start(config.broker_config()).await.expect("starts");
+    let (mqtt, _) = broker.listener_addrs()[0];
+    let api = ApiConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token: None,
+        access_keys: Vec::new(),
+    };
+    let api = broker.serve_http_api(api).await.expect("the API starts");
+    (broker, mqtt, api)
+}
+
+async fn post(api: SocketAddr, action: &str, body: Value) -> Value {
+    let answer = http::<Tokio>(
+        api,
+        "POST",
+        &format!("/{action}"),
+        None,
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{action}: {}", answer.body);
+    answer.json()
+}
+
+/// Connects `pk`/`dn` with `secret`; the CONNACK's code.
+async fn connect(mqtt: SocketAddr, pk: &str, dn: &str, secret: &str) -> u8 {
+    let identity = DeviceIdentity::new(pk, dn);
+    let signed = SignRequest::new(&identity, &DeviceSecret::new(secret), SecureMode::Tcp)
+        .sign()
+        .unwrap();
+    let connect = connect_packet(
+        &signed.client_id,
+        Some(&signed.username),
+        Some(&signed.password),
+    );
+    let (client, connack) = TestClient::<Tokio>::connect(mqtt, connect).await;
+    if connack.code as u8 == 0 {
+        client.disconnect().await;
+    }
+    connack.code as u8
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_api_registers_survives_a_restart_and_connects() {
+    let dir = std::env::temp_dir().join(format!("aliot-registry-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let (broker, mqtt, api) = start(&dir).await;
+    let made = post(api, "CreateProduct", json!({"ProductName": "lamp"})).await;
+    let pk = made["ProductKey"].as_str().unwrap().to_owned();
+    let device = post(
+        api,
+        "RegisterDevice",
+        json!({"ProductKey": pk, "DeviceName": "lamp-01"}),
+    )
+    .await;
+    let secret = device["Data"]["DeviceSecret"].as_str().unwrap().to_owned();
+    let iot_id = device["Data"]["IotId"].as_str().unwrap().to_owned();
+    let file_device = json!({"ProductKey": "a1FromFile01", "DeviceName": "file-dev-1"});
+    let file_id =
+        post(api, "QueryDeviceDetail", file_device.clone()).await["Data"]["IotId"].clone();
+    assert_eq!(connect(mqtt, &pk, "lamp-01", &secret).await, 0);
+    let detail = post(api, "QueryDeviceDetail", json!({"IotId": iot_id})).await;
+    assert_eq!(
+        detail["Data"]["Status"], "OFFLINE",
+        "activated by its connect: {detail}"
+    );
+    broker.shutdown().await;
+
+    let (broker, mqtt, api) = start(&dir).await;
+    let detail = post(
+        api,
+        "QueryDeviceDetail",
+        json!({"ProductKey": pk, "DeviceName": "lamp-01"}),
+    )
+    .await;
+    assert_eq!(detail["Success"], true, "{detail}");
+    assert_eq!(detail["Data"]["IotId"], iot_id.as_str());
+    assert_eq!(
+        detail["Data"]["Status"], "OFFLINE",
+        "still activated: {detail}"
+    );
+    assert!(detail["Data"]["UtcActive"].is_string());
+    let again = post(api, "QueryDeviceDetail", file_device).await;
+    assert_eq!(
+        again["Data"]["IotId"], file_id,
+        "the file's device keeps its id"
+    );
+    assert_eq!(
+        connect(mqtt, &pk, "lamp-01", &secret).await,
+        0,
+        "its secret still works"
+    );
+
+    let deleted = post(api, "DeleteDevice", json!({"IotId": iot_id})).await;
+    assert_eq!(deleted["Success"], true);
+    assert_eq!(
+        connect(mqtt, &pk, "lamp-01", &secret).await,
+        5,
+        "a deleted device is refused"
+    );
+    let list = post(api, "QueryProductList", json!({})).await;
+    assert_eq!(list["Data"]["Total"], 2, "{list}");
+    broker.shutdown().await;
+
+    let (broker, _, api) = start(&dir).await;
+    let gone = http::<Tokio>(
+        api,
+        "POST",
+        "/QueryDeviceDetail",
+        None,
+        Some(&json!({"ProductKey": pk, "DeviceName": "lamp-01"}).to_string()),
+    )
+    .await;
+    assert_eq!(gone.status, 404, "deleted stays deleted: {}", gone.body);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
