@@ -3,6 +3,8 @@
 //! ```text
 //! aliot serve [--config FILE | --bind ADDR --api-bind ADDR] [--data-dir DIR | --in-memory]
 //! aliot check-config FILE
+//! aliot product create|list|show|delete ...  [--api URL] [--token T] [--json]
+//! aliot device add|list|show|disable|enable|reset|delete ...  [--api URL] [--token T] [--json]
 //! aliot sign --product-key PK --device-name DN --device-secret DS [--sign-method M]
 //!            [--client-id ID] [--timestamp TS|none] [--secure-mode 2|3] [--json]
 //! ```
@@ -26,6 +28,9 @@ use aliot_tokio::demo;
 use aliot_tokio::store::{Durability, StoreConfig, StoreLocation};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+#[path = "aliot/registry_cli.rs"]
+mod registry_cli;
 
 /// Exit code of a failure while running.
 const EXIT_FAILURE: u8 = 1;
@@ -52,6 +57,20 @@ enum Command {
     },
     /// Print the MQTT client id, username and password of a device, for any MQTT tool.
     Sign(SignArgs),
+    /// The products of a running broker's registry (through its HTTP API).
+    Product {
+        #[command(flatten)]
+        api: registry_cli::ApiArgs,
+        #[command(subcommand)]
+        command: registry_cli::ProductCommand,
+    },
+    /// The devices of a running broker's registry (through its HTTP API).
+    Device {
+        #[command(flatten)]
+        api: registry_cli::ApiArgs,
+        #[command(subcommand)]
+        command: registry_cli::DeviceCommand,
+    },
 }
 
 #[derive(Args)]
@@ -112,6 +131,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Sign(args) => sign(&args),
+        Command::Product { api, command } => registry_cli::product(&api, command),
+        Command::Device { api, command } => registry_cli::device(&api, command),
     }
 }
 
