@@ -101,7 +101,7 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
-use crate::registry::Registry;
+use crate::registry::{ConfiguredProduct, Registry};
 use crate::store::{Durability, StoreConfig, StoreLocation};
 
 /// Where the `[api]` table listens when it gives no `bind`.
@@ -218,6 +218,10 @@ pub struct ProductSettings {
     pub custom_categories: Vec<(String, Permission)>,
     /// The names of its devices, in file order.
     pub devices: Vec<String>,
+    /// The product secret of dynamic registration, if given.
+    pub product_secret: Option<String>,
+    /// Whether its devices may register themselves (dynamic registration).
+    pub dynamic_registration: bool,
 }
 
 impl Config {
@@ -438,6 +442,12 @@ pub enum ConfigProblem {
     /// `[api] token = ""`.
     #[error("the API token is empty: give a token, or leave the key out for no token")]
     EmptyApiToken,
+    /// `product_secret = ""`.
+    #[error("the product secret is empty: give one, or leave the key out")]
+    EmptyProductSecret,
+    /// `dynamic_registration = true` without `product_secret`.
+    #[error("dynamic_registration = true needs a product_secret (devices sign with it)")]
+    DynamicRegistrationWithoutSecret,
     /// An `[[access_key]]` with an empty id or secret, or an id given twice.
     #[error("access_key: {0}")]
     BadAccessKey(&'static str),
@@ -655,6 +665,9 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawProduct {
     key: Spanned<String>,
+    product_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    dynamic_registration: bool,
     #[serde(default)]
     categories: Vec<RawCategory>,
     #[serde(default)]
@@ -744,20 +757,22 @@ impl Checker<'_> {
         let auth = self.auth(raw.auth)?;
         let store = raw.store.map(|store| self.store(store)).transpose()?;
         let (registry, products) = self.products(raw.product)?;
-        let custom: Vec<(String, Vec<(String, String)>)> = products
+        let configured: Vec<ConfiguredProduct> = products
             .iter()
-            .map(|product| {
-                let categories = product
+            .map(|product| ConfiguredProduct {
+                key: product.key.clone(),
+                categories: product
                     .custom_categories
                     .iter()
                     .map(|(template, permission)| (template.clone(), permission.to_string()))
-                    .collect();
-                (product.key.clone(), categories)
+                    .collect(),
+                secret: product.product_secret.clone(),
+                dynamic_registration: product.dynamic_registration,
             })
             .collect();
         let now = crate::broker::wall_clock_ms().unwrap_or(0);
         let device_registry =
-            Registry::configured(&registry, &custom, aliot_services::UnixMillis(now));
+            Registry::configured(&registry, &configured, aliot_services::UnixMillis(now));
         Ok(Config {
             listeners,
             api,
@@ -1105,10 +1120,26 @@ impl Checker<'_> {
                     })?;
                 device_names.push(name);
             }
+            let product_secret = match product.product_secret {
+                Some(secret) if secret.get_ref().is_empty() => {
+                    return Err(self
+                        .source
+                        .error_at(&secret.span(), ConfigProblem::EmptyProductSecret));
+                }
+                Some(secret) => Some(secret.into_inner()),
+                None => None,
+            };
+            if product.dynamic_registration && product_secret.is_none() {
+                return Err(self
+                    .source
+                    .error_at(&key_span, ConfigProblem::DynamicRegistrationWithoutSecret));
+            }
             products.push(ProductSettings {
                 key,
                 custom_categories,
                 devices: device_names,
+                product_secret,
+                dynamic_registration: product.dynamic_registration,
             });
         }
         Ok((registry, products))

@@ -14,10 +14,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use aliot_auth::{DeviceIdentity, DeviceRecord, DeviceRegistry, DeviceSecret, MemoryRegistry};
+use aliot_auth::{
+    DeviceIdentity, DeviceRecord, DeviceRegistry, DeviceSecret, MemoryRegistry, SignMethod,
+    sign_content,
+};
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, StoreChange, StoreImage};
 use aliot_services::UnixMillis;
 use aliot_topic::{Permission, ProductCategories, check_identity};
+use subtle::ConstantTimeEq;
 
 /// Why a registry change was refused, with the platform's error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +56,70 @@ impl RegistryError {
     }
 }
 
+/// A `[[product]]` of the configuration, as the registry takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredProduct {
+    /// Its key.
+    pub key: String,
+    /// Its custom categories: template and permission.
+    pub categories: Vec<(String, String)>,
+    /// Its product secret, if given.
+    pub secret: Option<String>,
+    /// Whether dynamic registration is on.
+    pub dynamic_registration: bool,
+}
+
+/// Why a device's dynamic registration was refused (the platform's HTTP answers name the
+/// code; over MQTT it is CONNACK 5).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationRefused {
+    /// No such product, or dynamic registration is off for it.
+    #[error(
+        "iot.auth.ProductNotSupportDynamicRegister: product {0} does not allow dynamic registration"
+    )]
+    NotAllowed(String),
+    /// The signature is not the product secret's.
+    #[error("iot.auth.SignCheckError: the sign does not match")]
+    BadSign,
+    /// The device is not registered (pre-registration is needed).
+    #[error("iot.device.NotExistedDevice: device {0} is not registered")]
+    NoDevice(DeviceIdentity),
+    /// The device is activated (or disabled): `ResetThing` first.
+    #[error("iot.device.AlreadyActivated: device {0} is activated; reset it to register it again")]
+    Activated(DeviceIdentity),
+    /// Too many attempts for the product.
+    #[error("iot.common.Throttling: too many registration attempts for product {0}; try later")]
+    Throttled(String),
+}
+
+impl RegistrationRefused {
+    /// The platform's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistrationRefused::NotAllowed(_) => "iot.auth.ProductNotSupportDynamicRegister",
+            RegistrationRefused::BadSign => "iot.auth.SignCheckError",
+            RegistrationRefused::NoDevice(_) => "iot.device.NotExistedDevice",
+            RegistrationRefused::Activated(_) => "iot.device.AlreadyActivated",
+            RegistrationRefused::Throttled(_) => "iot.common.Throttling",
+        }
+    }
+}
+
+/// Registration attempts a product may make per second, and in a burst (ours).
+const REGISTRATIONS_PER_SECOND: f64 = 10.0;
+const REGISTRATION_BURST: f64 = 50.0;
+
+/// What dynamic registration has counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistrationCounters {
+    /// Devices that registered.
+    pub registered: u64,
+    /// Attempts refused (a wrong sign, an activated device, ...).
+    pub refused: u64,
+    /// Attempts refused for coming too fast.
+    pub throttled: u64,
+}
+
 /// A product and its categories, compiled.
 struct Product {
     record: ProductRecord,
@@ -63,9 +131,64 @@ struct Product {
 struct RegistryState {
     products: HashMap<String, Product>,
     devices: HashMap<DeviceIdentity, RegisteredDevice>,
+    /// Each product's registration allowance: tokens left, and when they were counted (ms).
+    allowances: HashMap<String, (f64, u64)>,
+    counters: RegistrationCounters,
 }
 
 impl RegistryState {
+    fn register_dynamically(
+        &mut self,
+        identity: &DeviceIdentity,
+        random: &str,
+        sign: &str,
+        sign_method: SignMethod,
+        now: UnixMillis,
+    ) -> Result<(RegisteredDevice, StoreChange), RegistrationRefused> {
+        let pk = &identity.product_key;
+        // The allowance first: a flood of bad signs is throttled too.
+        let (tokens, at) = self
+            .allowances
+            .get(pk)
+            .copied()
+            .unwrap_or((REGISTRATION_BURST, now.0));
+        let refilled = (tokens
+            + now.0.saturating_sub(at) as f64 / 1000.0 * REGISTRATIONS_PER_SECOND)
+            .min(REGISTRATION_BURST);
+        if refilled < 1.0 {
+            self.allowances.insert(pk.clone(), (refilled, now.0));
+            return Err(RegistrationRefused::Throttled(pk.clone()));
+        }
+        self.allowances.insert(pk.clone(), (refilled - 1.0, now.0));
+        let secret = self
+            .products
+            .get(pk)
+            .filter(|product| product.record.dynamic_registration)
+            .and_then(|product| product.record.secret.clone())
+            .ok_or_else(|| RegistrationRefused::NotAllowed(pk.clone()))?;
+        let content = format!(
+            "deviceName{}productKey{}random{random}",
+            identity.device_name, pk
+        );
+        let expected = sign_content(sign_method, secret.as_bytes(), &content);
+        let given = sign.to_ascii_lowercase();
+        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+            return Err(RegistrationRefused::BadSign);
+        }
+        let device = self
+            .devices
+            .get_mut(identity)
+            .ok_or_else(|| RegistrationRefused::NoDevice(identity.clone()))?;
+        if device.activated.is_some() || device.disabled {
+            return Err(RegistrationRefused::Activated(identity.clone()));
+        }
+        device.secret = random_text(32);
+        Ok((
+            device.clone(),
+            StoreChange::RegisteredDeviceSaved(Box::new(device.clone())),
+        ))
+    }
+
     /// Counts each product's devices anew.
     fn count_devices(&mut self) {
         for product in self.products.values_mut() {
@@ -130,19 +253,20 @@ impl Registry {
     /// product's custom categories), made now.
     pub fn configured(
         configured: &MemoryRegistry,
-        custom_categories: &[(String, Vec<(String, String)>)],
+        products: &[ConfiguredProduct],
         now: UnixMillis,
     ) -> Self {
         let registry = Registry::new();
         {
             let mut state = registry.write();
-            for (key, categories) in custom_categories {
+            for product in products {
+                let key = &product.key;
                 let record = ProductRecord {
                     key: key.clone(),
                     name: key.clone(),
-                    secret: None,
-                    dynamic_registration: false,
-                    categories: categories.clone(),
+                    secret: product.secret.clone(),
+                    dynamic_registration: product.dynamic_registration,
+                    categories: product.categories.clone(),
                     created: now,
                     description: None,
                 };
@@ -173,7 +297,8 @@ impl Registry {
     /// Takes what a store kept, under the configuration's products and devices already
     /// here: what only the store has (the API made it) is added; what both have keeps the
     /// store's history (ids, times, disabled, names) with the configuration's secrets and
-    /// categories. Returns the changes that bring the store up to date.
+    /// categories (but the secrets of a product with dynamic registration, which its devices
+    /// obtained). Returns the changes that bring the store up to date.
     pub fn merge_kept(&self, image: &StoreImage) -> Vec<StoreChange> {
         let mut state = self.write();
         let mut changes = Vec::new();
@@ -181,6 +306,12 @@ impl Registry {
             let record = match state.products.get(&kept.key) {
                 Some(configured) => ProductRecord {
                     categories: configured.record.categories.clone(),
+                    secret: configured
+                        .record
+                        .secret
+                        .clone()
+                        .or_else(|| kept.secret.clone()),
+                    dynamic_registration: configured.record.dynamic_registration,
                     ..kept.clone()
                 },
                 None => kept.clone(),
@@ -198,12 +329,18 @@ impl Registry {
             }
         }
         for kept in image.registered.values() {
+            // The file's secret, but for a product whose devices register themselves: their
+            // secrets are the registration's.
+            let registers = state
+                .products
+                .get(&kept.identity.product_key)
+                .is_some_and(|product| product.record.dynamic_registration);
             let device = match state.devices.get(&kept.identity) {
-                Some(configured) => RegisteredDevice {
+                Some(configured) if !registers => RegisteredDevice {
                     secret: configured.secret.clone(),
                     ..kept.clone()
                 },
-                None => kept.clone(),
+                _ => kept.clone(),
             };
             state.devices.insert(kept.identity.clone(), device);
         }
@@ -432,6 +569,33 @@ impl Registry {
         .ok()
     }
 
+    /// What dynamic registration has counted.
+    pub fn registration_counters(&self) -> RegistrationCounters {
+        self.read().counters
+    }
+
+    /// A pre-registered, inactive device registers itself (the platform's "one product, one
+    /// secret"): `sign` is the hex HMAC (`sign_method`) with the product secret of
+    /// `deviceName{dn}productKey{pk}random{random}`. It gets a new secret each time, until it
+    /// is activated by its first connect. Attempts are limited per product and counted.
+    pub fn register_dynamically(
+        &self,
+        identity: &DeviceIdentity,
+        random: &str,
+        sign: &str,
+        sign_method: SignMethod,
+        now: UnixMillis,
+    ) -> Result<(RegisteredDevice, StoreChange), RegistrationRefused> {
+        let mut state = self.write();
+        let outcome = state.register_dynamically(identity, random, sign, sign_method, now);
+        match &outcome {
+            Ok(_) => state.counters.registered += 1,
+            Err(RegistrationRefused::Throttled(_)) => state.counters.throttled += 1,
+            Err(_) => state.counters.refused += 1,
+        }
+        outcome
+    }
+
     /// Deletes a device.
     pub fn delete_device(&self, identity: &DeviceIdentity) -> Result<StoreChange, RegistryError> {
         let mut state = self.write();
@@ -477,7 +641,12 @@ mod tests {
 
     #[test]
     fn the_configuration_is_imported_over_what_the_store_kept() {
-        let categories = [("a1Conf".to_owned(), Vec::new())];
+        let categories = [ConfiguredProduct {
+            key: "a1Conf".into(),
+            categories: Vec::new(),
+            secret: None,
+            dynamic_registration: false,
+        }];
         let registry = Registry::configured(&configured(), &categories, UnixMillis(5));
         let changes = registry.merge_kept(&StoreImage::default());
         assert_eq!(

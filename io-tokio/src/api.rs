@@ -561,6 +561,10 @@ fn router(state: ApiState) -> Router {
             post(registry::create_product).fallback(method_not_allowed),
         )
         .route(
+            "/auth/register/device",
+            post(registry::dynamic_register).fallback(method_not_allowed),
+        )
+        .route(
             "/QueryProduct",
             post(registry::query_product).fallback(method_not_allowed),
         )

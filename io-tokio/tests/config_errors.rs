@@ -412,3 +412,19 @@ fn a_bad_access_key_is_refused() {
     let error = refuse(&format!("{LISTENER}{twice}{twice}"));
     assert_refused_at(&error, 6, "given twice");
 }
+
+#[test]
+fn dynamic_registration_needs_a_product_secret() {
+    let error = refuse(&format!(
+        "{LISTENER}[[product]]\nkey = \"a1Dyn\"\ndynamic_registration = true\n"
+    ));
+    assert!(matches!(
+        *error.problem,
+        ConfigProblem::DynamicRegistrationWithoutSecret
+    ));
+    assert_refused_at(&error, 4, "needs a product_secret");
+    let error = refuse(&format!(
+        "{LISTENER}[[product]]\nkey = \"a1Dyn\"\nproduct_secret = \"\"\n"
+    ));
+    assert_refused_at(&error, 5, "the product secret is empty");
+}

@@ -317,6 +317,9 @@ main() {
         "$CACHE/venv-openapi/bin/python" "$HERE/openapi_python.py" "${python_args[@]}" \
         --device-name openapi-001 --device-secret "$(device_secret openapi-001)" \
         --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
+    step "alibabacloud-iot-device-sdk $node_sdk_version dynamic registration over HTTP" \
+        node "$HERE/node_dynreg.js" --port "$MQTT_PORT" --api "$API_URL" --product-key a1DynReg0001 \
+        --device-name dynreg-001 --product-secret RealClientsDynRegProductSecret00
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"

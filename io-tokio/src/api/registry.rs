@@ -547,6 +547,81 @@ pub(super) async fn batch_get_device_state(
     success(serde_json::json!({ "DeviceStatusList": { "DeviceStatus": list } }))
 }
 
+/// `POST /auth/register/device`: a device registers itself over HTTP(S) with its product's
+/// secret (PLATFORM-PROTOCOLS §2.4), form-encoded `productKey`, `deviceName`, `random`, `sign`,
+/// `signMethod`. Always HTTP 200 (the SDKs read the body's `code`): `{"code":200,"data":
+/// {"productKey","deviceName","deviceSecret"},"message":"success"}`, or a refusal's code (ours:
+/// 403 sign or product, 404 device, 409 activated, 429 throttled, 400 a parameter) and message.
+/// No bearer token: devices call it, with the product secret as their credential.
+pub(super) async fn dynamic_register(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Json<serde_json::Value> {
+    let refused =
+        |code: u16, message: String| Json(serde_json::json!({"code": code, "message": message}));
+    let body = body.unwrap_or_default();
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    let (pk, dn, random, sign) = (
+        param("productKey"),
+        param("deviceName"),
+        param("random"),
+        param("sign"),
+    );
+    if pk.is_empty() || dn.is_empty() || random.is_empty() || sign.is_empty() {
+        return refused(
+            400,
+            "productKey, deviceName, random and sign are required".into(),
+        );
+    }
+    let method = params
+        .get("signMethod")
+        .map_or("hmacsha256", String::as_str)
+        .to_ascii_lowercase();
+    let Ok(method) = method.parse::<aliot_auth::SignMethod>() else {
+        return refused(
+            400,
+            format!("signMethod {method:?} is not hmacsha256, hmacsha1 or hmacmd5"),
+        );
+    };
+    let Ok(registry) = state.registry() else {
+        return refused(403, "this broker has no registry to register in".into());
+    };
+    let identity = DeviceIdentity::new(&pk, &dn);
+    let outcome = state
+        .handle
+        .call_hub(move |hub, _| {
+            let (device, change) =
+                registry.register_dynamically(&identity, &random, &sign, method, now())?;
+            hub.record_store_change(change);
+            Ok::<_, aliot_io::registry::RegistrationRefused>(device)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(device)) => Json(serde_json::json!({
+            "code": 200,
+            "data": {
+                "productKey": device.identity.product_key,
+                "deviceName": device.identity.device_name,
+                "deviceSecret": device.secret,
+            },
+            "message": "success",
+        })),
+        Ok(Err(refusal)) => {
+            use aliot_io::registry::RegistrationRefused as R;
+            let code = match refusal {
+                R::NotAllowed(_) | R::BadSign => 403,
+                R::NoDevice(_) => 404,
+                R::Activated(_) => 409,
+                R::Throttled(_) => 429,
+            };
+            refused(code, refusal.to_string())
+        }
+        Err(BrokerStopped) => refused(503, "the broker has stopped".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
