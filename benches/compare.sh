@@ -9,8 +9,15 @@
 # slowest broker in it (at its full rate the slowest broker is saturated, and its p99 is the
 # queue it builds). Idle connections run on a freshly started broker too, so that the memory
 # reading starts clean, and no run follows another broker's backlog.
+# Then the durable store: 1:1 QoS 1 and fan-in with persistent subscribers (cleanSession=0)
+# against aliot with its store (--data-dir, fresh per run, durability immediate: a PUBACK
+# waits for the fsync), aliot in memory (--in-memory) and mosquitto with `persistence true`,
+# each on a freshly started broker, alternating, DURABLE_RUNS times; idle connections on aliot
+# with its store; and aliot restarted on a store of RECOVERY_SESSIONS sessions ×
+# RECOVERY_MESSAGES queued messages written by `aliot-bench fill-store`.
 # Ends with the markdown table of ratios aliot/mosquitto and aliot/rumqttd, and the details of
-# every run. Every run has a fixed duration or count; nothing but 127.0.0.0/8 is contacted.
+# every run, then the durable-store table. Every run has a fixed duration or count; nothing but
+# 127.0.0.0/8 is contacted.
 #
 # Environment (defaults in brackets):
 #   DURATION [5]  WARMUP [1]  DRAIN [2]   seconds per throughput run
@@ -25,6 +32,10 @@
 #                         set TCP_NODELAY themselves)
 #   ALIOT [the release build here]   the aliot binary to measure, e.g. an earlier commit's
 #                         build for a before-and-after comparison in one sitting
+#   DURABLE_RUNS [2]      runs per configuration of each durable-store scenario (the table
+#                         takes the median); 0 skips them
+#   RECOVERY_SESSIONS [10000]  RECOVERY_MESSAGES [100]   the store aliot is restarted on
+#                         (100-byte payloads); RECOVERY_SESSIONS=0 skips the restart
 #   SKIP_INSTALL [0]      1: install nothing (mosquitto, mosquitto_passwd and rumqttd on PATH)
 #   KEEP [0]              1: keep the working folder (configurations, logs, JSON reports)
 set -euo pipefail
@@ -36,6 +47,9 @@ DRAIN=${DRAIN:-2}
 CONNECTIONS=${CONNECTIONS:-20000}
 HOLD=${HOLD:-2}
 LATENCY_RUNS=${LATENCY_RUNS:-3}
+DURABLE_RUNS=${DURABLE_RUNS:-2}
+RECOVERY_SESSIONS=${RECOVERY_SESSIONS:-10000}
+RECOVERY_MESSAGES=${RECOVERY_MESSAGES:-100}
 PORT=${PORT:-21883}
 BROKERS=${BROKERS:-"mosquitto aliot rumqttd"}
 MOSQUITTO_NODELAY=${MOSQUITTO_NODELAY:-1}
@@ -51,6 +65,11 @@ say() { printf '%s\n' "compare.sh: $*" >&2; }
 case $LATENCY_RUNS in
 '' | *[!0-9]* | 0) say "LATENCY_RUNS must be a whole number of at least 1, not '$LATENCY_RUNS'"; exit 2 ;;
 esac
+for count in DURABLE_RUNS RECOVERY_SESSIONS RECOVERY_MESSAGES; do
+    case ${!count} in
+    '' | *[!0-9]*) say "$count must be a whole number, not '${!count}'"; exit 2 ;;
+    esac
+done
 
 # --- Open files: each idle connection is a socket in the broker and one in the generator. ---
 hard=$(ulimit -Hn)
@@ -90,6 +109,10 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BENCH=$TARGET_DIR/release/aliot-bench
 ALIOT=${ALIOT:-$TARGET_DIR/release/aliot}
 [ -x "$ALIOT" ] || { say "ALIOT=$ALIOT is not an executable"; exit 1; }
+# What was built, read now: a commit made while the script runs is not in the binaries.
+aliot_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then aliot_commit="$aliot_commit + uncommitted changes"; fi
+if [ "$ALIOT" != "$TARGET_DIR/release/aliot" ]; then aliot_commit="$ALIOT (aliot-bench from $aliot_commit)"; fi
 
 # --- Where everything goes; what to pin where. ---
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aliot-compare.XXXXXX")
@@ -276,6 +299,121 @@ configure_broker() {
     START_THROUGHPUT_OF[$1]=$7
 }
 
+# --- The durable store. ---
+# run_durable_phase: persistent-subscriber runs on aliot with its store, aliot in memory and
+# mosquitto with persistence, each on a fresh broker (and a fresh data folder), alternating;
+# idle connections on aliot with its store; aliot restarted on a filled store.
+STORE_NOTES=()
+run_durable_phase() {
+    local has_mosquitto=0 has_aliot=0 broker
+    for broker in $BROKERS; do
+        case $broker in
+        mosquitto) has_mosquitto=1 ;;
+        aliot) has_aliot=1 ;;
+        esac
+    done
+    if [ "$has_aliot" = 1 ] && ! "$ALIOT" serve --help 2>/dev/null | grep -q -- '--data-dir'; then
+        say "durable store: $ALIOT has no --data-dir (a build from before the store); aliot's durable runs skipped"
+        STORE_NOTES+=("Skipped: $ALIOT has no store (no \`--data-dir\`); aliot's durable-store runs were not made.")
+        has_aliot=0
+    fi
+    local -a configs=()
+    if [ "$has_mosquitto" = 1 ]; then configs+=(mosquitto-persistence); fi
+    if [ "$has_aliot" = 1 ]; then configs+=(aliot-memory aliot-durable); fi
+    local -a durable_runs=("one-to-one-qos1:one-to-one --qos 1" "fan-in:fan-in")
+    local k run stem config port data name args login start
+    for k in $(seq 1 "$DURABLE_RUNS"); do
+        for run in "${durable_runs[@]}"; do
+            stem=${run%%:*}
+            read -r -a args <<<"${run#*:}"
+            for config in "${configs[@]}"; do
+                data=$WORK/store-$config-$stem-$k
+                case $config in
+                mosquitto-persistence)
+                    name=mosquitto
+                    mkdir -p "$data"
+                    if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$data"; fi
+                    {
+                        cat "$WORK/mosquitto-persistence.conf.in"
+                        echo "persistence_location $data/"
+                    } >"$data.conf"
+                    start="$(command -v mosquitto) -c $data.conf"
+                    ;;
+                aliot-memory)
+                    name=aliot
+                    start="$ALIOT serve --config $WORK/aliot-open.toml --in-memory"
+                    ;;
+                aliot-durable)
+                    name=aliot
+                    start="$ALIOT serve --config $WORK/aliot-open.toml --data-dir $data"
+                    ;;
+                esac
+                port=${PORT_OF[$name]}
+                read -r -a login <<<"${LOGIN_THROUGHPUT_OF[$name]}"
+                local -a start_command
+                read -r -a start_command <<<"$start"
+                say "$config: $stem with a persistent subscriber, run $k of $DURABLE_RUNS (fresh broker)"
+                BROKER_PHASE="durable store, $config, $stem run $k"
+                if start_broker "$name" "$port" "${start_command[@]}"; then
+                    bench "$RESULTS/store-$config-$stem-$k.json" --port "$port" \
+                        --broker-label "$config" --broker-pid "$BROKER_PID" --persistent-subscribers \
+                        "${login[@]}" "${args[@]}" "${RUN_ARGS[@]}"
+                    stop_broker
+                fi
+                rm -rf "$data" "$data.conf"
+            done
+        done
+    done
+    [ "$has_aliot" = 1 ] || return 0
+
+    local connections_start
+    read -r -a connections_start <<<"${START_CONNECTIONS_OF[aliot]} --data-dir $WORK/store-connections"
+    local -a connections_login
+    read -r -a connections_login <<<"${LOGIN_CONNECTIONS_OF[aliot]}"
+    say "aliot-durable: $CONNECTIONS idle connections, clean sessions (fresh broker, fresh store)"
+    BROKER_PHASE="durable store, idle connections"
+    if start_broker aliot "${PORT_OF[aliot]}" "${connections_start[@]}"; then
+        bench "$RESULTS/store-aliot-durable-connections.json" --port "${PORT_OF[aliot]}" \
+            --broker-label aliot-durable --broker-pid "$BROKER_PID" \
+            "${connections_login[@]}" connections --count "$CONNECTIONS" \
+            --first-source "${FIRST_SOURCE_OF[aliot]}" --hold "$HOLD"
+        stop_broker
+    fi
+    rm -rf "$WORK/store-connections"
+
+    [ "$RECOVERY_SESSIONS" -gt 0 ] || return 0
+    say "aliot: a store of $RECOVERY_SESSIONS sessions × $RECOVERY_MESSAGES messages, and a restart on it"
+    local check=fill-$(printf '%05d' $((RECOVERY_SESSIONS / 2)))
+    if "$BENCH" --json fill-store --dir "$WORK/store-recovery" --sessions "$RECOVERY_SESSIONS" \
+        --messages "$RECOVERY_MESSAGES" --payload 100 \
+        >"$RESULTS/store-fill.json.partial" 2>>"$WORK/aliot-bench.log"; then
+        mv "$RESULTS/store-fill.json.partial" "$RESULTS/store-fill.json"
+        # Pinned as the broker is everywhere else; its log goes to its own file (RUST_LOG=info
+        # for the `store restored` line, set by aliot-bench for the child).
+        if "${BROKER_PIN[@]}" "$BENCH" --json recovery --aliot "$ALIOT" --config "$WORK/aliot-open.toml" \
+            --data-dir "$WORK/store-recovery" --check-client "$check" --expect "$RECOVERY_MESSAGES" \
+            >"$RESULTS/store-recovery.json.partial" 2>>"$WORK/aliot-bench.log"; then
+            mv "$RESULTS/store-recovery.json.partial" "$RESULTS/store-recovery.json"
+            say "  recovery: done"
+        else
+            say "  recovery: FAILED: $(tail -n 1 "$WORK/aliot-bench.log")"
+        fi
+    else
+        say "  fill-store: FAILED: $(tail -n 1 "$WORK/aliot-bench.log")"
+    fi
+    rm -rf "$WORK/store-recovery"
+}
+
+# dsync_micros: microseconds per 4 KiB write with O_DSYNC in the work folder (what a synced
+# commit costs at least on its disk), or "n/a".
+dsync_micros() {
+    local out secs
+    out=$(dd if=/dev/zero of="$WORK/dsync-probe" bs=4k count=500 oflag=dsync 2>&1 | tail -n 1) || true
+    rm -f "$WORK/dsync-probe"
+    secs=$(printf '%s\n' "$out" | sed -n 's/.* copied, \([0-9.]*\) s.*/\1/p')
+    if [ -n "$secs" ]; then awk -v s="$secs" 'BEGIN { printf "%.0f", s * 1e6 / 500 }'; else echo n/a; fi
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 port=$PORT
@@ -298,6 +436,9 @@ for broker in $BROKERS; do
             echo "log_type warning"
             if [ "$MOSQUITTO_NODELAY" = 1 ]; then echo "set_tcp_nodelay true"; fi
         } >"$WORK/mosquitto.conf"
+        # The durable-store runs: the same, but persistence true, in a folder of each run's own
+        # (persistence_location is completed per run).
+        sed 's/^persistence false$/persistence true/' "$WORK/mosquitto.conf" >"$WORK/mosquitto-persistence.conf.in"
         login="--username $BENCH_USER --password $BENCH_PASSWORD"
         start="$(command -v mosquitto) -c $WORK/mosquitto.conf"
         configure_broker mosquitto "$port" 127.0.1.1 "$login" "$login" "$start" "$start"
@@ -308,6 +449,9 @@ for broker in $BROKERS; do
         "$BENCH" --platform "$PLATFORM" aliot-config --devices 0 --open-mode \
             --bind "127.0.0.1:$port" >"$WORK/aliot-open.toml"
         export RUST_LOG=warn
+        # Neither file has a [store]: without --data-dir, aliot keeps nothing on disk (the runs
+        # above are in memory, as before the store; --in-memory is not passed, so that ALIOT may
+        # be a build from before it).
         configure_broker aliot "$port" 127.0.2.1 "--platform $PLATFORM" "--open" \
             "$ALIOT serve --config $WORK/aliot-connections.toml" \
             "$ALIOT serve --config $WORK/aliot-open.toml"
@@ -348,6 +492,11 @@ EOF
 done
 for broker in $BROKERS; do run_broker_at_max "$broker"; done
 for broker in $BROKERS; do run_broker_latency "$broker"; done
+dsync_us=n/a
+if [ "$DURABLE_RUNS" -gt 0 ] || [ "$RECOVERY_SESSIONS" -gt 0 ]; then
+    dsync_us=$(dsync_micros)
+    run_durable_phase
+fi
 
 say "aliot: RRPC through the Rust API (in-process broker, 100 devices)"
 if "$BENCH" --json rrpc --warmup "$WARMUP" --duration "$DURATION" \
@@ -359,9 +508,6 @@ fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
-aliot_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if ! git -C "$ROOT" diff --quiet HEAD 2>/dev/null; then aliot_commit="$aliot_commit + uncommitted changes"; fi
-if [ "$ALIOT" != "$TARGET_DIR/release/aliot" ]; then aliot_commit="$ALIOT (aliot-bench from $aliot_commit)"; fi
 mosquitto_version=$(mosquitto -h 2>&1 | head -n 1 || true)
 rumqttd_version=$(rumqttd --version 2>&1 | head -n 1 || true)
 connections_note="$CONNECTIONS idle connections"
@@ -381,3 +527,17 @@ echo
     --note "Logins: aliot open mode for 1:1, fan-in and fan-out, signed platform credentials (hmacsha256, one device each) for idle connections; mosquitto a password file (one user, mosquitto_passwd's default hashing) for every run; rumqttd its static auth table." \
     "${FAULT_NOTES[@]}" \
     --note "Broker settings: defaults except mosquitto persistence off, logs error/warning only$([ "$MOSQUITTO_NODELAY" = 1 ] && echo ", set_tcp_nodelay true (MOSQUITTO_NODELAY=0 leaves Nagle on, as shipped)" || echo ", TCP_NODELAY off as shipped (MOSQUITTO_NODELAY=0)"); rumqttd next_connection_delay_ms 0 (its sample config's 1 ms would cap connects at 1,000/s), router max_connections $((CONNECTIONS + 200)); aliot RUST_LOG=warn."
+
+if [ "$DURABLE_RUNS" -gt 0 ] || [ "$RECOVERY_SESSIONS" -gt 0 ]; then
+    work_disk=$(df --output=source,fstype "$WORK" 2>/dev/null | tail -n 1 | tr -s ' ' || echo unknown)
+    echo
+    echo "### Durable store: persistent subscribers, idle connections, restart ($started)"
+    echo
+    "$BENCH" store-table --results "$RESULTS" \
+        --note "Configurations, each freshly started (and with a fresh data folder) for every run: aliot durable = \`aliot serve --config (open mode) --data-dir DIR\`, durability immediate (a publisher's PUBACK waits for the commit of its message, fsync included); aliot in memory = the same with \`--in-memory\`; mosquitto = the main table's configuration with \`persistence true\` and \`persistence_location DIR\`, autosave_interval left at its default (1800 s): mosquitto writes its file only at autosave and on exit, so its PUBACK does not mean on disk." \
+        --note "Runs: the main table's 1:1 QoS 1 and fan-in (64-byte payloads, window 32, ${WARMUP} s warm-up, ${DURATION} s window, at most ${DRAIN} s drain), the subscribers connected with cleanSession=0 (\`aliot-bench --persistent-subscribers\`; publishers clean); runs per configuration: ${DURABLE_RUNS}, the configurations alternating; the table gives the median msgs/s and the sum of messages missing. Same pinning as the main table (the store's writer thread shares the broker's CPU)." \
+        --note "Data folders in $WORK ($work_disk); 4 KiB O_DSYNC writes there (dd) took ${dsync_us} µs each when the phase began." \
+        --note "Idle connections with the store: the main table's connections scenario (clean sessions: nothing of theirs is written) on aliot with \`--data-dir\`." \
+        --note "Restart: \`aliot-bench fill-store\` writes the store directly through \`RedbStore\` (synced commits of 10,000 changes), then \`aliot-bench recovery\` times \`aliot serve --data-dir\` from its spawn to its \`aliot: listening for MQTT\` line (pinned like the broker; page cache warm from the fill), reads its \`store restored\` log line, and resumes one session (cleanSession=0, its client id) to count what it receives." \
+        "${STORE_NOTES[@]}"
+fi

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! aliot-bench [--host H --port P] [--open | --username U --password P | --platform PK:SEED]
-//!             [--broker-label NAME] [--broker-pid PID] [--json] <SCENARIO> [OPTIONS]
+//!             [--broker-label NAME] [--broker-pid PID] [--persistent-subscribers] [--json]
+//!             <SCENARIO> [OPTIONS]
 //!
 //!   one-to-one   [--qos 0|1]             1 publisher → 1 subscriber
 //!   fan-in       [--publishers 100]      100 publishers → 1 subscriber on a wildcard, QoS 1
@@ -11,6 +12,9 @@
 //!   rrpc         [--devices 100]         RRPC through an in-process aliot broker's Rust API
 //!   aliot-config --devices N --bind ADDR a config for `aliot serve` with the --platform devices
 //!   compare-table --results DIR          the markdown table of compare.sh
+//!   store-table --results DIR            its durable-store table
+//!   fill-store   --dir DIR               an aliot store of 10,000 sessions × 100 queued messages
+//!   recovery     --aliot BIN --config F --data-dir DIR   time `aliot serve` on a filled store
 //! ```
 //!
 //! Every scenario runs for a fixed time or count and stops by itself; only loopback addresses
@@ -26,9 +30,10 @@ use std::time::Duration;
 use aliot_benches::loadgen::LoadError;
 use aliot_benches::loadgen::aliot_config::aliot_config_toml;
 use aliot_benches::loadgen::compare::{
-    ComparisonResults, markdown_table, read_report, slowest_publish_rate,
+    ComparisonResults, StoreResults, markdown_table, read_report, slowest_publish_rate, store_table,
 };
 use aliot_benches::loadgen::login::{Login, PlatformDevices};
+use aliot_benches::loadgen::recovery::{FillSpec, RecoverySpec, fill_store, measure_recovery};
 use aliot_benches::loadgen::report::ThroughputReport;
 use aliot_benches::loadgen::scenario::{
     Common, ConnectionsSpec, RrpcSpec, ThroughputSpec, run_connections, run_rrpc, run_throughput,
@@ -83,6 +88,13 @@ struct GlobalArgs {
     /// Print one JSON object instead of a line.
     #[arg(long, global = true)]
     json: bool,
+    /// 1:1, fan-in and fan-out: the subscribers connect with cleanSession=0, so that the broker
+    /// keeps their sessions (aliot with a store writes every QoS 1 message routed to them to
+    /// disk). Publishers stay clean. Client ids carry this process's id, so a fresh broker has
+    /// no old session for them; a client id used again resumes its session, with whatever was
+    /// queued for it. The report says `persistent_subscribers`.
+    #[arg(long, global = true)]
+    persistent_subscribers: bool,
     /// Generator runtime threads (1: one current-thread runtime; pin it with taskset).
     #[arg(long, global = true, default_value_t = 1)]
     threads: usize,
@@ -156,6 +168,10 @@ enum Scenario {
         /// Seconds to hold every connection idle before reading the broker's memory.
         #[arg(long, default_value_t = 2.0)]
         hold: f64,
+        /// Connect with cleanSession=0 (the broker keeps, and with a store writes, each
+        /// session); the report says `persistent_sessions`. Default: clean sessions.
+        #[arg(long)]
+        persistent: bool,
     },
     /// RRPC through the Rust API of an in-process aliot broker, answered by simulated devices.
     Rrpc {
@@ -189,6 +205,63 @@ enum Scenario {
         /// A line to print under the table (repeatable).
         #[arg(long)]
         note: Vec<String>,
+    },
+    /// Print the durable-store table of compare.sh from the `store-*.json` reports in a folder.
+    StoreTable {
+        /// The folder of reports.
+        #[arg(long)]
+        results: PathBuf,
+        /// A line to print under the table (repeatable).
+        #[arg(long)]
+        note: Vec<String>,
+    },
+    /// Write a new aliot store directly (no broker): --sessions cleanSession=0 sessions of
+    /// open-mode clients fill-00000, fill-00001, …, each subscribed at QoS 1 to
+    /// bench/fill/<client id> and offline, with --messages QoS 1 messages queued on it. Start
+    /// `aliot serve --data-dir DIR` (open mode) on it, or time that with `recovery`.
+    FillStore {
+        /// The data directory: absent or empty.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Sessions.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Messages queued per session.
+        #[arg(long, default_value_t = 100)]
+        messages: usize,
+        /// Payload bytes per message (at least 8: the message's place in its session).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        /// Changes (sessions and messages) per commit; each commit is synced.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+    /// Time `BIN serve --config F --data-dir DIR` from its spawn to its `listening for MQTT`
+    /// line, read its `store restored` log line and its memory, then resume one session with
+    /// cleanSession=0 and count what it receives; then stop it (SIGTERM). The broker may
+    /// change the store (expired or delivered messages are removed): time a copy.
+    Recovery {
+        /// The `aliot` binary.
+        #[arg(long)]
+        aliot: PathBuf,
+        /// Its configuration: open mode (`aliot-config --open-mode`), for the resumed client.
+        #[arg(long)]
+        config: PathBuf,
+        /// The data directory, e.g. filled by `fill-store`.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The client id of the session to resume afterwards (e.g. fill-04242); none: no check.
+        #[arg(long)]
+        check_client: Option<String>,
+        /// Messages that session should receive.
+        #[arg(long, default_value_t = 100)]
+        expect: usize,
+        /// The most seconds the broker may take to listen.
+        #[arg(long, default_value_t = 300.0)]
+        start_timeout: f64,
+        /// The most seconds the check may take.
+        #[arg(long, default_value_t = 30.0)]
+        check_timeout: f64,
     },
     /// Print a configuration for `aliot serve --config` with the devices of --platform.
     AliotConfig {
@@ -298,6 +371,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
     match &cli.scenario {
         Scenario::OneToOne { qos, run } => {
             let mut spec = ThroughputSpec::one_to_one(qos_of(*qos));
+            spec.persistent_subscribers = global.persistent_subscribers;
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
         }
@@ -305,6 +379,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             let mut spec = ThroughputSpec::property_post();
             spec.publishers = *devices;
             spec.qos = qos_of(*qos);
+            spec.persistent_subscribers = global.persistent_subscribers;
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
         }
@@ -316,6 +391,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             let mut spec = ThroughputSpec::fan_in();
             spec.publishers = *publishers;
             spec.qos = qos_of(*qos);
+            spec.persistent_subscribers = global.persistent_subscribers;
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
         }
@@ -327,6 +403,7 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             let mut spec = ThroughputSpec::fan_out();
             spec.subscribers = *subscribers;
             spec.qos = qos_of(*qos);
+            spec.persistent_subscribers = global.persistent_subscribers;
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
         }
@@ -335,12 +412,20 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             first_source,
             per_source,
             hold,
+            persistent,
         } => {
+            if global.persistent_subscribers {
+                return Err(LoadError::Parameter(
+                    "connections has no subscribers: --persistent makes its sessions persistent"
+                        .to_owned(),
+                ));
+            }
             let spec = ConnectionsSpec {
                 count: *count,
                 first_source: *first_source,
                 per_source: *per_source,
                 hold: seconds("--hold", *hold)?,
+                persistent: *persistent,
             };
             print(global, &run_connections(&common, &spec).await?);
         }
@@ -367,6 +452,49 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
         Scenario::CompareTable { results, note } => {
             let results = ComparisonResults::load(results, note.clone())?;
             print!("{}", markdown_table(&results));
+        }
+        Scenario::StoreTable { results, note } => {
+            let results = StoreResults::load(results, note.clone())?;
+            print!("{}", store_table(&results));
+        }
+        Scenario::FillStore {
+            dir,
+            sessions,
+            messages,
+            payload,
+            batch,
+        } => {
+            let spec = FillSpec {
+                dir: dir.clone(),
+                sessions: *sessions,
+                messages: *messages,
+                payload_len: *payload,
+                batch: *batch,
+            };
+            let report = tokio::task::spawn_blocking(move || fill_store(&spec))
+                .await
+                .map_err(|error| LoadError::Parameter(format!("fill-store: {error}")))??;
+            print(global, &report);
+        }
+        Scenario::Recovery {
+            aliot,
+            config,
+            data_dir,
+            check_client,
+            expect,
+            start_timeout,
+            check_timeout,
+        } => {
+            let spec = RecoverySpec {
+                aliot: aliot.clone(),
+                config: config.clone(),
+                data_dir: data_dir.clone(),
+                check_client: check_client.clone(),
+                expect: *expect,
+                start_timeout: seconds("--start-timeout", *start_timeout)?,
+                check_timeout: seconds("--check-timeout", *check_timeout)?,
+            };
+            print(global, &measure_recovery(&spec).await?);
         }
         Scenario::AliotConfig {
             devices,

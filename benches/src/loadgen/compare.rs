@@ -14,6 +14,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::LoadError;
+use super::recovery::{FillReport, RecoveryReport};
 use super::report::{ConnectionsReport, RrpcReport, ThroughputReport};
 
 /// The brokers compared, aliot first.
@@ -47,7 +48,8 @@ pub const LATENCY_RATE_FRACTION: f64 = 0.5;
 /// # use aliot_benches::loadgen::report::{Percentiles, ThroughputReport};
 /// # let report = ThroughputReport {
 /// #     scenario: "fan-out".into(), broker: "mosquitto".into(), qos: 0, publishers: 1,
-/// #     subscribers: 100, payload_bytes: 64, inflight: 32, target_publish_rate: None,
+/// #     subscribers: 100, payload_bytes: 64, inflight: 32, persistent_subscribers: false,
+/// #     target_publish_rate: None,
 /// #     window_secs: 5.0, msgs_per_sec: 250_000.0, published_per_sec: 2_600.0,
 /// #     latency: Percentiles::default(), published: 0, expected_deliveries: 0, delivered: 0,
 /// #     missing: 0, acked: 0, lost_connections: 0, first_loss: None,
@@ -69,7 +71,8 @@ pub fn publish_rate_of(report: &ThroughputReport) -> f64 {
 /// # use aliot_benches::loadgen::report::{Percentiles, ThroughputReport};
 /// # let report = |msgs_per_sec: f64| ThroughputReport {
 /// #     scenario: "fan-in".into(), broker: "any".into(), qos: 1, publishers: 100,
-/// #     subscribers: 1, payload_bytes: 64, inflight: 32, target_publish_rate: None,
+/// #     subscribers: 1, payload_bytes: 64, inflight: 32, persistent_subscribers: false,
+/// #     target_publish_rate: None,
 /// #     window_secs: 5.0, msgs_per_sec, published_per_sec: msgs_per_sec,
 /// #     latency: Percentiles::default(), published: 0, expected_deliveries: 0, delivered: 0,
 /// #     missing: 0, acked: 0, lost_connections: 0, first_loss: None,
@@ -91,7 +94,8 @@ pub fn slowest_publish_rate(reports: &[ThroughputReport]) -> Option<f64> {
 /// # use aliot_benches::loadgen::report::{Percentiles, ThroughputReport};
 /// # let run = |p99_us: f64| ThroughputReport {
 /// #     scenario: "fan-in".into(), broker: "aliot".into(), qos: 1, publishers: 100,
-/// #     subscribers: 1, payload_bytes: 64, inflight: 32, target_publish_rate: Some(2_000.0),
+/// #     subscribers: 1, payload_bytes: 64, inflight: 32, persistent_subscribers: false,
+/// #     target_publish_rate: Some(2_000.0),
 /// #     window_secs: 5.0, msgs_per_sec: 2_000.0, published_per_sec: 2_000.0,
 /// #     latency: Percentiles { count: 10_000, p50_us: 50.0, p99_us, p999_us: p99_us, max_us: p99_us },
 /// #     published: 0, expected_deliveries: 0, delivered: 0, missing: 0, acked: 0,
@@ -545,6 +549,444 @@ fn details_table(results: &ComparisonResults) -> String {
     out
 }
 
+/// The configurations of the durable-store table: file-name part and column title. The first
+/// is the one the ratios and targets are about.
+pub const STORE_CONFIGS: [(&str, &str); 3] = [
+    ("aliot-durable", "aliot durable"),
+    ("aliot-memory", "aliot in memory"),
+    ("mosquitto-persistence", "mosquitto, persistence true"),
+];
+
+/// The throughput runs of the durable-store table (subscribers with cleanSession=0): file stem
+/// and row title.
+pub const STORE_RUNS: [(&str, &str); 2] = [
+    ("one-to-one-qos1", "1:1, QoS 1, persistent subscriber"),
+    ("fan-in", "fan-in 100→1, QoS 1, persistent subscriber"),
+];
+
+/// The median of some numbers (the mean of the middle two of an even count); `None` for none.
+///
+/// ```
+/// use aliot_benches::loadgen::compare::median;
+///
+/// assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+/// assert_eq!(median(&[4.0, 1.0]), Some(2.5));
+/// assert_eq!(median(&[]), None);
+/// ```
+#[must_use]
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => sorted.get(middle).copied(),
+        _ => Some((sorted.get(middle - 1)? + sorted.get(middle)?) / 2.0),
+    }
+}
+
+/// The reports of compare.sh's durable-store runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreResults {
+    /// Throughput runs, by (configuration, run stem), in the order they were repeated.
+    pub runs: BTreeMap<(String, String), Vec<ThroughputReport>>,
+    /// Idle connections, by configuration (`aliot-durable`, `aliot-memory`).
+    pub connections: BTreeMap<String, ConnectionsReport>,
+    /// Whether the in-memory idle connections are compare.sh's main aliot run.
+    pub memory_connections_from_main_run: bool,
+    /// The store `fill-store` wrote for the recovery run.
+    pub fill: Option<FillReport>,
+    /// `aliot serve` timed on that store.
+    pub recovery: Option<RecoveryReport>,
+    /// Lines printed under the table.
+    pub notes: Vec<String>,
+}
+
+impl StoreResults {
+    /// Reads `store-{configuration}-{run}-{k}.json` (k from 1, as many as there are) for each
+    /// configuration of [`STORE_CONFIGS`] and run of [`STORE_RUNS`],
+    /// `store-{configuration}-connections.json` (for `aliot-memory`, compare.sh's
+    /// `aliot-connections.json` when there is no such file: the same configuration, which has
+    /// no `[store]`), `store-fill.json` and `store-recovery.json`. A missing file is a run that
+    /// did not happen.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::Parameter`] when a file exists but is not a report of its kind.
+    pub fn load(dir: &Path, notes: Vec<String>) -> Result<StoreResults, LoadError> {
+        let mut results = StoreResults {
+            notes,
+            ..StoreResults::default()
+        };
+        for (config, _) in STORE_CONFIGS {
+            for (run, _) in STORE_RUNS {
+                let mut reports = Vec::new();
+                for k in 1.. {
+                    match read_report(&dir.join(format!("store-{config}-{run}-{k}.json")))? {
+                        Some(report) => reports.push(report),
+                        None => break,
+                    }
+                }
+                if !reports.is_empty() {
+                    results
+                        .runs
+                        .insert((config.to_owned(), run.to_owned()), reports);
+                }
+            }
+            if let Some(report) =
+                read_report(&dir.join(format!("store-{config}-connections.json")))?
+            {
+                results.connections.insert(config.to_owned(), report);
+            }
+        }
+        if !results.connections.contains_key("aliot-memory")
+            && let Some(report) = read_report(&dir.join("aliot-connections.json"))?
+        {
+            results
+                .connections
+                .insert("aliot-memory".to_owned(), report);
+            results.memory_connections_from_main_run = true;
+        }
+        results.fill = read_report(&dir.join("store-fill.json"))?;
+        results.recovery = read_report(&dir.join("store-recovery.json"))?;
+        Ok(results)
+    }
+
+    /// Whether there is anything to print.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+            && self.connections.is_empty()
+            && self.fill.is_none()
+            && self.recovery.is_none()
+    }
+}
+
+/// One row of the durable-store table: values by [`STORE_CONFIGS`].
+struct StoreRow {
+    scenario: String,
+    metric: String,
+    values: [Option<f64>; 3],
+    format: fn(f64) -> String,
+    ratios: bool,
+    target: String,
+    met: Option<bool>,
+    /// What missed, when the target has several parts.
+    missed: Option<String>,
+}
+
+impl StoreRow {
+    fn ratio(&self, other: usize) -> String {
+        if !self.ratios {
+            return String::new();
+        }
+        match (self.values[0], self.values.get(other).copied().flatten()) {
+            (Some(value), Some(other)) if other > 0.0 => format!("{:.2}x", value / other),
+            _ => "n/a".to_owned(),
+        }
+    }
+
+    fn verdict(&self) -> String {
+        match (self.met, &self.missed) {
+            (Some(false), Some(missed)) => format!("**no** ({missed})"),
+            (met, _) => yes_no(met).to_owned(),
+        }
+    }
+}
+
+/// The durable-store table: the persistent-subscriber runs of aliot with its store, aliot in
+/// memory and mosquitto with persistence, as medians of the repeated runs, with the targets of
+/// the store's issue; idle connections with and without the store; the recovery time; then
+/// the notes and every run's details.
+#[must_use]
+pub fn store_table(results: &StoreResults) -> String {
+    let mut rows = Vec::new();
+    for (run, title) in STORE_RUNS {
+        let runs = |config: &str| {
+            results
+                .runs
+                .get(&(config.to_owned(), run.to_owned()))
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+        };
+        let counts = STORE_CONFIGS.map(|(config, _)| runs(config).len());
+        let repeats = match counts.iter().max().copied().unwrap_or(0) {
+            0 | 1 => String::new(),
+            n if counts.iter().all(|count| *count == n || *count == 0) => {
+                format!(" (median of {n} runs)")
+            }
+            _ => " (median of the runs)".to_owned(),
+        };
+        let rates = STORE_CONFIGS.map(|(config, _)| {
+            median(
+                &runs(config)
+                    .iter()
+                    .map(|report| report.msgs_per_sec)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let (versus_mosquitto, versus_memory) = match rates {
+            [Some(durable), memory, mosquitto] => (
+                mosquitto.map(|mosquitto| durable >= 2.0 * mosquitto),
+                memory.map(|memory| durable >= 0.5 * memory),
+            ),
+            _ => (None, None),
+        };
+        let met = match (versus_mosquitto, versus_memory) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
+        };
+        let ratio_text = |other: Option<f64>| match (rates[0], other) {
+            (Some(durable), Some(other)) if other > 0.0 => format!("{:.2}x", durable / other),
+            _ => "n/a".to_owned(),
+        };
+        let missed = match (versus_mosquitto, versus_memory) {
+            (Some(false), Some(false)) => Some(format!(
+                "{} mosquitto, {} in memory",
+                ratio_text(rates[2]),
+                ratio_text(rates[1])
+            )),
+            (Some(false), _) => Some(format!("{} mosquitto", ratio_text(rates[2]))),
+            (_, Some(false)) => Some(format!("{} in memory", ratio_text(rates[1]))),
+            _ => None,
+        };
+        rows.push(StoreRow {
+            scenario: title.to_owned(),
+            metric: format!("msgs/s received, as fast as it goes{repeats}"),
+            values: rates,
+            format: whole,
+            ratios: true,
+            target: "≥ 2x mosquitto and ≥ 0.5x in memory".to_owned(),
+            met,
+            missed,
+        });
+        let missing = STORE_CONFIGS.map(|(config, _)| {
+            let runs = runs(config);
+            (!runs.is_empty()).then(|| runs.iter().map(|report| report.missing).sum::<u64>() as f64)
+        });
+        rows.push(StoreRow {
+            scenario: title.to_owned(),
+            metric: "messages missing after the drain (all runs)".to_owned(),
+            values: missing,
+            format: whole,
+            ratios: false,
+            target: "0".to_owned(),
+            met: missing[0].map(|missing| missing == 0.0),
+            missed: None,
+        });
+    }
+
+    let connections = |config: &str| results.connections.get(config);
+    if let Some(report) = connections("aliot-durable").or_else(|| connections("aliot-memory")) {
+        let memory = STORE_CONFIGS.map(|(config, _)| {
+            connections(config)
+                .and_then(|report| report.bytes_per_connection)
+                .map(|bytes| bytes / 1024.0)
+        });
+        let sessions = if report.persistent_sessions {
+            "cleanSession=0"
+        } else {
+            "clean sessions"
+        };
+        rows.push(StoreRow {
+            scenario: format!(
+                "{} idle connections, {sessions}",
+                whole(report.requested as f64)
+            ),
+            metric: "broker RSS per connection, KiB".to_owned(),
+            values: memory,
+            format: two_decimals,
+            ratios: true,
+            target: "≤ 2 KiB".to_owned(),
+            met: memory[0].map(|kib| kib <= 2.0),
+            missed: None,
+        });
+    }
+
+    if let Some(recovery) = &results.recovery {
+        let scenario = match &results.fill {
+            Some(fill) => format!(
+                "restart on {} sessions × {} queued messages ({} B payloads, {:.0} MiB file)",
+                whole(fill.sessions as f64),
+                whole(fill.messages_per_session as f64),
+                fill.payload_bytes,
+                recovery.file_bytes as f64 / (1024.0 * 1024.0)
+            ),
+            None => format!(
+                "restart on a filled store ({:.0} MiB file)",
+                recovery.file_bytes as f64 / (1024.0 * 1024.0)
+            ),
+        };
+        let log = recovery.restored.clone().unwrap_or_default();
+        let show = |value: Option<u64>| value.map_or_else(|| "?".to_owned(), |v| whole(v as f64));
+        rows.push(StoreRow {
+            scenario: scenario.clone(),
+            metric: format!(
+                "seconds from spawn to `listening for MQTT` (log: read_ms {}, took_ms {}, {} messages restored)",
+                show(log.read_ms),
+                show(log.took_ms),
+                show(log.messages)
+            ),
+            values: [Some(recovery.listening_secs), None, None],
+            format: two_decimals,
+            ratios: false,
+            target: "< 5 s".to_owned(),
+            met: Some(recovery.listening_secs < 5.0),
+            missed: None,
+        });
+        if let Some(check) = &recovery.check {
+            rows.push(StoreRow {
+                scenario,
+                metric: format!(
+                    "messages delivered to one resumed session ({}, session present: {})",
+                    check.client_id, check.session_present
+                ),
+                values: [Some(check.distinct as f64), None, None],
+                format: whole,
+                ratios: false,
+                target: whole(check.expected as f64),
+                met: Some(check.session_present && check.distinct == check.expected),
+                missed: None,
+            });
+        }
+    }
+
+    let mut out = String::new();
+    let titles = STORE_CONFIGS.map(|(_, title)| title);
+    let _ = writeln!(
+        out,
+        "| scenario | metric | {} | {} | {} | durable/mosquitto | durable/in memory | target | met |",
+        titles[0], titles[1], titles[2]
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|---|");
+    for row in &rows {
+        let cell = |index: usize| {
+            row.values
+                .get(index)
+                .copied()
+                .flatten()
+                .map_or_else(|| "n/a".to_owned(), row.format)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.metric,
+            cell(0),
+            cell(1),
+            cell(2),
+            row.ratio(2),
+            row.ratio(1),
+            row.target,
+            row.verdict(),
+        );
+    }
+    let mut notes = results.notes.clone();
+    if results.memory_connections_from_main_run {
+        notes.push(
+            "Idle connections in memory: the main table's aliot run (its configuration has no \
+             `[store]`)."
+                .to_owned(),
+        );
+    }
+    if !notes.is_empty() {
+        let _ = writeln!(out);
+    }
+    for note in &notes {
+        let _ = writeln!(out, "- {note}");
+    }
+    let _ = writeln!(out);
+    out.push_str(&store_details(results));
+    out
+}
+
+/// Every durable-store run, one line each.
+fn store_details(results: &StoreResults) -> String {
+    let mut out = String::new();
+    let cpu =
+        |percent: Option<f64>| percent.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.0}%"));
+    let _ = writeln!(
+        out,
+        "| run | configuration | msgs/s | published/s | p50 µs | p99 µs | missing | generator CPU | broker CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (run, title) in STORE_RUNS {
+        for (config, config_title) in STORE_CONFIGS {
+            let Some(runs) = results.runs.get(&(config.to_owned(), run.to_owned())) else {
+                continue;
+            };
+            for (k, report) in runs.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "| {title}, run {} of {} | {config_title} | {} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                    k + 1,
+                    runs.len(),
+                    whole(report.msgs_per_sec),
+                    whole(report.published_per_sec),
+                    report.latency.p50_us,
+                    report.latency.p99_us,
+                    whole(report.missing as f64),
+                    cpu(Some(report.generator_cpu_percent)),
+                    cpu(report.broker_cpu_percent),
+                );
+            }
+        }
+    }
+    for (config, config_title) in STORE_CONFIGS {
+        let Some(report) = results.connections.get(config) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} idle connections ({} connected; RSS {} → {} KiB) | {config_title} | {} connects/s | | {:.1} | {:.1} | | {} | {} |",
+            whole(report.requested as f64),
+            whole(report.connected as f64),
+            report
+                .rss_before_kib
+                .map_or_else(|| "?".to_owned(), |kib| whole(kib as f64)),
+            report
+                .rss_after_kib
+                .map_or_else(|| "?".to_owned(), |kib| whole(kib as f64)),
+            whole(report.connects_per_sec),
+            report.handshake.p50_us,
+            report.handshake.p99_us,
+            cpu(Some(report.generator_cpu_percent)),
+            cpu(report.broker_cpu_percent),
+        );
+    }
+    if let Some(fill) = &results.fill {
+        let _ = writeln!(
+            out,
+            "\nStore for the restart: `aliot-bench fill-store` wrote {} sessions and {} messages in {} synced commits, {:.1} s, {:.1} MiB.",
+            whole(fill.sessions as f64),
+            whole(fill.messages as f64),
+            whole(fill.commits as f64),
+            fill.secs,
+            fill.file_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
+    if let Some(recovery) = &results.recovery {
+        let _ = writeln!(
+            out,
+            "Restart: listening after {:.2} s; broker RSS then {}; the resumed session's messages {}; SIGTERM to exit {:.2} s.",
+            recovery.listening_secs,
+            recovery.rss_kib.map_or_else(
+                || "n/a".to_owned(),
+                |kib| format!("{:.0} MiB", kib as f64 / 1024.0)
+            ),
+            recovery.check.as_ref().map_or_else(
+                || "not checked".to_owned(),
+                |check| format!(
+                    "{} received ({} distinct, {} with DUP, in order: {}) in {:.0} ms",
+                    check.received, check.distinct, check.dup, check.in_order, check.millis
+                )
+            ),
+            recovery.stop_secs
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +1009,7 @@ mod tests {
             subscribers: 1,
             payload_bytes: 64,
             inflight: 32,
+            persistent_subscribers: false,
             target_publish_rate: None,
             window_secs: 5.0,
             msgs_per_sec,
@@ -677,6 +1120,7 @@ mod tests {
             scenario: "connections".to_owned(),
             broker: broker.to_owned(),
             requested: 20_000,
+            persistent_sessions: false,
             connected: 20_000,
             failed: 0,
             first_failure: None,
@@ -731,6 +1175,67 @@ mod tests {
         );
         assert!(
             table.contains("| p99 µs | 2500.0 | n/a | n/a |  |  | < 2,000 | **no** |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_store_table_gives_medians_and_says_which_target_missed() {
+        let run = |config: &str, msgs_per_sec: f64, missing: u64| ThroughputReport {
+            persistent_subscribers: true,
+            ..throughput(config, msgs_per_sec, 100.0, missing)
+        };
+        let mut results = StoreResults::default();
+        results.runs.insert(
+            key("aliot-durable", "one-to-one-qos1"),
+            vec![
+                run("aliot-durable", 70_000.0, 0),
+                run("aliot-durable", 90_000.0, 0),
+            ],
+        );
+        results.runs.insert(
+            key("aliot-memory", "one-to-one-qos1"),
+            vec![
+                run("aliot-memory", 400_000.0, 0),
+                run("aliot-memory", 420_000.0, 0),
+            ],
+        );
+        results.runs.insert(
+            key("mosquitto-persistence", "one-to-one-qos1"),
+            vec![
+                run("mosquitto-persistence", 50_000.0, 0),
+                run("mosquitto-persistence", 30_000.0, 0),
+            ],
+        );
+        results.runs.insert(
+            key("aliot-durable", "fan-in"),
+            vec![run("aliot-durable", 300_000.0, 1)],
+        );
+        results.runs.insert(
+            key("aliot-memory", "fan-in"),
+            vec![run("aliot-memory", 500_000.0, 0)],
+        );
+        let table = store_table(&results);
+        assert!(
+            table.contains(
+                "| 1:1, QoS 1, persistent subscriber | msgs/s received, as fast as it goes (median of 2 runs) | 80,000 | 410,000 | 40,000 | 2.00x | 0.20x | ≥ 2x mosquitto and ≥ 0.5x in memory | **no** (0.20x in memory) |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| fan-in 100→1, QoS 1, persistent subscriber | msgs/s received, as fast as it goes | 300,000 | 500,000 | n/a | n/a | 0.60x | ≥ 2x mosquitto and ≥ 0.5x in memory | yes |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| fan-in 100→1, QoS 1, persistent subscriber | messages missing after the drain (all runs) | 1 | 0 | n/a |  |  | 0 | **no** |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 1:1, QoS 1, persistent subscriber, run 2 of 2 | mosquitto, persistence true | 30,000 |"),
             "{table}"
         );
     }

@@ -127,6 +127,13 @@ pub enum LoadError {
     /// The in-process broker of the RRPC scenario did not start.
     #[error("the in-process broker did not start: {0}")]
     Broker(String),
+    /// The store could not be opened or written (`fill-store`).
+    #[error("{0}")]
+    Store(#[from] aliot_tokio::store::StoreError),
+    /// The broker process of `recovery` could not be started, did not start listening, or
+    /// ended early.
+    #[error("the broker process: {0}")]
+    BrokerProcess(String),
     /// A scenario parameter is out of range.
     #[error("{0}")]
     Parameter(String),

@@ -11,6 +11,9 @@
 //! connections (connect rate and broker memory per connection) and RRPC through the Rust API
 //! of an in-process aliot broker. Each runs for a fixed time or count and stops by itself, and
 //! every address it targets is a loopback address ([`target::Target`]).
+//!
+//! [`recovery`] measures aliot's durable store from outside: it fills a store directly through
+//! its public API and times a broker's start on it.
 
 pub mod aliot_config;
 pub mod clock;
@@ -19,6 +22,7 @@ pub mod error;
 pub mod group;
 pub mod login;
 pub mod procfs;
+pub mod recovery;
 pub mod report;
 pub mod scenario;
 pub mod session;

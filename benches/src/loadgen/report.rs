@@ -90,6 +90,10 @@ pub struct ThroughputReport {
     pub payload_bytes: usize,
     /// QoS 1 window per publisher.
     pub inflight: usize,
+    /// Whether the subscribers connected with cleanSession=0 (`--persistent-subscribers`);
+    /// publishers are always clean. Absent from reports written before the option: `false`.
+    #[serde(default)]
+    pub persistent_subscribers: bool,
     /// Publishes per second asked for (all publishers together); `None`: as fast as possible.
     pub target_publish_rate: Option<f64>,
     /// Length of the measurement window, after the warm-up, in seconds.
@@ -124,13 +128,18 @@ impl fmt::Display for ThroughputReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<12} qos{} broker={} pubs={} subs={} msgs/s={:.0} {} published/s={:.0} \
+            "{:<12} qos{} broker={} pubs={} subs={}{} msgs/s={:.0} {} published/s={:.0} \
              missing={} lost-conns={} gen-cpu={:.0}%",
             self.scenario,
             self.qos,
             self.broker,
             self.publishers,
             self.subscribers,
+            if self.persistent_subscribers {
+                " (persistent)"
+            } else {
+                ""
+            },
             self.msgs_per_sec,
             self.latency,
             self.published_per_sec,
@@ -160,6 +169,10 @@ pub struct ConnectionsReport {
     pub broker: String,
     /// Connections asked for.
     pub requested: usize,
+    /// Whether they connected with cleanSession=0 (`connections --persistent`). Absent from
+    /// reports written before the option: `false`.
+    #[serde(default)]
+    pub persistent_sessions: bool,
     /// Connections that got their CONNACK.
     pub connected: usize,
     /// Connections that failed.
@@ -196,11 +209,16 @@ impl fmt::Display for ConnectionsReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connections  broker={} connected={}/{} connects/s={:.0} handshake {} \
+            "connections  broker={} connected={}/{}{} connects/s={:.0} handshake {} \
              open-after-hold={} gen-cpu={:.0}%",
             self.broker,
             self.connected,
             self.requested,
+            if self.persistent_sessions {
+                " (persistent sessions)"
+            } else {
+                ""
+            },
             self.connects_per_sec,
             self.handshake,
             self.open_after_hold,

@@ -110,6 +110,10 @@ pub struct ThroughputSpec {
     pub duration: Duration,
     /// The most to wait after the window for messages still owed.
     pub drain: Duration,
+    /// Subscribers connect with cleanSession=0: the broker keeps their sessions (and, with a
+    /// store, writes each QoS 1 message routed to them to disk). Publishers stay clean. Client
+    /// ids carry the generator's process id, so a run resumes no earlier run's session.
+    pub persistent_subscribers: bool,
 }
 
 impl ThroughputSpec {
@@ -127,6 +131,7 @@ impl ThroughputSpec {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(5),
             drain: Duration::from_secs(2),
+            persistent_subscribers: false,
         }
     }
 
@@ -168,6 +173,9 @@ impl ThroughputSpec {
             "a throughput scenario needs at least one publisher"
         } else if self.subscribers == 0 && self.topology != Topology::PropertyPost {
             "a throughput scenario needs at least one subscriber"
+        } else if self.persistent_subscribers && self.topology == Topology::PropertyPost {
+            "property-post has no subscribers to make persistent (its devices publish and \
+             subscribe to their own replies)"
         } else if self.payload_len < STAMP_LEN {
             "payloads need at least 8 bytes for the send time"
         } else if self.duration.is_zero() {
@@ -244,12 +252,14 @@ pub async fn run_throughput(
     let mut subscriber_plans = Vec::with_capacity(spec.subscribers);
     for index in 0..spec.subscribers {
         let client_id = format!("ab-{tag}-s{index}");
+        let mut config = common
+            .login
+            .client_config(index, &client_id, spec.inflight)?;
+        config.clean_session = !spec.persistent_subscribers;
         subscriber_plans.push(SessionPlan {
             target: common.target,
             source: None,
-            config: common
-                .login
-                .client_config(index, &client_id, spec.inflight)?,
+            config,
             subscriptions: vec![(filter.clone(), spec.qos)],
             timeout: common.handshake_timeout,
         });
@@ -341,6 +351,7 @@ pub async fn run_throughput(
         subscribers: spec.subscribers,
         payload_bytes: spec.payload_len,
         inflight: spec.inflight,
+        persistent_subscribers: spec.persistent_subscribers,
         target_publish_rate: spec.rate,
         window_secs,
         msgs_per_sec: outcome.delivered_in_window as f64 / window_secs,
@@ -369,16 +380,19 @@ pub struct ConnectionsSpec {
     pub per_source: usize,
     /// How long to hold every connection idle before reading the broker's memory.
     pub hold: Duration,
+    /// Connect with cleanSession=0 (the broker keeps, and with a store writes, each session).
+    pub persistent: bool,
 }
 
 impl Default for ConnectionsSpec {
-    /// 20,000 connections from 127.0.0.2 on, 5,000 per source address, held 2 s.
+    /// 20,000 clean connections from 127.0.0.2 on, 5,000 per source address, held 2 s.
     fn default() -> Self {
         ConnectionsSpec {
             count: 20_000,
             first_source: Ipv4Addr::new(127, 0, 0, 2),
             per_source: 5_000,
             hold: Duration::from_secs(2),
+            persistent: false,
         }
     }
 }
@@ -417,10 +431,12 @@ pub async fn run_connections(
     let mut plans = Vec::with_capacity(spec.count);
     for index in 0..spec.count {
         let client_id = format!("ab-{tag}-c{index}");
+        let mut config = common.login.client_config(index, &client_id, 1)?;
+        config.clean_session = !spec.persistent;
         plans.push(SessionPlan {
             target: common.target,
             source: sources.map(|sources| sources.for_connection(index)),
-            config: common.login.client_config(index, &client_id, 1)?,
+            config,
             subscriptions: Vec::new(),
             timeout: common.handshake_timeout,
         });
@@ -494,6 +510,7 @@ pub async fn run_connections(
         scenario: "connections".to_owned(),
         broker: common.broker_label.clone(),
         requested: spec.count,
+        persistent_sessions: spec.persistent,
         connected,
         failed,
         first_failure,
