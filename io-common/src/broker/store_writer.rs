@@ -34,6 +34,10 @@ const COMPACT_EVERY: Duration = Duration::from_secs(3600);
 /// With `durability = "none"`, a synced commit still comes this often: redb frees the pages of
 /// removed records only then, and the file would otherwise only grow.
 const NONE_SYNC_EVERY: Duration = Duration::from_secs(60);
+/// With `immediate`, how long a group with saved messages waits for their acknowledgements
+/// before its commit (ours): about a loopback round trip through a subscriber's connection.
+/// A save acknowledged meanwhile is not written; PUBACKs wait at most this much longer.
+const GATHER: Duration = Duration::from_micros(250);
 /// Tries of a failing commit when the broker stops, before giving up on it (logged).
 const TRIES_AT_STOP: u32 = 20;
 
@@ -196,6 +200,25 @@ impl Writer {
                     match message {
                         ToWriter::Batch(number, changes) => pending.absorb(number, changes),
                         ToWriter::Stop => stopping = true,
+                    }
+                }
+                // Messages saved for subscribers that keep up are acknowledged by them within
+                // a round trip of their delivery: wait that long for what cancels them, so that
+                // a group that cancels out costs no fsync at all.
+                if sync_every.is_none() && !stopping && !pending.saved_at.is_empty() {
+                    let until = Instant::now() + GATHER;
+                    while let Some(left) = until.checked_duration_since(Instant::now()) {
+                        match receiver.recv_timeout(left) {
+                            Ok(ToWriter::Batch(number, changes)) => pending.absorb(number, changes),
+                            Ok(ToWriter::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                                stopping = true;
+                                break;
+                            }
+                            Err(RecvTimeoutError::Timeout) => break,
+                        }
+                        if pending.saved_at.is_empty() {
+                            break;
+                        }
                     }
                 }
             }
