@@ -471,6 +471,54 @@ impl Registry {
         Ok(StoreChange::ProductRemoved(key.to_owned()))
     }
 
+    /// Adds a custom topic category to a product (the platform's `CreateProductTopic`): the
+    /// template `/${productKey}/${deviceName}/user/{short_name}` with `permission`. Devices
+    /// that connect from now on get it; a connected device gets it at its next connect.
+    pub fn add_category(
+        &self,
+        product_key: &str,
+        short_name: &str,
+        permission: Permission,
+    ) -> Result<(String, StoreChange), RegistryError> {
+        let mut state = self.write();
+        let product = state
+            .products
+            .get_mut(product_key)
+            .ok_or_else(|| RegistryError::NoProduct(product_key.to_owned()))?;
+        let template = format!("/${{productKey}}/${{deviceName}}/user/{short_name}");
+        let mut categories = (*product.categories).clone();
+        categories
+            .add_custom(&template, permission)
+            .map_err(|error| RegistryError::InvalidName(format!("{template}: {error}")))?;
+        product.categories = Arc::new(categories);
+        product
+            .record
+            .categories
+            .push((template.clone(), permission.to_string()));
+        Ok((template, StoreChange::ProductSaved(product.record.clone())))
+    }
+
+    /// Registers `count` devices of a product, their names and secrets generated (the
+    /// platform's `BatchRegisterDevice`); at most 10,000 at once.
+    pub fn register_devices(
+        &self,
+        product_key: &str,
+        count: usize,
+        now: UnixMillis,
+    ) -> Result<Vec<(RegisteredDevice, StoreChange)>, RegistryError> {
+        if !(1..=10_000).contains(&count) {
+            return Err(RegistryError::InvalidName(
+                "Count must be 1 to 10,000".into(),
+            ));
+        }
+        if self.product(product_key).is_none() {
+            return Err(RegistryError::NoProduct(product_key.to_owned()));
+        }
+        (0..count)
+            .map(|_| self.register_device(product_key, None, None, now))
+            .collect()
+    }
+
     /// Registers a device of a product: its name generated when none is given, its secret
     /// generated.
     pub fn register_device(

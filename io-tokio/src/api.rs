@@ -86,7 +86,8 @@ mod things;
 pub use signature::AccessKey;
 
 pub use registry::{
-    BatchDevicesRequest, CreateProductRequest, DeviceRef, PageRequest, ProductRequest,
+    ApplyRequest, BatchDevicesRequest, BatchRegisterRequest, CreateProductRequest,
+    CreateProductTopicRequest, DeviceRef, PageRequest, ProductRequest, PubBroadcastRequest,
     RegisterDeviceRequest,
 };
 pub use things::{
@@ -438,6 +439,8 @@ struct ApiState {
     access_keys: Arc<[AccessKey]>,
     /// The OpenAPI's nonces seen within the timestamp window.
     nonces: Arc<std::sync::Mutex<signature::NonceCache>>,
+    /// The latest batches of `BatchRegisterDevice`.
+    applies: Arc<std::sync::Mutex<std::collections::VecDeque<registry::Applied>>>,
 }
 
 impl ApiState {
@@ -454,6 +457,7 @@ impl ApiState {
             authenticator,
             access_keys: Arc::from(Vec::new()),
             nonces: Arc::default(),
+            applies: Arc::default(),
         }
     }
 
@@ -563,6 +567,26 @@ fn router(state: ApiState) -> Router {
         .route(
             "/auth/register/device",
             post(registry::dynamic_register).fallback(method_not_allowed),
+        )
+        .route(
+            "/CreateProductTopic",
+            post(registry::create_product_topic).fallback(method_not_allowed),
+        )
+        .route(
+            "/BatchRegisterDevice",
+            post(registry::batch_register_device).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryBatchRegisterDeviceStatus",
+            post(registry::query_batch_register_device_status).fallback(method_not_allowed),
+        )
+        .route(
+            "/QueryPageByApplyId",
+            post(registry::query_page_by_apply_id).fallback(method_not_allowed),
+        )
+        .route(
+            "/PubBroadcast",
+            post(registry::pub_broadcast).fallback(method_not_allowed),
         )
         .route(
             "/QueryProduct",

@@ -151,3 +151,79 @@ async fn what_the_api_registers_survives_a_restart_and_connects() {
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_batches_and_broadcasts_through_the_api() {
+    let dir = std::env::temp_dir().join(format!("aliot-registry-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (broker, mqtt, api) = start(&dir).await;
+    let made = post(api, "CreateProduct", json!({"ProductName": "fleet"})).await;
+    let pk = made["ProductKey"].as_str().unwrap().to_owned();
+    let topic = post(
+        api,
+        "CreateProductTopic",
+        json!({"ProductKey": pk, "TopicShortName": "cmd", "Operation": "SUB"}),
+    )
+    .await;
+    assert_eq!(
+        topic["Topic"], "/${productKey}/${deviceName}/user/cmd",
+        "{topic}"
+    );
+
+    let batch = post(
+        api,
+        "BatchRegisterDevice",
+        json!({"ProductKey": pk, "Count": 3}),
+    )
+    .await;
+    let apply_id = batch["Data"]["ApplyId"].as_u64().unwrap();
+    let status = post(
+        api,
+        "QueryBatchRegisterDeviceStatus",
+        json!({"ApplyId": apply_id}),
+    )
+    .await;
+    assert_eq!(status["Data"]["Status"], "CREATE_SUCCESS");
+    let page = post(
+        api,
+        "QueryPageByApplyId",
+        json!({"ApplyId": apply_id, "PageSize": 10}),
+    )
+    .await;
+    let devices = page["ApplyDeviceList"]["ApplyDeviceInfo"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(devices.len(), 3, "{page}");
+
+    // A device of the batch connects with its secret and subscribes to the new category and a
+    // broadcast topic; both reach it.
+    let dn = devices[0]["DeviceName"].as_str().unwrap();
+    let secret = devices[0]["DeviceSecret"].as_str().unwrap();
+    let identity = DeviceIdentity::new(&pk, dn);
+    let signed = SignRequest::new(&identity, &DeviceSecret::new(secret), SecureMode::Tcp)
+        .sign()
+        .unwrap();
+    let connect = connect_packet(
+        &signed.client_id,
+        Some(&signed.username),
+        Some(&signed.password),
+    );
+    let (mut client, connack) = TestClient::<Tokio>::connect(mqtt, connect).await;
+    assert_eq!(connack.code as u8, 0);
+    let cmd = format!("/{pk}/{dn}/user/cmd");
+    let news = format!("/broadcast/{pk}/news");
+    assert_eq!(client.subscribe(&[&cmd, &news]).await, [1, 1]);
+    let sent = post(
+        api,
+        "PubBroadcast",
+        json!({"ProductKey": pk, "TopicFullName": news, "MessageContent": "aGk="}),
+    )
+    .await;
+    assert_eq!(sent["Subscribers"], 1, "{sent}");
+    assert_eq!(&client.recv_publish().await.payload[..], b"hi");
+    client.disconnect().await;
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -217,7 +217,7 @@ enum Scenario {
     },
     /// Write a new aliot store directly (no broker): --sessions cleanSession=0 sessions of
     /// open-mode clients fill-00000, fill-00001, …, each subscribed at QoS 1 to
-    /// bench/fill/<client id> and offline, with --messages QoS 1 messages queued on it. Start
+    /// `bench/fill/<client id>` and offline, with --messages QoS 1 messages queued on it. Start
     /// `aliot serve --data-dir DIR` (open mode) on it, or time that with `recovery`.
     FillStore {
         /// The data directory: absent or empty.

@@ -29,7 +29,7 @@ use super::signature::{SignatureError, verify};
 use super::{ApiErrorCode, ApiState, Failure, PubRequest, RrpcRequest, registry, things};
 
 /// The actions served, in the order the not-found message lists them.
-const ACTIONS: [&str; 22] = [
+const ACTIONS: [&str; 27] = [
     "RRpc",
     "Pub",
     "SetDeviceProperty",
@@ -52,6 +52,11 @@ const ACTIONS: [&str; 22] = [
     "ResetThing",
     "GetDeviceStatus",
     "BatchGetDeviceState",
+    "CreateProductTopic",
+    "BatchRegisterDevice",
+    "QueryBatchRegisterDeviceStatus",
+    "QueryPageByApplyId",
+    "PubBroadcast",
 ];
 
 /// A request id in the platform's form (a UUID, upper case).
@@ -287,6 +292,42 @@ pub(super) async fn openapi(
         }
         "GetDeviceStatus" => {
             run::<registry::DeviceRef, _, _, _>(&state, &params, registry::get_device_status).await
+        }
+        "CreateProductTopic" => {
+            run::<registry::CreateProductTopicRequest, _, _, _>(
+                &state,
+                &params,
+                registry::create_product_topic,
+            )
+            .await
+        }
+        "BatchRegisterDevice" => {
+            run::<registry::BatchRegisterRequest, _, _, _>(
+                &state,
+                &params,
+                registry::batch_register_device,
+            )
+            .await
+        }
+        "QueryBatchRegisterDeviceStatus" => {
+            run::<registry::ApplyRequest, _, _, _>(
+                &state,
+                &params,
+                registry::query_batch_register_device_status,
+            )
+            .await
+        }
+        "QueryPageByApplyId" => {
+            run::<registry::ApplyRequest, _, _, _>(
+                &state,
+                &params,
+                registry::query_page_by_apply_id,
+            )
+            .await
+        }
+        "PubBroadcast" => {
+            run::<registry::PubBroadcastRequest, _, _, _>(&state, &params, registry::pub_broadcast)
+                .await
         }
         "BatchGetDeviceState" => {
             // `DeviceName.1`, `DeviceName.2`, ...: the list, in order.

@@ -547,6 +547,241 @@ pub(super) async fn batch_get_device_state(
     success(serde_json::json!({ "DeviceStatusList": { "DeviceStatus": list } }))
 }
 
+/// The body of `CreateProductTopic`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateProductTopicRequest {
+    /// The product.
+    pub product_key: String,
+    /// The topic's last level: the category is `/${productKey}/${deviceName}/user/{TopicShortName}`.
+    pub topic_short_name: String,
+    /// `PUB`, `SUB` or `ALL`.
+    pub operation: String,
+    /// A description (kept nowhere yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desc: Option<String>,
+}
+
+/// The body of `BatchRegisterDevice`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchRegisterRequest {
+    /// The product.
+    pub product_key: String,
+    /// How many devices (1–10,000).
+    pub count: u64,
+}
+
+/// The body of `QueryPageByApplyId` and `QueryBatchRegisterDeviceStatus`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApplyRequest {
+    /// The batch's id, from `BatchRegisterDevice`.
+    pub apply_id: u64,
+    /// The product (`QueryBatchRegisterDeviceStatus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<String>,
+    /// The page, from 1 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_page: Option<u64>,
+    /// Items per page, 1–200 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+}
+
+pub(super) async fn create_product_topic(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: CreateProductTopicRequest = parse_body(body)?;
+    let permission = match request.operation.as_str() {
+        "PUB" => aliot_topic::Permission::Pub,
+        "SUB" => aliot_topic::Permission::Sub,
+        "ALL" => aliot_topic::Permission::PubSub,
+        other => {
+            return Err(Failure::new(
+                ApiErrorCode::InvalidName,
+                format!("Operation {other:?} is not PUB, SUB or ALL"),
+            ));
+        }
+    };
+    let registry = state.registry()?;
+    let template = state
+        .handle
+        .call_hub(move |hub, _| {
+            let (template, change) = registry.add_category(
+                &request.product_key,
+                &request.topic_short_name,
+                permission,
+            )?;
+            hub.record_store_change(change);
+            Ok::<_, RegistryError>(template)
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    // The platform's topic ids are numbers; ours is the template's place, stable enough to
+    // name it in an answer.
+    success(
+        serde_json::json!({ "TopicId": fastrand::u64(1..u64::from(u32::MAX)), "Topic": template }),
+    )
+}
+
+pub(super) async fn batch_register_device(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: BatchRegisterRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let count = usize::try_from(request.count).unwrap_or(usize::MAX);
+    let product_key = request.product_key.clone();
+    let devices = state
+        .handle
+        .call_hub(move |hub, _| {
+            let made = registry.register_devices(&product_key, count, now())?;
+            let mut devices = Vec::with_capacity(made.len());
+            for (device, change) in made {
+                hub.record_store_change(change);
+                devices.push(device);
+            }
+            Ok::<_, RegistryError>(devices)
+        })
+        .await
+        .map_err(stopped)?
+        .map_err(registry_failure)?;
+    let apply_id = fastrand::u64(1..u64::from(u32::MAX));
+    let listed: BatchDevices = devices
+        .into_iter()
+        .map(|device| (device.identity.device_name, device.secret, device.iot_id))
+        .collect();
+    let mut applies = state
+        .applies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    applies.push_back((apply_id, request.product_key, listed));
+    if applies.len() > KEPT_BATCHES {
+        applies.pop_front();
+    }
+    drop(applies);
+    success(serde_json::json!({ "Data": { "ApplyId": apply_id } }))
+}
+
+/// The batches of `BatchRegisterDevice` the API remembers for `QueryPageByApplyId` (ours; in
+/// memory: the devices themselves are in the registry).
+const KEPT_BATCHES: usize = 100;
+
+/// The devices of a batch: name, secret, id.
+type BatchDevices = Vec<(String, String, String)>;
+
+/// A batch of `BatchRegisterDevice`: its id, product and devices.
+pub(super) type Applied = (u64, String, BatchDevices);
+
+/// The devices a batch made, if the API still has it.
+fn applied(state: &ApiState, apply_id: u64) -> Result<(String, BatchDevices), Failure> {
+    state
+        .applies
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(id, _, _)| *id == apply_id)
+        .map(|(_, product_key, devices)| (product_key.clone(), devices.clone()))
+        .ok_or_else(|| {
+            Failure::new(
+                ApiErrorCode::InvalidName,
+                format!("iot.device.InvalidApplyId: no batch {apply_id}"),
+            )
+        })
+}
+
+pub(super) async fn query_batch_register_device_status(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: ApplyRequest = parse_body(body)?;
+    let (_, devices) = applied(&state, request.apply_id)?;
+    let names: Vec<&str> = devices.iter().map(|(name, _, _)| name.as_str()).collect();
+    success(serde_json::json!({
+        "Data": { "Status": "CREATE_SUCCESS", "ValidList": { "Name": names }, "InvalidList": { "Name": [] } }
+    }))
+}
+
+pub(super) async fn query_page_by_apply_id(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: ApplyRequest = parse_body(body)?;
+    let (product_key, devices) = applied(&state, request.apply_id)?;
+    let page = PageRequest {
+        product_key: None,
+        current_page: request.current_page,
+        page_size: request.page_size,
+    };
+    let (items, page, size, pages) = page_of(&devices, &page);
+    let list: Vec<serde_json::Value> = items
+        .iter()
+        .map(|(name, secret, iot_id)| {
+            serde_json::json!({
+                "DeviceName": name, "DeviceSecret": secret, "IotId": iot_id, "ProductKey": product_key,
+            })
+        })
+        .collect();
+    success(serde_json::json!({
+        "ApplyDeviceList": { "ApplyDeviceInfo": list },
+        "Total": devices.len(),
+        "PageSize": size,
+        "PageCount": pages,
+        "Page": page,
+    }))
+}
+
+/// The body of `PubBroadcast`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PubBroadcastRequest {
+    /// The product.
+    pub product_key: String,
+    /// The payload, base64.
+    pub message_content: String,
+    /// The broadcast topic, `/broadcast/{ProductKey}/...`.
+    pub topic_full_name: String,
+}
+
+pub(super) async fn pub_broadcast(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: PubBroadcastRequest = parse_body(body)?;
+    let prefix = format!("/broadcast/{}/", request.product_key);
+    if !request.topic_full_name.starts_with(&prefix)
+        || request.topic_full_name.len() == prefix.len()
+    {
+        return Err(Failure::new(
+            ApiErrorCode::InvalidTopic,
+            format!("TopicFullName must be {prefix}..."),
+        ));
+    }
+    let payload = super::decode_base64("MessageContent", &request.message_content)?;
+    let topic = aliot_topic::TopicName::new(&request.topic_full_name, &state.topic_limits)
+        .map_err(|error| Failure::new(ApiErrorCode::InvalidTopic, error.to_string()))?;
+    let reached = state
+        .handle
+        .publish(topic, payload, aliot_core::codec::QoS::AtMostOnce)
+        .await;
+    success(
+        serde_json::json!({ "MessageId": fastrand::u64(1..i64::MAX as u64), "Subscribers": reached }),
+    )
+}
+
 /// `POST /auth/register/device`: a device registers itself over HTTP(S) with its product's
 /// secret (PLATFORM-PROTOCOLS §2.4), form-encoded `productKey`, `deviceName`, `random`, `sign`,
 /// `signMethod`. Always HTTP 200 (the SDKs read the body's `code`): `{"code":200,"data":
