@@ -8,6 +8,7 @@
 #   alibabacloud-iot-device-sdk     npm 1.2.8 (mqtt.js 3.0.0), over TCP and TLS
 #   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
 #                                   over the OpenAPI, with a paho-mqtt device it calls
+#   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
 # calls made through the broker's HTTP API (mosquitto_sub cannot answer: its call must end
@@ -316,6 +317,9 @@ main() {
     step "aliyun-python-sdk-iot $openapi_version (server SDK) over the OpenAPI" \
         "$CACHE/venv-openapi/bin/python" "$HERE/openapi_python.py" "${python_args[@]}" \
         --device-name openapi-001 --device-secret "$(device_secret openapi-001)" \
+        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
+    step "alibabacloud-iot20180120 $(python_package_version openapi alibabacloud-iot20180120) (server SDK, ACS3-HMAC-SHA256) over the OpenAPI" \
+        "$CACHE/venv-openapi/bin/python" "$HERE/openapi_tea.py" --api "$API_URL" \
         --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
     step "alibabacloud-iot-device-sdk $node_sdk_version dynamic registration over HTTP" \
         node "$HERE/node_dynreg.js" --port "$MQTT_PORT" --api "$API_URL" --product-key a1DynReg0001 \

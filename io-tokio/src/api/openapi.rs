@@ -25,7 +25,7 @@ use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde_json::{Map, Value};
 use tracing::debug;
 
-use super::signature::{SignatureError, verify};
+use super::signature::{SignatureError, SignedV3, verify, verify_v3};
 use super::{ApiErrorCode, ApiState, Failure, PubRequest, RrpcRequest, registry, things};
 
 /// The actions served, in the order the not-found message lists them.
@@ -159,19 +159,58 @@ pub(super) async fn openapi(
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         });
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| value.starts_with("ACS3-"));
+    let mut params = params;
     let verified = {
         let mut nonces = state
             .nonces
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        verify(
-            method.as_str(),
-            &params,
-            &state.access_keys,
-            now_ms,
-            &mut nonces,
-        )
-        .map(|_| ())
+        match authorization {
+            // The newer SDKs: the signature in a header, the action too.
+            Some(authorization) => {
+                let query: BTreeMap<String, String> = uri
+                    .query()
+                    .map(|query| {
+                        form_urlencoded::parse(query.as_bytes())
+                            .into_owned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut lowered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (name, value) in &headers {
+                    if let Ok(value) = value.to_str() {
+                        lowered
+                            .entry(name.as_str().to_ascii_lowercase())
+                            .or_default()
+                            .push(value.to_owned());
+                    }
+                }
+                if let Some(action) = lowered.get("x-acs-action").and_then(|v| v.first()) {
+                    params.insert("Action".into(), action.clone());
+                }
+                let request = SignedV3 {
+                    method: method.as_str(),
+                    path: uri.path(),
+                    query: &query,
+                    headers: &lowered,
+                    body: &body,
+                    authorization,
+                };
+                verify_v3(&request, &state.access_keys, now_ms, &mut nonces).map(|_| ())
+            }
+            None => verify(
+                method.as_str(),
+                &params,
+                &state.access_keys,
+                now_ms,
+                &mut nonces,
+            )
+            .map(|_| ()),
+        }
     };
     if let Err(error) = verified {
         debug!(%error, "OpenAPI request refused");
