@@ -115,16 +115,20 @@ fn refused(request_id: &str, status: StatusCode, code: &str, message: String) ->
     (status, Json(body)).into_response()
 }
 
-/// The parameters of a request: the query string's, then a form body's.
-fn parameters(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
-    let mut params: BTreeMap<String, String> = uri
-        .query()
+/// The query string's parameters.
+fn query_parameters(uri: &Uri) -> BTreeMap<String, String> {
+    uri.query()
         .map(|query| {
             form_urlencoded::parse(query.as_bytes())
                 .into_owned()
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The parameters of a request: the query string's, then a form body's.
+fn parameters(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
+    let mut params = query_parameters(uri);
     let form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -172,14 +176,7 @@ pub(super) async fn openapi(
         match authorization {
             // The newer SDKs: the signature in a header, the action too.
             Some(authorization) => {
-                let query: BTreeMap<String, String> = uri
-                    .query()
-                    .map(|query| {
-                        form_urlencoded::parse(query.as_bytes())
-                            .into_owned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let query = query_parameters(&uri);
                 let mut lowered: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for (name, value) in &headers {
                     if let Ok(value) = value.to_str() {
