@@ -131,6 +131,8 @@ struct Product {
 struct RegistryState {
     products: HashMap<String, Product>,
     devices: HashMap<DeviceIdentity, RegisteredDevice>,
+    /// The devices by `IotId` (the API may name a device by it).
+    by_iot_id: HashMap<String, DeviceIdentity>,
     /// Each product's registration allowance: tokens left, and when they were counted (ms).
     allowances: HashMap<String, (f64, u64)>,
     counters: RegistrationCounters,
@@ -189,8 +191,13 @@ impl RegistryState {
         ))
     }
 
-    /// Counts each product's devices anew.
-    fn count_devices(&mut self) {
+    /// Counts each product's devices and indexes the devices by `IotId`, anew.
+    fn reindex(&mut self) {
+        self.by_iot_id = self
+            .devices
+            .values()
+            .map(|device| (device.iot_id.clone(), device.identity.clone()))
+            .collect();
         for product in self.products.values_mut() {
             product.devices = 0;
         }
@@ -289,7 +296,7 @@ impl Registry {
                 };
                 state.devices.insert(identity, device);
             }
-            state.count_devices();
+            state.reindex();
         }
         registry
     }
@@ -349,7 +356,7 @@ impl Registry {
                 changes.push(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
             }
         }
-        state.count_devices();
+        state.reindex();
         changes
     }
 
@@ -398,11 +405,9 @@ impl Registry {
 
     /// A device by its `IotId`.
     pub fn device_by_iot_id(&self, iot_id: &str) -> Option<RegisteredDevice> {
-        self.read()
-            .devices
-            .values()
-            .find(|device| device.iot_id == iot_id)
-            .cloned()
+        let state = self.read();
+        let identity = state.by_iot_id.get(iot_id)?;
+        state.devices.get(identity).cloned()
     }
 
     /// A product's devices, by name.
@@ -562,7 +567,8 @@ impl Registry {
             activated: None,
             disabled: false,
         };
-        state.devices.insert(identity, device.clone());
+        state.devices.insert(identity.clone(), device.clone());
+        state.by_iot_id.insert(device.iot_id.clone(), identity);
         if let Some(product) = state.products.get_mut(product_key) {
             product.devices += 1;
         }
@@ -647,9 +653,10 @@ impl Registry {
     /// Deletes a device.
     pub fn delete_device(&self, identity: &DeviceIdentity) -> Result<StoreChange, RegistryError> {
         let mut state = self.write();
-        if state.devices.remove(identity).is_none() {
+        let Some(removed) = state.devices.remove(identity) else {
             return Err(RegistryError::NoDevice(identity.clone()));
-        }
+        };
+        state.by_iot_id.remove(&removed.iot_id);
         if let Some(product) = state.products.get_mut(&identity.product_key) {
             product.devices = product.devices.saturating_sub(1);
         }
@@ -744,8 +751,15 @@ mod tests {
             registry.delete_product(pk),
             Err(RegistryError::ProductHasDevices(pk.clone()))
         );
+        assert_eq!(
+            registry
+                .device_by_iot_id(&device.iot_id)
+                .map(|found| found.identity),
+            Some(device.identity.clone())
+        );
         registry.delete_device(&device.identity).unwrap();
         assert!(registry.lookup(pk, dn).is_none());
+        assert!(registry.device_by_iot_id(&device.iot_id).is_none());
         assert!(registry.delete_product(pk).is_ok());
     }
 

@@ -368,7 +368,8 @@ impl Group {
 
     /// What was taken is on disk: the number of the last batch it covered.
     fn committed(&mut self) -> u64 {
-        self.has_batches = !self.changes.is_empty();
+        // `take_live` emptied the group: nothing waits now.
+        self.has_batches = false;
         self.upto
     }
 }
