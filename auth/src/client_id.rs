@@ -69,9 +69,11 @@ pub enum ClientIdError {
          surrounding white space"
     )]
     UnrepresentablePair(String),
-    /// A `securemode` other than `2` (TLS) or `3` (TCP): `-2` (registration), `-1`, `8` (ID²)
-    /// and the rest are not supported.
-    #[error("securemode `{0}` is not supported: only 2 (TLS) and 3 (plain TCP) are")]
+    /// A `securemode` other than `2` (TLS), `3` (TCP) or `-2` (dynamic registration): `-1`,
+    /// `8` (ID²) and the rest are not supported.
+    #[error(
+        "securemode `{0}` is not supported: only 2 (TLS), 3 (plain TCP) and -2 (dynamic registration) are"
+    )]
     UnsupportedSecureMode(String),
     /// A `signmethod` other than `hmacsha1`, `hmacsha256` or `hmacmd5`.
     #[error("signmethod `{0}` is unknown: expected hmacsha1, hmacsha256 or hmacmd5")]
@@ -79,6 +81,9 @@ pub enum ClientIdError {
     /// `securemode`, `signmethod` or `timestamp` given twice, so its meaning is ambiguous.
     #[error("the client id extension gives `{0}` more than once")]
     DuplicateKey(String),
+    /// An `authType` other than `register`, `regnwl` or `connwl`.
+    #[error("authType `{0}` is unknown: expected register, regnwl or connwl")]
+    UnknownAuthType(String),
 }
 
 /// The HMAC a device signs its CONNECT password with (`signmethod`).
@@ -147,14 +152,17 @@ impl FromStr for SignMethod {
     }
 }
 
-/// The transport security a device declares (`securemode`): `2` for TLS, `3` for plain TCP.
+/// The transport security a device declares (`securemode`): `2` for TLS, `3` for plain TCP,
+/// `-2` for dynamic registration and the token login that follows it on the platform's newer
+/// instances (PLATFORM-PROTOCOLS §2).
 ///
 /// ```
 /// use aliot_auth::{ClientIdError, SecureMode};
 ///
 /// assert_eq!("2".parse::<SecureMode>()?, SecureMode::Tls);
 /// assert_eq!(SecureMode::Tcp.to_string(), "3");
-/// assert!(matches!("-2".parse::<SecureMode>(), Err(ClientIdError::UnsupportedSecureMode(_))));
+/// assert_eq!("-2".parse::<SecureMode>()?, SecureMode::Registration);
+/// assert!(matches!("8".parse::<SecureMode>(), Err(ClientIdError::UnsupportedSecureMode(_))));
 /// # Ok::<(), ClientIdError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -163,6 +171,9 @@ pub enum SecureMode {
     Tls,
     /// `securemode=3`: plain TCP.
     Tcp,
+    /// `securemode=-2`: dynamic registration (`authType=register`, `regnwl`) or the token
+    /// login after it (`authType=connwl`), over TLS.
+    Registration,
 }
 
 impl SecureMode {
@@ -171,6 +182,7 @@ impl SecureMode {
         match self {
             Self::Tls => "2",
             Self::Tcp => "3",
+            Self::Registration => "-2",
         }
     }
 }
@@ -188,6 +200,7 @@ impl FromStr for SecureMode {
         match text {
             "2" => Ok(Self::Tls),
             "3" => Ok(Self::Tcp),
+            "-2" => Ok(Self::Registration),
             _ => Err(ClientIdError::UnsupportedSecureMode(text.into())),
         }
     }

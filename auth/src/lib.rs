@@ -67,6 +67,7 @@ extern crate alloc;
 
 mod client_id;
 mod identity;
+mod registration;
 mod registry;
 mod sign;
 mod verify;
@@ -76,6 +77,10 @@ pub use client_id::{
     SignMethod, TIMESTAMP_KEY,
 };
 pub use identity::{DeviceIdentity, DeviceSecret};
+pub use registration::{
+    AUTH_TYPE_KEY, AuthType, RANDOM_KEY, RegistrationKind, RegistrationRefused,
+    RegistrationRequest, registration_sign,
+};
 pub use registry::{DeviceRecord, DeviceRegistry, MemoryRegistry, RegistryError};
 pub use sign::{ConnectCredentials, SignRequest, content, sign, sign_content};
 pub use verify::{

@@ -17,6 +17,9 @@ pub struct DeviceRecord {
     pub secret: DeviceSecret,
     /// The topic categories of the device's product.
     pub categories: Arc<ProductCategories>,
+    /// The token of a device created by dynamic registration without pre-registration: its
+    /// password for the token login (`authType=connwl`). `None`: it has none.
+    pub token: Option<DeviceSecret>,
 }
 
 /// A source of registered devices, asked once per CONNECT.
@@ -196,6 +199,7 @@ impl DeviceRegistry for MemoryRegistry {
         Some(DeviceRecord {
             secret: secret.clone(),
             categories: Arc::clone(&product.categories),
+            token: None,
         })
     }
 }

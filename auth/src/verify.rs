@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::SignMethod;
 use crate::client_id::{ClientId, ClientIdError};
 use crate::identity::DeviceIdentity;
+use crate::registration::AuthType;
 use crate::registry::DeviceRegistry;
 use crate::sign::{content, decode_hex_into, hmac_digest};
 
@@ -104,6 +105,17 @@ pub enum AuthError {
         /// The allowed distance.
         max_skew_ms: u64,
     },
+    /// A registration CONNECT (`authType=register` or `regnwl`) without `random` in its client
+    /// id (CONNACK 2).
+    #[error("the registration's client id has no `random`")]
+    MissingRandom,
+    /// A registration CONNECT (`authType=register` or `regnwl`) where a login was expected: it
+    /// is answered by the registry, not verified as a login (CONNACK 5).
+    #[error("authType={0} is a registration, not a login")]
+    RegistrationNotLogin(AuthType),
+    /// A token login (`authType=connwl`) of a device that has no token (CONNACK 5).
+    #[error("device {0} has no token: it was not registered with authType=regnwl")]
+    NoToken(DeviceIdentity),
     /// A maximum skew is configured, but no clock reading was passed in (CONNACK 3).
     #[error("a maximum timestamp skew is set but VerifyOptions::now_ms is not")]
     ClockNotGiven,
@@ -121,7 +133,9 @@ impl AuthError {
     /// ```
     pub fn connack_code(&self) -> RefusalCode {
         match self {
-            Self::ClientId(_) | Self::TimestampNotDecimal(_) => RefusalCode::IdentifierRejected,
+            Self::ClientId(_) | Self::TimestampNotDecimal(_) | Self::MissingRandom => {
+                RefusalCode::IdentifierRejected
+            }
             Self::MissingUsername
             | Self::UsernameWithoutSeparator(_)
             | Self::UsernameWithSeveralSeparators(_)
@@ -133,7 +147,9 @@ impl AuthError {
             Self::UnknownDevice(_)
             | Self::SignatureMismatch(_)
             | Self::MissingTimestamp
-            | Self::TimestampOutOfWindow { .. } => RefusalCode::NotAuthorized,
+            | Self::TimestampOutOfWindow { .. }
+            | Self::RegistrationNotLogin(_)
+            | Self::NoToken(_) => RefusalCode::NotAuthorized,
             Self::ClockNotGiven => RefusalCode::ServerUnavailable,
         }
     }
@@ -226,9 +242,15 @@ pub fn verify<R: DeviceRegistry + ?Sized>(
     };
 
     let client_id = ClientId::parse(fields.client_id)?;
+    let auth_type = client_id.auth_type()?;
     let username = fields.username.ok_or(AuthError::MissingUsername)?;
     let identity = DeviceIdentity::from_username(username)?;
     let password = fields.password.ok_or(AuthError::MissingPassword)?;
+    match auth_type {
+        None => {}
+        Some(AuthType::TokenLogin) => return verify_token(client_id, identity, password, registry),
+        Some(registration) => return Err(AuthError::RegistrationNotLogin(registration)),
+    }
     let method = client_id.sign_method.unwrap_or_default();
     let mut decoded = [0u8; 32];
     let decoded = decoded.get_mut(..method.digest_len()).unwrap_or_default();
@@ -257,6 +279,31 @@ pub fn verify<R: DeviceRegistry + ?Sized>(
 
     if let Some((max_skew_ms, now_ms)) = skew_check {
         check_timestamp(client_id.timestamp.as_deref(), max_skew_ms, now_ms)?;
+    }
+    Ok(Verified {
+        identity,
+        client_id,
+        categories: record.categories,
+    })
+}
+
+/// A token login (`authType=connwl`, PLATFORM-PROTOCOLS §2.2): the password is the token the
+/// device was given at its registration, compared in constant time. No timestamp is signed.
+fn verify_token<R: DeviceRegistry + ?Sized>(
+    client_id: ClientId,
+    identity: DeviceIdentity,
+    password: &[u8],
+    registry: &R,
+) -> Result<Verified, AuthError> {
+    let Some(record) = registry.lookup(&identity.product_key, &identity.device_name) else {
+        black_box(password.ct_eq(password));
+        return Err(AuthError::UnknownDevice(identity));
+    };
+    let Some(token) = &record.token else {
+        return Err(AuthError::NoToken(identity));
+    };
+    if !bool::from(token.as_bytes().ct_eq(password)) {
+        return Err(AuthError::SignatureMismatch(identity));
     }
     Ok(Verified {
         identity,

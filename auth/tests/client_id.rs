@@ -114,7 +114,7 @@ fn every_error_message_says_what_was_wrong() {
     let error = ClientId::parse("id|securemode=8|").unwrap_err();
     assert_eq!(
         error.to_string(),
-        "securemode `8` is not supported: only 2 (TLS) and 3 (plain TCP) are"
+        "securemode `8` is not supported: only 2 (TLS), 3 (plain TCP) and -2 (dynamic registration) are"
     );
     let error = ClientId::parse("x".repeat(65).as_str()).unwrap_err();
     assert!(error.to_string().contains("plain MQTT client id"));

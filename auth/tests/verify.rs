@@ -208,10 +208,6 @@ fn malformed_client_ids_are_refused_with_code_2() {
         ),
         ("dev|=3|", ClientIdError::EmptyKey("=3".into())),
         (
-            "dev|securemode=-2|",
-            ClientIdError::UnsupportedSecureMode("-2".into()),
-        ),
-        (
             "dev|securemode=-1|",
             ClientIdError::UnsupportedSecureMode("-1".into()),
         ),
@@ -571,4 +567,85 @@ proptest! {
         prop_assert_eq!(error.connack_code(), RefusalCode::NotAuthorized);
         prop_assert_eq!(error, AuthError::SignatureMismatch(identity));
     }
+}
+
+/// A registry of one device that registered without pre-registration and holds a token.
+struct TokenRegistry;
+
+impl DeviceRegistry for TokenRegistry {
+    fn lookup(&self, product_key: &str, device_name: &str) -> Option<aliot_auth::DeviceRecord> {
+        ((product_key, device_name) == ("a1DynReg0001", "factory-17")).then(|| {
+            aliot_auth::DeviceRecord {
+                secret: DeviceSecret::new("unused-device-secret"),
+                categories: Arc::new(ProductCategories::defaults()),
+                token: Some(DeviceSecret::new("tok3n-from-regnwl")),
+            }
+        })
+    }
+}
+
+#[test]
+fn the_token_login_after_regnwl_takes_the_token_as_password() {
+    // The Python SDK's connwl client id, built from the pushed clientId.
+    let client_id =
+        "a1DynReg0001.factory-17|authType=connwl,securemode=-2,_ss=1,ext=3,lan=Python,_v=1.2.13|";
+    let login = |password: &'static str, username: &'static str| {
+        verify(
+            &ConnectFields {
+                client_id,
+                username: Some(username),
+                password: Some(password.as_bytes()),
+            },
+            &TokenRegistry,
+            &VerifyOptions::default(),
+        )
+    };
+    let verified = login("tok3n-from-regnwl", "factory-17&a1DynReg0001").unwrap();
+    assert_eq!(
+        verified.identity,
+        DeviceIdentity::new("a1DynReg0001", "factory-17")
+    );
+    assert_eq!(
+        verified.client_id.secure_mode,
+        Some(SecureMode::Registration)
+    );
+    assert!(verified.client_id.auto_subscribe());
+
+    let wrong = login("tok3n-from-regnwm", "factory-17&a1DynReg0001").unwrap_err();
+    assert!(matches!(wrong, AuthError::SignatureMismatch(_)));
+    assert_eq!(wrong.connack_code(), RefusalCode::NotAuthorized);
+    let unknown = login("tok3n-from-regnwl", "factory-18&a1DynReg0001").unwrap_err();
+    assert!(matches!(unknown, AuthError::UnknownDevice(_)));
+}
+
+#[test]
+fn a_device_without_a_token_cannot_log_in_with_one_and_a_registration_is_not_a_login() {
+    let mut registry = MemoryRegistry::new();
+    registry.add_product("a1DynReg0001", ProductCategories::defaults());
+    registry
+        .add_device("a1DynReg0001", "factory-17", DeviceSecret::new("s"))
+        .unwrap();
+    let fields = |client_id| ConnectFields {
+        client_id,
+        username: Some("factory-17&a1DynReg0001"),
+        password: Some(b"s"),
+    };
+    let no_token = verify(
+        &fields("x|authType=connwl,securemode=-2|"),
+        &registry,
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(no_token, AuthError::NoToken(_)));
+    assert_eq!(no_token.connack_code(), RefusalCode::NotAuthorized);
+    let registration = verify(
+        &fields("x|random=1,authType=register,securemode=2|"),
+        &registry,
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        registration,
+        AuthError::RegistrationNotLogin(aliot_auth::AuthType::Register)
+    );
 }

@@ -8,7 +8,8 @@ use alloc::string::String;
 use core::fmt;
 
 use aliot_auth::{
-    AuthError, ConnectFields, DeviceIdentity, DeviceRegistry, RefusalCode, VerifyOptions,
+    AuthError, ConnectFields, DeviceIdentity, DeviceRegistry, RefusalCode, RegistrationRefused,
+    VerifyOptions,
 };
 use aliot_topic::Acl;
 
@@ -105,11 +106,34 @@ pub enum RefusalReason {
     /// cleanSession=0 needs a client id to keep the session under.
     #[error("an empty client id needs cleanSession=1")]
     EmptyClientIdWithSession,
+    /// A dynamic registration was refused.
+    #[error("dynamic registration refused: {0}")]
+    Registration(RegistrationRefused),
 }
 
 impl Refusal {
     fn new(code: ConnectReturnCode, reason: RefusalReason) -> Self {
         Refusal { code, reason }
+    }
+
+    /// A refused dynamic registration: CONNACK 5, or 3 when the broker cannot register
+    /// anyone or the product's attempts come too fast (the device should try later).
+    ///
+    /// ```
+    /// use aliot_auth::RegistrationRefused;
+    /// use aliot_core::Refusal;
+    ///
+    /// assert_eq!(Refusal::registration(RegistrationRefused::BadSign).code.to_u8(), 5);
+    /// assert_eq!(Refusal::registration(RegistrationRefused::Throttled("a1PK".into())).code.to_u8(), 3);
+    /// ```
+    pub fn registration(refused: RegistrationRefused) -> Self {
+        let code = match refused {
+            RegistrationRefused::Throttled(_) | RegistrationRefused::Unavailable => {
+                ConnectReturnCode::ServerUnavailable
+            }
+            _ => ConnectReturnCode::NotAuthorized,
+        };
+        Refusal::new(code, RefusalReason::Registration(refused))
     }
 }
 
@@ -249,12 +273,17 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
                     features,
                 })
             }
-            Err(error) => {
-                let code = refusal_code(error.connack_code());
-                Err(Refusal::new(code, RefusalReason::Auth(error)))
-            }
+            Err(error) => Err(auth_refusal(error)),
         }
     }
+}
+
+/// The refusal of a CONNECT whose credentials did not verify.
+pub(crate) fn auth_refusal(error: AuthError) -> Refusal {
+    Refusal::new(
+        refusal_code(error.connack_code()),
+        RefusalReason::Auth(error),
+    )
 }
 
 /// The CONNACK code for an authentication refusal.

@@ -55,7 +55,7 @@ use core::mem;
 use core::num::NonZeroU16;
 use core::time::Duration;
 
-use aliot_auth::DeviceIdentity;
+use aliot_auth::{DeviceIdentity, RegistrationRefused};
 use aliot_services::{
     AlinkCode, DeviceMessage, DeviceState, Downlink, DownlinkResult, OtaJob, ShadowCode,
     ShadowRequest, UnixMillis, is_identifier, ota_upgrade_topic, property_set, service_call,
@@ -67,7 +67,7 @@ use aliot_topic::{
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::authenticator::ClientKey;
+use crate::authenticator::{ClientKey, Refusal};
 use crate::codec::{PacketId, QoS};
 use crate::message::Message;
 use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
@@ -438,6 +438,12 @@ impl Hub {
                 }
             }
             Event::DeliveriesDropped(count) => self.counters.dropped.slow_consumer += count,
+            // The hub keeps no registry: whoever does answers registrations before the hub
+            // sees them (the broker's hub task does). One that reaches the hub is refused.
+            Event::RegistrationRequested(_) => self.command(
+                conn,
+                Command::Refuse(Refusal::registration(RegistrationRefused::Unavailable)),
+            ),
             Event::Closed(reason) => {
                 self.counters.count_close(&reason);
                 self.detach(conn, now);

@@ -31,6 +31,7 @@ pub mod client;
 pub mod codec;
 pub mod hub;
 pub mod message;
+pub mod registration;
 pub mod server;
 pub mod time;
 

@@ -52,6 +52,7 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -63,14 +64,18 @@ use bytes::{Bytes, BytesMut};
 
 use aliot_services::DeviceMessage;
 
+use aliot_auth::{AuthError, ConnectFields, RegistrationRefused, RegistrationRequest};
+
 use crate::authenticator::{
-    AuthContext, Authenticator, ClientFeatures, ClientKey, Refusal, RefusalReason, profile_refusal,
+    AuthContext, Authenticator, ClientFeatures, ClientKey, Refusal, RefusalReason, auth_refusal,
+    profile_refusal,
 };
 use crate::codec::{
     ConnAck, Connect, ConnectReturnCode, DEFAULT_MAX_PACKET_SIZE, DecodeError, Decoder, Packet,
-    PacketId, PubAck, Publish, QoS, SubAck, SubAckReturnCode, UnsubAck,
+    PacketId, PubAck, Publish, PublishQos, QoS, SubAck, SubAckReturnCode, UnsubAck, Utf8Bytes,
 };
 use crate::message::Message;
+use crate::registration::{REGISTRATION_GRACE, RegistrationGrant};
 use crate::time::Instant;
 
 /// The profile's lowest accepted keepalive (SPEC §1).
@@ -169,6 +174,11 @@ pub enum Event {
     DeliveryAcked(PacketId),
     /// QoS 0 deliveries dropped because the device was not reading fast enough.
     DeliveriesDropped(u64),
+    /// A CONNECT asking for dynamic registration (`authType=register` or `regnwl`, over TLS):
+    /// whoever keeps the registry answers with [`Command::Registered`] once the device's new
+    /// credentials are durable, or [`Command::Refuse`]. Until then the connection reads
+    /// nothing more; no session is asked for (see [`crate::registration`]).
+    RegistrationRequested(Box<RegistrationRequest>),
     /// The connection is closed; the reason is final. Nothing follows.
     Closed(CloseReason),
 }
@@ -205,6 +215,12 @@ pub enum Command {
     AckPublish(PacketId),
     /// Close the connection (for instance [`CloseReason::TakenOver`]).
     Close(CloseReason),
+    /// The registration asked for is done: send CONNACK 0 and the grant, then close after
+    /// [`REGISTRATION_GRACE`] unless the device disconnects first.
+    Registered(RegistrationGrant),
+    /// Refuse the CONNECT waiting for an answer (a registration) with this CONNACK code, and
+    /// close.
+    Refuse(Refusal),
 }
 
 /// A message on its way to one device.
@@ -251,6 +267,9 @@ pub enum CloseReason {
     /// The server side disabled or deleted the device.
     #[error("the device was disabled or deleted")]
     DeviceDisabled,
+    /// A registration connection's grace time after its grant ran out.
+    #[error("registered: the device was given its credentials")]
+    Registered,
 }
 
 /// A rule of the protocol or the profile that the device broke.
@@ -274,6 +293,9 @@ pub enum Violation {
     /// A SUBSCRIBE or UNSUBSCRIBE filter that is not a valid topic filter.
     #[error("invalid topic filter: {0}")]
     InvalidFilter(TopicError),
+    /// A PUBLISH on a registration connection, which has no session to publish from.
+    #[error("PUBLISH on a dynamic registration connection")]
+    PublishWhileRegistering,
 }
 
 enum State {
@@ -281,6 +303,11 @@ enum State {
     AwaitingConnect { deadline: Instant },
     /// Authenticated, waiting for the hub to open the session.
     AwaitingSession { deadline: Instant },
+    /// A registration, waiting for its answer.
+    AwaitingRegistration { deadline: Instant },
+    /// Registered, CONNACK and the grant sent: closed at `close_at` unless the device
+    /// disconnects first.
+    Registered { close_at: Instant },
     /// Session open, CONNACK sent.
     Connected,
     /// Closed; the reason went out as an event.
@@ -380,6 +407,33 @@ impl Connection {
                     self.process_input(now);
                 }
             }
+            Command::Registered(grant) => {
+                if let State::AwaitingRegistration { .. } = self.state {
+                    self.state = State::Registered {
+                        close_at: now + REGISTRATION_GRACE,
+                    };
+                    let connack = ConnAck {
+                        session_present: false,
+                        code: ConnectReturnCode::Accepted,
+                    };
+                    self.send(&Packet::ConnAck(connack));
+                    let push = Publish {
+                        // One of the registration module's constants.
+                        topic: Utf8Bytes::from_static(grant.topic()),
+                        qos: PublishQos::AtMostOnce,
+                        dup: false,
+                        retain: false,
+                        payload: grant.payload().clone(),
+                    };
+                    self.send(&Packet::Publish(push));
+                    self.process_input(now);
+                }
+            }
+            Command::Refuse(refusal) => {
+                if let State::AwaitingRegistration { .. } = self.state {
+                    self.refuse(refusal);
+                }
+            }
             Command::Deliver(delivery) => self.deliver(&delivery),
             Command::AckPublish(packet_id) => self.release_puback(now, packet_id),
             Command::Close(reason) => self.close(reason),
@@ -389,9 +443,16 @@ impl Connection {
     /// Checks the deadlines (CONNECT timeout, keepalive) against `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            State::AwaitingConnect { deadline } | State::AwaitingSession { deadline } => {
+            State::AwaitingConnect { deadline }
+            | State::AwaitingSession { deadline }
+            | State::AwaitingRegistration { deadline } => {
                 if now >= deadline {
                     self.close(CloseReason::ConnectTimeout);
+                }
+            }
+            State::Registered { close_at } => {
+                if now >= close_at {
+                    self.close(CloseReason::Registered);
                 }
             }
             State::Connected => {
@@ -409,9 +470,10 @@ impl Connection {
     /// The next deadline, if any: call [`handle_timeout`](Self::handle_timeout) when it passes.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::AwaitingConnect { deadline } | State::AwaitingSession { deadline } => {
-                Some(deadline)
-            }
+            State::AwaitingConnect { deadline }
+            | State::AwaitingSession { deadline }
+            | State::AwaitingRegistration { deadline } => Some(deadline),
+            State::Registered { close_at } => Some(close_at),
             State::Connected => self.keep_alive_deadline(),
             State::Closed => None,
         }
@@ -479,10 +541,12 @@ impl Connection {
     /// does not wait for its PUBACKs is slowed down the same way).
     pub fn wants_input(&self) -> bool {
         match self.state {
-            State::AwaitingConnect { .. } | State::Connected => {
+            State::AwaitingConnect { .. } | State::Connected | State::Registered { .. } => {
                 self.pending_output() < self.config.max_pending_output && !self.too_many_unacked()
             }
-            State::AwaitingSession { .. } | State::Closed => false,
+            State::AwaitingSession { .. } | State::AwaitingRegistration { .. } | State::Closed => {
+                false
+            }
         }
     }
 
@@ -509,7 +573,10 @@ impl Connection {
 
     fn process_input(&mut self, now: Instant) {
         loop {
-            if matches!(self.state, State::AwaitingSession { .. } | State::Closed) {
+            if matches!(
+                self.state,
+                State::AwaitingSession { .. } | State::AwaitingRegistration { .. } | State::Closed
+            ) {
                 return;
             }
             match self.decoder.decode(&mut self.read_buf) {
@@ -555,6 +622,13 @@ impl Connection {
             }
             return;
         }
+        let packet = match self.state {
+            State::Registered { .. } => match self.handle_packet_registered(packet) {
+                Some(packet) => packet,
+                None => return,
+            },
+            _ => packet,
+        };
         match packet {
             Packet::Publish(publish) => self.handle_publish(publish),
             Packet::PubAck(PubAck { packet_id }) => {
@@ -638,6 +712,55 @@ impl Connection {
         }
     }
 
+    /// A packet after a registration's grant: the device has no session, so what would need
+    /// one is answered here and `None` returned; the rest (PINGREQ, DISCONNECT, a packet no
+    /// client sends) is returned, for the rules of any connection. A SUBSCRIBE is refused
+    /// (0x80 for every filter), not closed on: an SDK may subscribe as it connects, before it
+    /// has read its grant.
+    fn handle_packet_registered(&mut self, packet: Packet) -> Option<Packet> {
+        match packet {
+            Packet::Subscribe(subscribe) => {
+                let suback = SubAck {
+                    packet_id: subscribe.packet_id,
+                    return_codes: vec![SubAckReturnCode::Failure; subscribe.filters.len()],
+                };
+                self.send(&Packet::SubAck(suback));
+            }
+            Packet::Unsubscribe(unsubscribe) => self.send(&Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+            })),
+            // Nothing was delivered with QoS 1: a PUBACK acknowledges nothing.
+            Packet::PubAck(_) => {}
+            Packet::Publish(_) => self.close(CloseReason::ProtocolViolation(
+                Violation::PublishWhileRegistering,
+            )),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// A CONNECT asking for dynamic registration: its request for the registry's keeper, or
+    /// its refusal. `None`: the CONNECT is a login.
+    fn registration(&self, connect: &Connect) -> Option<Result<RegistrationRequest, Refusal>> {
+        let fields = ConnectFields {
+            client_id: connect.client_id.as_str(),
+            username: connect.username.as_ref().map(|u| u.as_str()),
+            password: connect.password.as_deref(),
+        };
+        let request = match RegistrationRequest::from_connect(&fields) {
+            Ok(request) => request?,
+            // Not a platform client id at all: the authenticator decides (open mode).
+            Err(AuthError::ClientId(_)) if !connect.client_id.as_str().contains('|') => {
+                return None;
+            }
+            Err(error) => return Some(Err(auth_refusal(error))),
+        };
+        if !self.context.tls {
+            return Some(Err(Refusal::registration(RegistrationRefused::NeedsTls)));
+        }
+        Some(Ok(request))
+    }
+
     fn handle_connect(&mut self, now: Instant, connect: Connect) {
         if connect.will.is_some() {
             return self.refuse(profile_refusal(
@@ -650,6 +773,18 @@ impl Connection {
                 ConnectReturnCode::IdentifierRejected,
                 RefusalReason::KeepAliveOutOfRange(connect.keep_alive),
             ));
+        }
+        match self.registration(&connect) {
+            None => {}
+            Some(Err(refusal)) => return self.refuse(refusal),
+            Some(Ok(request)) => {
+                self.state = State::AwaitingRegistration {
+                    deadline: now + self.config.connect_timeout,
+                };
+                self.events
+                    .push_back(Event::RegistrationRequested(Box::new(request)));
+                return;
+            }
         }
         let authenticated = match self.authenticator.authenticate(&connect, &self.context) {
             Ok(authenticated) => authenticated,

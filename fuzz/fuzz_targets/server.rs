@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aliot_auth::{DeviceSecret, MemoryRegistry};
+use aliot_auth::{DeviceSecret, MemoryRegistry, RegistrationRefused};
+use aliot_core::registration::RegistrationGrant;
 use aliot_core::server::{Command, Connection, Delivery, Event, ServerConfig};
-use aliot_core::{Instant, PlatformAuthenticator};
+use aliot_core::{AuthContext, Instant, PlatformAuthenticator, Refusal};
 use aliot_topic::ProductCategories;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
@@ -38,7 +39,12 @@ fuzz_target!(|data: &[u8]| {
         ..ServerConfig::default()
     };
     let mut now = Instant::ZERO;
-    let mut conn = Connection::new(config, auth, Default::default(), now);
+    // Over TLS, so that a registration CONNECT is answered and its state reached.
+    let context = AuthContext {
+        wall_clock_ms: None,
+        tls: true,
+    };
+    let mut conn = Connection::new(config, auth, context, now);
 
     let mut input = Vec::with_capacity(rest.len() + OPEN_CONNECT.len());
     if mode & 2 == 2 {
@@ -80,6 +86,19 @@ fuzz_target!(|data: &[u8]| {
                     if let Some(packet_id) = packet_id {
                         conn.handle_command(now, Command::AckPublish(packet_id));
                     }
+                }
+                // A registration is granted when its proof is the product secret's.
+                Event::RegistrationRequested(request) => {
+                    let command = match request.sign_matches(b"product-secret") {
+                        true => Command::Registered(RegistrationGrant::secret(
+                            &request.identity,
+                            "granted",
+                        )),
+                        false => Command::Refuse(Refusal::registration(
+                            RegistrationRefused::BadSign,
+                        )),
+                    };
+                    conn.handle_command(now, command);
                 }
                 Event::Closed(_) => closed_events += 1,
                 _ => {}

@@ -14,14 +14,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use aliot_auth::RegistrationRefused;
 use aliot_auth::{
-    DeviceIdentity, DeviceRecord, DeviceRegistry, DeviceSecret, MemoryRegistry, SignMethod,
-    sign_content,
+    DeviceIdentity, DeviceRecord, DeviceRegistry, DeviceSecret, MemoryRegistry, RegistrationKind,
+    RegistrationRequest,
 };
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, StoreChange, StoreImage};
+use aliot_core::registration::{RegistrationGrant, token_client_id};
 use aliot_services::UnixMillis;
 use aliot_topic::{Permission, ProductCategories, check_identity};
-use subtle::ConstantTimeEq;
 
 /// Why a registry change was refused, with the platform's error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -69,42 +70,6 @@ pub struct ConfiguredProduct {
     pub dynamic_registration: bool,
 }
 
-/// Why a device's dynamic registration was refused (the platform's HTTP answers name the
-/// code; over MQTT it is CONNACK 5).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RegistrationRefused {
-    /// No such product, or dynamic registration is off for it.
-    #[error(
-        "iot.auth.ProductNotSupportDynamicRegister: product {0} does not allow dynamic registration"
-    )]
-    NotAllowed(String),
-    /// The signature is not the product secret's.
-    #[error("iot.auth.SignCheckError: the sign does not match")]
-    BadSign,
-    /// The device is not registered (pre-registration is needed).
-    #[error("iot.device.NotExistedDevice: device {0} is not registered")]
-    NoDevice(DeviceIdentity),
-    /// The device is activated (or disabled): `ResetThing` first.
-    #[error("iot.device.AlreadyActivated: device {0} is activated; reset it to register it again")]
-    Activated(DeviceIdentity),
-    /// Too many attempts for the product.
-    #[error("iot.common.Throttling: too many registration attempts for product {0}; try later")]
-    Throttled(String),
-}
-
-impl RegistrationRefused {
-    /// The platform's error code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RegistrationRefused::NotAllowed(_) => "iot.auth.ProductNotSupportDynamicRegister",
-            RegistrationRefused::BadSign => "iot.auth.SignCheckError",
-            RegistrationRefused::NoDevice(_) => "iot.device.NotExistedDevice",
-            RegistrationRefused::Activated(_) => "iot.device.AlreadyActivated",
-            RegistrationRefused::Throttled(_) => "iot.common.Throttling",
-        }
-    }
-}
-
 /// Registration attempts a product may make per second, and in a burst (ours).
 const REGISTRATIONS_PER_SECOND: f64 = 10.0;
 const REGISTRATION_BURST: f64 = 50.0;
@@ -141,12 +106,10 @@ struct RegistryState {
 impl RegistryState {
     fn register_dynamically(
         &mut self,
-        identity: &DeviceIdentity,
-        random: &str,
-        sign: &str,
-        sign_method: SignMethod,
+        request: &RegistrationRequest,
         now: UnixMillis,
-    ) -> Result<(RegisteredDevice, StoreChange), RegistrationRefused> {
+    ) -> Result<(RegistrationGrant, StoreChange), RegistrationRefused> {
+        let identity = &request.identity;
         let pk = &identity.product_key;
         // The allowance first: a flood of bad signs is throttled too.
         let (tokens, at) = self
@@ -166,16 +129,16 @@ impl RegistryState {
             .products
             .get(pk)
             .filter(|product| product.record.dynamic_registration)
-            .and_then(|product| product.record.secret.clone())
+            .and_then(|product| product.record.secret.as_ref())
             .ok_or_else(|| RegistrationRefused::NotAllowed(pk.clone()))?;
-        let content = format!(
-            "deviceName{}productKey{}random{random}",
-            identity.device_name, pk
-        );
-        let expected = sign_content(sign_method, secret.as_bytes(), &content);
-        let given = sign.to_ascii_lowercase();
-        if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
+        if !request.sign_matches(secret.as_bytes()) {
             return Err(RegistrationRefused::BadSign);
+        }
+        if request.kind == RegistrationKind::WithoutPreRegistration
+            && !self.devices.contains_key(identity)
+        {
+            self.insert_device(identity, None, now)
+                .map_err(|error| RegistrationRefused::InvalidDeviceName(error.to_string()))?;
         }
         let device = self
             .devices
@@ -184,11 +147,60 @@ impl RegistryState {
         if device.activated.is_some() || device.disabled {
             return Err(RegistrationRefused::Activated(identity.clone()));
         }
-        device.secret = random_text(32);
+        // Each attempt while inactive issues new credentials: the last one counts.
+        let grant = match request.kind {
+            RegistrationKind::PreRegistered => {
+                device.secret = random_text(32);
+                RegistrationGrant::secret(identity, &device.secret)
+            }
+            RegistrationKind::WithoutPreRegistration => {
+                let token = random_text(32);
+                let grant = RegistrationGrant::token(identity, &token_client_id(identity), &token);
+                device.token = Some(token);
+                grant
+            }
+        };
         Ok((
-            device.clone(),
+            grant,
             StoreChange::RegisteredDeviceSaved(Box::new(device.clone())),
         ))
+    }
+
+    /// Adds a new device, its secret and `IotId` generated.
+    fn insert_device(
+        &mut self,
+        identity: &DeviceIdentity,
+        nickname: Option<String>,
+        now: UnixMillis,
+    ) -> Result<RegisteredDevice, RegistryError> {
+        let (product_key, device_name) = (&identity.product_key, &identity.device_name);
+        check_identity(product_key, device_name)
+            .map_err(|error| RegistryError::InvalidName(error.to_string()))?;
+        if device_name.len() < 4 || device_name.len() > 32 {
+            return Err(RegistryError::InvalidName(
+                "DeviceName must be 4 to 32 characters".into(),
+            ));
+        }
+        if self.devices.contains_key(identity) {
+            return Err(RegistryError::DeviceExists(identity.clone()));
+        }
+        let device = RegisteredDevice {
+            identity: identity.clone(),
+            secret: random_text(32),
+            iot_id: random_text(20),
+            nickname,
+            created: now,
+            activated: None,
+            disabled: false,
+            token: None,
+        };
+        self.devices.insert(identity.clone(), device.clone());
+        self.by_iot_id
+            .insert(device.iot_id.clone(), identity.clone());
+        if let Some(product) = self.products.get_mut(product_key) {
+            product.devices += 1;
+        }
+        Ok(device)
     }
 
     /// Counts each product's devices and indexes the devices by `IotId`, anew.
@@ -293,6 +305,7 @@ impl Registry {
                     created: now,
                     activated: None,
                     disabled: false,
+                    token: None,
                 };
                 state.devices.insert(identity, device);
             }
@@ -547,31 +560,8 @@ impl Registry {
                 }
             },
         };
-        check_identity(product_key, &device_name)
-            .map_err(|error| RegistryError::InvalidName(error.to_string()))?;
-        if device_name.len() < 4 || device_name.len() > 32 {
-            return Err(RegistryError::InvalidName(
-                "DeviceName must be 4 to 32 characters".into(),
-            ));
-        }
         let identity = DeviceIdentity::new(product_key, &device_name);
-        if state.devices.contains_key(&identity) {
-            return Err(RegistryError::DeviceExists(identity));
-        }
-        let device = RegisteredDevice {
-            identity: identity.clone(),
-            secret: random_text(32),
-            iot_id: random_text(20),
-            nickname,
-            created: now,
-            activated: None,
-            disabled: false,
-        };
-        state.devices.insert(identity.clone(), device.clone());
-        state.by_iot_id.insert(device.iot_id.clone(), identity);
-        if let Some(product) = state.products.get_mut(product_key) {
-            product.devices += 1;
-        }
+        let device = state.insert_device(&identity, nickname, now)?;
         Ok((
             device.clone(),
             StoreChange::RegisteredDeviceSaved(Box::new(device)),
@@ -628,20 +618,20 @@ impl Registry {
         self.read().counters
     }
 
-    /// A pre-registered, inactive device registers itself (the platform's "one product, one
-    /// secret"): `sign` is the hex HMAC (`sign_method`) with the product secret of
-    /// `deviceName{dn}productKey{pk}random{random}`. It gets a new secret each time, until it
-    /// is activated by its first connect. Attempts are limited per product and counted.
+    /// A device registers itself with its product's secret (the platform's "one product, one
+    /// secret", PLATFORM-PROTOCOLS §2): the product must allow it and the proof must be its
+    /// secret's; a device registered beforehand (`register`, and HTTP) gets a new DeviceSecret,
+    /// one not registered beforehand (`regnwl`) is created if need be and gets a new token for
+    /// the token login. Until the device is activated by its first connect it may register
+    /// again, the last credentials counting; then not until `ResetThing`. Attempts are limited
+    /// per product and counted. The grant to push, and the change to commit before it is.
     pub fn register_dynamically(
         &self,
-        identity: &DeviceIdentity,
-        random: &str,
-        sign: &str,
-        sign_method: SignMethod,
+        request: &RegistrationRequest,
         now: UnixMillis,
-    ) -> Result<(RegisteredDevice, StoreChange), RegistrationRefused> {
+    ) -> Result<(RegistrationGrant, StoreChange), RegistrationRefused> {
         let mut state = self.write();
-        let outcome = state.register_dynamically(identity, random, sign, sign_method, now);
+        let outcome = state.register_dynamically(request, now);
         match &outcome {
             Ok(_) => state.counters.registered += 1,
             Err(RegistrationRefused::Throttled(_)) => state.counters.throttled += 1,
@@ -677,6 +667,7 @@ impl DeviceRegistry for Registry {
         Some(DeviceRecord {
             secret: DeviceSecret::new(&device.secret),
             categories: Arc::clone(&product.categories),
+            token: device.token.as_deref().map(DeviceSecret::new),
         })
     }
 }

@@ -797,17 +797,35 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
     state.authorize(&headers)?;
     let stats = state.handle.stats().await;
     let refused_at_cap = state.handle.connections_refused_at_cap();
+    let registry = state.handle.registry().map(RegistryStats::of);
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        prometheus_text(&stats, refused_at_cap),
+        prometheus_text(&stats, refused_at_cap, registry.as_ref()),
     )
         .into_response())
 }
 
-/// Every counter of the hub and the gauges, and the connections the accept loops refused at
-/// the cap, in Prometheus text format.
-fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
+/// What `/metrics` tells of the registry.
+struct RegistryStats {
+    products: usize,
+    devices: usize,
+    registration: aliot_io::registry::RegistrationCounters,
+}
+
+impl RegistryStats {
+    fn of(registry: &aliot_io::registry::Registry) -> Self {
+        RegistryStats {
+            products: registry.product_count(),
+            devices: registry.device_count(),
+            registration: registry.registration_counters(),
+        }
+    }
+}
+
+/// Every counter of the hub and the gauges, the connections the accept loops refused at the
+/// cap, and the registry's counts, in Prometheus text format.
+fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&RegistryStats>) -> String {
     // Destructured in full: a counter added to the hub does not compile until it is exported.
     let Counters {
         connections_accepted,
@@ -834,6 +852,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
         server_shutdown,
         transport_closed,
         device_disabled,
+        registered,
     } = closed;
     let aliot_core::hub::DropCounters {
         queue_full,
@@ -913,6 +932,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
             ("reason=\"server_shutdown\"", *server_shutdown),
             ("reason=\"transport_closed\"", *transport_closed),
             ("reason=\"device_disabled\"", *device_disabled),
+            ("reason=\"registered\"", *registered),
         ],
     );
     family(
@@ -1080,6 +1100,31 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64) -> String {
             &[("", gauge(store.waiting))],
         );
     }
+    if let Some(registry) = registry {
+        family(
+            "aliot_registry_products",
+            "gauge",
+            "Products in the registry.",
+            &[("", gauge(registry.products))],
+        );
+        family(
+            "aliot_registry_devices",
+            "gauge",
+            "Devices in the registry.",
+            &[("", gauge(registry.devices))],
+        );
+        let counted = registry.registration;
+        family(
+            "aliot_dynamic_registrations_total",
+            "counter",
+            "Dynamic registration attempts (MQTT and HTTP), by outcome.",
+            &[
+                ("outcome=\"registered\"", counted.registered),
+                ("outcome=\"refused\"", counted.refused),
+                ("outcome=\"throttled\"", counted.throttled),
+            ],
+        );
+    }
     out
 }
 
@@ -1120,7 +1165,18 @@ mod tests {
         stats.counters.rrpc.halfconn = 2;
         stats.counters.dropped.slow_consumer = 7;
         stats.connections = 4;
-        let text = prometheus_text(&stats, 9);
+        let registry = RegistryStats {
+            products: 2,
+            devices: 5,
+            registration: aliot_io::registry::RegistrationCounters {
+                registered: 1,
+                refused: 2,
+                throttled: 0,
+            },
+        };
+        let text = prometheus_text(&stats, 9, Some(&registry));
+        assert!(text.contains("aliot_registry_devices 5\n"));
+        assert!(text.contains("aliot_dynamic_registrations_total{outcome=\"refused\"} 2\n"));
         assert!(text.contains("aliot_connections_refused_total{code=\"5\"} 3\n"));
         assert!(text.contains("aliot_connections_refused_total{code=\"1\"} 0\n"));
         assert!(!text.contains("code=\"0\""));
@@ -1147,7 +1203,7 @@ mod tests {
             failing: true,
             ..Default::default()
         });
-        let text = prometheus_text(&stats, 0);
+        let text = prometheus_text(&stats, 0, None);
         assert!(text.contains("aliot_store_commit_failures_total 2\n"));
         assert!(text.contains("# TYPE aliot_store_failing gauge\naliot_store_failing 1\n"));
     }

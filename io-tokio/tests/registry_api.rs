@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 
-use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignRequest};
 use aliot_tokio::Tokio;
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
@@ -58,20 +57,7 @@ async fn post(api: SocketAddr, action: &str, body: Value) -> Value {
 
 /// Connects `pk`/`dn` with `secret`; the CONNACK's code.
 async fn connect(mqtt: SocketAddr, pk: &str, dn: &str, secret: &str) -> u8 {
-    let identity = DeviceIdentity::new(pk, dn);
-    let signed = SignRequest::new(&identity, &DeviceSecret::new(secret), SecureMode::Tcp)
-        .sign()
-        .unwrap();
-    let connect = connect_packet(
-        &signed.client_id,
-        Some(&signed.username),
-        Some(&signed.password),
-    );
-    let (client, connack) = TestClient::<Tokio>::connect(mqtt, connect).await;
-    if connack.code as u8 == 0 {
-        client.disconnect().await;
-    }
-    connack.code as u8
+    login_code::<Tokio>(mqtt, pk, dn, secret).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,15 +187,7 @@ async fn topics_batches_and_broadcasts_through_the_api() {
     // broadcast topic; both reach it.
     let dn = devices[0]["DeviceName"].as_str().unwrap();
     let secret = devices[0]["DeviceSecret"].as_str().unwrap();
-    let identity = DeviceIdentity::new(&pk, dn);
-    let signed = SignRequest::new(&identity, &DeviceSecret::new(secret), SecureMode::Tcp)
-        .sign()
-        .unwrap();
-    let connect = connect_packet(
-        &signed.client_id,
-        Some(&signed.username),
-        Some(&signed.password),
-    );
+    let connect = signed_connect(&pk, dn, secret);
     let (mut client, connack) = TestClient::<Tokio>::connect(mqtt, connect).await;
     assert_eq!(connack.code as u8, 0);
     let cmd = format!("/{pk}/{dn}/user/cmd");

@@ -76,6 +76,8 @@ pub struct CloseCounters {
     pub transport_closed: u64,
     /// The device was disabled or deleted by the server side.
     pub device_disabled: u64,
+    /// A dynamic registration connection, its grant given (after its grace time).
+    pub registered: u64,
 }
 
 /// Messages dropped, by reason.
@@ -135,6 +137,7 @@ impl Counters {
             CloseReason::ServerShutdown => closed.server_shutdown += 1,
             CloseReason::TransportClosed => closed.transport_closed += 1,
             CloseReason::DeviceDisabled => closed.device_disabled += 1,
+            CloseReason::Registered => closed.registered += 1,
         }
     }
 }

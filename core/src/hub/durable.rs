@@ -115,6 +115,9 @@ pub struct RegisteredDevice {
     pub activated: Option<UnixMillis>,
     /// Whether it is disabled (refused at CONNECT).
     pub disabled: bool,
+    /// Its token, if it registered without pre-registration (`regnwl`): its password for the
+    /// token login (`connwl`).
+    pub token: Option<String>,
 }
 
 /// One change to the hub's durable state. Applied in the order given, the changes of every

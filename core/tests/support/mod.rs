@@ -142,6 +142,9 @@ pub fn puback(id: PacketId) -> Packet {
 }
 
 /// The hub and its server connections, in memory.
+/// Answers a dynamic registration with the command for its connection.
+pub type Registrar = Box<dyn FnMut(&aliot_auth::RegistrationRequest) -> server::Command>;
+
 pub struct Broker {
     /// The manual clock.
     pub now: Instant,
@@ -163,6 +166,11 @@ pub struct Broker {
     pub crash_at_next_commit: bool,
     /// Whether the last commit crashed (and nothing has run since).
     pub crashed: bool,
+    /// Answers dynamic registrations before the hub sees them, as the broker's registry
+    /// does; `None`: they reach the hub.
+    pub registrar: Option<Registrar>,
+    /// Whether connections accepted from now on are TLS.
+    pub tls: bool,
     hub_config: HubConfig,
     authenticator: Arc<dyn Authenticator + Send + Sync>,
     config: ServerConfig,
@@ -201,6 +209,8 @@ impl Broker {
             store: None,
             crash_at_next_commit: false,
             crashed: false,
+            registrar: None,
+            tls: false,
             hub_config,
             authenticator: Arc::new(authenticator),
             config,
@@ -263,7 +273,10 @@ impl Broker {
         let conn = server::Connection::new(
             self.config.clone(),
             self.authenticator.clone(),
-            Default::default(),
+            aliot_core::AuthContext {
+                wall_clock_ms: None,
+                tls: self.tls,
+            },
             self.now,
         );
         self.conns.insert(id, conn);
@@ -374,6 +387,13 @@ impl Broker {
                     moved = true;
                     if let Event::Closed(reason) = &event {
                         self.closed.push((id, reason.to_string()));
+                    }
+                    if let (Event::RegistrationRequested(request), Some(registrar)) =
+                        (&event, &mut self.registrar)
+                    {
+                        let command = registrar(request);
+                        conn.handle_command(self.now, command);
+                        continue;
                     }
                     self.hub.handle_event(id, event, self.now);
                 }

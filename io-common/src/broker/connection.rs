@@ -454,6 +454,13 @@ impl ConnectionLog {
         match event {
             // The session's own key, shared: no copy.
             Event::SessionRequested(request) => self.key = Some(Arc::clone(&request.key)),
+            Event::RegistrationRequested(request) => info!(
+                conn = self.conn.0,
+                peer = %self.peer,
+                device = %request.identity,
+                kind = ?request.kind,
+                "dynamic registration requested"
+            ),
             Event::Closed(CloseReason::Refused(refusal)) => info!(
                 conn = self.conn.0,
                 peer = %self.peer,
@@ -472,6 +479,9 @@ impl ConnectionLog {
     }
 
     fn command(&self, command: &Command) {
+        if let Command::Registered(grant) = command {
+            info!(conn = self.conn.0, peer = %self.peer, topic = grant.topic(), "registered: credentials pushed");
+        }
         if let (Command::SessionOpened { session_present }, Some(key)) = (command, &self.key) {
             info!(
                 conn = self.conn.0,

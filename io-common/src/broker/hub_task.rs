@@ -98,6 +98,8 @@ enum AfterCommit {
     Ack(ConnId, PacketId),
     /// An answer to a server-side caller.
     Reply(Reply),
+    /// A command to a connection (a registration's grant).
+    Command(ConnId, Command),
 }
 
 /// The hub and the channels its outputs go to.
@@ -122,7 +124,7 @@ pub(crate) struct HubTask<R: Runtime> {
     /// PUBACKs and answers waiting for the commit of a batch (its number first), in order.
     after_commit: VecDeque<(u64, AfterCommit)>,
     /// Answers given in this turn, sent once its changes are committed.
-    turn_replies: Vec<Reply>,
+    turn_replies: Vec<AfterCommit>,
     /// The registry, whose devices are activated at their first connect.
     registry: Option<Registry>,
 }
@@ -310,6 +312,25 @@ impl<R: Runtime> HubTask<R> {
     }
 
     fn handle_event(&mut self, conn: ConnId, event: Event, now: aliot_core::Instant) {
+        if let (Event::RegistrationRequested(request), Some(registry)) = (&event, &self.registry) {
+            // Answered here, by the registry: the grant goes out once the new credentials
+            // are committed (a device must never hold a secret the broker could forget).
+            match registry.register_dynamically(request, wall_clock()) {
+                Ok((grant, change)) => {
+                    self.hub.record_store_change(change);
+                    let command = AfterCommit::Command(conn, Command::Registered(grant));
+                    match self.store {
+                        Some(_) => self.turn_replies.push(command),
+                        None => self.release(command),
+                    }
+                }
+                Err(refused) => {
+                    let refusal = aliot_core::Refusal::registration(refused);
+                    self.send_command(conn, Command::Refuse(refusal));
+                }
+            }
+            return;
+        }
         // A registered device is activated at its first connect (the platform's GmtActive).
         if let (Event::SessionRequested(request), Some(registry)) = (&event, &self.registry)
             && let Some(device) = request.key.device()
@@ -448,12 +469,11 @@ impl<R: Runtime> HubTask<R> {
             writer.send(changes);
         }
         let batch = writer.sent();
-        for reply in self.turn_replies.drain(..) {
+        for out in mem::take(&mut self.turn_replies) {
             if batch > self.committed {
-                self.after_commit
-                    .push_back((batch, AfterCommit::Reply(reply)));
+                self.after_commit.push_back((batch, out));
             } else {
-                reply();
+                self.release(out);
             }
         }
     }
@@ -469,7 +489,7 @@ impl<R: Runtime> HubTask<R> {
     /// Answers a server-side caller: at once, or with this turn's commit.
     fn reply(&mut self, reply: Reply) {
         match self.store.as_ref().is_some_and(StoreWriter::acks_wait) {
-            true => self.turn_replies.push(reply),
+            true => self.turn_replies.push(AfterCommit::Reply(reply)),
             false => reply(),
         }
     }
@@ -484,12 +504,18 @@ impl<R: Runtime> HubTask<R> {
             let Some((_, out)) = self.after_commit.pop_front() else {
                 break;
             };
-            match out {
-                AfterCommit::Ack(conn, packet_id) => {
-                    self.send_command(conn, Command::AckPublish(packet_id));
-                }
-                AfterCommit::Reply(reply) => reply(),
+            self.release(out);
+        }
+    }
+
+    /// Sends what waited for a commit.
+    fn release(&mut self, out: AfterCommit) {
+        match out {
+            AfterCommit::Ack(conn, packet_id) => {
+                self.send_command(conn, Command::AckPublish(packet_id));
             }
+            AfterCommit::Reply(reply) => reply(),
+            AfterCommit::Command(conn, command) => self.send_command(conn, command),
         }
     }
 

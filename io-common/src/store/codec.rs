@@ -202,6 +202,8 @@ struct RegisteredJson {
     activated_ms: Option<u64>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
 }
 
 /// The value of a registered device's record (its key is the product key and device name).
@@ -213,6 +215,7 @@ pub(super) fn registered(device: &RegisteredDevice) -> Vec<u8> {
         created_ms: device.created.0,
         activated_ms: device.activated.map(|at| at.0),
         disabled: device.disabled,
+        token: device.token.clone(),
     };
     serde_json::to_vec(&json).unwrap_or_default()
 }
@@ -236,6 +239,7 @@ pub(super) fn decode_registered(
         created: UnixMillis(json.created_ms),
         activated: json.activated_ms.map(UnixMillis),
         disabled: json.disabled,
+        token: json.token,
     })
 }
 

@@ -142,6 +142,30 @@ pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<
     }
 }
 
+/// The CONNECT of `pk`/`dn` signed with `secret` (securemode=3).
+pub fn signed_connect(pk: &str, dn: &str, secret: &str) -> Connect {
+    let identity = DeviceIdentity::new(pk, dn);
+    let signed = SignRequest::new(&identity, &DeviceSecret::new(secret), SecureMode::Tcp)
+        .sign()
+        .unwrap();
+    connect_packet(
+        &signed.client_id,
+        Some(&signed.username),
+        Some(&signed.password),
+    )
+}
+
+/// Connects `pk`/`dn` over plain TCP with a signature made with `secret`, disconnects if
+/// accepted, and returns the CONNACK code.
+pub async fn login_code<R: Runtime>(addr: SocketAddr, pk: &str, dn: &str, secret: &str) -> u8 {
+    let connect = signed_connect(pk, dn, secret);
+    let (client, connack) = TestClient::<R>::connect(addr, connect).await;
+    if connack.code as u8 == 0 {
+        client.disconnect().await;
+    }
+    connack.code as u8
+}
+
 /// The CONNECT of device `n` with its platform credentials.
 pub fn device_connect(n: u8, clean_session: bool) -> Connect {
     let (client_id, username, password) = credentials(n, SecureMode::Tcp);

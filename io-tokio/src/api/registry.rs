@@ -824,32 +824,42 @@ pub(super) async fn dynamic_register(
         return refused(403, "this broker has no registry to register in".into());
     };
     let identity = DeviceIdentity::new(&pk, &dn);
+    let Ok(request) = aliot_auth::RegistrationRequest::new(
+        identity,
+        aliot_auth::RegistrationKind::PreRegistered,
+        &random,
+        method,
+        &sign,
+    ) else {
+        return refused(
+            403,
+            aliot_io::registry::RegistrationRefused::BadSign.to_string(),
+        );
+    };
     let outcome = state
         .handle
         .call_hub(move |hub, _| {
-            let (device, change) =
-                registry.register_dynamically(&identity, &random, &sign, method, now())?;
+            let (grant, change) = registry.register_dynamically(&request, now())?;
             hub.record_store_change(change);
-            Ok::<_, aliot_io::registry::RegistrationRefused>(device)
+            Ok::<_, aliot_io::registry::RegistrationRefused>(grant)
         })
         .await;
     match outcome {
-        Ok(Ok(device)) => Json(serde_json::json!({
+        // The same credentials as over MQTT: `{"productKey","deviceName","deviceSecret"}`.
+        Ok(Ok(grant)) => Json(serde_json::json!({
             "code": 200,
-            "data": {
-                "productKey": device.identity.product_key,
-                "deviceName": device.identity.device_name,
-                "deviceSecret": device.secret,
-            },
+            "data": serde_json::from_slice::<serde_json::Value>(grant.payload()).unwrap_or_default(),
             "message": "success",
         })),
         Ok(Err(refusal)) => {
             use aliot_io::registry::RegistrationRefused as R;
             let code = match refusal {
-                R::NotAllowed(_) | R::BadSign => 403,
+                R::NotAllowed(_) | R::BadSign | R::NeedsTls => 403,
                 R::NoDevice(_) => 404,
                 R::Activated(_) => 409,
                 R::Throttled(_) => 429,
+                R::InvalidDeviceName(_) => 400,
+                R::Unavailable => 503,
             };
             refused(code, refusal.to_string())
         }
