@@ -9,6 +9,7 @@
 #   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
 #                                   over the OpenAPI, with a paho-mqtt device it calls
 #   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
+#   (and the two device SDKs' dynamic registration: Node over HTTP, Python over MQTT and TLS)
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
 # calls made through the broker's HTTP API (mosquitto_sub cannot answer: its call must end
@@ -324,6 +325,10 @@ main() {
     step "alibabacloud-iot-device-sdk $node_sdk_version dynamic registration over HTTP" \
         node "$HERE/node_dynreg.js" --port "$MQTT_PORT" --api "$API_URL" --product-key a1DynReg0001 \
         --device-name dynreg-001 --product-secret RealClientsDynRegProductSecret00
+    step "aliyun-iot-linkkit $linkkit_version dynamic registration over MQTT (register, regnwl, connwl)" \
+        "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_dynreg.py" --port "$MQTTS_PORT" --ca "$CACHE/tls/ca.pem" \
+        --api "$API_URL" --product-key a1DynReg0001 --device-name linkkit-dynreg \
+        --product-secret RealClientsDynRegProductSecret00
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"
