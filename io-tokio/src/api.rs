@@ -1196,7 +1196,8 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        assert_eq!(declared.len(), 24);
+        // 24 of the hub, 3 of the registry.
+        assert_eq!(declared.len(), 27);
         // With a store, its families too.
         stats.store = Some(aliot_io::broker::StoreStats {
             failures: 2,
