@@ -226,9 +226,10 @@ fn sign_refuses_bad_arguments_with_exit_2() {
         "--device-secret",
         "s",
     ];
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--sign-method", "hmacsha512"], "hmacsha512"),
         (&["--secure-mode=-2"], "securemode `-2` is not supported"),
+        (&["--secure-mode=8"], "securemode `8` is not supported"),
         (&["--client-id", "a|b"], "|"),
         (&["--client-id", &"x".repeat(65)], "64"),
         (&["--timestamp", "1,2"], "1,2"),

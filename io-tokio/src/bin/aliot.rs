@@ -117,11 +117,22 @@ struct SignArgs {
     #[arg(long, value_name = "TS")]
     timestamp: Option<String>,
     /// 3 for plain TCP, 2 for TLS.
-    #[arg(long, value_name = "MODE", default_value = "3")]
+    #[arg(long, value_name = "MODE", default_value = "3", value_parser = login_secure_mode)]
     secure_mode: SecureMode,
     /// Print a JSON object instead of key=value lines.
     #[arg(long)]
     json: bool,
+}
+
+/// A `securemode` a signed login declares: 2 or 3 (`-2` is for dynamic registration, which
+/// is not signed with a device secret).
+fn login_secure_mode(text: &str) -> Result<SecureMode, String> {
+    match text.parse::<SecureMode>() {
+        Ok(mode @ (SecureMode::Tls | SecureMode::Tcp)) => Ok(mode),
+        _ => Err(format!(
+            "securemode `{text}` is not supported for a signed login: 2 (TLS) or 3 (plain TCP)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
