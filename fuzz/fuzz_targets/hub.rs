@@ -216,6 +216,9 @@ impl World {
                             let at = at.expect("a PUBACK for a PUBLISH that awaits one");
                             awaiting.remove(at);
                         }
+                        Command::Registered(_) | Command::Refuse(_) => {
+                            panic!("the hub answered a registration this model never asked for")
+                        }
                         Command::Close(reason) => {
                             // The connection closes, as a real one would, and says so.
                             self.links[device] = Link::default();
