@@ -112,6 +112,16 @@ pub enum InvalidServiceCall {
 /// back within them, the oldest dropped first.
 pub const HELD_QUEUE_FACTOR: usize = 4;
 
+/// What became of a message published from the server side ([`Hub::publish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerPublished {
+    /// The id the platform answers `Pub` with: unique among every id the hub hands out (RRPC
+    /// calls, downlinks), across restarts when the hub is durable.
+    pub message_id: MessageId,
+    /// How many sessions the message reached.
+    pub reached: usize,
+}
+
 /// Limits of the hub. The defaults are the documented ones (SPEC §1: ours).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HubConfig {
@@ -140,8 +150,8 @@ pub struct HubConfig {
     pub max_message_age: Option<Duration>,
     /// An offline cleanSession=0 session is discarded after this long (default 7 days).
     pub session_expiry: Option<Duration>,
-    /// The first RRPC messageId handed out. An adapter seeds it from the wall clock so ids stay
-    /// fresh across restarts.
+    /// The first messageId handed out (RRPC calls, downlinks and server-side publishes share
+    /// the sequence). An adapter seeds it from the wall clock so ids stay fresh across restarts.
     pub first_rrpc_message_id: u64,
 }
 
@@ -452,11 +462,20 @@ impl Hub {
     }
 
     /// Publishes a message from the server side (the platform's `Pub` API) to every subscriber.
-    /// Returns how many sessions it reached.
+    /// Says which message id it was given and how many sessions it reached.
     ///
     /// A system downlink of a device (see [`system_downlink_owner`]) also reaches that device
     /// when it asked for the automatic subscription and has no subscription of its own to it.
-    pub fn publish(&mut self, message: Message, now: Instant) -> usize {
+    pub fn publish(&mut self, message: Message, now: Instant) -> ServerPublished {
+        let message_id = self.allocate_message_id();
+        let reached = self.route_from_server(message, now);
+        ServerPublished {
+            message_id,
+            reached,
+        }
+    }
+
+    fn route_from_server(&mut self, message: Message, now: Instant) -> usize {
         self.counters.messages_in += 1;
         let auto = system_downlink_owner(message.topic.as_str())
             .and_then(|(product_key, device_name)| {

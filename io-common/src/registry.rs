@@ -24,6 +24,16 @@ use aliot_core::registration::{RegistrationGrant, token_client_id};
 use aliot_services::UnixMillis;
 use aliot_topic::{Permission, ProductCategories, check_identity};
 
+/// A custom topic category a product was given ([`Registry::add_category`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CategoryAdded {
+    /// The template, `/${productKey}/${deviceName}/user/{short_name}`.
+    pub template: String,
+    /// Its place among the product's categories, from 1: what `CreateProductTopic` answers as
+    /// the `TopicId` (ours; categories are never removed, so the place stays).
+    pub place: usize,
+}
+
 /// Why a registry change was refused, with the platform's error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -69,6 +79,14 @@ pub struct ConfiguredProduct {
     /// Whether dynamic registration is on.
     pub dynamic_registration: bool,
 }
+
+/// The custom categories the platform gives every product it creates (its console lists them
+/// as a new product's "default custom topics"): a product made by `CreateProduct` has them too.
+const API_PRODUCT_CATEGORIES: [(&str, &str); 3] = [
+    ("/${productKey}/${deviceName}/user/update", "pub"),
+    ("/${productKey}/${deviceName}/user/update/error", "pub"),
+    ("/${productKey}/${deviceName}/user/get", "sub"),
+];
 
 /// Registration attempts a product may make per second, and in a burst (ours).
 const REGISTRATIONS_PER_SECOND: f64 = 10.0;
@@ -436,7 +454,8 @@ impl Registry {
         all
     }
 
-    /// Makes a product with a fresh key.
+    /// Makes a product with a fresh key, a product secret and the platform's three default
+    /// custom categories (`/user/update`, `/user/update/error`, `/user/get`).
     pub fn create_product(
         &self,
         name: &str,
@@ -460,7 +479,10 @@ impl Registry {
             name: name.to_owned(),
             secret: Some(random_text(16)),
             dynamic_registration: false,
-            categories: Vec::new(),
+            categories: API_PRODUCT_CATEGORIES
+                .iter()
+                .map(|(template, permission)| ((*template).to_owned(), (*permission).to_owned()))
+                .collect(),
             created: now,
             description,
         };
@@ -497,7 +519,7 @@ impl Registry {
         product_key: &str,
         short_name: &str,
         permission: Permission,
-    ) -> Result<(String, StoreChange), RegistryError> {
+    ) -> Result<(CategoryAdded, StoreChange), RegistryError> {
         let mut state = self.write();
         let product = state
             .products
@@ -513,7 +535,11 @@ impl Registry {
             .record
             .categories
             .push((template.clone(), permission.to_string()));
-        Ok((template, StoreChange::ProductSaved(product.record.clone())))
+        let added = CategoryAdded {
+            template,
+            place: product.record.categories.len(),
+        };
+        Ok((added, StoreChange::ProductSaved(product.record.clone())))
     }
 
     /// Registers `count` devices of a product, their names and secrets generated (the

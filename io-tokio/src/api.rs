@@ -10,7 +10,7 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `POST /rrpc` | [`RrpcRequest`]: `{"ProductKey","DeviceName","RequestBase64Byte","Timeout"` (ms, 1000–8000)`,"Topic"?}` | `200` [`RrpcResponse`]: `{"Success":true,"RrpcCode":"SUCCESS"\|"TIMEOUT"\|"OFFLINE"\|"HALFCONN"\|"UNKNOWN","MessageId":"…","PayloadBase64Byte"?}` |
-//! | `POST /pub` | [`PubRequest`]: `{"ProductKey","TopicFullName","MessageContent"` (base64)`,"Qos"?` (0 or 1, default 0)`}` | `200` [`PubResponse`]: `{"Success":true,"Subscribers":n}` |
+//! | `POST /pub` | [`PubRequest`]: `{"ProductKey","TopicFullName","MessageContent"` (base64)`,"Qos"?` (0 or 1, default 0)`}` | `200` [`PubResponse`]: `{"Success":true,"MessageId":"…","Subscribers":n}` |
 //! | `GET /metrics` | | `200` every counter of the hub and the gauges, Prometheus text format |
 //! | `POST /SetDeviceProperty` | [`SetPropertiesRequest`]: `{"ProductKey","DeviceName","Items"` (a JSON object as a string)`}` | `200` `{"Success":true,"Data":{"MessageId":"…"}}` |
 //! | `POST /InvokeThingService` | [`InvokeThingServiceRequest`]: `{"ProductKey","DeviceName","Identifier","Args"?,"Sync"?,"Timeout"?}` | `200` `{"Success":true,"Data":{"MessageId":"…"}}`; synchronous: `"Data":{"MessageId","Result"` (the device's `data` as a JSON string)`,"Code"}` |
@@ -76,7 +76,7 @@ use subtle::ConstantTimeEq;
 use tracing::{error, info};
 
 use crate::Tokio;
-use crate::broker::{Broker, BrokerHandle, RrpcError, Stats};
+use crate::broker::{Broker, BrokerHandle, BrokerStopped, RrpcError, Stats};
 
 mod openapi;
 mod registry;
@@ -260,7 +260,10 @@ pub struct PubRequest {
 pub struct PubResponse {
     /// The message was routed.
     pub success: bool,
-    /// How many sessions it reached.
+    /// The message's id, a decimal u64 as the platform gives it: unique among the ids the broker
+    /// hands out (RRPC calls, downlinks, publishes).
+    pub message_id: String,
+    /// How many sessions it reached (ours: the platform does not say).
     pub subscribers: usize,
 }
 
@@ -401,6 +404,12 @@ impl ApiErrorCode {
 struct Failure {
     code: ApiErrorCode,
     message: String,
+}
+
+impl From<BrokerStopped> for Failure {
+    fn from(BrokerStopped: BrokerStopped) -> Self {
+        Failure::new(ApiErrorCode::BrokerStopped, "the broker has stopped")
+    }
 }
 
 impl Failure {
@@ -780,10 +789,11 @@ async fn publish(
             ),
         ));
     }
-    let subscribers = state.handle.publish(topic, payload, qos).await;
+    let published = state.handle.publish(topic, payload, qos).await?;
     Ok(axum::Json(PubResponse {
         success: true,
-        subscribers,
+        message_id: published.message_id.0.to_string(),
+        subscribers: published.reached,
     }))
 }
 

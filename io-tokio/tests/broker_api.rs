@@ -205,7 +205,12 @@ async fn pub_routes_a_server_side_message_within_its_product() {
     });
     let response = post(api, "/pub", &body).await;
     assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.json(), json!({"Success": true, "Subscribers": 1}));
+    let answer = response.json();
+    let first_id: u64 = answer["MessageId"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        answer,
+        json!({"Success": true, "MessageId": first_id.to_string(), "Subscribers": 1})
+    );
     let got = subscriber.recv_publish().await;
     assert_eq!(got.topic.as_str(), "/broadcast/a1TestPK001/news");
     assert_eq!(&got.payload[..], b"{\"hello\":1}");
@@ -219,7 +224,13 @@ async fn pub_routes_a_server_side_message_within_its_product() {
         "MessageContent": "",
     });
     let response = post(api, "/pub", &quiet).await;
-    assert_eq!(response.json(), json!({"Success": true, "Subscribers": 0}));
+    let answer = response.json();
+    let second_id: u64 = answer["MessageId"].as_str().unwrap().parse().unwrap();
+    assert_ne!(second_id, first_id, "every message has its own id");
+    assert_eq!(
+        answer,
+        json!({"Success": true, "MessageId": second_id.to_string(), "Subscribers": 0})
+    );
 
     let mut other_product = body.clone();
     other_product["TopicFullName"] = json!("/broadcast/a1Other/news");

@@ -145,7 +145,9 @@ async fn rumqttc_in_open_mode() {
             Bytes::from_static(b"from server"),
             CoreQoS::AtMostOnce,
         )
-        .await;
+        .await
+        .unwrap()
+        .reached;
     assert_eq!(reached, 1);
     assert_eq!(
         &client.publish_received("tools/server").await[..],

@@ -83,7 +83,9 @@ fn ten_thousand_kept_sessions_come_back_with_their_queues() {
             let reached = broker
                 .handle()
                 .publish(topic(FLEET), Bytes::from_static(payload), QoS::AtLeastOnce)
-                .await;
+                .await
+                .unwrap()
+                .reached;
             assert_eq!(reached, CLIENTS);
         }
         broker.shutdown().await;

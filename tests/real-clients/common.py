@@ -174,7 +174,7 @@ class Api:
             time.sleep(0.1)
 
     def publish(self, product_key, topic, payload, qos=0):
-        """`POST /pub`: a server-side publish; the answer (`Success`, `Subscribers`)."""
+        """`POST /pub`: a server-side publish; the answer (`Success`, `MessageId`, `Subscribers`)."""
         return self.post(
             "/pub",
             {

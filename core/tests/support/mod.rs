@@ -473,11 +473,11 @@ impl Broker {
     /// returns how many sessions it reached.
     pub fn publish(&mut self, topic: &str, payload: impl Into<Bytes>, qos: QoS) -> usize {
         let topic = aliot_topic::TopicName::new(topic, &Default::default()).unwrap();
-        let reached = self
+        let published = self
             .hub
             .publish(aliot_core::Message::new(topic, payload, qos), self.now);
         self.pump();
-        reached
+        published.reached
     }
 
     /// The outcome of an RRPC call, if it ended.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::QoS;
-use aliot_core::hub::{self, Counters, DeviceDelivery, Hub, RrpcOutcome};
+use aliot_core::hub::{self, Counters, DeviceDelivery, Hub, RrpcOutcome, ServerPublished};
 use aliot_services::{
     AlinkCode, DeviceState, DownlinkResult, OtaJob, ShadowCode, ShadowRequest, is_identifier,
 };
@@ -191,13 +191,18 @@ impl BrokerHandle {
         .unwrap_or(DeviceDelivery::Offline)
     }
 
-    /// Publishes from the server side (the platform's `Pub`) to every subscriber; returns how
-    /// many sessions it reached.
-    pub async fn publish(&self, topic: TopicName, payload: Bytes, qos: QoS) -> usize {
+    /// Publishes from the server side (the platform's `Pub`) to every subscriber; says which
+    /// message id it was given and how many sessions it reached, once that is durable.
+    pub async fn publish(
+        &self,
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+    ) -> Result<ServerPublished, BrokerStopped> {
         let message = Message::new(topic, payload, qos);
         self.ask(|reply| HubRequest::Publish { message, reply })
             .await
-            .unwrap_or(0)
+            .ok_or(BrokerStopped)
     }
 
     /// Sets properties of an online device (the platform's `SetDeviceProperty`): returns the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::PacketId;
-use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubOutput};
+use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubOutput, ServerPublished};
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_services::UnixMillis;
 use aliot_topic::{MessageId, TopicName};
@@ -61,7 +61,7 @@ pub(crate) enum HubRequest {
     /// A server-side publish to every subscriber.
     Publish {
         message: Message,
-        reply: oneshot::Sender<usize>,
+        reply: oneshot::Sender<ServerPublished>,
     },
     /// A server-side publish to one device.
     PublishToDevice {
@@ -265,9 +265,9 @@ impl<R: Runtime> HubTask<R> {
                 }
             },
             HubRequest::Publish { message, reply } => {
-                let reached = self.hub.publish(message, now);
+                let published = self.hub.publish(message, now);
                 self.reply(Box::new(move || {
-                    let _ = reply.send(reached);
+                    let _ = reply.send(published);
                 }));
             }
             HubRequest::PublishToDevice {

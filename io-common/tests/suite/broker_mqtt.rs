@@ -8,7 +8,7 @@ use aliot_auth::SecureMode;
 use aliot_core::codec::{Packet, PublishQos, QoS, Will};
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
-use aliot_io::broker::{Broker, RrpcError};
+use aliot_io::broker::{Broker, BrokerStopped, RrpcError};
 use aliot_io::runtime::sleep;
 use aliot_topic::{TopicLimits, TopicName};
 
@@ -258,7 +258,8 @@ pub async fn a_device_that_does_not_read_loses_qos0_and_slows_nobody<R: Runtime>
             for _ in 0..256 {
                 handle
                     .publish(topic.clone(), payload.clone(), QoS::AtMostOnce)
-                    .await;
+                    .await
+                    .unwrap();
             }
             published += 256;
             let stats = handle.stats().await;
@@ -335,7 +336,7 @@ pub async fn graceful_shutdown_closes_everyone_and_ends_pending_calls<R: Runtime
     let topic = TopicName::new(NEWS, &TopicLimits::default()).unwrap();
     assert_eq!(
         handle.publish(topic, Bytes::new(), QoS::AtMostOnce).await,
-        0
+        Err(BrokerStopped)
     );
     let stats = handle.stats().await;
     assert_eq!(stats.counters.connections_accepted, 1);

@@ -191,7 +191,9 @@ pub async fn server_side_publishes_reach_subscribers_and_say_what_became_of_them
             Bytes::from_static(b"hi all"),
             QoS::AtMostOnce,
         )
-        .await;
+        .await
+        .unwrap()
+        .reached;
     assert_eq!(reached, 1);
     let got = two.recv_publish().await;
     assert_eq!(&got.payload[..], b"hi all");

@@ -157,7 +157,9 @@ pub async fn the_server_side_reaches_the_device<R: Runtime>() {
             Bytes::from_static(b"cmd"),
             QoS::AtLeastOnce,
         )
-        .await;
+        .await
+        .unwrap()
+        .reached;
     assert_eq!(delivered, 1);
     let message = next_message::<R>(&messages).await;
     assert_eq!(message.payload, Bytes::from_static(b"cmd"));

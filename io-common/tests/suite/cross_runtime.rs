@@ -54,7 +54,9 @@ fn a_tokio_client_against_a_smol_broker() {
         assert_eq!(
             handle
                 .publish(down, Bytes::from_static(b"down"), QoS::AtLeastOnce)
-                .await,
+                .await
+                .unwrap()
+                .reached,
             1
         );
         let message = within::<Tokio, _>("the message", messages.recv())

@@ -94,10 +94,6 @@ pub struct BatchDevicesRequest {
     pub device_name: Vec<String>,
 }
 
-fn stopped(BrokerStopped: BrokerStopped) -> Failure {
-    Failure::new(ApiErrorCode::BrokerStopped, "the broker has stopped")
-}
-
 fn registry_failure(error: RegistryError) -> Failure {
     let code = match &error {
         RegistryError::NoProduct(_) => ApiErrorCode::ProductNotFound,
@@ -242,8 +238,7 @@ pub(super) async fn create_product(
             hub.record_store_change(change);
             Ok::<_, RegistryError>(product)
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
     success(serde_json::json!({
         "ProductKey": made.key,
@@ -305,8 +300,7 @@ pub(super) async fn delete_product(
             hub.record_store_change(registry.delete_product(&request.product_key)?);
             Ok::<_, RegistryError>(())
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
     success(serde_json::json!({}))
 }
@@ -331,8 +325,7 @@ pub(super) async fn register_device(
             hub.record_store_change(change);
             Ok::<_, RegistryError>(device)
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
     success(serde_json::json!({
         "Data": {
@@ -381,8 +374,7 @@ pub(super) async fn query_device_detail(
     let online = state
         .handle
         .call_hub(move |hub, _| hub.is_online(&identity))
-        .await
-        .map_err(stopped)?;
+        .await?;
     let product_name = registry
         .product(&device.identity.product_key)
         .map(|product| product.name);
@@ -412,8 +404,7 @@ pub(super) async fn query_device(
                 .map(|identity| hub.is_online(identity))
                 .collect::<Vec<bool>>()
         })
-        .await
-        .map_err(stopped)?;
+        .await?;
     let list: Vec<serde_json::Value> = items
         .iter()
         .zip(online)
@@ -464,8 +455,7 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
             }
             Ok::<_, RegistryError>(())
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
     success(serde_json::json!({}))
 }
@@ -504,8 +494,7 @@ pub(super) async fn get_device_status(
     let online = state
         .handle
         .call_hub(move |hub, _| hub.is_online(&identity))
-        .await
-        .map_err(stopped)?;
+        .await?;
     success(serde_json::json!({ "Data": { "Status": status(&device, online) } }))
 }
 
@@ -531,8 +520,7 @@ pub(super) async fn batch_get_device_state(
                 .map(|identity| hub.is_online(identity))
                 .collect::<Vec<bool>>()
         })
-        .await
-        .map_err(stopped)?;
+        .await?;
     let list: Vec<serde_json::Value> = devices
         .iter()
         .zip(online)
@@ -608,25 +596,21 @@ pub(super) async fn create_product_topic(
         }
     };
     let registry = state.registry()?;
-    let template = state
+    let added = state
         .handle
         .call_hub(move |hub, _| {
-            let (template, change) = registry.add_category(
+            let (added, change) = registry.add_category(
                 &request.product_key,
                 &request.topic_short_name,
                 permission,
             )?;
             hub.record_store_change(change);
-            Ok::<_, RegistryError>(template)
+            Ok::<_, RegistryError>(added)
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
-    // The platform's topic ids are numbers; ours is the template's place, stable enough to
-    // name it in an answer.
-    success(
-        serde_json::json!({ "TopicId": fastrand::u64(1..u64::from(u32::MAX)), "Topic": template }),
-    )
+    // The platform's topic ids are numbers; ours is the template's place among the product's.
+    success(serde_json::json!({ "TopicId": added.place, "Topic": added.template }))
 }
 
 pub(super) async fn batch_register_device(
@@ -650,10 +634,8 @@ pub(super) async fn batch_register_device(
             }
             Ok::<_, RegistryError>(devices)
         })
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(registry_failure)?;
-    let apply_id = fastrand::u64(1..u64::from(u32::MAX));
     let listed: BatchDevices = devices
         .into_iter()
         .map(|device| (device.identity.device_name, device.secret, device.iot_id))
@@ -662,6 +644,9 @@ pub(super) async fn batch_register_device(
         .applies
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Batches are numbered from 1 in the order they were made (ours: the platform's are
+    // numbers too); the numbers start again when the broker does, as the batches are in memory.
+    let apply_id = applies.back().map_or(1, |(last, _, _)| last + 1);
     applies.push_back((apply_id, request.product_key, listed));
     if applies.len() > KEPT_BATCHES {
         applies.pop_front();
@@ -773,13 +758,14 @@ pub(super) async fn pub_broadcast(
     let payload = super::decode_base64("MessageContent", &request.message_content)?;
     let topic = aliot_topic::TopicName::new(&request.topic_full_name, &state.topic_limits)
         .map_err(|error| Failure::new(ApiErrorCode::InvalidTopic, error.to_string()))?;
-    let reached = state
+    let published = state
         .handle
         .publish(topic, payload, aliot_core::codec::QoS::AtMostOnce)
-        .await;
-    success(
-        serde_json::json!({ "MessageId": fastrand::u64(1..i64::MAX as u64), "Subscribers": reached }),
-    )
+        .await?;
+    success(serde_json::json!({
+        "MessageId": published.message_id.0.to_string(),
+        "Subscribers": published.reached,
+    }))
 }
 
 /// `POST /auth/register/device`: a device registers itself over HTTP(S) with its product's

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use super::{ApiErrorCode, ApiState, Failure, parse_body};
-use crate::broker::{BrokerStopped, ServiceError};
+use crate::broker::ServiceError;
 
 /// The timeout of a synchronous service call when the request names none: the platform's
 /// 8 s (PLATFORM-PROTOCOLS §1.5).
@@ -214,10 +214,6 @@ pub struct DownlinkResultMessage {
     pub data: Value,
 }
 
-fn stopped(BrokerStopped: BrokerStopped) -> Failure {
-    Failure::new(ApiErrorCode::BrokerStopped, "the broker has stopped")
-}
-
 /// A JSON object given as a string parameter (`Items`, `Args`).
 fn json_object(field: &str, text: &str) -> Result<Map<String, Value>, Failure> {
     match serde_json::from_str(text) {
@@ -271,8 +267,7 @@ pub(super) async fn set_device_property(
     let (id, delivery) = state
         .handle
         .set_device_property(&device, Value::Object(items))
-        .await
-        .map_err(stopped)?;
+        .await?;
     sent(&device, id, delivery)
 }
 
@@ -288,8 +283,7 @@ pub(super) async fn set_device_desired_property(
     state
         .handle
         .set_desired_properties(&device, items)
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(|code| Failure::new(ApiErrorCode::InvalidItems, code.message))?;
     Ok(Json(DataResponse {
         success: true,
@@ -407,7 +401,7 @@ pub(super) async fn query_device_property_status(
     state.authorize(&headers)?;
     let request: DeviceRequest = parse_body(body)?;
     let device = state.registered_device(&request.product_key, &request.device_name)?;
-    let device_state = state.handle.device_state(&device).await.map_err(stopped)?;
+    let device_state = state.handle.device_state(&device).await?;
     let property_status_info = device_state
         .iter()
         .flat_map(|kept| kept.properties())
@@ -438,7 +432,7 @@ pub(super) async fn get_device_shadow(
     state.authorize(&headers)?;
     let request: DeviceRequest = parse_body(body)?;
     let device = state.registered_device(&request.product_key, &request.device_name)?;
-    let device_state = state.handle.device_state(&device).await.map_err(stopped)?;
+    let device_state = state.handle.device_state(&device).await?;
     let document = match &device_state {
         Some(kept) => kept.shadow().to_json(),
         None => ShadowDocument::default().to_json(),
@@ -461,8 +455,7 @@ pub(super) async fn update_device_shadow(
     let (version, delivery) = state
         .handle
         .update_device_shadow(&device, shadow)
-        .await
-        .map_err(stopped)?
+        .await?
         .map_err(|code| {
             Failure::new(
                 ApiErrorCode::ShadowRefused,
@@ -509,11 +502,7 @@ pub(super) async fn push_ota_upgrade(
     }
     .validated()
     .map_err(|error| Failure::new(ApiErrorCode::InvalidOtaJob, error.to_string()))?;
-    let delivery = state
-        .handle
-        .start_ota(&device, job)
-        .await
-        .map_err(stopped)?;
+    let delivery = state.handle.start_ota(&device, job).await?;
     Ok(Json(DataResponse {
         success: true,
         data: OtaJobData {
@@ -528,7 +517,7 @@ pub(super) async fn list_downlink_results(
     headers: HeaderMap,
 ) -> Result<Json<DataResponse<ListData<Vec<DownlinkResultMessage>>>>, Failure> {
     state.authorize(&headers)?;
-    let results = state.handle.downlink_results().await.map_err(stopped)?;
+    let results = state.handle.downlink_results().await?;
     let list = results
         .into_iter()
         .map(|(device, result)| DownlinkResultMessage {
