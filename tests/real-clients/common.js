@@ -10,10 +10,17 @@ const WAIT_MS = 10000;
 
 class CheckFailed extends Error {}
 
-// The command line every Node driver takes:
+// The command line of the device drivers:
 // --port P --api URL --product-key PK --device-name DN --device-secret DS [--host H] [--tls]
-function parseArgs(argv) {
+const DEVICE_ARGS = ['port', 'api', 'productKey', 'deviceName', 'deviceSecret'];
+
+const flagOf = (key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+// A driver's command line: every key of `required` as `--kebab-case VALUE`, and optionally
+// `--host H` (default 127.0.0.1) and `--tls`; the values by their camelCase keys.
+function parseArgs(argv, required = DEVICE_ARGS) {
   const args = { host: '127.0.0.1', tls: false };
+  const known = new Map([...required, 'host'].map((key) => [flagOf(key), key]));
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--tls') {
@@ -22,13 +29,12 @@ function parseArgs(argv) {
     }
     const value = argv[++i];
     if (value === undefined) throw new Error(`${flag} needs a value`);
-    const key = { '--host': 'host', '--port': 'port', '--api': 'api', '--product-key': 'productKey',
-      '--device-name': 'deviceName', '--device-secret': 'deviceSecret' }[flag];
+    const key = known.get(flag);
     if (!key) throw new Error(`unknown argument ${flag}`);
     args[key] = value;
   }
-  for (const key of ['port', 'api', 'productKey', 'deviceName', 'deviceSecret']) {
-    if (!args[key]) throw new Error(`missing --${key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())}`);
+  for (const key of required) {
+    if (!args[key]) throw new Error(`missing ${flagOf(key)}`);
   }
   return args;
 }

@@ -14,16 +14,7 @@
 
 const iot = require('alibabacloud-iot-device-sdk');
 
-const { Inbox, expect, ok } = require('./common');
-
-function parse(argv) {
-  const args = { host: '127.0.0.1' };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
-    args[key] = argv[i + 1];
-  }
-  return args;
-}
+const { Inbox, expect, ok, parseArgs } = require('./common');
 
 // `iot.register` as a promise of the API's answer (the SDK calls back with the answer, or
 // with what it threw for a code other than 200).
@@ -39,7 +30,7 @@ function register(args, productSecret) {
 }
 
 async function main() {
-  const args = parse(process.argv.slice(2));
+  const args = parseArgs(process.argv.slice(2), ['port', 'api', 'productKey', 'deviceName', 'productSecret']);
   const wrong = await register(args, `${args.productSecret}x`);
   expect(wrong.code === 403, `a wrong product secret answered ${JSON.stringify(wrong)}`);
   ok(`a wrong product secret is refused: code ${wrong.code}`);

@@ -9,6 +9,8 @@
 #   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
 #                                   over the OpenAPI, with a paho-mqtt device it calls
 #   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
+#   @alicloud/pop-core 1.8.0        npm, the Node server SDK (RPC signature 1.0), over the OpenAPI,
+#                                   making its own product and device and calling that device
 #   (and the two device SDKs' dynamic registration: Node over HTTP, Python over MQTT and TLS)
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
@@ -321,6 +323,9 @@ main() {
         --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
     step "alibabacloud-iot20180120 $(python_package_version openapi alibabacloud-iot20180120) (server SDK, ACS3-HMAC-SHA256) over the OpenAPI" \
         "$CACHE/venv-openapi/bin/python" "$HERE/openapi_tea.py" --api "$API_URL" \
+        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
+    step "@alicloud/pop-core $(node_package_version @alicloud/pop-core) (Node server SDK) over the OpenAPI" \
+        node "$HERE/openapi_node.js" --port "$MQTT_PORT" --api "$API_URL" \
         --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
     step "alibabacloud-iot-device-sdk $node_sdk_version dynamic registration over HTTP" \
         node "$HERE/node_dynreg.js" --port "$MQTT_PORT" --api "$API_URL" --product-key a1DynReg0001 \
