@@ -604,13 +604,13 @@ fn restore(
 ) -> Result<StoreWriter, BrokerError> {
     let started = Instant::now();
     let mut store = config.open()?;
-    let image = store.load()?;
+    let mut image = store.load()?;
     let loaded = started.elapsed();
     hub.record_store_changes();
     hub.set_wall_clock(aliot_services::UnixMillis(wall_clock_ms().unwrap_or(0)));
     // The registry first: the sessions' ACLs come from it.
     if let Some(registry) = registry {
-        for change in registry.merge_kept(&image) {
+        for change in registry.merge_kept(&mut image) {
             hub.record_store_change(change);
         }
     }

@@ -12,6 +12,7 @@
 //! map's share; per product its categories, compiled once and shared by its devices.
 
 use std::collections::HashMap;
+use std::mem;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use aliot_auth::RegistrationRefused;
@@ -337,55 +338,64 @@ impl Registry {
     /// store's history (ids, times, disabled, names) with the configuration's secrets and
     /// categories (but the secrets of a product with dynamic registration, which its devices
     /// obtained). Returns the changes that bring the store up to date.
-    pub fn merge_kept(&self, image: &StoreImage) -> Vec<StoreChange> {
+    ///
+    /// The image's products and devices are moved out, not copied: with a million devices
+    /// the copy would be most of the broker's memory at start.
+    pub fn merge_kept(&self, image: &mut StoreImage) -> Vec<StoreChange> {
         let mut state = self.write();
         let mut changes = Vec::new();
-        for kept in image.products.values() {
-            let record = match state.products.get(&kept.key) {
+        let mut configured = mem::take(&mut state.products);
+        for (key, kept) in mem::take(&mut image.products) {
+            let record = match configured.remove(&key) {
                 Some(configured) => ProductRecord {
-                    categories: configured.record.categories.clone(),
-                    secret: configured
-                        .record
-                        .secret
-                        .clone()
-                        .or_else(|| kept.secret.clone()),
+                    categories: configured.record.categories,
+                    secret: configured.record.secret.or_else(|| kept.secret.clone()),
                     dynamic_registration: configured.record.dynamic_registration,
                     ..kept.clone()
                 },
                 None => kept.clone(),
             };
+            if record != kept {
+                changes.push(StoreChange::ProductSaved(record.clone()));
+            }
             let product = Product {
                 categories: compile(&record),
                 record,
                 devices: 0,
             };
-            state.products.insert(kept.key.clone(), product);
+            state.products.insert(key, product);
         }
-        for (key, product) in &state.products {
-            if image.products.get(key) != Some(&product.record) {
-                changes.push(StoreChange::ProductSaved(product.record.clone()));
-            }
+        // The file's products the store did not have.
+        for (key, product) in configured {
+            changes.push(StoreChange::ProductSaved(product.record.clone()));
+            state.products.insert(key, product);
         }
-        for kept in image.registered.values() {
+        let mut configured = mem::take(&mut state.devices);
+        state.devices.reserve(image.registered.len());
+        for (identity, kept) in mem::take(&mut image.registered) {
             // The file's secret, but for a product whose devices register themselves: their
             // secrets are the registration's.
             let registers = state
                 .products
-                .get(&kept.identity.product_key)
+                .get(&identity.product_key)
                 .is_some_and(|product| product.record.dynamic_registration);
-            let device = match state.devices.get(&kept.identity) {
-                Some(configured) if !registers => RegisteredDevice {
-                    secret: configured.secret.clone(),
-                    ..kept.clone()
-                },
-                _ => kept.clone(),
+            let device = match configured.remove(&identity) {
+                Some(configured) if !registers && configured.secret != kept.secret => {
+                    let device = RegisteredDevice {
+                        secret: configured.secret,
+                        ..kept
+                    };
+                    changes.push(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
+                    device
+                }
+                _ => kept,
             };
-            state.devices.insert(kept.identity.clone(), device);
+            state.devices.insert(identity, device);
         }
-        for (identity, device) in &state.devices {
-            if image.registered.get(identity) != Some(device) {
-                changes.push(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
-            }
+        // The file's devices the store did not have.
+        for (identity, device) in configured {
+            changes.push(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
+            state.devices.insert(identity, device);
         }
         state.reindex();
         changes
@@ -720,7 +730,7 @@ mod tests {
             dynamic_registration: false,
         }];
         let registry = Registry::configured(&configured(), &categories, UnixMillis(5));
-        let changes = registry.merge_kept(&StoreImage::default());
+        let changes = registry.merge_kept(&mut StoreImage::default());
         assert_eq!(
             changes.len(),
             2,
@@ -741,7 +751,7 @@ mod tests {
             .unwrap();
         // A restart: the API's device is kept, the file's keeps its id; nothing to commit.
         let again = Registry::configured(&configured(), &categories, UnixMillis(7));
-        let changes = again.merge_kept(&image);
+        let changes = again.merge_kept(&mut image.clone());
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(again.device(&made.identity), Some(made));
         assert_eq!(again.device(&first.identity), Some(first));
