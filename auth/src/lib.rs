@@ -70,6 +70,7 @@ mod identity;
 mod registration;
 mod registry;
 mod sign;
+mod subdevice;
 mod verify;
 
 pub use client_id::{
@@ -83,6 +84,7 @@ pub use registration::{
 };
 pub use registry::{DeviceRecord, DeviceRegistry, MemoryRegistry, RegistryError};
 pub use sign::{ConnectCredentials, SignRequest, content, sign, sign_content};
+pub use subdevice::{SubDeviceProof, SubDeviceProofError, subdevice_sign};
 pub use verify::{
     AuthError, ConnectFields, RefusalCode, SECONDS_TIMESTAMP_BELOW, Verified, VerifyOptions, verify,
 };
