@@ -206,6 +206,9 @@ fuzz_target!(|data: &[u8]| {
         // The SUBSCRIBE that restores a lost session is not refused by the queue's limit; with
         // one filter there is at most one of them queued at a time.
         assert!(conn.queued_len() <= QUEUE + 1);
-        assert!(conn.subscriptions_len() <= 1, "one filter is ever subscribed");
+        assert!(
+            conn.subscriptions_len() <= 1,
+            "one filter is ever subscribed"
+        );
     }
 });

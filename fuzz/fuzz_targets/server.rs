@@ -94,9 +94,9 @@ fuzz_target!(|data: &[u8]| {
                             &request.identity,
                             "granted",
                         )),
-                        false => Command::Refuse(Refusal::registration(
-                            RegistrationRefused::BadSign,
-                        )),
+                        false => {
+                            Command::Refuse(Refusal::registration(RegistrationRefused::BadSign))
+                        }
                     };
                     conn.handle_command(now, command);
                 }

@@ -59,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
         None => {
             // The input's own topic: up to the first NUL.
             let at = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            (String::from_utf8_lossy(&rest[..at]).into_owned(), &rest[(at + 1).min(rest.len())..])
+            (
+                String::from_utf8_lossy(&rest[..at]).into_owned(),
+                &rest[(at + 1).min(rest.len())..],
+            )
         }
     };
     let Some(downlink) = DeviceDownlink::parse(&topic, payload, PK, DN) else {

@@ -53,6 +53,7 @@ extern crate alloc;
 
 mod alink;
 mod device;
+pub mod gateway;
 mod ntp;
 mod ota;
 mod request;
