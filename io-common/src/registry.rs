@@ -11,7 +11,7 @@
 //! What it costs: per device its identity, secret, id and times, about 200 bytes with the
 //! map's share; per product its categories, compiled once and shared by its devices.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::mem;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -117,6 +117,8 @@ struct RegistryState {
     devices: HashMap<DeviceIdentity, RegisteredDevice>,
     /// The devices by `IotId` (the API may name a device by it).
     by_iot_id: HashMap<String, DeviceIdentity>,
+    /// Each gateway's topology: the sub-devices whose record names it.
+    by_gateway: HashMap<DeviceIdentity, BTreeSet<DeviceIdentity>>,
     /// Each product's registration allowance: tokens left, and when they were counted (ms).
     allowances: HashMap<String, (f64, u64)>,
     counters: RegistrationCounters,
@@ -212,6 +214,7 @@ impl RegistryState {
             activated: None,
             disabled: false,
             token: None,
+            gateway: None,
         };
         self.devices.insert(identity.clone(), device.clone());
         self.by_iot_id
@@ -237,6 +240,48 @@ impl RegistryState {
                 product.devices += 1;
             }
         }
+        self.by_gateway.clear();
+        for device in self.devices.values() {
+            if let Some(gateway) = &device.gateway {
+                self.by_gateway
+                    .entry(gateway.clone())
+                    .or_default()
+                    .insert(device.identity.clone());
+            }
+        }
+    }
+
+    /// Sets the gateway of a sub-device (`None`: out of any topology), in its record and in
+    /// the index; the record's change, or `None` when it was already so.
+    fn set_gateway(
+        &mut self,
+        sub: &DeviceIdentity,
+        gateway: Option<&DeviceIdentity>,
+    ) -> Result<Option<StoreChange>, RegistryError> {
+        let device = self
+            .devices
+            .get_mut(sub)
+            .ok_or_else(|| RegistryError::NoDevice(sub.clone()))?;
+        if device.gateway.as_ref() == gateway {
+            return Ok(None);
+        }
+        let before = mem::replace(&mut device.gateway, gateway.cloned());
+        let change = StoreChange::RegisteredDeviceSaved(Box::new(device.clone()));
+        if let Some(before) = before
+            && let Some(subs) = self.by_gateway.get_mut(&before)
+        {
+            subs.remove(sub);
+            if subs.is_empty() {
+                self.by_gateway.remove(&before);
+            }
+        }
+        if let Some(gateway) = gateway {
+            self.by_gateway
+                .entry(gateway.clone())
+                .or_default()
+                .insert(sub.clone());
+        }
+        Ok(Some(change))
     }
 }
 
@@ -325,6 +370,7 @@ impl Registry {
                     activated: None,
                     disabled: false,
                     token: None,
+                    gateway: None,
                 };
                 state.devices.insert(identity, device);
             }
@@ -677,8 +723,21 @@ impl Registry {
     }
 
     /// Deletes a device.
-    pub fn delete_device(&self, identity: &DeviceIdentity) -> Result<StoreChange, RegistryError> {
+    ///
+    /// A sub-device leaves its gateway's topology; a gateway's sub-devices leave its topology
+    /// (their records change too).
+    pub fn delete_device(
+        &self,
+        identity: &DeviceIdentity,
+    ) -> Result<Vec<StoreChange>, RegistryError> {
         let mut state = self.write();
+        let mut changes = Vec::new();
+        if state.devices.contains_key(identity) {
+            for sub in state.by_gateway.get(identity).cloned().unwrap_or_default() {
+                changes.extend(state.set_gateway(&sub, None)?);
+            }
+            state.set_gateway(identity, None)?;
+        }
         let Some(removed) = state.devices.remove(identity) else {
             return Err(RegistryError::NoDevice(identity.clone()));
         };
@@ -686,7 +745,64 @@ impl Registry {
         if let Some(product) = state.products.get_mut(&identity.product_key) {
             product.devices = product.devices.saturating_sub(1);
         }
-        Ok(StoreChange::RegisteredDeviceRemoved(identity.clone()))
+        changes.push(StoreChange::RegisteredDeviceRemoved(identity.clone()));
+        Ok(changes)
+    }
+
+    /// Adds `sub` to `gateway`'s topology (PLATFORM-PROTOCOLS §4.1: `thing/topo/add`,
+    /// `AddThingTopo`), moving it out of another gateway's; the record's change, or `None` when
+    /// it was in this topology already.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::NoDevice`] for a gateway or sub-device that is not registered;
+    /// [`RegistryError::InvalidName`] when a device would be its own sub-device.
+    pub fn add_to_topology(
+        &self,
+        gateway: &DeviceIdentity,
+        sub: &DeviceIdentity,
+    ) -> Result<Option<StoreChange>, RegistryError> {
+        let mut state = self.write();
+        if !state.devices.contains_key(gateway) {
+            return Err(RegistryError::NoDevice(gateway.clone()));
+        }
+        if gateway == sub {
+            return Err(RegistryError::InvalidName(format!(
+                "{sub} cannot be a sub-device of itself"
+            )));
+        }
+        state.set_gateway(sub, Some(gateway))
+    }
+
+    /// Removes `sub` from `gateway`'s topology (`thing/topo/delete`, `RemoveThingTopo`); the
+    /// record's change, or `None` when it was not in it.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::NoDevice`] for a sub-device that is not registered.
+    pub fn remove_from_topology(
+        &self,
+        gateway: &DeviceIdentity,
+        sub: &DeviceIdentity,
+    ) -> Result<Option<StoreChange>, RegistryError> {
+        let mut state = self.write();
+        let device = state
+            .devices
+            .get(sub)
+            .ok_or_else(|| RegistryError::NoDevice(sub.clone()))?;
+        if device.gateway.as_ref() != Some(gateway) {
+            return Ok(None);
+        }
+        state.set_gateway(sub, None)
+    }
+
+    /// A gateway's topology: its sub-devices, in order (`thing/topo/get`, `GetThingTopo`).
+    pub fn topology(&self, gateway: &DeviceIdentity) -> Vec<DeviceIdentity> {
+        self.read()
+            .by_gateway
+            .get(gateway)
+            .map(|subs| subs.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -788,6 +904,72 @@ mod tests {
         assert!(registry.lookup(pk, dn).is_none());
         assert!(registry.device_by_iot_id(&device.iot_id).is_none());
         assert!(registry.delete_product(pk).is_ok());
+    }
+
+    #[test]
+    fn a_topology_is_kept_in_the_sub_devices_records_and_survives_a_restart() {
+        let registry = Registry::new();
+        let (product, _) = registry.create_product("p", None, UnixMillis(1)).unwrap();
+        let device = |name: &str| {
+            registry
+                .register_device(&product.key, Some(name), None, UnixMillis(1))
+                .unwrap()
+                .0
+                .identity
+        };
+        let (gw_a, gw_b, sub_1, sub_2) = (
+            device("gw-a"),
+            device("gw-b"),
+            device("sub-1"),
+            device("sub-2"),
+        );
+        let mut image = StoreImage::default();
+        for change in registry
+            .products()
+            .into_iter()
+            .map(StoreChange::ProductSaved)
+        {
+            image.apply(change);
+        }
+        for identity in [&gw_a, &gw_b, &sub_1, &sub_2] {
+            let device = registry.device(identity).unwrap();
+            image.apply(StoreChange::RegisteredDeviceSaved(Box::new(device)));
+        }
+        for sub in [&sub_1, &sub_2] {
+            image.apply(registry.add_to_topology(&gw_a, sub).unwrap().unwrap());
+        }
+        assert_eq!(
+            registry.add_to_topology(&gw_a, &sub_1).unwrap(),
+            None,
+            "already in"
+        );
+        assert!(registry.add_to_topology(&gw_a, &gw_a).is_err());
+        assert_eq!(registry.topology(&gw_a), [sub_1.clone(), sub_2.clone()]);
+
+        // Adding to another gateway moves it; removing from the wrong one does nothing.
+        image.apply(registry.add_to_topology(&gw_b, &sub_2).unwrap().unwrap());
+        assert_eq!(registry.topology(&gw_a), std::slice::from_ref(&sub_1));
+        assert_eq!(registry.topology(&gw_b), std::slice::from_ref(&sub_2));
+        assert_eq!(registry.remove_from_topology(&gw_a, &sub_2).unwrap(), None);
+
+        // A restart reads the topology back from the records.
+        let again = Registry::new();
+        assert!(again.merge_kept(&mut image.clone()).is_empty());
+        assert_eq!(again.topology(&gw_a), std::slice::from_ref(&sub_1));
+        assert_eq!(again.topology(&gw_b), std::slice::from_ref(&sub_2));
+
+        // A deleted gateway leaves its sub-devices out of any topology.
+        let changes = again.delete_device(&gw_b).unwrap();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(again.device(&sub_2).unwrap().gateway, None);
+        assert!(again.topology(&gw_b).is_empty());
+        image.apply(again.remove_from_topology(&gw_a, &sub_1).unwrap().unwrap());
+        assert!(
+            image
+                .registered
+                .values()
+                .all(|device| device.identity == sub_2 || device.gateway.is_none())
+        );
     }
 
     #[test]

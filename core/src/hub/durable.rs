@@ -118,6 +118,9 @@ pub struct RegisteredDevice {
     /// Its token, if it registered without pre-registration (`regnwl`): its password for the
     /// token login (`connwl`).
     pub token: Option<String>,
+    /// The gateway whose topology holds it, if one does (a sub-device has at most one:
+    /// adding it to another gateway's topology moves it).
+    pub gateway: Option<DeviceIdentity>,
 }
 
 /// One change to the hub's durable state. Applied in the order given, the changes of every

@@ -204,6 +204,9 @@ struct RegisteredJson {
     disabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// The gateway's product key and device name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<[String; 2]>,
 }
 
 /// The value of a registered device's record (its key is the product key and device name).
@@ -216,6 +219,10 @@ pub(super) fn registered(device: &RegisteredDevice) -> Vec<u8> {
         activated_ms: device.activated.map(|at| at.0),
         disabled: device.disabled,
         token: device.token.clone(),
+        gateway: device
+            .gateway
+            .as_ref()
+            .map(|gateway| [gateway.product_key.clone(), gateway.device_name.clone()]),
     };
     serde_json::to_vec(&json).unwrap_or_default()
 }
@@ -240,6 +247,9 @@ pub(super) fn decode_registered(
         activated: json.activated_ms.map(UnixMillis),
         disabled: json.disabled,
         token: json.token,
+        gateway: json
+            .gateway
+            .map(|[product_key, device_name]| DeviceIdentity::new(product_key, device_name)),
     })
 }
 
@@ -314,6 +324,29 @@ mod tests {
         assert_eq!(
             decode_client_key(&client_key(&client).unwrap()).unwrap(),
             client
+        );
+    }
+
+    #[test]
+    fn a_registered_device_reads_back_with_its_gateway() {
+        let device = RegisteredDevice {
+            identity: DeviceIdentity::new("a1Sub", "sub-1"),
+            secret: "s".into(),
+            iot_id: "id".into(),
+            nickname: None,
+            created: UnixMillis(1),
+            activated: Some(UnixMillis(2)),
+            disabled: false,
+            token: None,
+            gateway: Some(DeviceIdentity::new("a1Gw", "gw-1")),
+        };
+        let back = decode_registered("a1Sub", "sub-1", &registered(&device)).unwrap();
+        assert_eq!(back, device);
+        // A record written before topologies existed has none.
+        let old = br#"{"secret":"s","iot_id":"id","created_ms":1}"#;
+        assert_eq!(
+            decode_registered("a1Sub", "sub-1", old).unwrap().gateway,
+            None
         );
     }
 

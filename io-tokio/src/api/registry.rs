@@ -435,13 +435,15 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
     state
         .handle
         .call_hub(move |hub, now_instant| {
-            let change = match action {
+            let changes = match action {
                 DeviceAction::Delete => registry.delete_device(&identity)?,
-                DeviceAction::Disable => registry.set_disabled(&identity, true)?,
-                DeviceAction::Enable => registry.set_disabled(&identity, false)?,
-                DeviceAction::Reset => registry.reset(&identity)?,
+                DeviceAction::Disable => vec![registry.set_disabled(&identity, true)?],
+                DeviceAction::Enable => vec![registry.set_disabled(&identity, false)?],
+                DeviceAction::Reset => vec![registry.reset(&identity)?],
             };
-            hub.record_store_change(change);
+            for change in changes {
+                hub.record_store_change(change);
+            }
             match action {
                 // A deleted device loses its session; a disabled one keeps it for when it is
                 // enabled again.
