@@ -333,6 +333,10 @@ pub enum ApiErrorCode {
     InvalidName,
     /// 404: the broker has no registry the API may change.
     NoRegistry,
+    /// 400: a sub-device's proof is not its secret's (`AddThingTopo`).
+    InvalidSign,
+    /// 404: the sub-device is in no gateway's topology (`RemoveThingTopo`).
+    NotInTopology,
 }
 
 impl ApiErrorCode {
@@ -365,6 +369,8 @@ impl ApiErrorCode {
             ApiErrorCode::ProductHasDevices => "ProductHasDevices",
             ApiErrorCode::InvalidName => "InvalidName",
             ApiErrorCode::NoRegistry => "NoRegistry",
+            ApiErrorCode::InvalidSign => "InvalidSign",
+            ApiErrorCode::NotInTopology => "NotInTopology",
         }
     }
 
@@ -376,9 +382,10 @@ impl ApiErrorCode {
             ApiErrorCode::DeviceNotFound
             | ApiErrorCode::NotFound
             | ApiErrorCode::ProductNotFound
-            | ApiErrorCode::NoRegistry => StatusCode::NOT_FOUND,
+            | ApiErrorCode::NoRegistry
+            | ApiErrorCode::NotInTopology => StatusCode::NOT_FOUND,
             ApiErrorCode::DeviceExists | ApiErrorCode::ProductHasDevices => StatusCode::CONFLICT,
-            ApiErrorCode::InvalidName => StatusCode::BAD_REQUEST,
+            ApiErrorCode::InvalidName | ApiErrorCode::InvalidSign => StatusCode::BAD_REQUEST,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiErrorCode::BrokerStopped => StatusCode::SERVICE_UNAVAILABLE,
             ApiErrorCode::DeviceOffline | ApiErrorCode::DeviceNotListening => StatusCode::CONFLICT,
@@ -620,6 +627,18 @@ fn router(state: ApiState) -> Router {
         .route(
             "/QueryDevice",
             post(registry::query_device).fallback(method_not_allowed),
+        )
+        .route(
+            "/GetThingTopo",
+            post(registry::get_thing_topo).fallback(method_not_allowed),
+        )
+        .route(
+            "/AddThingTopo",
+            post(registry::add_thing_topo).fallback(method_not_allowed),
+        )
+        .route(
+            "/RemoveThingTopo",
+            post(registry::remove_thing_topo).fallback(method_not_allowed),
         )
         .route(
             "/DeleteDevice",

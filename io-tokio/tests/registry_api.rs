@@ -205,3 +205,105 @@ async fn topics_batches_and_broadcasts_through_the_api() {
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sub-device's proof for `AddThingTopo`'s `TopoInfo`, made with `secret`.
+fn topo_entry(pk: &str, dn: &str, secret: &str) -> Value {
+    let sub = aliot_auth::DeviceIdentity::new(pk, dn);
+    let client_id = format!("{pk}&{dn}");
+    let sign = aliot_auth::subdevice_sign(
+        secret.as_bytes(),
+        &sub,
+        &client_id,
+        "1581417203000",
+        aliot_auth::SignMethod::HmacSha1,
+    );
+    json!({"ProductKey": pk, "DeviceName": dn, "ClientId": client_id,
+        "Timestamp": "1581417203000", "SignMethod": "hmacsha1", "Sign": sign})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_topology_is_managed_through_the_api_and_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("aliot-registry-topo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let (broker, _, api) = start(&dir).await;
+    let pk = post(api, "CreateProduct", json!({"ProductName": "hub"})).await["ProductKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut secrets = Vec::new();
+    for dn in ["gateway-1", "sensor-1", "sensor-2"] {
+        let made = post(
+            api,
+            "RegisterDevice",
+            json!({"ProductKey": pk, "DeviceName": dn}),
+        )
+        .await;
+        secrets.push(made["Data"]["DeviceSecret"].as_str().unwrap().to_owned());
+    }
+    let gateway = json!({"GwProductKey": pk, "GwDeviceName": "gateway-1"});
+    let topo = |entries: Vec<Value>| {
+        let mut body = gateway.clone();
+        body["TopoInfo"] = Value::String(Value::Array(entries).to_string());
+        body
+    };
+
+    // A proof made with another device's secret is refused, and nothing is added.
+    let forged = topo(vec![topo_entry(&pk, "sensor-1", &secrets[2])]);
+    let refused = http::<Tokio>(
+        api,
+        "POST",
+        "/AddThingTopo",
+        None,
+        Some(&forged.to_string()),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let page = json!({"ProductKey": pk, "DeviceName": "gateway-1", "PageNo": 1, "PageSize": 10});
+    let listed = post(api, "GetThingTopo", page.clone()).await;
+    assert_eq!(listed["Data"]["Total"], 0, "{listed}");
+
+    let added = topo(vec![
+        topo_entry(&pk, "sensor-1", &secrets[1]),
+        topo_entry(&pk, "sensor-2", &secrets[2]),
+    ]);
+    assert_eq!(post(api, "AddThingTopo", added).await["Success"], true);
+    let listed = post(api, "GetThingTopo", page.clone()).await;
+    assert_eq!(listed["Data"]["Total"], 2, "{listed}");
+    let names: Vec<&str> = listed["Data"]["List"]["deviceInfo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sub| sub["DeviceName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sensor-1", "sensor-2"]);
+    let removed = post(
+        api,
+        "RemoveThingTopo",
+        json!({"ProductKey": pk, "DeviceName": "sensor-2"}),
+    )
+    .await;
+    assert_eq!(removed["Data"], true, "{removed}");
+    broker.shutdown().await;
+
+    // The topology is in the store.
+    let (broker, _, api) = start(&dir).await;
+    let listed = post(api, "GetThingTopo", page).await;
+    assert_eq!(listed["Data"]["Total"], 1, "{listed}");
+    assert_eq!(
+        listed["Data"]["List"]["deviceInfo"][0]["DeviceName"],
+        "sensor-1"
+    );
+    let not_in = http::<Tokio>(
+        api,
+        "POST",
+        "/RemoveThingTopo",
+        None,
+        Some(&json!({"ProductKey": pk, "DeviceName": "sensor-2"}).to_string()),
+    )
+    .await;
+    assert_eq!(not_in.status, 404, "{}", not_in.body);
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,7 +29,7 @@ use super::signature::{SignatureError, SignedV3, verify, verify_v3};
 use super::{ApiErrorCode, ApiState, Failure, PubRequest, RrpcRequest, registry, things};
 
 /// The actions served, in the order the not-found message lists them.
-const ACTIONS: [&str; 27] = [
+const ACTIONS: [&str; 30] = [
     "RRpc",
     "Pub",
     "SetDeviceProperty",
@@ -57,6 +57,9 @@ const ACTIONS: [&str; 27] = [
     "QueryBatchRegisterDeviceStatus",
     "QueryPageByApplyId",
     "PubBroadcast",
+    "GetThingTopo",
+    "AddThingTopo",
+    "RemoveThingTopo",
 ];
 
 /// A request id in the platform's form (a UUID, upper case).
@@ -90,6 +93,9 @@ fn platform_code(code: ApiErrorCode) -> &'static str {
         ApiErrorCode::DeviceExists => "iot.device.AlreadyExistedDeviceName",
         ApiErrorCode::ProductHasDevices => "iot.prod.ProductHasDevices",
         ApiErrorCode::InvalidName => "iot.common.InvalidFormattedParameter",
+        // Ours: the platform's codes for these are not documented.
+        ApiErrorCode::InvalidSign => "iot.device.InvalidSign",
+        ApiErrorCode::NotInTopology => "iot.device.TopoRelationNotExist",
         other => other.name(),
     }
 }
@@ -310,6 +316,17 @@ pub(super) async fn openapi(
         "QueryDeviceDetail" => {
             run::<registry::DeviceRef, _, _, _>(&state, &params, registry::query_device_detail)
                 .await
+        }
+        "GetThingTopo" => {
+            run::<registry::TopologyPageRequest, _, _, _>(&state, &params, registry::get_thing_topo)
+                .await
+        }
+        "AddThingTopo" => {
+            run::<registry::AddTopologyRequest, _, _, _>(&state, &params, registry::add_thing_topo)
+                .await
+        }
+        "RemoveThingTopo" => {
+            run::<registry::DeviceRef, _, _, _>(&state, &params, registry::remove_thing_topo).await
         }
         "QueryDevice" => {
             run::<registry::PageRequest, _, _, _>(&state, &params, registry::query_device).await
@@ -573,6 +590,27 @@ mod tests {
             ("Timeout", "soon"),
         ])));
         assert!(bad.unwrap_err().0.contains("not a number"));
+    }
+
+    #[test]
+    fn the_topology_actions_read_their_parameters_from_text() {
+        let page = registry::TopologyPageRequest::deserialize(ParamsDeserializer(&params(&[
+            ("IotId", "gw"),
+            ("PageNo", "2"),
+            ("PageSize", "50"),
+        ])))
+        .unwrap();
+        assert_eq!(
+            (page.iot_id.as_deref(), page.page_no, page.page_size),
+            (Some("gw"), Some(2), Some(50))
+        );
+        let add = registry::AddTopologyRequest::deserialize(ParamsDeserializer(&params(&[
+            ("GwProductKey", "pk"),
+            ("GwDeviceName", "gw"),
+            ("TopoInfo", "[]"),
+        ])))
+        .unwrap();
+        assert_eq!(add.topo_info, "[]");
     }
 
     #[test]

@@ -419,6 +419,188 @@ pub(super) async fn query_device(
     }))
 }
 
+/// The body of `GetThingTopo`: the gateway (`ProductKey` and `DeviceName`, or `IotId`) and
+/// the page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TopologyPageRequest {
+    /// The gateway's product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_key: Option<String>,
+    /// The gateway's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// The gateway's `IotId`, instead of the two. (Not a flattened [`DeviceRef`]: the
+    /// OpenAPI's parameters are text, which a flattened struct's numbers cannot be read from.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iot_id: Option<String>,
+    /// The page, from 1 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_no: Option<u64>,
+    /// Items per page, 1–50 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+}
+
+/// The body of `AddThingTopo`: the gateway and, as a JSON array in a string, each sub-device's
+/// proof `{"ProductKey","DeviceName","ClientId","Timestamp","SignMethod","Sign"}` (the same
+/// proof as the gateway's `thing/topo/add`, made with the sub-device's secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AddTopologyRequest {
+    /// The gateway's product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw_product_key: Option<String>,
+    /// The gateway's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw_device_name: Option<String>,
+    /// The gateway's `IotId`, instead of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gw_iot_id: Option<String>,
+    /// The sub-devices' proofs, a JSON array as a string.
+    pub topo_info: String,
+}
+
+pub(super) async fn get_thing_topo(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: TopologyPageRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let named = DeviceRef {
+        product_key: request.product_key.clone(),
+        device_name: request.device_name.clone(),
+        iot_id: request.iot_id.clone(),
+    };
+    let gateway = state.named_device(&registry, &named)?;
+    let subs: Vec<RegisteredDevice> = registry
+        .topology(&gateway.identity)
+        .iter()
+        .filter_map(|sub| registry.device(sub))
+        .collect();
+    let paging = PageRequest {
+        product_key: None,
+        current_page: request.page_no,
+        page_size: Some(request.page_size.unwrap_or(10).clamp(1, 50)),
+    };
+    let (items, page, size, pages) = page_of(&subs, &paging);
+    let list: Vec<serde_json::Value> = items
+        .iter()
+        .map(|sub| {
+            serde_json::json!({
+                "ProductKey": sub.identity.product_key,
+                "DeviceName": sub.identity.device_name,
+                "IotId": sub.iot_id,
+            })
+        })
+        .collect();
+    success(serde_json::json!({
+        "Data": {
+            "CurrentPage": page,
+            "PageSize": size,
+            "PageCount": pages,
+            "Total": subs.len(),
+            "List": { "deviceInfo": list },
+        },
+    }))
+}
+
+pub(super) async fn add_thing_topo(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: AddTopologyRequest = parse_body(body)?;
+    let registry = state.registry()?;
+    let named = DeviceRef {
+        product_key: request.gw_product_key.clone(),
+        device_name: request.gw_device_name.clone(),
+        iot_id: request.gw_iot_id.clone(),
+    };
+    let gateway = state.named_device(&registry, &named)?.identity;
+    let invalid = |message: String| Failure::new(ApiErrorCode::InvalidName, message);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&request.topo_info)
+        .map_err(|error| invalid(format!("TopoInfo is not a JSON array: {error}")))?;
+    if entries.is_empty() || entries.len() > aliot_services::gateway::MAX_TOPO_ADD {
+        return Err(invalid(format!(
+            "TopoInfo must list 1 to {} sub-devices",
+            aliot_services::gateway::MAX_TOPO_ADD
+        )));
+    }
+    let mut subs = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let field = |name: &str| match entry.get(name) {
+            Some(serde_json::Value::String(text)) => Ok(text.clone()),
+            Some(serde_json::Value::Number(number)) => Ok(number.to_string()),
+            _ => Err(invalid(format!("TopoInfo entry without {name}: {entry}"))),
+        };
+        let sub = DeviceIdentity::new(field("ProductKey")?, field("DeviceName")?);
+        let proof = aliot_auth::SubDeviceProof::new(
+            sub.clone(),
+            field("ClientId")?,
+            field("Timestamp")?,
+            &field("SignMethod")?,
+            &field("Sign")?,
+        )
+        .map_err(|error| invalid(format!("TopoInfo entry for {sub}: {error}")))?;
+        let device = registry
+            .device(&sub)
+            .ok_or_else(|| registry_failure(RegistryError::NoDevice(sub.clone())))?;
+        if !proof.matches(device.secret.as_bytes()) {
+            return Err(Failure::new(
+                ApiErrorCode::InvalidSign,
+                format!("the sign for {sub} is not its secret's"),
+            ));
+        }
+        subs.push(sub);
+    }
+    state
+        .handle
+        .call_hub(move |hub, _| {
+            for sub in &subs {
+                if let Some(change) = registry.add_to_topology(&gateway, sub)? {
+                    hub.record_store_change(change);
+                }
+            }
+            Ok::<_, RegistryError>(())
+        })
+        .await?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({}))
+}
+
+pub(super) async fn remove_thing_topo(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    state.authorize(&headers)?;
+    let request: DeviceRef = parse_body(body)?;
+    let registry = state.registry()?;
+    let sub = state.named_device(&registry, &request)?;
+    let Some(gateway) = sub.gateway else {
+        return Err(Failure::new(
+            ApiErrorCode::NotInTopology,
+            format!("{} is in no gateway's topology", sub.identity),
+        ));
+    };
+    state
+        .handle
+        .call_hub(move |hub, _| {
+            let change = registry.remove_from_topology(&gateway, &sub.identity)?;
+            if let Some(change) = change {
+                hub.record_store_change(change);
+            }
+            Ok::<_, RegistryError>(())
+        })
+        .await?
+        .map_err(registry_failure)?;
+    success(serde_json::json!({ "Data": true }))
+}
+
 /// What an action on one device does to the registry, and to the device's connection.
 #[derive(Clone, Copy)]
 enum DeviceAction {
