@@ -76,17 +76,22 @@ use crate::time::Instant;
 mod counters;
 mod devices;
 pub mod durable;
+mod gateways;
 mod held_acks;
 mod rrpc;
 mod sessions;
 
-pub use counters::{CloseCounters, Counters, DropCounters, RrpcCounters, ServiceCounters};
+pub use counters::{
+    CloseCounters, Counters, DropCounters, GatewayCounters, RrpcCounters, ServiceCounters,
+};
 pub use devices::{MAX_DOWNLINK_RESULTS, MAX_DOWNLINK_RESULTS_PER_DEVICE};
+pub use gateways::{GatewayReply, NoDirectory, SubDeviceDirectory, SubDeviceRecord};
 pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
 pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
 
 use devices::DeviceTable;
 use durable::Journal;
+use gateways::{AckedOn, Carriers};
 use held_acks::{AckTicket, HeldAcks};
 use rrpc::{Answer, RrpcCalls};
 use sessions::{AUTO_SUBSCRIBED_QOS, InFlight, Queued, Session, SessionId, SessionTable};
@@ -153,6 +158,12 @@ pub struct HubConfig {
     /// The first messageId handed out (RRPC calls, downlinks and server-side publishes share
     /// the sequence). An adapter seeds it from the wall clock so ids stay fresh across restarts.
     pub first_rrpc_message_id: u64,
+    /// Sub-devices one gateway's connection carries at once, at most (default 2,000, the
+    /// platform's; a login beyond is answered 428).
+    pub max_sub_devices_per_gateway: usize,
+    /// Sub-device logins one gateway's connection may make in a minute (default 6,000, ours:
+    /// the platform documents the code, 429, not the number).
+    pub max_sub_device_logins_per_minute: u32,
 }
 
 impl Default for HubConfig {
@@ -167,6 +178,8 @@ impl Default for HubConfig {
             max_message_age: Some(week),
             session_expiry: Some(week),
             first_rrpc_message_id: 1,
+            max_sub_devices_per_gateway: 2_000,
+            max_sub_device_logins_per_minute: 6_000,
         }
     }
 }
@@ -219,6 +232,8 @@ pub struct Hub {
     rrpc: RrpcCalls,
     held_acks: HeldAcks,
     devices: DeviceTable,
+    /// The gateways' connections that carry sub-devices.
+    carriers: Carriers,
     /// Changes to the durable state not yet taken by the store.
     journal: Journal,
     /// The wall clock as last given ([`Hub::set_wall_clock`]): NTP answers and the times the
@@ -254,6 +269,7 @@ impl Hub {
             rrpc: RrpcCalls::new(config.first_rrpc_message_id),
             held_acks: HeldAcks::default(),
             devices: DeviceTable::default(),
+            carriers: Carriers::default(),
             journal: Journal::default(),
             wall_clock: UnixMillis::default(),
             counters: Counters::default(),
@@ -373,9 +389,11 @@ impl Hub {
                 custom,
                 payload,
                 packet_id,
+                sub_device,
             } => {
                 self.counters.messages_in += 1;
-                self.rrpc_answered(conn, message_id, custom, payload);
+                let sid = self.session_on(conn, sub_device.as_deref());
+                self.rrpc_answered(sid, message_id, custom, payload);
                 if let Some(packet_id) = packet_id {
                     self.send_puback((conn, packet_id));
                 }
@@ -384,9 +402,12 @@ impl Hub {
                 request,
                 message,
                 packet_id,
+                sub_device,
             } => {
                 self.counters.messages_in += 1;
-                self.serve(conn, *request, message.qos, now);
+                if let Some(sid) = self.session_on(conn, sub_device.as_deref()) {
+                    self.serve(sid, *request, message.qos, now);
+                }
                 if let Some(packet_id) = packet_id {
                     self.send_puback((conn, packet_id));
                 }
@@ -395,50 +416,57 @@ impl Hub {
             }
             Event::PublishDenied(_) => self.counters.publish_denied += 1,
             Event::Subscribe(filters) => {
-                let Some(sid) = self.sessions.of_conn(conn) else {
-                    return;
-                };
-                // A device without the automatic subscription gets its pending upgrades once
-                // it subscribes to their topic (the push at CONNACK found no subscription).
-                let upgrades = self.ota_topic_with_pending_jobs(sid);
-                let listened = upgrades
-                    .as_ref()
-                    .is_some_and(|topic| self.listens(sid, topic));
-                if let Some(session) = self.sessions.get_mut(sid) {
-                    for (filter, qos) in filters {
-                        self.index.insert(&filter, sid, qos);
-                        session.subscribed(&filter);
-                        session.subscriptions.insert(filter, qos);
-                    }
-                    if !session.clean {
-                        self.journal.session_touched(&session.key);
-                    }
+                if let Some(sid) = self.sessions.of_conn(conn) {
+                    self.subscribe(sid, filters, now);
                 }
-                if let Some(topic) = upgrades
-                    && !listened
-                    && self.listens(sid, &topic)
-                {
-                    self.push_pending_ota(sid, now);
+            }
+            Event::SubDeviceSubscribe {
+                sub_device,
+                filters,
+            } => {
+                if let Some(sid) = self.session_on(conn, Some(&sub_device)) {
+                    self.subscribe(sid, filters, now);
                 }
             }
             Event::SubscribeDenied(_) => self.counters.subscribe_denied += 1,
             Event::Unsubscribe(filters) => {
-                if let Some(sid) = self.sessions.of_conn(conn)
-                    && let Some(session) = self.sessions.get_mut(sid)
-                {
-                    for filter in filters {
-                        if session.subscriptions.remove(&filter).is_some() {
-                            self.index.remove(&filter, &sid);
-                        }
-                        session.unsubscribed(&filter);
-                    }
-                    if !session.clean {
-                        self.journal.session_touched(&session.key);
-                    }
+                if let Some(sid) = self.sessions.of_conn(conn) {
+                    self.unsubscribe(sid, filters);
+                }
+            }
+            Event::SubDeviceUnsubscribe {
+                sub_device,
+                filters,
+            } => {
+                if let Some(sid) = self.session_on(conn, Some(&sub_device)) {
+                    self.unsubscribe(sid, filters);
+                }
+            }
+            Event::GatewayRequest {
+                request,
+                message,
+                packet_id,
+            } => {
+                // Without a registry no sub-device is known: each request is answered so.
+                let reply = self.handle_gateway_request(
+                    conn,
+                    *request,
+                    message,
+                    packet_id,
+                    &NoDirectory,
+                    now,
+                );
+                if let Some(reply) = reply {
+                    self.send_gateway_reply(reply, now);
                 }
             }
             Event::DeliveryAcked(packet_id) => {
-                if let Some(sid) = self.sessions.of_conn(conn)
+                let sid = match self.carriers.acked(conn, packet_id) {
+                    AckedOn::Own => self.sessions.of_conn(conn),
+                    AckedOn::Carried(sid) => Some(sid),
+                    AckedOn::Unknown => None,
+                };
+                if let Some(sid) = sid
                     && let Some(session) = self.sessions.get_mut(sid)
                 {
                     if let Some(seq) = session.delivery_acked(packet_id, now) {
@@ -774,12 +802,11 @@ impl Hub {
         let Some(sid) = self.session_of_device(device) else {
             return false;
         };
-        let conn = self.sessions.get(sid).and_then(|session| session.conn);
-        if let Some(conn) = conn {
-            self.command(conn, Command::Close(CloseReason::DeviceDisabled));
-            // Offline from now, as if its connection had gone: its close comes later and
-            // finds no session attached.
-            self.detach(conn, now);
+        // Offline from now, as if its connection had gone: its close comes later and finds no
+        // session attached. A sub-device is logged out of its gateway's connection.
+        let conn = self.unplug(sid, CloseReason::DeviceDisabled, now);
+        if conn.is_some() {
+            self.went_offline(sid, now);
         }
         if discard_session {
             self.remove_session(sid);
@@ -802,32 +829,46 @@ impl Hub {
     }
 
     fn open_session(&mut self, conn: ConnId, request: SessionRequest, now: Instant) {
+        let (sid, session_present) = self.take_session(&request, now);
+        self.sessions.attach(sid, conn, now);
+        self.counters.connections_accepted += 1;
+        self.command(conn, Command::SessionOpened { session_present });
+        self.resume(sid, conn, request, session_present, now);
+    }
+
+    /// The session a client opens: its kept one (taken from the connection it was attached to),
+    /// or a new one; and whether it was kept. Not attached yet.
+    fn take_session(&mut self, request: &SessionRequest, now: Instant) -> (SessionId, bool) {
         let existing = match &*request.key {
             ClientKey::Anonymous => None,
             key => self.sessions.find(key),
         };
-        let mut session_present = false;
-        let sid = match existing {
-            Some(sid) => {
-                if let Some(old) = self.sessions.take_conn(sid) {
-                    self.counters.takeovers += 1;
-                    self.command(old, Command::Close(CloseReason::TakenOver));
-                }
-                let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
-                if request.clean_session || kept_clean {
-                    self.remove_session(sid);
-                    self.sessions.insert(Session::new(&request, now))
-                } else {
-                    session_present = true;
-                    sid
-                }
-            }
-            None => self.sessions.insert(Session::new(&request, now)),
+        let Some(sid) = existing else {
+            return (self.sessions.insert(Session::new(request, now)), false);
         };
-        self.sessions.attach(sid, conn, now);
+        if self.unplug(sid, CloseReason::TakenOver, now).is_some() {
+            self.counters.takeovers += 1;
+        }
+        let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
+        if request.clean_session || kept_clean {
+            self.remove_session(sid);
+            (self.sessions.insert(Session::new(request, now)), false)
+        } else {
+            (sid, true)
+        }
+    }
+
+    /// A session just attached to `conn` takes the request's terms; a kept one sends again
+    /// what it had in flight and what it queued, and pending upgrades are pushed.
+    fn resume(
+        &mut self,
+        sid: SessionId,
+        conn: ConnId,
+        request: SessionRequest,
+        session_present: bool,
+        now: Instant,
+    ) {
         self.rrpc.device_back(&request.key);
-        self.counters.connections_accepted += 1;
-        self.command(conn, Command::SessionOpened { session_present });
         let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
@@ -855,6 +896,76 @@ impl Hub {
         }
         // Upgrades not yet done are pushed again each time the device comes online (§6).
         self.push_pending_ota(sid, now);
+    }
+
+    /// Takes the session's connection from it (a takeover, a disabled device): a connection of
+    /// its own is closed with `reason`, and the sub-devices it carried go offline; a gateway's
+    /// connection that carried it stops carrying it. Returns that connection, if it had one.
+    fn unplug(&mut self, sid: SessionId, reason: CloseReason, now: Instant) -> Option<ConnId> {
+        let carried = self.sessions.is_carried(sid);
+        let conn = self.sessions.take_conn(sid)?;
+        if carried {
+            self.stop_carrying(conn, sid);
+        } else {
+            self.command(conn, Command::Close(reason));
+            self.drop_carried(conn, now);
+        }
+        Some(conn)
+    }
+
+    /// Filters granted to a session (its device's own, or a sub-device's through its gateway).
+    fn subscribe(&mut self, sid: SessionId, filters: Vec<(TopicFilter, QoS)>, now: Instant) {
+        // A device without the automatic subscription gets its pending upgrades once
+        // it subscribes to their topic (the push at CONNACK found no subscription).
+        let upgrades = self.ota_topic_with_pending_jobs(sid);
+        let listened = upgrades
+            .as_ref()
+            .is_some_and(|topic| self.listens(sid, topic));
+        if let Some(session) = self.sessions.get_mut(sid) {
+            for (filter, qos) in filters {
+                self.index.insert(&filter, sid, qos);
+                session.subscribed(&filter);
+                session.subscriptions.insert(filter, qos);
+            }
+            if !session.clean {
+                self.journal.session_touched(&session.key);
+            }
+        }
+        if let Some(topic) = upgrades
+            && !listened
+            && self.listens(sid, &topic)
+        {
+            self.push_pending_ota(sid, now);
+        }
+    }
+
+    /// Filters a session unsubscribed from.
+    fn unsubscribe(&mut self, sid: SessionId, filters: Vec<TopicFilter>) {
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        for filter in filters {
+            if session.subscriptions.remove(&filter).is_some() {
+                self.index.remove(&filter, &sid);
+            }
+            session.unsubscribed(&filter);
+        }
+        if !session.clean {
+            self.journal.session_touched(&session.key);
+        }
+    }
+
+    /// The session an event of `conn` is for: the connection's own, or the sub-device's it
+    /// carries (`None` for one it no longer carries).
+    fn session_on(&self, conn: ConnId, sub_device: Option<&ClientKey>) -> Option<SessionId> {
+        match sub_device {
+            None => self.sessions.of_conn(conn),
+            Some(key) => self.sessions.find(key).filter(|sid| {
+                self.sessions
+                    .get(*sid)
+                    .is_some_and(|session| session.conn == Some(conn))
+            }),
+        }
     }
 
     /// The device's OTA upgrade topic, if it has upgrades not yet done.
@@ -899,10 +1010,17 @@ impl Hub {
         }
     }
 
+    /// `conn` closed: its session and the sub-devices it carried go offline.
     fn detach(&mut self, conn: ConnId, now: Instant) {
-        let Some(sid) = self.sessions.detach(conn) else {
-            return;
-        };
+        self.drop_carried(conn, now);
+        if let Some(sid) = self.sessions.detach(conn) {
+            self.went_offline(sid, now);
+        }
+    }
+
+    /// A session lost its connection: a clean one ends; a kept one waits (its queue a store
+    /// for later) until it expires.
+    fn went_offline(&mut self, sid: SessionId, now: Instant) {
         let Some(session) = self.sessions.get(sid) else {
             return;
         };
@@ -925,10 +1043,7 @@ impl Hub {
 
     /// Answers a device's service request (parsed by its connection) and keeps what it
     /// changes: the reply goes back with the request's QoS (or the subscription's, if lower).
-    fn serve(&mut self, conn: ConnId, request: DeviceMessage, qos: QoS, now: Instant) {
-        let Some(sid) = self.sessions.of_conn(conn) else {
-            return;
-        };
+    fn serve(&mut self, sid: SessionId, request: DeviceMessage, qos: QoS, now: Instant) {
         let Some(device) = self
             .sessions
             .get(sid)
@@ -1005,15 +1120,16 @@ impl Hub {
     /// A device answered an RRPC call: the call ends (or the answer is counted as late or
     /// unknown). Answers are for the platform, never routed: routing a custom-topic answer
     /// would hand it back to the device as a new request.
-    fn rrpc_answered(&mut self, conn: ConnId, id: MessageId, custom: bool, payload: Bytes) {
-        let device = self
-            .sessions
-            .of_conn(conn)
+    fn rrpc_answered(
+        &mut self,
+        sid: Option<SessionId>,
+        id: MessageId,
+        custom: bool,
+        payload: Bytes,
+    ) {
+        let device = sid
             .and_then(|sid| self.sessions.get(sid))
-            .and_then(|session| match &*session.key {
-                ClientKey::Device(identity) => Some(identity),
-                _ => None,
-            });
+            .and_then(|session| session.key.device());
         let answer = match device {
             Some(device) => self.rrpc.answer(id, device, custom),
             None => Answer::Unknown,
@@ -1090,7 +1206,10 @@ impl Hub {
                 if let Some(conn) =
                     conn.filter(|_| session.queue.is_empty() && session.inflight.len() < window)
                 {
-                    let packet_id = session.allocate_packet_id();
+                    let packet_id = self
+                        .carriers
+                        .allocate(conn, sid)
+                        .unwrap_or_else(|| session.allocate_packet_id());
                     session.inflight.push_back(InFlight {
                         packet_id,
                         message: message.clone(),
@@ -1229,7 +1348,10 @@ impl Hub {
                 self.counters.dropped.expired += 1;
                 continue;
             }
-            let packet_id = session.allocate_packet_id();
+            let packet_id = self
+                .carriers
+                .allocate(conn, sid)
+                .unwrap_or_else(|| session.allocate_packet_id());
             session.inflight.push_back(InFlight {
                 packet_id,
                 message: queued.message.clone(),

@@ -63,8 +63,11 @@ use aliot_topic::{
 use bytes::{Bytes, BytesMut};
 
 use aliot_services::DeviceMessage;
+use aliot_services::gateway::GatewayRequest;
 
-use aliot_auth::{AuthError, ConnectFields, RegistrationRefused, RegistrationRequest};
+use aliot_auth::{
+    AuthError, ConnectFields, DeviceIdentity, RegistrationRefused, RegistrationRequest,
+};
 
 use crate::authenticator::{
     AuthContext, Authenticator, ClientFeatures, ClientKey, Refusal, RefusalReason, auth_refusal,
@@ -77,6 +80,10 @@ use crate::codec::{
 use crate::message::Message;
 use crate::registration::{REGISTRATION_GRACE, RegistrationGrant};
 use crate::time::Instant;
+
+mod carried;
+
+use carried::CarriedDevices;
 
 /// The profile's lowest accepted keepalive (SPEC §1).
 pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
@@ -157,6 +164,9 @@ pub enum Event {
         payload: Bytes,
         /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
         packet_id: Option<PacketId>,
+        /// The sub-device that answered, through its gateway's connection; `None`: the
+        /// connection's own device.
+        sub_device: Option<Arc<ClientKey>>,
     },
     /// A PUBLISH the ACL allows on one of the device's service topics (thing model, NTP,
     /// shadow, OTA), its JSON parsed here, in the connection's task. The hub answers it on the
@@ -169,6 +179,36 @@ pub enum Event {
         message: Message,
         /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
         packet_id: Option<PacketId>,
+        /// The sub-device that asked, through its gateway's connection; `None`: the
+        /// connection's own device.
+        sub_device: Option<Arc<ClientKey>>,
+    },
+    /// A gateway's request for its sub-devices (topology, registration, login and logout,
+    /// PLATFORM-PROTOCOLS §4), its JSON parsed here. Whoever keeps the registry decides and
+    /// answers on the reply topic; the message is routed as any other too.
+    GatewayRequest {
+        /// The request.
+        request: Box<GatewayRequest>,
+        /// The PUBLISH: the reply goes with its QoS (or the subscription's, if lower).
+        message: Message,
+        /// A QoS 1 PUBLISH's packet id, acknowledged like [`Event::Publish`]'s.
+        packet_id: Option<PacketId>,
+    },
+    /// Filters a gateway subscribed to for one of its logged-in sub-devices, which that
+    /// sub-device's ACL allows (already answered with SUBACK).
+    SubDeviceSubscribe {
+        /// The sub-device.
+        sub_device: Arc<ClientKey>,
+        /// The filters, with the granted QoS.
+        filters: Vec<(TopicFilter, QoS)>,
+    },
+    /// Filters a gateway unsubscribed from that name one of its logged-in sub-devices (already
+    /// answered with UNSUBACK).
+    SubDeviceUnsubscribe {
+        /// The sub-device.
+        sub_device: Arc<ClientKey>,
+        /// The filters.
+        filters: Vec<TopicFilter>,
     },
     /// The device acknowledged a QoS 1 delivery (its PUBACK).
     DeliveryAcked(PacketId),
@@ -221,6 +261,17 @@ pub enum Command {
     /// Refuse the CONNECT waiting for an answer (a registration) with this CONNACK code, and
     /// close.
     Refuse(Refusal),
+    /// A sub-device logged in through this (gateway's) connection: from now on the gateway may
+    /// publish and subscribe for it, as its ACL allows.
+    SubDeviceOnline {
+        /// The sub-device's key (its identity).
+        key: Arc<ClientKey>,
+        /// What it may publish and subscribe to.
+        acl: Acl,
+    },
+    /// A sub-device carried by this connection logged out, or was taken elsewhere: the
+    /// gateway may no longer act for it.
+    SubDeviceOffline(Arc<ClientKey>),
 }
 
 /// A message on its way to one device.
@@ -338,6 +389,11 @@ pub struct Connection {
     /// QoS 1 PUBLISHes received and not yet acknowledged, in the order they came, each with
     /// whether its PUBACK may go (the hub said so, or the ACL refused it).
     unacked: VecDeque<(PacketId, bool)>,
+    /// The sub-devices logged in through this connection, when it is a gateway's.
+    carried: CarriedDevices,
+    /// Whether the device has acted as a gateway (sent a gateway request): its refused
+    /// thing-model requests for other devices are answered 520.
+    is_gateway: bool,
 }
 
 impl fmt::Debug for Connection {
@@ -374,6 +430,8 @@ impl Connection {
             last_input: now,
             dropped_deliveries: 0,
             unacked: VecDeque::new(),
+            carried: CarriedDevices::default(),
+            is_gateway: false,
         }
     }
 
@@ -437,6 +495,12 @@ impl Connection {
             Command::Deliver(delivery) => self.deliver(&delivery),
             Command::AckPublish(packet_id) => self.release_puback(now, packet_id),
             Command::Close(reason) => self.close(reason),
+            Command::SubDeviceOnline { key, acl } => {
+                if !self.is_closed() {
+                    self.carried.insert(key, acl);
+                }
+            }
+            Command::SubDeviceOffline(key) => self.carried.remove(&key),
         }
     }
 
@@ -655,10 +719,16 @@ impl Connection {
                             return;
                         }
                     };
+                    let qos = qos.min(QoS::AtLeastOnce);
                     if self.acl.may_subscribe(&filter) {
-                        let qos = qos.min(QoS::AtLeastOnce);
                         codes.push(SubAckReturnCode::Success(qos));
                         granted.push((filter, qos));
+                    } else if let Some(sub) = self.carried.subscriber(&filter) {
+                        codes.push(SubAckReturnCode::Success(qos));
+                        self.events.push_back(Event::SubDeviceSubscribe {
+                            sub_device: Arc::clone(&sub.key),
+                            filters: vec![(filter, qos)],
+                        });
                     } else {
                         codes.push(SubAckReturnCode::Failure);
                         self.events.push_back(Event::SubscribeDenied(filter));
@@ -677,7 +747,13 @@ impl Connection {
                 let mut filters = Vec::with_capacity(unsubscribe.filters.len());
                 for filter in unsubscribe.filters {
                     match TopicFilter::from_bytes(filter.into_bytes(), &self.config.topic_limits) {
-                        Ok(filter) => filters.push(filter),
+                        Ok(filter) => match self.carried.named(&filter) {
+                            Some(sub) => self.events.push_back(Event::SubDeviceUnsubscribe {
+                                sub_device: Arc::clone(&sub.key),
+                                filters: vec![filter],
+                            }),
+                            None => filters.push(filter),
+                        },
                         // Too long to have been subscribed: nothing to remove.
                         Err(TopicError::TooLong { .. }) => {}
                         Err(error) => {
@@ -831,85 +907,125 @@ impl Connection {
             };
         let qos = publish.qos.qos();
         let packet_id = publish.qos.packet_id();
-        if self.acl.may_publish(&topic) {
-            if let Some(packet_id) = packet_id {
-                // Acknowledged when the hub has the message (Command::AckPublish).
-                self.unacked.push_back((packet_id, false));
-            }
-            let event = if let Some((message_id, custom)) = self.rrpc_response(&topic) {
-                Event::RrpcResponse {
-                    message_id,
-                    custom,
-                    payload: publish.payload,
-                    packet_id,
+        // The connection's own device, or a sub-device its gateway publishes for.
+        let sub_device = match self.acl.may_publish(&topic) {
+            true => None,
+            false => match self.carried.publisher(&topic) {
+                Some(sub) => Some(Arc::clone(&sub.key)),
+                None => {
+                    self.answer_not_logged_in(&topic, &publish.payload);
+                    self.events.push_back(Event::PublishDenied(topic));
+                    // Refused, yet acknowledged (in turn) so that the device does not resend
+                    // it forever.
+                    if let Some(packet_id) = packet_id {
+                        self.unacked.push_back((packet_id, true));
+                        self.send_released_pubacks();
+                    }
+                    return;
                 }
-            } else if let Some(request) = self.service_request(&topic, &publish.payload) {
-                Event::ServiceRequest {
-                    request: Box::new(request),
-                    message: Message {
-                        topic,
-                        payload: publish.payload,
-                        qos,
-                    },
-                    packet_id,
-                }
-            } else {
-                Event::Publish {
-                    message: Message {
-                        topic,
-                        payload: publish.payload,
-                        qos,
-                    },
-                    packet_id,
-                }
+            },
+        };
+        if let Some(packet_id) = packet_id {
+            // Acknowledged when the hub has the message (Command::AckPublish).
+            self.unacked.push_back((packet_id, false));
+        }
+        let Some(device) = self.publisher(sub_device.as_deref()) else {
+            let message = Message {
+                topic,
+                payload: publish.payload,
+                qos,
             };
-            self.events.push_back(event);
-        } else {
-            self.events.push_back(Event::PublishDenied(topic));
-            // Refused, yet acknowledged (in turn) so that the device does not resend it forever.
-            if let Some(packet_id) = packet_id {
-                self.unacked.push_back((packet_id, true));
-                self.send_released_pubacks();
-            }
-        }
-    }
-
-    /// The RRPC call a PUBLISH on `topic` answers, if it is one of this device's answers (and
-    /// whether in the custom form). Only a device answers calls; the ACL has let it publish
-    /// there already.
-    fn rrpc_response(&self, topic: &TopicName) -> Option<(MessageId, bool)> {
-        let ClientKey::Device(device) = &**self.key.as_ref()? else {
-            return None;
+            self.events.push_back(Event::Publish { message, packet_id });
+            return;
         };
-        match RrpcTopic::parse(topic.as_str())? {
-            RrpcTopic::Response {
-                product_key,
-                device_name,
+        let event = if let Some((message_id, custom)) = rrpc_response(&topic, device) {
+            Event::RrpcResponse {
                 message_id,
-            } if product_key == device.product_key && device_name == device.device_name => {
-                Some((message_id, false))
+                custom,
+                payload: publish.payload,
+                packet_id,
+                sub_device,
             }
-            RrpcTopic::Custom { message_id, topic }
-                if is_device_topic(topic, &device.product_key, &device.device_name) =>
-            {
-                Some((message_id, true))
+        } else {
+            let service = DeviceMessage::parse(
+                topic.as_str(),
+                &publish.payload,
+                &device.product_key,
+                &device.device_name,
+            );
+            // A gateway's requests are its own: a sub-device it carries makes none.
+            let gateway = match (&service, &sub_device) {
+                (None, None) => GatewayRequest::parse(
+                    topic.as_str(),
+                    &publish.payload,
+                    &device.product_key,
+                    &device.device_name,
+                ),
+                _ => None,
+            };
+            let message = Message {
+                topic,
+                payload: publish.payload,
+                qos,
+            };
+            match (service, gateway) {
+                (Some(request), _) => Event::ServiceRequest {
+                    request: Box::new(request),
+                    message,
+                    packet_id,
+                    sub_device,
+                },
+                (None, Some(request)) => {
+                    self.is_gateway = true;
+                    Event::GatewayRequest {
+                        request: Box::new(request),
+                        message,
+                        packet_id,
+                    }
+                }
+                (None, None) => Event::Publish { message, packet_id },
             }
-            _ => None,
+        };
+        self.events.push_back(event);
+    }
+
+    /// A gateway's thing-model request on another device's topic, refused: a gateway acting
+    /// for a sub-device it has not logged in (or no longer carries) gets the platform's 520 on
+    /// the reply topic (ours, PLATFORM-PROTOCOLS §4.6), so that an SDK waiting for the reply
+    /// learns why. Sent straight from here: no session of the sub-device is involved. A device
+    /// that never acted as a gateway gets no answer, as before.
+    fn answer_not_logged_in(&mut self, topic: &TopicName, payload: &[u8]) {
+        if !self.is_gateway {
+            return;
+        }
+        let Some(own) = self.key.as_deref().and_then(ClientKey::device) else {
+            return;
+        };
+        if is_device_topic(topic.as_str(), &own.product_key, &own.device_name) {
+            return;
+        }
+        let reply = aliot_services::gateway::not_logged_in_reply(topic.as_str(), payload);
+        if let Some(reply) = reply
+            && let Ok(reply_topic) = Utf8Bytes::try_from(reply.topic)
+        {
+            let publish = Publish {
+                topic: reply_topic,
+                qos: PublishQos::AtMostOnce,
+                dup: false,
+                retain: false,
+                payload: Bytes::from(reply.payload),
+            };
+            self.send(&Packet::Publish(publish));
         }
     }
 
-    /// The service request a PUBLISH on `topic` makes, if it is on one of this device's
-    /// service topics: parsed here, in the connection's task, so that the hub only routes.
-    fn service_request(&self, topic: &TopicName, payload: &[u8]) -> Option<DeviceMessage> {
-        let ClientKey::Device(device) = &**self.key.as_ref()? else {
-            return None;
-        };
-        DeviceMessage::parse(
-            topic.as_str(),
-            payload,
-            &device.product_key,
-            &device.device_name,
-        )
+    /// The device a PUBLISH is from: the sub-device it is for, or the connection's own device
+    /// (`None` for a client that is not a device).
+    fn publisher<'a>(&'a self, sub_device: Option<&'a ClientKey>) -> Option<&'a DeviceIdentity> {
+        match sub_device {
+            Some(sub) => sub.device(),
+            None => self.key.as_deref()?.device(),
+        }
     }
 
     /// The hub has taken the PUBLISH with this packet id: its PUBACK may go, after those of
@@ -995,7 +1111,29 @@ impl Connection {
         self.read_buf = BytesMut::new();
         self.unacked = VecDeque::new();
         self.key = None;
+        self.carried = CarriedDevices::default();
         self.events.push_back(Event::Closed(reason));
+    }
+}
+
+/// The RRPC call a PUBLISH on `topic` answers, if it is one of `device`'s answers (and
+/// whether in the custom form). Only a device answers calls; the ACL has let it publish there
+/// already.
+fn rrpc_response(topic: &TopicName, device: &DeviceIdentity) -> Option<(MessageId, bool)> {
+    match RrpcTopic::parse(topic.as_str())? {
+        RrpcTopic::Response {
+            product_key,
+            device_name,
+            message_id,
+        } if product_key == device.product_key && device_name == device.device_name => {
+            Some((message_id, false))
+        }
+        RrpcTopic::Custom { message_id, topic }
+            if is_device_topic(topic, &device.product_key, &device.device_name) =>
+        {
+            Some((message_id, true))
+        }
+        _ => None,
     }
 }
 

@@ -219,6 +219,9 @@ impl World {
                         Command::Registered(_) | Command::Refuse(_) => {
                             panic!("the hub answered a registration this model never asked for")
                         }
+                        Command::SubDeviceOnline { .. } | Command::SubDeviceOffline(_) => {
+                            panic!("the hub carried a sub-device this model never logged in")
+                        }
                         Command::Close(reason) => {
                             // The connection closes, as a real one would, and says so.
                             self.links[device] = Link::default();
@@ -397,6 +400,7 @@ impl World {
             request: Box::new(request),
             message,
             packet_id,
+            sub_device: None,
         };
         self.hub.handle_event(conn, event, self.now);
         self.drain();
@@ -413,6 +417,7 @@ fuzz_target!(|data: &[u8]| {
         max_message_age: Some(Duration::from_secs(50)),
         session_expiry: None,
         first_rrpc_message_id: 1000,
+        ..HubConfig::default()
     };
     let mut hub = Hub::new(config.clone());
     hub.record_store_changes();
@@ -525,6 +530,7 @@ fuzz_target!(|data: &[u8]| {
                         custom: false,
                         payload: Bytes::from_static(b"ok"),
                         packet_id: None,
+                        sub_device: None,
                     };
                     world.hub.handle_event(conn, answer, world.now);
                     world.drain();

@@ -21,8 +21,11 @@ use aliot_auth::{
     RegistrationRequest,
 };
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, StoreChange, StoreImage};
+use aliot_core::hub::{SubDeviceDirectory, SubDeviceRecord};
 use aliot_core::registration::{RegistrationGrant, token_client_id};
+use aliot_services::AlinkCode;
 use aliot_services::UnixMillis;
+use aliot_services::gateway::ProxiedRegistration;
 use aliot_topic::{Permission, ProductCategories, check_identity};
 
 /// A custom topic category a product was given ([`Registry::add_category`]).
@@ -821,6 +824,105 @@ impl DeviceRegistry for Registry {
             categories: Arc::clone(&product.categories),
             token: device.token.as_deref().map(DeviceSecret::new),
         })
+    }
+}
+
+/// What a gateway's requests read and change (PLATFORM-PROTOCOLS §4): decided by the hub
+/// (`aliot_core::hub::Hub::handle_gateway_request`), kept here.
+impl SubDeviceDirectory for Registry {
+    fn sub_device(&self, identity: &DeviceIdentity) -> Option<SubDeviceRecord> {
+        let state = self.read();
+        let device = state.devices.get(identity)?;
+        let product = state.products.get(&identity.product_key)?;
+        Some(SubDeviceRecord {
+            secret: DeviceSecret::new(&device.secret),
+            categories: Arc::clone(&product.categories),
+            disabled: device.disabled,
+            gateway: device.gateway.clone(),
+        })
+    }
+
+    fn topology(&self, gateway: &DeviceIdentity) -> Vec<DeviceIdentity> {
+        Registry::topology(self, gateway)
+    }
+
+    fn add_to_topology(
+        &self,
+        gateway: &DeviceIdentity,
+        sub: &DeviceIdentity,
+    ) -> Result<Option<StoreChange>, AlinkCode> {
+        Registry::add_to_topology(self, gateway, sub).map_err(gateway_code)
+    }
+
+    fn remove_from_topology(
+        &self,
+        gateway: &DeviceIdentity,
+        sub: &DeviceIdentity,
+    ) -> Result<Option<StoreChange>, AlinkCode> {
+        Registry::remove_from_topology(self, gateway, sub).map_err(gateway_code)
+    }
+
+    /// Ours (the platform documents the wire, not the rules): the sub-device's product must
+    /// allow dynamic registration, and with `product_register` the proof must be its
+    /// product secret's; a device not registered yet is registered, one registered and not yet
+    /// activated keeps its secret (the gateway is given it), an activated one is refused.
+    fn register(
+        &self,
+        sub: &DeviceIdentity,
+        proof: Option<&ProxiedRegistration>,
+        now: UnixMillis,
+    ) -> Result<(String, Option<StoreChange>), AlinkCode> {
+        let mut state = self.write();
+        let product = state
+            .products
+            .get(&sub.product_key)
+            .filter(|product| product.record.dynamic_registration)
+            .ok_or(AlinkCode::REGISTRATION_REFUSED)?;
+        if let Some(proof) = proof {
+            let method = proof
+                .sign_method
+                .to_ascii_lowercase()
+                .parse()
+                .map_err(|_| AlinkCode::BAD_PARAMS)?;
+            let request = RegistrationRequest::new(
+                sub.clone(),
+                RegistrationKind::PreRegistered,
+                &proof.random,
+                method,
+                &proof.sign,
+            )
+            .map_err(|_| AlinkCode::BAD_PARAMS)?;
+            let secret = product.record.secret.as_deref().unwrap_or_default();
+            if secret.is_empty() || !request.sign_matches(secret.as_bytes()) {
+                return Err(AlinkCode::BAD_SIGN);
+            }
+        }
+        match state.devices.get(sub) {
+            Some(device) if device.activated.is_some() => Err(AlinkCode::REGISTRATION_REFUSED),
+            Some(device) => Ok((device.secret.clone(), None)),
+            None => {
+                let device = state
+                    .insert_device(sub, None, now)
+                    .map_err(|_| AlinkCode::BAD_PARAMS)?;
+                let secret = device.secret.clone();
+                Ok((
+                    secret,
+                    Some(StoreChange::RegisteredDeviceSaved(Box::new(device))),
+                ))
+            }
+        }
+    }
+
+    fn logged_in(&self, sub: &DeviceIdentity, now: UnixMillis) -> Option<StoreChange> {
+        self.activated(sub, now)
+    }
+}
+
+/// The gateway reply code of a registry's refusal.
+fn gateway_code(error: RegistryError) -> AlinkCode {
+    match error {
+        RegistryError::NoDevice(_) | RegistryError::NoProduct(_) => AlinkCode::NO_DEVICE,
+        _ => AlinkCode::BAD_PARAMS,
     }
 }
 

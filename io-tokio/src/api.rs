@@ -870,6 +870,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
         dropped,
         rrpc,
         services,
+        gateway,
     } = &stats.counters;
     let aliot_core::hub::CloseCounters {
         client_disconnected,
@@ -906,6 +907,13 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
         downlink_results,
         downlink_results_dropped,
     } = services;
+    let aliot_core::hub::GatewayCounters {
+        requests: gateway_requests,
+        refused: gateway_refused,
+        logins: sub_device_logins,
+        logouts: sub_device_logouts,
+        dropped_with_gateway,
+    } = gateway;
     let refused_by_code: Vec<(String, u64)> = connections_refused
         .iter()
         .enumerate()
@@ -1072,6 +1080,30 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
         "Downlink results dropped, the oldest first, to keep the latest 1,024.",
         &[("", *downlink_results_dropped)],
     );
+    family(
+        "aliot_gateway_requests_total",
+        "counter",
+        "Gateway requests (topology, sub-device registration, login, logout), and of them those answered with a code other than 200.",
+        &[
+            ("outcome=\"all\"", *gateway_requests),
+            ("outcome=\"refused\"", *gateway_refused),
+        ],
+    );
+    family(
+        "aliot_sub_device_logins_total",
+        "counter",
+        "Sub-devices logged in through a gateway.",
+        &[("", *sub_device_logins)],
+    );
+    family(
+        "aliot_sub_device_logouts_total",
+        "counter",
+        "Sub-devices logged out: by their gateway or a topology change, or with their gateway's connection.",
+        &[
+            ("reason=\"logout\"", *sub_device_logouts),
+            ("reason=\"gateway_gone\"", *dropped_with_gateway),
+        ],
+    );
     let gauge = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
     family(
         "aliot_connections",
@@ -1225,8 +1257,11 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        // 24 of the hub, 3 of the registry.
-        assert_eq!(declared.len(), 27);
+        // 27 of the hub, 3 of the registry.
+        assert_eq!(declared.len(), 30);
+        stats.counters.gateway.dropped_with_gateway = 4;
+        let text = prometheus_text(&stats, 0, None);
+        assert!(text.contains("aliot_sub_device_logouts_total{reason=\"gateway_gone\"} 4\n"));
         // With a store, its families too.
         stats.store = Some(aliot_io::broker::StoreStats {
             failures: 2,

@@ -14,6 +14,7 @@
 //! `productKey` and `deviceName` in `data` (C 3.x finds the device by them).
 
 use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -24,7 +25,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::Downlink;
-use crate::alink::{AlinkCode, echoable_id, zero_id};
+use crate::alink::{AlinkCode, AlinkMethod, AlinkRequest, ReplyTo, echoable_id, zero_id};
 use crate::request::own_rest;
 
 /// Sub-devices one `thing/topo/add` may carry (PLATFORM-PROTOCOLS §4.1).
@@ -63,6 +64,13 @@ impl AlinkCode {
     pub const BAD_SIGN: AlinkCode = AlinkCode {
         code: 6287,
         message: "invalid sign",
+    };
+    /// 6288 (ours: the platform documents no code for it): a sub-device's registration
+    /// through its gateway refused, for a product that does not allow dynamic registration or
+    /// a device already activated.
+    pub const REGISTRATION_REFUSED: AlinkCode = AlinkCode {
+        code: 6288,
+        message: "sub-device registration not allowed",
     };
     /// 520: the sub-device is not logged in.
     pub const NO_SESSION: AlinkCode = AlinkCode {
@@ -137,10 +145,9 @@ enum Kind {
 pub struct GatewayRequest {
     /// What it asks, or the code its reply carries when it is malformed.
     pub op: Result<GatewayOp, AlinkCode>,
-    /// The reply topic: the request topic + `_reply`.
-    pub reply_topic: String,
-    /// The request's `id`, echoed verbatim (`"0"` when it had none that can be).
-    id: String,
+    /// Where the reply goes (the request topic + `_reply`) and the `id` it echoes verbatim
+    /// (`"0"` when the request had none that can be). Every gateway request is answered.
+    pub reply_to: ReplyTo,
 }
 
 /// The JSON body of a request, as far as it is read: `method` and `version` are not (the SDKs
@@ -173,14 +180,17 @@ impl GatewayRequest {
         device_name: &str,
     ) -> Option<GatewayRequest> {
         let kind = kind_of(topic, product_key, device_name)?;
-        let reply_topic = format!("{topic}_reply");
+        let reply_to = |id: Option<Box<RawValue>>| ReplyTo {
+            topic: format!("{topic}_reply"),
+            id: id.unwrap_or_else(zero_id),
+            ack: true,
+        };
         let is_object = payload.trim_ascii_start().first() == Some(&b'{');
         let body: Option<Body<'_>> = serde_json::from_slice(payload).ok().filter(|_| is_object);
         let Some(body) = body else {
             return Some(GatewayRequest {
                 op: Err(AlinkCode::NOT_JSON),
-                reply_topic,
-                id: zero_id().get().to_owned(),
+                reply_to: reply_to(None),
             });
         };
         let echoed = echoable_id(body.id);
@@ -190,8 +200,7 @@ impl GatewayRequest {
         };
         Some(GatewayRequest {
             op,
-            reply_topic,
-            id: echoed.unwrap_or_else(zero_id).get().to_owned(),
+            reply_to: reply_to(echoed),
         })
     }
 
@@ -221,18 +230,157 @@ impl GatewayRequest {
             message: &'a str,
             data: &'a Value,
         }
-        let id = RawValue::from_string(self.id.clone()).unwrap_or_else(|_| zero_id());
         let payload = serde_json::to_vec(&Reply {
-            id: &id,
+            id: &self.reply_to.id,
             code: code.code,
             message: code.message,
             data,
         })
         .unwrap_or_default();
         Downlink {
-            topic: self.reply_topic.clone(),
+            topic: self.reply_to.topic.clone(),
             payload,
         }
+    }
+}
+
+/// How the fields of a sub-device's proof are spelt: in the gateway's MQTT requests
+/// (`productKey`, `clientId`, `signMethod` or `signmethod`, …) or in the OpenAPI's `TopoInfo`
+/// (`ProductKey`, `ClientId`, `SignMethod`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofSpelling {
+    /// camelCase, as the SDKs send it.
+    Device,
+    /// PascalCase, as `AddThingTopo` takes it.
+    OpenApi,
+}
+
+impl ProofSpelling {
+    fn name(self, camel: &'static str) -> String {
+        match self {
+            ProofSpelling::Device => camel.to_owned(),
+            ProofSpelling::OpenApi => {
+                let mut chars = camel.chars();
+                chars
+                    .next()
+                    .map(|first| first.to_ascii_uppercase())
+                    .into_iter()
+                    .chain(chars)
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A sub-device's proof (identity, `clientId`, `timestamp`, sign method and `sign`) read from
+/// one JSON object: an entry of `thing/topo/add`, a login, or the OpenAPI's `TopoInfo`. Numbers
+/// are read as their decimal text (the Node SDK's `timestamp`).
+///
+/// ```
+/// use aliot_services::gateway::{ProofSpelling, read_proof};
+///
+/// let entry = serde_json::json!({"ProductKey": "a1Sub", "DeviceName": "s-1",
+///     "ClientId": "a1Sub&s-1", "Timestamp": 1581417203000u64, "SignMethod": "hmacSha1",
+///     "Sign": "ab".repeat(20)});
+/// let proof = read_proof(&entry, ProofSpelling::OpenApi).unwrap();
+/// assert_eq!(proof.identity().device_name, "s-1");
+/// assert!(read_proof(&entry, ProofSpelling::Device).is_err());
+/// ```
+pub fn read_proof(entry: &Value, spelling: ProofSpelling) -> Result<SubDeviceProof, AlinkCode> {
+    proof(entry, None, spelling)
+}
+
+/// The 520 reply to a thing-model request a gateway made for a sub-device it has not logged in
+/// (PLATFORM-PROTOCOLS §4.6, ours): `None` when `topic` is no thing-model request topic, or the
+/// request asked for no reply.
+///
+/// ```
+/// use aliot_services::gateway::not_logged_in_reply;
+///
+/// let topic = "/sys/a1Sub/s-1/thing/event/property/post";
+/// let reply = not_logged_in_reply(topic, br#"{"id":"8","params":{}}"#).unwrap();
+/// assert_eq!(reply.topic, "/sys/a1Sub/s-1/thing/event/property/post_reply");
+/// assert!(reply.payload.starts_with(br#"{"id":"8","code":520"#));
+/// assert!(not_logged_in_reply("/a1Sub/s-1/user/update", b"{}").is_none());
+/// ```
+pub fn not_logged_in_reply(topic: &str, payload: &[u8]) -> Option<Downlink> {
+    let sys = topic.strip_prefix("/sys/")?;
+    let (_product_key, rest) = sys.split_once('/')?;
+    let (_device_name, rest) = rest.split_once('/')?;
+    let method = AlinkMethod::from_topic_rest(rest)?;
+    let request = AlinkRequest::parse(method, topic, payload);
+    request.reply_to.reply(
+        AlinkCode::NO_SESSION,
+        &Value::Object(Default::default()),
+        &request.method.name(),
+    )
+}
+
+/// How a gateway's topology changed on the server side (`thing/topo/change`'s `status`;
+/// PLATFORM-PROTOCOLS §4.1: the documents disagree on 2 and 8, ours follow the newer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopologyChange {
+    /// 0: sub-devices added.
+    Added = 0,
+    /// 1: sub-devices removed.
+    Removed = 1,
+    /// 2: sub-devices enabled.
+    Enabled = 2,
+    /// 8: sub-devices disabled.
+    Disabled = 8,
+}
+
+/// The push that tells a gateway its topology changed:
+/// `/sys/{pk}/{dn}/thing/topo/change` with `{"id","version","params":{"status","subList"},
+/// "method":"thing.topo.change"}`.
+///
+/// ```
+/// use aliot_auth::DeviceIdentity;
+/// use aliot_services::gateway::{TopologyChange, topology_change};
+///
+/// let gateway = DeviceIdentity::new("a1Gw", "gw-1");
+/// let push = topology_change(&gateway, 7, TopologyChange::Removed, &[DeviceIdentity::new("a1Sub", "s-1")]);
+/// assert_eq!(push.topic, "/sys/a1Gw/gw-1/thing/topo/change");
+/// assert_eq!(
+///     push.payload,
+///     br#"{"id":"7","version":"1.0","params":{"status":1,"subList":[{"deviceName":"s-1","productKey":"a1Sub"}]},"method":"thing.topo.change"}"#
+/// );
+/// ```
+pub fn topology_change(
+    gateway: &DeviceIdentity,
+    id: u64,
+    change: TopologyChange,
+    subs: &[DeviceIdentity],
+) -> Downlink {
+    #[derive(Serialize)]
+    struct Params {
+        status: u8,
+        #[serde(rename = "subList")]
+        sub_list: Value,
+    }
+    #[derive(Serialize)]
+    struct Push<'a> {
+        id: String,
+        version: &'a str,
+        params: Params,
+        method: &'a str,
+    }
+    let payload = serde_json::to_vec(&Push {
+        id: format!("{id}"),
+        version: "1.0",
+        params: Params {
+            status: change as u8,
+            sub_list: identities_data(subs),
+        },
+        method: "thing.topo.change",
+    })
+    .unwrap_or_default();
+    Downlink {
+        topic: format!(
+            "/sys/{}/{}/thing/topo/change",
+            gateway.product_key, gateway.device_name
+        ),
+        payload,
     }
 }
 
@@ -272,7 +420,7 @@ fn read_op(kind: Kind, params: Option<Value>) -> Result<GatewayOp, AlinkCode> {
             GatewayOp::TopoAdd(
                 entries
                     .iter()
-                    .map(|entry| proof(entry, None))
+                    .map(|entry| proof(entry, None, ProofSpelling::Device))
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -354,15 +502,27 @@ fn sign_method(entry: &Value, shared: Option<&str>) -> Option<String> {
         .or_else(|| shared.map(ToOwned::to_owned))
 }
 
-fn proof(entry: &Value, shared_method: Option<&str>) -> Result<SubDeviceProof, AlinkCode> {
+fn proof(
+    entry: &Value,
+    shared_method: Option<&str>,
+    spelling: ProofSpelling,
+) -> Result<SubDeviceProof, AlinkCode> {
     let bad = AlinkCode::BAD_PARAMS;
-    let method = sign_method(entry, shared_method).ok_or(bad)?;
+    let field = |camel: &'static str| text(entry, &spelling.name(camel)).ok_or(bad);
+    let method = match spelling {
+        ProofSpelling::Device => sign_method(entry, shared_method).ok_or(bad)?,
+        ProofSpelling::OpenApi => field("signMethod")?,
+    };
+    let identity = DeviceIdentity::new(field("productKey")?, field("deviceName")?);
+    if identity.product_key.is_empty() || identity.device_name.is_empty() {
+        return Err(bad);
+    }
     SubDeviceProof::new(
-        identity(entry)?,
-        text(entry, "clientId").ok_or(bad)?,
-        text(entry, "timestamp").ok_or(bad)?,
+        identity,
+        field("clientId")?,
+        field("timestamp")?,
         &method,
-        &text(entry, "sign").ok_or(bad)?,
+        &field("sign")?,
     )
     .map_err(|_| bad)
 }
@@ -376,7 +536,7 @@ fn login(entry: &Value, shared_method: Option<&str>) -> Result<SubDeviceLogin, A
         Some(_) => return Err(AlinkCode::BAD_PARAMS),
     };
     Ok(SubDeviceLogin {
-        proof: proof(entry, shared_method)?,
+        proof: proof(entry, shared_method, ProofSpelling::Device)?,
         clean_session,
     })
 }

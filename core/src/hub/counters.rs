@@ -35,6 +35,24 @@ pub struct Counters {
     pub rrpc: RrpcCounters,
     /// The platform's device services.
     pub services: ServiceCounters,
+    /// Gateways and their sub-devices.
+    pub gateway: GatewayCounters,
+}
+
+/// Gateways and their sub-devices (PLATFORM-PROTOCOLS §4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GatewayCounters {
+    /// Gateway requests (topology, registration, login, logout).
+    pub requests: u64,
+    /// Of those, answered with a code other than 200.
+    pub refused: u64,
+    /// Sub-devices logged in (a login of one already carried by the same gateway not
+    /// counted).
+    pub logins: u64,
+    /// Sub-devices logged out by their gateway or by a topology change.
+    pub logouts: u64,
+    /// Sub-devices that went offline with their gateway's connection.
+    pub dropped_with_gateway: u64,
 }
 
 /// The platform's device services (thing model, NTP, shadow, OTA).

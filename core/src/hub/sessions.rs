@@ -347,7 +347,9 @@ impl SessionTable {
         if self.by_key.get(&session.key) == Some(&sid) {
             self.by_key.remove(&session.key);
         }
-        if let Some(conn) = session.conn {
+        if let Some(conn) = session.conn
+            && self.by_conn.get(&conn) == Some(&sid)
+        {
             self.by_conn.remove(&conn);
         }
         if let Some(at) = session.expires_at {
@@ -356,10 +358,19 @@ impl SessionTable {
         Some(session)
     }
 
-    /// Attaches `conn` to the session at `now`; an offline session no longer expires.
+    /// Attaches `conn` to the session at `now`, as the connection's own session; an offline
+    /// session no longer expires.
     pub(super) fn attach(&mut self, sid: SessionId, conn: ConnId, now: Instant) {
+        if self.attach_carried(sid, conn, now) {
+            self.by_conn.insert(conn, sid);
+        }
+    }
+
+    /// Attaches a gateway's connection `conn` to a sub-device's session at `now`: the
+    /// connection carries it, and stays found by its own session. Whether the session exists.
+    pub(super) fn attach_carried(&mut self, sid: SessionId, conn: ConnId, now: Instant) -> bool {
         let Some(session) = self.slots.get_mut(sid.0 as usize).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         session.conn = Some(conn);
         session.offline_since = None;
@@ -367,13 +378,22 @@ impl SessionTable {
         if let Some(at) = session.expires_at.take() {
             self.expiries.remove(&(at, sid));
         }
-        self.by_conn.insert(conn, sid);
+        true
+    }
+
+    /// Whether the session's connection carries it for a gateway (rather than being its own).
+    pub(super) fn is_carried(&self, sid: SessionId) -> bool {
+        self.get(sid)
+            .and_then(|session| session.conn)
+            .is_some_and(|conn| self.by_conn.get(&conn) != Some(&sid))
     }
 
     /// Detaches whatever connection the session has (taken over): that connection, if any.
     pub(super) fn take_conn(&mut self, sid: SessionId) -> Option<ConnId> {
         let conn = self.get_mut(sid)?.conn.take()?;
-        self.by_conn.remove(&conn);
+        if self.by_conn.get(&conn) == Some(&sid) {
+            self.by_conn.remove(&conn);
+        }
         Some(conn)
     }
 

@@ -12,7 +12,7 @@ use aliot_core::codec::{
     Subscribe, Utf8Bytes,
 };
 use aliot_core::hub::durable::{Restored, StoreImage};
-use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome};
+use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome, SubDeviceDirectory};
 use aliot_core::server::{self, Event, ServerConfig};
 use aliot_core::{Authenticator, Instant, PlatformAuthenticator};
 use aliot_services::UnixMillis;
@@ -171,6 +171,9 @@ pub struct Broker {
     pub registrar: Option<Registrar>,
     /// Whether connections accepted from now on are TLS.
     pub tls: bool,
+    /// Answers gateways' requests with what it knows, as the broker's registry does; `None`:
+    /// the hub answers them as a broker without a registry.
+    pub directory: Option<Arc<dyn SubDeviceDirectory>>,
     hub_config: HubConfig,
     authenticator: Arc<dyn Authenticator + Send + Sync>,
     config: ServerConfig,
@@ -211,6 +214,7 @@ impl Broker {
             crashed: false,
             registrar: None,
             tls: false,
+            directory: None,
             hub_config,
             authenticator: Arc::new(authenticator),
             config,
@@ -393,6 +397,27 @@ impl Broker {
                     {
                         let command = registrar(request);
                         conn.handle_command(self.now, command);
+                        continue;
+                    }
+                    if let Some(directory) = &self.directory
+                        && let Event::GatewayRequest {
+                            request,
+                            message,
+                            packet_id,
+                        } = event
+                    {
+                        let reply = self.hub.handle_gateway_request(
+                            id,
+                            *request,
+                            message,
+                            packet_id,
+                            &**directory,
+                            self.now,
+                        );
+                        // Sent with the turn's outputs, after its commit.
+                        if let Some(reply) = reply {
+                            self.hub.send_gateway_reply(reply, self.now);
+                        }
                         continue;
                     }
                     self.hub.handle_event(id, event, self.now);

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::PacketId;
-use aliot_core::hub::{self, ConnId, DeviceDelivery, Hub, HubOutput, ServerPublished};
+use aliot_core::hub::{
+    self, ConnId, DeviceDelivery, GatewayReply, Hub, HubOutput, ServerPublished,
+};
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_services::UnixMillis;
 use aliot_topic::{MessageId, TopicName};
@@ -100,6 +102,8 @@ enum AfterCommit {
     Reply(Reply),
     /// A command to a connection (a registration's grant).
     Command(ConnId, Command),
+    /// A gateway request's answer (a sub-device's secret, a topology change).
+    GatewayReply(GatewayReply),
 }
 
 /// The hub and the channels its outputs go to.
@@ -203,7 +207,11 @@ impl<R: Runtime> HubTask<R> {
                     // A steady stream of requests must not starve the deadlines.
                     self.after_wake(now);
                 }
-                batch = next_commit(&mut committed) => self.committed_up_to(batch),
+                batch = next_commit(&mut committed) => {
+                    self.committed_up_to(batch);
+                    // Gateway replies released by the commit are the hub's outputs now.
+                    self.dispatch();
+                }
                 _ = &mut timer, if timer_at.is_some() => {
                     // Set again before the next wait, whatever the deadline is then.
                     timer_at = None;
@@ -327,6 +335,26 @@ impl<R: Runtime> HubTask<R> {
                 Err(refused) => {
                     let refusal = aliot_core::Refusal::registration(refused);
                     self.send_command(conn, Command::Refuse(refusal));
+                }
+            }
+            return;
+        }
+        if let Some(registry) = &self.registry
+            && let Event::GatewayRequest {
+                request,
+                message,
+                packet_id,
+            } = event
+        {
+            // Decided by the hub with the registry; answered once what it changed (a
+            // topology, a sub-device's secret) is committed.
+            let reply = self
+                .hub
+                .handle_gateway_request(conn, *request, message, packet_id, registry, now);
+            if let Some(reply) = reply {
+                match self.store {
+                    Some(_) => self.turn_replies.push(AfterCommit::GatewayReply(reply)),
+                    None => self.hub.send_gateway_reply(reply, now),
                 }
             }
             return;
@@ -516,6 +544,9 @@ impl<R: Runtime> HubTask<R> {
             }
             AfterCommit::Reply(reply) => reply(),
             AfterCommit::Command(conn, command) => self.send_command(conn, command),
+            AfterCommit::GatewayReply(reply) => {
+                self.hub.send_gateway_reply(reply, self.clock.now());
+            }
         }
     }
 

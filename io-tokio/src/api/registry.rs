@@ -7,6 +7,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice};
 use aliot_io::registry::{Registry, RegistryError};
 use aliot_services::UnixMillis;
+use aliot_services::gateway::{ProofSpelling, TopologyChange, read_proof};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -461,6 +462,28 @@ pub struct AddTopologyRequest {
     pub topo_info: String,
 }
 
+impl TopologyPageRequest {
+    /// The gateway it names.
+    fn gateway(&self) -> DeviceRef {
+        DeviceRef {
+            product_key: self.product_key.clone(),
+            device_name: self.device_name.clone(),
+            iot_id: self.iot_id.clone(),
+        }
+    }
+}
+
+impl AddTopologyRequest {
+    /// The gateway it names.
+    fn gateway(&self) -> DeviceRef {
+        DeviceRef {
+            product_key: self.gw_product_key.clone(),
+            device_name: self.gw_device_name.clone(),
+            iot_id: self.gw_iot_id.clone(),
+        }
+    }
+}
+
 pub(super) async fn get_thing_topo(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -469,12 +492,7 @@ pub(super) async fn get_thing_topo(
     state.authorize(&headers)?;
     let request: TopologyPageRequest = parse_body(body)?;
     let registry = state.registry()?;
-    let named = DeviceRef {
-        product_key: request.product_key.clone(),
-        device_name: request.device_name.clone(),
-        iot_id: request.iot_id.clone(),
-    };
-    let gateway = state.named_device(&registry, &named)?;
+    let gateway = state.named_device(&registry, &request.gateway())?;
     let subs: Vec<RegisteredDevice> = registry
         .topology(&gateway.identity)
         .iter()
@@ -515,12 +533,7 @@ pub(super) async fn add_thing_topo(
     state.authorize(&headers)?;
     let request: AddTopologyRequest = parse_body(body)?;
     let registry = state.registry()?;
-    let named = DeviceRef {
-        product_key: request.gw_product_key.clone(),
-        device_name: request.gw_device_name.clone(),
-        iot_id: request.gw_iot_id.clone(),
-    };
-    let gateway = state.named_device(&registry, &named)?.identity;
+    let gateway = state.named_device(&registry, &request.gateway())?.identity;
     let invalid = |message: String| Failure::new(ApiErrorCode::InvalidName, message);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&request.topo_info)
         .map_err(|error| invalid(format!("TopoInfo is not a JSON array: {error}")))?;
@@ -532,20 +545,13 @@ pub(super) async fn add_thing_topo(
     }
     let mut subs = Vec::with_capacity(entries.len());
     for entry in &entries {
-        let field = |name: &str| match entry.get(name) {
-            Some(serde_json::Value::String(text)) => Ok(text.clone()),
-            Some(serde_json::Value::Number(number)) => Ok(number.to_string()),
-            _ => Err(invalid(format!("TopoInfo entry without {name}: {entry}"))),
-        };
-        let sub = DeviceIdentity::new(field("ProductKey")?, field("DeviceName")?);
-        let proof = aliot_auth::SubDeviceProof::new(
-            sub.clone(),
-            field("ClientId")?,
-            field("Timestamp")?,
-            &field("SignMethod")?,
-            &field("Sign")?,
-        )
-        .map_err(|error| invalid(format!("TopoInfo entry for {sub}: {error}")))?;
+        let proof = read_proof(entry, ProofSpelling::OpenApi).map_err(|_| {
+            invalid(format!(
+                "TopoInfo entry is not a sub-device's proof (ProductKey, DeviceName, ClientId, \
+                 Timestamp, SignMethod hmacSha1|hmacSha256|hmacMd5, Sign in hex): {entry}"
+            ))
+        })?;
+        let sub = proof.identity().clone();
         let device = registry
             .device(&sub)
             .ok_or_else(|| registry_failure(RegistryError::NoDevice(sub.clone())))?;
@@ -559,12 +565,13 @@ pub(super) async fn add_thing_topo(
     }
     state
         .handle
-        .call_hub(move |hub, _| {
+        .call_hub(move |hub, now| {
             for sub in &subs {
                 if let Some(change) = registry.add_to_topology(&gateway, sub)? {
                     hub.record_store_change(change);
                 }
             }
+            hub.topology_changed(&gateway, TopologyChange::Added, &subs, now);
             Ok::<_, RegistryError>(())
         })
         .await?
@@ -589,11 +596,14 @@ pub(super) async fn remove_thing_topo(
     };
     state
         .handle
-        .call_hub(move |hub, _| {
+        .call_hub(move |hub, now| {
             let change = registry.remove_from_topology(&gateway, &sub.identity)?;
             if let Some(change) = change {
                 hub.record_store_change(change);
             }
+            // The gateway is told, and no longer carries it.
+            let removed = [sub.identity.clone()];
+            hub.topology_changed(&gateway, TopologyChange::Removed, &removed, now);
             Ok::<_, RegistryError>(())
         })
         .await?
@@ -614,6 +624,8 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
     let registry = state.registry()?;
     let device = state.named_device(&registry, &request)?;
     let identity = device.identity;
+    // A sub-device's gateway hears of it (ours: deleted counts as removed).
+    let gateway = device.gateway;
     state
         .handle
         .call_hub(move |hub, now_instant| {
@@ -636,6 +648,16 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
                     hub.disconnect_device(&identity, false, now_instant);
                 }
                 DeviceAction::Enable | DeviceAction::Reset => {}
+            }
+            let change = match action {
+                DeviceAction::Delete => Some(TopologyChange::Removed),
+                DeviceAction::Disable => Some(TopologyChange::Disabled),
+                DeviceAction::Enable => Some(TopologyChange::Enabled),
+                DeviceAction::Reset => None,
+            };
+            if let (Some(gateway), Some(change)) = (&gateway, change) {
+                let subs = [identity.clone()];
+                hub.topology_changed(gateway, change, &subs, now_instant);
             }
             Ok::<_, RegistryError>(())
         })
