@@ -11,7 +11,8 @@
 #   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
 #   @alicloud/pop-core 1.8.0        npm, the Node server SDK (RPC signature 1.0), over the OpenAPI,
 #                                   making its own product and device and calling that device
-#   (and the two device SDKs' dynamic registration: Node over HTTP, Python over MQTT and TLS)
+#   (and the two device SDKs' dynamic registration: Node over HTTP, Python over MQTT and TLS,
+#   and their gateway APIs: a gateway carrying two sub-devices over its one connection)
 #
 # Each connects with platform credentials, subscribes, publishes, receives, and answers RRPC
 # calls made through the broker's HTTP API (mosquitto_sub cannot answer: its call must end
@@ -311,6 +312,10 @@ main() {
     step "alibabacloud-iot-device-sdk $node_sdk_version thing model and shadow" \
         node "$HERE/node_things.js" --port "$MQTT_PORT" --api "$API_URL" --product-key "$pk" \
         --device-name node-things --device-secret "$(device_secret node-things)"
+    step "alibabacloud-iot-device-sdk $node_sdk_version as a gateway of two sub-devices" \
+        node "$HERE/node_gateway.js" --port "$MQTT_PORT" --api "$API_URL" --product-key "$pk" \
+        --device-name node-gw --device-secret "$(device_secret node-gw)" \
+        --sub-devices "node-sub-1:$(device_secret node-sub-1),node-sub-2:$(device_secret node-sub-2)"
     step "aliyun-iot-linkkit $linkkit_version thing model by automatic subscription" \
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_things.py" "${python_args[@]}" \
         --device-name linkkit-things --device-secret "$(device_secret linkkit-things)"
