@@ -316,6 +316,10 @@ main() {
         node "$HERE/node_gateway.js" --port "$MQTT_PORT" --api "$API_URL" --product-key "$pk" \
         --device-name node-gw --device-secret "$(device_secret node-gw)" \
         --sub-devices "node-sub-1:$(device_secret node-sub-1),node-sub-2:$(device_secret node-sub-2)"
+    step "aliyun-iot-linkkit $linkkit_version as a gateway of two sub-devices" \
+        "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_gateway.py" --port "$MQTT_PORT" --api "$API_URL" \
+        --product-key "$pk" --device-name linkkit-gw --device-secret "$(device_secret linkkit-gw)" \
+        --sub-devices "linkkit-sub-1:$(device_secret linkkit-sub-1),linkkit-sub-2:$(device_secret linkkit-sub-2)"
     step "aliyun-iot-linkkit $linkkit_version thing model by automatic subscription" \
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_things.py" "${python_args[@]}" \
         --device-name linkkit-things --device-secret "$(device_secret linkkit-things)"
