@@ -461,10 +461,10 @@ impl Hub {
                 }
             }
             Event::DeliveryAcked(packet_id) => {
-                let sid = match self.carriers.acked(conn, packet_id) {
-                    AckedOn::Own => self.sessions.of_conn(conn),
-                    AckedOn::Carried(sid) => Some(sid),
-                    AckedOn::Unknown => None,
+                let (sid, freed_room) = match self.carriers.acked(conn, packet_id) {
+                    AckedOn::Own => (self.sessions.of_conn(conn), false),
+                    AckedOn::Carried { sid, freed_room } => (Some(sid), freed_room),
+                    AckedOn::Unknown => (None, false),
                 };
                 if let Some(sid) = sid
                     && let Some(session) = self.sessions.get_mut(sid)
@@ -473,6 +473,13 @@ impl Hub {
                         self.journal.message_removed(&session.key, seq);
                     }
                     self.pump(sid, now);
+                }
+                if freed_room {
+                    // A gateway's connection had no packet id free: its sessions' queues move.
+                    let own = self.sessions.of_conn(conn);
+                    for waiting in self.carriers.sessions_on(conn, own) {
+                        self.pump(waiting, now);
+                    }
                 }
             }
             Event::DeliveriesDropped(count) => self.counters.dropped.slow_consumer += count,
@@ -1203,13 +1210,11 @@ impl Hub {
                         self.wall_clock,
                     ),
                 };
-                if let Some(conn) =
-                    conn.filter(|_| session.queue.is_empty() && session.inflight.len() < window)
+                let sendable =
+                    conn.filter(|_| session.queue.is_empty() && session.inflight.len() < window);
+                if let Some(conn) = sendable
+                    && let Some(packet_id) = self.carriers.packet_id(conn, sid, session)
                 {
-                    let packet_id = self
-                        .carriers
-                        .allocate(conn, sid)
-                        .unwrap_or_else(|| session.allocate_packet_id());
                     session.inflight.push_back(InFlight {
                         packet_id,
                         message: message.clone(),
@@ -1331,12 +1336,14 @@ impl Hub {
         let Some(conn) = session.conn else {
             return;
         };
-        while session.inflight.len() < window {
-            let Some(queued) = session.pop_queued() else {
+        while session.inflight.len() < window && self.carriers.has_room(conn) {
+            let Some(mut queued) = session.pop_queued() else {
                 break;
             };
-            if let Some((publisher, packet_id)) =
-                queued.hold.and_then(|hold| self.held_acks.release(hold))
+            if let Some((publisher, packet_id)) = queued
+                .hold
+                .take()
+                .and_then(|hold| self.held_acks.release(hold))
             {
                 self.outputs.push_back(HubOutput::Connection {
                     conn: publisher,
@@ -1348,10 +1355,11 @@ impl Hub {
                 self.counters.dropped.expired += 1;
                 continue;
             }
-            let packet_id = self
-                .carriers
-                .allocate(conn, sid)
-                .unwrap_or_else(|| session.allocate_packet_id());
+            // `has_room` said an id is free.
+            let Some(packet_id) = self.carriers.packet_id(conn, sid, session) else {
+                session.push_queued_front(queued);
+                break;
+            };
             session.inflight.push_back(InFlight {
                 packet_id,
                 message: queued.message.clone(),

@@ -829,3 +829,201 @@ fn without_a_registry_no_sub_device_is_known() {
     );
     assert_eq!(reply["data"], json!([]));
 }
+
+#[test]
+fn a_gateways_connection_with_every_packet_id_in_use_queues_until_pubacks_free_some() {
+    // Two sub-devices whose windows together want more than MQTT's 65,535 packet ids.
+    let window = 40_000u16;
+    let hub = HubConfig {
+        inflight_window: std::num::NonZeroU16::new(window).unwrap(),
+        max_queued_messages: 100_000,
+        max_queued_bytes: 64 * 1024 * 1024,
+        ..HubConfig::default()
+    };
+    let (mut broker, _) = broker_with(&["s-1", "s-2"], hub);
+    let (gw, _) = broker.connect_device_with(GW, true, "_ss=1");
+    add_topology(&mut broker, gw, &["s-1", "s-2"]);
+    assert_eq!(login(&mut broker, gw, "s-1", "false")["code"], 200);
+    assert_eq!(login(&mut broker, gw, "s-2", "false")["code"], 200);
+    let sets = |name: &str| {
+        aliot_topic::TopicName::new(
+            &format!("/sys/{PK}/{name}/thing/service/property/set"),
+            &Default::default(),
+        )
+        .unwrap()
+    };
+    let per_device = usize::from(window);
+    for name in ["s-1", "s-2"] {
+        for n in 0..per_device {
+            let message =
+                aliot_core::Message::new(sets(name), Bytes::from(n.to_string()), QoS::AtLeastOnce);
+            broker
+                .hub
+                .publish_to_device(&identity(name), message, broker.now);
+        }
+    }
+    broker.pump();
+    let packets = broker.output(gw);
+    let sent = publishes(&packets);
+    assert_eq!(
+        sent.len(),
+        usize::from(u16::MAX),
+        "every packet id in use, none twice"
+    );
+    let ids: std::collections::HashSet<_> =
+        sent.iter().map(|p| p.qos.packet_id().unwrap()).collect();
+    assert_eq!(ids.len(), usize::from(u16::MAX));
+    let s2 = aliot_core::ClientKey::Device(identity("s-2"));
+    let waiting = broker.hub.session_stats(&s2).unwrap().queued;
+    assert_eq!(waiting, 2 * per_device - usize::from(u16::MAX));
+
+    // Acknowledging some lets the rest go, on ids that are free again.
+    let freed: Vec<_> = sent
+        .iter()
+        .take(waiting)
+        .map(|p| p.qos.packet_id().unwrap())
+        .collect();
+    for id in freed {
+        broker.send(gw, puback(id));
+    }
+    let packets = broker.output(gw);
+    assert_eq!(publishes(&packets).len(), waiting);
+    assert_eq!(broker.hub.session_stats(&s2).unwrap().queued, 0);
+}
+
+/// What a test gateway does next, in [`packet_ids_stay_unique_and_nothing_acknowledged_is_lost`].
+#[derive(Clone, Debug)]
+enum GatewayStep {
+    /// Log sub-device `n % 3` in.
+    Login(usize),
+    /// Log it out.
+    Logout(usize),
+    /// The server sets a property of sub-device `n % 3` (QoS 1), or of the gateway for 3.
+    Send(usize),
+    /// The gateway acknowledges the `n`-th oldest delivery it has not acknowledged yet.
+    Ack(usize),
+    /// The gateway's transport breaks and it connects again.
+    Reconnect,
+}
+
+fn gateway_step() -> impl proptest::strategy::Strategy<Value = GatewayStep> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => (0..3usize).prop_map(GatewayStep::Login),
+        1 => (0..3usize).prop_map(GatewayStep::Logout),
+        4 => (0..4usize).prop_map(GatewayStep::Send),
+        4 => (0..8usize).prop_map(GatewayStep::Ack),
+        1 => Just(GatewayStep::Reconnect),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Whatever the gateway does, a packet id is never given to a second delivery while the
+    /// gateway has not acknowledged the first on that connection, and every message a session
+    /// took is received at least once once the gateway logs everyone in and acknowledges all.
+    #[test]
+    fn packet_ids_stay_unique_and_nothing_acknowledged_is_lost(
+        steps in proptest::collection::vec(gateway_step(), 1..60),
+    ) {
+        let names = ["s-0", "s-1", "s-2"];
+        let hub = HubConfig {
+            inflight_window: std::num::NonZeroU16::new(3).unwrap(),
+            ..HubConfig::default()
+        };
+        let (mut broker, _) = broker_with(&names, hub);
+        let (mut gw, _) = broker.connect_device_with(GW, false, "_ss=1");
+        add_topology(&mut broker, gw, &names);
+        // Deliveries the gateway has not acknowledged on its current connection, oldest first.
+        let mut outstanding: Vec<aliot_core::codec::PacketId> = Vec::new();
+        let mut received = std::collections::BTreeSet::new();
+        let mut taken = std::collections::BTreeSet::new();
+        let mut sent = 0u32;
+
+        fn read(
+            broker: &mut Broker,
+            gw: ConnId,
+            outstanding: &mut Vec<aliot_core::codec::PacketId>,
+            received: &mut std::collections::BTreeSet<String>,
+        ) {
+            for packet in broker.output(gw) {
+                if let Packet::Publish(publish) = packet
+                    && let Some(id) = publish.qos.packet_id()
+                {
+                    assert!(!outstanding.contains(&id), "packet id {id:?} given twice");
+                    outstanding.push(id);
+                    received.insert(String::from_utf8(publish.payload.to_vec()).unwrap());
+                }
+            }
+        }
+        let login_body = |name: &str| {
+            let mut params = proof(name);
+            params["cleanSession"] = Value::String("false".into());
+            json!({"id": "1", "params": params}).to_string()
+        };
+
+        for step in steps {
+            match step {
+                GatewayStep::Login(n) => broker.send(
+                    gw,
+                    publish(&session_topic("login"), &login_body(names[n]), QoS::AtMostOnce, 0),
+                ),
+                GatewayStep::Logout(n) => broker.send(
+                    gw,
+                    publish(
+                        &session_topic("logout"),
+                        &json!({"id": "2", "params": {"productKey": PK, "deviceName": names[n]}})
+                            .to_string(),
+                        QoS::AtMostOnce,
+                        0,
+                    ),
+                ),
+                GatewayStep::Send(n) => {
+                    let device = names.get(n).copied().unwrap_or(GW);
+                    let topic = aliot_topic::TopicName::new(
+                        &format!("/sys/{PK}/{device}/thing/service/property/set"),
+                        &Default::default(),
+                    )
+                    .unwrap();
+                    sent += 1;
+                    let payload = format!("m{sent}");
+                    let message =
+                        aliot_core::Message::new(topic, Bytes::from(payload.clone()), QoS::AtLeastOnce);
+                    let delivery = broker.hub.publish_to_device(&identity(device), message, broker.now);
+                    if matches!(delivery, DeviceDelivery::Sent | DeviceDelivery::Queued) {
+                        taken.insert(payload);
+                    }
+                    broker.pump();
+                }
+                GatewayStep::Ack(n) => {
+                    if !outstanding.is_empty() {
+                        let id = outstanding.remove(n % outstanding.len());
+                        broker.send(gw, puback(id));
+                    }
+                }
+                GatewayStep::Reconnect => {
+                    broker.drop_transport(gw);
+                    outstanding.clear();
+                    gw = broker.connect_device_with(GW, false, "_ss=1").0;
+                }
+            }
+            read(&mut broker, gw, &mut outstanding, &mut received);
+        }
+        // Everyone back, everything acknowledged until nothing more comes.
+        for name in names {
+            broker.send(gw, publish(&session_topic("login"), &login_body(name), QoS::AtMostOnce, 0));
+        }
+        for _ in 0..100 {
+            read(&mut broker, gw, &mut outstanding, &mut received);
+            if outstanding.is_empty() {
+                break;
+            }
+            for id in std::mem::take(&mut outstanding) {
+                broker.send(gw, puback(id));
+            }
+        }
+        let lost: Vec<_> = taken.difference(&received).collect();
+        proptest::prop_assert!(lost.is_empty(), "taken and never received: {lost:?}");
+    }
+}

@@ -47,7 +47,7 @@ use hashbrown::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::durable::StoreChange;
-use super::sessions::SessionId;
+use super::sessions::{Queued, Session, SessionId};
 use super::{ConnId, DOWNLINK_QOS, DeviceDelivery, Hub};
 use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::{PacketId, QoS};
@@ -57,6 +57,11 @@ use crate::time::Instant;
 
 /// The window a gateway's logins are counted over.
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// QoS 1 deliveries in flight on one connection at most: MQTT's packet ids (1 to 65,535).
+/// A gateway's sessions together may want more (2,001 windows of 32 nearly do); beyond it their
+/// messages wait in their queues until PUBACKs free ids.
+const MAX_IN_FLIGHT_PER_CONNECTION: usize = u16::MAX as usize;
 
 /// What the platform keeps of a device that a gateway asks about.
 #[derive(Clone, Debug)]
@@ -167,8 +172,9 @@ impl GatewayReply {
 pub(super) enum AckedOn {
     /// The connection carries no sub-device: its own session's.
     Own,
-    /// This session's (the gateway's own, or a sub-device's).
-    Carried(SessionId),
+    /// This session's (the gateway's own, or a sub-device's); `freed_room`: the connection had
+    /// every packet id in use until this PUBACK, so its other sessions may send again.
+    Carried { sid: SessionId, freed_room: bool },
     /// No delivery in flight on the connection has that packet id.
     Unknown,
 }
@@ -179,21 +185,27 @@ pub(super) struct Carrier {
     /// The sub-devices' sessions it carries.
     subs: HashSet<SessionId>,
     /// Every QoS 1 delivery in flight on it (the gateway's own too), by packet id: whose it is.
-    in_flight: HashMap<PacketId, SessionId>,
+    /// `None`: the delivery of a sub-device no longer carried, whose PUBACK may still come; the
+    /// id stays taken until it does (reused earlier, that PUBACK would end another delivery).
+    in_flight: HashMap<PacketId, Option<SessionId>>,
     next_packet_id: u16,
     /// The current minute of logins: when it started and how many it had.
     logins: Option<(Instant, u32)>,
 }
 
 impl Carrier {
-    fn allocate(&mut self, sid: SessionId) -> PacketId {
+    /// A packet id free on the connection, now `sid`'s; `None` when all are in use.
+    fn allocate(&mut self, sid: SessionId) -> Option<PacketId> {
+        if self.in_flight.len() >= MAX_IN_FLIGHT_PER_CONNECTION {
+            return None;
+        }
         loop {
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(id) = PacketId::new(self.next_packet_id)
                 && !self.in_flight.contains_key(&id)
             {
-                self.in_flight.insert(id, sid);
-                return id;
+                self.in_flight.insert(id, Some(sid));
+                return Some(id);
             }
         }
     }
@@ -222,27 +234,58 @@ pub(super) struct Carriers {
 }
 
 impl Carriers {
-    /// A packet id for a QoS 1 delivery of `sid` on `conn`, unique on the connection, when
-    /// `conn` carries sub-devices; `None` when it does not (the session picks its own).
-    pub(super) fn allocate(&mut self, conn: ConnId, sid: SessionId) -> Option<PacketId> {
-        if self.by_conn.is_empty() {
-            return None;
+    /// A packet id for a QoS 1 delivery of the session `sid` on `conn`: unique on the
+    /// connection when it carries sub-devices, else the session's own choice. `None` when the
+    /// connection has every packet id in use (see [`has_room`](Self::has_room)).
+    pub(super) fn packet_id(
+        &mut self,
+        conn: ConnId,
+        sid: SessionId,
+        session: &mut Session,
+    ) -> Option<PacketId> {
+        match self.carrier_mut(conn) {
+            Some(carrier) => carrier.allocate(sid),
+            None => Some(session.allocate_packet_id()),
         }
-        Some(self.by_conn.get_mut(&conn)?.allocate(sid))
+    }
+
+    /// Whether `conn` has a packet id free for one more QoS 1 delivery.
+    pub(super) fn has_room(&self, conn: ConnId) -> bool {
+        self.by_conn.is_empty()
+            || self
+                .by_conn
+                .get(&conn)
+                .is_none_or(|carrier| carrier.in_flight.len() < MAX_IN_FLIGHT_PER_CONNECTION)
     }
 
     /// The PUBACK `packet_id` came on `conn`: whose delivery it ends.
     pub(super) fn acked(&mut self, conn: ConnId, packet_id: PacketId) -> AckedOn {
-        if self.by_conn.is_empty() {
+        let Some(carrier) = self.carrier_mut(conn) else {
             return AckedOn::Own;
-        }
-        match self.by_conn.get_mut(&conn) {
-            None => AckedOn::Own,
-            Some(carrier) => match carrier.in_flight.remove(&packet_id) {
-                Some(sid) => AckedOn::Carried(sid),
-                None => AckedOn::Unknown,
+        };
+        let was_full = carrier.in_flight.len() >= MAX_IN_FLIGHT_PER_CONNECTION;
+        match carrier.in_flight.remove(&packet_id) {
+            Some(Some(sid)) => AckedOn::Carried {
+                sid,
+                freed_room: was_full,
             },
+            Some(None) | None => AckedOn::Unknown,
         }
+    }
+
+    /// The sessions on `conn` (the gateway's own first), when it carries sub-devices.
+    pub(super) fn sessions_on(&self, conn: ConnId, own: Option<SessionId>) -> Vec<SessionId> {
+        let subs = self.by_conn.get(&conn).map(|carrier| carrier.subs.iter());
+        own.into_iter()
+            .chain(subs.into_iter().flatten().copied())
+            .collect()
+    }
+
+    fn carrier_mut(&mut self, conn: ConnId) -> Option<&mut Carrier> {
+        if self.by_conn.is_empty() {
+            return None;
+        }
+        self.by_conn.get_mut(&conn)
     }
 }
 
@@ -528,7 +571,7 @@ impl Hub {
                 let mut carrier = Carrier::default();
                 if let Some(session) = self.sessions.get(gateway_sid) {
                     for sent in &session.inflight {
-                        carrier.in_flight.insert(sent.packet_id, gateway_sid);
+                        carrier.in_flight.insert(sent.packet_id, Some(gateway_sid));
                     }
                 }
                 carrier
@@ -577,8 +620,26 @@ impl Hub {
             self.sessions.get_mut(sid),
         ) {
             carrier.subs.insert(sid);
-            for sent in &mut session.inflight {
-                sent.packet_id = carrier.allocate(sid);
+            // Renumbered on this connection; those that find no free id wait at the front of
+            // the queue, in their order, to be sent when ids are freed.
+            let mut waiting = Vec::new();
+            for mut sent in core::mem::take(&mut session.inflight) {
+                match carrier.allocate(sid) {
+                    Some(packet_id) => {
+                        sent.packet_id = packet_id;
+                        session.inflight.push_back(sent);
+                    }
+                    None => waiting.push(sent),
+                }
+            }
+            for sent in waiting.into_iter().rev() {
+                session.push_queued_front(Queued {
+                    message: sent.message,
+                    at: now,
+                    hold: None,
+                    seq: sent.seq,
+                    dup: true,
+                });
             }
         }
         self.command(
@@ -604,12 +665,18 @@ impl Hub {
         true
     }
 
-    /// `conn` no longer carries the session `sid` (its connection is already taken): its
-    /// packet ids are free, and the connection is told.
+    /// `conn` no longer carries the session `sid` (its connection is already taken), and is
+    /// told. Its deliveries still in flight stay in its session, to be sent again wherever it
+    /// comes back; their packet ids stay taken on this connection until the gateway
+    /// acknowledges them.
     pub(super) fn stop_carrying(&mut self, conn: ConnId, sid: SessionId) {
         if let Some(carrier) = self.carriers.by_conn.get_mut(&conn) {
             carrier.subs.remove(&sid);
-            carrier.in_flight.retain(|_, owner| *owner != sid);
+            for owner in carrier.in_flight.values_mut() {
+                if *owner == Some(sid) {
+                    *owner = None;
+                }
+            }
         }
         if let Some(session) = self.sessions.get(sid) {
             let key = Arc::clone(&session.key);

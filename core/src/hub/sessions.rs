@@ -255,6 +255,12 @@ impl Session {
         Some(queued)
     }
 
+    /// Puts a message back at the front of the queue (one that could not be sent after all).
+    pub(super) fn push_queued_front(&mut self, queued: Queued) {
+        self.queued_bytes += queued.message.weight();
+        self.queue.push_front(queued);
+    }
+
     /// Puts a message at the back of the queue.
     pub(super) fn push_queued(&mut self, queued: Queued) {
         self.queued_bytes += queued.message.weight();
