@@ -1027,3 +1027,50 @@ proptest::proptest! {
         proptest::prop_assert!(lost.is_empty(), "taken and never received: {lost:?}");
     }
 }
+
+#[test]
+fn a_sub_devices_shadow_and_pending_upgrade_come_through_its_gateway() {
+    let (mut broker, _, gw) = gateway_with_topology(&["s-1"]);
+    // An upgrade started while the sub-device is offline is pushed when it logs in.
+    let job = aliot_services::OtaJob {
+        id: 11,
+        module: "default".into(),
+        version: "2.0.0".into(),
+        url: "https://example.com/fw.bin".into(),
+        size: 1024,
+        sign_method: aliot_services::OtaSignMethod::Md5,
+        sign: "93230c3bde425a9d7984a594ac55ea1e".into(),
+    }
+    .validated()
+    .unwrap();
+    assert_eq!(
+        broker.hub.start_ota(&identity("s-1"), job, broker.now),
+        DeviceDelivery::Offline
+    );
+    assert_eq!(login(&mut broker, gw, "s-1", "true")["code"], 200);
+    let got = received(&mut broker, gw);
+    let upgrade = format!("/ota/device/upgrade/{PK}/s-1");
+    assert!(
+        got.iter()
+            .any(|(topic, body)| topic == &upgrade && body["data"]["version"] == "2.0.0"),
+        "{got:?}"
+    );
+
+    // Its shadow: the gateway reports for it on /shadow/update/{pk}/{sub}, the answer comes on
+    // /shadow/get/{pk}/{sub}.
+    broker.send(
+        gw,
+        publish(
+            &format!("/shadow/update/{PK}/s-1"),
+            r#"{"method":"update","state":{"reported":{"color":"red"}},"version":1}"#,
+            QoS::AtMostOnce,
+            0,
+        ),
+    );
+    let got = received(&mut broker, gw);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, format!("/shadow/get/{PK}/s-1"));
+    assert_eq!(got[0].1["payload"]["status"], "success");
+    let shadow = broker.hub.device_state(&identity("s-1")).unwrap().shadow();
+    assert_eq!(shadow.version(), 1);
+}
