@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aliot_auth::{DeviceSecret, MemoryRegistry, RegistrationRefused};
+use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, RegistrationRefused};
 use aliot_core::registration::RegistrationGrant;
 use aliot_core::server::{Command, Connection, Delivery, Event, ServerConfig};
-use aliot_core::{AuthContext, Instant, PlatformAuthenticator, Refusal};
-use aliot_topic::ProductCategories;
+use aliot_core::{AuthContext, ClientKey, Instant, PlatformAuthenticator, Refusal};
+use aliot_services::gateway::GatewayOp;
+use aliot_topic::{Acl, ProductCategories};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
@@ -66,12 +67,40 @@ fuzz_target!(|data: &[u8]| {
         conn.handle_input(now, piece);
         while let Some(event) = conn.poll_event() {
             match event {
-                Event::SessionRequested(_) => conn.handle_command(
-                    now,
-                    Command::SessionOpened {
-                        session_present: false,
-                    },
-                ),
+                // The session opens, and the connection carries two sub-devices, as a
+                // gateway's would: every topic the device sends is also looked up among them.
+                Event::SessionRequested(_) => {
+                    conn.handle_command(
+                        now,
+                        Command::SessionOpened {
+                            session_present: false,
+                        },
+                    );
+                    for name in ["sub-1", "sub-2"] {
+                        conn.handle_command(
+                            now,
+                            Command::SubDeviceOnline {
+                                key: Arc::new(ClientKey::Device(DeviceIdentity::new(
+                                    "a1Prod", name,
+                                ))),
+                                acl: Acl::for_device(
+                                    "a1Prod",
+                                    name,
+                                    &ProductCategories::defaults(),
+                                ),
+                            },
+                        );
+                    }
+                }
+                // A gateway logs a sub-device out: the connection stops carrying it.
+                Event::GatewayRequest { request, .. } => {
+                    if let Ok(GatewayOp::Logout(sub)) = request.op {
+                        conn.handle_command(
+                            now,
+                            Command::SubDeviceOffline(Arc::new(ClientKey::Device(sub))),
+                        );
+                    }
+                }
                 // Echo accepted messages back, to exercise the outbound path too, and let a
                 // QoS 1 one's PUBACK go as the hub would.
                 Event::Publish { message, packet_id } => {
