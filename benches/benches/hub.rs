@@ -36,6 +36,7 @@ fn hub_with(n: usize, subscriptions: impl Fn(usize) -> Vec<String>) -> Hub {
             clean_session: true,
             keep_alive: Duration::from_secs(60),
             features: Default::default(),
+            client_ip: None,
         };
         hub.handle_event(conn, Event::SessionRequested(request), Instant::ZERO);
         let filters = subscriptions(i)

@@ -77,6 +77,9 @@ pub struct AuthContext {
     pub wall_clock_ms: Option<u64>,
     /// Whether the transport is TLS.
     pub tls: bool,
+    /// The client's address, as the transport sees it (the `clientIp` of its status
+    /// messages); `None` when the caller does not know it.
+    pub client_ip: Option<core::net::IpAddr>,
 }
 
 /// Why a CONNECT was refused: the CONNACK code the device gets, and the reason for the log.

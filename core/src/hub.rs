@@ -73,6 +73,7 @@ use crate::message::Message;
 use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
 use crate::time::Instant;
 
+mod consumer_groups;
 mod counters;
 mod devices;
 pub mod durable;
@@ -81,6 +82,10 @@ mod held_acks;
 mod rrpc;
 mod sessions;
 
+pub use consumer_groups::{
+    BacklogLimits, BacklogMessage, ConsumerGroupConfig, ConsumerId, GroupStats, MessageKinds,
+    UnknownConsumerGroup,
+};
 pub use counters::{
     CloseCounters, Counters, DropCounters, GatewayCounters, RrpcCounters, ServiceCounters,
 };
@@ -89,6 +94,7 @@ pub use gateways::{GatewayReply, NoDirectory, SubDeviceDirectory, SubDeviceRecor
 pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
 pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
 
+use consumer_groups::{BacklogChange, ConsumerGroups, Handed};
 use devices::DeviceTable;
 use durable::Journal;
 use gateways::{AckedOn, Carriers};
@@ -164,6 +170,11 @@ pub struct HubConfig {
     /// Sub-device logins one gateway's connection may make in a minute (default 6,000, ours:
     /// the platform documents the code, 429, not the number).
     pub max_sub_device_logins_per_minute: u32,
+    /// The server-side subscription's consumer groups (none by default: nothing is
+    /// forwarded).
+    pub consumer_groups: Vec<ConsumerGroupConfig>,
+    /// How much each consumer group's backlog may hold.
+    pub backlog_limits: BacklogLimits,
 }
 
 impl Default for HubConfig {
@@ -180,6 +191,8 @@ impl Default for HubConfig {
             first_rrpc_message_id: 1,
             max_sub_devices_per_gateway: 2_000,
             max_sub_device_logins_per_minute: 6_000,
+            consumer_groups: Vec::new(),
+            backlog_limits: BacklogLimits::default(),
         }
     }
 }
@@ -204,6 +217,16 @@ pub enum HubOutput {
         id: MessageId,
         /// How it ended.
         outcome: RrpcOutcome,
+    },
+    /// Send this message of its group's backlog to this consumer (it had credit for it);
+    /// answer with [`Hub::forward_settled`] or [`Hub::forward_released`].
+    Forward {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The message.
+        message: alloc::sync::Arc<BacklogMessage>,
+        /// Whether a consumer had it before (it went back to the backlog).
+        redelivery: bool,
     },
 }
 
@@ -234,6 +257,11 @@ pub struct Hub {
     devices: DeviceTable,
     /// The gateways' connections that carry sub-devices.
     carriers: Carriers,
+    /// The server-side subscription's groups, backlogs and consumers.
+    consumer_groups: ConsumerGroups,
+    /// Scratch: messages handed to consumers, and backlog changes for the store.
+    handed: Vec<Handed>,
+    backlog_changes: Vec<BacklogChange>,
     /// Changes to the durable state not yet taken by the store.
     journal: Journal,
     /// The wall clock as last given ([`Hub::set_wall_clock`]): NTP answers and the times the
@@ -270,6 +298,9 @@ impl Hub {
             held_acks: HeldAcks::default(),
             devices: DeviceTable::default(),
             carriers: Carriers::default(),
+            consumer_groups: ConsumerGroups::new(&config.consumer_groups, config.backlog_limits),
+            handed: Vec::new(),
+            backlog_changes: Vec::new(),
             journal: Journal::default(),
             wall_clock: UnixMillis::default(),
             counters: Counters::default(),
@@ -347,6 +378,7 @@ impl Hub {
             self.held_acks.next_deadline(),
             self.rrpc.next_deadline(),
             self.sessions.next_deadline(),
+            self.consumer_groups.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -366,6 +398,7 @@ impl Hub {
         while let Some(sid) = self.sessions.expire(now) {
             self.remove_session(sid);
         }
+        self.expire_backlog(now);
     }
 
     /// Takes one event of a connection.
@@ -374,6 +407,9 @@ impl Hub {
             Event::SessionRequested(request) => self.open_session(conn, request, now),
             Event::Publish { message, packet_id } => {
                 self.counters.messages_in += 1;
+                if !self.consumer_groups.is_empty() {
+                    self.forward_from(conn, &message, now);
+                }
                 let ticket = packet_id.map(|packet_id| self.held_acks.ticket(conn, packet_id));
                 self.route(message, ticket, now);
                 if let Some(ticket) = ticket
@@ -855,6 +891,10 @@ impl Hub {
         };
         if self.unplug(sid, CloseReason::TakenOver, now).is_some() {
             self.counters.takeovers += 1;
+            // Its old connection ended: offline, before the new one's online.
+            if !self.consumer_groups.is_empty() {
+                self.forward_status(sid, false, now);
+            }
         }
         let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
         if request.clean_session || kept_clean {
@@ -883,6 +923,8 @@ impl Hub {
         session.clean = request.clean_session;
         session.keep_alive = request.keep_alive;
         session.features = request.features;
+        session.client_ip = request.client_ip;
+        session.last_seen = self.wall_clock;
         if !session.clean {
             self.journal.session_touched(&session.key);
         }
@@ -900,6 +942,9 @@ impl Hub {
                 });
             }
             self.pump(sid, now);
+        }
+        if !self.consumer_groups.is_empty() {
+            self.forward_status(sid, true, now);
         }
         // Upgrades not yet done are pushed again each time the device comes online (§6).
         self.push_pending_ota(sid, now);
@@ -1028,6 +1073,9 @@ impl Hub {
     /// A session lost its connection: a clean one ends; a kept one waits (its queue a store
     /// for later) until it expires.
     fn went_offline(&mut self, sid: SessionId, now: Instant) {
+        if !self.consumer_groups.is_empty() {
+            self.forward_status(sid, false, now);
+        }
         let Some(session) = self.sessions.get(sid) else {
             return;
         };

@@ -237,6 +237,8 @@ pub struct SessionRequest {
     pub keep_alive: Duration,
     /// What the client id asks of the platform (automatic subscription, the RRPC form).
     pub features: ClientFeatures,
+    /// The client's address (for a sub-device, its gateway's), if known.
+    pub client_ip: Option<core::net::IpAddr>,
 }
 
 /// What the hub tells a connection.
@@ -887,6 +889,7 @@ impl Connection {
                 clean_session: connect.clean_session,
                 keep_alive: self.keep_alive,
                 features: authenticated.features,
+                client_ip: self.context.client_ip,
             }));
     }
 

@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
     let context = AuthContext {
         wall_clock_ms: None,
         tls: true,
+        client_ip: None,
     };
     let mut conn = Connection::new(config, auth, context, now);
 

@@ -53,6 +53,7 @@ extern crate alloc;
 
 mod alink;
 mod device;
+pub mod forward;
 pub mod gateway;
 mod ntp;
 mod ota;
@@ -82,6 +83,7 @@ pub use thing::{
     property_set_reply, service_reply,
 };
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -109,6 +111,64 @@ impl UnixMillis {
     pub fn secs(self) -> u64 {
         self.0 / 1000
     }
+
+    /// The time in UTC, ISO 8601 with milliseconds, as the platform's `utcTime` and the
+    /// OpenAPI's `GmtCreate` show it.
+    ///
+    /// ```
+    /// use aliot_services::UnixMillis;
+    /// assert_eq!(UnixMillis(1_535_700_748_205).utc_text(), "2018-08-31T07:32:28.205Z");
+    /// assert_eq!(UnixMillis(0).utc_text(), "1970-01-01T00:00:00.000Z");
+    /// assert_eq!(UnixMillis(1_456_231_584_123).utc_text(), "2016-02-23T12:46:24.123Z");
+    /// assert_eq!(UnixMillis(1_709_251_199_000).utc_text(), "2024-02-29T23:59:59.000Z");
+    /// ```
+    pub fn utc_text(self) -> String {
+        let (year, month, day, ms) = civil(self.0);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+
+    /// The time in China Standard Time (UTC+8, no daylight saving), as the platform's `time`
+    /// fields show it.
+    ///
+    /// ```
+    /// use aliot_services::UnixMillis;
+    /// assert_eq!(UnixMillis(1_535_700_748_205).china_text(), "2018-08-31 15:32:28.205");
+    /// // 20:00 UTC is the next day in Beijing.
+    /// assert_eq!(UnixMillis(72_000_000).china_text(), "1970-01-02 04:00:00.000");
+    /// ```
+    pub fn china_text(self) -> String {
+        let (year, month, day, ms) = civil(self.0.saturating_add(8 * 3_600_000));
+        format!(
+            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    }
+}
+
+/// The civil date (year, month, day) of milliseconds since the Unix epoch, and the
+/// milliseconds into that day (Howard Hinnant's days-to-civil algorithm).
+fn civil(ms: u64) -> (u64, u64, u64, u64) {
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day, rest)
 }
 
 /// A message a service sends to one device: its topic and payload (JSON).

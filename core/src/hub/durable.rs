@@ -38,8 +38,8 @@ use aliot_services::{DeviceState, UnixMillis};
 use aliot_topic::{Acl, TopicFilter, TopicName};
 use bytes::Bytes;
 
-use super::Hub;
 use super::sessions::{InFlight, Queued, Session};
+use super::{BacklogMessage, Hub};
 use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::QoS;
 use crate::message::Message;
@@ -161,6 +161,20 @@ pub enum StoreChange {
     RegisteredDeviceSaved(alloc::boxed::Box<RegisteredDevice>),
     /// Forget this device of the registry.
     RegisteredDeviceRemoved(DeviceIdentity),
+    /// Keep this message in the backlog of this consumer group.
+    BacklogSaved {
+        /// The group's id.
+        group: Arc<str>,
+        /// The message (its id is its place).
+        message: Arc<BacklogMessage>,
+    },
+    /// Forget this message of this group's backlog (settled, dropped, or its group gone).
+    BacklogRemoved {
+        /// The group's id.
+        group: Arc<str>,
+        /// The message's id.
+        message_id: u64,
+    },
 }
 
 /// A store's whole content in memory: what applying every committed [`StoreChange`] in order
@@ -180,6 +194,8 @@ pub struct StoreImage {
     pub products: BTreeMap<String, ProductRecord>,
     /// The registry's devices.
     pub registered: BTreeMap<DeviceIdentity, RegisteredDevice>,
+    /// The consumer groups' backlogs, by group and message id.
+    pub backlogs: BTreeMap<(String, u64), BacklogMessage>,
 }
 
 impl StoreImage {
@@ -228,6 +244,13 @@ impl StoreImage {
             }
             StoreChange::RegisteredDeviceRemoved(identity) => {
                 self.registered.remove(&identity);
+            }
+            StoreChange::BacklogSaved { group, message } => {
+                let key = (String::from(&*group), message.message_id);
+                self.backlogs.insert(key, (*message).clone());
+            }
+            StoreChange::BacklogRemoved { group, message_id } => {
+                self.backlogs.remove(&(String::from(&*group), message_id));
             }
         }
     }
@@ -416,6 +439,9 @@ impl Hub {
         }
         for state in image.devices.values() {
             self.restore_device(state.clone(), &mut restored);
+        }
+        for ((group, _), message) in &image.backlogs {
+            self.restore_backlog_message(group, message.clone(), now);
         }
         self.restore_rrpc_ids(image.rrpc_ids_reserved);
         restored

@@ -513,8 +513,8 @@ impl Hub {
         directory: &dyn SubDeviceDirectory,
         now: Instant,
     ) -> Result<(), (AlinkCode, Vec<DeviceIdentity>)> {
-        let (keep_alive, gateway_features) = match self.sessions.get(gateway_sid) {
-            Some(session) => (session.keep_alive, session.features),
+        let (keep_alive, gateway_features, client_ip) = match self.sessions.get(gateway_sid) {
+            Some(session) => (session.keep_alive, session.features, session.client_ip),
             None => return Err((AlinkCode::NO_SESSION, Vec::new())),
         };
         let mut requests = Vec::with_capacity(logins.len());
@@ -539,6 +539,7 @@ impl Hub {
                     clean_session: login.clean_session,
                     keep_alive,
                     features: login_features(gateway_features, login.proof.client_id()),
+                    client_ip,
                 }),
                 (Ok(_), Some(_)) => {}
                 (Err(code), None) => failed = Some((code, alloc::vec![sub.clone()])),

@@ -112,6 +112,11 @@ pub(super) struct Session {
     /// When the device last acknowledged a delivery, or attached: a queue whose device has not
     /// moved for `max_ack_hold` holds no more PUBACKs (it is stuck, not slow).
     pub(super) last_progress: Instant,
+    /// The client's address, from its last connection (its status messages' `clientIp`).
+    pub(super) client_ip: Option<core::net::IpAddr>,
+    /// When the hub last heard from the device (its attach, a publish, a subscription, an
+    /// acknowledgement), by the wall clock: its status messages' `lastTime`.
+    pub(super) last_seen: UnixMillis,
 }
 
 impl Session {
@@ -133,6 +138,8 @@ impl Session {
             expires_at: None,
             offline_since: None,
             last_progress: now,
+            client_ip: request.client_ip,
+            last_seen: UnixMillis::default(),
         }
     }
 
@@ -154,6 +161,8 @@ impl Session {
             expires_at: None,
             offline_since: record.offline_since,
             last_progress: now,
+            client_ip: None,
+            last_seen: UnixMillis::default(),
         }
     }
 

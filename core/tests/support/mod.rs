@@ -12,7 +12,9 @@ use aliot_core::codec::{
     Subscribe, Utf8Bytes,
 };
 use aliot_core::hub::durable::{Restored, StoreImage};
-use aliot_core::hub::{ConnId, Hub, HubConfig, HubOutput, RrpcOutcome, SubDeviceDirectory};
+use aliot_core::hub::{
+    BacklogMessage, ConnId, ConsumerId, Hub, HubConfig, HubOutput, RrpcOutcome, SubDeviceDirectory,
+};
 use aliot_core::server::{self, Event, ServerConfig};
 use aliot_core::{Authenticator, Instant, PlatformAuthenticator};
 use aliot_services::UnixMillis;
@@ -156,6 +158,8 @@ pub struct Broker {
     pub closed: Vec<(ConnId, String)>,
     /// Every RRPC outcome, in order.
     pub outcomes: Vec<(MessageId, RrpcOutcome)>,
+    /// Every message handed to a consumer of the server-side subscription, in order.
+    pub forwarded: Vec<(ConsumerId, Arc<BacklogMessage>, bool)>,
     /// Packets each connection has sent that no test has looked at yet.
     pub unread: BTreeMap<ConnId, Vec<Packet>>,
     /// What a store has committed, when the broker keeps one ([`durable`](Self::durable)):
@@ -208,6 +212,7 @@ impl Broker {
             conns: BTreeMap::new(),
             closed: Vec::new(),
             outcomes: Vec::new(),
+            forwarded: Vec::new(),
             unread: BTreeMap::new(),
             store: None,
             crash_at_next_commit: false,
@@ -280,6 +285,7 @@ impl Broker {
             aliot_core::AuthContext {
                 wall_clock_ms: None,
                 tls: self.tls,
+                client_ip: None,
             },
             self.now,
         );
@@ -440,6 +446,11 @@ impl Broker {
                         }
                     }
                     HubOutput::RrpcOutcome { id, outcome } => self.outcomes.push((id, outcome)),
+                    HubOutput::Forward {
+                        consumer,
+                        message,
+                        redelivery,
+                    } => self.forwarded.push((consumer, message, redelivery)),
                 }
             }
             if !moved {

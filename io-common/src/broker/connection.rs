@@ -275,6 +275,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let context = AuthContext {
             wall_clock_ms: wall_clock_ms(),
             tls: log.tls,
+            client_ip: Some(log.peer.ip()),
         };
         let mut connection = Connection::new(
             shared.server.clone(),

@@ -149,30 +149,6 @@ fn now() -> UnixMillis {
     UnixMillis(aliot_io::broker::wall_clock_ms().unwrap_or(0))
 }
 
-/// `YYYY-MM-DDThh:mm:ss.sssZ` of a wall-clock time.
-pub(super) fn utc(at: UnixMillis) -> String {
-    let ms = at.0;
-    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
-    // The civil date of a day count (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000
-    )
-}
-
 /// A device's status in the platform's words.
 fn status(device: &RegisteredDevice, online: bool) -> &'static str {
     if device.disabled {
@@ -354,10 +330,10 @@ fn device_json(
         "Nickname": device.nickname,
         "Status": status(device, online),
         "DeviceStatus": status(device, online),
-        "GmtCreate": utc(device.created),
-        "UtcCreate": utc(device.created),
-        "GmtActive": device.activated.map(utc),
-        "UtcActive": device.activated.map(utc),
+        "GmtCreate": device.created.utc_text(),
+        "UtcCreate": device.created.utc_text(),
+        "GmtActive": device.activated.map(UnixMillis::utc_text),
+        "UtcActive": device.activated.map(UnixMillis::utc_text),
         "NodeType": 0,
     })
 }
@@ -1056,23 +1032,5 @@ pub(super) async fn dynamic_register(
             refused(code, refusal.to_string())
         }
         Err(BrokerStopped) => refused(503, "the broker has stopped".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_iso_8601_utc() {
-        assert_eq!(utc(UnixMillis(0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            utc(UnixMillis(1_456_231_584_123)),
-            "2016-02-23T12:46:24.123Z"
-        );
-        assert_eq!(
-            utc(UnixMillis(1_709_251_199_000)),
-            "2024-02-29T23:59:59.000Z"
-        );
     }
 }

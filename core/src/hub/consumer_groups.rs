@@ -1,0 +1,736 @@
+//! The server-side subscription's consumer groups (PLATFORM-PROTOCOLS §8): what each group
+//! subscribes to, the backlog of messages it has not had settled, and which consumer holds
+//! which of them.
+//!
+//! Every group gets every message it subscribes to; within a group each message goes to one
+//! consumer, the one whose turn it is among those with credit. A message leaves the backlog when
+//! its consumer settles it ([`Hub::forward_settled`]); one its consumer releases, or holds
+//! when it goes away, goes back to the backlog for the next consumer (at least once: a
+//! consumer may see a message twice, and dedupes by its `messageId`). Credit is the
+//! consumer's: the hub hands out no more than it was given ([`Hub::consumer_credit`]), so a
+//! slow consumer is never flooded; what waits, waits in the backlog, bounded by
+//! [`BacklogLimits`] (the oldest waiting message is dropped first, and counted).
+//!
+//! The adapter's side (the AMQP listener): [`Hub::attach_consumer`] when a consumer's link is
+//! open, [`Hub::consumer_credit`] as its flow grants credit, each
+//! [`HubOutput::Forward`](super::HubOutput::Forward) sent on its link, [`Hub::forward_settled`]
+//! or [`Hub::forward_released`] as its dispositions come, [`Hub::detach_consumer`] when the
+//! link or connection ends.
+//!
+//! Deadlines, in the one table of [`ConsumerGroups::next_deadline`]:
+//!
+//! | what | due | then |
+//! |---|---|---|
+//! | a waiting backlog message | [`BacklogLimits::max_age`] after it was made | dropped, counted |
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use aliot_services::UnixMillis;
+use aliot_services::forward::device_status;
+use bytes::Bytes;
+use hashbrown::HashMap;
+
+use super::durable::StoreChange;
+use super::sessions::SessionId;
+use super::{ConnId, Hub, HubOutput};
+use crate::message::Message;
+use crate::time::Instant;
+
+/// Which messages a consumer group subscribes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageKinds(u8);
+
+impl MessageKinds {
+    /// What devices publish on their own topics (`/{pk}/{dn}/…`), as they sent it.
+    pub const UPSTREAM: MessageKinds = MessageKinds(1);
+    /// Devices going online and offline (`/as/mqtt/status/{pk}/{dn}`, §9.1).
+    pub const STATUS: MessageKinds = MessageKinds(2);
+    /// Every kind.
+    pub const ALL: MessageKinds = MessageKinds(0b11);
+    /// No kind.
+    pub const NONE: MessageKinds = MessageKinds(0);
+
+    /// The kind named as in the configuration (`upstream`, `status`).
+    ///
+    /// ```
+    /// use aliot_core::hub::MessageKinds;
+    /// assert_eq!(MessageKinds::named("status"), Some(MessageKinds::STATUS));
+    /// assert_eq!(MessageKinds::named("telepathy"), None);
+    /// ```
+    pub fn named(name: &str) -> Option<MessageKinds> {
+        match name {
+            "upstream" => Some(MessageKinds::UPSTREAM),
+            "status" => Some(MessageKinds::STATUS),
+            _ => None,
+        }
+    }
+
+    /// The names of every kind, for messages that list them.
+    pub const NAMES: [&'static str; 2] = ["upstream", "status"];
+
+    /// These kinds and `other`'s.
+    #[must_use]
+    pub fn with(self, other: MessageKinds) -> MessageKinds {
+        MessageKinds(self.0 | other.0)
+    }
+
+    /// Whether every kind of `other` is among these.
+    pub fn contains(self, other: MessageKinds) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// One consumer group of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerGroupConfig {
+    /// Its id (the `consumerGroupId` of a consumer's user name).
+    pub id: String,
+    /// The products whose devices' messages it gets; empty: every product.
+    pub products: Vec<String>,
+    /// The kinds of messages it gets.
+    pub kinds: MessageKinds,
+}
+
+/// How much one group's backlog may hold (ours: the platform documents none it enforces).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// Messages waiting or unsettled, at most (default 100,000).
+    pub max_messages: usize,
+    /// Bytes of their topics and payloads, at most (default 64 MiB).
+    pub max_bytes: usize,
+    /// A message waiting longer than this is dropped (default 1 day).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for BacklogLimits {
+    fn default() -> Self {
+        BacklogLimits {
+            max_messages: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_age: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// A consumer of a group, as the hub knows it; the adapter assigns nothing, the hub does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsumerId(pub u64);
+
+/// A message in a group's backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BacklogMessage {
+    /// Its id, unique among every id the hub hands out (the AMQP `messageId`); the same
+    /// message has the same id in every group.
+    pub message_id: u64,
+    /// Its topic (the AMQP `topic` property).
+    pub topic: String,
+    /// Its body.
+    pub payload: Bytes,
+    /// When it was made, by the wall clock (the AMQP `generateTime`).
+    pub generate_time: UnixMillis,
+}
+
+impl BacklogMessage {
+    /// The bytes it counts for against [`BacklogLimits::max_bytes`].
+    pub fn weight(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// What one group holds and has counted, from [`Hub::consumer_group_stats`](super::Hub::consumer_group_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// The group's id.
+    pub id: String,
+    /// Messages in its backlog (waiting or unsettled).
+    pub backlog: usize,
+    /// Of those, handed to a consumer and not yet settled.
+    pub in_flight: usize,
+    /// Consumers attached now.
+    pub consumers: usize,
+    /// Messages handed to consumers (redeliveries included).
+    pub delivered: u64,
+    /// Of those, handed out again after a consumer released them or went away.
+    pub redelivered: u64,
+    /// Messages settled by consumers.
+    pub settled: u64,
+    /// Messages dropped: the backlog full, or too old.
+    pub dropped: u64,
+}
+
+/// Why a consumer could not be attached.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no consumer group {0:?} is configured")]
+pub struct UnknownConsumerGroup(pub String);
+
+/// A message handed to a consumer, for [`HubOutput::Forward`](super::HubOutput::Forward).
+pub(super) struct Handed {
+    pub(super) consumer: ConsumerId,
+    pub(super) message: Arc<BacklogMessage>,
+    pub(super) redelivery: bool,
+}
+
+struct Entry {
+    message: Arc<BacklogMessage>,
+    /// When it entered the backlog, on the hub's clock (for the maximum age).
+    at: Instant,
+    /// The consumer holding it, if one does.
+    holder: Option<ConsumerId>,
+    /// Whether it was handed out before.
+    handed_before: bool,
+}
+
+struct Group {
+    config: ConsumerGroupConfig,
+    /// The group's id, shared with the store's changes.
+    id: Arc<str>,
+    /// Every message not yet settled, by id.
+    entries: BTreeMap<u64, Entry>,
+    /// The ids of those no consumer holds, the next to hand out first.
+    waiting: VecDeque<u64>,
+    bytes: usize,
+    consumers: Vec<ConsumerId>,
+    /// Whose turn it is among `consumers`.
+    turn: usize,
+    stats: GroupStats,
+}
+
+struct Consumer {
+    group: usize,
+    credit: u32,
+    holds: BTreeSet<u64>,
+}
+
+/// What happened to the backlog, for the store.
+pub(super) enum BacklogChange {
+    Saved(Arc<str>, Arc<BacklogMessage>),
+    Removed(Arc<str>, u64),
+}
+
+/// Every consumer group, its backlog and its consumers.
+#[derive(Default)]
+pub(super) struct ConsumerGroups {
+    groups: Vec<Group>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    next_consumer: u64,
+    limits: BacklogLimits,
+}
+
+impl ConsumerGroups {
+    pub(super) fn new(configs: &[ConsumerGroupConfig], limits: BacklogLimits) -> Self {
+        ConsumerGroups {
+            groups: configs
+                .iter()
+                .map(|config| Group {
+                    id: Arc::from(config.id.as_str()),
+                    config: config.clone(),
+                    entries: BTreeMap::new(),
+                    waiting: VecDeque::new(),
+                    bytes: 0,
+                    consumers: Vec::new(),
+                    turn: 0,
+                    stats: GroupStats {
+                        id: config.id.clone(),
+                        ..GroupStats::default()
+                    },
+                })
+                .collect(),
+            consumers: HashMap::new(),
+            next_consumer: 1,
+            limits,
+        }
+    }
+
+    /// Whether any group is configured (else nothing is forwarded at all).
+    pub(super) fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Whether some group takes messages of `kind` for `product_key`.
+    pub(super) fn wants(&self, kind: MessageKinds, product_key: &str) -> bool {
+        self.groups
+            .iter()
+            .any(|group| group.takes(kind, product_key))
+    }
+
+    /// Puts `message` in the backlog of every group that takes it; the changes for the store
+    /// and what is handed out at once go to `changes` and `handed`.
+    pub(super) fn forward(
+        &mut self,
+        kind: MessageKinds,
+        product_key: &str,
+        message: BacklogMessage,
+        now: Instant,
+        changes: &mut Vec<BacklogChange>,
+        handed: &mut Vec<Handed>,
+    ) {
+        let message = Arc::new(message);
+        for index in 0..self.groups.len() {
+            let Some(group) = self.groups.get_mut(index) else {
+                continue;
+            };
+            if !group.takes(kind, product_key) {
+                continue;
+            }
+            group.insert(Arc::clone(&message), now);
+            changes.push(BacklogChange::Saved(
+                Arc::clone(&group.id),
+                Arc::clone(&message),
+            ));
+            group.enforce(&self.limits, changes);
+            self.dispatch(index, handed);
+        }
+    }
+
+    /// A message a store kept for `group`, back in its backlog, waiting; `false` when no
+    /// such group is configured any more (the caller forgets it).
+    pub(super) fn restore(&mut self, group: &str, message: BacklogMessage, at: Instant) -> bool {
+        let Some(group) = self.groups.iter_mut().find(|g| g.config.id == group) else {
+            return false;
+        };
+        group.insert(Arc::new(message), at);
+        true
+    }
+
+    pub(super) fn attach(&mut self, group_id: &str) -> Result<ConsumerId, UnknownConsumerGroup> {
+        let Some(index) = self.groups.iter().position(|g| g.config.id == group_id) else {
+            return Err(UnknownConsumerGroup(group_id.into()));
+        };
+        let id = ConsumerId(self.next_consumer);
+        self.next_consumer += 1;
+        self.consumers.insert(
+            id,
+            Consumer {
+                group: index,
+                credit: 0,
+                holds: BTreeSet::new(),
+            },
+        );
+        if let Some(group) = self.groups.get_mut(index) {
+            group.consumers.push(id);
+            group.stats.consumers = group.consumers.len();
+        }
+        Ok(id)
+    }
+
+    /// The consumer may take `credit` more messages.
+    pub(super) fn credit(&mut self, consumer: ConsumerId, credit: u32, handed: &mut Vec<Handed>) {
+        let Some(state) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        state.credit = state.credit.saturating_add(credit);
+        let group = state.group;
+        self.dispatch(group, handed);
+    }
+
+    /// The consumer settled the message: it leaves the backlog.
+    pub(super) fn settled(
+        &mut self,
+        consumer: ConsumerId,
+        message_id: u64,
+        changes: &mut Vec<BacklogChange>,
+    ) {
+        let Some(state) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        if !state.holds.remove(&message_id) {
+            return;
+        }
+        if let Some(group) = self.groups.get_mut(state.group)
+            && let Some(entry) = group.entries.remove(&message_id)
+        {
+            group.bytes -= entry.message.weight();
+            group.stats.settled += 1;
+            changes.push(BacklogChange::Removed(Arc::clone(&group.id), message_id));
+        }
+    }
+
+    /// The consumer gave the message back (released, rejected, or gone): it waits for the
+    /// next consumer, first in line.
+    pub(super) fn released(
+        &mut self,
+        consumer: ConsumerId,
+        message_id: u64,
+        handed: &mut Vec<Handed>,
+    ) {
+        let Some(state) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        if !state.holds.remove(&message_id) {
+            return;
+        }
+        let group = state.group;
+        if let Some(g) = self.groups.get_mut(group) {
+            g.give_back(message_id);
+        }
+        self.dispatch(group, handed);
+    }
+
+    /// The consumer went away: what it held goes to the others.
+    pub(super) fn detach(&mut self, consumer: ConsumerId, handed: &mut Vec<Handed>) {
+        let Some(state) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        if let Some(group) = self.groups.get_mut(state.group) {
+            group.consumers.retain(|c| *c != consumer);
+            group.stats.consumers = group.consumers.len();
+            // Oldest first, ahead of what waited.
+            for message_id in state.holds.into_iter().rev() {
+                group.give_back(message_id);
+            }
+        }
+        self.dispatch(state.group, handed);
+    }
+
+    pub(super) fn stats(&self) -> Vec<GroupStats> {
+        self.groups
+            .iter()
+            .map(|group| GroupStats {
+                backlog: group.entries.len(),
+                in_flight: group.entries.len() - group.waiting.len(),
+                ..group.stats.clone()
+            })
+            .collect()
+    }
+
+    /// When the oldest waiting message of a group gets too old.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let max_age = self.limits.max_age?;
+        self.groups
+            .iter()
+            .filter_map(|group| {
+                group
+                    .waiting
+                    .iter()
+                    .filter_map(|id| group.entries.get(id))
+                    .map(|entry| entry.at)
+                    .min()
+            })
+            .min()
+            .map(|at| at + max_age)
+    }
+
+    /// Drops the waiting messages too old at `now`.
+    pub(super) fn expire(&mut self, now: Instant, changes: &mut Vec<BacklogChange>) {
+        let Some(max_age) = self.limits.max_age else {
+            return;
+        };
+        for group in &mut self.groups {
+            let expired: Vec<u64> = group
+                .waiting
+                .iter()
+                .copied()
+                .filter(|id| group.entries.get(id).is_some_and(|e| now - e.at >= max_age))
+                .collect();
+            for message_id in expired {
+                group.drop_waiting(message_id, changes);
+            }
+        }
+    }
+
+    /// Hands waiting messages of group `index` to its consumers with credit, in turn.
+    fn dispatch(&mut self, index: usize, handed: &mut Vec<Handed>) {
+        let Some(group) = self.groups.get_mut(index) else {
+            return;
+        };
+        while !group.waiting.is_empty() && !group.consumers.is_empty() {
+            // The next consumer in turn with credit, if any has some.
+            let count = group.consumers.len();
+            let next = (0..count)
+                .map(|step| (group.turn + step) % count)
+                .find(|at| {
+                    group
+                        .consumers
+                        .get(*at)
+                        .and_then(|id| self.consumers.get(id))
+                        .is_some_and(|c| c.credit > 0)
+                });
+            let Some(at) = next else {
+                break;
+            };
+            group.turn = (at + 1) % count;
+            let (Some(&consumer), Some(message_id)) =
+                (group.consumers.get(at), group.waiting.pop_front())
+            else {
+                break;
+            };
+            let (Some(state), Some(entry)) = (
+                self.consumers.get_mut(&consumer),
+                group.entries.get_mut(&message_id),
+            ) else {
+                continue;
+            };
+            state.credit -= 1;
+            state.holds.insert(message_id);
+            entry.holder = Some(consumer);
+            group.stats.delivered += 1;
+            group.stats.redelivered += u64::from(entry.handed_before);
+            handed.push(Handed {
+                consumer,
+                message: Arc::clone(&entry.message),
+                redelivery: entry.handed_before,
+            });
+            entry.handed_before = true;
+        }
+    }
+}
+
+impl Group {
+    fn takes(&self, kind: MessageKinds, product_key: &str) -> bool {
+        self.config.kinds.contains(kind)
+            && (self.config.products.is_empty()
+                || self.config.products.iter().any(|p| p == product_key))
+    }
+
+    fn insert(&mut self, message: Arc<BacklogMessage>, at: Instant) {
+        let id = message.message_id;
+        self.bytes += message.weight();
+        let replaced = self.entries.insert(
+            id,
+            Entry {
+                message,
+                at,
+                holder: None,
+                handed_before: false,
+            },
+        );
+        match replaced {
+            // The same id twice (a restore over a live one): counted once.
+            Some(old) => self.bytes -= old.message.weight(),
+            None => self.waiting.push_back(id),
+        }
+    }
+
+    fn give_back(&mut self, message_id: u64) {
+        if let Some(entry) = self.entries.get_mut(&message_id) {
+            entry.holder = None;
+            self.waiting.push_front(message_id);
+        }
+    }
+
+    /// Within the limits again: the oldest waiting messages go first (those consumers hold
+    /// stay: they are on their way).
+    fn enforce(&mut self, limits: &BacklogLimits, changes: &mut Vec<BacklogChange>) {
+        while self.entries.len() > limits.max_messages || self.bytes > limits.max_bytes {
+            let Some(&oldest) = self.waiting.iter().min() else {
+                break;
+            };
+            self.drop_waiting(oldest, changes);
+        }
+    }
+
+    fn drop_waiting(&mut self, message_id: u64, changes: &mut Vec<BacklogChange>) {
+        self.waiting.retain(|id| *id != message_id);
+        if let Some(entry) = self.entries.remove(&message_id) {
+            self.bytes -= entry.message.weight();
+            self.stats.dropped += 1;
+            changes.push(BacklogChange::Removed(Arc::clone(&self.id), message_id));
+        }
+    }
+}
+
+impl Hub {
+    /// Attaches a consumer to the group `group_id` (the `consumerGroupId` of its user name).
+    /// It gets nothing until it is given credit.
+    pub fn attach_consumer(&mut self, group_id: &str) -> Result<ConsumerId, UnknownConsumerGroup> {
+        self.consumer_groups.attach(group_id)
+    }
+
+    /// The consumer may take `credit` more messages (its link's flow): as many waiting
+    /// messages go out as [`HubOutput::Forward`]s.
+    pub fn consumer_credit(&mut self, consumer: ConsumerId, credit: u32) {
+        let mut handed = core::mem::take(&mut self.handed);
+        self.consumer_groups.credit(consumer, credit, &mut handed);
+        self.hand_out(&mut handed);
+        self.handed = handed;
+    }
+
+    /// The consumer settled (accepted) the message: it leaves its group's backlog, in the
+    /// store too.
+    pub fn forward_settled(&mut self, consumer: ConsumerId, message_id: u64) {
+        let mut changes = core::mem::take(&mut self.backlog_changes);
+        self.consumer_groups
+            .settled(consumer, message_id, &mut changes);
+        self.record_backlog(&mut changes);
+        self.backlog_changes = changes;
+    }
+
+    /// The consumer gave the message back (released, rejected, modified): the next consumer
+    /// of its group gets it.
+    pub fn forward_released(&mut self, consumer: ConsumerId, message_id: u64) {
+        let mut handed = core::mem::take(&mut self.handed);
+        self.consumer_groups
+            .released(consumer, message_id, &mut handed);
+        self.hand_out(&mut handed);
+        self.handed = handed;
+    }
+
+    /// The consumer went away (its link or connection closed): what it held and had not
+    /// settled goes to the next consumer of its group.
+    pub fn detach_consumer(&mut self, consumer: ConsumerId) {
+        let mut handed = core::mem::take(&mut self.handed);
+        self.consumer_groups.detach(consumer, &mut handed);
+        self.hand_out(&mut handed);
+        self.handed = handed;
+    }
+
+    /// Each consumer group's backlog, consumers and counts.
+    pub fn consumer_group_stats(&self) -> Vec<GroupStats> {
+        self.consumer_groups.stats()
+    }
+
+    /// A message a store kept in the backlog of `group`, back in it (waiting for a
+    /// consumer). One of a group no longer configured is forgotten, in the store too.
+    pub fn restore_backlog_message(&mut self, group: &str, message: BacklogMessage, now: Instant) {
+        // Its age counts from when it was made, by the wall clock.
+        let age_ms = self.wall_clock.0.saturating_sub(message.generate_time.0);
+        let at = Instant::from_millis(now.as_millis().saturating_sub(age_ms));
+        let message_id = message.message_id;
+        if !self.consumer_groups.restore(group, message, at) {
+            self.record_store_change(StoreChange::BacklogRemoved {
+                group: Arc::from(group),
+                message_id,
+            });
+        }
+    }
+
+    /// A connection's device published `message` (the ACL let it): the device was heard
+    /// from, and the message is forwarded. An open-mode client's is not: it is no device.
+    pub(super) fn forward_from(&mut self, conn: ConnId, message: &Message, now: Instant) {
+        let wall_clock = self.wall_clock;
+        let Some(session) = self
+            .sessions
+            .of_conn(conn)
+            .and_then(|sid| self.sessions.get_mut(sid))
+        else {
+            return;
+        };
+        if session.key.device().is_none() {
+            return;
+        }
+        session.last_seen = wall_clock;
+        self.forward_upstream(message, now);
+    }
+
+    /// A device published `message` on one of its own topics: forwarded to the groups that
+    /// take its product's upstream messages.
+    fn forward_upstream(&mut self, message: &Message, now: Instant) {
+        let Some(product_key) = topic_product_key(message.topic.as_str()) else {
+            return;
+        };
+        if !self
+            .consumer_groups
+            .wants(MessageKinds::UPSTREAM, product_key)
+        {
+            return;
+        }
+        let product_key = String::from(product_key);
+        let backlog = BacklogMessage {
+            message_id: self.allocate_message_id().0,
+            topic: String::from(message.topic.as_str()),
+            payload: message.payload.clone(),
+            generate_time: self.wall_clock,
+        };
+        self.forward(MessageKinds::UPSTREAM, &product_key, backlog, now);
+    }
+
+    /// A device's session got or lost its connection: its status message (§9.1) to the
+    /// groups that take its product's status.
+    pub(super) fn forward_status(&mut self, sid: SessionId, online: bool, now: Instant) {
+        let Some(session) = self.sessions.get(sid) else {
+            return;
+        };
+        let Some(device) = session.key.device() else {
+            return;
+        };
+        if !self
+            .consumer_groups
+            .wants(MessageKinds::STATUS, &device.product_key)
+        {
+            return;
+        }
+        let client_ip = session
+            .client_ip
+            .map(|ip| alloc::format!("{ip}"))
+            .unwrap_or_default();
+        let last = match online {
+            true => self.wall_clock,
+            false => session.last_seen,
+        };
+        let status = device_status(device, online, self.wall_clock, last, &client_ip);
+        let product_key = device.product_key.clone();
+        let backlog = BacklogMessage {
+            message_id: self.allocate_message_id().0,
+            topic: status.topic,
+            payload: Bytes::from(status.payload),
+            generate_time: self.wall_clock,
+        };
+        self.forward(MessageKinds::STATUS, &product_key, backlog, now);
+    }
+
+    /// Drops the backlog's messages too old at `now`.
+    pub(super) fn expire_backlog(&mut self, now: Instant) {
+        let mut changes = core::mem::take(&mut self.backlog_changes);
+        self.consumer_groups.expire(now, &mut changes);
+        self.record_backlog(&mut changes);
+        self.backlog_changes = changes;
+    }
+
+    fn forward(
+        &mut self,
+        kind: MessageKinds,
+        product_key: &str,
+        message: BacklogMessage,
+        now: Instant,
+    ) {
+        let mut changes = core::mem::take(&mut self.backlog_changes);
+        let mut handed = core::mem::take(&mut self.handed);
+        self.consumer_groups
+            .forward(kind, product_key, message, now, &mut changes, &mut handed);
+        self.record_backlog(&mut changes);
+        self.hand_out(&mut handed);
+        self.backlog_changes = changes;
+        self.handed = handed;
+    }
+
+    fn record_backlog(&mut self, changes: &mut Vec<BacklogChange>) {
+        for change in changes.drain(..) {
+            let change = match change {
+                BacklogChange::Saved(group, message) => {
+                    StoreChange::BacklogSaved { group, message }
+                }
+                BacklogChange::Removed(group, message_id) => {
+                    StoreChange::BacklogRemoved { group, message_id }
+                }
+            };
+            self.record_store_change(change);
+        }
+    }
+
+    fn hand_out(&mut self, handed: &mut Vec<Handed>) {
+        for Handed {
+            consumer,
+            message,
+            redelivery,
+        } in handed.drain(..)
+        {
+            self.outputs.push_back(HubOutput::Forward {
+                consumer,
+                message,
+                redelivery,
+            });
+        }
+    }
+}
+
+/// The product a device's own topic belongs to: `/{pk}/…` or `/sys/{pk}/…`.
+fn topic_product_key(topic: &str) -> Option<&str> {
+    let rest = topic.strip_prefix('/')?;
+    let rest = rest.strip_prefix("sys/").unwrap_or(rest);
+    let (product_key, _) = rest.split_once('/')?;
+    (!product_key.is_empty()).then_some(product_key)
+}
