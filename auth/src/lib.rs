@@ -66,6 +66,7 @@
 extern crate alloc;
 
 mod client_id;
+mod consumer;
 mod identity;
 mod registration;
 mod registry;
@@ -83,6 +84,7 @@ pub use registration::{
     RegistrationRequest, registration_sign,
 };
 pub use registry::{DeviceRecord, DeviceRegistry, MemoryRegistry, RegistryError};
+pub use consumer::{ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID};
 pub use sign::{ConnectCredentials, SignRequest, content, sign, sign_content};
 pub use subdevice::{SubDeviceProof, SubDeviceProofError, subdevice_sign};
 pub use verify::{

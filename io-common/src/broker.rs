@@ -85,8 +85,10 @@ use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 pub use handle::{
-    BrokerHandle, BrokerStopped, RrpcError, RrpcReply, ServiceError, Stats, StoreStats,
+    BrokerHandle, BrokerStopped, GroupConsumer, RrpcError, RrpcReply, ServiceError, Stats,
+    StoreStats,
 };
+pub use hub_task::ConsumerDelivery;
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::ConnectionShared;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio_sync::sync::{mpsc, oneshot};
 
-use super::hub_task::HubRequest;
+use super::hub_task::{ConsumerAnswer, ConsumerDelivery, HubRequest};
 use crate::registry::Registry;
 
 /// The answer to an RRPC call.
@@ -324,6 +324,35 @@ impl BrokerHandle {
             .await
     }
 
+    /// Attaches a consumer to the consumer group `group` (the server-side subscription): it
+    /// gets messages of the group's backlog as it gives credit, one consumer of the group at
+    /// a time for each message. `Ok(Err(_))`: no such group is configured.
+    pub async fn attach_consumer(
+        &self,
+        group: &str,
+    ) -> Result<Result<GroupConsumer, hub::UnknownConsumerGroup>, BrokerStopped> {
+        let (deliveries, messages) = mpsc::unbounded_channel();
+        let group = group.to_owned();
+        let attached = self
+            .ask(|reply| HubRequest::AttachConsumer {
+                group,
+                deliveries,
+                reply,
+            })
+            .await
+            .ok_or(BrokerStopped)?;
+        Ok(attached.map(|id| GroupConsumer {
+            id,
+            messages,
+            requests: self.requests.clone(),
+        }))
+    }
+
+    /// Each consumer group's backlog, consumers and counts.
+    pub async fn consumer_group_stats(&self) -> Result<Vec<hub::GroupStats>, BrokerStopped> {
+        self.on_hub(|hub, _| hub.consumer_group_stats()).await
+    }
+
     /// The hub's counters and gauges now (after shutdown: as they were then).
     pub async fn stats(&self) -> Stats {
         match self.ask(|reply| HubRequest::Stats { reply }).await {
@@ -382,5 +411,56 @@ impl BrokerHandle {
         let (reply, answer) = oneshot::channel();
         self.requests.send(request(reply)).await.ok()?;
         answer.await.ok()
+    }
+}
+
+/// A consumer of a consumer group, attached by [`BrokerHandle::attach_consumer`]: the
+/// messages the hub hands it ([`next`](Self::next)), as many as the credit it gave, and its
+/// answers to each. Dropping it (or [`detach`](Self::detach)) gives what it held and did not
+/// settle to the group's other consumers.
+#[derive(Debug)]
+pub struct GroupConsumer {
+    id: hub::ConsumerId,
+    messages: mpsc::UnboundedReceiver<ConsumerDelivery>,
+    requests: mpsc::Sender<HubRequest>,
+}
+
+impl GroupConsumer {
+    /// The hub's id of this consumer.
+    pub fn id(&self) -> hub::ConsumerId {
+        self.id
+    }
+
+    /// The next message handed to it, and whether a consumer had it before; `None` once the
+    /// broker has stopped.
+    pub async fn next(&mut self) -> Option<ConsumerDelivery> {
+        self.messages.recv().await
+    }
+
+    /// It may take `credit` more messages.
+    pub async fn credit(&self, credit: u32) -> Result<(), BrokerStopped> {
+        self.answer(ConsumerAnswer::Credit(credit)).await
+    }
+
+    /// It settled (accepted) the message `message_id`: the message leaves the backlog.
+    pub async fn settled(&self, message_id: u64) -> Result<(), BrokerStopped> {
+        self.answer(ConsumerAnswer::Settled(message_id)).await
+    }
+
+    /// It gave the message `message_id` back: another consumer gets it.
+    pub async fn released(&self, message_id: u64) -> Result<(), BrokerStopped> {
+        self.answer(ConsumerAnswer::Released(message_id)).await
+    }
+
+    /// It goes away now: what it held goes to the others.
+    pub async fn detach(self) {
+        let _ = self.answer(ConsumerAnswer::Detached).await;
+    }
+
+    async fn answer(&self, answer: ConsumerAnswer) -> Result<(), BrokerStopped> {
+        self.requests
+            .send(HubRequest::Consumer(self.id, answer))
+            .await
+            .map_err(|_| BrokerStopped)
     }
 }

@@ -10,7 +10,8 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::PacketId;
 use aliot_core::hub::{
-    self, ConnId, DeviceDelivery, GatewayReply, Hub, HubOutput, ServerPublished,
+    self, BacklogMessage, ConnId, ConsumerId, DeviceDelivery, GatewayReply, Hub, HubOutput,
+    ServerPublished, UnknownConsumerGroup,
 };
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_services::UnixMillis;
@@ -85,6 +86,30 @@ pub(crate) enum HubRequest {
     /// platform's services: property set, shadow, OTA, queries). The closure answers through
     /// the channel it holds.
     Call(HubCall),
+    /// A consumer of a consumer group attaches; its messages go to `deliveries`.
+    AttachConsumer {
+        group: String,
+        deliveries: mpsc::UnboundedSender<ConsumerDelivery>,
+        reply: oneshot::Sender<Result<ConsumerId, UnknownConsumerGroup>>,
+    },
+    /// What a consumer says: credit, a settlement, a release, its end. Answered by nothing.
+    Consumer(ConsumerId, ConsumerAnswer),
+}
+
+/// A message handed to a consumer: the message, and whether a consumer had it before.
+pub type ConsumerDelivery = (Arc<BacklogMessage>, bool);
+
+/// What a consumer of a consumer group tells the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerAnswer {
+    /// It may take this many more messages.
+    Credit(u32),
+    /// It settled (accepted) this message.
+    Settled(u64),
+    /// It gave this message back (released, rejected, modified).
+    Released(u64),
+    /// It went away.
+    Detached,
 }
 
 /// A server-side call run on the hub at `now`; what it returns sends its answer, once the
@@ -131,6 +156,8 @@ pub(crate) struct HubTask<R: Runtime> {
     turn_replies: Vec<AfterCommit>,
     /// The registry, whose devices are activated at their first connect.
     registry: Option<Registry>,
+    /// Where each attached consumer's messages go.
+    consumers: HashMap<ConsumerId, mpsc::UnboundedSender<ConsumerDelivery>>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -157,6 +184,7 @@ impl<R: Runtime> HubTask<R> {
             after_commit: VecDeque::new(),
             turn_replies: Vec::new(),
             registry,
+            consumers: HashMap::new(),
         }
     }
 
@@ -316,6 +344,28 @@ impl<R: Runtime> HubTask<R> {
                 let reply = call(&mut self.hub, now);
                 self.reply(reply);
             }
+            HubRequest::AttachConsumer {
+                group,
+                deliveries,
+                reply,
+            } => {
+                let attached = self.hub.attach_consumer(&group);
+                if let Ok(consumer) = attached {
+                    self.consumers.insert(consumer, deliveries);
+                }
+                if reply.send(attached.clone()).is_err()
+                    && let Ok(consumer) = attached
+                {
+                    // The consumer gave up waiting.
+                    self.detach_consumer(consumer);
+                }
+            }
+            HubRequest::Consumer(consumer, answer) => match answer {
+                ConsumerAnswer::Credit(credit) => self.hub.consumer_credit(consumer, credit),
+                ConsumerAnswer::Settled(id) => self.hub.forward_settled(consumer, id),
+                ConsumerAnswer::Released(id) => self.hub.forward_released(consumer, id),
+                ConsumerAnswer::Detached => self.detach_consumer(consumer),
+            },
         }
     }
 
@@ -406,6 +456,21 @@ impl<R: Runtime> HubTask<R> {
                         later.push((conn, command));
                     }
                 }
+                HubOutput::Forward {
+                    consumer,
+                    message,
+                    redelivery,
+                } => {
+                    let gone = self
+                        .consumers
+                        .get(&consumer)
+                        .is_none_or(|to| to.send((message, redelivery)).is_err());
+                    if gone {
+                        // Its task ended without saying so: what it held goes to the others
+                        // (the hub's next outputs, dispatched on the next turn).
+                        self.detach_consumer(consumer);
+                    }
+                }
                 HubOutput::RrpcOutcome { id, outcome } => {
                     if let Some(caller) = self.rrpc_callers.remove(&id) {
                         // The caller may have given up (an HTTP client that went away).
@@ -423,6 +488,12 @@ impl<R: Runtime> HubTask<R> {
         self.dispatch_later = later;
     }
 
+    /// A consumer went away: the hub gives what it held to the others.
+    fn detach_consumer(&mut self, consumer: ConsumerId) {
+        self.consumers.remove(&consumer);
+        self.hub.detach_consumer(consumer);
+    }
+
     fn send_command(&mut self, conn: ConnId, command: Command) {
         if let Some(commands) = self.connections.get(&conn)
             && commands.send(command).is_err()
@@ -437,6 +508,16 @@ impl<R: Runtime> HubTask<R> {
     fn after_wake(&mut self, now: aliot_core::Instant) {
         if self.hub.poll_timeout().is_some_and(|at| at <= now) {
             self.hub.handle_timeout(now);
+        }
+        // A consumer whose task ended (its receiver dropped) holds nothing any more.
+        let gone: Vec<ConsumerId> = self
+            .consumers
+            .iter()
+            .filter(|(_, to)| to.is_closed())
+            .map(|(consumer, _)| *consumer)
+            .collect();
+        for consumer in gone {
+            self.detach_consumer(consumer);
         }
         self.commit_turn();
         self.dispatch();

@@ -7,6 +7,7 @@
 //! | device | (product key, device name) | JSON of `DeviceState` |
 //! | product of the registry | product key | JSON of `ProductJson` |
 //! | device of the registry | (product key, device name) | JSON of `RegisteredJson` |
+//! | message of a consumer group's backlog | (group id, message id) | version byte 1, generate time (u64 LE ms), topic length (u16 LE), topic, payload |
 //!
 //! A client key: `d` product key NUL device name, or `c` client id (MQTT strings hold no NUL).
 //! Every decoder refuses what it cannot read rather than guess.
@@ -18,6 +19,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::ClientKey;
 use aliot_core::authenticator::ClientFeatures;
 use aliot_core::codec::QoS;
+use aliot_core::hub::BacklogMessage;
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice, SessionRecord, StoredMessage};
 use aliot_services::UnixMillis;
 use aliot_topic::{TopicFilter, TopicLimits, TopicName};
@@ -74,6 +76,43 @@ pub(super) fn decode_client_key(bytes: &[u8]) -> Result<ClientKey, StoreError> {
         b'c' => Ok(ClientKey::Client(text.to_owned())),
         _ => Err(corrupt()),
     }
+}
+
+/// The bytes of a backlog message (its id is in the key).
+pub(super) fn backlog_message(message: &BacklogMessage) -> Vec<u8> {
+    let topic = message.topic.as_bytes();
+    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+    let topic = topic.get(..usize::from(topic_len)).unwrap_or(topic);
+    let mut bytes = Vec::with_capacity(11 + topic.len() + message.payload.len());
+    bytes.push(MESSAGE_V1);
+    bytes.extend_from_slice(&message.generate_time.0.to_le_bytes());
+    bytes.extend_from_slice(&topic_len.to_le_bytes());
+    bytes.extend_from_slice(topic);
+    bytes.extend_from_slice(&message.payload);
+    bytes
+}
+
+/// A backlog message from its id and bytes.
+pub(super) fn decode_backlog_message(
+    message_id: u64,
+    bytes: &[u8],
+) -> Result<BacklogMessage, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("backlog message {message_id}"));
+    let (version, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if *version != MESSAGE_V1 {
+        return Err(corrupt());
+    }
+    let (time, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    let (topic_len, rest) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
+    let (topic, payload) = rest
+        .split_at_checked(usize::from(u16::from_le_bytes(*topic_len)))
+        .ok_or_else(corrupt)?;
+    Ok(BacklogMessage {
+        message_id,
+        topic: std::str::from_utf8(topic).map_err(|_| corrupt())?.to_owned(),
+        payload: Bytes::copy_from_slice(payload),
+        generate_time: UnixMillis(u64::from_le_bytes(*time)),
+    })
 }
 
 /// A session as stored.
@@ -293,6 +332,21 @@ pub(super) fn decode_message(value: &[u8]) -> Result<StoredMessage, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backlog_messages_read_back_as_written_and_truncated_ones_are_refused() {
+        let message = BacklogMessage {
+            message_id: 42,
+            topic: "/as/mqtt/status/pk/dn".into(),
+            payload: Bytes::from_static(b"\x00{\"status\":\"online\"}"),
+            generate_time: UnixMillis(1_700_000_000_123),
+        };
+        let bytes = backlog_message(&message);
+        assert_eq!(decode_backlog_message(42, &bytes).unwrap(), message);
+        for cut in [0, 1, 9, 11, 12] {
+            assert!(decode_backlog_message(42, &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn records_read_back_as_written() {

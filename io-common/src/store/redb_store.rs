@@ -31,6 +31,7 @@ const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devi
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
 const REGISTRY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("registry");
+const BACKLOGS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("backlogs");
 
 const META_FORMAT: &str = "format";
 const META_RRPC_IDS: &str = "rrpc_ids_reserved";
@@ -116,6 +117,7 @@ impl RedbStore {
             txn.open_table(DEVICES).map_err(io)?;
             txn.open_table(PRODUCTS).map_err(io)?;
             txn.open_table(REGISTRY).map_err(io)?;
+            txn.open_table(BACKLOGS).map_err(io)?;
         }
         txn.commit().map_err(io)
     }
@@ -184,6 +186,13 @@ impl Store for RedbStore {
             let device = codec::decode_registered(product_key, device_name, value.value())?;
             image.registered.insert(device.identity.clone(), device);
         }
+        let backlogs = txn.open_table(BACKLOGS).map_err(io)?;
+        for entry in backlogs.iter().map_err(io)? {
+            let (key, value) = entry.map_err(io)?;
+            let (group, message_id) = key.value();
+            let message = codec::decode_backlog_message(message_id, value.value())?;
+            image.backlogs.insert((group.to_owned(), message_id), message);
+        }
         let meta = txn.open_table(META).map_err(io)?;
         image.rrpc_ids_reserved = meta
             .get(META_RRPC_IDS)
@@ -206,6 +215,7 @@ impl Store for RedbStore {
             let mut meta = txn.open_table(META).map_err(io)?;
             let mut products = txn.open_table(PRODUCTS).map_err(io)?;
             let mut registry = txn.open_table(REGISTRY).map_err(io)?;
+            let mut backlogs = txn.open_table(BACKLOGS).map_err(io)?;
             for change in changes {
                 match change {
                     StoreChange::SessionSaved(record) => {
@@ -268,6 +278,15 @@ impl Store for RedbStore {
                     StoreChange::RegisteredDeviceRemoved(identity) => {
                         let key = (identity.product_key.as_str(), identity.device_name.as_str());
                         registry.remove(key).map_err(io)?;
+                    }
+                    StoreChange::BacklogSaved { group, message } => {
+                        let key = (&**group, message.message_id);
+                        backlogs
+                            .insert(key, codec::backlog_message(message).as_slice())
+                            .map_err(io)?;
+                    }
+                    StoreChange::BacklogRemoved { group, message_id } => {
+                        backlogs.remove((&**group, *message_id)).map_err(io)?;
                     }
                 }
             }
