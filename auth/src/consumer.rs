@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 
 use subtle::ConstantTimeEq;
 
-use crate::sign::hmac_digest;
 use crate::SignMethod;
+use crate::sign::hmac_digest;
 
 /// The longest client id the platform takes.
 pub const MAX_CONSUMER_CLIENT_ID: usize = 64;

@@ -78,13 +78,13 @@ pub use client_id::{
     ClientId, ClientIdError, MAX_ID_CHARS, SECURE_MODE_KEY, SIGN_METHOD_KEY, SecureMode,
     SignMethod, TIMESTAMP_KEY,
 };
+pub use consumer::{ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID};
 pub use identity::{DeviceIdentity, DeviceSecret};
 pub use registration::{
     AUTH_TYPE_KEY, AuthType, RANDOM_KEY, RegistrationKind, RegistrationRefused,
     RegistrationRequest, registration_sign,
 };
 pub use registry::{DeviceRecord, DeviceRegistry, MemoryRegistry, RegistryError};
-pub use consumer::{ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID};
 pub use sign::{ConnectCredentials, SignRequest, content, sign, sign_content};
 pub use subdevice::{SubDeviceProof, SubDeviceProofError, subdevice_sign};
 pub use verify::{

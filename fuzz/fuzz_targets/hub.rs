@@ -232,6 +232,9 @@ impl World {
                         }
                     }
                 }
+                HubOutput::Forward { .. } => {
+                    panic!("the hub forwarded a message with no consumer group configured")
+                }
                 HubOutput::RrpcOutcome { id, .. } => {
                     assert!(
                         self.pending_calls.remove(&id),
@@ -299,6 +302,7 @@ impl World {
                 auto_subscribe: auto,
                 rrpc_ext: false,
             },
+            client_ip: None,
         };
         self.hub
             .handle_event(conn, Event::SessionRequested(request), self.now);

@@ -35,6 +35,20 @@
 //! id = "LTAI5tAliotExample"
 //! secret = "change-me"
 //!
+//! [amqp]                    # the server-side subscription (AMQP 1.0); off when absent
+//! bind = "127.0.0.1:5672"    # the default; the platform's port is 5671, with TLS
+//! # tls = { cert = "server.pem", key = "server.key" }
+//!
+//! [[consumer_group]]        # consumers name it in their user name (consumerGroupId)
+//! id = "DEFAULT_GROUP"
+//! # products = ["a1DemoProd01"]       # default: every product
+//! # kinds = ["upstream", "status"]    # default: every kind
+//!
+//! [backlog]                 # each consumer group's backlog; these are the defaults
+//! max_messages = 100000
+//! max_bytes = 67108864
+//! max_age_secs = 86400      # or "never"
+//!
 //! [store]                   # sessions and queued messages on disk; in memory when absent
 //! path = "aliot-data"        # a directory of its own, relative to this file
 //! durability = "immediate"   # fsync before each PUBACK; or "periodic" (with flush_ms), "none"
@@ -90,7 +104,7 @@ use std::time::Duration;
 use aliot_auth::{DeviceIdentity, DeviceSecret, MemoryRegistry, RegistryError};
 use aliot_core::PlatformAuthenticator;
 use aliot_core::codec::{MAX_FIXED_HEADER_LEN, MAX_REMAINING_LENGTH, MAX_STRING_LEN};
-use aliot_core::hub::HubConfig;
+use aliot_core::hub::{BacklogLimits, ConsumerGroupConfig, HubConfig, MessageKinds};
 use aliot_core::server::ServerConfig;
 use aliot_topic::{
     CategoryError, IdentityError, ParsePermissionError, Permission, ProductCategories, TopicLimits,
@@ -132,8 +146,10 @@ pub struct Config {
     /// The HTTP API, when the file has an `[api]` table.
     pub api: Option<ApiSettings>,
     /// The AccessKeys of the platform's OpenAPI (`[[access_key]]`), served on the API's
-    /// address; none: the OpenAPI is off.
+    /// address, and of the server-side subscription's consumers; none: both are off.
     pub access_keys: Vec<AccessKeySettings>,
+    /// The server-side subscription's AMQP listener, when the file has an `[amqp]` table.
+    pub amqp: Option<AmqpSettings>,
     /// The most connections held at once (`[limits] max_connections`).
     pub max_connections: NonZeroUsize,
     /// Per-connection limits (`[limits]`: packet size, topic length, timeouts).
@@ -180,6 +196,19 @@ pub struct ApiSettings {
     pub bind: SocketAddr,
     /// The bearer token callers must send, if any.
     pub token: Option<String>,
+}
+
+/// Where the `[amqp]` table listens when it gives no `bind`.
+pub const DEFAULT_AMQP_BIND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5672);
+
+/// The `[amqp]` table: the server-side subscription's listener.
+#[derive(Clone, Debug)]
+pub struct AmqpSettings {
+    /// Where it listens ([`DEFAULT_AMQP_BIND`] unless given).
+    pub bind: SocketAddr,
+    /// The certificate and key, when it speaks TLS (as the platform's 5671 does).
+    pub tls: Option<TlsSettings>,
 }
 
 /// One `[[access_key]]`.
@@ -451,6 +480,10 @@ pub enum ConfigProblem {
     /// An `[[access_key]]` with an empty id or secret, or an id given twice.
     #[error("access_key: {0}")]
     BadAccessKey(&'static str),
+    /// A `[[consumer_group]]` whose id is empty, too long or given twice, or with an unknown
+    /// kind.
+    #[error("consumer_group: {0}")]
+    BadConsumerGroup(String),
     /// `[store] durability` is not one of the three.
     #[error("store.durability = {0:?}: use \"immediate\", \"periodic\" or \"none\"")]
     BadDurability(String),
@@ -591,6 +624,11 @@ struct RawConfig {
     api: Option<RawApi>,
     #[serde(default)]
     access_key: Vec<Spanned<RawAccessKey>>,
+    amqp: Option<RawAmqp>,
+    #[serde(default)]
+    consumer_group: Vec<Spanned<RawConsumerGroup>>,
+    #[serde(default)]
+    backlog: RawBacklog,
     #[serde(default)]
     limits: RawLimits,
     store: Option<Spanned<RawStore>>,
@@ -605,6 +643,30 @@ struct RawConfig {
 struct RawAccessKey {
     id: String,
     secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmqp {
+    bind: Option<Spanned<String>>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsumerGroup {
+    id: String,
+    #[serde(default)]
+    products: Vec<String>,
+    kinds: Option<Vec<String>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBacklog {
+    max_messages: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
+    max_age_secs: Option<Lifetime>,
 }
 
 #[derive(Deserialize)]
@@ -753,7 +815,10 @@ impl Checker<'_> {
         let listeners = self.listeners(raw.listener)?;
         let api = raw.api.map(|api| self.api(api)).transpose()?;
         let access_keys = self.access_keys(raw.access_key)?;
-        let (max_connections, server, hub) = self.limits(raw.limits)?;
+        let amqp = raw.amqp.map(|amqp| self.amqp(amqp)).transpose()?;
+        let (max_connections, server, mut hub) = self.limits(raw.limits)?;
+        hub.consumer_groups = self.consumer_groups(raw.consumer_group)?;
+        hub.backlog_limits = self.backlog(raw.backlog)?;
         let auth = self.auth(raw.auth)?;
         let store = raw.store.map(|store| self.store(store)).transpose()?;
         let (registry, products) = self.products(raw.product)?;
@@ -777,6 +842,7 @@ impl Checker<'_> {
             listeners,
             api,
             access_keys,
+            amqp,
             max_connections,
             server,
             hub,
@@ -854,6 +920,91 @@ impl Checker<'_> {
             None => None,
         };
         Ok(ApiSettings { bind, token })
+    }
+
+    fn amqp(&self, amqp: RawAmqp) -> Result<AmqpSettings, ConfigError> {
+        let bind = match &amqp.bind {
+            Some(bind) => self.bind(bind)?,
+            None => DEFAULT_AMQP_BIND,
+        };
+        let tls = amqp.tls.map(|tls| self.tls(tls)).transpose()?;
+        Ok(AmqpSettings { bind, tls })
+    }
+
+    fn consumer_groups(
+        &self,
+        raw: Vec<Spanned<RawConsumerGroup>>,
+    ) -> Result<Vec<ConsumerGroupConfig>, ConfigError> {
+        let mut groups: Vec<ConsumerGroupConfig> = Vec::with_capacity(raw.len());
+        for group in raw {
+            let span = group.span();
+            let RawConsumerGroup {
+                id,
+                products,
+                kinds,
+            } = group.into_inner();
+            let bad = |problem: String| {
+                self.source
+                    .error_at(&span, ConfigProblem::BadConsumerGroup(problem))
+            };
+            if id.is_empty() || id.len() > 64 {
+                return Err(bad("the id must be 1 to 64 characters".into()));
+            }
+            if groups.iter().any(|earlier| earlier.id == id) {
+                return Err(bad(format!("the id {id:?} is given twice")));
+            }
+            let kinds = match kinds {
+                None => MessageKinds::ALL,
+                Some(names) => {
+                    let mut kinds = MessageKinds::NONE;
+                    for name in &names {
+                        let kind = MessageKinds::named(name).ok_or_else(|| {
+                            bad(format!(
+                                "unknown kind {name:?}: use {}",
+                                MessageKinds::NAMES.join(", ")
+                            ))
+                        })?;
+                        kinds = kinds.with(kind);
+                    }
+                    kinds
+                }
+            };
+            groups.push(ConsumerGroupConfig {
+                id,
+                products,
+                kinds,
+            });
+        }
+        Ok(groups)
+    }
+
+    fn backlog(&self, raw: RawBacklog) -> Result<BacklogLimits, ConfigError> {
+        let defaults = BacklogLimits::default();
+        let at_least_one =
+            |value: &Option<Spanned<u64>>, key: &'static str, default: usize| match value {
+                None => Ok(default),
+                Some(value) if *value.get_ref() == 0 => Err(self.source.error_at(
+                    &value.span(),
+                    ConfigProblem::LimitTooSmall {
+                        key,
+                        value: 0,
+                        min: 1,
+                    },
+                )),
+                Some(value) => Ok(usize::try_from(*value.get_ref()).unwrap_or(usize::MAX)),
+            };
+        Ok(BacklogLimits {
+            max_messages: at_least_one(
+                &raw.max_messages,
+                "backlog.max_messages",
+                defaults.max_messages,
+            )?,
+            max_bytes: at_least_one(&raw.max_bytes, "backlog.max_bytes", defaults.max_bytes)?,
+            max_age: match raw.max_age_secs {
+                None => defaults.max_age,
+                Some(lifetime) => lifetime.duration(),
+            },
+        })
     }
 
     fn access_keys(

@@ -6,6 +6,7 @@
 //! [`Tokio`], its implementation of [`aliot_io::Runtime`]. `aliot-smol` exports the same
 //! names, so switching runtime is switching the import.
 
+pub mod amqp;
 pub mod api;
 pub mod broker;
 pub mod client;

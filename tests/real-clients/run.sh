@@ -11,6 +11,9 @@
 #   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
 #   @alicloud/pop-core 1.8.0        npm, the Node server SDK (RPC signature 1.0), over the OpenAPI,
 #                                   making its own product and device and calling that device
+#   rhea 3.0.5                      npm, an AMQP 1.0 consumer of the server-side subscription,
+#                                   written like the platform's Node demo
+#   python-qpid-proton 0.40.0       PyPI, the same, written like the platform's Python demo
 #   (and the two device SDKs' dynamic registration: Node over HTTP, Python over MQTT and TLS,
 #   and their gateway APIs: a gateway carrying two sub-devices over its one connection)
 #
@@ -205,10 +208,11 @@ start_broker() {
     MQTT_PORT=$(port_of '^aliot: listening for MQTT on .* \(TCP\)$')
     MQTTS_PORT=$(port_of '^aliot: listening for MQTT on .* \(TLS\)$')
     API_PORT=$(port_of '^aliot: HTTP API on ')
-    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$API_PORT" ] ||
+    AMQP_PORT=$(port_of '^aliot: AMQP consumers on ')
+    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$API_PORT" ] && [ -n "$AMQP_PORT" ] ||
         die "cannot read the TCP, TLS and API ports from what aliot serve printed: $(cat "$BROKER_OUT")"
     local port
-    for port in "$MQTT_PORT" "$MQTTS_PORT" "$API_PORT"; do
+    for port in "$MQTT_PORT" "$MQTTS_PORT" "$API_PORT" "$AMQP_PORT"; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "aliot serve does not answer on 127.0.0.1:$port"
     done
     API_URL=http://127.0.0.1:$API_PORT
@@ -265,6 +269,7 @@ main() {
     ensure_venv paho "$HERE/requirements-paho.txt"
     ensure_venv linkkit "$HERE/requirements-linkkit.txt"
     ensure_venv openapi "$HERE/requirements-openapi.txt"
+    ensure_venv amqp "$HERE/requirements-amqp.txt"
     ensure_node_modules
 
     say "building aliot (cargo build -p aliot-tokio --bin aliot)"
@@ -343,6 +348,15 @@ main() {
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_dynreg.py" --port "$MQTTS_PORT" --ca "$CACHE/tls/ca.pem" \
         --api "$API_URL" --product-key a1DynReg0001 --device-name linkkit-dynreg \
         --product-secret RealClientsDynRegProductSecret00
+    step "rhea $(node_package_version rhea) consuming the server-side subscription (AMQP 1.0)" \
+        node "$HERE/amqp_rhea.js" --amqp-port "$AMQP_PORT" --mqtt-port "$MQTT_PORT" --aliot "$aliot" \
+        --product-key a1AmqpProd01 --device-name amqp-dev --device-secret "$(device_secret amqp-dev)" \
+        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
+    step "python-qpid-proton $(python_package_version amqp python-qpid-proton) consuming the server-side subscription (AMQP 1.0)" \
+        "$CACHE/venv-amqp/bin/python" "$HERE/amqp_proton.py" --amqp-port "$AMQP_PORT" --mqtt-port "$MQTT_PORT" \
+        --aliot "$aliot" --product-key a1AmqpProd02 --device-name proton-dev \
+        --device-secret "$(device_secret proton-dev)" --access-key-id "$access_key_id" \
+        --access-key-secret "$access_key_secret" --group PROTON_GROUP
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"

@@ -109,7 +109,9 @@ pub(super) fn decode_backlog_message(
         .ok_or_else(corrupt)?;
     Ok(BacklogMessage {
         message_id,
-        topic: std::str::from_utf8(topic).map_err(|_| corrupt())?.to_owned(),
+        topic: std::str::from_utf8(topic)
+            .map_err(|_| corrupt())?
+            .to_owned(),
         payload: Bytes::copy_from_slice(payload),
         generate_time: UnixMillis(u64::from_le_bytes(*time)),
     })
@@ -344,7 +346,10 @@ mod tests {
         let bytes = backlog_message(&message);
         assert_eq!(decode_backlog_message(42, &bytes).unwrap(), message);
         for cut in [0, 1, 9, 11, 12] {
-            assert!(decode_backlog_message(42, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_backlog_message(42, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -191,7 +191,9 @@ impl Store for RedbStore {
             let (key, value) = entry.map_err(io)?;
             let (group, message_id) = key.value();
             let message = codec::decode_backlog_message(message_id, value.value())?;
-            image.backlogs.insert((group.to_owned(), message_id), message);
+            image
+                .backlogs
+                .insert((group.to_owned(), message_id), message);
         }
         let meta = txn.open_table(META).map_err(io)?;
         image.rrpc_ids_reserved = meta

@@ -18,9 +18,11 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
+use aliot_tokio::amqp::{AmqpConfig, ServeAmqp as _};
 use aliot_tokio::api::AccessKey;
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
@@ -229,21 +231,40 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let access_keys: Vec<AccessKey> = config
+        .access_keys
+        .iter()
+        .map(|key| AccessKey {
+            id: key.id.clone(),
+            secret: key.secret.clone(),
+        })
+        .collect();
     let api_addr = match &config.api {
         Some(api) => {
             let api = ApiConfig {
                 bind: api.bind,
                 token: api.token.clone(),
-                access_keys: config
-                    .access_keys
-                    .iter()
-                    .map(|key| AccessKey {
-                        id: key.id.clone(),
-                        secret: key.secret.clone(),
-                    })
-                    .collect(),
+                access_keys: access_keys.clone(),
             };
             match broker.serve_http_api(api).await {
+                Ok(addr) => Some(addr),
+                Err(error) => {
+                    eprintln!("aliot: {error}");
+                    broker.shutdown().await;
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            }
+        }
+        None => None,
+    };
+    let amqp_addr = match &config.amqp {
+        Some(amqp) => {
+            let amqp = AmqpConfig {
+                bind: amqp.bind,
+                tls: amqp.tls.as_ref().map(|tls| Arc::clone(&tls.server_config)),
+                access_keys,
+            };
+            match broker.serve_amqp(amqp).await {
                 Ok(addr) => Some(addr),
                 Err(error) => {
                     eprintln!("aliot: {error}");
@@ -270,6 +291,10 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
     }
     if let Some(addr) = api_addr {
         println!("aliot: HTTP API on http://{addr}");
+    }
+    if let (Some(addr), Some(amqp)) = (amqp_addr, &config.amqp) {
+        let scheme = if amqp.tls.is_some() { "amqps" } else { "amqp" };
+        println!("aliot: AMQP consumers on {scheme}://{addr}");
     }
     if demo && let Some((mqtt_addr, _)) = listeners.first() {
         println!();
