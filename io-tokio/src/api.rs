@@ -852,6 +852,14 @@ impl RegistryStats {
     }
 }
 
+/// Samples with labels made for them, as `family` takes them.
+fn label_refs(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
+    samples
+        .iter()
+        .map(|(labels, count)| (labels.as_str(), *count))
+        .collect()
+}
+
 /// Every counter of the hub and the gauges, the connections the accept loops refused at the
 /// cap, and the registry's counts, in Prometheus text format.
 fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&RegistryStats>) -> String {
@@ -939,10 +947,7 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
         "Sessions opened (CONNACK 0 sent).",
         &[("", *connections_accepted)],
     );
-    let refused_samples: Vec<(&str, u64)> = refused_by_code
-        .iter()
-        .map(|(labels, count)| (labels.as_str(), *count))
-        .collect();
+    let refused_samples = label_refs(&refused_by_code);
     family(
         "aliot_connections_refused_total",
         "counter",
@@ -1104,6 +1109,54 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
             ("reason=\"gateway_gone\"", *dropped_with_gateway),
         ],
     );
+    let groups = &stats.consumer_groups;
+    let labelled = |value: &dyn Fn(&aliot_core::hub::GroupStats) -> u64| -> Vec<(String, u64)> {
+        groups
+            .iter()
+            .map(|group| (format!("group=\"{}\"", group.id), value(group)))
+            .collect()
+    };
+    let backlog = labelled(&|group| group.backlog as u64);
+    let in_flight = labelled(&|group| group.in_flight as u64);
+    let consumers = labelled(&|group| group.consumers as u64);
+    let mut handled: Vec<(String, u64)> = Vec::new();
+    for group in groups {
+        for (outcome, count) in [
+            ("delivered", group.delivered),
+            ("redelivered", group.redelivered),
+            ("settled", group.settled),
+            ("dropped", group.dropped),
+        ] {
+            handled.push((
+                format!("group=\"{}\",outcome=\"{outcome}\"", group.id),
+                count,
+            ));
+        }
+    }
+    family(
+        "aliot_consumer_group_backlog",
+        "gauge",
+        "Messages in a consumer group's backlog (waiting, or handed to a consumer and not settled).",
+        &label_refs(&backlog),
+    );
+    family(
+        "aliot_consumer_group_in_flight",
+        "gauge",
+        "Of those, handed to a consumer and not yet settled.",
+        &label_refs(&in_flight),
+    );
+    family(
+        "aliot_consumer_group_consumers",
+        "gauge",
+        "Consumers attached to a consumer group.",
+        &label_refs(&consumers),
+    );
+    family(
+        "aliot_consumer_group_messages_total",
+        "counter",
+        "A consumer group's messages: handed to consumers (redeliveries included), handed again after a release or a consumer gone, settled, dropped (backlog full or too old).",
+        &label_refs(&handled),
+    );
     let gauge = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
     family(
         "aliot_connections",
@@ -1257,8 +1310,8 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        // 27 of the hub, 3 of the registry.
-        assert_eq!(declared.len(), 30);
+        // 31 of the hub, 3 of the registry.
+        assert_eq!(declared.len(), 34);
         stats.counters.gateway.dropped_with_gateway = 4;
         let text = prometheus_text(&stats, 0, None);
         assert!(text.contains("aliot_sub_device_logouts_total{reason=\"gateway_gone\"} 4\n"));

@@ -75,6 +75,8 @@ pub struct Stats {
     pub held_acks: usize,
     /// The durable store, when the broker keeps one.
     pub store: Option<StoreStats>,
+    /// Each consumer group of the server-side subscription: backlog, consumers, counts.
+    pub consumer_groups: Vec<hub::GroupStats>,
 }
 
 /// What the durable store has done.

@@ -656,6 +656,7 @@ impl<R: Runtime> HubTask<R> {
             sessions: self.hub.session_count(),
             pending_rrpc: self.hub.pending_rrpc_calls(),
             held_acks: self.hub.held_ack_count(),
+            consumer_groups: self.hub.consumer_group_stats(),
             store: self.store.as_ref().map(|writer| {
                 let status = writer.status();
                 StoreStats {
