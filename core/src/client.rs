@@ -215,7 +215,9 @@ pub struct Connection {
     transmit: BytesMut,
     events: VecDeque<QueuedEvent>,
     /// Sent and awaiting an acknowledgement, in the order they were sent.
-    in_flight: Vec<InFlight>,
+    /// In the order sent: PUBACKs mostly come for the oldest, which leaves from the front
+    /// without moving the rest.
+    in_flight: VecDeque<InFlight>,
     /// Not yet sent, in the order they were given.
     queued: VecDeque<Outgoing>,
     /// The packet ids of `queued`, in the same order.
@@ -245,7 +247,8 @@ impl Connection {
     #[must_use]
     pub fn new(config: ClientConfig) -> Self {
         let decoder = Decoder::new(config.max_packet_size);
-        let in_flight = Vec::with_capacity(config.max_in_flight.clamp(1, DEFAULT_MAX_IN_FLIGHT));
+        let in_flight =
+            VecDeque::with_capacity(config.max_in_flight.clamp(1, DEFAULT_MAX_IN_FLIGHT));
         Self {
             config,
             decoder,
@@ -988,7 +991,7 @@ impl Connection {
                 if let Outgoing::Qos0Publish { token, .. } = packet {
                     self.qos0_in_transmit.push_back(token);
                 } else if let Some(packet_id) = packet.packet_id() {
-                    self.in_flight.push(InFlight { packet_id, packet });
+                    self.in_flight.push_back(InFlight { packet_id, packet });
                 }
             }
             Err(_) => report_unencodable(&mut self.events, &mut self.subscriptions, &packet),
@@ -1025,7 +1028,7 @@ impl Connection {
     /// round to the oldest still held, and then a binary search decides.
     fn allocate_packet_id(&mut self) -> Result<PacketId, ClientError> {
         let held = self.in_flight.len() + self.queued_ids.len();
-        let oldest = self.in_flight.first().map(|sent| sent.packet_id);
+        let oldest = self.in_flight.front().map(|sent| sent.packet_id);
         let Some(oldest) = oldest.or_else(|| self.queued_ids.front().copied()) else {
             return Ok(self.take_next_packet_id());
         };
@@ -1033,7 +1036,7 @@ impl Connection {
             return Err(ClientError::PacketIdsExhausted);
         }
         let newest = self.queued_ids.back().copied();
-        let newest = newest.or_else(|| self.in_flight.last().map(|sent| sent.packet_id));
+        let newest = newest.or_else(|| self.in_flight.back().map(|sent| sent.packet_id));
         let newest_offset = ring_offset(oldest, newest.unwrap_or(oldest));
         for _ in 0..MAX_WINDOW {
             let candidate = self.take_next_packet_id();
