@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_auth::MemoryRegistry;
-use aliot_benches::loadgen::LoadError;
+use aliot_benches::loadgen::aliot_config::aliot_config_toml;
+use aliot_benches::loadgen::gateway::{GatewaySpec, run_gateway};
 use aliot_benches::loadgen::login::{Login, PlatformDevices};
 use aliot_benches::loadgen::scenario::{
     Common, ConnectionsSpec, RrpcSpec, ThroughputSpec, run_connections, run_rrpc, run_throughput,
 };
 use aliot_benches::loadgen::target::Target;
+use aliot_benches::loadgen::{LoadError, ReplyFault};
 use aliot_core::PlatformAuthenticator;
 use aliot_core::codec::QoS;
 use aliot_tokio::{Broker, BrokerConfig, ListenerConfig};
@@ -216,4 +218,91 @@ async fn a_broker_that_is_not_there_fails_the_run_with_the_address() {
         .expect_err("nothing listens");
     assert!(matches!(error, LoadError::Connect { .. }), "{error}");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
+}
+
+/// A broker as `aliot serve` runs it from the file `aliot-bench aliot-config` writes (with its
+/// registry, which gateways need), on a free loopback port.
+async fn served_broker(platform: &PlatformDevices, devices: usize) -> Broker {
+    let toml = aliot_config_toml(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        platform,
+        devices,
+        false,
+    )
+    .expect("loopback");
+    let config =
+        aliot_tokio::config::Config::parse(&toml, "generated.toml", std::path::Path::new("."))
+            .expect("aliot reads it");
+    Broker::start(config.broker_config())
+        .await
+        .expect("the broker starts")
+}
+
+fn short_gateway(subs: usize, batch: usize, inflight: usize) -> GatewaySpec {
+    let mut spec = GatewaySpec {
+        subs,
+        batch,
+        reply_timeout: Duration::from_secs(5),
+        ..GatewaySpec::default()
+    };
+    spec.posts = short(spec.posts);
+    spec.posts.inflight = inflight;
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_logs_its_sub_devices_in_and_posts_for_them_beside_direct_devices() {
+    let platform = platform();
+    // The gateway, 23 sub-devices, 23 direct devices.
+    let broker = served_broker(&platform, 47).await;
+    let common = common(&broker, Login::Platform(platform));
+    let spec = short_gateway(23, 10, 46);
+    let report = run_gateway(&common, &spec).await.expect("runs");
+    assert_eq!(report.topology_requests, 1, "{report}");
+    assert_eq!(report.login_batches, 3, "{report}");
+    assert_eq!(report.login_batch_latency.count, 3, "{report}");
+    assert!(
+        report.login_secs > 0.0 && report.logins_per_sec > 0.0,
+        "{report}"
+    );
+    for side in [&report.through_gateway, &report.direct] {
+        assert!(side.delivered > 0 && side.msgs_per_sec > 0.0, "{side}");
+        assert_eq!(side.missing, 0, "{side}");
+        assert_eq!(side.lost_connections, 0, "{side}");
+    }
+    assert_eq!(report.through_gateway.publishers, 1);
+    assert_eq!(report.through_gateway.inflight, 46);
+    assert_eq!(report.direct.publishers, 23);
+    assert_eq!(report.direct.inflight, 2);
+    assert!(report.ratio > 0.0, "{report}");
+
+    // The other order, on the same broker: a new gateway connection logs them in again.
+    let mut spec = short_gateway(23, 50, 23);
+    spec.direct_first = true;
+    let report = run_gateway(&common, &spec).await.expect("runs");
+    assert_eq!(report.order, "direct-first");
+    assert_eq!(report.login_batches, 1, "{report}");
+    assert_eq!(report.through_gateway.missing, 0, "{report}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_device_the_broker_does_not_know_fails_the_run_with_the_platforms_code() {
+    let platform = platform();
+    // The gateway and sub-devices 1..=4; sub-device 5 is not registered.
+    let broker = served_broker(&platform, 5).await;
+    let common = common(&broker, Login::Platform(platform));
+    let error = run_gateway(&common, &short_gateway(5, 5, 5))
+        .await
+        .expect_err("a device is missing");
+    let LoadError::Reply(ReplyFault::Refused {
+        code, topic, data, ..
+    }) = &error
+    else {
+        panic!("not a refusal: {error}");
+    };
+    assert_eq!(*code, 6100, "{error}");
+    assert!(topic.ends_with("/thing/topo/add_reply"), "{error}");
+    assert!(data.contains("dev000005"), "{error}");
+    broker.shutdown().await;
 }

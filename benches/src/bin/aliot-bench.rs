@@ -10,6 +10,8 @@
 //!   fan-out      [--subscribers 100]     1 publisher → 100 subscribers, QoS 0
 //!   connections  [--count 20000]         idle connections: connect rate, broker memory each
 //!   rrpc         [--devices 100]         RRPC through an in-process aliot broker's Rust API
+//!   property-post [--devices 100]        platform devices posting properties (--platform)
+//!   gateway      [--subs 2000 --batch 50] a gateway's logins and posts against direct devices
 //!   aliot-config --devices N --bind ADDR a config for `aliot serve` with the --platform devices
 //!   compare-table --results DIR          the markdown table of compare.sh
 //!   store-table --results DIR            its durable-store table
@@ -32,6 +34,7 @@ use aliot_benches::loadgen::aliot_config::aliot_config_toml;
 use aliot_benches::loadgen::compare::{
     ComparisonResults, StoreResults, markdown_table, read_report, slowest_publish_rate, store_table,
 };
+use aliot_benches::loadgen::gateway::{GatewaySpec, run_gateway};
 use aliot_benches::loadgen::login::{Login, PlatformDevices};
 use aliot_benches::loadgen::recovery::{FillSpec, RecoverySpec, fill_store, measure_recovery};
 use aliot_benches::loadgen::report::ThroughputReport;
@@ -152,6 +155,51 @@ enum Scenario {
         qos: u8,
         #[command(flatten)]
         run: RunArgs,
+    },
+    /// Gateways (issue 15), against an `aliot serve` with the devices 0..=2×subs of
+    /// --platform: gateway dev000000 (client id with `_ss=1`) adds sub-devices 1..=subs to its
+    /// topology (30 a request, not timed), logs them in with `combine/batch_login` (timed: one
+    /// batch at a time), then posts properties for them in turn; then as many direct devices
+    /// (subs+1..=2×subs) post their own (`property-post`), with the same number of posts
+    /// waiting in all. Reports the login time and logins/s, msgs/s (replies) on each side and
+    /// their ratio.
+    Gateway {
+        /// Sub-devices of the gateway, and direct devices beside them.
+        #[arg(long, default_value_t = 2_000)]
+        subs: usize,
+        /// Sub-devices per `batch_login` (at most 50).
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// QoS of the posts (and of the direct devices' reply subscriptions).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Posts waiting for their reply, at most, on each side: the gateway's window, spread
+        /// evenly over the direct devices (a multiple of --subs). Default: --subs, one post
+        /// waiting per device.
+        #[arg(long)]
+        inflight: Option<usize>,
+        /// QoS 1 posts awaiting their PUBACK on the gateway's connection, at most (its MQTT
+        /// window; the rest wait in its client's queue). Default: --inflight.
+        #[arg(long)]
+        gateway_window: Option<usize>,
+        /// Posts per second on each side (default: as fast as the window allows).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds of posting before each side's window opens.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Seconds of each side's measurement window.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// The most seconds to wait after each window for replies still owed.
+        #[arg(long, default_value_t = 2.0)]
+        drain: f64,
+        /// The direct devices post first, then the gateway (default: the gateway first).
+        #[arg(long)]
+        direct_first: bool,
+        /// The most seconds a topology or login request waits for its reply.
+        #[arg(long, default_value_t = 10.0)]
+        reply_timeout: f64,
     },
     /// Idle connections: connect rate, and the broker's resident memory per connection
     /// (with --broker-pid).
@@ -382,6 +430,40 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             spec.persistent_subscribers = global.persistent_subscribers;
             run.apply(&mut spec)?;
             print(global, &run_throughput(&common, &spec).await?);
+        }
+        Scenario::Gateway {
+            subs,
+            batch,
+            qos,
+            inflight,
+            gateway_window,
+            rate,
+            warmup,
+            duration,
+            drain,
+            direct_first,
+            reply_timeout,
+        } => {
+            if global.persistent_subscribers {
+                return Err(LoadError::Parameter(
+                    "gateway has no subscribers to make persistent".to_owned(),
+                ));
+            }
+            let mut spec = GatewaySpec {
+                subs: *subs,
+                batch: *batch,
+                gateway_window: *gateway_window,
+                direct_first: *direct_first,
+                reply_timeout: seconds("--reply-timeout", *reply_timeout)?,
+                ..GatewaySpec::default()
+            };
+            spec.posts.qos = qos_of(*qos);
+            spec.posts.inflight = inflight.unwrap_or(*subs);
+            spec.posts.rate = *rate;
+            spec.posts.warmup = seconds("--warmup", *warmup)?;
+            spec.posts.duration = seconds("--duration", *duration)?;
+            spec.posts.drain = seconds("--drain", *drain)?;
+            print(global, &run_gateway(&common, &spec).await?);
         }
         Scenario::FanIn {
             publishers,

@@ -134,7 +134,94 @@ pub enum LoadError {
     /// ended early.
     #[error("the broker process: {0}")]
     BrokerProcess(String),
+    /// A reply of the platform was refused (a code other than 200), unreadable, unexpected or
+    /// missing.
+    #[error("{0}")]
+    Reply(#[from] ReplyFault),
+    /// A connection the scenario needs ended during a phase.
+    #[error("{phase}: a connection was lost ({lost} in all); the first: {first}")]
+    ConnectionLost {
+        /// The phase, e.g. `posts through the gateway`.
+        phase: String,
+        /// Connections lost in the phase.
+        lost: u64,
+        /// The first of them and why it ended.
+        first: String,
+    },
     /// A scenario parameter is out of range.
     #[error("{0}")]
     Parameter(String),
+}
+
+/// What was wrong with a reply of the platform to a request of the generator (a property
+/// post, a gateway's `thing/topo/add` or `combine/batch_login`). Any of them fails the run:
+/// a number measured over refused requests would not be the one asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyFault {
+    /// The reply's `code` is not 200.
+    #[error("the reply on {topic} to request {id} has code {code}: {message:?} (data: {data})")]
+    Refused {
+        /// The reply topic.
+        topic: String,
+        /// The request's id.
+        id: String,
+        /// The reply's `code`.
+        code: i64,
+        /// The reply's `message` (empty when it has none).
+        message: String,
+        /// The reply's `data` as JSON text (empty when it has none): for a gateway's batch,
+        /// the devices that failed.
+        data: String,
+    },
+    /// A message on a reply topic is not `{"id":…,"code":…}`.
+    #[error("the message on {topic} is not a reply with an id and a code: {payload}")]
+    Unreadable {
+        /// Its topic.
+        topic: String,
+        /// Its payload (at most 200 bytes of it, lossy UTF-8).
+        payload: String,
+    },
+    /// A reply echoes an id no request of this client waits for.
+    #[error("the reply on {topic} echoes id {id}, which no request waiting has")]
+    Unexpected {
+        /// The reply topic.
+        topic: String,
+        /// The id it echoes.
+        id: String,
+    },
+    /// A reply came on another topic than its request's + `_reply`: through a gateway, the
+    /// platform answered for another sub-device.
+    #[error("the reply to request {id} came on {topic}, not on {expected}")]
+    WrongTopic {
+        /// The request's id.
+        id: String,
+        /// Where the reply came.
+        topic: String,
+        /// Where it should have come.
+        expected: String,
+    },
+    /// A batch's reply lists another number of devices than the batch had.
+    #[error(
+        "the reply on {topic} to request {id} lists {listed} devices in data, not the {sent} sent"
+    )]
+    WrongCount {
+        /// The reply topic.
+        topic: String,
+        /// The request's id.
+        id: String,
+        /// Devices in the request.
+        sent: usize,
+        /// Devices in the reply's `data`.
+        listed: usize,
+    },
+    /// No reply came in time.
+    #[error("no reply on {topic} to request {id} within {waited_ms} ms")]
+    Missing {
+        /// The reply topic waited on.
+        topic: String,
+        /// The request's id.
+        id: String,
+        /// How long it was waited for.
+        waited_ms: u64,
+    },
 }

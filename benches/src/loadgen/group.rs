@@ -11,6 +11,7 @@
 //! `stop_ns`, measuring from `measure_from_ns`) and the counters that tell subscribers when
 //! every message owed has arrived.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -21,12 +22,14 @@ use std::time::Duration;
 
 use aliot_core::client::{DisconnectReason, Event};
 use aliot_core::codec::QoS;
+use aliot_core::message::Message;
 use aliot_topic::TopicName;
 use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
 
+use super::ReplyFault;
 use super::clock::RunClock;
 use super::report::latency_histogram;
 use super::session::Session;
@@ -139,16 +142,33 @@ pub struct Publisher {
     pub phase: f64,
 }
 
-impl Publisher {
-    /// Messages due `elapsed_s` seconds after the start, at `rate` per second.
-    fn due_by(&self, rate: f64, elapsed_s: f64) -> u64 {
-        (elapsed_s * rate + self.phase) as u64
-    }
+/// What a property poster posts: a device its own properties, or a gateway those of its
+/// sub-devices, in turn, on their topics.
+#[derive(Clone, Debug)]
+pub struct PropertyPoster {
+    /// The post topic (`/sys/{pk}/{dn}/thing/event/property/post`) of each device posted for,
+    /// posted to in turn: a device's own, or each of a gateway's sub-devices'. The replies come
+    /// on each + `_reply`.
+    pub topics: Arc<[TopicName]>,
+    /// At which QoS.
+    pub qos: QoS,
+    /// Posts waiting for their reply, at most (all topics together).
+    pub inflight: usize,
+    /// Posts per second of this client; `None`: as fast as its window allows.
+    pub rate: Option<f64>,
+    /// Where its throttled posts fall in each period, as a [`Publisher`]'s.
+    pub phase: f64,
+}
 
-    /// Seconds after the start at which message number `count + 1` falls due.
-    fn next_due_s(&self, rate: f64, count: u64) -> f64 {
-        ((count + 1) as f64 - self.phase).max(0.0) / rate
-    }
+/// Messages due `elapsed_s` seconds after the start, at `rate` per second, for a client whose
+/// sends fall at `phase` of each period.
+fn due_by(rate: f64, phase: f64, elapsed_s: f64) -> u64 {
+    (elapsed_s * rate + phase) as u64
+}
+
+/// Seconds after the start at which message number `count + 1` falls due (as [`due_by`]).
+fn next_due_s(rate: f64, phase: f64, count: u64) -> f64 {
+    ((count + 1) as f64 - phase).max(0.0) / rate
 }
 
 /// What a client does in its group.
@@ -158,15 +178,28 @@ pub enum Role {
     Publisher(Publisher),
     /// Receives, and measures each message's latency.
     Subscriber,
-    /// A platform device posting its properties (Alink, `thing/event/property/post`) with at
-    /// most the publisher's `inflight` posts waiting for their reply (and at its rate, if it
-    /// has one). The request's `id` is the send time, which the reply echoes: latency is post
-    /// to reply.
-    PropertyPoster(Publisher),
+    /// A platform device posting properties (Alink, `thing/event/property/post`): its own, or
+    /// as a gateway its sub-devices' in turn, with at most the poster's `inflight` posts
+    /// waiting for their reply (and at its rate, if it has one). The request's `id` is the send
+    /// time, which the reply echoes: latency is post to reply. Each reply is matched to its
+    /// post by that id and must come on the post's topic + `_reply` with code 200; anything
+    /// else is a [`ReplyFault`] that ends the run.
+    PropertyPoster(PropertyPoster),
     /// A platform device answering every RRPC request with the request's payload.
     RrpcResponder,
     /// Holds its connection open and does nothing else.
     Idle,
+}
+
+impl Role {
+    /// The rate and phase of a throttled publisher or poster.
+    fn pace(&self) -> Option<(f64, f64)> {
+        match self {
+            Role::Publisher(publisher) => publisher.rate.map(|rate| (rate, publisher.phase)),
+            Role::PropertyPoster(poster) => poster.rate.map(|rate| (rate, poster.phase)),
+            Role::Subscriber | Role::RrpcResponder | Role::Idle => None,
+        }
+    }
 }
 
 /// What a group counted.
@@ -194,6 +227,10 @@ pub struct GroupOutcome {
     pub first_loss: Option<String>,
     /// Connections still open when the group ended.
     pub open_at_end: usize,
+    /// Replies to property posts that were refused, unreadable or unexpected.
+    pub reply_faults: u64,
+    /// The first of them.
+    pub first_reply_fault: Option<ReplyFault>,
 }
 
 impl GroupOutcome {
@@ -210,6 +247,8 @@ impl GroupOutcome {
             lost_connections: 0,
             first_loss: None,
             open_at_end: 0,
+            reply_faults: 0,
+            first_reply_fault: None,
         }
     }
 
@@ -230,12 +269,23 @@ impl GroupOutcome {
             self.first_loss.clone_from(&other.first_loss);
         }
         self.open_at_end += other.open_at_end;
+        self.reply_faults += other.reply_faults;
+        if self.first_reply_fault.is_none() {
+            self.first_reply_fault.clone_from(&other.first_reply_fault);
+        }
     }
 
     /// A group outcome with nothing counted, to merge others into.
     #[must_use]
     pub fn empty() -> GroupOutcome {
         GroupOutcome::new()
+    }
+
+    fn fault(&mut self, fault: ReplyFault) {
+        self.reply_faults += 1;
+        if self.first_reply_fault.is_none() {
+            self.first_reply_fault = Some(fault);
+        }
     }
 
     fn lose(&mut self, client_id: &str, why: &str) {
@@ -254,8 +304,11 @@ struct Client {
     role: Role,
     published: u64,
     open: bool,
-    /// A property poster's posts waiting for their reply.
-    awaiting_replies: usize,
+    /// A property poster's posts waiting for their reply: by id, the index of the topic posted
+    /// to.
+    awaiting_replies: HashMap<u64, usize>,
+    /// A property poster's last id.
+    last_id: u64,
 }
 
 /// How a round of publishing ended.
@@ -325,14 +378,21 @@ impl Client {
         while let Some(event) = self.session.conn.poll_event() {
             match event {
                 Event::Message { message, .. } => {
-                    delivered += 1;
-                    let sent_ns = match self.role {
-                        Role::PropertyPoster(_) => {
-                            self.awaiting_replies = self.awaiting_replies.saturating_sub(1);
-                            reply_stamp(&message.payload)
+                    let sent_ns = match &self.role {
+                        Role::PropertyPoster(poster) => {
+                            match take_reply(poster, &mut self.awaiting_replies, &message) {
+                                Ok(sent_ns) => Some(sent_ns),
+                                Err(fault) => {
+                                    outcome.fault(fault);
+                                    // The run measures nothing worth keeping any more.
+                                    shared.finish();
+                                    continue;
+                                }
+                            }
                         }
                         _ => read_stamp(&message.payload),
                     };
+                    delivered += 1;
                     if in_window && let Some(sent_ns) = sent_ns {
                         outcome.delivered_in_window += 1;
                         outcome
@@ -393,9 +453,7 @@ impl Client {
         let due = match publisher.rate {
             Some(rate) => {
                 let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
-                publisher
-                    .due_by(rate, elapsed_s)
-                    .saturating_sub(self.published)
+                due_by(rate, publisher.phase, elapsed_s).saturating_sub(self.published)
             }
             None => u64::MAX,
         };
@@ -446,7 +504,7 @@ impl Client {
     }
 
     /// A property poster's next posts: while fewer than its window wait for their reply,
-    /// and they are due.
+    /// and they are due; each on the next of its topics.
     fn post_properties(&mut self, shared: &RunShared, outcome: &mut GroupOutcome) -> Generated {
         let Role::PropertyPoster(poster) = &self.role else {
             return Generated::Nothing;
@@ -455,26 +513,35 @@ impl Client {
         if now_ns >= shared.stop_ns || !self.session.conn.is_connected() {
             return Generated::Nothing;
         }
-        while self.awaiting_replies < poster.inflight {
+        while self.awaiting_replies.len() < poster.inflight {
             if let Some(rate) = poster.rate {
                 let elapsed_s = now_ns.saturating_sub(shared.start_ns) as f64 / 1e9;
-                if poster.due_by(rate, elapsed_s) <= self.published {
+                if due_by(rate, poster.phase, elapsed_s) <= self.published {
                     break;
                 }
             }
-            // The id is the send time; the values change with each post.
+            let turn = (self.published % poster.topics.len().max(1) as u64) as usize;
+            let Some(topic) = poster.topics.get(turn) else {
+                break;
+            };
+            // The id is the send time, and unique among the client's posts: a post sent in the
+            // same nanosecond as the one before (a burst takes one clock reading) is one
+            // nanosecond later. A burst of n posts so reads latencies up to n ns short. The
+            // values change with each post.
+            let id = now_ns.max(self.last_id.saturating_add(1));
             let payload = format!(
-                r#"{{"id":"{now_ns}","version":"1.0","params":{{"Temperature":{},"Power":1}},"method":"thing.event.property.post"}}"#,
+                r#"{{"id":"{id}","version":"1.0","params":{{"Temperature":{},"Power":1}},"method":"thing.event.property.post"}}"#,
                 self.published % 100
             );
             match self.session.conn.publish(
-                poster.topic.clone(),
+                topic.clone(),
                 Bytes::from(payload),
                 poster.qos,
                 core_instant(now_ns),
             ) {
                 Ok(_) => {
-                    self.awaiting_replies += 1;
+                    self.last_id = id;
+                    self.awaiting_replies.insert(id, turn);
                     self.published += 1;
                     outcome.published += 1;
                     if now_ns >= shared.measure_from_ns {
@@ -556,7 +623,7 @@ impl Client {
             Role::Subscriber => {
                 now_ns >= shared.stop_ns.saturating_add(STOP_GRACE_NS) && shared.all_delivered()
             }
-            Role::PropertyPoster(_) => self.awaiting_replies == 0 && self.out.is_empty(),
+            Role::PropertyPoster(_) => self.awaiting_replies.is_empty() && self.out.is_empty(),
             Role::RrpcResponder | Role::Idle => false,
         }
     }
@@ -608,7 +675,8 @@ impl Group {
                 out: BytesMut::new(),
                 role,
                 published: 0,
-                awaiting_replies: 0,
+                awaiting_replies: HashMap::new(),
+                last_id: 0,
             })
             .collect();
         let sleep = Box::pin(tokio::time::sleep_until(
@@ -662,12 +730,10 @@ impl Group {
                 let generated = client.publish(&shared, &mut self.outcome);
                 let write_blocked = client.write(cx, &mut self.outcome);
                 if generated == Generated::Waiting
-                    && let Role::Publisher(publisher) | Role::PropertyPoster(publisher) =
-                        &client.role
-                    && let Some(rate) = publisher.rate
+                    && let Some((rate, phase)) = client.role.pace()
                     && rate > 0.0
                 {
-                    let next_due_s = publisher.next_due_s(rate, client.published);
+                    let next_due_s = next_due_s(rate, phase, client.published);
                     let next_due_ns = shared.start_ns.saturating_add((next_due_s * 1e9) as u64);
                     next_deadline_ns = next_deadline_ns.min(next_due_ns);
                 }
@@ -743,11 +809,103 @@ impl Group {
     }
 }
 
-/// The send time a property post's reply echoes in its `id` (`{"id":"<ns>",…}`).
-fn reply_stamp(payload: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let digits = text.split_once(r#""id":""#)?.1.split('"').next()?;
-    digits.parse().ok()
+/// Matches a property post's reply to its post, by the `id` it echoes, and checks it: it must
+/// come on that post's topic + `_reply` and have code 200. Returns the post's send time (its
+/// id), or what is wrong.
+fn take_reply(
+    poster: &PropertyPoster,
+    awaiting: &mut HashMap<u64, usize>,
+    message: &Message,
+) -> Result<u64, ReplyFault> {
+    let topic = message.topic.as_str();
+    let Some((id, code)) = read_reply(&message.payload) else {
+        return Err(ReplyFault::Unreadable {
+            topic: topic.to_owned(),
+            payload: shown(&message.payload),
+        });
+    };
+    let Some(turn) = awaiting.remove(&id) else {
+        return Err(ReplyFault::Unexpected {
+            topic: topic.to_owned(),
+            id: id.to_string(),
+        });
+    };
+    let expected = poster.topics.get(turn).map(TopicName::as_str);
+    if topic.strip_suffix("_reply") != expected || expected.is_none() {
+        return Err(ReplyFault::WrongTopic {
+            id: id.to_string(),
+            topic: topic.to_owned(),
+            expected: format!("{}_reply", expected.unwrap_or_default()),
+        });
+    }
+    if code != 200 {
+        let (message, data) = reply_details(&message.payload);
+        return Err(ReplyFault::Refused {
+            topic: topic.to_owned(),
+            id: id.to_string(),
+            code,
+            message,
+            data,
+        });
+    }
+    Ok(id)
+}
+
+/// The `id` (a decimal number, in a JSON string or not) and `code` of an Alink reply.
+///
+/// aliot writes `{"id":"…","code":…,` first, and that is read without a JSON parser: the
+/// generator reads hundreds of thousands of replies a second on one core. Any other reply is
+/// parsed whole.
+///
+/// ```
+/// use aliot_benches::loadgen::group::read_reply;
+///
+/// let reply = br#"{"id":"1234","code":200,"message":"success","data":{}}"#;
+/// assert_eq!(read_reply(reply), Some((1234, 200)));
+/// let reordered = br#"{"code":460,"data":{"code":1},"id":7}"#;
+/// assert_eq!(read_reply(reordered), Some((7, 460)));
+/// assert_eq!(read_reply(b"{}"), None);
+/// ```
+#[must_use]
+pub fn read_reply(payload: &[u8]) -> Option<(u64, i64)> {
+    fn digits(text: &[u8]) -> Option<(u64, &[u8])> {
+        let end = text.iter().position(|byte| !byte.is_ascii_digit())?;
+        let (number, rest) = text.split_at(end);
+        let number = std::str::from_utf8(number).ok()?.parse().ok()?;
+        Some((number, rest))
+    }
+    let fast = || {
+        let (id, rest) = digits(payload.strip_prefix(br#"{"id":""#)?)?;
+        let (code, rest) = digits(rest.strip_prefix(br#"","code":"#)?)?;
+        matches!(rest.first(), Some(b',' | b'}')).then_some((id, i64::try_from(code).ok()?))
+    };
+    fast().or_else(|| {
+        let reply: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let id = match reply.get("id")? {
+            serde_json::Value::String(id) => id.parse().ok()?,
+            id => id.as_u64()?,
+        };
+        Some((id, reply.get("code")?.as_i64()?))
+    })
+}
+
+/// An Alink reply's `message` and its `data` as JSON text (each empty when absent), to say
+/// why a request was refused.
+#[must_use]
+pub fn reply_details(payload: &[u8]) -> (String, String) {
+    let reply = serde_json::from_slice::<serde_json::Value>(payload).unwrap_or_default();
+    let message = reply.get("message").and_then(|message| message.as_str());
+    let data = reply.get("data").map(ToString::to_string);
+    (
+        message.unwrap_or_default().to_owned(),
+        data.unwrap_or_default(),
+    )
+}
+
+/// At most 200 bytes of a payload, as text, for an error message.
+#[must_use]
+pub fn shown(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload.get(..200).unwrap_or(payload)).into_owned()
 }
 
 /// The sans-IO core's instant for a run-clock reading.

@@ -80,15 +80,63 @@ impl PlatformDevices {
     /// [`LoadError::Sign`] or [`LoadError::Credentials`] when the product key or device name
     /// cannot form a client id or user name.
     pub fn credentials(&self, index: usize) -> Result<Credentials, LoadError> {
+        self.credentials_with(index, &[])
+    }
+
+    /// The signed CONNECT credentials of device `index` with more pairs in its client id's
+    /// extension, after `securemode` and `signmethod`: `[("_ss", "1")]` gives
+    /// `PK.DN|securemode=3,signmethod=hmacsha256,_ss=1|`, a device with the automatic
+    /// subscription. The extension is not signed, so the password is the same.
+    ///
+    /// ```
+    /// use aliot_benches::loadgen::login::PlatformDevices;
+    ///
+    /// let devices = PlatformDevices::parse("benchPK:s33d")?;
+    /// let plain = devices.credentials(0)?;
+    /// let auto = devices.credentials_with(0, &[("_ss", "1")])?;
+    /// assert_eq!(auto.client_id(), "benchPK.dev000000|securemode=3,signmethod=hmacsha256,_ss=1|");
+    /// assert_eq!(auto.username(), plain.username());
+    /// # Ok::<(), aliot_benches::loadgen::LoadError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`credentials`](Self::credentials), and [`LoadError::Sign`] for a pair the client id
+    /// cannot hold (a key given twice, `securemode`, `signmethod` or `timestamp`).
+    pub fn credentials_with(
+        &self,
+        index: usize,
+        extension: &[(&str, &str)],
+    ) -> Result<Credentials, LoadError> {
         let identity = self.identity(index);
         let secret = self.secret(index);
-        let signed = SignRequest::new(&identity, &secret, SecureMode::Tcp)
-            .sign()
-            .map_err(|error| LoadError::Sign {
-                device: format!("{}/{}", identity.product_key, identity.device_name),
-                error,
-            })?;
+        let request = extension.iter().fold(
+            SignRequest::new(&identity, &secret, SecureMode::Tcp),
+            |request, (key, value)| request.param(*key, *value),
+        );
+        let signed = request.sign().map_err(|error| LoadError::Sign {
+            device: format!("{}/{}", identity.product_key, identity.device_name),
+            error,
+        })?;
         Ok(Credentials::try_from(signed)?)
+    }
+
+    /// The client configuration of device `index` signing in with `extension` in its client
+    /// id (see [`credentials_with`](Self::credentials_with)), with the keepalive and window
+    /// of every simulated client ([`Login::client_config`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`credentials_with`](Self::credentials_with).
+    pub fn client_config(
+        &self,
+        index: usize,
+        extension: &[(&str, &str)],
+        max_in_flight: usize,
+    ) -> Result<ClientConfig, LoadError> {
+        let config = ClientConfig::new(self.credentials_with(index, extension)?)
+            .with_identity(self.identity(index));
+        Ok(with_window(config, max_in_flight))
     }
 }
 
@@ -123,20 +171,14 @@ impl Login {
         client_id: &str,
         max_in_flight: usize,
     ) -> Result<ClientConfig, LoadError> {
-        let mut config = match self {
+        let config = match self {
             Login::Open => ClientConfig::new(Credentials::anonymous(client_id)?),
             Login::Password { username, password } => ClientConfig::new(
                 Credentials::with_password(client_id, username, password.clone().into_bytes())?,
             ),
-            Login::Platform(devices) => ClientConfig::new(devices.credentials(index)?)
-                .with_identity(devices.identity(index)),
+            Login::Platform(devices) => return devices.client_config(index, &[], max_in_flight),
         };
-        config.keep_alive_secs = KEEP_ALIVE_SECS;
-        config.max_in_flight = max_in_flight.max(1);
-        // A publisher never lets commands queue past its window, but a subscriber's SUBSCRIBE
-        // and the rare burst must not fail.
-        config.max_queued = config.max_queued.max(max_in_flight);
-        Ok(config)
+        Ok(with_window(config, max_in_flight))
     }
 
     /// Where a scenario's topics live: `bench/{tag}` for open and password logins,
@@ -149,6 +191,17 @@ impl Login {
             Login::Platform(devices) => format!("/broadcast/{}/bench/{tag}", devices.product_key),
         }
     }
+}
+
+/// `config` with the keepalive of every simulated client and a window of `max_in_flight`
+/// (at least 1).
+fn with_window(mut config: ClientConfig, max_in_flight: usize) -> ClientConfig {
+    config.keep_alive_secs = KEEP_ALIVE_SECS;
+    config.max_in_flight = max_in_flight.max(1);
+    // A publisher never lets commands queue past its window, but a subscriber's SUBSCRIBE
+    // and the rare burst must not fail.
+    config.max_queued = config.max_queued.max(max_in_flight);
+    config
 }
 
 #[cfg(test)]
@@ -199,6 +252,31 @@ mod tests {
         let verified =
             verify(&fields, &registry, &VerifyOptions::default()).expect("the broker accepts");
         assert_eq!(verified.identity, identity);
+    }
+
+    #[test]
+    fn pairs_added_to_the_extension_keep_the_signature_valid() {
+        use aliot_auth::{ConnectFields, MemoryRegistry, VerifyOptions, verify};
+        use aliot_topic::ProductCategories;
+
+        let devices = PlatformDevices::parse("benchPK:seed").expect("valid");
+        let mut registry = MemoryRegistry::new();
+        registry.add_product("benchPK", ProductCategories::defaults());
+        registry
+            .add_device("benchPK", "dev000000", devices.secret(0))
+            .expect("a new device");
+        let credentials = devices.credentials_with(0, &[("_ss", "1")]).expect("signs");
+        let password = credentials.password().expect("a password");
+        let fields = ConnectFields {
+            client_id: credentials.client_id(),
+            username: credentials.username(),
+            password: Some(password),
+        };
+        verify(&fields, &registry, &VerifyOptions::default()).expect("the broker accepts");
+        assert!(matches!(
+            devices.credentials_with(0, &[("_ss", "1"), ("_ss", "0")]),
+            Err(LoadError::Sign { .. })
+        ));
     }
 
     #[test]

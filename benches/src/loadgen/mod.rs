@@ -12,6 +12,9 @@
 //! of an in-process aliot broker. Each runs for a fixed time or count and stops by itself, and
 //! every address it targets is a loopback address ([`target::Target`]).
 //!
+//! [`gateway`] is issue 15's: one gateway logging in its sub-devices and posting for them,
+//! against as many devices connected directly, in the same run.
+//!
 //! [`recovery`] measures aliot's durable store from outside: it fills a store directly through
 //! its public API and times a broker's start on it.
 
@@ -19,6 +22,7 @@ pub mod aliot_config;
 pub mod clock;
 pub mod compare;
 pub mod error;
+pub mod gateway;
 pub mod group;
 pub mod login;
 pub mod procfs;
@@ -29,4 +33,4 @@ pub mod session;
 pub mod stamp;
 pub mod target;
 
-pub use error::LoadError;
+pub use error::{LoadError, ReplyFault};

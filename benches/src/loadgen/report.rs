@@ -290,6 +290,89 @@ impl fmt::Display for RrpcReport {
     }
 }
 
+/// The result of the gateway scenario: one gateway logging in its sub-devices, then posting
+/// for them, against as many devices connected directly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayReport {
+    /// Always `gateway`.
+    pub scenario: String,
+    /// The broker's label.
+    pub broker: String,
+    /// Sub-devices of the gateway, and direct devices beside them.
+    pub sub_devices: usize,
+    /// `thing/topo/add` requests that put them in the gateway's topology (not timed with the
+    /// logins).
+    pub topology_requests: usize,
+    /// From the first of them to the last reply, seconds.
+    pub topology_secs: f64,
+    /// Sub-devices per `combine/batch_login`.
+    pub login_batch: usize,
+    /// `batch_login` requests, sent one at a time (each after the reply to the one before).
+    pub login_batches: usize,
+    /// From the first `batch_login` to the last reply, seconds.
+    pub login_secs: f64,
+    /// Sub-devices logged in per second over that time.
+    pub logins_per_sec: f64,
+    /// Each `batch_login`'s round trip, request to reply.
+    pub login_batch_latency: Percentiles,
+    /// Posts waiting for their reply, at most, on each side: the gateway's window, and the sum
+    /// of the direct devices' (`inflight_total / sub_devices` each).
+    pub inflight_total: usize,
+    /// QoS 1 posts awaiting their PUBACK on the gateway's connection, at most (its MQTT
+    /// window; the other posts waiting for their reply wait in its client's queue).
+    pub gateway_window: usize,
+    /// Which side posted first: `gateway-first` or `direct-first`.
+    pub order: String,
+    /// The gateway's posts for its sub-devices (one publisher: the gateway; `inflight` its
+    /// window).
+    pub through_gateway: ThroughputReport,
+    /// The direct devices' posts (`property-post`; `inflight` each device's window).
+    pub direct: ThroughputReport,
+    /// Replies per second through the gateway ÷ replies per second of the direct devices.
+    pub ratio: f64,
+}
+
+impl fmt::Display for GatewayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gateway      broker={} subs={} topology={:.1}ms ({} requests) logins: {:.1}ms \
+             logins/s={:.0} (batches of {}, one at a time, round trip p50={:.1}µs \
+             p99={:.1}µs) posts waiting={} (gateway MQTT window {}) {}: through the gateway msgs/s={:.0} p50={:.1}µs \
+             p99={:.1}µs gen-cpu={:.0}%{}; direct msgs/s={:.0} p50={:.1}µs p99={:.1}µs \
+             gen-cpu={:.0}%{}; ratio={:.3}",
+            self.broker,
+            self.sub_devices,
+            self.topology_secs * 1e3,
+            self.topology_requests,
+            self.login_secs * 1e3,
+            self.logins_per_sec,
+            self.login_batch,
+            self.login_batch_latency.p50_us,
+            self.login_batch_latency.p99_us,
+            self.inflight_total,
+            self.gateway_window,
+            self.order,
+            self.through_gateway.msgs_per_sec,
+            self.through_gateway.latency.p50_us,
+            self.through_gateway.latency.p99_us,
+            self.through_gateway.generator_cpu_percent,
+            broker_cpu(self.through_gateway.broker_cpu_percent),
+            self.direct.msgs_per_sec,
+            self.direct.latency.p50_us,
+            self.direct.latency.p99_us,
+            self.direct.generator_cpu_percent,
+            broker_cpu(self.direct.broker_cpu_percent),
+            self.ratio,
+        )
+    }
+}
+
+/// ` broker-cpu=N%`, or nothing when the broker's CPU was not read.
+fn broker_cpu(percent: Option<f64>) -> String {
+    percent.map_or_else(String::new, |cpu| format!(" broker-cpu={cpu:.0}%"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use super::LoadError;
 use super::clock::{RunClock, duration_ns};
-use super::group::{Group, GroupOutcome, Publisher, Role, RunShared};
+use super::group::{Group, GroupOutcome, PropertyPoster, Publisher, Role, RunShared};
 use super::login::{Login, PlatformDevices};
 use super::procfs::{self, Process};
 use super::report::{
@@ -114,6 +114,10 @@ pub struct ThroughputSpec {
     /// store, writes each QoS 1 message routed to them to disk). Publishers stay clean. Client
     /// ids carry the generator's process id, so a run resumes no earlier run's session.
     pub persistent_subscribers: bool,
+    /// With platform devices, the index of the first device the scenario's clients sign in
+    /// as: subscribers are devices `first_device..`, publishers the next ones. 0 by default;
+    /// the gateway scenario's direct devices start after its gateway and sub-devices.
+    pub first_device: usize,
 }
 
 impl ThroughputSpec {
@@ -132,6 +136,7 @@ impl ThroughputSpec {
             duration: Duration::from_secs(5),
             drain: Duration::from_secs(2),
             persistent_subscribers: false,
+            first_device: 0,
         }
     }
 
@@ -233,11 +238,11 @@ pub async fn run_throughput(
                 ));
             };
             let devices = devices.clone();
-            let subscribers = spec.subscribers;
+            let first_publisher = spec.first_device + spec.subscribers;
             (
                 format!("{root}/unused"),
                 Box::new(move |index| {
-                    let device = devices.identity(subscribers + index);
+                    let device = devices.identity(first_publisher + index);
                     format!(
                         "/sys/{}/{}/thing/event/property/post",
                         device.product_key, device.device_name
@@ -252,9 +257,10 @@ pub async fn run_throughput(
     let mut subscriber_plans = Vec::with_capacity(spec.subscribers);
     for index in 0..spec.subscribers {
         let client_id = format!("ab-{tag}-s{index}");
-        let mut config = common
-            .login
-            .client_config(index, &client_id, spec.inflight)?;
+        let mut config =
+            common
+                .login
+                .client_config(spec.first_device + index, &client_id, spec.inflight)?;
         config.clean_session = !spec.persistent_subscribers;
         subscriber_plans.push(SessionPlan {
             target: common.target,
@@ -273,7 +279,7 @@ pub async fn run_throughput(
             target: common.target,
             source: None,
             config: common.login.client_config(
-                spec.subscribers + index,
+                spec.first_device + spec.subscribers + index,
                 &client_id,
                 spec.inflight,
             )?,
@@ -287,68 +293,115 @@ pub async fn run_throughput(
             },
             timeout: common.handshake_timeout,
         });
-        publishers.push(Publisher {
-            topic: topic_name(&publisher_topic(index))?,
-            qos: spec.qos,
-            payload_len: spec.payload_len,
-            inflight: spec.inflight.max(1),
-            rate: per_publisher_rate,
-            // Spread evenly over one period: a throttled run measures latency at its rate,
-            // not how fast a broker drains every publisher's message arriving at once.
-            phase: index as f64 / spec.publishers as f64,
+        let topic = topic_name(&publisher_topic(index))?;
+        // Spread evenly over one period: a throttled run measures latency at its rate, not
+        // how fast a broker drains every publisher's message arriving at once.
+        let phase = index as f64 / spec.publishers as f64;
+        publishers.push(match posting {
+            true => Role::PropertyPoster(PropertyPoster {
+                topics: Arc::from([topic]),
+                qos: spec.qos,
+                inflight: spec.inflight.max(1),
+                rate: per_publisher_rate,
+                phase,
+            }),
+            false => Role::Publisher(Publisher {
+                topic,
+                qos: spec.qos,
+                payload_len: spec.payload_len,
+                inflight: spec.inflight.max(1),
+                rate: per_publisher_rate,
+                phase,
+            }),
         });
     }
 
     let subscribers = open_every(subscriber_plans, common.connect_concurrency, clock).await?;
     let publisher_sessions = open_every(publisher_plans, common.connect_concurrency, clock).await?;
 
+    let subscriber_members = subscribers
+        .into_iter()
+        .map(|session| (session, Role::Subscriber))
+        .collect();
+    let publisher_members = publisher_sessions.into_iter().zip(publishers).collect();
+    let (outcome, cpu) = drive(
+        common,
+        spec,
+        clock,
+        spec.subscribers as u64,
+        vec![subscriber_members, publisher_members],
+    )
+    .await?;
+    if let Some(fault) = outcome.first_reply_fault {
+        return Err(LoadError::Reply(fault));
+    }
+    // A property post expects one reply, to its poster.
+    let receivers = if posting { 1 } else { spec.subscribers as u64 };
+    Ok(throughput_report(
+        common,
+        spec,
+        spec.topology.name(),
+        (spec.publishers, spec.subscribers),
+        receivers,
+        &outcome,
+        &cpu,
+    ))
+}
+
+/// Drives open clients, each with its role, through the warm-up, the window and the drain of
+/// `spec` (publishers stop at the end of the window), reading the CPU use over the window. Each
+/// list of `teams` is split into groups of its own (subscribers and publishers apart), each
+/// group on a task. `fanout` is what each published message is owed: the subscribers it
+/// reaches. Returns what every group counted, added up.
+///
+/// # Errors
+///
+/// [`LoadError::Proc`] when the broker's pid is given and cannot be read.
+pub(crate) async fn drive(
+    common: &Common,
+    spec: &ThroughputSpec,
+    clock: RunClock,
+    fanout: u64,
+    teams: Vec<Vec<(Session, Role)>>,
+) -> Result<(GroupOutcome, CpuUse), LoadError> {
     let shared = Arc::new(RunShared::new(
         clock,
         clock.now_ns(),
         spec.warmup,
         spec.duration,
         spec.drain,
-        spec.subscribers as u64,
+        fanout,
     ));
     let mut groups = JoinSet::new();
-    let subscriber_members = subscribers
-        .into_iter()
-        .map(|session| (session, Role::Subscriber))
-        .collect();
-    spawn_groups(
-        &mut groups,
-        subscriber_members,
-        common.conns_per_task,
-        &shared,
-    );
-    let publisher_members = publisher_sessions
-        .into_iter()
-        .zip(publishers)
-        .map(|(session, publisher)| match posting {
-            true => (session, Role::PropertyPoster(publisher)),
-            false => (session, Role::Publisher(publisher)),
-        })
-        .collect();
-    spawn_groups(
-        &mut groups,
-        publisher_members,
-        common.conns_per_task,
-        &shared,
-    );
-
-    let cpu = measure_cpu(&shared, common.broker_pid).await?;
+    for members in teams {
+        spawn_groups(&mut groups, members, common.conns_per_task, &shared);
+    }
+    let cpu = measure_cpu(&shared, common.broker_pid).await;
+    // The groups are joined even when the CPU could not be read: they end by themselves.
     let outcome = join_groups(groups).await;
+    Ok((outcome, cpu?))
+}
 
+/// The report of a throughput run of `spec` under the name `scenario`, by `clients`
+/// (publishing, subscribing) whose messages are each owed to `receivers`, from what its groups
+/// counted.
+pub(crate) fn throughput_report(
+    common: &Common,
+    spec: &ThroughputSpec,
+    scenario: &str,
+    clients: (usize, usize),
+    receivers: u64,
+    outcome: &GroupOutcome,
+    cpu: &CpuUse,
+) -> ThroughputReport {
     let window_secs = spec.duration.as_secs_f64();
-    // A property post expects one reply, to its poster.
-    let receivers = if posting { 1 } else { spec.subscribers as u64 };
     let expected_deliveries = outcome.published.saturating_mul(receivers);
-    Ok(ThroughputReport {
-        scenario: spec.topology.name().to_owned(),
+    ThroughputReport {
+        scenario: scenario.to_owned(),
         broker: common.broker_label.clone(),
         qos: spec.qos as u8,
-        publishers: spec.publishers,
-        subscribers: spec.subscribers,
+        publishers: clients.0,
+        subscribers: clients.1,
         payload_bytes: spec.payload_len,
         inflight: spec.inflight,
         persistent_subscribers: spec.persistent_subscribers,
@@ -363,10 +416,10 @@ pub async fn run_throughput(
         missing: expected_deliveries.saturating_sub(outcome.delivered),
         acked: outcome.acked,
         lost_connections: outcome.lost_connections,
-        first_loss: outcome.first_loss,
+        first_loss: outcome.first_loss.clone(),
         generator_cpu_percent: cpu.generator_percent,
         broker_cpu_percent: cpu.broker_percent,
-    })
+    }
 }
 
 /// The idle connections scenario.
@@ -837,7 +890,7 @@ impl InProcessBroker {
 }
 
 /// CPU use over the measurement window.
-struct CpuUse {
+pub(crate) struct CpuUse {
     generator_percent: f64,
     broker_percent: Option<f64>,
 }
@@ -910,7 +963,7 @@ pub async fn open_all(
 }
 
 /// Opens every plan; the first failure fails them all (the others are closed).
-async fn open_every(
+pub(crate) async fn open_every(
     plans: Vec<SessionPlan>,
     concurrency: usize,
     clock: RunClock,
@@ -958,7 +1011,7 @@ fn topic_limits() -> TopicLimits {
     TopicLimits::with_max_len(usize::from(u16::MAX))
 }
 
-fn topic_name(topic: &str) -> Result<TopicName, LoadError> {
+pub(crate) fn topic_name(topic: &str) -> Result<TopicName, LoadError> {
     TopicName::new(topic, &topic_limits()).map_err(|error| LoadError::Topic {
         topic: topic.to_owned(),
         error,

@@ -166,7 +166,7 @@ fn defer_port_choice(socket: &TcpSocket) {
 
 /// Writes what the connection has to send and feeds it what the broker answers, until `done`
 /// says an event is the one awaited.
-async fn exchange(
+pub(crate) async fn exchange(
     stream: &mut TcpStream,
     conn: &mut Connection,
     clock: &RunClock,
