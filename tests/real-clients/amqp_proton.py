@@ -11,7 +11,8 @@ gets its online status, the two payloads with their topic, and its offline statu
 accepted; a second run of the consumer gets nothing more (what was accepted left the backlog).
 
 Usage: amqp_proton.py --amqp-port P --mqtt-port P --aliot BIN --product-key PK --device-name DN
-  --device-secret DS --access-key-id ID --access-key-secret SECRET --group GROUP
+  --device-secret DS --access-key-id ID --access-key-secret SECRET --group GROUP --ca CA.pem|none
+(amqps, trusting CA.pem, as the platform's 5671; `none`: plain AMQP)
 """
 
 import argparse
@@ -25,6 +26,7 @@ import time
 
 from proton import Message  # noqa: F401 - the demo's import, kept for its shape
 from proton.handlers import MessagingHandler
+from proton import SSLDomain
 from proton.reactor import Container
 
 from common import CheckFailed, expect, ok, run_checks
@@ -33,17 +35,22 @@ from common import CheckFailed, expect, ok, run_checks
 class Consumer(MessagingHandler):
     """The demo's handler: connect, one receiver, accept every message; keeps what came."""
 
-    def __init__(self, url, username, password, stop_after, idle_seconds):
+    def __init__(self, url, username, password, stop_after, idle_seconds, ca=None):
         super().__init__(auto_accept=False)
-        self.url, self.username, self.password = url, username, password
+        self.url, self.username, self.password, self.ca = url, username, password, ca
         self.stop_after, self.idle_seconds = stop_after, idle_seconds
         self.received, self.errors, self.opened = [], [], threading.Event()
         self.last = time.monotonic()
 
     def on_start(self, event):
+        ssl_domain = None
+        if self.ca is not None:
+            ssl_domain = SSLDomain(SSLDomain.MODE_CLIENT)
+            ssl_domain.set_trusted_ca_db(self.ca)
+            ssl_domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
         connection = event.container.connect(
             self.url, user=self.username, password=self.password, allowed_mechs="PLAIN",
-            sasl_enabled=True, idle_timeout=60, reconnect=False,
+            sasl_enabled=True, idle_timeout=60, reconnect=False, ssl_domain=ssl_domain,
         )
         self.receiver = event.container.create_receiver(connection)
         event.container.schedule(0.2, self)
@@ -102,7 +109,10 @@ def mosquitto_pub(args, payloads):
 
 def run_consumer(args, stop_after, idle_seconds, before_wait=None):
     username, password = credentials(args, args.group, "proton-1")
-    consumer = Consumer(f"amqp://127.0.0.1:{args.amqp_port}", username, password, stop_after, idle_seconds)
+    tls = args.ca != "none"
+    scheme = "amqps" if tls else "amqp"
+    consumer = Consumer(f"{scheme}://127.0.0.1:{args.amqp_port}", username, password, stop_after,
+                        idle_seconds, args.ca if tls else None)
     thread = threading.Thread(target=Container(consumer).run, daemon=True)
     thread.start()
     if not consumer.opened.wait(10):
@@ -118,7 +128,7 @@ def run_consumer(args, stop_after, idle_seconds, before_wait=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("--amqp-port", "--mqtt-port", "--aliot", "--product-key", "--device-name",
-                 "--device-secret", "--access-key-id", "--access-key-secret", "--group"):
+                 "--device-secret", "--access-key-id", "--access-key-secret", "--group", "--ca"):
         parser.add_argument(name, required=True)
     args = parser.parse_args()
 

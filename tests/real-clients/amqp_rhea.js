@@ -17,16 +17,19 @@
 // connection, and a connection with no receiver within 15 s.
 //
 // Usage: node amqp_rhea.js --amqp-port P --mqtt-port P --aliot BIN --product-key PK
-//   --device-name DN --device-secret DS --access-key-id ID --access-key-secret SECRET
+//   --device-name DN --device-secret DS --access-key-id ID --access-key-secret SECRET --ca CA.pem|none
 
 const crypto = require('crypto');
+const fs = require('fs');
 const { execFileSync } = require('child_process');
 const rhea = require('rhea');
 
 const { WAIT_MS, CheckFailed, Inbox, expect, ok, parseArgs } = require('./common');
 
 const args = parseArgs(process.argv.slice(2), ['amqpPort', 'mqttPort', 'aliot', 'productKey',
-  'deviceName', 'deviceSecret', 'accessKeyId', 'accessKeySecret']);
+  'deviceName', 'deviceSecret', 'accessKeyId', 'accessKeySecret', 'ca']);
+// TLS as the demo has it (`transport: 'tls'`), trusting the run's CA (`--ca none`: plain AMQP).
+const transport = args.ca === 'none' ? {} : { transport: 'tls', ca: [fs.readFileSync(args.ca)] };
 const pk = args.productKey;
 const dn = args.deviceName;
 
@@ -46,6 +49,7 @@ function consume(name, group, inbox, { accept = true, ...login } = {}) {
     port: Number(args.amqpPort),
     reconnect: false,
     idle_time_out: 60000,
+    ...transport,
     ...credentials(group, { clientId: name, ...login }),
   });
   connection.on('connection_open', () => inbox.put('open', name));
@@ -98,7 +102,7 @@ async function main() {
   try {
     open.push(consume('app-1', 'DEFAULT_GROUP', inbox));
     await inbox.waitFor('the receiver of app-1', (e) => e[0] === 'receiver' && e[1] === 'app-1');
-    ok('rhea connected with the aksign login and opened its receiver (group DEFAULT_GROUP)');
+    ok(`rhea connected${args.ca === 'none' ? '' : ' over TLS'} with the aksign login and opened its receiver (group DEFAULT_GROUP)`);
 
     mosquittoPub(['hello from mosquitto_pub']);
     const [online, data, offline] = await messages(inbox, 'app-1', 3);
@@ -173,7 +177,7 @@ async function main() {
 
     const idle = rhea.create_container({ id: 'idle' }).connect({
       host: '127.0.0.1', port: Number(args.amqpPort), reconnect: false, idle_time_out: 60000,
-      ...credentials('DEFAULT_GROUP', { clientId: 'idle' }),
+      ...transport, ...credentials('DEFAULT_GROUP', { clientId: 'idle' }),
     });
     const closedAt = await new Promise((resolve, reject) => {
       const started = Date.now();

@@ -348,15 +348,15 @@ main() {
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_dynreg.py" --port "$MQTTS_PORT" --ca "$CACHE/tls/ca.pem" \
         --api "$API_URL" --product-key a1DynReg0001 --device-name linkkit-dynreg \
         --product-secret RealClientsDynRegProductSecret00
-    step "rhea $(node_package_version rhea) consuming the server-side subscription (AMQP 1.0)" \
+    step "rhea $(node_package_version rhea) consuming the server-side subscription (AMQP 1.0 over TLS)" \
         node "$HERE/amqp_rhea.js" --amqp-port "$AMQP_PORT" --mqtt-port "$MQTT_PORT" --aliot "$aliot" \
         --product-key a1AmqpProd01 --device-name amqp-dev --device-secret "$(device_secret amqp-dev)" \
-        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret"
-    step "python-qpid-proton $(python_package_version amqp python-qpid-proton) consuming the server-side subscription (AMQP 1.0)" \
+        --access-key-id "$access_key_id" --access-key-secret "$access_key_secret" --ca "$CACHE/tls/ca.pem"
+    step "python-qpid-proton $(python_package_version amqp python-qpid-proton) consuming the server-side subscription (AMQP 1.0 over TLS)" \
         "$CACHE/venv-amqp/bin/python" "$HERE/amqp_proton.py" --amqp-port "$AMQP_PORT" --mqtt-port "$MQTT_PORT" \
         --aliot "$aliot" --product-key a1AmqpProd02 --device-name proton-dev \
         --device-secret "$(device_secret proton-dev)" --access-key-id "$access_key_id" \
-        --access-key-secret "$access_key_secret" --group PROTON_GROUP
+        --access-key-secret "$access_key_secret" --group PROTON_GROUP --ca "$CACHE/tls/ca.pem"
     step "aliot serve after all clients" broker_health
 
     printf '\n%s passed, %s failed\n' "$PASSED" "$FAILED"
