@@ -52,6 +52,10 @@ pub const LINK_DEADLINE: Duration = Duration::from_secs(15);
 /// rest, and the client's link credit may hold it to fewer.
 pub const IN_FLIGHT: u32 = 64;
 
+/// AMQP connections held at once, at most (ours; the platform allows 128 per client id and
+/// 64 clients per group): one more is closed as soon as it is accepted, and logged.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// How long, once a consumer's session has ended, its answers still on their way are waited
 /// for (a client that accepts and closes at once sends its dispositions before its close; one
 /// that vanished sends none, and what it held goes to the next consumer after this).
@@ -107,6 +111,7 @@ impl ServeAmqp for Broker<Tokio> {
         let keys: Arc<[AccessKey]> = Arc::from(access_keys);
         let handle = self.handle();
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         self.spawn_service("the AMQP listener", move |stop| async move {
             let stopped = stop.raised();
             tokio::pin!(stopped);
@@ -122,13 +127,19 @@ impl ServeAmqp for Broker<Tokio> {
                         }
                     },
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    warn!(%peer, "AMQP connection closed at once: {MAX_CONNECTIONS} are open already");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (keys, handle, tls) = (Arc::clone(&keys), handle.clone(), tls.clone());
                 Tokio.spawn(async move {
+                    let _slot = slot;
                     match tls {
-                        Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => serve_connection(stream, peer, keys, handle).await,
-                            Err(error) => debug!(%peer, %error, "AMQP TLS handshake failed"),
+                        Some(tls) => match tokio::time::timeout(LINK_DEADLINE, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, peer, keys, handle).await,
+                            Ok(Err(error)) => debug!(%peer, %error, "AMQP TLS handshake failed"),
+                            Err(_) => debug!(%peer, "AMQP TLS handshake not done within 15 s"),
                         },
                         None => serve_connection(stream, peer, keys, handle).await,
                     }
@@ -234,10 +245,15 @@ async fn serve_connection<Io>(
         .idle_time_out(IDLE_TIME_OUT_MS)
         .sasl_acceptor(sasl.clone())
         .build();
-    let mut connection = match acceptor.accept(stream).await {
-        Ok(connection) => connection,
-        Err(error) => {
+    // SASL and the open, within the same deadline as the link.
+    let mut connection = match tokio::time::timeout(LINK_DEADLINE, acceptor.accept(stream)).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(error)) => {
             debug!(%peer, %error, "AMQP connection not opened");
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "AMQP connection not opened within 15 s");
             return;
         }
     };
