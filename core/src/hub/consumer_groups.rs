@@ -190,7 +190,9 @@ struct Group {
     id: Arc<str>,
     /// Every message not yet settled, by id.
     entries: BTreeMap<u64, Entry>,
-    /// The ids of those no consumer holds, the next to hand out first.
+    /// The ids of those no consumer holds, the next to hand out first. Oldest first: new ones
+    /// join at the back, and one given back goes to the front (it was handed out from the
+    /// front, so it is older than every one still waiting).
     waiting: VecDeque<u64>,
     bytes: usize,
     consumers: Vec<ConsumerId>,
@@ -400,15 +402,13 @@ impl ConsumerGroups {
     /// When the oldest waiting message of a group gets too old.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let max_age = self.limits.max_age?;
+        // The front of a group's waiting line is its oldest (see `Group::waiting`): a look at
+        // each group's, not a walk of its backlog, however long.
         self.groups
             .iter()
             .filter_map(|group| {
-                group
-                    .waiting
-                    .iter()
-                    .filter_map(|id| group.entries.get(id))
-                    .map(|entry| entry.at)
-                    .min()
+                let oldest = group.waiting.front()?;
+                group.entries.get(oldest).map(|entry| entry.at)
             })
             .min()
             .map(|at| at + max_age)
@@ -420,14 +420,13 @@ impl ConsumerGroups {
             return;
         };
         for group in &mut self.groups {
-            let expired: Vec<u64> = group
-                .waiting
-                .iter()
-                .copied()
-                .filter(|id| group.entries.get(id).is_some_and(|e| now - e.at >= max_age))
-                .collect();
-            for message_id in expired {
-                group.drop_waiting(message_id, changes);
+            while let Some(oldest) = group.waiting.front()
+                && group
+                    .entries
+                    .get(oldest)
+                    .is_none_or(|entry| now - entry.at >= max_age)
+            {
+                group.drop_oldest(changes);
             }
         }
     }
@@ -516,20 +515,23 @@ impl Group {
     /// stay: they are on their way).
     fn enforce(&mut self, limits: &BacklogLimits, changes: &mut Vec<BacklogChange>) {
         while self.entries.len() > limits.max_messages || self.bytes > limits.max_bytes {
-            let Some(&oldest) = self.waiting.iter().min() else {
+            if !self.drop_oldest(changes) {
                 break;
-            };
-            self.drop_waiting(oldest, changes);
+            }
         }
     }
 
-    fn drop_waiting(&mut self, message_id: u64, changes: &mut Vec<BacklogChange>) {
-        self.waiting.retain(|id| *id != message_id);
+    /// Drops the oldest waiting message; whether there was one.
+    fn drop_oldest(&mut self, changes: &mut Vec<BacklogChange>) -> bool {
+        let Some(message_id) = self.waiting.pop_front() else {
+            return false;
+        };
         if let Some(entry) = self.entries.remove(&message_id) {
             self.bytes -= entry.message.weight();
             self.stats.dropped += 1;
             changes.push(BacklogChange::Removed(Arc::clone(&self.id), message_id));
         }
+        true
     }
 }
 
@@ -732,5 +734,27 @@ fn topic_product_key(topic: &str) -> Option<&str> {
     let rest = topic.strip_prefix('/')?;
     let rest = rest.strip_prefix("sys/").unwrap_or(rest);
     let (product_key, _) = rest.split_once('/')?;
-    (!product_key.is_empty()).then_some(product_key)
+    // A product's broadcast topics and the platform's system topics are no device's own.
+    let system = matches!(product_key, "broadcast" | "ext" | "shadow" | "ota" | "as");
+    (!product_key.is_empty() && !system).then_some(product_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_product_key;
+
+    #[test]
+    fn only_a_devices_own_topics_name_a_product() {
+        assert_eq!(topic_product_key("/a1PK/dev-1/user/update"), Some("a1PK"));
+        assert_eq!(topic_product_key("/sys/a1PK/dev-1/thing/x"), Some("a1PK"));
+        for other in [
+            "/broadcast/a1PK/news",
+            "/ext/ntp/a1PK/d/request",
+            "/shadow/update/a1PK/d",
+            "a1PK/d/x",
+            "//d/x",
+        ] {
+            assert_eq!(topic_product_key(other), None, "{other}");
+        }
+    }
 }
