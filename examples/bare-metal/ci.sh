@@ -55,7 +55,7 @@ stop() {
 }
 trap stop EXIT
 
-RUST_LOG=${RUST_LOG:-info} "$ALIOT" serve --bind 127.0.0.1:0 --api-bind 127.0.0.1:0 --in-memory \
+RUST_LOG=${RUST_LOG:-info} "$ALIOT" serve --bind 127.0.0.1:0 --api-bind 127.0.0.1:0 --amqp-bind 127.0.0.1:0 --in-memory \
     >"$WORK/aliot.out" 2>"$WORK/aliot.log" &
 BROKER_PID=$!
 for _ in $(seq 200); do

@@ -10,7 +10,7 @@
 //! ```
 //! use aliot_io::demo::{DEMO_DEVICES, DEMO_PRODUCT_KEY, demo_config};
 //!
-//! let config = demo_config(None, None)?;
+//! let config = demo_config(None, None, None)?;
 //! assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:1883");
 //! assert_eq!(config.registry.device_count(), DEMO_DEVICES.len());
 //! assert_eq!(config.products[0].key, DEMO_PRODUCT_KEY);
@@ -48,6 +48,7 @@ pub const DEMO_KEEPALIVE_SECS: u16 = 60;
 pub fn demo_config(
     mqtt_bind: Option<SocketAddr>,
     api_bind: Option<SocketAddr>,
+    amqp_bind: Option<SocketAddr>,
 ) -> Result<Config, ConfigError> {
     let mut config = Config::parse(DEMO_CONFIG_TOML, "the built-in demo", Path::new("."))?;
     if let (Some(bind), Some(listener)) = (mqtt_bind, config.listeners.first_mut()) {
@@ -55,6 +56,9 @@ pub fn demo_config(
     }
     if let (Some(bind), Some(api)) = (api_bind, config.api.as_mut()) {
         api.bind = bind;
+    }
+    if let (Some(bind), Some(amqp)) = (amqp_bind, config.amqp.as_mut()) {
+        amqp.bind = bind;
     }
     Ok(config)
 }

@@ -43,7 +43,7 @@ fn readme_blocks() -> Vec<(String, Vec<String>)> {
 
 /// What the demo prints at its default addresses.
 fn demo_output() -> Vec<String> {
-    let config = demo_config(None, None).expect("the demo is valid");
+    let config = demo_config(None, None, None).expect("the demo is valid");
     let mqtt: SocketAddr = "127.0.0.1:1883".parse().unwrap();
     let api: SocketAddr = "127.0.0.1:8080".parse().unwrap();
     instructions(&config, mqtt, Some(api))

@@ -23,6 +23,8 @@ fn serve() -> (Served, String) {
             "127.0.0.1:0",
             "--api-bind",
             "127.0.0.1:0",
+            "--amqp-bind",
+            "127.0.0.1:0",
             "--in-memory",
         ])
         .env("RUST_LOG", "warn")

@@ -363,6 +363,8 @@ fn the_demo_prints_commands_whose_credentials_work() {
         "127.0.0.1:0",
         "--api-bind",
         "127.0.0.1:0",
+        "--amqp-bind",
+        "127.0.0.1:0",
         "--in-memory",
     ]);
     let (addr, _) = served.mqtt_addr();
@@ -526,6 +528,8 @@ fn a_busy_address_exits_1_naming_it() {
         &addr,
         "--api-bind",
         "127.0.0.1:0",
+        "--amqp-bind",
+        "127.0.0.1:0",
         "--in-memory",
     ]);
     let status = served.wait();
@@ -598,6 +602,8 @@ fn the_demo_keeps_its_sessions_in_its_data_dir_across_a_restart() {
             "--bind",
             "127.0.0.1:0",
             "--api-bind",
+            "127.0.0.1:0",
+            "--amqp-bind",
             "127.0.0.1:0",
             "--data-dir",
             dir.to_str().unwrap(),

@@ -316,7 +316,7 @@ fn the_shipped_examples_parse() {
 
 #[test]
 fn the_demo_is_the_documented_product() {
-    let config = demo_config(None, None).expect("the built-in demo is valid");
+    let config = demo_config(None, None, None).expect("the built-in demo is valid");
     assert_eq!(config.listeners.len(), 1);
     assert_eq!(config.listeners[0].bind.to_string(), "127.0.0.1:1883");
     assert_eq!(
@@ -348,10 +348,12 @@ fn the_demo_is_the_documented_product() {
     let moved = demo_config(
         Some("127.0.0.1:0".parse().unwrap()),
         Some("127.0.0.1:0".parse().unwrap()),
+        Some("127.0.0.1:0".parse().unwrap()),
     )
     .expect("valid");
     assert_eq!(moved.listeners[0].bind.port(), 0);
     assert_eq!(moved.api.map(|api| api.bind.port()), Some(0));
+    assert_eq!(moved.amqp.map(|amqp| amqp.bind.port()), Some(0));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `aliot`: run the broker, check its configuration, sign device credentials.
 //!
 //! ```text
-//! aliot serve [--config FILE | --bind ADDR --api-bind ADDR] [--data-dir DIR | --in-memory]
+//! aliot serve [--config FILE | --bind ADDR --api-bind ADDR --amqp-bind ADDR] [--data-dir DIR | --in-memory]
 //! aliot check-config FILE
 //! aliot product create|list|show|delete ...  [--api URL] [--token T] [--json]
 //! aliot device add|list|show|disable|enable|reset|delete ...  [--api URL] [--token T] [--json]
@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Demo only: the HTTP API address instead of 127.0.0.1:8080 (port 0: any free port).
     #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     api_bind: Option<SocketAddr>,
+    /// Demo only: the AMQP address (the server-side subscription) instead of 127.0.0.1:5672
+    /// (port 0: any free port).
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    amqp_bind: Option<SocketAddr>,
     /// Keep sessions, queued messages and device state in DIR, across restarts (instead of
     /// the file's `[store] path`; the demo's default is ./aliot-data).
     #[arg(long, value_name = "DIR")]
@@ -177,7 +181,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let demo = args.config.is_none();
     let config = match &args.config {
         Some(path) => Config::from_file(path),
-        None => demo::demo_config(args.bind, args.api_bind),
+        None => demo::demo_config(args.bind, args.api_bind, args.amqp_bind),
     };
     let mut config = match config {
         Ok(config) => config,
