@@ -156,18 +156,6 @@ pub struct GatewayReply {
     qos: QoS,
 }
 
-impl GatewayReply {
-    /// The reply's topic.
-    pub fn topic(&self) -> &str {
-        &self.downlink.topic
-    }
-
-    /// The reply's JSON.
-    pub fn payload(&self) -> &[u8] {
-        &self.downlink.payload
-    }
-}
-
 /// Whose a PUBACK on a connection is.
 pub(super) enum AckedOn {
     /// The connection carries no sub-device: its own session's.
@@ -596,17 +584,18 @@ impl Hub {
     /// carrier): taken from wherever it was, its unacknowledged deliveries renumbered on the
     /// connection and sent again.
     fn attach_sub_device(&mut self, conn: ConnId, request: SessionRequest, now: Instant) {
+        // The connection learns first, so that what follows for the sub-device passes.
+        self.command(
+            conn,
+            Command::SubDeviceOnline {
+                key: Arc::clone(&request.key),
+                acl: request.acl.clone(),
+            },
+        );
         if let Some(sid) = self.sessions.find(&request.key)
             && self.sessions.get(sid).is_some_and(|s| s.conn == Some(conn))
         {
             // Logged in again through the same gateway: its terms are the new login's.
-            self.command(
-                conn,
-                Command::SubDeviceOnline {
-                    key: Arc::clone(&request.key),
-                    acl: request.acl.clone(),
-                },
-            );
             if let Some(session) = self.sessions.get_mut(sid) {
                 session.acl = request.acl;
                 session.features = request.features;
@@ -643,13 +632,6 @@ impl Hub {
                 });
             }
         }
-        self.command(
-            conn,
-            Command::SubDeviceOnline {
-                key: Arc::clone(&request.key),
-                acl: request.acl.clone(),
-            },
-        );
         self.resume(sid, conn, request, session_present, now);
     }
 

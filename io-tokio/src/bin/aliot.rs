@@ -99,6 +99,13 @@ struct ServeArgs {
     in_memory: bool,
 }
 
+/// A listener beside the broker's could not start: says why, stops the broker, exits 1.
+async fn refuse_to_serve(broker: Broker, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("aliot: {error}");
+    broker.shutdown().await;
+    ExitCode::from(EXIT_FAILURE)
+}
+
 /// Where the demo keeps its data unless told otherwise.
 const DEMO_DATA_DIR: &str = "aliot-data";
 
@@ -252,11 +259,7 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             };
             match broker.serve_http_api(api).await {
                 Ok(addr) => Some(addr),
-                Err(error) => {
-                    eprintln!("aliot: {error}");
-                    broker.shutdown().await;
-                    return ExitCode::from(EXIT_FAILURE);
-                }
+                Err(error) => return refuse_to_serve(broker, &error).await,
             }
         }
         None => None,
@@ -270,11 +273,7 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             };
             match broker.serve_amqp(amqp).await {
                 Ok(addr) => Some(addr),
-                Err(error) => {
-                    eprintln!("aliot: {error}");
-                    broker.shutdown().await;
-                    return ExitCode::from(EXIT_FAILURE);
-                }
+                Err(error) => return refuse_to_serve(broker, &error).await,
             }
         }
         None => None,
