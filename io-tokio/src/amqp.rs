@@ -367,11 +367,9 @@ async fn deliver(
                 }
             }
             Some((id, outcome)) = answers.next() => {
-                let answered = match outcome {
-                    Ok(Outcome::Accepted(_)) => consumer.settled(id).await,
-                    _ => consumer.released(id).await,
-                };
-                if answered.is_err() || consumer.credit(1).await.is_err() {
+                // Its slot in the window is free again: the same request gives it back.
+                let accepted = matches!(outcome, Ok(Outcome::Accepted(_)));
+                if consumer.answered(id, accepted, 1).await.is_err() {
                     break;
                 }
             }

@@ -446,12 +446,29 @@ impl GroupConsumer {
 
     /// It settled (accepted) the message `message_id`: the message leaves the backlog.
     pub async fn settled(&self, message_id: u64) -> Result<(), BrokerStopped> {
-        self.answer(ConsumerAnswer::Settled(message_id)).await
+        self.answered(message_id, true, 0).await
     }
 
     /// It gave the message `message_id` back: another consumer gets it.
     pub async fn released(&self, message_id: u64) -> Result<(), BrokerStopped> {
-        self.answer(ConsumerAnswer::Released(message_id)).await
+        self.answered(message_id, false, 0).await
+    }
+
+    /// It settled the message `message_id` (or, with `settled` false, gave it back) and may
+    /// take `credit` more: one request to the hub where [`settled`](Self::settled) and
+    /// [`credit`](Self::credit) would be two, for a consumer that keeps a window.
+    pub async fn answered(
+        &self,
+        message_id: u64,
+        settled: bool,
+        credit: u32,
+    ) -> Result<(), BrokerStopped> {
+        self.answer(ConsumerAnswer::Answered {
+            message_id,
+            settled,
+            credit,
+        })
+        .await
     }
 
     /// It goes away now: what it held goes to the others.

@@ -104,10 +104,13 @@ pub type ConsumerDelivery = (Arc<BacklogMessage>, bool);
 pub enum ConsumerAnswer {
     /// It may take this many more messages.
     Credit(u32),
-    /// It settled (accepted) this message.
-    Settled(u64),
-    /// It gave this message back (released, rejected, modified).
-    Released(u64),
+    /// It answered this message: settled (accepted) it, or gave it back (released, rejected,
+    /// modified); and it may take `credit` more (one request for both, per message).
+    Answered {
+        message_id: u64,
+        settled: bool,
+        credit: u32,
+    },
     /// It went away.
     Detached,
 }
@@ -362,8 +365,19 @@ impl<R: Runtime> HubTask<R> {
             }
             HubRequest::Consumer(consumer, answer) => match answer {
                 ConsumerAnswer::Credit(credit) => self.hub.consumer_credit(consumer, credit),
-                ConsumerAnswer::Settled(id) => self.hub.forward_settled(consumer, id),
-                ConsumerAnswer::Released(id) => self.hub.forward_released(consumer, id),
+                ConsumerAnswer::Answered {
+                    message_id,
+                    settled,
+                    credit,
+                } => {
+                    match settled {
+                        true => self.hub.forward_settled(consumer, message_id),
+                        false => self.hub.forward_released(consumer, message_id),
+                    }
+                    if credit > 0 {
+                        self.hub.consumer_credit(consumer, credit);
+                    }
+                }
                 ConsumerAnswer::Detached => self.detach_consumer(consumer),
             },
         }
