@@ -40,7 +40,7 @@ fn take(broker: &mut Broker, consumer: ConsumerId, settle: bool) -> Vec<(String,
             if settle {
                 broker.hub.forward_settled(consumer, message.message_id);
             }
-            (message.topic.clone(), message.payload.to_vec())
+            (message.topic.to_string(), message.payload.to_vec())
         })
         .collect()
 }
@@ -231,7 +231,7 @@ fn the_backlog_survives_a_restart_and_leaves_the_store_when_settled() {
     broker.pump();
     let again = broker.forwarded.last().unwrap();
     assert_eq!(
-        (again.1.message_id, &again.1.topic[..]),
+        (again.1.message_id, again.1.topic.as_str()),
         (id, &update("d1")[..])
     );
     broker.hub.forward_settled(consumer, id);

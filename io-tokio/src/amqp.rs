@@ -395,7 +395,10 @@ fn amqp_message(
     };
     let id = message.message_id.to_string();
     let mut properties = ApplicationProperties::default();
-    properties.insert("topic".into(), SimpleValue::String(message.topic.clone()));
+    properties.insert(
+        "topic".into(),
+        SimpleValue::String(message.topic.as_str().to_owned()),
+    );
     properties.insert("messageId".into(), SimpleValue::String(id.clone()));
     let time = i64::try_from(message.generate_time.0).unwrap_or(i64::MAX);
     properties.insert("generateTime".into(), SimpleValue::Long(time));

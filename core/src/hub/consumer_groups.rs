@@ -31,6 +31,7 @@ use core::time::Duration;
 
 use aliot_services::UnixMillis;
 use aliot_services::forward::device_status;
+use aliot_topic::TopicName;
 use bytes::Bytes;
 use hashbrown::HashMap;
 
@@ -126,8 +127,9 @@ pub struct BacklogMessage {
     /// Its id, unique among every id the hub hands out (the AMQP `messageId`); the same
     /// message has the same id in every group.
     pub message_id: u64,
-    /// Its topic (the AMQP `topic` property).
-    pub topic: String,
+    /// Its topic (the AMQP `topic` property): a device's message shares its bytes, not a
+    /// copy.
+    pub topic: TopicName,
     /// Its body.
     pub payload: Bytes,
     /// When it was made, by the wall clock (the AMQP `generateTime`).
@@ -633,7 +635,7 @@ impl Hub {
         let product_key = String::from(product_key);
         let backlog = BacklogMessage {
             message_id: self.allocate_message_id().0,
-            topic: String::from(message.topic.as_str()),
+            topic: message.topic.clone(),
             payload: message.payload.clone(),
             generate_time: self.wall_clock,
         };
@@ -665,9 +667,14 @@ impl Hub {
         };
         let status = device_status(device, online, self.wall_clock, last, &client_ip);
         let product_key = device.product_key.clone();
+        // A device's identity makes a valid topic; the check costs nothing.
+        let topic = Bytes::from(status.topic.into_bytes());
+        let Ok(topic) = TopicName::from_bytes(topic, &self.server_topic_limits) else {
+            return;
+        };
         let backlog = BacklogMessage {
             message_id: self.allocate_message_id().0,
-            topic: status.topic,
+            topic,
             payload: Bytes::from(status.payload),
             generate_time: self.wall_clock,
         };

@@ -78,18 +78,14 @@ pub(super) fn decode_client_key(bytes: &[u8]) -> Result<ClientKey, StoreError> {
     }
 }
 
-/// The bytes of a backlog message (its id is in the key).
-pub(super) fn backlog_message(message: &BacklogMessage) -> Vec<u8> {
-    let topic = message.topic.as_bytes();
-    let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
-    let topic = topic.get(..usize::from(topic_len)).unwrap_or(topic);
-    let mut bytes = Vec::with_capacity(11 + topic.len() + message.payload.len());
-    bytes.push(MESSAGE_V1);
-    bytes.extend_from_slice(&message.generate_time.0.to_le_bytes());
-    bytes.extend_from_slice(&topic_len.to_le_bytes());
-    bytes.extend_from_slice(topic);
-    bytes.extend_from_slice(&message.payload);
-    bytes
+/// The bytes of a backlog message (its id is in the key): a session's message record, its
+/// generate time as the record's time.
+pub(super) fn backlog_message(backlog: &BacklogMessage) -> Vec<u8> {
+    message(&StoredMessage {
+        topic: backlog.topic.clone(),
+        payload: backlog.payload.clone(),
+        at: backlog.generate_time,
+    })
 }
 
 /// A backlog message from its id and bytes.
@@ -97,23 +93,12 @@ pub(super) fn decode_backlog_message(
     message_id: u64,
     bytes: &[u8],
 ) -> Result<BacklogMessage, StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("backlog message {message_id}"));
-    let (version, rest) = bytes.split_first().ok_or_else(corrupt)?;
-    if *version != MESSAGE_V1 {
-        return Err(corrupt());
-    }
-    let (time, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-    let (topic_len, rest) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
-    let (topic, payload) = rest
-        .split_at_checked(usize::from(u16::from_le_bytes(*topic_len)))
-        .ok_or_else(corrupt)?;
+    let StoredMessage { topic, payload, at } = decode_message(bytes)?;
     Ok(BacklogMessage {
         message_id,
-        topic: std::str::from_utf8(topic)
-            .map_err(|_| corrupt())?
-            .to_owned(),
-        payload: Bytes::copy_from_slice(payload),
-        generate_time: UnixMillis(u64::from_le_bytes(*time)),
+        topic,
+        payload,
+        generate_time: at,
     })
 }
 
@@ -339,7 +324,7 @@ mod tests {
     fn backlog_messages_read_back_as_written_and_truncated_ones_are_refused() {
         let message = BacklogMessage {
             message_id: 42,
-            topic: "/as/mqtt/status/pk/dn".into(),
+            topic: TopicName::new("/as/mqtt/status/pk/dn", &STORED_TOPIC_LIMITS).unwrap(),
             payload: Bytes::from_static(b"\x00{\"status\":\"online\"}"),
             generate_time: UnixMillis(1_700_000_000_123),
         };
