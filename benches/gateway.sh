@@ -27,9 +27,9 @@
 set -Eeuo pipefail
 trap 'printf "gateway: FAILED: line %s: a command failed (status %s)\n" "$LINENO" "$?" >&2' ERR
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-A=$ROOT/target/release/aliot
-B=$ROOT/target/release/aliot-bench
+BENCH=gateway
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 SUBS=${SUBS:-2000}
 BATCH=${BATCH:-50}
 INFLIGHT=${INFLIGHT:-$SUBS}
@@ -42,33 +42,12 @@ PLATFORM=benchPK:s33d
 OUT=${OUT:-$(mktemp -d /tmp/gateway.XXXXXX)}
 mkdir -p "$OUT"
 
-die() {
-    printf 'gateway: FAILED: %s\n' "$*" >&2
-    exit 1
-}
-say() { printf 'gateway: %s\n' "$*" >&2; }
+need python3 taskset
+need_two_cpus
 
-for tool in python3 taskset; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
-[ "$(nproc)" -ge 2 ] || die "two CPUs are needed: the broker on CPU 0, the generator on CPU 1"
+build_release
 
-say "building the release binaries"
-(cd "$ROOT" && cargo build --release -q -p aliot-benches -p aliot-tokio) || die "cargo build failed"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-BROKER_PID=
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=
-    fi
-}
-trap stop_broker EXIT
 
 # start NAME: starts the broker on CPU 0 and waits for its `listening for MQTT` line; sets
 # BROKER_PID.

@@ -18,9 +18,9 @@
 set -Eeuo pipefail
 trap 'printf "registry-scale: FAILED: line %s: a command failed (status %s)\n" "$LINENO" "$?" >&2' ERR
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-A=$ROOT/target/release/aliot
-B=$ROOT/target/release/aliot-bench
+BENCH=registry-scale
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
 BIG=${BIG:-1000000}
 SMALL=${SMALL:-10000}
 CONNECT=${CONNECT:-10000}
@@ -30,38 +30,16 @@ TOKEN=registry-scale
 OUT=${OUT:-$(mktemp -d /tmp/registry-scale.XXXXXX)}
 mkdir -p "$OUT"
 
-die() {
-    printf 'registry-scale: FAILED: %s\n' "$*" >&2
-    exit 1
-}
-say() { printf 'registry-scale: %s\n' "$*" >&2; }
-
 [ "$SMALL" -ge "$CONNECT" ] || die "SMALL ($SMALL) must hold the CONNECT ($CONNECT) devices"
 [ "$BIG" -gt "$SMALL" ] || die "BIG ($BIG) must be more than SMALL ($SMALL)"
-for tool in curl python3 taskset; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
-done
+need curl python3 taskset
 
-say "building the release binaries"
-(cd "$ROOT" && cargo build --release -q -p aliot-benches -p aliot-tokio) || die "cargo build failed"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+build_release
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 json_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 whole() { python3 -c 'import sys; print(f"{float(sys.argv[1]):,.0f}")' "$1"; }
 
-BROKER_PID=
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=
-    fi
-}
-trap stop_broker EXIT
 
 # start NAME DATA_DIR: starts the broker on CPU 0 with the file's devices and the store in
 # DATA_DIR, and waits until its API answers; sets BROKER_PID, STARTED_MS (launch to the API's

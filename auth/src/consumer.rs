@@ -130,13 +130,39 @@ impl ConsumerLogin {
     /// # Ok::<(), aliot_auth::ConsumerLoginError>(())
     /// ```
     pub fn password_matches(&self, secret: &[u8], password: &str) -> bool {
-        let content = alloc::format!("authId={}&timestamp={}", self.access_key_id, self.timestamp);
-        let expected = hmac_digest(self.sign_method, secret, content.as_bytes());
+        let expected = consumer_password_digest(
+            self.sign_method,
+            secret,
+            &self.access_key_id,
+            &self.timestamp,
+        );
         let Some(given) = decode_base64(password.trim()) else {
             return false;
         };
         bool::from(expected.as_slice().ct_eq(&given))
     }
+}
+
+/// What a consumer's password is the base64 of: the HMAC (`method`), keyed by the AccessKey's
+/// secret, of `authId=${accessKeyId}&timestamp=${timestamp}`. The consumer signs with it, the
+/// broker checks with it ([`ConsumerLogin::password_matches`]).
+///
+/// ```
+/// use aliot_auth::{SignMethod, consumer_password_digest};
+///
+/// let digest = consumer_password_digest(SignMethod::HmacSha1, b"secret", "LTAI4Fn", "1573489088171");
+/// assert_eq!(digest.len(), 20);
+/// ```
+pub fn consumer_password_digest(
+    method: SignMethod,
+    secret: &[u8],
+    access_key_id: &str,
+    timestamp: &str,
+) -> Vec<u8> {
+    let content = alloc::format!("authId={access_key_id}&timestamp={timestamp}");
+    hmac_digest(method, secret, content.as_bytes())
+        .as_slice()
+        .to_vec()
 }
 
 /// Standard base64 (padding optional), or `None` for text that is not.

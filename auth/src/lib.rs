@@ -78,7 +78,9 @@ pub use client_id::{
     ClientId, ClientIdError, MAX_ID_CHARS, SECURE_MODE_KEY, SIGN_METHOD_KEY, SecureMode,
     SignMethod, TIMESTAMP_KEY,
 };
-pub use consumer::{ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID};
+pub use consumer::{
+    ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID, consumer_password_digest,
+};
 pub use identity::{DeviceIdentity, DeviceSecret};
 pub use registration::{
     AUTH_TYPE_KEY, AuthType, RANDOM_KEY, RegistrationKind, RegistrationRefused,

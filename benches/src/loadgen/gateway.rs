@@ -27,7 +27,7 @@
 //! ([`ReplyFault`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aliot_auth::{SignMethod, subdevice_sign};
 use aliot_core::client::{ClientConfig, Event};
@@ -524,9 +524,8 @@ fn gateway_topic(
 
 /// Milliseconds since the Unix epoch, in decimal: a proof's `timestamp`.
 fn wall_clock_ms() -> String {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis())
+    aliot_tokio::broker::wall_clock_ms()
+        .unwrap_or(0)
         .to_string()
 }
 
