@@ -12,7 +12,10 @@
 //!   rrpc         [--devices 100]         RRPC through an in-process aliot broker's Rust API
 //!   property-post [--devices 100]        platform devices posting properties (--platform)
 //!   gateway      [--subs 2000 --batch 50] a gateway's logins and posts against direct devices
-//!   aliot-config --devices N --bind ADDR a config for `aliot serve` with the --platform devices
+//!   amqp         --amqp-port P [--mode throughput|latency|drain]
+//!                                        devices → one AMQP consumer (server-side subscription)
+//!   aliot-config --devices N --bind ADDR [--amqp-bind ADDR --api-bind ADDR]
+//!                                        a config for `aliot serve` with the --platform devices
 //!   compare-table --results DIR          the markdown table of compare.sh
 //!   store-table --results DIR            its durable-store table
 //!   fill-store   --dir DIR               an aliot store of 10,000 sessions × 100 queued messages
@@ -30,7 +33,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aliot_benches::loadgen::LoadError;
-use aliot_benches::loadgen::aliot_config::aliot_config_toml;
+use aliot_benches::loadgen::aliot_config::{
+    SubscriptionConfig, aliot_config_toml, subscription_config_toml,
+};
+use aliot_benches::loadgen::amqp::{
+    AmqpMode, AmqpSpec, ConsumerCredentials, ConsumerPlan, DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_ACCESS_KEY_SECRET, DEFAULT_CREDIT, DEFAULT_GROUP, DrainSpec, default_publishers,
+    run_amqp, run_drain,
+};
 use aliot_benches::loadgen::compare::{
     ComparisonResults, StoreResults, markdown_table, read_report, slowest_publish_rate, store_table,
 };
@@ -43,7 +53,7 @@ use aliot_benches::loadgen::scenario::{
 };
 use aliot_benches::loadgen::target::Target;
 use aliot_core::codec::QoS;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 /// Load generator for MQTT brokers: aliot, mosquitto, rumqttd, any broker on loopback.
@@ -201,6 +211,50 @@ enum Scenario {
         #[arg(long, default_value_t = 10.0)]
         reply_timeout: f64,
     },
+    /// The server-side subscription (issue 16), against an `aliot serve` configured by
+    /// `aliot-config --amqp-bind …`: platform devices (--platform) publish QoS 1 on their own
+    /// `/{pk}/{dn}/user/update` while one AMQP 1.0 consumer (SASL PLAIN aksign, one receiver
+    /// link, every message accepted) receives them. `throughput`: as fast as the windows allow,
+    /// msgs/s accepted in the window; `latency`: the same at --rate; `drain`: --messages into
+    /// the group's backlog with no consumer (watched on `GET /metrics` at --api-port), then
+    /// the consumer attaches and is timed until it has them all.
+    Amqp {
+        /// What to measure.
+        #[arg(long, value_enum, default_value_t = AmqpModeArg::Throughput)]
+        mode: AmqpModeArg,
+        /// The broker's AMQP port (plain AMQP, on --host).
+        #[arg(long)]
+        amqp_port: u16,
+        /// The broker's HTTP API port (on --host), for `/metrics`: needed by the drain.
+        #[arg(long)]
+        api_port: Option<u16>,
+        /// The AccessKey ID the consumer signs its login with.
+        #[arg(long, default_value = DEFAULT_ACCESS_KEY_ID)]
+        access_key_id: String,
+        /// Its secret.
+        #[arg(long, default_value = DEFAULT_ACCESS_KEY_SECRET)]
+        access_key_secret: String,
+        /// The consumer group.
+        #[arg(long, default_value = DEFAULT_GROUP)]
+        group: String,
+        /// The consumer's link credit (refilled when half is used).
+        #[arg(long, default_value_t = DEFAULT_CREDIT)]
+        credit: u32,
+        /// Publishing devices (dev000000, dev000001, …).
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// The drain: messages to publish into the backlog, then to drain.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// The drain: the most seconds the fill may take.
+        #[arg(long, default_value_t = 300.0)]
+        fill_timeout: f64,
+        /// The drain fails when no message comes for this many seconds.
+        #[arg(long, default_value_t = 30.0)]
+        stall_timeout: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Idle connections: connect rate, and the broker's resident memory per connection
     /// (with --broker-pid).
     Connections {
@@ -322,7 +376,41 @@ enum Scenario {
         /// Open mode: also admit plain MQTT clients (client id only).
         #[arg(long = "open-mode")]
         open_mode: bool,
+        /// Serve the server-side subscription's AMQP listener here (loopback; port 0: any),
+        /// with the product's custom category `/${productKey}/${deviceName}/user/update`, one
+        /// AccessKey and one consumer group of the product's upstream messages (`amqp`).
+        #[arg(long, requires = "api_bind", conflicts_with = "open_mode")]
+        amqp_bind: Option<SocketAddr>,
+        /// With --amqp-bind: the HTTP API (for `/metrics`; loopback, port 0: any).
+        #[arg(long, requires = "amqp_bind")]
+        api_bind: Option<SocketAddr>,
+        /// With --amqp-bind: the AccessKey ID.
+        #[arg(long, default_value = DEFAULT_ACCESS_KEY_ID)]
+        access_key_id: String,
+        /// Its secret.
+        #[arg(long, default_value = DEFAULT_ACCESS_KEY_SECRET)]
+        access_key_secret: String,
+        /// With --amqp-bind: the consumer group.
+        #[arg(long, default_value = DEFAULT_GROUP)]
+        group: String,
+        /// With --amqp-bind: `[backlog] max_messages` (aliot's default: 100,000).
+        #[arg(long, default_value_t = 100_000)]
+        backlog_messages: u64,
+        /// With --amqp-bind: `[backlog] max_bytes` (aliot's default: 64 MiB).
+        #[arg(long, default_value_t = 64 << 20)]
+        backlog_bytes: u64,
     },
+}
+
+/// What `aliot-bench amqp` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum AmqpModeArg {
+    /// As fast as the publishers' windows allow: msgs/s accepted by the consumer.
+    Throughput,
+    /// Publishers paced at --rate: the send-to-accept latency.
+    Latency,
+    /// A full backlog drained: msgs/s of the drain.
+    Drain,
 }
 
 #[derive(Args, Debug)]
@@ -582,16 +670,100 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
             devices,
             bind,
             open_mode,
+            amqp_bind,
+            api_bind,
+            access_key_id,
+            access_key_secret,
+            group,
+            backlog_messages,
+            backlog_bytes,
         } => {
             let Login::Platform(platform) = &common.login else {
                 return Err(LoadError::Parameter(
                     "aliot-config needs --platform PK:SEED to name the devices".to_owned(),
                 ));
             };
-            print!(
-                "{}",
-                aliot_config_toml(*bind, platform, *devices, *open_mode)?
-            );
+            let toml = match (amqp_bind, api_bind) {
+                (Some(amqp_bind), Some(api_bind)) => {
+                    let subscription = SubscriptionConfig {
+                        amqp_bind: *amqp_bind,
+                        api_bind: *api_bind,
+                        access_key_id: access_key_id.clone(),
+                        access_key_secret: access_key_secret.clone(),
+                        group: group.clone(),
+                        backlog_messages: *backlog_messages,
+                        backlog_bytes: *backlog_bytes,
+                    };
+                    subscription_config_toml(*bind, platform, *devices, &subscription)?
+                }
+                _ => aliot_config_toml(*bind, platform, *devices, *open_mode)?,
+            };
+            print!("{toml}");
+        }
+        Scenario::Amqp {
+            mode,
+            amqp_port,
+            api_port,
+            access_key_id,
+            access_key_secret,
+            group,
+            credit,
+            publishers,
+            messages,
+            fill_timeout,
+            stall_timeout,
+            run,
+        } => {
+            if global.persistent_subscribers {
+                return Err(LoadError::Parameter(
+                    "amqp has no MQTT subscribers to make persistent".to_owned(),
+                ));
+            }
+            let consumer = ConsumerPlan {
+                target: Target::new(&global.host, *amqp_port)?,
+                credentials: ConsumerCredentials {
+                    client_id: format!("aliot-bench-{}", std::process::id()),
+                    access_key_id: access_key_id.clone(),
+                    access_key_secret: access_key_secret.clone(),
+                    group: group.clone(),
+                },
+                credit: *credit,
+                timeout: common.handshake_timeout,
+            };
+            let mut publishing = default_publishers();
+            publishing.publishers = *publishers;
+            run.apply(&mut publishing)?;
+            match mode {
+                AmqpModeArg::Throughput | AmqpModeArg::Latency => {
+                    let spec = AmqpSpec {
+                        mode: if *mode == AmqpModeArg::Latency {
+                            AmqpMode::Latency
+                        } else {
+                            AmqpMode::Throughput
+                        },
+                        consumer,
+                        run: publishing,
+                    };
+                    print(global, &run_amqp(&common, &spec).await?);
+                }
+                AmqpModeArg::Drain => {
+                    let Some(api_port) = api_port else {
+                        return Err(LoadError::Parameter(
+                            "--mode drain needs --api-port: the backlog is read on /metrics"
+                                .to_owned(),
+                        ));
+                    };
+                    let spec = DrainSpec {
+                        consumer,
+                        api: Target::new(&global.host, *api_port)?,
+                        messages: *messages,
+                        run: publishing,
+                        fill_timeout: seconds("--fill-timeout", *fill_timeout)?,
+                        stall_timeout: seconds("--stall-timeout", *stall_timeout)?,
+                    };
+                    print(global, &run_drain(&common, &spec).await?);
+                }
+            }
         }
     }
     Ok(())

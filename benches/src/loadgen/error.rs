@@ -148,6 +148,73 @@ pub enum LoadError {
         /// The first of them and why it ended.
         first: String,
     },
+    /// The broker refused the AMQP consumer's login (SASL PLAIN), or the connection could not
+    /// be opened.
+    #[error(
+        "the AMQP consumer could not log in at {addr} (AccessKey {access_key_id}, consumer group \
+         {group}): {detail}"
+    )]
+    AmqpLogin {
+        /// The AMQP listener.
+        addr: SocketAddr,
+        /// The AccessKey ID it signed with.
+        access_key_id: String,
+        /// The consumer group it named.
+        group: String,
+        /// What fe2o3-amqp said (a SASL code, an I/O error).
+        detail: String,
+    },
+    /// The AMQP consumer's session, link or a delivery failed after its login, or a message
+    /// lacked its application properties.
+    #[error("the AMQP consumer: {step}: {detail}")]
+    Amqp {
+        /// What it was doing.
+        step: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The broker's `GET /metrics` could not be read for the consumer group.
+    #[error("cannot read the metrics at http://{addr}/metrics: {detail}")]
+    Metrics {
+        /// The HTTP API.
+        addr: SocketAddr,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The consumer group's backlog did not come to hold every message published.
+    #[error(
+        "the backlog did not fill: {expected} messages to hold, {published} published, the \
+         group's backlog holds {backlog}, {dropped} dropped: {detail}"
+    )]
+    Fill {
+        /// Messages to publish.
+        expected: u64,
+        /// Messages published.
+        published: u64,
+        /// The backlog at the end.
+        backlog: u64,
+        /// Messages the group dropped.
+        dropped: u64,
+        /// When and why it stopped.
+        detail: String,
+    },
+    /// The consumer stopped receiving before it had every message of the backlog.
+    #[error(
+        "the drain stopped short: {received} of {expected} messages received ({duplicates} \
+         duplicates, {other} on other topics): {detail}"
+    )]
+    Drain {
+        /// Messages in the backlog to drain.
+        expected: u64,
+        /// Distinct messages of the run received.
+        received: u64,
+        /// Messages received again.
+        duplicates: u64,
+        /// Messages on other topics.
+        other: u64,
+        /// Why it stopped.
+        detail: String,
+    },
     /// A scenario parameter is out of range.
     #[error("{0}")]
     Parameter(String),

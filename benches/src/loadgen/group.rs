@@ -140,6 +140,8 @@ pub struct Publisher {
     /// Where this publisher's throttled sends fall in each period of `1 / rate`, as a fraction
     /// of it in [0, 1): a publisher with phase `p` sends its k-th message at `(k + 1 - p) / rate`.
     pub phase: f64,
+    /// Messages this publisher sends in all, at most; `None`: until the end of the window.
+    pub limit: Option<u64>,
 }
 
 /// What a property poster posts: a device its own properties, or a gateway those of its
@@ -457,6 +459,11 @@ impl Client {
             }
             None => u64::MAX,
         };
+        let due = match publisher.limit {
+            Some(limit) if self.published >= limit => return Generated::Nothing,
+            Some(limit) => due.min(limit - self.published),
+            None => due,
+        };
         if due == 0 {
             return Generated::Waiting;
         }
@@ -646,6 +653,10 @@ pub struct Group {
     /// Whether every client is idle or an RRPC responder: such a group looks for the end of
     /// the run less often.
     idle_only: bool,
+    /// Whether a client publishes a limited number of messages: such a group may be ended
+    /// ([`RunShared::finish`]) before the end of the window, and looks for that every
+    /// 100 ms.
+    limited: bool,
     /// The client served first on the next wake.
     next_first: usize,
 }
@@ -655,6 +666,7 @@ impl std::fmt::Debug for Group {
         f.debug_struct("Group")
             .field("clients", &self.clients.len())
             .field("idle_only", &self.idle_only)
+            .field("limited", &self.limited)
             .finish_non_exhaustive()
     }
 }
@@ -667,6 +679,9 @@ impl Group {
         let idle_only = members
             .iter()
             .all(|(_, role)| matches!(role, Role::Idle | Role::RrpcResponder));
+        let limited = members.iter().any(
+            |(_, role)| matches!(role, Role::Publisher(publisher) if publisher.limit.is_some()),
+        );
         let clients = members
             .into_iter()
             .map(|(session, role)| Client {
@@ -689,6 +704,7 @@ impl Group {
             read_buf: vec![0; READ_BUF_LEN],
             sleep,
             idle_only,
+            limited,
             next_first: 0,
         }
     }
@@ -773,8 +789,9 @@ impl Group {
         if shared.finished.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        if self.idle_only {
-            // Idle clients and responders must notice `finished` even before `stop_ns`.
+        if self.idle_only || self.limited {
+            // Idle clients, responders and publishers that stop by count must notice
+            // `finished` even before `stop_ns`.
             next_deadline_ns = next_deadline_ns.min(now_ns.saturating_add(IDLE_TICK_NS));
         }
         self.sleep

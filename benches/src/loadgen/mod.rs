@@ -15,10 +15,14 @@
 //! [`gateway`] is issue 15's: one gateway logging in its sub-devices and posting for them,
 //! against as many devices connected directly, in the same run.
 //!
+//! [`amqp`] is issue 16's: devices publishing while one AMQP 1.0 consumer of the
+//! server-side subscription receives, and the drain of a full consumer-group backlog.
+//!
 //! [`recovery`] measures aliot's durable store from outside: it fills a store directly through
 //! its public API and times a broker's start on it.
 
 pub mod aliot_config;
+pub mod amqp;
 pub mod clock;
 pub mod compare;
 pub mod error;

@@ -312,6 +312,7 @@ pub async fn run_throughput(
                 inflight: spec.inflight.max(1),
                 rate: per_publisher_rate,
                 phase,
+                limit: None,
             }),
         });
     }
@@ -372,11 +373,25 @@ pub(crate) async fn drive(
         spec.drain,
         fanout,
     ));
+    drive_shared(common, &shared, teams).await
+}
+
+/// [`drive`] with phases and counters made by the caller, who may share them with receivers
+/// of its own (the AMQP consumer of [`super::amqp`]).
+///
+/// # Errors
+///
+/// [`LoadError::Proc`] when the broker's pid is given and cannot be read.
+pub(crate) async fn drive_shared(
+    common: &Common,
+    shared: &Arc<RunShared>,
+    teams: Vec<Vec<(Session, Role)>>,
+) -> Result<(GroupOutcome, CpuUse), LoadError> {
     let mut groups = JoinSet::new();
     for members in teams {
-        spawn_groups(&mut groups, members, common.conns_per_task, &shared);
+        spawn_groups(&mut groups, members, common.conns_per_task, shared);
     }
-    let cpu = measure_cpu(&shared, common.broker_pid).await;
+    let cpu = measure_cpu(shared, common.broker_pid).await;
     // The groups are joined even when the CPU could not be read: they end by themselves.
     let outcome = join_groups(groups).await;
     Ok((outcome, cpu?))
@@ -891,8 +906,10 @@ impl InProcessBroker {
 
 /// CPU use over the measurement window.
 pub(crate) struct CpuUse {
-    generator_percent: f64,
-    broker_percent: Option<f64>,
+    /// The generator's, percent of one core.
+    pub(crate) generator_percent: f64,
+    /// The broker's (with its pid), percent of one core.
+    pub(crate) broker_percent: Option<f64>,
 }
 
 /// Waits for the window to open, reads the CPU times, waits for it to close, reads again.
@@ -975,7 +992,7 @@ pub(crate) async fn open_every(
 }
 
 /// Splits `members` into groups of `per_task` and runs each on its own task.
-fn spawn_groups(
+pub(crate) fn spawn_groups(
     groups: &mut JoinSet<GroupOutcome>,
     members: Vec<(Session, Role)>,
     per_task: usize,
@@ -990,7 +1007,7 @@ fn spawn_groups(
 }
 
 /// Waits for every group and adds up what they counted.
-async fn join_groups(mut groups: JoinSet<GroupOutcome>) -> GroupOutcome {
+pub(crate) async fn join_groups(mut groups: JoinSet<GroupOutcome>) -> GroupOutcome {
     let mut total = GroupOutcome::empty();
     while let Some(joined) = groups.join_next().await {
         if let Ok(outcome) = joined {
@@ -1002,7 +1019,7 @@ async fn join_groups(mut groups: JoinSet<GroupOutcome>) -> GroupOutcome {
 
 /// A tag that keeps this run's client ids and topics apart from any other's: the scenario and
 /// the process id.
-fn run_tag(scenario: &str) -> String {
+pub(crate) fn run_tag(scenario: &str) -> String {
     format!("{scenario}-{:x}", std::process::id())
 }
 
