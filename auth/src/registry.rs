@@ -20,6 +20,9 @@ pub struct DeviceRecord {
     /// The token of a device created by dynamic registration without pre-registration: its
     /// password for the token login (`authType=connwl`). `None`: it has none.
     pub token: Option<DeviceSecret>,
+    /// The platform's id of the device (`iotId`), if the registry gives devices one: it names
+    /// the device in what the server-side subscription forwards.
+    pub iot_id: Option<String>,
 }
 
 /// A source of registered devices, asked once per CONNECT.
@@ -200,6 +203,7 @@ impl DeviceRegistry for MemoryRegistry {
             secret: secret.clone(),
             categories: Arc::clone(&product.categories),
             token: None,
+            iot_id: None,
         })
     }
 }

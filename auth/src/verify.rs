@@ -188,6 +188,8 @@ pub struct Verified {
     pub client_id: ClientId,
     /// Its product's topic categories.
     pub categories: Arc<ProductCategories>,
+    /// The platform's id of the device, if the registry gave one.
+    pub iot_id: Option<String>,
 }
 
 /// Verifies a CONNECT against the registry (SPEC §2).
@@ -284,6 +286,7 @@ pub fn verify<R: DeviceRegistry + ?Sized>(
         identity,
         client_id,
         categories: record.categories,
+        iot_id: record.iot_id,
     })
 }
 
@@ -309,6 +312,7 @@ fn verify_token<R: DeviceRegistry + ?Sized>(
         identity,
         client_id,
         categories: record.categories,
+        iot_id: record.iot_id,
     })
 }
 

@@ -579,6 +579,7 @@ impl DeviceRegistry for TokenRegistry {
                 secret: DeviceSecret::new("unused-device-secret"),
                 categories: Arc::new(ProductCategories::defaults()),
                 token: Some(DeviceSecret::new("tok3n-from-regnwl")),
+                iot_id: None,
             }
         })
     }

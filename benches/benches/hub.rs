@@ -37,6 +37,7 @@ fn hub_with(n: usize, subscriptions: impl Fn(usize) -> Vec<String>) -> Hub {
             keep_alive: Duration::from_secs(60),
             features: Default::default(),
             client_ip: None,
+            iot_id: None,
         };
         hub.handle_event(conn, Event::SessionRequested(request), Instant::ZERO);
         let filters = subscriptions(i)

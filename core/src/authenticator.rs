@@ -56,6 +56,8 @@ pub struct Authenticated {
     pub acl: Acl,
     /// What the client id's extension asks of the platform (`_ss`, `ext`).
     pub features: ClientFeatures,
+    /// The platform's id of the device (`iotId`), if the registry gives one.
+    pub iot_id: Option<String>,
 }
 
 /// What a platform client asks for in its client id's extension, beyond authentication
@@ -248,6 +250,7 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
                 key,
                 acl: Acl::open(),
                 features: ClientFeatures::default(),
+                iot_id: None,
             });
         }
         let fields = ConnectFields {
@@ -274,6 +277,7 @@ impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
                     key: ClientKey::Device(verified.identity),
                     acl,
                     features,
+                    iot_id: verified.iot_id,
                 })
             }
             Err(error) => Err(auth_refusal(error)),

@@ -58,7 +58,8 @@ use core::time::Duration;
 use aliot_auth::{DeviceIdentity, RegistrationRefused};
 use aliot_services::{
     AlinkCode, DeviceMessage, DeviceState, Downlink, DownlinkResult, OtaJob, ShadowCode,
-    ShadowRequest, UnixMillis, is_identifier, ota_upgrade_topic, property_set, service_call,
+    ShadowRequest, UnixMillis, forward, is_identifier, ota_upgrade_topic, property_set,
+    service_call,
 };
 use aliot_topic::{
     MessageId, RrpcTopic, SubscriptionIndex, TopicFilter, TopicLimits, TopicName, is_device_topic,
@@ -924,6 +925,7 @@ impl Hub {
         session.keep_alive = request.keep_alive;
         session.features = request.features;
         session.client_ip = request.client_ip;
+        session.iot_id = request.iot_id;
         session.last_seen = self.wall_clock;
         if !session.clean {
             self.journal.session_touched(&session.key);
@@ -1116,16 +1118,43 @@ impl Hub {
         ) {
             self.journal.device_touched(device);
         }
-        let handled = self
-            .devices
-            .state_mut(device)
-            .handle(request, self.wall_clock);
+        // What the device reports is made for the server-side subscription only if a
+        // consumer group takes it.
+        let forwarded = MessageKinds::THING_MODEL
+            .with(MessageKinds::OTA)
+            .with(MessageKinds::DOWNLINK_RESULT);
+        let reported = self.consumer_groups.wants(forwarded, &device.product_key);
+        let state = self.devices.state_mut(device);
+        let handled = match reported {
+            true => state.handle_reported(request, self.wall_clock),
+            false => state.handle(request, self.wall_clock),
+        };
         if handled.malformed {
             self.counters.services.malformed += 1;
         }
+        let device = device.clone();
+        if let Some(report) = handled.report {
+            let kind = match report.is_ota() {
+                true => MessageKinds::OTA,
+                false => MessageKinds::THING_MODEL,
+            };
+            let iot_id = String::from(self.session_iot_id(sid));
+            self.forward_platform(kind, &device.product_key, now, |at| {
+                forward::report(&device, &iot_id, &report, at)
+            });
+        }
         if let Some(result) = handled.result {
             self.counters.services.downlink_results += 1;
-            if self.devices.push_result(device.clone(), result) {
+            if reported {
+                let iot_id = String::from(self.session_iot_id(sid));
+                self.forward_platform(
+                    MessageKinds::DOWNLINK_RESULT,
+                    &device.product_key,
+                    now,
+                    |_| forward::downlink_result(&device, &iot_id, &result),
+                );
+            }
+            if self.devices.push_result(device, result) {
                 self.counters.services.downlink_results_dropped += 1;
             }
         }

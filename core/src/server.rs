@@ -239,6 +239,8 @@ pub struct SessionRequest {
     pub features: ClientFeatures,
     /// The client's address (for a sub-device, its gateway's), if known.
     pub client_ip: Option<core::net::IpAddr>,
+    /// The platform's id of the device (`iotId`), if the registry gives one.
+    pub iot_id: Option<alloc::string::String>,
 }
 
 /// What the hub tells a connection.
@@ -890,6 +892,7 @@ impl Connection {
                 keep_alive: self.keep_alive,
                 features: authenticated.features,
                 client_ip: self.context.client_ip,
+                iot_id: authenticated.iot_id,
             }));
     }
 

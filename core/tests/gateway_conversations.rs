@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use aliot_auth::{DeviceIdentity, SignMethod, subdevice_sign};
 use aliot_core::codec::{Packet, QoS, SubAckReturnCode};
-use aliot_core::hub::durable::StoreChange;
+use aliot_core::hub::durable::{RegisteredDevice, StoreChange};
 use aliot_core::hub::{
-    ConnId, DeviceDelivery, HubConfig, RrpcOutcome, SubDeviceDirectory, SubDeviceRecord,
+    ConnId, ConsumerGroupConfig, DeviceDelivery, HubConfig, MessageKinds, RrpcOutcome,
+    SubDeviceDirectory, SubDeviceRecord,
 };
 use aliot_core::server::ServerConfig;
 use aliot_services::gateway::{ProxiedRegistration, TopologyChange};
@@ -42,6 +43,7 @@ impl Directory {
                     categories: Arc::new(ProductCategories::defaults()),
                     disabled: false,
                     gateway: None,
+                    iot_id: Some(format!("iot-{name}")),
                 },
             );
         }
@@ -103,15 +105,30 @@ impl SubDeviceDirectory for Directory {
             return Err(AlinkCode::BAD_SIGN);
         }
         let mut devices = self.devices.lock().unwrap();
-        let record = devices
-            .entry(sub.clone())
-            .or_insert_with(|| SubDeviceRecord {
-                secret: secret(&sub.device_name),
-                categories: Arc::new(ProductCategories::defaults()),
-                disabled: false,
-                gateway: None,
-            });
-        Ok((record.secret.expose().to_owned(), None))
+        if let Some(record) = devices.get(sub) {
+            return Ok((record.secret.expose().to_owned(), None));
+        }
+        let record = SubDeviceRecord {
+            secret: secret(&sub.device_name),
+            categories: Arc::new(ProductCategories::defaults()),
+            disabled: false,
+            gateway: None,
+            iot_id: Some(format!("iot-{}", sub.device_name)),
+        };
+        let registered = RegisteredDevice {
+            identity: sub.clone(),
+            secret: record.secret.expose().to_owned(),
+            iot_id: format!("iot-{}", sub.device_name),
+            nickname: None,
+            created: UnixMillis(1),
+            activated: None,
+            disabled: false,
+            token: None,
+            gateway: None,
+        };
+        devices.insert(sub.clone(), record);
+        let change = StoreChange::RegisteredDeviceSaved(Box::new(registered.clone()));
+        Ok((registered.secret, Some(change)))
     }
     fn logged_in(&self, _: &DeviceIdentity, _: UnixMillis) -> Option<StoreChange> {
         None
@@ -1073,4 +1090,70 @@ fn a_sub_devices_shadow_and_pending_upgrade_come_through_its_gateway() {
     assert_eq!(got[0].1["payload"]["status"], "success");
     let shadow = broker.hub.device_state(&identity("s-1")).unwrap().shadow();
     assert_eq!(shadow.version(), 1);
+}
+
+#[test]
+fn topology_changes_and_registrations_are_forwarded_to_consumer_groups() {
+    let hub = HubConfig {
+        consumer_groups: vec![ConsumerGroupConfig {
+            id: "apps".into(),
+            products: vec![],
+            kinds: MessageKinds::TOPOLOGY.with(MessageKinds::LIFECYCLE),
+        }],
+        ..HubConfig::default()
+    };
+    let (mut broker, _) = broker_with(&["s1", "s2"], hub);
+    let consumer = broker.hub.attach_consumer("apps").unwrap();
+    broker.hub.consumer_credit(consumer, 10);
+    let (gw, _) = broker.connect_device_with(GW, true, "_ss=1");
+    add_topology(&mut broker, gw, &["s1", "s2"]);
+    request(
+        &mut broker,
+        gw,
+        &gateway_topic("thing/topo/delete"),
+        json!({"id": "2", "params": [{"productKey": PK, "deviceName": "s2"}]}),
+    );
+    request(
+        &mut broker,
+        gw,
+        &gateway_topic("thing/sub/register"),
+        json!({"id": "3", "params": [{"productKey": PK, "deviceName": "new-1"}]}),
+    );
+    broker.pump();
+    let got: Vec<(String, Value)> = std::mem::take(&mut broker.forwarded)
+        .into_iter()
+        .map(|(_, message, _)| {
+            let body = serde_json::from_slice(&message.payload).unwrap();
+            (message.topic.to_string(), body)
+        })
+        .collect();
+    let topo = format!("/{PK}/{GW}/thing/topo/lifecycle");
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].0, topo);
+    assert_eq!(got[0].1["action"], "create");
+    assert_eq!(got[0].1["gwIotId"], format!("iot-{GW}"));
+    assert_eq!(got[0].1["gwDeviceName"], GW);
+    assert_eq!(
+        got[0].1["devices"],
+        json!([
+            {"iotId": "iot-s1", "productKey": PK, "deviceName": "s1"},
+            {"iotId": "iot-s2", "productKey": PK, "deviceName": "s2"},
+        ])
+    );
+    assert_eq!(got[1].0, topo);
+    assert_eq!(got[1].1["action"], "delete");
+    assert_eq!(got[1].1["devices"][0]["deviceName"], "s2");
+    assert_eq!(got[2].0, format!("/{PK}/new-1/thing/lifecycle"));
+    assert_eq!(got[2].1["action"], "create");
+    assert_eq!(got[2].1["deviceSecret"], secret("new-1").expose());
+    assert_eq!(got[2].1["iotId"], "iot-new-1");
+    // Registering it again makes nothing new.
+    request(
+        &mut broker,
+        gw,
+        &gateway_topic("thing/sub/register"),
+        json!({"id": "4", "params": [{"productKey": PK, "deviceName": "new-1"}]}),
+    );
+    broker.pump();
+    assert!(broker.forwarded.is_empty());
 }

@@ -247,3 +247,238 @@ fn the_backlog_survives_a_restart_and_leaves_the_store_when_settled() {
     // The idle group's copy waits for its consumers.
     assert_eq!(kept, [("idle".to_owned(), id)]);
 }
+
+/// A PUBLISH of a device on one of its system topics.
+fn post_sys(broker: &mut Broker, conn: aliot_core::hub::ConnId, topic: &str, payload: &str) {
+    broker.send(conn, publish(topic, payload, QoS::AtMostOnce, 0));
+    broker.output(conn);
+}
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[test]
+fn thing_model_data_downlink_results_and_ota_come_in_the_platforms_forms() {
+    let mut broker = broker_with(
+        vec![
+            group("thing", &[], MessageKinds::THING_MODEL),
+            group("results", &[], MessageKinds::DOWNLINK_RESULT),
+            group("ota", &[], MessageKinds::OTA),
+            group("raw", &[], MessageKinds::UPSTREAM),
+        ],
+        BacklogLimits::default(),
+    );
+    let consumers: Vec<ConsumerId> = ["thing", "results", "ota", "raw"]
+        .iter()
+        .map(|group| broker.hub.attach_consumer(group).unwrap())
+        .collect();
+    for consumer in &consumers {
+        broker.hub.consumer_credit(*consumer, 100);
+    }
+    let (thing, results, ota, raw) = (consumers[0], consumers[1], consumers[2], consumers[3]);
+    let (conn, _) = broker.connect_device_with("d1", true, "_ss=1");
+    broker.output(conn);
+    let sys = |rest: &str| format!("/sys/{PK}/d1/{rest}");
+
+    // Properties: with a time of their own, or the platform's.
+    post_sys(
+        &mut broker,
+        conn,
+        &sys("thing/event/property/post"),
+        r#"{"id":"7","version":"1.0","params":{"Power":"on","Temp":{"value":21.5,"time":1700000000123}},"method":"thing.event.property.post"}"#,
+    );
+    let got = take(&mut broker, thing, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, format!("/{PK}/d1/thing/event/property/post"));
+    let posted = json_of(&got[0].1);
+    let wall = posted["gmtCreate"].as_u64().unwrap();
+    assert!(wall > 1_700_000_000_000);
+    assert_eq!(posted["iotId"], "iot-d1");
+    assert_eq!(posted["requestId"], "7");
+    assert_eq!(posted["productKey"], PK);
+    assert_eq!(posted["deviceName"], "d1");
+    assert_eq!(posted["checkFailedData"], serde_json::json!({}));
+    assert_eq!(
+        posted["items"],
+        serde_json::json!({
+            "Power": {"value": "on", "time": wall},
+            "Temp": {"value": 21.5, "time": 1_700_000_000_123u64},
+        })
+    );
+    // An event, its output under `value`.
+    post_sys(
+        &mut broker,
+        conn,
+        &sys("thing/event/Overheat/post"),
+        r#"{"id":8,"params":{"value":{"level":3},"time":1700000000456},"method":"thing.event.Overheat.post"}"#,
+    );
+    let got = take(&mut broker, thing, true);
+    assert_eq!(got[0].0, format!("/{PK}/d1/thing/event/Overheat/post"));
+    let event = json_of(&got[0].1);
+    assert_eq!(
+        (&event["identifier"], &event["requestId"], &event["time"]),
+        (
+            &Value::from("Overheat"),
+            &Value::from("8"),
+            &Value::from(1_700_000_000_456u64)
+        )
+    );
+    assert_eq!(event["value"], serde_json::json!({"level": 3}));
+    assert_eq!(event["iotId"], "iot-d1");
+    // A post the platform refuses is not forwarded.
+    post_sys(
+        &mut broker,
+        conn,
+        &sys("thing/event/property/post"),
+        r#"{"id":"9","params":[1,2]}"#,
+    );
+    assert!(take(&mut broker, thing, true).is_empty());
+    // The raw system topics are no upstream messages.
+    assert!(take(&mut broker, raw, true).is_empty());
+
+    // A property set answered: the downlink result.
+    let now = broker.now;
+    let (id, _) = broker.hub.set_device_property(
+        &support::identity("d1"),
+        &serde_json::json!({"Power":"off"}),
+        now,
+    );
+    broker.pump();
+    broker.output(conn);
+    post_sys(
+        &mut broker,
+        conn,
+        &sys("thing/service/property/set_reply"),
+        &format!(r#"{{"id":"{}","code":200,"data":{{}}}}"#, id.0),
+    );
+    let got = take(&mut broker, results, true);
+    assert_eq!(got[0].0, format!("/{PK}/d1/thing/downlink/reply/message"));
+    let result = json_of(&got[0].1);
+    assert_eq!(result["requestId"], id.0);
+    assert_eq!(result["code"], 200);
+    assert_eq!(result["iotId"], "iot-d1");
+    assert_eq!(result["topic"], sys("thing/service/property/set"));
+    assert!(
+        take(&mut broker, thing, true).is_empty(),
+        "results are their own kind"
+    );
+
+    // OTA: a version reported, a job, its success.
+    let inform = format!("/ota/device/inform/{PK}/d1");
+    post_sys(
+        &mut broker,
+        conn,
+        &inform,
+        r#"{"id":"1","params":{"version":"1.0.0","module":"MCU"}}"#,
+    );
+    // The same version again is no change: not forwarded.
+    post_sys(
+        &mut broker,
+        conn,
+        &inform,
+        r#"{"id":"2","params":{"version":"1.0.0","module":"MCU"}}"#,
+    );
+    let got = take(&mut broker, ota, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, format!("/{PK}/d1/ota/version/post"));
+    let version = json_of(&got[0].1);
+    assert_eq!(
+        (&version["moduleName"], &version["moduleVersion"]),
+        (&Value::from("MCU"), &Value::from("1.0.0"))
+    );
+    let job = aliot_services::OtaJob {
+        id: 42,
+        module: "MCU".into(),
+        version: "2.0.0".into(),
+        url: "https://example.com/fw.bin".into(),
+        size: 1,
+        sign_method: aliot_services::OtaSignMethod::Md5,
+        sign: "93230c3bde425a9d7984a594ac55ea1e".into(),
+    }
+    .validated()
+    .unwrap();
+    let now = broker.now;
+    broker.hub.start_ota(&support::identity("d1"), job, now);
+    broker.pump();
+    broker.output(conn);
+    post_sys(
+        &mut broker,
+        conn,
+        &inform,
+        r#"{"id":"3","params":{"version":"2.0.0","module":"MCU"}}"#,
+    );
+    let got = take(&mut broker, ota, true);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, format!("/{PK}/d1/ota/upgrade"));
+    let upgrade = json_of(&got[0].1);
+    assert_eq!(upgrade["status"], "SUCCEEDED");
+    assert_eq!(upgrade["srcVersion"], "1.0.0");
+    assert_eq!(upgrade["destVersion"], "2.0.0");
+    assert_eq!(upgrade["jobId"], "42");
+    assert_eq!(upgrade["moduleName"], "MCU");
+}
+
+#[test]
+fn lifecycle_changes_reach_the_groups_that_take_them_with_the_secret_only_at_creation() {
+    use aliot_core::hub::durable::RegisteredDevice;
+    use aliot_services::UnixMillis;
+    use aliot_services::forward::LifecycleAction;
+
+    let mut broker = broker_with(
+        vec![
+            group("life", &[PK], MessageKinds::LIFECYCLE),
+            group("status", &[], MessageKinds::STATUS),
+        ],
+        BacklogLimits::default(),
+    );
+    let life = broker.hub.attach_consumer("life").unwrap();
+    let status = broker.hub.attach_consumer("status").unwrap();
+    broker.hub.consumer_credit(life, 10);
+    broker.hub.consumer_credit(status, 10);
+    let device = RegisteredDevice {
+        identity: support::identity("new-one"),
+        secret: "s3cret".into(),
+        iot_id: "IoT-new-one".into(),
+        nickname: None,
+        created: UnixMillis(1),
+        activated: None,
+        disabled: false,
+        token: None,
+        gateway: None,
+    };
+    let now = broker.now;
+    broker
+        .hub
+        .forward_lifecycle(&device, LifecycleAction::Create, now);
+    broker
+        .hub
+        .forward_lifecycle(&device, LifecycleAction::Disable, now);
+    broker.pump();
+    let got = take(&mut broker, life, true);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, format!("/{PK}/new-one/thing/lifecycle"));
+    let created = json_of(&got[0].1);
+    assert_eq!(
+        (
+            &created["action"],
+            &created["deviceSecret"],
+            &created["iotId"]
+        ),
+        (
+            &Value::from("create"),
+            &Value::from("s3cret"),
+            &Value::from("IoT-new-one")
+        )
+    );
+    let disabled = json_of(&got[1].1);
+    assert_eq!(
+        (&disabled["action"], &disabled["deviceSecret"]),
+        (&Value::from("disable"), &Value::from(""))
+    );
+    assert!(take(&mut broker, status, true).is_empty(), "not its kind");
+    // The status carries the device's iotId too.
+    broker.connect_device("d2", true);
+    let got = take(&mut broker, status, true);
+    assert_eq!(json_of(&got[0].1)["iotId"], "iot-d2");
+}

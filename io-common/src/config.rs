@@ -42,7 +42,8 @@
 //! [[consumer_group]]        # consumers name it in their user name (consumerGroupId)
 //! id = "DEFAULT_GROUP"
 //! # products = ["a1DemoProd01"]       # default: every product
-//! # kinds = ["upstream", "status"]    # default: every kind
+//! # kinds = ["upstream", "status"]    # default: every kind; also "thing_model",
+//! #                                   # "lifecycle", "topology", "downlink_result", "ota"
 //!
 //! [backlog]                 # each consumer group's backlog; these are the defaults
 //! max_messages = 100000

@@ -132,7 +132,7 @@ impl RegistryState {
         &mut self,
         request: &RegistrationRequest,
         now: UnixMillis,
-    ) -> Result<(RegistrationGrant, StoreChange), RegistrationRefused> {
+    ) -> Result<DynamicRegistration, RegistrationRefused> {
         let identity = &request.identity;
         let pk = &identity.product_key;
         // The allowance first: a flood of bad signs is throttled too.
@@ -158,9 +158,9 @@ impl RegistryState {
         if !request.sign_matches(secret.as_bytes()) {
             return Err(RegistrationRefused::BadSign);
         }
-        if request.kind == RegistrationKind::WithoutPreRegistration
-            && !self.devices.contains_key(identity)
-        {
+        let created = request.kind == RegistrationKind::WithoutPreRegistration
+            && !self.devices.contains_key(identity);
+        if created {
             self.insert_device(identity, None, now)
                 .map_err(|error| RegistrationRefused::InvalidDeviceName(error.to_string()))?;
         }
@@ -184,10 +184,11 @@ impl RegistryState {
                 grant
             }
         };
-        Ok((
+        Ok(DynamicRegistration {
             grant,
-            StoreChange::RegisteredDeviceSaved(Box::new(device.clone())),
-        ))
+            device: device.clone(),
+            created,
+        })
     }
 
     /// Adds a new device, its secret and `IotId` generated.
@@ -285,6 +286,24 @@ impl RegistryState {
                 .insert(sub.clone());
         }
         Ok(Some(change))
+    }
+}
+
+/// A device's own registration, done ([`Registry::register_dynamically`]).
+#[derive(Clone, Debug)]
+pub struct DynamicRegistration {
+    /// The credentials to push to the device.
+    pub grant: RegistrationGrant,
+    /// The device as registered now: the change to commit before the grant goes.
+    pub device: RegisteredDevice,
+    /// Whether the registration made the device (`regnwl` of a device not registered before).
+    pub created: bool,
+}
+
+impl DynamicRegistration {
+    /// The change to commit before the grant goes.
+    pub fn change(&self) -> StoreChange {
+        StoreChange::RegisteredDeviceSaved(Box::new(self.device.clone()))
     }
 }
 
@@ -709,12 +728,12 @@ impl Registry {
     /// one not registered beforehand (`regnwl`) is created if need be and gets a new token for
     /// the token login. Until the device is activated by its first connect it may register
     /// again, the last credentials counting; then not until `ResetThing`. Attempts are limited
-    /// per product and counted. The grant to push, and the change to commit before it is.
+    /// per product and counted. The grant to push, and the device to commit before it is.
     pub fn register_dynamically(
         &self,
         request: &RegistrationRequest,
         now: UnixMillis,
-    ) -> Result<(RegistrationGrant, StoreChange), RegistrationRefused> {
+    ) -> Result<DynamicRegistration, RegistrationRefused> {
         let mut state = self.write();
         let outcome = state.register_dynamically(request, now);
         match &outcome {
@@ -823,6 +842,7 @@ impl DeviceRegistry for Registry {
             secret: DeviceSecret::new(&device.secret),
             categories: Arc::clone(&product.categories),
             token: device.token.as_deref().map(DeviceSecret::new),
+            iot_id: Some(device.iot_id.clone()),
         })
     }
 }
@@ -839,6 +859,7 @@ impl SubDeviceDirectory for Registry {
             categories: Arc::clone(&product.categories),
             disabled: device.disabled,
             gateway: device.gateway.clone(),
+            iot_id: Some(device.iot_id.clone()),
         })
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::alink::{AlinkCode, AlinkMethod, AlinkRequest, DeviceReply, empty_object};
+use crate::forward::Report;
 use crate::ota::{self, OtaJob, OtaModule, OtaModules};
 use crate::request::DeviceMessage;
 use crate::shadow::{ShadowCode, ShadowDocument, ShadowRequest, shadow_get_topic};
@@ -93,6 +94,9 @@ pub struct Handled {
     /// Whether the request was malformed (answered with an error code, or dropped when no
     /// answer can be made).
     pub malformed: bool,
+    /// What the device reported that the server-side subscription forwards (thing-model data,
+    /// OTA), when asked for with [`DeviceState::handle_reported`].
+    pub report: Option<Report>,
 }
 
 /// What the platform keeps of one device: its latest properties, tags, desired values, shadow
@@ -197,8 +201,20 @@ impl DeviceState {
 
     /// Answers one request of the device at `now`.
     pub fn handle(&mut self, message: DeviceMessage, now: UnixMillis) -> Handled {
+        self.handle_with(message, now, false)
+    }
+
+    /// Answers one request of the device at `now`, as [`handle`](Self::handle) does, and says
+    /// in [`Handled::report`] what it reported that the platform forwards (properties and
+    /// events posted, OTA versions and outcomes). Costs a copy of what was posted: call it
+    /// only when someone takes the reports.
+    pub fn handle_reported(&mut self, message: DeviceMessage, now: UnixMillis) -> Handled {
+        self.handle_with(message, now, true)
+    }
+
+    fn handle_with(&mut self, message: DeviceMessage, now: UnixMillis, reported: bool) -> Handled {
         match message {
-            DeviceMessage::Alink(request) => self.handle_alink(request, now),
+            DeviceMessage::Alink(request) => self.handle_alink(request, now, reported),
             DeviceMessage::Reply(reply) => Handled {
                 result: Some(downlink_result(reply, now)),
                 ..Handled::default()
@@ -221,20 +237,62 @@ impl DeviceState {
                 }
             }
             DeviceMessage::OtaReport(report) => match report.module_version {
-                Some((module, version)) => match self.ota_module(module) {
+                Some((name, version)) => match self.ota_module(name.clone()) {
                     Some(module) => {
-                        module.reported(version);
-                        Handled::default()
+                        let before = module.version.clone();
+                        let job = module.job.clone();
+                        module.reported(version.clone());
+                        let report = match job {
+                            // The job's version reported: the upgrade succeeded.
+                            Some(job) if job.version == version && reported => {
+                                Some(Report::OtaOutcome {
+                                    module: name,
+                                    succeeded: true,
+                                    src_version: before,
+                                    dest_version: job.version,
+                                    desc: String::from("success"),
+                                    job_id: job.id,
+                                })
+                            }
+                            // Forwarded only when the version changes, as on the platform.
+                            _ if reported && before.as_deref() != Some(version.as_str()) => {
+                                Some(Report::OtaVersion {
+                                    module: name,
+                                    version,
+                                })
+                            }
+                            _ => None,
+                        };
+                        Handled {
+                            report,
+                            ..Handled::default()
+                        }
                     }
                     None => malformed(),
                 },
                 None => malformed(),
             },
             DeviceMessage::OtaProgress(progress) => match progress.step {
-                Some((module, step, desc)) => match self.ota_module(module) {
+                Some((name, step, desc)) => match self.ota_module(name.clone()) {
                     Some(module) => {
-                        module.progressed(step, desc);
-                        Handled::default()
+                        let job = module.job.clone();
+                        let version = module.version.clone();
+                        module.progressed(step, desc.clone());
+                        let report = match job {
+                            Some(job) if step < 0 && reported => Some(Report::OtaOutcome {
+                                module: name,
+                                succeeded: false,
+                                src_version: version,
+                                dest_version: job.version,
+                                desc,
+                                job_id: job.id,
+                            }),
+                            _ => None,
+                        };
+                        Handled {
+                            report,
+                            ..Handled::default()
+                        }
                     }
                     None => malformed(),
                 },
@@ -252,7 +310,7 @@ impl DeviceState {
         Some(self.ota.entry(module).or_default())
     }
 
-    fn handle_alink(&mut self, request: AlinkRequest, now: UnixMillis) -> Handled {
+    fn handle_alink(&mut self, request: AlinkRequest, now: UnixMillis, reported: bool) -> Handled {
         let method = request.method.name();
         let answer = match &request.params {
             Ok(params) => self.apply(&request.method, params, now),
@@ -262,10 +320,15 @@ impl DeviceState {
             Ok(data) => (AlinkCode::SUCCESS, data),
             Err(code) => (code, empty_object()),
         };
+        let report = match (&request.params, code == AlinkCode::SUCCESS && reported) {
+            (Ok(params), true) => alink_report(&request, params, now),
+            _ => None,
+        };
         Handled {
             reply: request.reply_to.reply(code, &data, &method),
             result: None,
             malformed: code != AlinkCode::SUCCESS,
+            report,
         }
     }
 
@@ -553,6 +616,54 @@ fn valid_name(name: &str) -> bool {
 
 /// A posted property value: `{"value":…,"time":…}` or the bare value (both are accepted by
 /// the platform), its time the device's or `now`.
+/// What an accepted thing-model post reports for forwarding: its properties or its event.
+fn alink_report(request: &AlinkRequest, params: &Value, now: UnixMillis) -> Option<Report> {
+    let id = request.reply_to.id.get();
+    let request_id = String::from(id.trim_matches('"'));
+    let properties = |object: &Map<String, Value>| {
+        object
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), timed_value(value, now).ok()?)))
+            .collect::<Vec<_>>()
+    };
+    match &request.method {
+        AlinkMethod::PropertyPost => Some(Report::Properties {
+            request_id,
+            items: properties(params.as_object()?),
+            history: false,
+        }),
+        AlinkMethod::HistoryPost => {
+            let mut items = Vec::new();
+            for entry in params.as_array()? {
+                match entry.get("properties") {
+                    Some(Value::Array(groups)) => {
+                        for group in groups {
+                            items.extend(properties(group.as_object()?));
+                        }
+                    }
+                    Some(group) => items.extend(properties(group.as_object()?)),
+                    None => {}
+                }
+            }
+            Some(Report::Properties {
+                request_id,
+                items,
+                history: true,
+            })
+        }
+        AlinkMethod::EventPost(identifier) => Some(Report::Event {
+            request_id,
+            identifier: identifier.clone(),
+            value: params.get("value").cloned().unwrap_or_else(empty_object),
+            time: params
+                .get("time")
+                .and_then(Value::as_u64)
+                .map_or(now, UnixMillis),
+        }),
+        _ => None,
+    }
+}
+
 fn timed_value(value: &Value, now: UnixMillis) -> Result<PropertyValue, AlinkCode> {
     if json_size(value) > MAX_VALUE_BYTES + 64 {
         return Err(AlinkCode::BAD_PARAMS);

@@ -74,15 +74,16 @@ function consume(name, group, inbox, { accept = true, ...login } = {}) {
   return connection;
 }
 
-// Signs with `aliot sign` and publishes each payload with mosquitto_pub (one connection each).
-function mosquittoPub(payloads) {
+// Signs with `aliot sign` and publishes each payload with mosquitto_pub (one connection each),
+// on the device's /user/update unless another topic is given.
+function mosquittoPub(payloads, topic = `/${pk}/${dn}/user/update`) {
   const signed = execFileSync(args.aliot, ['sign', '--product-key', pk, '--device-name', dn,
     '--device-secret', args.deviceSecret]).toString();
   const field = (name) => signed.split('\n').find((l) => l.startsWith(`${name}=`)).slice(name.length + 1);
   for (const payload of payloads) {
     execFileSync('mosquitto_pub', ['-h', '127.0.0.1', '-p', args.mqttPort, '-V', 'mqttv311', '-k', '60',
       '-i', field('client_id'), '-u', field('username'), '-P', field('password'),
-      '-t', `/${pk}/${dn}/user/update`, '-q', '1', '-m', payload]);
+      '-t', topic, '-q', '1', '-m', payload]);
   }
 }
 
@@ -154,6 +155,20 @@ async function main() {
     expect(JSON.stringify(again.map((m) => m.messageId).sort()) === JSON.stringify(held.map((m) => m.messageId).sort()),
       `the next consumer got ${JSON.stringify(again)}, expected the three the killed one held: ${JSON.stringify(held)}`);
     ok('a consumer killed with 3 messages unaccepted: the next consumer of its group got the same 3');
+
+    // Thing-model data: a property post comes in the platform's forwarded form.
+    open.push(consume('thing-1', 'THING_GROUP', inbox));
+    await inbox.waitFor('the receiver of thing-1', (e) => e[0] === 'receiver' && e[1] === 'thing-1');
+    mosquittoPub([JSON.stringify({ id: '42', version: '1.0', params: { temperature: { value: 21.5, time: 1700000000123 } },
+      method: 'thing.event.property.post' })], `/sys/${pk}/${dn}/thing/event/property/post`);
+    const [posted] = await messages(inbox, 'thing-1', 1);
+    const post = JSON.parse(posted.body);
+    expect(posted.topic === `/${pk}/${dn}/thing/event/property/post` && post.requestId === '42'
+      && post.productKey === pk && post.deviceName === dn && /^\w{20}$/.test(post.iotId)
+      && post.items.temperature.value === 21.5 && post.items.temperature.time === 1700000000123
+      && typeof post.gmtCreate === 'number',
+    `THING_GROUP got ${JSON.stringify(posted)}, expected the forwarded property post`);
+    ok(`a property post reached THING_GROUP on ${posted.topic} with iotId ${post.iotId} and its items`);
 
     // Refusals.
     const refused = async (name, why, group, login) => {

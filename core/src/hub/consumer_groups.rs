@@ -30,12 +30,12 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use aliot_services::UnixMillis;
-use aliot_services::forward::device_status;
+use aliot_services::forward::{Forwarded, LifecycleAction, device_status, lifecycle};
 use aliot_topic::TopicName;
 use bytes::Bytes;
 use hashbrown::HashMap;
 
-use super::durable::StoreChange;
+use super::durable::{RegisteredDevice, StoreChange};
 use super::sessions::SessionId;
 use super::{ConnId, Hub, HubOutput};
 use crate::message::Message;
@@ -50,12 +50,26 @@ impl MessageKinds {
     pub const UPSTREAM: MessageKinds = MessageKinds(1);
     /// Devices going online and offline (`/as/mqtt/status/{pk}/{dn}`, §9.1).
     pub const STATUS: MessageKinds = MessageKinds(2);
+    /// Thing-model data: properties and events posted, in the platform's form
+    /// (`/{pk}/{dn}/thing/event/…/post`, §9.2).
+    pub const THING_MODEL: MessageKinds = MessageKinds(4);
+    /// Devices registered, deleted, disabled, enabled (`/{pk}/{dn}/thing/lifecycle`).
+    pub const LIFECYCLE: MessageKinds = MessageKinds(8);
+    /// Gateways' topologies changed (`/{pk}/{dn}/thing/topo/lifecycle`).
+    pub const TOPOLOGY: MessageKinds = MessageKinds(16);
+    /// Devices' answers to property sets and service calls
+    /// (`/{pk}/{dn}/thing/downlink/reply/message`, §9.3).
+    pub const DOWNLINK_RESULT: MessageKinds = MessageKinds(32);
+    /// OTA: modules' versions and upgrades' outcomes (`/{pk}/{dn}/ota/version/post`,
+    /// `/{pk}/{dn}/ota/upgrade`).
+    pub const OTA: MessageKinds = MessageKinds(64);
     /// Every kind.
-    pub const ALL: MessageKinds = MessageKinds(0b11);
+    pub const ALL: MessageKinds = MessageKinds(0x7f);
     /// No kind.
     pub const NONE: MessageKinds = MessageKinds(0);
 
-    /// The kind named as in the configuration (`upstream`, `status`).
+    /// The kind named as in the configuration (`upstream`, `status`, `thing_model`,
+    /// `lifecycle`, `topology`, `downlink_result`, `ota`).
     ///
     /// ```
     /// use aliot_core::hub::MessageKinds;
@@ -66,12 +80,25 @@ impl MessageKinds {
         match name {
             "upstream" => Some(MessageKinds::UPSTREAM),
             "status" => Some(MessageKinds::STATUS),
+            "thing_model" => Some(MessageKinds::THING_MODEL),
+            "lifecycle" => Some(MessageKinds::LIFECYCLE),
+            "topology" => Some(MessageKinds::TOPOLOGY),
+            "downlink_result" => Some(MessageKinds::DOWNLINK_RESULT),
+            "ota" => Some(MessageKinds::OTA),
             _ => None,
         }
     }
 
     /// The names of every kind, for messages that list them.
-    pub const NAMES: [&'static str; 2] = ["upstream", "status"];
+    pub const NAMES: [&'static str; 7] = [
+        "upstream",
+        "status",
+        "thing_model",
+        "lifecycle",
+        "topology",
+        "downlink_result",
+        "ota",
+    ];
 
     /// These kinds and `other`'s.
     #[must_use]
@@ -82,6 +109,11 @@ impl MessageKinds {
     /// Whether every kind of `other` is among these.
     pub fn contains(self, other: MessageKinds) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// Whether some kind of `other` is among these.
+    pub fn intersects(self, other: MessageKinds) -> bool {
+        self.0 & other.0 != 0
     }
 }
 
@@ -254,11 +286,11 @@ impl ConsumerGroups {
         self.groups.is_empty()
     }
 
-    /// Whether some group takes messages of `kind` for `product_key`.
+    /// Whether some group takes messages of `kind` (of some kind of it) for `product_key`.
     pub(super) fn wants(&self, kind: MessageKinds, product_key: &str) -> bool {
         self.groups
             .iter()
-            .any(|group| group.takes(kind, product_key))
+            .any(|group| group.config.kinds.intersects(kind) && group.takes_product(product_key))
     }
 
     /// Puts `message` in the backlog of every group that takes it; the changes for the store
@@ -482,9 +514,11 @@ impl ConsumerGroups {
 
 impl Group {
     fn takes(&self, kind: MessageKinds, product_key: &str) -> bool {
-        self.config.kinds.contains(kind)
-            && (self.config.products.is_empty()
-                || self.config.products.iter().any(|p| p == product_key))
+        self.config.kinds.contains(kind) && self.takes_product(product_key)
+    }
+
+    fn takes_product(&self, product_key: &str) -> bool {
+        self.config.products.is_empty() || self.config.products.iter().any(|p| p == product_key)
     }
 
     fn insert(&mut self, message: Arc<BacklogMessage>, at: Instant) {
@@ -665,20 +699,71 @@ impl Hub {
             true => self.wall_clock,
             false => session.last_seen,
         };
-        let status = device_status(device, online, self.wall_clock, last, &client_ip);
+        let iot_id = session.iot_id.as_deref().unwrap_or_default();
+        let status = device_status(device, iot_id, online, self.wall_clock, last, &client_ip);
         let product_key = device.product_key.clone();
+        self.forward_made(MessageKinds::STATUS, &product_key, status, now);
+    }
+
+    /// A message the platform makes (a device's lifecycle, a gateway's topology, …), to the
+    /// groups that take `kind` for `product_key`: `make` is called with the wall clock, only
+    /// if one does.
+    pub fn forward_platform(
+        &mut self,
+        kind: MessageKinds,
+        product_key: &str,
+        now: Instant,
+        make: impl FnOnce(UnixMillis) -> Forwarded,
+    ) {
+        if self.consumer_groups.wants(kind, product_key) {
+            let message = make(self.wall_clock);
+            self.forward_made(kind, product_key, message, now);
+        }
+    }
+
+    /// A device's lifecycle changed in the registry (registered, deleted, disabled,
+    /// enabled): its `thing/lifecycle` message (§9.2) to the groups that take its product's
+    /// lifecycle; the secret goes only with `create`.
+    pub fn forward_lifecycle(
+        &mut self,
+        device: &RegisteredDevice,
+        action: LifecycleAction,
+        now: Instant,
+    ) {
+        let identity = &device.identity;
+        self.forward_platform(MessageKinds::LIFECYCLE, &identity.product_key, now, |at| {
+            lifecycle(identity, &device.iot_id, action, Some(&device.secret), at)
+        });
+    }
+
+    /// The platform's id of a session's device, or `""` when not known (a session restored
+    /// from the store whose device has not connected since).
+    pub(super) fn session_iot_id(&self, sid: SessionId) -> &str {
+        self.sessions
+            .get(sid)
+            .and_then(|session| session.iot_id.as_deref())
+            .unwrap_or_default()
+    }
+
+    fn forward_made(
+        &mut self,
+        kind: MessageKinds,
+        product_key: &str,
+        made: Forwarded,
+        now: Instant,
+    ) {
         // A device's identity makes a valid topic; the check costs nothing.
-        let topic = Bytes::from(status.topic.into_bytes());
+        let topic = Bytes::from(made.topic.into_bytes());
         let Ok(topic) = TopicName::from_bytes(topic, &self.server_topic_limits) else {
             return;
         };
         let backlog = BacklogMessage {
             message_id: self.allocate_message_id().0,
             topic,
-            payload: Bytes::from(status.payload),
+            payload: Bytes::from(made.payload),
             generate_time: self.wall_clock,
         };
-        self.forward(MessageKinds::STATUS, &product_key, backlog, now);
+        self.forward(kind, product_key, backlog, now);
     }
 
     /// Drops the backlog's messages too old at `now`.

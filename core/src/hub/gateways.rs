@@ -36,6 +36,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use aliot_auth::{ClientId, DeviceIdentity, DeviceSecret};
+use aliot_services::forward::{self, LifecycleAction};
 use aliot_services::gateway::{
     GatewayOp, GatewayRequest, ProxiedRegistration, SubDeviceLogin, TopologyChange,
     identities_data, identity_data, topology_change,
@@ -48,7 +49,7 @@ use serde_json::{Map, Value};
 
 use super::durable::StoreChange;
 use super::sessions::{Queued, Session, SessionId};
-use super::{ConnId, DOWNLINK_QOS, DeviceDelivery, Hub};
+use super::{ConnId, DOWNLINK_QOS, DeviceDelivery, Hub, MessageKinds};
 use crate::authenticator::{ClientFeatures, ClientKey};
 use crate::codec::{PacketId, QoS};
 use crate::message::Message;
@@ -74,6 +75,8 @@ pub struct SubDeviceRecord {
     pub disabled: bool,
     /// The gateway whose topology it is in, if any.
     pub gateway: Option<DeviceIdentity>,
+    /// The platform's id of the device (`iotId`), if the directory gives one.
+    pub iot_id: Option<String>,
 }
 
 /// Where the hub finds, and changes, what the platform knows of devices: the registry. Each
@@ -97,6 +100,8 @@ pub trait SubDeviceDirectory {
     ) -> Result<Option<StoreChange>, AlinkCode>;
     /// Registers `sub` for its gateway and gives its secret: `thing/sub/register` without a
     /// proof (the gateway is trusted), `product_register` with its product secret's proof.
+    /// The change is `Some` only when the device was made now (a registered one, not yet
+    /// active, gets its secret again): its `create` lifecycle is forwarded then.
     fn register(
         &self,
         sub: &DeviceIdentity,
@@ -354,6 +359,66 @@ impl Hub {
         self.send_downlink(gateway_sid, push, DOWNLINK_QOS, now)
     }
 
+    /// A gateway's topology changed (by its own request or the server side's): the
+    /// `thing/topo/lifecycle` message (§9.2) to the groups that take its product's topology.
+    /// Each device comes with its iotId.
+    pub fn forward_topology(
+        &mut self,
+        gateway: (&DeviceIdentity, &str),
+        change: TopologyChange,
+        subs: &[(DeviceIdentity, String)],
+        now: Instant,
+    ) {
+        let (gateway, gateway_iot_id) = gateway;
+        self.forward_platform(MessageKinds::TOPOLOGY, &gateway.product_key, now, |at| {
+            forward::topology(gateway, gateway_iot_id, change, subs, at)
+        });
+    }
+
+    /// [`forward_topology`](Self::forward_topology) for a gateway's own request, the iotIds
+    /// as `directory` has them.
+    fn forward_topology_in(
+        &mut self,
+        gateway: &DeviceIdentity,
+        change: TopologyChange,
+        subs: &[DeviceIdentity],
+        directory: &dyn SubDeviceDirectory,
+        now: Instant,
+    ) {
+        if !self
+            .consumer_groups
+            .wants(MessageKinds::TOPOLOGY, &gateway.product_key)
+        {
+            return;
+        }
+        let iot_id = |device: &DeviceIdentity| {
+            directory
+                .sub_device(device)
+                .and_then(|record| record.iot_id)
+                .unwrap_or_default()
+        };
+        let subs: Vec<(DeviceIdentity, String)> =
+            subs.iter().map(|sub| (sub.clone(), iot_id(sub))).collect();
+        self.forward_topology((gateway, &iot_id(gateway)), change, &subs, now);
+    }
+
+    /// A gateway registered a new sub-device: its `create` lifecycle message, with its secret.
+    fn forward_created(
+        &mut self,
+        sub: &DeviceIdentity,
+        secret: &str,
+        directory: &dyn SubDeviceDirectory,
+        now: Instant,
+    ) {
+        self.forward_platform(MessageKinds::LIFECYCLE, &sub.product_key, now, |at| {
+            let iot_id = directory
+                .sub_device(sub)
+                .and_then(|record| record.iot_id)
+                .unwrap_or_default();
+            forward::lifecycle(sub, &iot_id, LifecycleAction::Create, Some(secret), at)
+        });
+    }
+
     /// Sub-devices carried by `conn` now.
     fn carried_count(&self, conn: ConnId) -> usize {
         self.carriers
@@ -402,6 +467,7 @@ impl Hub {
                         Err(code) => return (code, identities_data([sub])),
                     }
                 }
+                self.forward_topology_in(gateway, TopologyChange::Added, &subs, directory, now);
                 (success, identities_data(&subs))
             }
             GatewayOp::TopoDelete(subs) => {
@@ -413,6 +479,7 @@ impl Hub {
                     // Out of the topology, out of the gateway's connection.
                     self.log_out(conn, sub, now);
                 }
+                self.forward_topology_in(gateway, TopologyChange::Removed, &subs, directory, now);
                 (success, identities_data(&subs))
             }
             GatewayOp::SubRegister(subs) => {
@@ -420,7 +487,11 @@ impl Hub {
                 for sub in &subs {
                     match directory.register(sub, None, self.wall_clock) {
                         Ok((secret, change)) => {
+                            let new = change.is_some();
                             self.record_changes(change);
+                            if new {
+                                self.forward_created(sub, &secret, directory, now);
+                            }
                             registered.push(secret_data(sub, &secret));
                         }
                         Err(code) => return (code, identities_data([sub])),
@@ -435,7 +506,11 @@ impl Hub {
                     let sub = &proxied.identity;
                     match directory.register(sub, Some(proxied), self.wall_clock) {
                         Ok((secret, change)) => {
+                            let new = change.is_some();
                             self.record_changes(change);
+                            if new {
+                                self.forward_created(sub, &secret, directory, now);
+                            }
                             successes.push(secret_data(sub, &secret));
                         }
                         Err(code) => failures.push(failure_data(sub, code)),
@@ -528,6 +603,7 @@ impl Hub {
                     keep_alive,
                     features: login_features(gateway_features, login.proof.client_id()),
                     client_ip,
+                    iot_id: record.iot_id,
                 }),
                 (Ok(_), Some(_)) => {}
                 (Err(code), None) => failed = Some((code, alloc::vec![sub.clone()])),

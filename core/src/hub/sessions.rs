@@ -16,6 +16,7 @@
 //! [`HubConfig::session_expiry`]: super::HubConfig::session_expiry
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::time::Duration;
@@ -114,6 +115,9 @@ pub(super) struct Session {
     pub(super) last_progress: Instant,
     /// The client's address, from its last connection (its status messages' `clientIp`).
     pub(super) client_ip: Option<core::net::IpAddr>,
+    /// The platform's id of the device, from its last connection (what is forwarded about it
+    /// names it so).
+    pub(super) iot_id: Option<String>,
     /// When the hub last heard from the device (its attach, a publish, a subscription, an
     /// acknowledgement), by the wall clock: its status messages' `lastTime`.
     pub(super) last_seen: UnixMillis,
@@ -139,6 +143,7 @@ impl Session {
             offline_since: None,
             last_progress: now,
             client_ip: request.client_ip,
+            iot_id: request.iot_id.clone(),
             last_seen: UnixMillis::default(),
         }
     }
@@ -162,6 +167,7 @@ impl Session {
             offline_since: record.offline_since,
             last_progress: now,
             client_ip: None,
+            iot_id: None,
             last_seen: UnixMillis::default(),
         }
     }

@@ -52,6 +52,18 @@ pub fn registry(devices: &[&str]) -> MemoryRegistry {
     registry
 }
 
+/// A registry that gives each device the platform's id `iot-{deviceName}`, as a broker's
+/// registry gives each a generated one.
+pub struct WithIotIds(pub MemoryRegistry);
+
+impl aliot_auth::DeviceRegistry for WithIotIds {
+    fn lookup(&self, product_key: &str, device_name: &str) -> Option<aliot_auth::DeviceRecord> {
+        let mut record = self.0.lookup(product_key, device_name)?;
+        record.iot_id = Some(format!("iot-{device_name}"));
+        Some(record)
+    }
+}
+
 /// The wall clock at the manual clock's start, in ms since the Unix epoch.
 pub const WALL_AT_START: u64 = 1_700_000_000_000;
 
@@ -202,7 +214,8 @@ impl Broker {
 
     /// A broker with explicit configuration.
     pub fn with(devices: &[&str], open: bool, hub: HubConfig, config: ServerConfig) -> Self {
-        let authenticator = PlatformAuthenticator::new(registry(devices)).with_open_mode(open);
+        let authenticator =
+            PlatformAuthenticator::new(WithIotIds(registry(devices))).with_open_mode(open);
         let hub_config = hub.clone();
         let mut hub = Hub::new(hub);
         hub.set_wall_clock(UnixMillis(WALL_AT_START + 1_000_000));

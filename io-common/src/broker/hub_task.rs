@@ -15,6 +15,7 @@ use aliot_core::hub::{
 };
 use aliot_core::server::{CloseReason, Command, Event};
 use aliot_services::UnixMillis;
+use aliot_services::forward::LifecycleAction;
 use aliot_topic::{MessageId, TopicName};
 use bytes::Bytes;
 use tokio_sync::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
@@ -388,9 +389,13 @@ impl<R: Runtime> HubTask<R> {
             // Answered here, by the registry: the grant goes out once the new credentials
             // are committed (a device must never hold a secret the broker could forget).
             match registry.register_dynamically(request, wall_clock()) {
-                Ok((grant, change)) => {
-                    self.hub.record_store_change(change);
-                    let command = AfterCommit::Command(conn, Command::Registered(grant));
+                Ok(registered) => {
+                    self.hub.record_store_change(registered.change());
+                    if registered.created {
+                        let created = LifecycleAction::Create;
+                        self.hub.forward_lifecycle(&registered.device, created, now);
+                    }
+                    let command = AfterCommit::Command(conn, Command::Registered(registered.grant));
                     match self.store {
                         Some(_) => self.turn_replies.push(command),
                         None => self.release(command),

@@ -7,6 +7,7 @@ use aliot_auth::DeviceIdentity;
 use aliot_core::hub::durable::{ProductRecord, RegisteredDevice};
 use aliot_io::registry::{Registry, RegistryError};
 use aliot_services::UnixMillis;
+use aliot_services::forward::LifecycleAction;
 use aliot_services::gateway::{ProofSpelling, TopologyChange, read_proof};
 use axum::Json;
 use axum::body::Bytes;
@@ -292,7 +293,7 @@ pub(super) async fn register_device(
     let registry = state.registry()?;
     let device = state
         .handle
-        .call_hub(move |hub, _| {
+        .call_hub(move |hub, now_instant| {
             let (device, change) = registry.register_device(
                 &request.product_key,
                 request.device_name.as_deref(),
@@ -300,6 +301,7 @@ pub(super) async fn register_device(
                 now(),
             )?;
             hub.record_store_change(change);
+            hub.forward_lifecycle(&device, LifecycleAction::Create, now_instant);
             Ok::<_, RegistryError>(device)
         })
         .await?
@@ -509,7 +511,8 @@ pub(super) async fn add_thing_topo(
     state.authorize(&headers)?;
     let request: AddTopologyRequest = parse_body(body)?;
     let registry = state.registry()?;
-    let gateway = state.named_device(&registry, &request.gateway())?.identity;
+    let gateway_device = state.named_device(&registry, &request.gateway())?;
+    let gateway = gateway_device.identity;
     let invalid = |message: String| Failure::new(ApiErrorCode::InvalidName, message);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&request.topo_info)
         .map_err(|error| invalid(format!("TopoInfo is not a JSON array: {error}")))?;
@@ -537,16 +540,24 @@ pub(super) async fn add_thing_topo(
                 format!("the sign for {sub} is not its secret's"),
             ));
         }
-        subs.push(sub);
+        subs.push((sub, device.iot_id));
     }
     state
         .handle
         .call_hub(move |hub, now| {
-            for sub in &subs {
+            for (sub, _) in &subs {
                 if let Some(change) = registry.add_to_topology(&gateway, sub)? {
                     hub.record_store_change(change);
                 }
             }
+            let gateway_iot_id = gateway_device.iot_id.as_str();
+            hub.forward_topology(
+                (&gateway, gateway_iot_id),
+                TopologyChange::Added,
+                &subs,
+                now,
+            );
+            let subs: Vec<DeviceIdentity> = subs.into_iter().map(|(sub, _)| sub).collect();
             hub.topology_changed(&gateway, TopologyChange::Added, &subs, now);
             Ok::<_, RegistryError>(())
         })
@@ -578,6 +589,17 @@ pub(super) async fn remove_thing_topo(
                 hub.record_store_change(change);
             }
             // The gateway is told, and no longer carries it.
+            let gateway_iot_id = registry
+                .device(&gateway)
+                .map(|g| g.iot_id)
+                .unwrap_or_default();
+            let removed = [(sub.identity.clone(), sub.iot_id.clone())];
+            hub.forward_topology(
+                (&gateway, &gateway_iot_id),
+                TopologyChange::Removed,
+                &removed,
+                now,
+            );
             let removed = [sub.identity.clone()];
             hub.topology_changed(&gateway, TopologyChange::Removed, &removed, now);
             Ok::<_, RegistryError>(())
@@ -599,9 +621,9 @@ enum DeviceAction {
 async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction) -> Answer {
     let registry = state.registry()?;
     let device = state.named_device(&registry, &request)?;
-    let identity = device.identity;
+    let identity = device.identity.clone();
     // A sub-device's gateway hears of it (ours: deleted counts as removed).
-    let gateway = device.gateway;
+    let gateway = device.gateway.clone();
     state
         .handle
         .call_hub(move |hub, now_instant| {
@@ -631,7 +653,22 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
                 DeviceAction::Enable => Some(TopologyChange::Enabled),
                 DeviceAction::Reset => None,
             };
+            let lifecycle = match action {
+                DeviceAction::Delete => Some(LifecycleAction::Delete),
+                DeviceAction::Disable => Some(LifecycleAction::Disable),
+                DeviceAction::Enable => Some(LifecycleAction::Enable),
+                DeviceAction::Reset => None,
+            };
+            if let Some(lifecycle) = lifecycle {
+                hub.forward_lifecycle(&device, lifecycle, now_instant);
+            }
             if let (Some(gateway), Some(change)) = (&gateway, change) {
+                let gateway_iot_id = registry
+                    .device(gateway)
+                    .map(|g| g.iot_id)
+                    .unwrap_or_default();
+                let sub = [(identity.clone(), device.iot_id.clone())];
+                hub.forward_topology((gateway, &gateway_iot_id), change, &sub, now_instant);
                 let subs = [identity.clone()];
                 hub.topology_changed(gateway, change, &subs, now_instant);
             }
@@ -807,11 +844,12 @@ pub(super) async fn batch_register_device(
     let product_key = request.product_key.clone();
     let devices = state
         .handle
-        .call_hub(move |hub, _| {
+        .call_hub(move |hub, now_instant| {
             let made = registry.register_devices(&product_key, count, now())?;
             let mut devices = Vec::with_capacity(made.len());
             for (device, change) in made {
                 hub.record_store_change(change);
+                hub.forward_lifecycle(&device, LifecycleAction::Create, now_instant);
                 devices.push(device);
             }
             Ok::<_, RegistryError>(devices)
@@ -1006,10 +1044,14 @@ pub(super) async fn dynamic_register(
     };
     let outcome = state
         .handle
-        .call_hub(move |hub, _| {
-            let (grant, change) = registry.register_dynamically(&request, now())?;
-            hub.record_store_change(change);
-            Ok::<_, aliot_io::registry::RegistrationRefused>(grant)
+        .call_hub(move |hub, now_instant| {
+            let registered = registry.register_dynamically(&request, now())?;
+            hub.record_store_change(registered.change());
+            if registered.created {
+                let created = LifecycleAction::Create;
+                hub.forward_lifecycle(&registered.device, created, now_instant);
+            }
+            Ok::<_, aliot_io::registry::RegistrationRefused>(registered.grant)
         })
         .await;
     match outcome {
