@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod api;
 pub mod broker;
 pub mod client;
+pub mod coalesced;
 mod runtime;
 
 pub use broker::{
