@@ -473,6 +473,11 @@ impl RunArgs {
     }
 }
 
+/// mimalloc rather than glibc's malloc: the generator must not be the limit of what it
+/// measures (`aliot` itself keeps the system's allocator; `docs/DESIGN-NOTES.md` says why).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut builder = if cli.global.threads <= 1 {
