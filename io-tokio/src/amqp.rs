@@ -3,9 +3,9 @@
 //! their consumer group's messages from the broker, with only the endpoint changed.
 //!
 //! AMQP itself is fe2o3-amqp's acceptor (`docs/DESIGN-NOTES.md` says why), writing through
-//! [`CoalescedWrites`](crate::coalesced::CoalescedWrites) so that a burst of frames is one
-//! socket write; this module is the adapter between one AMQP connection and one consumer of
-//! the hub's consumer groups ([`aliot_io::broker::GroupConsumer`]):
+//! [`CoalescedWrites`] so that a burst of frames is one socket write; this module is the
+//! adapter between one AMQP connection and one consumer of the hub's consumer groups
+//! ([`aliot_io::broker::GroupConsumer`]):
 //!
 //! 1. TLS when the listener has a certificate, then SASL PLAIN: the user name and password are
 //!    the platform's `aksign` ones ([`aliot_auth::ConsumerLogin`]), checked against the
