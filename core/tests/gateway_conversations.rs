@@ -1156,4 +1156,31 @@ fn topology_changes_and_registrations_are_forwarded_to_consumer_groups() {
     );
     broker.pump();
     assert!(broker.forwarded.is_empty());
+    // Sub-devices found by the gateway, one known and one not: answered, and told as found.
+    let (_, reply) = request(
+        &mut broker,
+        gw,
+        &gateway_topic("thing/list/found"),
+        json!({"id": "5", "version": "1.0", "method": "thing.list.found", "params": [
+            {"productKey": PK, "deviceName": "s1"},
+            {"productKey": PK, "deviceName": "stranger"},
+        ]}),
+    );
+    assert_eq!((&reply["id"], &reply["code"]), (&json!("5"), &json!(200)));
+    assert_eq!(reply["data"], json!({}));
+    broker.pump();
+    let found = std::mem::take(&mut broker.forwarded);
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].1.topic.as_str(),
+        format!("/{PK}/{GW}/thing/list/found")
+    );
+    let body: Value = serde_json::from_slice(&found[0].1.payload).unwrap();
+    assert_eq!(
+        body,
+        json!({"gwIotId": format!("iot-{GW}"), "gwProductKey": PK, "gwDeviceName": GW, "devices": [
+            {"iotId": "iot-s1", "productKey": PK, "deviceName": "s1"},
+            {"productKey": PK, "deviceName": "stranger"},
+        ]})
+    );
 }

@@ -534,3 +534,68 @@ pub fn topology(
         payload: serde_json::to_vec(&body).unwrap_or_default(),
     }
 }
+
+/// Sub-devices a gateway found (`thing/list/found`, §9.2): `/{gwpk}/{gwdn}/thing/list/found`
+/// with `{"gwIotId","gwProductKey","gwDeviceName","devices":[{"iotId","productKey",
+/// "deviceName"}]}`. A found device the registry does not know yet has no `iotId` (ours: the
+/// docs show only known ones; finding unregistered ones is what the report is for).
+///
+/// ```
+/// use aliot_auth::DeviceIdentity;
+/// use aliot_services::forward::found;
+///
+/// let gateway = DeviceIdentity::new("a1Gw", "gw-1");
+/// let subs = [
+///     (DeviceIdentity::new("a1Sub", "known"), Some("IoTiD02".to_string())),
+///     (DeviceIdentity::new("a1Sub", "new"), None),
+/// ];
+/// let forwarded = found(&gateway, "IoTiD01", &subs);
+/// assert_eq!(forwarded.topic, "/a1Gw/gw-1/thing/list/found");
+/// assert_eq!(
+///     forwarded.payload,
+///     br#"{"gwIotId":"IoTiD01","gwProductKey":"a1Gw","gwDeviceName":"gw-1","devices":[{"iotId":"IoTiD02","productKey":"a1Sub","deviceName":"known"},{"productKey":"a1Sub","deviceName":"new"}]}"#
+/// );
+/// ```
+pub fn found(
+    gateway: &DeviceIdentity,
+    gateway_iot_id: &str,
+    subs: &[(DeviceIdentity, Option<String>)],
+) -> Forwarded {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sub<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iot_id: Option<&'a str>,
+        product_key: &'a str,
+        device_name: &'a str,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Found<'a> {
+        gw_iot_id: &'a str,
+        gw_product_key: &'a str,
+        gw_device_name: &'a str,
+        devices: Vec<Sub<'a>>,
+    }
+    let devices = subs
+        .iter()
+        .map(|(sub, iot_id)| Sub {
+            iot_id: iot_id.as_deref(),
+            product_key: &sub.product_key,
+            device_name: &sub.device_name,
+        })
+        .collect();
+    let body = Found {
+        gw_iot_id: gateway_iot_id,
+        gw_product_key: &gateway.product_key,
+        gw_device_name: &gateway.device_name,
+        devices,
+    };
+    Forwarded {
+        topic: format!(
+            "/{}/{}/thing/list/found",
+            gateway.product_key, gateway.device_name
+        ),
+        payload: serde_json::to_vec(&body).unwrap_or_default(),
+    }
+}

@@ -1,6 +1,7 @@
 //! What a gateway asks for its sub-devices (PLATFORM-PROTOCOLS §4), parsed, and the replies.
 //!
-//! A gateway manages its topology on `/sys/{gw}/thing/topo/{add,delete,get}`, registers
+//! A gateway manages its topology on `/sys/{gw}/thing/topo/{add,delete,get}`, reports the
+//! sub-devices it has found on `/sys/{gw}/thing/list/found`, registers
 //! sub-devices on `/sys/{gw}/thing/sub/register` and
 //! `/sys/{gw}/thing/proxy/provisioning/product_register`, and logs them in and out on
 //! `/ext/session/{gw}/combine/{login,logout,batch_login,batch_logout}`. [`GatewayRequest::parse`]
@@ -32,6 +33,9 @@ use crate::request::own_rest;
 pub const MAX_TOPO_ADD: usize = 30;
 /// Sub-devices one `combine/batch_login` or `batch_logout` may carry (§4.2).
 pub const MAX_BATCH: usize = 50;
+/// Sub-devices one `thing/list/found` may carry (ours: the platform documents no limit; a
+/// batch's).
+pub const MAX_FOUND: usize = MAX_BATCH;
 
 /// The codes of the gateway's replies (§4.4), beside the thing model's.
 impl AlinkCode {
@@ -112,6 +116,9 @@ pub enum GatewayOp {
     TopoDelete(Vec<DeviceIdentity>),
     /// `thing/topo/get`: list the topology.
     TopoGet,
+    /// `thing/list/found`: the gateway found these sub-devices (registered or not); the
+    /// platform tells the applications, which may then add them to its topology.
+    ListFound(Vec<DeviceIdentity>),
     /// `thing/sub/register`: register these (the gateway is trusted with their secrets).
     SubRegister(Vec<DeviceIdentity>),
     /// `thing/proxy/provisioning/product_register`: register these with their product's secret.
@@ -132,6 +139,7 @@ enum Kind {
     TopoAdd,
     TopoDelete,
     TopoGet,
+    ListFound,
     SubRegister,
     ProductRegister,
     Login,
@@ -392,6 +400,7 @@ fn kind_of(topic: &str, product_key: &str, device_name: &str) -> Option<Kind> {
             "thing/topo/add" => Some(Kind::TopoAdd),
             "thing/topo/delete" => Some(Kind::TopoDelete),
             "thing/topo/get" => Some(Kind::TopoGet),
+            "thing/list/found" => Some(Kind::ListFound),
             "thing/sub/register" => Some(Kind::SubRegister),
             "thing/proxy/provisioning/product_register" => Some(Kind::ProductRegister),
             _ => None,
@@ -426,6 +435,7 @@ fn read_op(kind: Kind, params: Option<Value>) -> Result<GatewayOp, AlinkCode> {
         }
         Kind::TopoDelete => GatewayOp::TopoDelete(identities(&params, MAX_TOPO_ADD)?),
         Kind::TopoGet => GatewayOp::TopoGet,
+        Kind::ListFound => GatewayOp::ListFound(identities(&params, MAX_FOUND)?),
         Kind::SubRegister => GatewayOp::SubRegister(identities(&params, MAX_TOPO_ADD)?),
         Kind::ProductRegister => {
             let proxieds = params.get("proxieds").ok_or(bad)?;
@@ -680,6 +690,33 @@ mod tests {
             r#"{"id":"3","params":"{}"}"#,
         );
         assert_eq!(request.op, Ok(GatewayOp::TopoGet));
+    }
+
+    #[test]
+    fn found_sub_devices_are_read_as_the_docs_send_them() {
+        let found = "/sys/a1GwProd001/gw-1/thing/list/found";
+        let request = parse(
+            found,
+            r#"{"id":"8","version":"1.0","params":[{"productKey":"a13Npv1vjZ4","deviceName":"example1"}],"method":"thing.list.found"}"#,
+        );
+        assert_eq!(
+            request.op,
+            Ok(GatewayOp::ListFound(alloc::vec![DeviceIdentity::new(
+                "a13Npv1vjZ4",
+                "example1"
+            )]))
+        );
+        assert_eq!(request.reply_to.topic, format!("{found}_reply"));
+        // None, or more than a batch, or one without a name: refused.
+        let bad = Err(AlinkCode::BAD_PARAMS);
+        assert_eq!(parse(found, r#"{"id":"9","params":[]}"#).op, bad);
+        let many: Vec<_> = (0..=MAX_FOUND)
+            .map(|i| serde_json::json!({"productKey": "a1", "deviceName": format!("d{i}")}))
+            .collect();
+        let payload = serde_json::json!({"id": "10", "params": many}).to_string();
+        assert_eq!(parse(found, &payload).op, bad);
+        let nameless = r#"{"id":"11","params":[{"productKey":"a1"}]}"#;
+        assert_eq!(parse(found, nameless).op, bad);
     }
 
     #[test]

@@ -55,7 +55,8 @@ impl MessageKinds {
     pub const THING_MODEL: MessageKinds = MessageKinds(4);
     /// Devices registered, deleted, disabled, enabled (`/{pk}/{dn}/thing/lifecycle`).
     pub const LIFECYCLE: MessageKinds = MessageKinds(8);
-    /// Gateways' topologies changed (`/{pk}/{dn}/thing/topo/lifecycle`).
+    /// Gateways' topologies changed (`/{pk}/{dn}/thing/topo/lifecycle`), and the sub-devices
+    /// gateways found (`/{pk}/{dn}/thing/list/found`; ours: the platform lists it apart).
     pub const TOPOLOGY: MessageKinds = MessageKinds(16);
     /// Devices' answers to property sets and service calls
     /// (`/{pk}/{dn}/thing/downlink/reply/message`, §9.3).

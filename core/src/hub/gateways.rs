@@ -446,6 +446,27 @@ impl Hub {
         let success = AlinkCode::SUCCESS;
         match op {
             GatewayOp::TopoGet => (success, identities_data(&directory.topology(gateway))),
+            GatewayOp::ListFound(found) => {
+                // Only told to the applications (ours: with the topology's kind); nothing
+                // changes here until one of them adds a found device to the topology.
+                self.forward_platform(MessageKinds::TOPOLOGY, &gateway.product_key, now, |_| {
+                    let iot_id = |device: &DeviceIdentity| {
+                        directory
+                            .sub_device(device)
+                            .and_then(|record| record.iot_id)
+                    };
+                    let found: Vec<(DeviceIdentity, Option<String>)> = found
+                        .into_iter()
+                        .map(|sub| {
+                            let id = iot_id(&sub);
+                            (sub, id)
+                        })
+                        .collect();
+                    let gateway_iot_id = iot_id(gateway).unwrap_or_default();
+                    forward::found(gateway, &gateway_iot_id, &found)
+                });
+                (success, Value::Object(serde_json::Map::new()))
+            }
             GatewayOp::TopoAdd(proofs) => {
                 // Every proof first: all or nothing.
                 for proof in &proofs {
