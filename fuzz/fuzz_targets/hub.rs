@@ -303,6 +303,7 @@ impl World {
                 rrpc_ext: false,
             },
             client_ip: None,
+            iot_id: None,
         };
         self.hub
             .handle_event(conn, Event::SessionRequested(request), self.now);
