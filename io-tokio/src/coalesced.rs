@@ -19,7 +19,9 @@
 //!   order, before anything written later, unless the stream fails.
 //! - A failed socket write fails the next `poll_write`, `poll_flush` or `poll_shutdown`.
 //! - `poll_shutdown`, and dropping the stream, let the task write what is left and then shut
-//!   the socket's write side; `poll_shutdown` is ready when that is done.
+//!   the socket's write side, within [`LINGER`] (a peer that has stopped reading must not
+//!   keep a socket and a task forever); `poll_shutdown` is ready when that is done or has
+//!   failed.
 //!
 //! Reads go straight to the stream.
 
@@ -28,6 +30,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::Notify;
@@ -35,6 +38,10 @@ use tokio::sync::Notify;
 /// Bytes waiting for the writer task, at most: a write beyond them waits (ours; 256 KiB is
 /// a few socket buffers' worth, so the task always has a full write to make).
 pub const BUFFER_LIMIT: usize = 256 * 1024;
+
+/// How long the writer task still writes once the stream's side has ended (shut down or
+/// dropped), at most (ours); then what is left is dropped with the socket.
+pub const LINGER: Duration = Duration::from_secs(10);
 
 /// A stream whose writes go out through a writer task, gathered (see the module's doc).
 pub struct CoalescedWrites<S> {
@@ -89,57 +96,112 @@ where
 {
     /// Wraps `stream`, spawning its writer task on the current tokio runtime.
     pub fn new(stream: S) -> Self {
+        Self::with_linger(stream, LINGER)
+    }
+
+    /// [`new`](Self::new) with another time than [`LINGER`] for the last bytes.
+    pub fn with_linger(stream: S, linger: Duration) -> Self {
         let (reader, writer) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
             state: Mutex::new(Waiting::default()),
             work: Notify::new(),
         });
-        tokio::spawn(write_gathered(writer, Arc::clone(&shared)));
+        tokio::spawn(write_gathered(writer, Arc::clone(&shared), linger));
         Self { reader, shared }
     }
 }
 
 /// The writer task: takes everything that has gathered, writes it in one go, again until the
-/// stream's side ends; then shuts the socket's write side.
-async fn write_gathered<S: AsyncWrite>(mut writer: WriteHalf<S>, shared: Arc<Shared>) {
-    let mut spare = Vec::new();
-    loop {
-        let (mut batch, ending) = {
-            let mut waiting = shared.lock();
-            let batch = std::mem::replace(&mut waiting.bytes, spare);
-            if !batch.is_empty() {
-                // Room again for a writer held at the limit.
-                waiting.wake_waiter();
-            }
-            (batch, waiting.ending)
-        };
-        if batch.is_empty() {
+/// stream's side ends; then shuts the socket's write side. From the end of the stream's side,
+/// it has `linger` for all that.
+async fn write_gathered<S: AsyncWrite>(
+    mut writer: WriteHalf<S>,
+    shared: Arc<Shared>,
+    linger: Duration,
+) {
+    let mut deadline = None;
+    let written = async {
+        let mut spare = Vec::new();
+        loop {
+            let (mut batch, ending) = {
+                let mut waiting = shared.lock();
+                let batch = std::mem::replace(&mut waiting.bytes, spare);
+                if !batch.is_empty() {
+                    // Room again for a writer held at the limit.
+                    waiting.wake_waiter();
+                }
+                (batch, waiting.ending)
+            };
             if ending {
-                break;
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + linger);
             }
+            if batch.is_empty() {
+                if ending {
+                    return Ok(());
+                }
+                spare = batch;
+                shared.work.notified().await;
+                continue;
+            }
+            write_before(&mut writer, &batch, &shared, &mut deadline, linger).await?;
+            batch.clear();
             spare = batch;
-            shared.work.notified().await;
-            continue;
         }
-        if let Err(error) = writer.write_all(&batch).await {
-            let mut waiting = shared.lock();
-            waiting.failed = Some((error.kind(), error.to_string()));
-            waiting.ended = true;
-            waiting.wake_waiter();
-            return;
-        }
-        batch.clear();
-        spare = batch;
     }
-    let shut = writer.shutdown().await;
+    .await;
+    let ended = match written {
+        Ok(()) => {
+            let at = deadline.unwrap_or_else(|| tokio::time::Instant::now() + linger);
+            tokio::time::timeout_at(at, writer.shutdown())
+                .await
+                .unwrap_or_else(|_| Err(too_late()))
+        }
+        Err(error) => Err(error),
+    };
     let mut waiting = shared.lock();
-    if let Err(error) = shut {
+    if let Err(error) = ended {
         waiting
             .failed
             .get_or_insert((error.kind(), error.to_string()));
     }
     waiting.ended = true;
     waiting.wake_waiter();
+}
+
+/// Writes `bytes`; once the stream's side has ended (now or while this waits), by `deadline`.
+async fn write_before<S: AsyncWrite>(
+    writer: &mut WriteHalf<S>,
+    bytes: &[u8],
+    shared: &Shared,
+    deadline: &mut Option<tokio::time::Instant>,
+    linger: Duration,
+) -> io::Result<()> {
+    let write = writer.write_all(bytes);
+    tokio::pin!(write);
+    loop {
+        if let Some(at) = *deadline {
+            return tokio::time::timeout_at(at, &mut write)
+                .await
+                .unwrap_or_else(|_| Err(too_late()));
+        }
+        tokio::select! {
+            written = &mut write => return written,
+            // More bytes, or the end of the stream's side: the next turn takes the bytes.
+            () = shared.work.notified() => {
+                if shared.lock().ending {
+                    *deadline = Some(tokio::time::Instant::now() + linger);
+                }
+            }
+        }
+    }
+}
+
+/// The last bytes were not taken by the peer within the linger time.
+fn too_late() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the peer did not take the last bytes in time",
+    )
 }
 
 impl<S: AsyncRead> AsyncRead for CoalescedWrites<S> {
@@ -302,6 +364,46 @@ mod tests {
         peer.read_to_end(&mut all).await.unwrap();
         writing.await.unwrap();
         assert!(all.len() >= written + 64 * 1024 && all.iter().all(|byte| *byte == 1));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_does_not_keep_the_socket_past_the_linger_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let linger = std::time::Duration::from_millis(200);
+        let mut ours = CoalescedWrites::with_linger(client.unwrap(), linger);
+        let mut peer = accepted.unwrap().0;
+        // Fill the socket's buffers and ours, then go away.
+        let chunk = vec![1; 64 * 1024];
+        let mut written = 0usize;
+        while let Ok(done) = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            ours.write_all(&chunk),
+        )
+        .await
+        {
+            done.unwrap();
+            written += chunk.len();
+        }
+        drop(ours);
+        tokio::time::sleep(linger * 3).await;
+        // The writer task gave up: the peer reads what the kernel had, then the end, rather
+        // than waiting forever for bytes that will not come.
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            peer.read_to_end(&mut all),
+        );
+        let result = read.await.expect("the socket was closed");
+        if let Err(error) = result {
+            // Closed with unsent data, a socket may end with a reset rather than a FIN.
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+        }
+        assert!(
+            all.len() < written + chunk.len(),
+            "what was still ours was dropped"
+        );
     }
 
     #[tokio::test]
