@@ -1101,11 +1101,15 @@ impl Hub {
     /// Answers a device's service request (parsed by its connection) and keeps what it
     /// changes: the reply goes back with the request's QoS (or the subscription's, if lower).
     fn serve(&mut self, sid: SessionId, request: DeviceMessage, qos: QoS, now: Instant) {
-        let Some(device) = self
+        // The key, not the device's name, is copied (a count): forwarding needs the whole hub.
+        let Some(key) = self
             .sessions
             .get(sid)
-            .and_then(|session| session.key.device())
+            .map(|session| alloc::sync::Arc::clone(&session.key))
         else {
+            return;
+        };
+        let Some(device) = key.device() else {
             return;
         };
         self.counters.services.requests += 1;
@@ -1132,7 +1136,6 @@ impl Hub {
         if handled.malformed {
             self.counters.services.malformed += 1;
         }
-        let device = device.clone();
         if let Some(report) = handled.report {
             let kind = match report.is_ota() {
                 true => MessageKinds::OTA,
@@ -1140,7 +1143,7 @@ impl Hub {
             };
             let iot_id = String::from(self.session_iot_id(sid));
             self.forward_platform(kind, &device.product_key, now, |at| {
-                forward::report(&device, &iot_id, &report, at)
+                forward::report(device, &iot_id, &report, at)
             });
         }
         if let Some(result) = handled.result {
@@ -1151,10 +1154,10 @@ impl Hub {
                     MessageKinds::DOWNLINK_RESULT,
                     &device.product_key,
                     now,
-                    |_| forward::downlink_result(&device, &iot_id, &result),
+                    |_| forward::downlink_result(device, &iot_id, &result),
                 );
             }
-            if self.devices.push_result(device, result) {
+            if self.devices.push_result(device.clone(), result) {
                 self.counters.services.downlink_results_dropped += 1;
             }
         }

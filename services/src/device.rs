@@ -238,24 +238,27 @@ impl DeviceState {
             }
             DeviceMessage::OtaReport(report) => match report.module_version {
                 Some((name, version)) => match self.ota_module(name.clone()) {
+                    // Nobody takes the reports: nothing to copy.
+                    Some(module) if !reported => {
+                        module.reported(version);
+                        Handled::default()
+                    }
                     Some(module) => {
                         let before = module.version.clone();
                         let job = module.job.clone();
                         module.reported(version.clone());
                         let report = match job {
                             // The job's version reported: the upgrade succeeded.
-                            Some(job) if job.version == version && reported => {
-                                Some(Report::OtaOutcome {
-                                    module: name,
-                                    succeeded: true,
-                                    src_version: before,
-                                    dest_version: job.version,
-                                    desc: String::from("success"),
-                                    job_id: job.id,
-                                })
-                            }
+                            Some(job) if job.version == version => Some(Report::OtaOutcome {
+                                module: name,
+                                succeeded: true,
+                                src_version: before,
+                                dest_version: job.version,
+                                desc: String::from("success"),
+                                job_id: job.id,
+                            }),
                             // Forwarded only when the version changes, as on the platform.
-                            _ if reported && before.as_deref() != Some(version.as_str()) => {
+                            _ if before.as_deref() != Some(version.as_str()) => {
                                 Some(Report::OtaVersion {
                                     module: name,
                                     version,
@@ -274,12 +277,16 @@ impl DeviceState {
             },
             DeviceMessage::OtaProgress(progress) => match progress.step {
                 Some((name, step, desc)) => match self.ota_module(name.clone()) {
+                    Some(module) if !reported => {
+                        module.progressed(step, desc);
+                        Handled::default()
+                    }
                     Some(module) => {
                         let job = module.job.clone();
                         let version = module.version.clone();
                         module.progressed(step, desc.clone());
                         let report = match job {
-                            Some(job) if step < 0 && reported => Some(Report::OtaOutcome {
+                            Some(job) if step < 0 => Some(Report::OtaOutcome {
                                 module: name,
                                 succeeded: false,
                                 src_version: version,
@@ -614,8 +621,6 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN
 }
 
-/// A posted property value: `{"value":…,"time":…}` or the bare value (both are accepted by
-/// the platform), its time the device's or `now`.
 /// What an accepted thing-model post reports for forwarding: its properties or its event.
 fn alink_report(request: &AlinkRequest, params: &Value, now: UnixMillis) -> Option<Report> {
     let id = request.reply_to.id.get();
@@ -664,6 +669,8 @@ fn alink_report(request: &AlinkRequest, params: &Value, now: UnixMillis) -> Opti
     }
 }
 
+/// A posted property value: `{"value":…,"time":…}` or the bare value (both are accepted by
+/// the platform), its time the device's or `now`.
 fn timed_value(value: &Value, now: UnixMillis) -> Result<PropertyValue, AlinkCode> {
     if json_size(value) > MAX_VALUE_BYTES + 64 {
         return Err(AlinkCode::BAD_PARAMS);
