@@ -152,10 +152,7 @@ async fn start_broker() -> (Broker, SocketAddr) {
             .unwrap();
     }
     let broker = Broker::start(BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),

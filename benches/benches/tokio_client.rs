@@ -47,10 +47,9 @@ fn runtime() -> Runtime {
 async fn start_broker() -> (Broker, u16) {
     let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
     let broker = Broker::start(BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().expect("an address"),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig::tcp(
+            "127.0.0.1:0".parse().expect("an address"),
+        )],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),

@@ -33,10 +33,10 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
             .expect("a new device");
     }
     Broker::start(BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig::tcp(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            0,
+        ))],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),

@@ -44,10 +44,10 @@ impl Drop for TempDir {
 /// An open-mode aliot broker on a free loopback port, with its store in `dir`.
 async fn durable_broker(dir: &TempDir) -> Broker {
     Broker::start(BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig::tcp(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            0,
+        ))],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(

@@ -44,7 +44,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
 //! let broker = Broker::<Tokio>::start(BrokerConfig {
-//!     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+//!     listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse()?)],
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),
@@ -67,6 +67,7 @@ mod hub_task;
 mod mailbox;
 mod store_writer;
 mod tls;
+mod websocket;
 
 use std::io;
 use std::net::SocketAddr;
@@ -91,7 +92,7 @@ pub use handle::{
 pub use hub_task::ConsumerDelivery;
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
-use self::connection::ConnectionShared;
+use self::connection::{ConnectionShared, Layers};
 use self::hub_task::HubTask;
 use self::store_writer::StoreWriter;
 use crate::registry::Registry;
@@ -180,6 +181,71 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// TLS on this listener, e.g. from [`load_tls_config`]; plain TCP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// MQTT over WebSocket (over TLS when [`tls`](Self::tls) is set: `wss`) at this path;
+    /// MQTT straight on the stream when `None`.
+    pub websocket: Option<WebSocketListener>,
+}
+
+impl ListenerConfig {
+    /// MQTT over plain TCP on `bind`.
+    pub fn tcp(bind: SocketAddr) -> Self {
+        ListenerConfig {
+            bind,
+            tls: None,
+            websocket: None,
+        }
+    }
+}
+
+/// The WebSocket side of a listener ([`ListenerConfig::websocket`]): the HTTP upgrade at
+/// [`path`](Self::path) with the subprotocol `mqtt` (or `mqttv3.1`), then MQTT in binary
+/// messages, with the same limits, authentication and ACL as over TCP. A request that is no
+/// such upgrade is answered with an HTTP error saying why (400, or 404 for another path) and
+/// closed; the upgrade and the CONNECT together must come within the connect timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSocketListener {
+    /// The request path, e.g. [`DEFAULT_PATH`](Self::DEFAULT_PATH); a query string after it
+    /// is ignored.
+    pub path: String,
+}
+
+impl WebSocketListener {
+    /// The path when the configuration names none: `/mqtt`, as most MQTT brokers and clients
+    /// use (the platform's Node SDK builds `wss://host:443/` by itself; give it a
+    /// `brokerUrl` with the path, or set the path to `/`).
+    pub const DEFAULT_PATH: &str = "/mqtt";
+}
+
+impl Default for WebSocketListener {
+    fn default() -> Self {
+        WebSocketListener {
+            path: Self::DEFAULT_PATH.to_owned(),
+        }
+    }
+}
+
+/// A listener as bound ([`Broker::listeners`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundListener {
+    /// The address bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// Whether it speaks TLS.
+    pub tls: bool,
+    /// The WebSocket path, when it takes MQTT over WebSocket.
+    pub websocket_path: Option<String>,
+}
+
+impl BoundListener {
+    /// How a client reaches it, e.g. `mqtt://127.0.0.1:1883` or `wss://127.0.0.1:443/mqtt`.
+    pub fn url(&self) -> String {
+        let addr = self.addr;
+        match (&self.websocket_path, self.tls) {
+            (None, false) => format!("mqtt://{addr}"),
+            (None, true) => format!("mqtts://{addr}"),
+            (Some(path), false) => format!("ws://{addr}{path}"),
+            (Some(path), true) => format!("wss://{addr}{path}"),
+        }
+    }
 }
 
 /// Why a broker could not start.
@@ -220,7 +286,7 @@ impl StopSignal {
 /// Dropping it without [`shutdown`](Self::shutdown) stops it too, without waiting.
 pub struct Broker<R: Runtime> {
     runtime: R,
-    listeners: Vec<(SocketAddr, bool)>,
+    listeners: Vec<BoundListener>,
     handle: BrokerHandle,
     /// What the broker was started with, for the services started beside it.
     server: ServerConfig,
@@ -265,7 +331,7 @@ impl<R: Runtime> Broker<R> {
             let local = runtime
                 .local_addr(&socket)
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
-            bound.push((socket, local, listener.tls.clone()));
+            bound.push((socket, local, listener.clone()));
         }
 
         let clock = Clock::start();
@@ -321,15 +387,26 @@ impl<R: Runtime> Broker<R> {
         let (connection_sets_tx, connection_sets) = mpsc::unbounded_channel();
         let mut listeners = Vec::with_capacity(bound.len());
         let mut accept_tasks = Vec::with_capacity(bound.len());
-        for (socket, local, tls) in bound {
-            let tls = tls.map(TlsAcceptor::from);
-            info!(addr = %local, tls = tls.is_some(), "listening for MQTT");
-            listeners.push((local, tls.is_some()));
+        for (socket, local, listener) in bound {
+            let layers = Layers {
+                tls: listener.tls.map(TlsAcceptor::from),
+                websocket: listener
+                    .websocket
+                    .as_ref()
+                    .map(|websocket| Arc::from(websocket.path.as_str())),
+            };
+            let bound = BoundListener {
+                addr: local,
+                tls: layers.tls.is_some(),
+                websocket_path: listener.websocket.map(|websocket| websocket.path),
+            };
+            info!(url = %bound.url(), "listening for MQTT");
+            listeners.push(bound);
             accept_tasks.push(runtime.spawn(accept_loop(
                 AcceptLoop {
                     listener: socket,
                     local,
-                    tls,
+                    layers,
                     shared: Arc::clone(&shared),
                     cap: cap.clone(),
                     next_conn: Arc::clone(&next_conn),
@@ -356,7 +433,15 @@ impl<R: Runtime> Broker<R> {
     /// The addresses actually bound (port 0 resolved), in the order of the configuration, each
     /// with whether it speaks TLS.
     pub fn listener_addrs(&self) -> Vec<(SocketAddr, bool)> {
-        self.listeners.clone()
+        self.listeners
+            .iter()
+            .map(|listener| (listener.addr, listener.tls))
+            .collect()
+    }
+
+    /// The listeners as bound, in the order of the configuration: address, TLS, WebSocket.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
     }
 
     /// The per-connection limits the broker was started with (the topic limits among them).
@@ -521,7 +606,7 @@ impl CapWarnings {
 struct AcceptLoop<R: Runtime> {
     listener: R::Listener,
     local: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    layers: Layers,
     shared: Arc<ConnectionShared<R>>,
     cap: ConnectionCap,
     next_conn: Arc<AtomicU64>,
@@ -540,7 +625,7 @@ async fn accept_loop<R: Runtime>(
     let AcceptLoop {
         listener,
         local,
-        tls,
+        layers,
         shared,
         cap,
         next_conn,
@@ -563,7 +648,7 @@ async fn accept_loop<R: Runtime>(
                     let conn = ConnId(next_conn.fetch_add(1, Ordering::Relaxed));
                     // The permit is released when the connection's future is done or dropped
                     // (it ended, failed, or was aborted).
-                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, tls.clone())
+                    let serve = connection::serve(Arc::clone(&shared), conn, stream, peer, layers.clone())
                         .map(move |()| drop(permit));
                     // A connection task that fails must not leave its session attached to
                     // nothing: the hub hears of it as a closed transport.

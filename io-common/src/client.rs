@@ -59,7 +59,7 @@
 //! // `aliot_smol::{Broker, Client}` (or `aliot_tokio::…`) name these types.
 //! let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
 //! let broker = Broker::<Smol>::start(BrokerConfig {
-//!     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+//!     listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse()?)],
 //!     server: Default::default(),
 //!     hub: Default::default(),
 //!     authenticator: Arc::new(authenticator),

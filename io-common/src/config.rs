@@ -13,6 +13,10 @@
 //! bind = "0.0.0.0:8883"
 //! tls = { cert = "server.pem", key = "server.key" }   # paths relative to this file
 //!
+//! [[listener]]                # MQTT over WebSocket: ws://host:8083/mqtt
+//! bind = "0.0.0.0:8083"
+//! websocket = { path = "/mqtt" }   # the default path; with `tls` too: wss://
+//!
 //! [api]                      # the HTTP API; off when the table is absent
 //! bind = "127.0.0.1:8080"    # the default
 //! token = "change-me"        # optional bearer token
@@ -115,7 +119,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::broker::{BrokerConfig, ListenerConfig, TlsConfigError, load_tls_config};
+use crate::broker::{
+    BrokerConfig, ListenerConfig, TlsConfigError, WebSocketListener, load_tls_config,
+};
 use crate::registry::{ConfiguredProduct, Registry};
 use crate::store::{Durability, StoreConfig, StoreLocation};
 
@@ -177,6 +183,8 @@ pub struct ListenerSettings {
     pub bind: SocketAddr,
     /// The certificate and key, when the listener speaks TLS.
     pub tls: Option<TlsSettings>,
+    /// MQTT over WebSocket (`websocket = { path = "/mqtt" }`), or straight over the stream.
+    pub websocket: Option<WebSocketListener>,
 }
 
 /// The `tls = { cert, key }` of a listener, loaded.
@@ -302,6 +310,7 @@ impl Config {
                         .tls
                         .as_ref()
                         .map(|tls| Arc::clone(&tls.server_config)),
+                    websocket: listener.websocket.clone(),
                 })
                 .collect(),
             server: self.server.clone(),
@@ -317,13 +326,20 @@ impl Config {
     pub fn summary(&self) -> String {
         let mut lines = Vec::new();
         for listener in &self.listeners {
+            let websocket = match &listener.websocket {
+                Some(websocket) => format!("WebSocket at {}, ", websocket.path),
+                None => String::new(),
+            };
             lines.push(match &listener.tls {
                 Some(tls) => format!(
-                    "MQTT listener {} (TLS, certificate {}, key {})",
+                    "MQTT listener {} ({websocket}TLS, certificate {}, key {})",
                     listener.bind,
                     tls.cert.display(),
                     tls.key.display()
                 ),
+                None if listener.websocket.is_some() => {
+                    format!("MQTT listener {} ({websocket}no TLS)", listener.bind)
+                }
                 None => format!("MQTT listener {} (TCP)", listener.bind),
             });
         }
@@ -459,6 +475,11 @@ pub enum ConfigProblem {
     /// Two listeners on one address.
     #[error("another [[listener]] binds {0} already")]
     DuplicateListener(SocketAddr),
+    /// A `websocket = { path }` that is no absolute HTTP path.
+    #[error(
+        "WebSocket path {0:?} is not an absolute path such as \"/mqtt\" (a leading `/`, no spaces, no `?` or `#`)"
+    )]
+    BadWebSocketPath(String),
     /// The certificate or key of a TLS listener cannot be loaded.
     #[error("cannot load the TLS certificate {cert} and key {key}: {source}")]
     Tls {
@@ -683,6 +704,13 @@ struct RawStore {
 struct RawListener {
     bind: Spanned<String>,
     tls: Option<Spanned<RawTls>>,
+    websocket: Option<RawWebSocket>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebSocket {
+    path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -884,9 +912,36 @@ impl Checker<'_> {
                 ));
             }
             let tls = listener.tls.map(|tls| self.tls(tls)).transpose()?;
-            listeners.push(ListenerSettings { bind, tls });
+            let websocket = listener
+                .websocket
+                .map(|websocket| self.websocket(websocket))
+                .transpose()?;
+            listeners.push(ListenerSettings {
+                bind,
+                tls,
+                websocket,
+            });
         }
         Ok(listeners)
+    }
+
+    fn websocket(&self, websocket: RawWebSocket) -> Result<WebSocketListener, ConfigError> {
+        let Some(path) = websocket.path else {
+            return Ok(WebSocketListener::default());
+        };
+        let text = path.get_ref();
+        let valid = text.starts_with('/')
+            && !text
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#');
+        if !valid {
+            return Err(self
+                .source
+                .error_at(&path.span(), ConfigProblem::BadWebSocketPath(text.clone())));
+        }
+        Ok(WebSocketListener {
+            path: path.into_inner(),
+        })
     }
 
     fn tls(&self, tls: Spanned<RawTls>) -> Result<TlsSettings, ConfigError> {

@@ -23,7 +23,7 @@
 //! smol::block_on(async {
 //!     let authenticator = PlatformAuthenticator::new(MemoryRegistry::new()).with_open_mode(true);
 //!     let config = BrokerConfig {
-//!         listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+//!         listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse()?)],
 //!         server: Default::default(),
 //!         hub: Default::default(),
 //!         authenticator: Arc::new(authenticator),
@@ -49,10 +49,11 @@ pub mod demo;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+mod websocket;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
-    TlsConfigError, load_tls_config,
+    BoundListener, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,
+    RrpcReply, Stats, TlsConfigError, WebSocketListener, load_tls_config,
 };
 pub use client::{Client, ClientOptions};
 pub use runtime::Runtime;

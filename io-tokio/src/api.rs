@@ -142,7 +142,7 @@ pub struct BindApiError {
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let authenticator = PlatformAuthenticator::new(MemoryRegistry::new());
 /// let mut broker = Broker::start(BrokerConfig {
-///     listeners: vec![ListenerConfig { bind: "127.0.0.1:0".parse()?, tls: None }],
+///     listeners: vec![ListenerConfig::tcp("127.0.0.1:0".parse()?)],
 ///     server: Default::default(),
 ///     hub: Default::default(),
 ///     authenticator: Arc::new(authenticator),

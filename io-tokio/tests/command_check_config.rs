@@ -35,6 +35,10 @@ fn a_good_file_exits_0_with_a_summary() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("MQTT listener 127.0.0.1:8083 (WebSocket at /mqtt, no TLS)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("HTTP API 127.0.0.1:8080 (no token)"),
         "{stdout}"
     );

@@ -137,6 +137,41 @@ fn two_listeners_on_one_address_are_refused() {
 }
 
 #[test]
+fn a_websocket_path_that_is_no_absolute_path_is_refused() {
+    for path in ["mqtt", "/mqtt?x=1", "/my mqtt", ""] {
+        let error = refuse(&format!(
+            "[[listener]]\nbind = \"127.0.0.1:8083\"\nwebsocket = {{ path = {path:?} }}\n"
+        ));
+        assert!(
+            matches!(*error.problem, ConfigProblem::BadWebSocketPath(_)),
+            "{path:?}: {error}"
+        );
+        assert_refused_at(&error, 3, "is not an absolute path");
+    }
+}
+
+#[test]
+fn a_websocket_listener_takes_the_default_path_or_its_own() {
+    let text = "[[listener]]\nbind = \"127.0.0.1:8083\"\nwebsocket = {}\n\n\
+                [[listener]]\nbind = \"127.0.0.1:8084\"\nwebsocket = { path = \"/\" }\n";
+    let config = Config::parse(text, "ws.toml", Path::new(".")).expect("valid");
+    let paths: Vec<_> = config
+        .broker_config()
+        .listeners
+        .iter()
+        .map(|listener| listener.websocket.clone().map(|websocket| websocket.path))
+        .collect();
+    assert_eq!(paths, [Some("/mqtt".to_owned()), Some("/".to_owned())]);
+    assert!(
+        config
+            .summary()
+            .contains("MQTT listener 127.0.0.1:8083 (WebSocket at /mqtt, no TLS)"),
+        "{}",
+        config.summary()
+    );
+}
+
+#[test]
 fn no_listener_is_refused() {
     let error = refuse("[auth]\nopen = true\n");
     assert!(matches!(*error.problem, ConfigProblem::NoListener));

@@ -12,15 +12,17 @@ class CheckFailed extends Error {}
 
 // The command line of the device drivers:
 // --port P --api URL --product-key PK --device-name DN --device-secret DS [--host H] [--tls]
+// [--websocket PATH]
 const DEVICE_ARGS = ['port', 'api', 'productKey', 'deviceName', 'deviceSecret'];
 
 const flagOf = (key) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 // A driver's command line: every key of `required` as `--kebab-case VALUE`, and optionally
-// `--host H` (default 127.0.0.1) and `--tls`; the values by their camelCase keys.
+// `--host H` (default 127.0.0.1), `--tls` and `--websocket PATH` (MQTT over WebSocket at
+// PATH); the values by their camelCase keys.
 function parseArgs(argv, required = DEVICE_ARGS) {
-  const args = { host: '127.0.0.1', tls: false };
-  const known = new Map([...required, 'host'].map((key) => [flagOf(key), key]));
+  const args = { host: '127.0.0.1', tls: false, websocket: null };
+  const known = new Map([...required, 'host', 'websocket'].map((key) => [flagOf(key), key]));
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--tls') {

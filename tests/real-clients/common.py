@@ -35,6 +35,7 @@ def parse_args(description):
     parser.add_argument("--device-name", required=True)
     parser.add_argument("--device-secret", required=True)
     parser.add_argument("--ca", help="PEM file of the CA to trust: connect over TLS (securemode=2)")
+    parser.add_argument("--websocket", metavar="PATH", help="MQTT over WebSocket at this path (ws://, or wss:// with --ca)")
     return parser.parse_args()
 
 

@@ -5,7 +5,9 @@
 // The SDK signs by itself (client id `{pk}&{dn}|securemode=3,signmethod=hmacsha1,timestamp=<ms>,
 // lan=...,_v=1.2.8|`, cleanSession 0) and is pointed at the local broker with its own `brokerUrl`
 // option: mqtt://127.0.0.1:PORT (securemode=3), or mqtts://127.0.0.1:PORT (securemode=2, the CA
-// of the run trusted through NODE_EXTRA_CA_CERTS, which run.sh sets).
+// of the run trusted through NODE_EXTRA_CA_CERTS, which run.sh sets); with --websocket PATH,
+// MQTT over WebSocket: ws://127.0.0.1:PORT/PATH, or wss://… with --tls (the SDK then signs
+// securemode=2 by itself, as it does for every TLS scheme).
 //
 // Step by step: connect; every SUBSCRIBE the SDK sends by itself on connect (twelve
 // /sys/{pk}/{dn}/thing/... topics, the RRPC requests, the shadow, the two session replies) is
@@ -16,7 +18,7 @@
 // synchronous `reply(..., 'sync')`, and see `POST /rrpc` return that answer; disconnect.
 //
 // Usage: node node_client.js --port P --api URL --product-key PK --device-name DN
-//        --device-secret DS [--tls]
+//        --device-secret DS [--tls] [--websocket PATH]
 
 const iot = require('alibabacloud-iot-device-sdk');
 
@@ -40,14 +42,14 @@ async function main() {
   const pk = args.productKey;
   const dn = args.deviceName;
   const inbox = new Inbox();
-  const scheme = args.tls ? 'mqtts' : 'mqtt';
-  const transport = args.tls ? 'TLS, securemode=2' : 'TCP, securemode=3';
+  const scheme = args.websocket ? (args.tls ? 'wss' : 'ws') : (args.tls ? 'mqtts' : 'mqtt');
+  const transport = `${args.websocket ? 'WebSocket, ' : ''}${args.tls ? 'TLS, securemode=2' : 'TCP, securemode=3'}`;
 
   const device = iot.device({
     productKey: pk,
     deviceName: dn,
     deviceSecret: args.deviceSecret,
-    brokerUrl: `${scheme}://${args.host}:${args.port}`,
+    brokerUrl: `${scheme}://${args.host}:${args.port}${args.websocket || ''}`,
     keepalive: 60,
   });
   // The SDK's own mqtt.js client, observed (not changed): which filter each SUBACK answers.

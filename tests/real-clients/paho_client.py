@@ -1,4 +1,6 @@
-"""paho-mqtt 2.x (unmodified, from PyPI) as a platform device against `aliot serve`.
+"""paho-mqtt 2.x (unmodified, from PyPI) as a platform device against `aliot serve`: over TCP,
+or with --websocket PATH over WebSocket (paho's `transport="websockets"`; over TLS, wss://,
+with --ca, signed securemode=2).
 
 The platform credentials are computed here, straight from the platform's documented rule
 (SPEC.md section 2), with hmacmd5 (the platform's default method) and an upper-case digest, so
@@ -19,26 +21,36 @@ import paho.mqtt.client as mqtt
 from common import Api, Inbox, check_rrpc_success, expect, ok, parse_args, run_checks
 
 
-def platform_credentials(product_key, device_name, device_secret, client_id, timestamp):
+def platform_credentials(product_key, device_name, device_secret, client_id, timestamp, securemode=3):
     """(client id, username, password) as the platform documents them, signed with hmacmd5."""
     content = f"clientId{client_id}deviceName{device_name}productKey{product_key}timestamp{timestamp}"
     digest = hmac.new(device_secret.encode(), content.encode(), hashlib.md5).hexdigest().upper()
-    mqtt_client_id = f"{client_id}|securemode=3,signmethod=hmacmd5,timestamp={timestamp}|"
+    mqtt_client_id = f"{client_id}|securemode={securemode},signmethod=hmacmd5,timestamp={timestamp}|"
     return mqtt_client_id, f"{device_name}&{product_key}", digest
 
 
 def new_client(args, inbox, password_override=None):
-    """A paho client with the device's credentials, reporting every callback into `inbox`."""
+    """A paho client with the device's credentials, reporting every callback into `inbox`.
+
+    Over TCP unless `args` (which other drivers build with fewer options) asks for WebSocket or
+    TLS."""
+    websocket, ca = getattr(args, "websocket", None), getattr(args, "ca", None)
     client_id, username, password = platform_credentials(
         args.product_key, args.device_name, args.device_secret,
         client_id=f"paho.{args.device_name}", timestamp=str(int(time.time() * 1000)),
+        securemode=2 if ca else 3,
     )
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv311,
         clean_session=True,
+        transport="websockets" if websocket else "tcp",
     )
+    if websocket:
+        client.ws_set_options(path=websocket)
+    if ca:
+        client.tls_set(ca_certs=ca)
     client.username_pw_set(username, password_override or password)
     client.on_connect = lambda c, u, flags, reason, props: inbox.put("connack", str(reason), reason.is_failure)
     client.on_disconnect = lambda c, u, flags, reason, props: inbox.put("disconnect", str(reason))
@@ -127,7 +139,12 @@ def main():
         inbox.wait_for("the disconnect", lambda e: e[0] == "disconnect")
         ok("disconnected")
 
-    return run_checks("paho-mqtt", checks)
+    transport = "TCP"
+    if args.websocket:
+        transport = f"{'wss' if args.ca else 'ws'}://{args.host}:{args.port}{args.websocket}"
+    elif args.ca:
+        transport = "TLS"
+    return run_checks(f"paho-mqtt over {transport}", checks)
 
 
 if __name__ == "__main__":

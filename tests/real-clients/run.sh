@@ -5,7 +5,9 @@
 #   mosquitto_sub / mosquitto_pub   Debian's mosquitto-clients, credentials from `aliot sign`
 #   paho-mqtt 2.x                   PyPI, in its own venv, credentials signed by paho_client.py
 #   aliyun-iot-linkkit 1.2.13       PyPI, on paho-mqtt 1.x in its own venv, over TCP and TLS
-#   alibabacloud-iot-device-sdk     npm 1.2.8 (mqtt.js 3.0.0), over TCP and TLS
+#   alibabacloud-iot-device-sdk     npm 1.2.8 (mqtt.js 3.0.0), over TCP, TLS and WebSocket over TLS
+#   MQTT.js 5.16.0                  npm `mqtt`, over WebSocket (ws:// and wss://)
+#   (paho-mqtt also over ws:// and wss://, with its transport="websockets")
 #   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
 #                                   over the OpenAPI, with a paho-mqtt device it calls
 #   alibabacloud-iot20180120 5.1.0  PyPI, the newer server SDK (ACS3-HMAC-SHA256), over the OpenAPI
@@ -207,12 +209,15 @@ start_broker() {
     grep -q '^aliot: running' "$BROKER_OUT" || { dump_broker_log; die "aliot serve not running after 20 s"; }
     MQTT_PORT=$(port_of '^aliot: listening for MQTT on .* \(TCP\)$')
     MQTTS_PORT=$(port_of '^aliot: listening for MQTT on .* \(TLS\)$')
+    WS_PORT=$(port_of '^aliot: listening for MQTT on .* \(WebSocket, ws://')
+    WSS_PORT=$(port_of '^aliot: listening for MQTT on .* \(WebSocket over TLS, wss://')
     API_PORT=$(port_of '^aliot: HTTP API on ')
     AMQP_PORT=$(port_of '^aliot: AMQP consumers on ')
-    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$API_PORT" ] && [ -n "$AMQP_PORT" ] ||
-        die "cannot read the TCP, TLS and API ports from what aliot serve printed: $(cat "$BROKER_OUT")"
+    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$WS_PORT" ] && [ -n "$WSS_PORT" ] &&
+        [ -n "$API_PORT" ] && [ -n "$AMQP_PORT" ] ||
+        die "cannot read the TCP, TLS, WebSocket, API and AMQP ports from what aliot serve printed: $(cat "$BROKER_OUT")"
     local port
-    for port in "$MQTT_PORT" "$MQTTS_PORT" "$API_PORT" "$AMQP_PORT"; do
+    for port in "$MQTT_PORT" "$MQTTS_PORT" "$WS_PORT" "$WSS_PORT" "$API_PORT" "$AMQP_PORT"; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "aliot serve does not answer on 127.0.0.1:$port"
     done
     API_URL=http://127.0.0.1:$API_PORT
@@ -280,17 +285,19 @@ main() {
     make_tls_certificate
     trap 'stop_broker' EXIT
     start_broker "$aliot"
-    say "aliot serve: MQTT 127.0.0.1:$MQTT_PORT (TCP), 127.0.0.1:$MQTTS_PORT (TLS), API $API_URL"
+    say "aliot serve: MQTT 127.0.0.1:$MQTT_PORT (TCP), 127.0.0.1:$MQTTS_PORT (TLS), ws://127.0.0.1:$WS_PORT/mqtt, wss://127.0.0.1:$WSS_PORT/mqtt, API $API_URL"
 
-    local pk mosquitto_version paho_version linkkit_version linkkit_paho node_sdk_version node_mqtt_version
+    local pk mosquitto_version paho_version linkkit_version linkkit_paho node_sdk_version node_mqtt_version mqttjs_version
     pk=$(product_key)
     mosquitto_version=$( (mosquitto_sub --help || true) | sed -n 's/^mosquitto_sub version \([^ ]*\).*/\1/p')
     paho_version=$(python_package_version paho paho-mqtt)
     linkkit_version=$(python_package_version linkkit aliyun-iot-linkkit)
     linkkit_paho=$(python_package_version linkkit paho-mqtt)
     node_sdk_version=$(node_package_version alibabacloud-iot-device-sdk)
-    node_mqtt_version=$(node_package_version mqtt)
-    say "clients: mosquitto-clients $mosquitto_version, paho-mqtt $paho_version, aliyun-iot-linkkit $linkkit_version (paho-mqtt $linkkit_paho), alibabacloud-iot-device-sdk $node_sdk_version (mqtt.js $node_mqtt_version), node $(node --version), python $(python3 -c 'import platform; print(platform.python_version())')"
+    # The SDK's own mqtt.js (3.0.0), beside the newer one the WebSocket step drives.
+    node_mqtt_version=$(node_package_version alibabacloud-iot-device-sdk/node_modules/mqtt)
+    mqttjs_version=$(node_package_version mqtt)
+    say "clients: mosquitto-clients $mosquitto_version, paho-mqtt $paho_version, aliyun-iot-linkkit $linkkit_version (paho-mqtt $linkkit_paho), alibabacloud-iot-device-sdk $node_sdk_version (mqtt.js $node_mqtt_version), MQTT.js $mqttjs_version, node $(node --version), python $(python3 -c 'import platform; print(platform.python_version())')"
 
     local python_args=(--port "$MQTT_PORT" --api "$API_URL" --product-key "$pk")
     local tls_python_args=(--port "$MQTTS_PORT" --api "$API_URL" --product-key "$pk" --ca "$CACHE/tls/ca.pem")
@@ -301,6 +308,20 @@ main() {
     step "paho-mqtt $paho_version" \
         "$CACHE/venv-paho/bin/python" "$HERE/paho_client.py" "${python_args[@]}" \
         --device-name paho-001 --device-secret "$(device_secret paho-001)"
+    step "paho-mqtt $paho_version over WebSocket (ws://)" \
+        "$CACHE/venv-paho/bin/python" "$HERE/paho_client.py" --port "$WS_PORT" --api "$API_URL" \
+        --product-key "$pk" --websocket /mqtt --device-name paho-ws --device-secret "$(device_secret paho-ws)"
+    step "paho-mqtt $paho_version over WebSocket and TLS (wss://)" \
+        "$CACHE/venv-paho/bin/python" "$HERE/paho_client.py" --port "$WSS_PORT" --api "$API_URL" \
+        --product-key "$pk" --websocket /mqtt --ca "$CACHE/tls/ca.pem" \
+        --device-name paho-wss --device-secret "$(device_secret paho-wss)"
+    step "MQTT.js $mqttjs_version over WebSocket (ws://)" \
+        node "$HERE/mqttjs_client.js" --port "$WS_PORT" --api "$API_URL" --product-key "$pk" \
+        --websocket /mqtt --device-name mqttjs-ws --device-secret "$(device_secret mqttjs-ws)"
+    step "MQTT.js $mqttjs_version over WebSocket and TLS (wss://)" \
+        env NODE_EXTRA_CA_CERTS="$CACHE/tls/ca.pem" \
+        node "$HERE/mqttjs_client.js" --port "$WSS_PORT" --api "$API_URL" --product-key "$pk" \
+        --websocket /mqtt --tls --device-name mqttjs-wss --device-secret "$(device_secret mqttjs-wss)"
     step "aliyun-iot-linkkit $linkkit_version over TCP" \
         "$CACHE/venv-linkkit/bin/python" "$HERE/linkkit_client.py" "${python_args[@]}" \
         --device-name linkkit-tcp --device-secret "$(device_secret linkkit-tcp)"
@@ -314,6 +335,10 @@ main() {
         env NODE_EXTRA_CA_CERTS="$CACHE/tls/ca.pem" \
         node "$HERE/node_client.js" --port "$MQTTS_PORT" --api "$API_URL" --product-key "$pk" \
         --device-name node-tls --device-secret "$(device_secret node-tls)" --tls
+    step "alibabacloud-iot-device-sdk $node_sdk_version over WebSocket and TLS (wss://)" \
+        env NODE_EXTRA_CA_CERTS="$CACHE/tls/ca.pem" \
+        node "$HERE/node_client.js" --port "$WSS_PORT" --api "$API_URL" --product-key "$pk" \
+        --device-name node-wss --device-secret "$(device_secret node-wss)" --tls --websocket /mqtt
     step "alibabacloud-iot-device-sdk $node_sdk_version thing model and shadow" \
         node "$HERE/node_things.js" --port "$MQTT_PORT" --api "$API_URL" --product-key "$pk" \
         --device-name node-things --device-secret "$(device_secret node-things)"

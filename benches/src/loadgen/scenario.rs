@@ -680,10 +680,10 @@ pub async fn run_rrpc(common: &Common, spec: &RrpcSpec) -> Result<RrpcReport, Lo
             .map_err(|error| LoadError::Broker(error.to_string()))?;
     }
     let config = BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            tls: None,
-        }],
+        listeners: vec![ListenerConfig::tcp(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            0,
+        ))],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(PlatformAuthenticator::new(registry)),

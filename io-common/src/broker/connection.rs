@@ -22,6 +22,7 @@ use tracing::{debug, info};
 
 use super::hub_task::HubRequest;
 use super::mailbox::mailbox;
+use super::websocket;
 use super::{CLOSE_LINGER, HUB_QUEUED_EVENTS, stopped, wall_clock_ms};
 use crate::runtime::{Clock, Runtime, far_future, timeout_at};
 
@@ -58,7 +59,18 @@ pub(crate) struct ConnectionShared<R: Runtime> {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
-/// Serves one accepted socket: TLS handshake if configured, then the connection loop.
+/// What a listener puts between the socket and MQTT: TLS, WebSocket, both or neither. Cloned
+/// for each connection (both are reference-counted).
+#[derive(Clone, Default)]
+pub(crate) struct Layers {
+    /// The TLS handshake, when the listener speaks TLS.
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// The WebSocket path, when the listener takes MQTT over WebSocket.
+    pub(crate) websocket: Option<Arc<str>>,
+}
+
+/// Serves one accepted socket: TLS handshake and WebSocket upgrade if configured, then the
+/// connection loop.
 ///
 /// A plain function around the loop rather than an `async fn` of its own, so that the task
 /// holds the loop's state once, not the loop plus this function's copy of its arguments.
@@ -67,39 +79,94 @@ pub(crate) fn serve<R: Runtime>(
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    layers: Layers,
 ) -> impl Future<Output = ()> + Send + 'static {
-    match tls {
-        None => Either::Left(run(shared, conn, peer, false, stream)),
-        // On the heap: the handshake and the TLS stream are several KiB, which a plain
-        // connection's task should not carry.
-        Some(acceptor) => Either::Right(Box::pin(serve_tls(shared, conn, stream, peer, acceptor))),
+    match layers {
+        Layers {
+            tls: None,
+            websocket: None,
+        } => Either::Left(run(shared, conn, peer, false, stream)),
+        // On the heap: the handshake, the TLS stream and the WebSocket are several KiB, which
+        // a plain connection's task should not carry.
+        layers => Either::Right(Box::pin(serve_layered(shared, conn, stream, peer, layers))),
     }
 }
 
-/// The TLS handshake, then the connection loop over the TLS stream.
-async fn serve_tls<R: Runtime>(
+/// The TLS handshake and the WebSocket upgrade, as configured and together within the connect
+/// timeout, then the connection loop over what they made.
+async fn serve_layered<R: Runtime>(
     shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    layers: Layers,
 ) {
+    let deadline = Instant::now() + shared.server.connect_timeout;
+    let max_packet_size = shared.server.max_packet_size;
+    match (layers.tls, layers.websocket) {
+        (Some(acceptor), websocket) => {
+            let handshake = acceptor.accept(stream);
+            let Some(stream) =
+                before_mqtt(&shared, conn, peer, deadline, "TLS handshake", handshake).await
+            else {
+                return;
+            };
+            match websocket {
+                None => run(shared, conn, peer, true, stream).await,
+                Some(path) => {
+                    let upgrade = websocket::accept(stream, &path, max_packet_size);
+                    let Some(stream) =
+                        before_mqtt(&shared, conn, peer, deadline, "WebSocket upgrade", upgrade)
+                            .await
+                    else {
+                        return;
+                    };
+                    run(shared, conn, peer, true, stream).await;
+                }
+            }
+        }
+        (None, Some(path)) => {
+            let upgrade = websocket::accept(stream, &path, max_packet_size);
+            let Some(stream) =
+                before_mqtt(&shared, conn, peer, deadline, "WebSocket upgrade", upgrade).await
+            else {
+                return;
+            };
+            run(shared, conn, peer, false, stream).await;
+        }
+        (None, None) => run(shared, conn, peer, false, stream).await,
+    }
+}
+
+/// Runs `step` (a TLS handshake or a WebSocket upgrade) until `deadline`, unless the broker
+/// stops first; `None` (logged, naming `what`) when it failed, took too long or was abandoned.
+async fn before_mqtt<R: Runtime, T, E: std::fmt::Display>(
+    shared: &ConnectionShared<R>,
+    conn: ConnId,
+    peer: SocketAddr,
+    deadline: Instant,
+    what: &'static str,
+    step: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
     let mut stop = shared.stop.clone();
-    let handshake_deadline = Instant::now() + shared.server.connect_timeout;
-    let handshake = timeout_at(&shared.runtime, handshake_deadline, acceptor.accept(stream));
-    let stream = tokio_sync::select! {
-        done = handshake => match done {
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => return info!(conn = conn.0, %peer, %error, "TLS handshake failed"),
-            None => return info!(conn = conn.0, %peer, "TLS handshake not done within the connect timeout"),
+    let step = timeout_at(&shared.runtime, deadline, step);
+    tokio_sync::select! {
+        done = step => match done {
+            Some(Ok(stream)) => Some(stream),
+            Some(Err(error)) => {
+                info!(conn = conn.0, %peer, %error, "{what} failed");
+                None
+            }
+            None => {
+                info!(conn = conn.0, %peer, "{what} not done within the connect timeout");
+                None
+            }
         },
         () = stopped(&mut stop) => {
-            return debug!(conn = conn.0, %peer, "TLS handshake abandoned: the broker is stopping");
+            debug!(conn = conn.0, %peer, "{what} abandoned: the broker is stopping");
+            None
         }
-    };
-    drop(stop);
-    run(shared, conn, peer, true, stream).await;
+    }
 }
 
 /// Tells the hub that a connection's task ended without its close reaching the hub (the task

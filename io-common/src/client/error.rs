@@ -51,6 +51,15 @@ pub enum ConnectError {
         /// What rustls said.
         source: io::Error,
     },
+    /// The WebSocket upgrade failed: the broker answered with an HTTP error (a wrong path, no
+    /// WebSocket on that port), chose no MQTT subprotocol, or broke the handshake.
+    #[error("the WebSocket upgrade at {url} failed: {reason}")]
+    WebSocketUpgrade {
+        /// `ws://host:port/path` or `wss://…`.
+        url: String,
+        /// What the broker answered, or what was wrong with it.
+        reason: String,
+    },
     /// The broker refused the CONNECT: 4 for a malformed user name or password, 5 for an
     /// unknown device or a wrong signature.
     #[error("the broker refused the connection: {0}")]

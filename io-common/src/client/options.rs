@@ -294,6 +294,10 @@ pub struct ClientOptions {
     pub port: u16,
     /// TLS, or plain TCP when `None`.
     pub tls: Option<TlsOptions>,
+    /// MQTT over WebSocket at this request path (e.g. `/mqtt`; `ws://`, or `wss://` with
+    /// [`tls`](Self::tls)), or MQTT straight over the stream when `None` (the default). See
+    /// [`with_websocket`](Self::with_websocket).
+    pub websocket: Option<String>,
     /// How the client logs in.
     pub login: Login,
     /// MQTT 3.1.1 (default) or 3.1.
@@ -351,6 +355,7 @@ impl ClientOptions {
             host: host.into(),
             port,
             tls: None,
+            websocket: None,
             login,
             protocol: ProtocolVersion::V3_1_1,
             clean_session: true,
@@ -394,6 +399,26 @@ impl ClientOptions {
     /// The same options over TLS.
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The same options over WebSocket: the HTTP upgrade at `path` (`/mqtt` on aliot's
+    /// WebSocket listeners unless configured otherwise) with the subprotocol `mqtt`, then
+    /// MQTT in binary messages; `wss://` when TLS is set too.
+    ///
+    /// ```
+    /// use aliot_auth::{DeviceIdentity, DeviceSecret};
+    /// use aliot_io::client::{ClientOptions, Login};
+    ///
+    /// let identity = DeviceIdentity::new("a1TestPK001", "dev-001");
+    /// let secret = DeviceSecret::new("0123456789abcdef0123456789abcdef");
+    /// // ws://127.0.0.1:8083/mqtt
+    /// let options = ClientOptions::new("127.0.0.1", 8083, Login::device(identity, secret))
+    ///     .with_websocket("/mqtt");
+    /// assert_eq!(options.websocket.as_deref(), Some("/mqtt"));
+    /// ```
+    pub fn with_websocket(mut self, path: impl Into<String>) -> Self {
+        self.websocket = Some(path.into());
         self
     }
 

@@ -1,20 +1,26 @@
-//! Opening the byte stream to the broker: TCP, then TLS when configured.
+//! Opening the byte stream to the broker: TCP, then TLS when configured, then the WebSocket
+//! upgrade when configured.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_tungstenite::tungstenite::Error as WsError;
+use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+use async_tungstenite::tungstenite::http::HeaderValue;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
 use crate::runtime::{Runtime, timeout_at};
+use crate::websocket::{self, WebSocketBytes};
 
 use super::error::ConnectError;
 use super::options::ClientOptions;
 
-/// A byte stream to the broker: plain TCP or TLS over TCP.
+/// A byte stream to the broker: plain TCP or TLS over TCP, and MQTT over WebSocket over
+/// either.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -29,6 +35,10 @@ pub(crate) struct Dialer<R: Runtime> {
     /// `host:port` as the errors show it.
     address: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// `ws://host:port/path` or `wss://…`, when MQTT goes over WebSocket.
+    websocket_url: Option<String>,
+    /// The largest MQTT packet, which bounds the WebSocket messages taken.
+    max_packet_size: usize,
     timeout: Duration,
 }
 
@@ -58,12 +68,19 @@ impl<R: Runtime> Dialer<R> {
                 Some((TlsConnector::from(Arc::new(config)), server_name))
             }
         };
+        let websocket_url = options.websocket.as_ref().map(|path| {
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let slash = if path.starts_with('/') { "" } else { "/" };
+            format!("{scheme}://{address}{slash}{path}")
+        });
         Ok(Dialer {
             runtime,
             host: options.host.clone(),
             port: options.port,
             address,
             tls,
+            websocket_url,
+            max_packet_size: options.max_packet_size,
             timeout: options.connect_timeout,
         })
     }
@@ -73,7 +90,8 @@ impl<R: Runtime> Dialer<R> {
         self.tls.is_some()
     }
 
-    /// Opens a stream: TCP connect and TLS handshake, together within the connect timeout.
+    /// Opens a stream: TCP connect, TLS handshake and WebSocket upgrade, together within the
+    /// connect timeout.
     pub(crate) fn dial(self: &Arc<Self>) -> Dialing {
         let dialer = Arc::clone(self);
         Box::pin(async move {
@@ -99,15 +117,64 @@ impl<R: Runtime> Dialer<R> {
                 address: self.address.clone(),
                 source,
             })?;
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
-                Ok(stream) => Ok(Box::new(stream)),
-                Err(source) => Err(ConnectError::TlsHandshake {
-                    address: self.address.clone(),
-                    source,
-                }),
+                Ok(stream) => Box::new(stream),
+                Err(source) => {
+                    return Err(ConnectError::TlsHandshake {
+                        address: self.address.clone(),
+                        source,
+                    });
+                }
             },
+        };
+        match &self.websocket_url {
+            None => Ok(stream),
+            Some(url) => self.upgrade(stream, url).await,
         }
+    }
+
+    /// The WebSocket upgrade at `url`, asking for the subprotocol `mqtt` (tungstenite checks
+    /// that the broker chose it).
+    async fn upgrade(&self, stream: Box<dyn Io>, url: &str) -> Result<Box<dyn Io>, ConnectError> {
+        let failed = |reason: String| ConnectError::WebSocketUpgrade {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut request = url
+            .into_client_request()
+            .map_err(|error| failed(describe(error)))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+        let config = websocket::config(self.max_packet_size);
+        let (socket, _response) =
+            async_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(|error| failed(describe(error)))?;
+        Ok(Box::new(WebSocketBytes::new(socket)))
+    }
+}
+
+/// A failed WebSocket handshake in words: an HTTP error answer with its status and body (the
+/// broker says there why it refused), anything else as tungstenite puts it.
+fn describe(error: WsError) -> String {
+    match error {
+        WsError::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let body = body.trim();
+            if body.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {body}")
+            }
+        }
+        other => other.to_string(),
     }
 }

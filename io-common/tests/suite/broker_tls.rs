@@ -100,6 +100,7 @@ pub async fn devices_connect_over_tls_1_3_and_1_2<R: Runtime>() {
     config.listeners.push(ListenerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls: Some(tls),
+        websocket: None,
     });
     let (broker, tcp_addr) = start::<R>(config).await;
     let addrs = broker.listener_addrs();

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_core::PlatformAuthenticator;
-use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_io::Runtime;
 use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig, tls_config};
 use aliot_io::client::{Client, ClientOptions, ConnectError, TlsOptions};
-use bytes::Bytes;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::support::*;
@@ -29,6 +27,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         listeners: vec![ListenerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
+            websocket: None,
         }],
         server: Default::default(),
         hub: Default::default(),
@@ -60,38 +59,7 @@ pub async fn a_device_works_over_tls<R: Runtime>() {
     )
     .await
     .expect("the handshake and CONNECT succeed");
-    let messages = client.messages();
-    let codes = client
-        .subscribe(&[
-            (filter(&broadcast("#")), QoS::AtLeastOnce),
-            (filter(&rrpc_requests(1)), QoS::AtMostOnce),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        codes,
-        [
-            SubAckReturnCode::Success(QoS::AtLeastOnce),
-            SubAckReturnCode::Success(QoS::AtMostOnce)
-        ]
-    );
-    let id = client
-        .publish(topic(&broadcast("tls")), "sealed", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    assert!(id.is_some());
-    let message = next_message::<R>(&messages).await;
-    assert_eq!(message.payload, Bytes::from_static(b"sealed"));
-
-    client.on_rrpc(|request| request.payload.clone());
-    rrpc_answered::<R>(&broker.handle(), 1, "over tls", "over tls").await;
-
-    drop(client);
-    let stats = wait_for_stats::<R>(&broker.handle(), "the close", |stats| {
-        stats.connections == 0
-    })
-    .await;
-    assert_eq!(stats.counters.closed.client_disconnected, 1);
+    device_round_trip(&broker, client, "tls", b"sealed").await;
     broker.shutdown().await;
 }
 

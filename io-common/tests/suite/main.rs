@@ -14,6 +14,7 @@ mod client_things;
 mod client_tls;
 mod cross_runtime;
 mod support;
+mod websocket;
 
 use std::future::Future;
 
@@ -141,5 +142,11 @@ on_both_runtimes! {
         an_untrusted_certificate_fails_the_handshake,
         a_name_mismatch_fails_the_handshake,
         plain_tcp_to_a_tls_listener_gets_no_connack,
+    }
+    websocket {
+        a_device_works_over_websocket,
+        a_device_works_over_websocket_with_tls,
+        what_is_not_a_websocket_upgrade_gets_an_http_error,
+        a_connection_that_never_upgrades_is_closed_at_the_connect_deadline,
     }
 }

@@ -24,14 +24,16 @@ use aliot_core::PlatformAuthenticator;
 use aliot_core::client::{Backoff, Jitter};
 use aliot_core::codec::{
     ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubAck, Publish, PublishQos, QoS,
-    SubAck, Subscribe, Utf8Bytes,
+    SubAck, SubAckReturnCode, Subscribe, Utf8Bytes,
 };
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
 use aliot_io::broker::{
     Broker, BrokerConfig, BrokerHandle, ListenerConfig, RrpcError, RrpcReply, Stats,
 };
-use aliot_io::client::{ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages};
+use aliot_io::client::{
+    Client, ClientOptions, ConnectionEvent, Events, IncomingMessage, Login, Messages,
+};
 use aliot_io::runtime::{sleep, timeout_at};
 use aliot_topic::{Permission, ProductCategories, TopicFilter, TopicLimits, TopicName};
 use bytes::{Bytes, BytesMut};
@@ -102,7 +104,7 @@ pub fn config(open_mode: bool) -> BrokerConfig {
 pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
     let authenticator = PlatformAuthenticator::new(registry()).with_open_mode(open_mode);
     BrokerConfig {
-        listeners: vec![ListenerConfig { bind, tls: None }],
+        listeners: vec![ListenerConfig::tcp(bind)],
         server: Default::default(),
         hub: Default::default(),
         authenticator: Arc::new(authenticator),
@@ -739,4 +741,52 @@ pub async fn reconnect_failed<R: Runtime>(events: &mut Events) -> ConnectionEven
         matches!(event, ConnectionEvent::ReconnectFailed { .. })
     })
     .await
+}
+
+/// Device 1's round trip, whatever its transport (`label` names it in the topic and the RRPC
+/// call): subscribes, publishes `payload` at QoS 1 to itself and receives it, answers an RRPC
+/// call, disconnects, and the broker counts the close as the client's.
+pub async fn device_round_trip<R: Runtime>(
+    broker: &Broker<R>,
+    client: Client<R>,
+    label: &str,
+    payload: &[u8],
+) {
+    let messages = client.messages();
+    let codes = client
+        .subscribe(&[
+            (filter(&broadcast("#")), QoS::AtLeastOnce),
+            (filter(&rrpc_requests(1)), QoS::AtMostOnce),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        codes,
+        [
+            SubAckReturnCode::Success(QoS::AtLeastOnce),
+            SubAckReturnCode::Success(QoS::AtMostOnce)
+        ]
+    );
+    let id = client
+        .publish(
+            topic(&broadcast(label)),
+            Bytes::copy_from_slice(payload),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    assert!(id.is_some(), "a QoS 1 publish is acknowledged");
+    let message = next_message::<R>(&messages).await;
+    assert_eq!(message.payload, payload);
+
+    client.on_rrpc(|request| request.payload.clone());
+    let call = format!("over {label}");
+    rrpc_answered::<R>(&broker.handle(), 1, call.clone(), call).await;
+
+    drop(client);
+    let stats = wait_for_stats::<R>(&broker.handle(), "the close", |stats| {
+        stats.connections == 0
+    })
+    .await;
+    assert_eq!(stats.counters.closed.client_disconnected, 1);
 }

@@ -286,11 +286,19 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
         _ => println!("aliot: in memory only: sessions and queued messages end with the broker"),
     }
     let listeners = broker.listener_addrs();
-    for (addr, tls) in &listeners {
-        println!(
-            "aliot: listening for MQTT on {addr} ({})",
-            if *tls { "TLS" } else { "TCP" }
-        );
+    for listener in broker.listeners() {
+        let addr = listener.addr;
+        match (&listener.websocket_path, listener.tls) {
+            (None, tls) => println!(
+                "aliot: listening for MQTT on {addr} ({})",
+                if tls { "TLS" } else { "TCP" }
+            ),
+            (Some(_), tls) => println!(
+                "aliot: listening for MQTT on {addr} (WebSocket{}, {})",
+                if tls { " over TLS" } else { "" },
+                listener.url()
+            ),
+        }
     }
     if let Some(addr) = api_addr {
         println!("aliot: HTTP API on http://{addr}");

@@ -1,0 +1,136 @@
+//! MQTT over WebSocket (MQTT 3.1.1 §6): the byte stream both ends run the MQTT loop on.
+//!
+//! After the HTTP upgrade (the broker's side is in `broker::websocket`, the client's in
+//! `client::transport`), MQTT travels in binary WebSocket messages. The MQTT loops want a byte
+//! stream, so [`WebSocketBytes`] turns the messages back into one: a read hands out the bytes
+//! of the binary messages in order, whatever their boundaries (a message may carry part of an
+//! MQTT packet or several packets, §6 says both are allowed); a write sends its bytes as one
+//! binary message. The framing, masking, control frames (ping, pong, close) and their limits
+//! are tungstenite's, through async-tungstenite on futures-io streams, so any runtime serves.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::{Sink as _, Stream as _};
+
+/// The WebSocket subprotocols of MQTT, in the order the broker prefers them: `mqtt` (MQTT
+/// 3.1.1 §6) and `mqttv3.1`, which MQTT 3.1 clients (MQTT.js with `protocolVersion: 3`, for
+/// one) ask for.
+pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Bytes of a WebSocket message the receiver takes at most beyond the largest MQTT packet it
+/// accepts: a message may carry several small packets after a large one, and the MQTT loop
+/// enforces the packet limit itself.
+const MESSAGE_SLACK: usize = 64 * 1024;
+
+/// Bytes tungstenite reads from the socket at a time. Its read buffer is allocated when the
+/// stream is made and kept for the connection's life, so it is small: an idle connection holds
+/// it. A longer frame grows it for as long as that frame takes.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The tungstenite limits for an MQTT stream whose packets are at most `max_packet_size`.
+pub(crate) fn config(max_packet_size: usize) -> WebSocketConfig {
+    let max_message = max_packet_size.saturating_add(MESSAGE_SLACK);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Every write is one whole message, already gathered by the MQTT loop: send it as it
+        // comes rather than buffer it further.
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+/// A WebSocket connection as a byte stream of MQTT: see the [module docs](self).
+///
+/// A text message, which MQTT does not use, ends the stream with an `InvalidData` error; a
+/// close message ends it like the end of a TCP stream.
+pub(crate) struct WebSocketBytes<S> {
+    socket: WebSocketStream<S>,
+    /// What is left of the binary message being read.
+    unread: Bytes,
+}
+
+impl<S> WebSocketBytes<S> {
+    /// The byte stream of a WebSocket whose handshake is done.
+    pub(crate) fn new(socket: WebSocketStream<S>) -> Self {
+        WebSocketBytes {
+            socket,
+            unread: Bytes::new(),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WebSocketBytes<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        while this.unread.is_empty() {
+            match ready!(Pin::new(&mut this.socket).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(0)),
+                Some(Ok(Message::Binary(data))) => this.unread = data,
+                // Answered by tungstenite itself (a ping's pong goes out with the next write
+                // or flush).
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a text WebSocket message: MQTT travels in binary messages only",
+                    )));
+                }
+                Some(Err(error)) => return Poll::Ready(Err(io_error(error))),
+            }
+        }
+        let n = buf.len().min(this.unread.len());
+        let data = this.unread.split_to(n);
+        buf[..n].copy_from_slice(&data);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WebSocketBytes<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let socket = &mut self.get_mut().socket;
+        ready!(Pin::new(&mut *socket).poll_ready(cx)).map_err(io_error)?;
+        Pin::new(socket)
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(io_error)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket)
+            .poll_flush(cx)
+            .map_err(io_error)
+    }
+
+    /// Sends a close message and flushes it; the socket itself closes when the stream is
+    /// dropped (after the peer's close message was read, when the caller reads on).
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().socket)
+            .poll_close(cx)
+            .map_err(io_error)
+    }
+}
+
+/// A tungstenite error as the I/O error a byte stream would give.
+fn io_error(error: WsError) -> io::Error {
+    match error {
+        WsError::Io(error) => error,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::NotConnected, "the WebSocket is closed")
+        }
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
