@@ -68,6 +68,7 @@ extern crate alloc;
 mod client_id;
 mod consumer;
 mod identity;
+mod psk;
 mod registration;
 mod registry;
 mod sign;
@@ -82,6 +83,7 @@ pub use consumer::{
     ConsumerLogin, ConsumerLoginError, MAX_CONSUMER_CLIENT_ID, consumer_password_digest,
 };
 pub use identity::{DeviceIdentity, DeviceSecret};
+pub use psk::{PskIdentity, PskIdentityError, PskKey};
 pub use registration::{
     AUTH_TYPE_KEY, AuthType, RANDOM_KEY, RegistrationKind, RegistrationRefused,
     RegistrationRequest, registration_sign,

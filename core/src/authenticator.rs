@@ -5,11 +5,12 @@
 //! SPEC §1; another scheme (ID², a certificate per device) is another implementation.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use core::fmt;
 
 use aliot_auth::{
-    AuthError, ConnectFields, DeviceIdentity, DeviceRegistry, RefusalCode, RegistrationRefused,
-    VerifyOptions,
+    AuthError, ConnectFields, DeviceIdentity, DeviceRegistry, PskIdentity, PskKey, RefusalCode,
+    RegistrationRefused, VerifyOptions,
 };
 use aliot_topic::Acl;
 
@@ -72,7 +73,7 @@ pub struct ClientFeatures {
 }
 
 /// Facts about the connection that are not in the CONNECT packet, supplied by the adapter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuthContext {
     /// Wall-clock time in milliseconds since the Unix epoch when the connection was accepted,
     /// for the optional timestamp skew check; `None` when the caller has no wall clock.
@@ -82,6 +83,10 @@ pub struct AuthContext {
     /// The client's address, as the transport sees it (the `clientIp` of its status
     /// messages); `None` when the caller does not know it.
     pub client_ip: Option<core::net::IpAddr>,
+    /// The device a TLS-PSK handshake named and proved ([`Authenticator::psk_key`]): the
+    /// CONNECT on top must be that device's own, or it is refused. `None` on other
+    /// transports.
+    pub psk_device: Option<Arc<DeviceIdentity>>,
 }
 
 /// Why a CONNECT was refused: the CONNACK code the device gets, and the reason for the log.
@@ -114,6 +119,9 @@ pub enum RefusalReason {
     /// A dynamic registration was refused.
     #[error("dynamic registration refused: {0}")]
     Registration(RegistrationRefused),
+    /// The CONNECT on a TLS-PSK connection is not of the device the handshake named.
+    #[error("the CONNECT is not of {0}, whose pre-shared key the TLS handshake used")]
+    NotThePskDevice(Arc<DeviceIdentity>),
 }
 
 impl Refusal {
@@ -156,6 +164,14 @@ pub trait Authenticator {
     /// `None` when this authenticator cannot tell (the default).
     fn knows_device(&self, device: &DeviceIdentity) -> Option<bool> {
         let _ = device;
+        None
+    }
+
+    /// The TLS-PSK key of the device a PSK identity names (PLATFORM-PROTOCOLS §7), for the
+    /// handshake of a PSK listener: `None` refuses the handshake (an identity that is not the
+    /// platform's, an unknown device, or an authenticator without secrets; the default).
+    fn psk_key(&self, identity: &PskIdentity) -> Option<PskKey> {
+        let _ = identity;
         None
     }
 
@@ -211,6 +227,13 @@ impl<R: DeviceRegistry> PlatformAuthenticator<R> {
 }
 
 impl<R: DeviceRegistry> Authenticator for PlatformAuthenticator<R> {
+    fn psk_key(&self, identity: &PskIdentity) -> Option<PskKey> {
+        let device = &identity.device;
+        self.registry
+            .lookup(&device.product_key, &device.device_name)
+            .map(|record| identity.key(&record.secret))
+    }
+
     fn knows_device(&self, device: &DeviceIdentity) -> Option<bool> {
         Some(
             self.registry

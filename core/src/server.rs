@@ -870,6 +870,17 @@ impl Connection {
             Ok(authenticated) => authenticated,
             Err(refusal) => return self.refuse(refusal),
         };
+        // TLS-PSK proved a device in the handshake: the CONNECT must be that device's.
+        if let Some(psk_device) = &self.context.psk_device {
+            let same =
+                matches!(&authenticated.key, ClientKey::Device(device) if device == &**psk_device);
+            if !same {
+                return self.refuse(profile_refusal(
+                    ConnectReturnCode::NotAuthorized,
+                    RefusalReason::NotThePskDevice(Arc::clone(psk_device)),
+                ));
+            }
+        }
         if authenticated.key == ClientKey::Anonymous && !connect.clean_session {
             return self.refuse(profile_refusal(
                 ConnectReturnCode::IdentifierRejected,

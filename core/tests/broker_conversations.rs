@@ -4,6 +4,7 @@
 mod support;
 
 use std::num::NonZeroU16;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_core::ClientKey;
@@ -46,6 +47,36 @@ fn a_signed_device_connects_and_gets_a_fresh_session() {
     assert!(!broker.is_closed(conn));
     assert!(broker.hub.is_online(&identity("dev-1")));
     assert_eq!(broker.hub.counters().connections_accepted, 1);
+}
+
+#[test]
+fn over_tls_psk_only_the_device_the_handshake_named_may_connect() {
+    let mut broker = Broker::new(&["dev-1", "dev-2"]);
+    // The handshake's key: the registry's device, derived from its secret; none for a
+    // stranger.
+    let named = aliot_auth::PskIdentity::new(identity("dev-1"), "2524608000000");
+    let key = broker
+        .authenticator()
+        .psk_key(&named)
+        .expect("a known device");
+    assert_eq!(key, named.key(&secret("dev-1")));
+    let stranger = aliot_auth::PskIdentity::new(identity("dev-9"), "2524608000000");
+    assert!(broker.authenticator().psk_key(&stranger).is_none());
+
+    broker.tls = true;
+    broker.psk_device = Some(Arc::new(identity("dev-1")));
+    let (conn, _) = broker.connect_device("dev-1", true);
+    assert!(!broker.is_closed(conn));
+
+    // Another device's signed CONNECT over dev-1's handshake.
+    let other = broker.accept();
+    broker.send(other, Packet::from(signed_connect("dev-2", true, 60)));
+    let ack = connack(&broker.output(other));
+    assert_eq!(ack.code, ConnectReturnCode::NotAuthorized);
+    assert!(broker.is_closed(other));
+    let reason = broker.close_reason(other).unwrap().to_string();
+    assert!(reason.contains("pre-shared key"), "{reason}");
+    assert!(!broker.hub.is_online(&identity("dev-2")));
 }
 
 fn refused_with(connect_bytes: &[u8]) -> (ConnectReturnCode, String) {

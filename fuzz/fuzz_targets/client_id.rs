@@ -1,8 +1,10 @@
-//! `ClientId::parse` on arbitrary bytes (decoded lossily as UTF-8): it never panics, and what
-//! it accepts formats to text that parses back to the same value.
+//! The identities a device sends before it is authenticated, on arbitrary bytes:
+//! `ClientId::parse` (decoded lossily as UTF-8) and `PskIdentity::parse` (the TLS-PSK identity
+//! of the handshake, raw). Neither panics, and what each accepts formats to text that parses
+//! back to the same value.
 #![no_main]
 
-use aliot_auth::ClientId;
+use aliot_auth::{ClientId, PskIdentity};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,5 +17,11 @@ fuzz_target!(|data: &[u8]| {
             Ok(&parsed),
             "{text:?} formatted as {formatted:?}"
         );
+    }
+    // A PSK identity comes as bytes from the TLS handshake.
+    if let Ok(identity) = PskIdentity::parse(data) {
+        let formatted = identity.to_string();
+        assert_eq!(formatted.as_bytes(), data, "a PSK identity formats back to its bytes");
+        assert_eq!(PskIdentity::parse(formatted.as_bytes()).as_ref(), Ok(&identity));
     }
 });

@@ -65,6 +65,8 @@ mod connection;
 mod handle;
 mod hub_task;
 mod mailbox;
+#[cfg(feature = "openssl")]
+mod openssl_tls;
 mod store_writer;
 mod tls;
 mod websocket;
@@ -72,6 +74,7 @@ mod websocket;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -87,12 +90,13 @@ use tracing::{info, warn};
 
 pub use handle::{
     BrokerHandle, BrokerStopped, GroupConsumer, RrpcError, RrpcReply, ServiceError, Stats,
-    StoreStats,
+    StoreStats, TransportStats,
 };
 pub use hub_task::ConsumerDelivery;
 pub use tls::{TlsConfigError, load_tls_config, tls_config};
 
 use self::connection::{ConnectionShared, Layers};
+use self::handle::TransportCounters;
 use self::hub_task::HubTask;
 use self::store_writer::StoreWriter;
 use crate::registry::Registry;
@@ -181,9 +185,13 @@ pub struct ListenerConfig {
     pub bind: SocketAddr,
     /// TLS on this listener, e.g. from [`load_tls_config`]; plain TCP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// MQTT over WebSocket (over TLS when [`tls`](Self::tls) is set: `wss`) at this path;
-    /// MQTT straight on the stream when `None`.
+    /// MQTT over WebSocket (over TLS when [`tls`](Self::tls) or [`openssl`](Self::openssl)
+    /// is set: `wss`) at this path; MQTT straight on the stream when `None`.
     pub websocket: Option<WebSocketListener>,
+    /// TLS through OpenSSL instead of rustls: TLS-PSK, or certificates with TLS 1.0 and 1.1
+    /// allowed (feature `openssl`; without it the broker refuses to start such a listener).
+    /// Not with [`tls`](Self::tls).
+    pub openssl: Option<OpenSslTls>,
 }
 
 impl ListenerConfig {
@@ -193,7 +201,81 @@ impl ListenerConfig {
             bind,
             tls: None,
             websocket: None,
+            openssl: None,
         }
+    }
+
+    /// Whether the listener speaks TLS, through rustls or OpenSSL.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some() || self.openssl.is_some()
+    }
+}
+
+/// A listener's TLS through OpenSSL ([`ListenerConfig::openssl`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpenSslTls {
+    /// TLS-PSK, the platform's "TCP plus symmetric encryption" (PLATFORM-PROTOCOLS §7): TLS
+    /// 1.2 with `TLS_PSK_WITH_AES_128_CBC_SHA` only, no certificate; the identity names the
+    /// device and the key is derived from its secret (`aliot_auth::PskIdentity`). An unknown
+    /// identity is refused in the handshake (and counted); the CONNECT that follows must be
+    /// the same device's, signed as usual.
+    Psk,
+    /// Certificate TLS from `min_version` up to 1.3, for fleets whose firmware speaks nothing
+    /// newer than TLS 1.0 or 1.1 (deprecated by RFC 8996; a warning at start, and each such
+    /// handshake logged and counted by version).
+    Legacy {
+        /// The PEM certificate chain.
+        cert: PathBuf,
+        /// The PEM private key.
+        key: PathBuf,
+        /// The oldest version accepted.
+        min_version: LegacyTlsVersion,
+    },
+}
+
+/// The oldest TLS version a legacy listener accepts ([`OpenSslTls::Legacy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyTlsVersion {
+    /// TLS 1.0 (and 1.1, 1.2, 1.3).
+    Tls1_0,
+    /// TLS 1.1 (and 1.2, 1.3).
+    Tls1_1,
+}
+
+impl std::fmt::Display for LegacyTlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LegacyTlsVersion::Tls1_0 => "1.0",
+            LegacyTlsVersion::Tls1_1 => "1.1",
+        })
+    }
+}
+
+/// The cipher suite of TLS-PSK listeners and the client's TLS-PSK, as IANA names it.
+pub const PSK_CIPHER_SUITE: &str = "TLS_PSK_WITH_AES_128_CBC_SHA";
+
+/// Whether this build has OpenSSL's listeners ([`ListenerConfig::openssl`]) and the device
+/// client's TLS-PSK: the cargo feature `openssl`.
+pub const OPENSSL_AVAILABLE: bool = cfg!(feature = "openssl");
+
+/// Checks what an OpenSSL listener needs before the broker starts: that this build has
+/// OpenSSL, and that a legacy listener's certificate and key load.
+pub fn check_openssl_tls(tls: &OpenSslTls) -> Result<(), BrokerError> {
+    #[cfg(feature = "openssl")]
+    {
+        match tls {
+            OpenSslTls::Psk => Ok(()),
+            OpenSslTls::Legacy {
+                cert,
+                key,
+                min_version,
+            } => openssl_tls::check_legacy(cert, key, *min_version).map_err(BrokerError::OpenSsl),
+        }
+    }
+    #[cfg(not(feature = "openssl"))]
+    {
+        let _ = tls;
+        Err(BrokerError::OpenSslUnavailable)
     }
 }
 
@@ -229,8 +311,12 @@ impl Default for WebSocketListener {
 pub struct BoundListener {
     /// The address bound (port 0 resolved).
     pub addr: SocketAddr,
-    /// Whether it speaks TLS.
+    /// Whether it speaks TLS (rustls, or OpenSSL's TLS-PSK or legacy versions).
     pub tls: bool,
+    /// Whether its TLS is TLS-PSK.
+    pub psk: bool,
+    /// The oldest TLS version it accepts, when below 1.2.
+    pub legacy_tls: Option<LegacyTlsVersion>,
     /// The WebSocket path, when it takes MQTT over WebSocket.
     pub websocket_path: Option<String>,
 }
@@ -265,6 +351,18 @@ pub enum BrokerError {
     /// The store's writer thread could not be started.
     #[error("cannot start the store's writer thread: {0}")]
     StoreThread(io::Error),
+    /// A listener has both `tls` (rustls) and `openssl`.
+    #[error("the listener on {0} has both rustls and OpenSSL TLS: give it one")]
+    TwoTlsStacks(SocketAddr),
+    /// A listener needs OpenSSL and this build has none.
+    #[error(
+        "TLS-PSK and TLS before 1.2 need OpenSSL, and this build of aliot has none: build it with the cargo feature `openssl`"
+    )]
+    OpenSslUnavailable,
+    /// OpenSSL refused a listener's setup (a certificate or key it cannot load).
+    #[cfg(feature = "openssl")]
+    #[error(transparent)]
+    OpenSsl(#[from] openssl_tls::OpenSslSetupError),
 }
 
 /// A signal the broker raises once, when it stops accepting (or is dropped): what a service
@@ -321,9 +419,32 @@ impl<R: Runtime> Broker<R> {
 
     /// The same, on this runtime handle.
     pub async fn start_on(runtime: R, config: BrokerConfig) -> Result<Broker<R>, BrokerError> {
+        let cap = ConnectionCap::new(config.max_connections);
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let addr = listener.bind;
+            if listener.tls.is_some() && listener.openssl.is_some() {
+                return Err(BrokerError::TwoTlsStacks(addr));
+            }
+            if let Some(tls) = &listener.openssl {
+                check_openssl_tls(tls)?;
+            }
+            #[cfg(feature = "openssl")]
+            let openssl = match &listener.openssl {
+                Some(tls) => Some(openssl_tls::OpenSslAcceptor::new(
+                    tls,
+                    Arc::clone(&config.authenticator),
+                    Arc::clone(&cap.counters),
+                )?),
+                None => None,
+            };
+            if let Some(OpenSslTls::Legacy { min_version, .. }) = &listener.openssl {
+                warn!(
+                    %addr,
+                    %min_version,
+                    "the listener accepts TLS from {min_version}, deprecated by RFC 8996: keep it for devices that cannot be upgraded"
+                );
+            }
             let socket = runtime
                 .bind(addr)
                 .await
@@ -331,7 +452,13 @@ impl<R: Runtime> Broker<R> {
             let local = runtime
                 .local_addr(&socket)
                 .map_err(|source| BrokerError::BindListener { addr, source })?;
-            bound.push((socket, local, listener.clone()));
+            bound.push((
+                socket,
+                local,
+                listener.clone(),
+                #[cfg(feature = "openssl")]
+                openssl,
+            ));
         }
 
         let clock = Clock::start();
@@ -348,11 +475,10 @@ impl<R: Runtime> Broker<R> {
         let (stop_connections, stop_connections_rx) = watch::channel(false);
         let (stop_accepting, stop_accepting_rx) = watch::channel(false);
         let final_stats = Arc::new(Mutex::new(None));
-        let cap = ConnectionCap::new(config.max_connections);
         let handle = BrokerHandle::new(
             requests.clone(),
             Arc::clone(&final_stats),
-            Arc::clone(&cap.refused),
+            Arc::clone(&cap.counters),
             config.registry.clone(),
         );
 
@@ -387,9 +513,16 @@ impl<R: Runtime> Broker<R> {
         let (connection_sets_tx, connection_sets) = mpsc::unbounded_channel();
         let mut listeners = Vec::with_capacity(bound.len());
         let mut accept_tasks = Vec::with_capacity(bound.len());
-        for (socket, local, listener) in bound {
+        for bound_listener in bound {
+            #[cfg(feature = "openssl")]
+            let (socket, local, listener, openssl) = bound_listener;
+            #[cfg(not(feature = "openssl"))]
+            let (socket, local, listener) = bound_listener;
+            let is_tls = listener.is_tls();
             let layers = Layers {
                 tls: listener.tls.map(TlsAcceptor::from),
+                #[cfg(feature = "openssl")]
+                openssl,
                 websocket: listener
                     .websocket
                     .as_ref()
@@ -397,7 +530,12 @@ impl<R: Runtime> Broker<R> {
             };
             let bound = BoundListener {
                 addr: local,
-                tls: layers.tls.is_some(),
+                tls: is_tls,
+                psk: listener.openssl == Some(OpenSslTls::Psk),
+                legacy_tls: match &listener.openssl {
+                    Some(OpenSslTls::Legacy { min_version, .. }) => Some(*min_version),
+                    _ => None,
+                },
                 websocket_path: listener.websocket.map(|websocket| websocket.path),
             };
             info!(url = %bound.url(), "listening for MQTT");
@@ -541,9 +679,9 @@ impl<R: Runtime> Broker<R> {
 struct ConnectionCap {
     permits: Arc<Semaphore>,
     max: NonZeroUsize,
-    /// Connections closed at their accept because every permit was taken; the
-    /// [`BrokerHandle`] reads it.
-    refused: Arc<AtomicU64>,
+    /// Where connections closed at their accept because every permit was taken are counted
+    /// (with what the handshakes count); the [`BrokerHandle`] reads it.
+    counters: Arc<TransportCounters>,
 }
 
 impl ConnectionCap {
@@ -552,7 +690,7 @@ impl ConnectionCap {
             // A cap the semaphore cannot count to is no cap: no broker holds that many.
             permits: Arc::new(Semaphore::new(max.get().min(Semaphore::MAX_PERMITS))),
             max,
-            refused: Arc::new(AtomicU64::new(0)),
+            counters: Arc::new(TransportCounters::default()),
         }
     }
 
@@ -565,7 +703,7 @@ impl ConnectionCap {
         match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.counters.refused_at_cap.fetch_add(1, Ordering::Relaxed);
                 None
             }
         }

@@ -120,7 +120,8 @@ use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
 use crate::broker::{
-    BrokerConfig, ListenerConfig, TlsConfigError, WebSocketListener, load_tls_config,
+    BrokerConfig, BrokerError, LegacyTlsVersion, ListenerConfig, OpenSslTls, TlsConfigError,
+    WebSocketListener, check_openssl_tls, load_tls_config,
 };
 use crate::registry::{ConfiguredProduct, Registry};
 use crate::store::{Durability, StoreConfig, StoreLocation};
@@ -185,6 +186,8 @@ pub struct ListenerSettings {
     pub tls: Option<TlsSettings>,
     /// MQTT over WebSocket (`websocket = { path = "/mqtt" }`), or straight over the stream.
     pub websocket: Option<WebSocketListener>,
+    /// TLS-PSK (`psk = true`, through OpenSSL): no certificate.
+    pub psk: bool,
 }
 
 /// The `tls = { cert, key }` of a listener, loaded.
@@ -196,6 +199,9 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// The rustls configuration loaded from them.
     pub server_config: Arc<rustls::ServerConfig>,
+    /// `min_version = "1.0"` or `"1.1"`: the listener's TLS is OpenSSL's, from that version;
+    /// `None`: rustls, TLS 1.2 and 1.3.
+    pub legacy_min_version: Option<LegacyTlsVersion>,
 }
 
 /// The `[api]` table.
@@ -304,13 +310,31 @@ impl Config {
             listeners: self
                 .listeners
                 .iter()
-                .map(|listener| ListenerConfig {
-                    bind: listener.bind,
-                    tls: listener
-                        .tls
-                        .as_ref()
-                        .map(|tls| Arc::clone(&tls.server_config)),
-                    websocket: listener.websocket.clone(),
+                .map(|listener| {
+                    let legacy = listener.tls.as_ref().and_then(|tls| {
+                        tls.legacy_min_version
+                            .map(|min_version| OpenSslTls::Legacy {
+                                cert: tls.cert.clone(),
+                                key: tls.key.clone(),
+                                min_version,
+                            })
+                    });
+                    let openssl = match (listener.psk, legacy) {
+                        (true, _) => Some(OpenSslTls::Psk),
+                        (false, legacy) => legacy,
+                    };
+                    ListenerConfig {
+                        bind: listener.bind,
+                        tls: match &openssl {
+                            Some(_) => None,
+                            None => listener
+                                .tls
+                                .as_ref()
+                                .map(|tls| Arc::clone(&tls.server_config)),
+                        },
+                        websocket: listener.websocket.clone(),
+                        openssl,
+                    }
                 })
                 .collect(),
             server: self.server.clone(),
@@ -332,10 +356,19 @@ impl Config {
             };
             lines.push(match &listener.tls {
                 Some(tls) => format!(
-                    "MQTT listener {} ({websocket}TLS, certificate {}, key {})",
+                    "MQTT listener {} ({websocket}TLS {}, certificate {}, key {})",
                     listener.bind,
+                    match tls.legacy_min_version {
+                        Some(version) => format!("{version} to 1.3 (OpenSSL)"),
+                        None => "1.2 and 1.3".to_owned(),
+                    },
                     tls.cert.display(),
                     tls.key.display()
+                ),
+                None if listener.psk => format!(
+                    "MQTT listener {} ({websocket}TLS-PSK, {} with device keys)",
+                    listener.bind,
+                    crate::broker::PSK_CIPHER_SUITE
                 ),
                 None if listener.websocket.is_some() => {
                     format!("MQTT listener {} ({websocket}no TLS)", listener.bind)
@@ -490,6 +523,21 @@ pub enum ConfigProblem {
         /// What went wrong loading them.
         source: TlsConfigError,
     },
+    /// A `min_version` that is not `"1.0"`, `"1.1"` or `"1.2"`.
+    #[error("TLS min_version {0:?} is not \"1.0\", \"1.1\" or \"1.2\" (the default)")]
+    BadTlsVersion(String),
+    /// `min_version` below 1.2 where only rustls serves (the AMQP listener).
+    #[error("min_version {0} is for MQTT listeners only: this listener takes TLS 1.2 and 1.3")]
+    LegacyTlsNotHere(LegacyTlsVersion),
+    /// `psk = true` beside `tls`.
+    #[error(
+        "a TLS-PSK listener (psk = true) has no certificate: remove `tls`, or `psk` for certificate TLS"
+    )]
+    PskWithCertificate,
+    /// A listener that needs OpenSSL (`psk = true`, `min_version` below 1.2), and this build
+    /// has none, or OpenSSL cannot load its certificate and key.
+    #[error("{0}")]
+    OpenSsl(BrokerError),
     /// `[api] token = ""`.
     #[error("the API token is empty: give a token, or leave the key out for no token")]
     EmptyApiToken,
@@ -705,6 +753,7 @@ struct RawListener {
     bind: Spanned<String>,
     tls: Option<Spanned<RawTls>>,
     websocket: Option<RawWebSocket>,
+    psk: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -718,6 +767,7 @@ struct RawWebSocket {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
+    min_version: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -911,6 +961,21 @@ impl Checker<'_> {
                     ConfigProblem::DuplicateListener(bind),
                 ));
             }
+            let psk = match listener.psk {
+                Some(psk) if *psk.get_ref() => {
+                    if listener.tls.is_some() {
+                        return Err(self
+                            .source
+                            .error_at(&psk.span(), ConfigProblem::PskWithCertificate));
+                    }
+                    check_openssl_tls(&OpenSslTls::Psk).map_err(|error| {
+                        self.source
+                            .error_at(&psk.span(), ConfigProblem::OpenSsl(error))
+                    })?;
+                    true
+                }
+                _ => false,
+            };
             let tls = listener.tls.map(|tls| self.tls(tls)).transpose()?;
             let websocket = listener
                 .websocket
@@ -920,6 +985,7 @@ impl Checker<'_> {
                 bind,
                 tls,
                 websocket,
+                psk,
             });
         }
         Ok(listeners)
@@ -946,19 +1012,50 @@ impl Checker<'_> {
 
     fn tls(&self, tls: Spanned<RawTls>) -> Result<TlsSettings, ConfigError> {
         let span = tls.span();
-        let RawTls { cert, key } = tls.into_inner();
+        let RawTls {
+            cert,
+            key,
+            min_version,
+        } = tls.into_inner();
         let cert = self.base_dir.join(cert);
         let key = self.base_dir.join(key);
-        match load_tls_config(&cert, &key) {
-            Ok(server_config) => Ok(TlsSettings {
-                cert,
-                key,
-                server_config,
-            }),
-            Err(source) => Err(self
-                .source
-                .error_at(&span, ConfigProblem::Tls { cert, key, source })),
+        let legacy_min_version = match &min_version {
+            None => None,
+            Some(version) => match version.get_ref().as_str() {
+                "1.2" => None,
+                "1.1" => Some(LegacyTlsVersion::Tls1_1),
+                "1.0" => Some(LegacyTlsVersion::Tls1_0),
+                other => {
+                    return Err(self.source.error_at(
+                        &version.span(),
+                        ConfigProblem::BadTlsVersion(other.to_owned()),
+                    ));
+                }
+            },
+        };
+        let server_config = match load_tls_config(&cert, &key) {
+            Ok(server_config) => server_config,
+            Err(source) => {
+                return Err(self
+                    .source
+                    .error_at(&span, ConfigProblem::Tls { cert, key, source }));
+            }
+        };
+        if let Some(min_version) = legacy_min_version {
+            let legacy = OpenSslTls::Legacy {
+                cert: cert.clone(),
+                key: key.clone(),
+                min_version,
+            };
+            check_openssl_tls(&legacy)
+                .map_err(|error| self.source.error_at(&span, ConfigProblem::OpenSsl(error)))?;
         }
+        Ok(TlsSettings {
+            cert,
+            key,
+            server_config,
+            legacy_min_version,
+        })
     }
 
     fn api(&self, api: RawApi) -> Result<ApiSettings, ConfigError> {
@@ -983,7 +1080,15 @@ impl Checker<'_> {
             Some(bind) => self.bind(bind)?,
             None => DEFAULT_AMQP_BIND,
         };
+        let span = amqp.tls.as_ref().map(Spanned::span);
         let tls = amqp.tls.map(|tls| self.tls(tls)).transpose()?;
+        if let (Some(tls), Some(span)) = (&tls, span)
+            && let Some(version) = tls.legacy_min_version
+        {
+            return Err(self
+                .source
+                .error_at(&span, ConfigProblem::LegacyTlsNotHere(version)));
+        }
         Ok(AmqpSettings { bind, tls })
     }
 

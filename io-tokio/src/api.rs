@@ -76,7 +76,7 @@ use subtle::ConstantTimeEq;
 use tracing::{error, info};
 
 use crate::Tokio;
-use crate::broker::{Broker, BrokerHandle, BrokerStopped, RrpcError, Stats};
+use crate::broker::{Broker, BrokerHandle, BrokerStopped, RrpcError, Stats, TransportStats};
 
 mod openapi;
 mod registry;
@@ -825,12 +825,12 @@ fn belongs_to_product(topic: &str, product_key: &str) -> bool {
 async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Failure> {
     state.authorize(&headers)?;
     let stats = state.handle.stats().await;
-    let refused_at_cap = state.handle.connections_refused_at_cap();
+    let transport = state.handle.transport_stats();
     let registry = state.handle.registry().map(RegistryStats::of);
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        prometheus_text(&stats, refused_at_cap, registry.as_ref()),
+        prometheus_text(&stats, &transport, registry.as_ref()),
     )
         .into_response())
 }
@@ -860,9 +860,14 @@ fn label_refs(samples: &[(String, u64)]) -> Vec<(&str, u64)> {
         .collect()
 }
 
-/// Every counter of the hub and the gauges, the connections the accept loops refused at the
-/// cap, and the registry's counts, in Prometheus text format.
-fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&RegistryStats>) -> String {
+/// Every counter of the hub and the gauges, what the listeners counted before MQTT (refusals at
+/// the cap, TLS-PSK identities refused, legacy TLS handshakes), and the registry's counts, in
+/// Prometheus text format.
+fn prometheus_text(
+    stats: &Stats,
+    transport: &TransportStats,
+    registry: Option<&RegistryStats>,
+) -> String {
     // Destructured in full: a counter added to the hub does not compile until it is exported.
     let Counters {
         connections_accepted,
@@ -958,7 +963,22 @@ fn prometheus_text(stats: &Stats, refused_at_cap: u64, registry: Option<&Registr
         "aliot_connections_refused_at_cap_total",
         "counter",
         "Connections closed as soon as accepted, before their CONNECT, because the broker held limits.max_connections already.",
-        &[("", refused_at_cap)],
+        &[("", transport.refused_at_cap)],
+    );
+    family(
+        "aliot_psk_identities_refused_total",
+        "counter",
+        "TLS-PSK handshakes refused for their identity: not the platform's form, or no such device.",
+        &[("", transport.psk_identities_refused)],
+    );
+    family(
+        "aliot_legacy_tls_handshakes_total",
+        "counter",
+        "TLS handshakes below 1.2 accepted on listeners that allow them, by version.",
+        &[
+            ("version=\"1.0\"", transport.tls_1_0_handshakes),
+            ("version=\"1.1\"", transport.tls_1_1_handshakes),
+        ],
     );
     family(
         "aliot_connections_closed_total",
@@ -1288,7 +1308,15 @@ mod tests {
                 throttled: 0,
             },
         };
-        let text = prometheus_text(&stats, 9, Some(&registry));
+        let transport = TransportStats {
+            refused_at_cap: 9,
+            psk_identities_refused: 2,
+            tls_1_0_handshakes: 1,
+            tls_1_1_handshakes: 0,
+        };
+        let text = prometheus_text(&stats, &transport, Some(&registry));
+        assert!(text.contains("aliot_psk_identities_refused_total 2\n"));
+        assert!(text.contains("aliot_legacy_tls_handshakes_total{version=\"1.0\"} 1\n"));
         assert!(text.contains("aliot_registry_devices 5\n"));
         assert!(text.contains("aliot_dynamic_registrations_total{outcome=\"refused\"} 2\n"));
         assert!(text.contains("aliot_connections_refused_total{code=\"5\"} 3\n"));
@@ -1310,10 +1338,10 @@ mod tests {
                 assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
             }
         }
-        // 31 of the hub, 3 of the registry.
-        assert_eq!(declared.len(), 34);
+        // 31 of the hub and the listeners, 3 of the listeners' TLS, 3 of the registry.
+        assert_eq!(declared.len(), 36);
         stats.counters.gateway.dropped_with_gateway = 4;
-        let text = prometheus_text(&stats, 0, None);
+        let text = prometheus_text(&stats, &TransportStats::default(), None);
         assert!(text.contains("aliot_sub_device_logouts_total{reason=\"gateway_gone\"} 4\n"));
         // With a store, its families too.
         stats.store = Some(aliot_io::broker::StoreStats {
@@ -1321,7 +1349,7 @@ mod tests {
             failing: true,
             ..Default::default()
         });
-        let text = prometheus_text(&stats, 0, None);
+        let text = prometheus_text(&stats, &TransportStats::default(), None);
         assert!(text.contains("aliot_store_commit_failures_total 2\n"));
         assert!(text.contains("# TYPE aliot_store_failing gauge\naliot_store_failing 1\n"));
     }

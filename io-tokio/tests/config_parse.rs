@@ -420,3 +420,84 @@ fn the_store_table_gives_the_directory_and_durability() {
     assert!(without.store.is_none(), "no [store]: in memory");
     assert!(without.summary().contains("store off"));
 }
+
+#[test]
+fn psk_and_legacy_tls_listeners_go_to_openssl() {
+    use aliot_tokio::broker::{LegacyTlsVersion, OpenSslTls};
+    let dir = test_dir("openssl");
+    write_certificate(&dir);
+    let text = r#"
+[[listener]]
+bind = "127.0.0.1:1884"
+psk = true
+
+[[listener]]
+bind = "127.0.0.1:8884"
+tls = { cert = "server.pem", key = "server.key", min_version = "1.1" }
+
+[[listener]]
+bind = "127.0.0.1:8885"
+tls = { cert = "server.pem", key = "server.key", min_version = "1.2" }
+"#;
+    let config = Config::parse(text, "tls.toml", &dir).expect("valid");
+    let listeners = config.broker_config().listeners;
+    assert_eq!(listeners[0].openssl, Some(OpenSslTls::Psk));
+    assert!(listeners[0].tls.is_none() && listeners[0].is_tls());
+    assert_eq!(
+        listeners[1].openssl,
+        Some(OpenSslTls::Legacy {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            min_version: LegacyTlsVersion::Tls1_1,
+        })
+    );
+    assert!(listeners[1].tls.is_none());
+    // 1.2, the default, stays with rustls.
+    assert!(listeners[2].openssl.is_none() && listeners[2].tls.is_some());
+    let summary = config.summary();
+    assert!(
+        summary.contains(
+            "MQTT listener 127.0.0.1:1884 (TLS-PSK, TLS_PSK_WITH_AES_128_CBC_SHA with device keys)"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("MQTT listener 127.0.0.1:8884 (TLS 1.1 to 1.3 (OpenSSL)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("MQTT listener 127.0.0.1:8885 (TLS 1.2 and 1.3"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn psk_beside_a_certificate_an_unknown_tls_version_and_legacy_amqp_are_refused() {
+    let dir = test_dir("openssl-refusals");
+    write_certificate(&dir);
+    let refuse = |text: &str| match Config::parse(text, "bad.toml", &dir) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(error) => error.to_string(),
+    };
+    let both = refuse(
+        "[[listener]]\nbind = \"127.0.0.1:1884\"\npsk = true\ntls = { cert = \"server.pem\", key = \"server.key\" }\n",
+    );
+    assert!(
+        both.contains("line 3") && both.contains("has no certificate"),
+        "{both}"
+    );
+    let version = refuse(
+        "[[listener]]\nbind = \"127.0.0.1:8884\"\ntls = { cert = \"server.pem\", key = \"server.key\", min_version = \"0.9\" }\n",
+    );
+    assert!(
+        version.contains("line 3") && version.contains("\"0.9\""),
+        "{version}"
+    );
+    let amqp = refuse(
+        "[[listener]]\nbind = \"127.0.0.1:1883\"\n[amqp]\ntls = { cert = \"server.pem\", key = \"server.key\", min_version = \"1.0\" }\n",
+    );
+    assert!(
+        amqp.contains("line 4") && amqp.contains("MQTT listeners only"),
+        "{amqp}"
+    );
+}

@@ -7,6 +7,7 @@
 #   aliyun-iot-linkkit 1.2.13       PyPI, on paho-mqtt 1.x in its own venv, over TCP and TLS
 #   alibabacloud-iot-device-sdk     npm 1.2.8 (mqtt.js 3.0.0), over TCP, TLS and WebSocket over TLS
 #   MQTT.js 5.16.0                  npm `mqtt`, over WebSocket (ws:// and wss://)
+#   openssl s_client, mosquitto_pub TLS-PSK (PSK-AES128-CBC-SHA) and TLS 1.0/1.1 (opt-in listener)
 #   (paho-mqtt also over ws:// and wss://, with its transport="websockets")
 #   aliyun-python-sdk-iot 8.59.0    PyPI, the platform's server SDK (with aliyun-python-sdk-core),
 #                                   over the OpenAPI, with a paho-mqtt device it calls
@@ -209,15 +210,17 @@ start_broker() {
     grep -q '^aliot: running' "$BROKER_OUT" || { dump_broker_log; die "aliot serve not running after 20 s"; }
     MQTT_PORT=$(port_of '^aliot: listening for MQTT on .* \(TCP\)$')
     MQTTS_PORT=$(port_of '^aliot: listening for MQTT on .* \(TLS\)$')
+    PSK_PORT=$(port_of '^aliot: listening for MQTT on .* \(TLS-PSK\)$')
+    LEGACY_PORT=$(port_of '^aliot: listening for MQTT on .* \(TLS from 1.0\)$')
     WS_PORT=$(port_of '^aliot: listening for MQTT on .* \(WebSocket, ws://')
     WSS_PORT=$(port_of '^aliot: listening for MQTT on .* \(WebSocket over TLS, wss://')
     API_PORT=$(port_of '^aliot: HTTP API on ')
     AMQP_PORT=$(port_of '^aliot: AMQP consumers on ')
-    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$WS_PORT" ] && [ -n "$WSS_PORT" ] &&
-        [ -n "$API_PORT" ] && [ -n "$AMQP_PORT" ] ||
-        die "cannot read the TCP, TLS, WebSocket, API and AMQP ports from what aliot serve printed: $(cat "$BROKER_OUT")"
+    [ -n "$MQTT_PORT" ] && [ -n "$MQTTS_PORT" ] && [ -n "$PSK_PORT" ] && [ -n "$LEGACY_PORT" ] &&
+        [ -n "$WS_PORT" ] && [ -n "$WSS_PORT" ] && [ -n "$API_PORT" ] && [ -n "$AMQP_PORT" ] ||
+        die "cannot read the TCP, TLS, TLS-PSK, legacy TLS, WebSocket, API and AMQP ports from what aliot serve printed: $(cat "$BROKER_OUT")"
     local port
-    for port in "$MQTT_PORT" "$MQTTS_PORT" "$WS_PORT" "$WSS_PORT" "$API_PORT" "$AMQP_PORT"; do
+    for port in "$MQTT_PORT" "$MQTTS_PORT" "$PSK_PORT" "$LEGACY_PORT" "$WS_PORT" "$WSS_PORT" "$API_PORT" "$AMQP_PORT"; do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || die "aliot serve does not answer on 127.0.0.1:$port"
     done
     API_URL=http://127.0.0.1:$API_PORT
@@ -308,6 +311,10 @@ main() {
     step "paho-mqtt $paho_version" \
         "$CACHE/venv-paho/bin/python" "$HERE/paho_client.py" "${python_args[@]}" \
         --device-name paho-001 --device-secret "$(device_secret paho-001)"
+    step "openssl s_client $(openssl version | cut -d' ' -f2) and mosquitto_pub over TLS-PSK, and TLS 1.0/1.1" \
+        "$HERE/openssl_peers.sh" "$aliot" "$API_URL" "$pk" psk-dev "$(device_secret psk-dev)" \
+        psk-sub "$(device_secret psk-sub)" "$MQTT_PORT" "$PSK_PORT" "$MQTTS_PORT" "$LEGACY_PORT" \
+        "$CACHE/tls/ca.pem" "$BROKER_LOG" "$CACHE/openssl"
     step "paho-mqtt $paho_version over WebSocket (ws://)" \
         "$CACHE/venv-paho/bin/python" "$HERE/paho_client.py" --port "$WS_PORT" --api "$API_URL" \
         --product-key "$pk" --websocket /mqtt --device-name paho-ws --device-secret "$(device_secret paho-ws)"

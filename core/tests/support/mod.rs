@@ -187,6 +187,8 @@ pub struct Broker {
     pub registrar: Option<Registrar>,
     /// Whether connections accepted from now on are TLS.
     pub tls: bool,
+    /// The device the TLS-PSK handshake of connections accepted from now on proved, if any.
+    pub psk_device: Option<Arc<DeviceIdentity>>,
     /// Answers gateways' requests with what it knows, as the broker's registry does; `None`:
     /// the hub answers them as a broker without a registry.
     pub directory: Option<Arc<dyn SubDeviceDirectory>>,
@@ -232,6 +234,7 @@ impl Broker {
             crashed: false,
             registrar: None,
             tls: false,
+            psk_device: None,
             directory: None,
             hub_config,
             authenticator: Arc::new(authenticator),
@@ -288,6 +291,11 @@ impl Broker {
         restored
     }
 
+    /// The authenticator the connections ask.
+    pub fn authenticator(&self) -> &Arc<dyn Authenticator + Send + Sync> {
+        &self.authenticator
+    }
+
     /// A new transport connection.
     pub fn accept(&mut self) -> ConnId {
         let id = ConnId(self.next_conn);
@@ -299,6 +307,7 @@ impl Broker {
                 wall_clock_ms: None,
                 tls: self.tls,
                 client_ip: None,
+                psk_device: self.psk_device.clone(),
             },
             self.now,
         );

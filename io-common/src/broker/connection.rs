@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use aliot_auth::DeviceIdentity;
 use aliot_core::hub::ConnId;
 use aliot_core::server::{CloseReason, Command, Connection, Event, ServerConfig};
 use aliot_core::{AuthContext, Authenticator, ClientKey};
 use bytes::{Buf as _, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
+use futures_util::TryFutureExt as _;
 use futures_util::future::Either;
 use futures_util::io::AsyncWriteExt as _;
 use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
@@ -63,8 +65,11 @@ pub(crate) struct ConnectionShared<R: Runtime> {
 /// for each connection (both are reference-counted).
 #[derive(Clone, Default)]
 pub(crate) struct Layers {
-    /// The TLS handshake, when the listener speaks TLS.
+    /// The TLS handshake, when the listener speaks TLS through rustls.
     pub(crate) tls: Option<TlsAcceptor>,
+    /// The TLS handshake, when the listener speaks TLS through OpenSSL (PSK, legacy versions).
+    #[cfg(feature = "openssl")]
+    pub(crate) openssl: Option<super::openssl_tls::OpenSslAcceptor>,
     /// The WebSocket path, when the listener takes MQTT over WebSocket.
     pub(crate) websocket: Option<Arc<str>>,
 }
@@ -81,14 +86,16 @@ pub(crate) fn serve<R: Runtime>(
     peer: SocketAddr,
     layers: Layers,
 ) -> impl Future<Output = ()> + Send + 'static {
-    match layers {
-        Layers {
-            tls: None,
-            websocket: None,
-        } => Either::Left(run(shared, conn, peer, false, stream)),
+    #[cfg(feature = "openssl")]
+    let plain = layers.tls.is_none() && layers.openssl.is_none() && layers.websocket.is_none();
+    #[cfg(not(feature = "openssl"))]
+    let plain = layers.tls.is_none() && layers.websocket.is_none();
+    if plain {
+        Either::Left(run(shared, conn, peer, false, None, stream))
+    } else {
         // On the heap: the handshake, the TLS stream and the WebSocket are several KiB, which
         // a plain connection's task should not carry.
-        layers => Either::Right(Box::pin(serve_layered(shared, conn, stream, peer, layers))),
+        Either::Right(Box::pin(serve_layered(shared, conn, stream, peer, layers)))
     }
 }
 
@@ -102,39 +109,97 @@ async fn serve_layered<R: Runtime>(
     layers: Layers,
 ) {
     let deadline = Instant::now() + shared.server.connect_timeout;
-    let max_packet_size = shared.server.max_packet_size;
-    match (layers.tls, layers.websocket) {
-        (Some(acceptor), websocket) => {
+    let websocket = layers.websocket;
+    #[cfg(feature = "openssl")]
+    if let Some(acceptor) = layers.openssl {
+        let handshake = acceptor.accept(stream, peer);
+        let Some((stream, psk_device)) =
+            before_mqtt(&shared, conn, peer, deadline, "TLS handshake", handshake).await
+        else {
+            return;
+        };
+        let tls = Secured {
+            tls: true,
+            psk_device,
+        };
+        return after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
+    }
+    match layers.tls {
+        Some(acceptor) => {
             let handshake = acceptor.accept(stream);
+            let handshake = handshake.map_err(explain_rustls_refusal);
             let Some(stream) =
                 before_mqtt(&shared, conn, peer, deadline, "TLS handshake", handshake).await
             else {
                 return;
             };
-            match websocket {
-                None => run(shared, conn, peer, true, stream).await,
-                Some(path) => {
-                    let upgrade = websocket::accept(stream, &path, max_packet_size);
-                    let Some(stream) =
-                        before_mqtt(&shared, conn, peer, deadline, "WebSocket upgrade", upgrade)
-                            .await
-                    else {
-                        return;
-                    };
-                    run(shared, conn, peer, true, stream).await;
-                }
-            }
+            let tls = Secured {
+                tls: true,
+                psk_device: None,
+            };
+            after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
         }
-        (None, Some(path)) => {
+        None => {
+            let tls = Secured {
+                tls: false,
+                psk_device: None,
+            };
+            after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
+        }
+    }
+}
+
+/// A rustls handshake error, with what to do when the client speaks no TLS version the
+/// listener does (an old client offering TLS 1.0 or 1.1, most likely).
+fn explain_rustls_refusal(error: io::Error) -> io::Error {
+    let incompatible = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| matches!(inner, rustls::Error::PeerIncompatible(_)));
+    if !incompatible {
+        return error;
+    }
+    io::Error::new(
+        error.kind(),
+        format!(
+            "refused: the client speaks neither TLS 1.2 nor 1.3 ({error}); TLS 1.0 and 1.1 are \
+             refused unless the listener sets tls.min_version = \"1.0\" or \"1.1\""
+        ),
+    )
+}
+
+/// What the TLS layer, if any, established.
+struct Secured {
+    /// Whether there is TLS under MQTT.
+    tls: bool,
+    /// The device a TLS-PSK handshake proved.
+    psk_device: Option<Arc<DeviceIdentity>>,
+}
+
+/// After the TLS handshake (if any): the WebSocket upgrade when configured, then the
+/// connection loop.
+async fn after_tls<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: Arc<ConnectionShared<R>>,
+    conn: ConnId,
+    peer: SocketAddr,
+    deadline: Instant,
+    secured: Secured,
+    websocket: Option<Arc<str>>,
+    stream: S,
+) {
+    let Secured { tls, psk_device } = secured;
+    match websocket {
+        None => run(shared, conn, peer, tls, psk_device, stream).await,
+        Some(path) => {
+            let max_packet_size = shared.server.max_packet_size;
             let upgrade = websocket::accept(stream, &path, max_packet_size);
             let Some(stream) =
                 before_mqtt(&shared, conn, peer, deadline, "WebSocket upgrade", upgrade).await
             else {
                 return;
             };
-            run(shared, conn, peer, false, stream).await;
+            run(shared, conn, peer, tls, psk_device, stream).await;
         }
-        (None, None) => run(shared, conn, peer, false, stream).await,
     }
 }
 
@@ -319,6 +384,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     conn: ConnId,
     peer: SocketAddr,
     tls: bool,
+    psk_device: Option<Arc<DeviceIdentity>>,
     mut stream: S,
 ) -> impl Future<Output = ()> + Send + 'static {
     // Built out here, so that the block captures the log and not its parts a second time.
@@ -343,6 +409,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             wall_clock_ms: wall_clock_ms(),
             tls: log.tls,
             client_ip: Some(log.peer.ip()),
+            psk_device,
         };
         let mut connection = Connection::new(
             shared.server.clone(),

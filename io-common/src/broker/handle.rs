@@ -94,6 +94,46 @@ pub struct StoreStats {
     pub waiting: usize,
 }
 
+/// What the accept loops and TLS handshakes count: connections the hub never hears of.
+#[derive(Debug, Default)]
+pub(crate) struct TransportCounters {
+    /// Connections closed at their accept, the broker holding its maximum already.
+    pub(crate) refused_at_cap: AtomicU64,
+    /// TLS-PSK handshakes refused for their identity (not the platform's form, or an unknown
+    /// device).
+    pub(crate) psk_identities_refused: AtomicU64,
+    /// TLS 1.0 handshakes completed on listeners that allow it.
+    pub(crate) tls_1_0_handshakes: AtomicU64,
+    /// TLS 1.1 handshakes completed on listeners that allow it.
+    pub(crate) tls_1_1_handshakes: AtomicU64,
+}
+
+impl TransportCounters {
+    fn snapshot(&self) -> TransportStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TransportStats {
+            refused_at_cap: read(&self.refused_at_cap),
+            psk_identities_refused: read(&self.psk_identities_refused),
+            tls_1_0_handshakes: read(&self.tls_1_0_handshakes),
+            tls_1_1_handshakes: read(&self.tls_1_1_handshakes),
+        }
+    }
+}
+
+/// What the listeners counted before MQTT ([`BrokerHandle::transport_stats`]), since the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Connections closed as soon as they were accepted, at the connection cap.
+    pub refused_at_cap: u64,
+    /// TLS-PSK handshakes refused because their identity named no registered device (or was
+    /// not in the platform's form).
+    pub psk_identities_refused: u64,
+    /// TLS 1.0 handshakes accepted (listeners with `min_version = "1.0"`).
+    pub tls_1_0_handshakes: u64,
+    /// TLS 1.1 handshakes accepted (listeners with `min_version` 1.0 or 1.1).
+    pub tls_1_1_handshakes: u64,
+}
+
 /// The server side of a running broker: RRPC calls, publishes, statistics.
 ///
 /// Cheap to clone; every call is a message to the hub task and its answer. Once the broker
@@ -103,8 +143,8 @@ pub struct StoreStats {
 pub struct BrokerHandle {
     requests: mpsc::Sender<HubRequest>,
     final_stats: Arc<Mutex<Option<Stats>>>,
-    /// Counted by the accept loops (the hub never sees these connections).
-    refused_at_cap: Arc<AtomicU64>,
+    /// Counted by the accept loops and handshakes (the hub never sees these connections).
+    transport: Arc<TransportCounters>,
     /// The registry the server side may change, if the broker has one.
     registry: Option<Registry>,
 }
@@ -113,13 +153,13 @@ impl BrokerHandle {
     pub(crate) fn new(
         requests: mpsc::Sender<HubRequest>,
         final_stats: Arc<Mutex<Option<Stats>>>,
-        refused_at_cap: Arc<AtomicU64>,
+        transport: Arc<TransportCounters>,
         registry: Option<Registry>,
     ) -> Self {
         BrokerHandle {
             requests,
             final_stats,
-            refused_at_cap,
+            transport,
             registry,
         }
     }
@@ -146,7 +186,13 @@ impl BrokerHandle {
     /// [`max_connections`](super::BrokerConfig::max_connections) already. They never sent a
     /// CONNECT the broker read, so the hub's counters ([`stats`](Self::stats)) do not have them.
     pub fn connections_refused_at_cap(&self) -> u64 {
-        self.refused_at_cap.load(Ordering::Relaxed)
+        self.transport.refused_at_cap.load(Ordering::Relaxed)
+    }
+
+    /// What the listeners counted before MQTT: connections refused at the cap, TLS-PSK
+    /// identities refused, TLS 1.0 and 1.1 handshakes accepted.
+    pub fn transport_stats(&self) -> TransportStats {
+        self.transport.snapshot()
     }
 
     /// Calls a device (RRPC, SPEC §4) on `/sys/{productKey}/{deviceName}/rrpc/request/{messageId}`

@@ -23,6 +23,12 @@ pub enum ConnectError {
         /// The name given (or the host).
         name: String,
     },
+    /// TLS-PSK needs what these options do not have: a [`Login::Device`] (its secret makes
+    /// the key), or the cargo feature `openssl`.
+    ///
+    /// [`Login::Device`]: super::Login::Device
+    #[error("TLS-PSK is not available: {0}")]
+    PskUnavailable(&'static str),
     /// rustls refused the TLS client configuration.
     #[error("cannot build the TLS configuration: {0}")]
     TlsConfig(rustls::Error),
@@ -43,7 +49,7 @@ pub enum ConnectError {
         timeout: Duration,
     },
     /// The TLS handshake failed (an untrusted certificate, a name mismatch, no common
-    /// protocol version...).
+    /// protocol version, a TLS-PSK identity or key the broker refused...).
     #[error("TLS handshake with {address} failed: {source}")]
     TlsHandshake {
         /// `host:port`.

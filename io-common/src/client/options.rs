@@ -294,6 +294,11 @@ pub struct ClientOptions {
     pub port: u16,
     /// TLS, or plain TCP when `None`.
     pub tls: Option<TlsOptions>,
+    /// TLS-PSK instead of certificate TLS (the platform's "TCP plus symmetric encryption"):
+    /// TLS 1.2 with `TLS_PSK_WITH_AES_128_CBC_SHA`, the identity and key derived from a
+    /// [`Login::Device`]'s secret, no certificate; the CONNECT is signed `securemode=2`. Needs
+    /// the cargo feature `openssl`. See [`with_tls_psk`](Self::with_tls_psk). Default `false`.
+    pub tls_psk: bool,
     /// MQTT over WebSocket at this request path (e.g. `/mqtt`; `ws://`, or `wss://` with
     /// [`tls`](Self::tls)), or MQTT straight over the stream when `None` (the default). See
     /// [`with_websocket`](Self::with_websocket).
@@ -356,6 +361,7 @@ impl ClientOptions {
             port,
             tls: None,
             websocket: None,
+            tls_psk: false,
             login,
             protocol: ProtocolVersion::V3_1_1,
             clean_session: true,
@@ -399,6 +405,13 @@ impl ClientOptions {
     /// The same options over TLS.
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// The same options over TLS-PSK (see [`tls_psk`](Self::tls_psk)), e.g. to a broker
+    /// listener with `psk = true`; any [`tls`](Self::tls) is not used.
+    pub fn with_tls_psk(mut self) -> Self {
+        self.tls_psk = true;
         self
     }
 

@@ -35,6 +35,9 @@ pub(crate) struct Dialer<R: Runtime> {
     /// `host:port` as the errors show it.
     address: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// TLS-PSK: the device whose secret makes the identity and key.
+    #[cfg(feature = "openssl")]
+    psk: Option<(aliot_auth::DeviceIdentity, aliot_auth::DeviceSecret)>,
     /// `ws://host:port/path` or `wss://…`, when MQTT goes over WebSocket.
     websocket_url: Option<String>,
     /// The largest MQTT packet, which bounds the WebSocket messages taken.
@@ -68,8 +71,33 @@ impl<R: Runtime> Dialer<R> {
                 Some((TlsConnector::from(Arc::new(config)), server_name))
             }
         };
+        #[cfg(feature = "openssl")]
+        let (psk, tls) = match (&options.tls_psk, &options.login) {
+            (false, _) => (None, tls),
+            (
+                true,
+                super::Login::Device {
+                    identity, secret, ..
+                },
+            ) => (Some((identity.clone(), secret.clone())), None),
+            (true, _) => {
+                return Err(ConnectError::PskUnavailable(
+                    "its key is derived from a device secret: log in with Login::Device",
+                ));
+            }
+        };
+        #[cfg(not(feature = "openssl"))]
+        if options.tls_psk {
+            return Err(ConnectError::PskUnavailable(
+                "this build has no OpenSSL: enable the cargo feature `openssl`",
+            ));
+        }
+        #[cfg(feature = "openssl")]
+        let secured = tls.is_some() || psk.is_some();
+        #[cfg(not(feature = "openssl"))]
+        let secured = tls.is_some();
         let websocket_url = options.websocket.as_ref().map(|path| {
-            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            let scheme = if secured { "wss" } else { "ws" };
             let slash = if path.starts_with('/') { "" } else { "/" };
             format!("{scheme}://{address}{slash}{path}")
         });
@@ -79,6 +107,8 @@ impl<R: Runtime> Dialer<R> {
             port: options.port,
             address,
             tls,
+            #[cfg(feature = "openssl")]
+            psk,
             websocket_url,
             max_packet_size: options.max_packet_size,
             timeout: options.connect_timeout,
@@ -87,6 +117,10 @@ impl<R: Runtime> Dialer<R> {
 
     /// Whether the stream is TLS (the device then signs with `securemode=2`).
     pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(feature = "openssl")]
+        if self.psk.is_some() {
+            return true;
+        }
         self.tls.is_some()
     }
 
@@ -117,6 +151,19 @@ impl<R: Runtime> Dialer<R> {
                 address: self.address.clone(),
                 source,
             })?;
+        #[cfg(feature = "openssl")]
+        if let Some((identity, secret)) = &self.psk {
+            let stream = psk::connect(tcp, identity, secret)
+                .await
+                .map_err(|source| ConnectError::TlsHandshake {
+                    address: self.address.clone(),
+                    source,
+                })?;
+            return match &self.websocket_url {
+                None => Ok(Box::new(stream)),
+                Some(url) => self.upgrade(Box::new(stream), url).await,
+            };
+        }
         let stream: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
             Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
@@ -176,5 +223,65 @@ fn describe(error: WsError) -> String {
             }
         }
         other => other.to_string(),
+    }
+}
+
+/// The device side of TLS-PSK (PLATFORM-PROTOCOLS §7), through OpenSSL.
+#[cfg(feature = "openssl")]
+mod psk {
+    use std::io;
+    use std::pin::Pin;
+
+    use aliot_auth::{DeviceIdentity, DeviceSecret, PskIdentity};
+    use async_openssl::SslStream;
+    use futures_io::{AsyncRead, AsyncWrite};
+    use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslVersion};
+
+    use crate::broker::wall_clock_ms;
+
+    /// The PSK handshake on `stream` as `device`: the identity with the current time, the key
+    /// derived from `secret`, TLS 1.2 with `TLS_PSK_WITH_AES_128_CBC_SHA` only.
+    pub(super) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        device: &DeviceIdentity,
+        secret: &DeviceSecret,
+    ) -> io::Result<SslStream<S>> {
+        let timestamp = wall_clock_ms().unwrap_or(0).to_string();
+        let identity = PskIdentity::new(device.clone(), timestamp);
+        let key = identity.key(secret);
+        let identity = identity.to_string();
+        let mut builder =
+            SslContextBuilder::new(SslMethod::tls_client()).map_err(io::Error::other)?;
+        builder
+            .set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(io::Error::other)?;
+        builder
+            .set_max_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(io::Error::other)?;
+        builder
+            .set_cipher_list("PSK-AES128-CBC-SHA")
+            .map_err(io::Error::other)?;
+        builder.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
+            // The identity goes out NUL-terminated.
+            let fits = identity.len() < identity_out.len() && key.as_bytes().len() <= key_out.len();
+            if !fits {
+                return Ok(0);
+            }
+            identity_out[..identity.len()].copy_from_slice(identity.as_bytes());
+            identity_out[identity.len()] = 0;
+            key_out[..key.as_bytes().len()].copy_from_slice(key.as_bytes());
+            Ok(key.as_bytes().len())
+        });
+        let context = builder.build();
+        let ssl = Ssl::new(&context).map_err(io::Error::other)?;
+        let mut stream = SslStream::new(ssl, stream).map_err(io::Error::other)?;
+        Pin::new(&mut stream)
+            .connect()
+            .await
+            .map_err(|error| match error.into_io_error() {
+                Ok(error) => error,
+                Err(error) => io::Error::new(io::ErrorKind::ConnectionRefused, error.to_string()),
+            })?;
+        Ok(stream)
     }
 }

@@ -101,6 +101,7 @@ pub async fn devices_connect_over_tls_1_3_and_1_2<R: Runtime>() {
         bind: "127.0.0.1:0".parse().unwrap(),
         tls: Some(tls),
         websocket: None,
+        openssl: None,
     });
     let (broker, tcp_addr) = start::<R>(config).await;
     let addrs = broker.listener_addrs();

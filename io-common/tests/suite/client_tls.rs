@@ -28,6 +28,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
             bind: "127.0.0.1:0".parse().unwrap(),
             tls: Some(tls),
             websocket: None,
+            openssl: None,
         }],
         server: Default::default(),
         hub: Default::default(),

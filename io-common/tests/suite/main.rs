@@ -14,6 +14,8 @@ mod client_things;
 mod client_tls;
 mod cross_runtime;
 mod support;
+#[cfg(feature = "openssl")]
+mod tls_psk;
 mod websocket;
 
 use std::future::Future;
@@ -148,5 +150,18 @@ on_both_runtimes! {
         a_device_works_over_websocket_with_tls,
         what_is_not_a_websocket_upgrade_gets_an_http_error,
         a_connection_that_never_upgrades_is_closed_at_the_connect_deadline,
+    }
+}
+
+/// The OpenSSL listeners' tests, in a build that has them.
+#[cfg(feature = "openssl")]
+mod openssl_tests {
+    on_both_runtimes! {
+        tls_psk {
+            a_device_works_over_tls_psk,
+            an_unknown_device_is_refused_in_the_handshake_and_counted,
+            a_wrong_secret_fails_the_handshake,
+            tls_psk_needs_a_device_login,
+        }
     }
 }

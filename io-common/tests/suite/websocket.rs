@@ -4,13 +4,11 @@
 //! saying why, at once; a connection that never upgrades is closed at the connect deadline.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use aliot_core::PlatformAuthenticator;
 use aliot_core::codec::Packet;
 use aliot_io::Runtime;
-use aliot_io::broker::{Broker, BrokerConfig, ListenerConfig, WebSocketListener, tls_config};
+use aliot_io::broker::{Broker, ListenerConfig, WebSocketListener, tls_config};
 use aliot_io::client::{Client, ClientOptions, ConnectError, TlsOptions};
 use bytes::BytesMut;
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -28,25 +26,14 @@ async fn websocket_broker<R: Runtime>(
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         generated.signing_key.serialize_der(),
     ));
-    let server = aliot_core::server::ServerConfig {
-        connect_timeout,
-        ..Default::default()
-    };
-    let broker = Broker::<R>::start(BrokerConfig {
-        listeners: vec![ListenerConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            tls: tls.then(|| tls_config(vec![generated.cert.der().clone()], key).unwrap()),
-            websocket: Some(WebSocketListener::default()),
-        }],
-        server,
-        hub: Default::default(),
-        authenticator: Arc::new(PlatformAuthenticator::new(registry())),
-        max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
-        store: None,
-        registry: None,
-    })
-    .await
-    .unwrap();
+    let mut config = config(false);
+    config.server.connect_timeout = connect_timeout;
+    config.listeners = vec![ListenerConfig {
+        tls: tls.then(|| tls_config(vec![generated.cert.der().clone()], key).unwrap()),
+        websocket: Some(WebSocketListener::default()),
+        ..ListenerConfig::tcp("127.0.0.1:0".parse().unwrap())
+    }];
+    let broker = Broker::<R>::start(config).await.unwrap();
     let bound = broker.listeners()[0].clone();
     assert_eq!(bound.tls, tls);
     assert_eq!(bound.websocket_path.as_deref(), Some("/mqtt"));

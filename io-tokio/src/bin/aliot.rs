@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
+use aliot_auth::{DeviceIdentity, DeviceSecret, PskIdentity, SecureMode, SignMethod, SignRequest};
 use aliot_tokio::amqp::{AmqpConfig, ServeAmqp as _};
 use aliot_tokio::api::AccessKey;
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
@@ -132,6 +132,10 @@ struct SignArgs {
     /// 3 for plain TCP, 2 for TLS.
     #[arg(long, value_name = "MODE", default_value = "3", value_parser = login_secure_mode)]
     secure_mode: SecureMode,
+    /// Also print the TLS-PSK identity and key (as hex, the form `mosquitto_pub --psk` and
+    /// `openssl s_client -psk` take), and sign the CONNECT `securemode=2`.
+    #[arg(long)]
+    psk: bool,
     /// Print a JSON object instead of key=value lines.
     #[arg(long)]
     json: bool,
@@ -291,7 +295,12 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
         match (&listener.websocket_path, listener.tls) {
             (None, tls) => println!(
                 "aliot: listening for MQTT on {addr} ({})",
-                if tls { "TLS" } else { "TCP" }
+                match (listener.psk, listener.legacy_tls, tls) {
+                    (true, _, _) => "TLS-PSK".to_owned(),
+                    (false, Some(version), _) => format!("TLS from {version}"),
+                    (false, None, true) => "TLS".to_owned(),
+                    (false, None, false) => "TCP".to_owned(),
+                }
             ),
             (Some(_), tls) => println!(
                 "aliot: listening for MQTT on {addr} (WebSocket{}, {})",
@@ -415,33 +424,62 @@ fn signed_credentials(args: &SignArgs) -> Result<String, String> {
     }
     let identity = DeviceIdentity::new(args.product_key.as_str(), args.device_name.as_str());
     let secret = DeviceSecret::new(args.device_secret.as_str());
-    let mut request =
-        SignRequest::new(&identity, &secret, args.secure_mode).method(args.sign_method);
+    // TLS-PSK is TLS: the CONNECT on top declares it.
+    let secure_mode = if args.psk {
+        SecureMode::Tls
+    } else {
+        args.secure_mode
+    };
+    let mut request = SignRequest::new(&identity, &secret, secure_mode).method(args.sign_method);
     if let Some(client_id) = &args.client_id {
         request = request.client_id(client_id.as_str());
     }
-    match args.timestamp.as_deref() {
-        Some("none") => {}
-        Some(timestamp) => request = request.timestamp(timestamp),
-        None => {
-            let now = unix_time_ms().ok_or("the system clock is before 1970")?;
-            request = request.timestamp(now.to_string());
-        }
+    let now = || {
+        unix_time_ms()
+            .map(|now| now.to_string())
+            .ok_or("the system clock is before 1970")
+    };
+    let timestamp = match args.timestamp.as_deref() {
+        Some("none") => None,
+        Some(timestamp) => Some(timestamp.to_owned()),
+        None => Some(now()?),
+    };
+    if let Some(timestamp) = &timestamp {
+        request = request.timestamp(timestamp.as_str());
     }
     let credentials = request
         .sign()
         .map_err(|error| format!("cannot sign: {error}"))?;
+    // The PSK identity always carries a timestamp: the signed one, or now.
+    let psk = match (args.psk, timestamp) {
+        (false, _) => None,
+        (true, Some(timestamp)) => Some(PskIdentity::new(identity.clone(), timestamp)),
+        (true, None) => Some(PskIdentity::new(identity.clone(), now()?)),
+    }
+    .map(|psk_identity| {
+        let key = psk_identity.key(&secret);
+        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        (psk_identity.to_string(), hex)
+    });
     if args.json {
-        let object = serde_json::json!({
+        let mut object = serde_json::json!({
             "client_id": credentials.client_id,
             "username": credentials.username,
             "password": credentials.password,
         });
+        if let Some((psk_identity, psk_hex)) = psk {
+            object["psk_identity"] = psk_identity.into();
+            object["psk_hex"] = psk_hex.into();
+        }
         serde_json::to_string_pretty(&object).map_err(|error| error.to_string())
     } else {
-        Ok(format!(
+        let mut text = format!(
             "client_id={}\nusername={}\npassword={}",
             credentials.client_id, credentials.username, credentials.password
-        ))
+        );
+        if let Some((psk_identity, psk_hex)) = psk {
+            text.push_str(&format!("\npsk_identity={psk_identity}\npsk_hex={psk_hex}"));
+        }
+        Ok(text)
     }
 }
