@@ -142,7 +142,7 @@ async fn devices_messages_reach_the_consumer_once_each_and_a_full_backlog_drains
         "{report}"
     );
     let api = Target::from_addr(served.api).expect("loopback");
-    let metrics = group_metrics(api, DEFAULT_GROUP).await.expect("readable");
+    let metrics = group_metrics(&api, DEFAULT_GROUP).await.expect("readable");
     assert_eq!(metrics.dropped, 0);
 
     let mut run = default_publishers();

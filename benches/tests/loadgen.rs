@@ -19,8 +19,8 @@ use aliot_core::codec::QoS;
 use aliot_tokio::{Broker, BrokerConfig, ListenerConfig};
 use aliot_topic::ProductCategories;
 
-/// An aliot broker on a free loopback port: open mode, plus `devices` devices of `platform`.
-async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
+/// The first `devices` devices of `platform`, registered.
+fn registry(platform: &PlatformDevices, devices: usize) -> MemoryRegistry {
     let mut registry = MemoryRegistry::new();
     registry.add_product(&platform.product_key, ProductCategories::defaults());
     for index in 0..devices {
@@ -32,20 +32,36 @@ async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
             )
             .expect("a new device");
     }
+    registry
+}
+
+/// An aliot broker with these listeners and devices, in open mode or not.
+async fn broker_with(
+    listeners: Vec<ListenerConfig>,
+    registry: MemoryRegistry,
+    open: bool,
+) -> Broker {
     Broker::start(BrokerConfig {
-        listeners: vec![ListenerConfig::tcp(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            0,
-        ))],
+        listeners,
         server: Default::default(),
         hub: Default::default(),
-        authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(true)),
+        authenticator: Arc::new(PlatformAuthenticator::new(registry).with_open_mode(open)),
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
     })
     .await
     .expect("the broker starts")
+}
+
+/// A plain TCP listener on a free loopback port.
+fn loopback() -> ListenerConfig {
+    ListenerConfig::tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
+}
+
+/// An aliot broker on a free loopback port: open mode, plus `devices` devices of `platform`.
+async fn broker(platform: &PlatformDevices, devices: usize) -> Broker {
+    broker_with(vec![loopback()], registry(platform, devices), true).await
 }
 
 fn common(broker: &Broker, login: Login) -> Common {
@@ -304,5 +320,83 @@ async fn a_sub_device_the_broker_does_not_know_fails_the_run_with_the_platforms_
     assert_eq!(*code, 6100, "{error}");
     assert!(topic.ends_with("/thing/topo/add_reply"), "{error}");
     assert!(data.contains("dev000005"), "{error}");
+    broker.shutdown().await;
+}
+
+/// Issue 17's transports: the same 1:1 run over TLS-PSK, WebSocket and WebSocket over TLS
+/// (an rcgen certificate for `localhost`), and idle connections over TLS, against one broker
+/// with a listener of each kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_to_one_and_connections_run_over_every_transport() {
+    use aliot_benches::loadgen::transport::Transport;
+    use aliot_tokio::broker::{OpenSslTls, WebSocketListener, tls_config};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let platform = platform();
+    let devices = 4;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let tls = tls_config(vec![certified.cert.der().clone()], key).unwrap();
+    let listeners = vec![
+        ListenerConfig {
+            openssl: Some(OpenSslTls::Psk),
+            ..loopback()
+        },
+        ListenerConfig {
+            websocket: Some(WebSocketListener::default()),
+            ..loopback()
+        },
+        ListenerConfig {
+            websocket: Some(WebSocketListener::default()),
+            tls: Some(Arc::clone(&tls)),
+            ..loopback()
+        },
+        ListenerConfig {
+            tls: Some(tls),
+            ..loopback()
+        },
+    ];
+    let broker = broker_with(listeners, registry(&platform, devices), false).await;
+    let ca = std::env::temp_dir().join(format!("loadgen-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let client_tls = Transport::tls_config(&ca).expect("a CA");
+    let addrs: Vec<SocketAddr> = broker.listeners().iter().map(|l| l.addr).collect();
+    let transports = [
+        Transport::Psk(platform.clone()),
+        Transport::WebSocket {
+            path: "/mqtt".to_owned(),
+            tls: None,
+        },
+        Transport::WebSocket {
+            path: "/mqtt".to_owned(),
+            tls: Some(Arc::clone(&client_tls)),
+        },
+        Transport::Tls(client_tls),
+    ];
+    for (addr, transport) in addrs.into_iter().zip(transports) {
+        let name = transport.name();
+        let mut common = common(&broker, Login::Platform(platform.clone()));
+        common.target = Target::from_addr(addr).unwrap().with_transport(transport);
+        let mut spec = short(ThroughputSpec::one_to_one(QoS::AtLeastOnce));
+        spec.rate = Some(1_000.0);
+        let report = run_throughput(&common, &spec).await.expect("runs");
+        assert_eq!(report.lost_connections, 0, "{name}: {report}");
+        assert!(report.published > 0, "{name}: {report}");
+        assert_eq!(report.missing, 0, "{name}: {report}");
+        assert_eq!(report.acked, report.published, "{name}: {report}");
+        if name == "tls" {
+            let spec = ConnectionsSpec {
+                count: devices,
+                hold: Duration::from_millis(100),
+                ..ConnectionsSpec::default()
+            };
+            let report = run_connections(&common, &spec).await.expect("runs");
+            assert_eq!(report.connected, devices, "{report}");
+            assert_eq!(report.failed, 0, "{report}");
+        }
+    }
+    let _ = std::fs::remove_file(&ca);
     broker.shutdown().await;
 }

@@ -49,7 +49,9 @@ pub mod demo;
 pub mod registry;
 pub mod runtime;
 pub mod store;
-mod websocket;
+#[cfg(feature = "openssl")]
+pub mod tls_psk;
+pub mod websocket;
 
 pub use broker::{
     BoundListener, Broker, BrokerConfig, BrokerError, BrokerHandle, ListenerConfig, RrpcError,

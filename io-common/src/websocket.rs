@@ -1,7 +1,7 @@
 //! MQTT over WebSocket (MQTT 3.1.1 §6): the byte stream both ends run the MQTT loop on.
 //!
-//! After the HTTP upgrade (the broker's side is in `broker::websocket`, the client's in
-//! `client::transport`), MQTT travels in binary WebSocket messages. The MQTT loops want a byte
+//! After the HTTP upgrade (the broker's side is in `broker::websocket`, the client's is
+//! [`connect`]), MQTT travels in binary WebSocket messages. The MQTT loops want a byte
 //! stream, so [`WebSocketBytes`] turns the messages back into one: a read hands out the bytes
 //! of the binary messages in order, whatever their boundaries (a message may carry part of an
 //! MQTT packet or several packets, §6 says both are allowed); a write sends its bytes as one
@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use futures_io::{AsyncRead, AsyncWrite};
@@ -49,7 +51,7 @@ pub(crate) fn config(max_packet_size: usize) -> WebSocketConfig {
 ///
 /// A text message, which MQTT does not use, ends the stream with an `InvalidData` error; a
 /// close message ends it like the end of a TCP stream.
-pub(crate) struct WebSocketBytes<S> {
+pub struct WebSocketBytes<S> {
     socket: WebSocketStream<S>,
     /// What is left of the binary message being read.
     unread: Bytes,
@@ -121,6 +123,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WebSocketBytes<S> {
         Pin::new(&mut self.get_mut().socket)
             .poll_close(cx)
             .map_err(io_error)
+    }
+}
+
+/// Why a client's WebSocket upgrade failed: what the broker answered (an HTTP error with its
+/// reason), or what was wrong with the handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UpgradeFailed(String);
+
+/// The client side: the upgrade at `url` (`ws://host:port/path` or `wss://…`, the scheme only
+/// naming what `stream` already is) asking for the subprotocol `mqtt`, which tungstenite checks
+/// the broker chose; then the MQTT byte stream, taking messages of at most `max_packet_size`
+/// plus some slack.
+///
+/// # Errors
+///
+/// [`UpgradeFailed`] with the broker's HTTP status and reason, or the handshake's error.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    url: &str,
+    max_packet_size: usize,
+) -> Result<WebSocketBytes<S>, UpgradeFailed> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|error| UpgradeFailed(describe(error)))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOLS[0]),
+    );
+    let (socket, _response) =
+        async_tungstenite::client_async_with_config(request, stream, Some(config(max_packet_size)))
+            .await
+            .map_err(|error| UpgradeFailed(describe(error)))?;
+    Ok(WebSocketBytes::new(socket))
+}
+
+/// A failed WebSocket handshake in words: an HTTP error answer with its status and body (the
+/// broker says there why it refused), anything else as tungstenite puts it.
+fn describe(error: WsError) -> String {
+    match error {
+        WsError::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let body = body.trim();
+            if body.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                format!("HTTP {status}: {body}")
+            }
+        }
+        other => other.to_string(),
     }
 }
 

@@ -52,6 +52,7 @@ use aliot_benches::loadgen::scenario::{
     Common, ConnectionsSpec, RrpcSpec, ThroughputSpec, run_connections, run_rrpc, run_throughput,
 };
 use aliot_benches::loadgen::target::Target;
+use aliot_benches::loadgen::transport::Transport;
 use aliot_core::codec::QoS;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -120,6 +121,16 @@ struct GlobalArgs {
     /// The most one connection's handshake (TCP, CONNACK, SUBACK) may take, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     handshake_timeout: f64,
+    /// TLS to the broker, trusting the CA certificates of this PEM file (the broker's
+    /// certificate must name `localhost`); with --websocket, `wss://`.
+    #[arg(long, global = true, value_name = "CA_PEM", conflicts_with = "psk")]
+    tls: Option<std::path::PathBuf>,
+    /// TLS-PSK to the broker, each client as its platform device (needs --platform).
+    #[arg(long, global = true, requires = "platform")]
+    psk: bool,
+    /// MQTT over WebSocket at this path (e.g. `/mqtt`), over TLS with --tls.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "psk")]
+    websocket: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -783,8 +794,22 @@ fn common(global: &GlobalArgs) -> Result<Common, LoadError> {
         },
         _ => Login::Open,
     };
+    let tls = global
+        .tls
+        .as_deref()
+        .map(Transport::tls_config)
+        .transpose()?;
+    let transport = match (&global.websocket, tls, &login) {
+        (Some(path), tls, _) => Transport::WebSocket {
+            path: path.clone(),
+            tls,
+        },
+        (None, Some(tls), _) => Transport::Tls(tls),
+        (None, None, Login::Platform(devices)) if global.psk => Transport::Psk(devices.clone()),
+        (None, None, _) => Transport::Tcp,
+    };
     Ok(Common {
-        target: Target::new(&global.host, global.port)?,
+        target: Target::new(&global.host, global.port)?.with_transport(transport),
         login,
         broker_label: global.broker_label.clone(),
         broker_pid: global.broker_pid,

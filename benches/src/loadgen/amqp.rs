@@ -476,7 +476,7 @@ fn publishers(
         let device = run.first_device + index;
         let identity = devices.identity(device);
         plans.push(SessionPlan {
-            target: common.target,
+            target: common.target.clone(),
             source: None,
             config: login.client_config(device, "", run.inflight)?,
             subscriptions: Vec::new(),
@@ -694,7 +694,7 @@ pub async fn run_drain(common: &Common, spec: &DrainSpec) -> Result<DrainReport,
     }
     let group = spec.consumer.credentials.group.as_str();
     let broker = common.broker_pid.map(Process::Pid);
-    let backlog_before = group_metrics(spec.api, group).await?.backlog;
+    let backlog_before = group_metrics(&spec.api, group).await?.backlog;
     if backlog_before != 0 {
         return Err(LoadError::Fill {
             expected: spec.messages,
@@ -732,7 +732,7 @@ pub async fn run_drain(common: &Common, spec: &DrainSpec) -> Result<DrainReport,
     let mut backlog_full;
     loop {
         tokio::time::sleep(METRICS_POLL).await;
-        let metrics = group_metrics(spec.api, group).await?;
+        let metrics = group_metrics(&spec.api, group).await?;
         backlog_full = metrics.backlog;
         if backlog_full >= spec.messages || metrics.dropped > 0 {
             break;
@@ -744,7 +744,7 @@ pub async fn run_drain(common: &Common, spec: &DrainSpec) -> Result<DrainReport,
     let fill_secs = clock.now_ns().saturating_sub(fill_from_ns) as f64 / 1e9;
     shared.finish();
     let filled = join_groups(groups).await;
-    let metrics = group_metrics(spec.api, group).await?;
+    let metrics = group_metrics(&spec.api, group).await?;
     if backlog_full < spec.messages || metrics.dropped > 0 || filled.publish_failed > 0 {
         return Err(LoadError::Fill {
             expected: spec.messages,
@@ -789,7 +789,7 @@ pub async fn run_drain(common: &Common, spec: &DrainSpec) -> Result<DrainReport,
                 return Err(drain_error(spec, received, duplicates, other, detail));
             }
             Err(_) => {
-                let backlog = group_metrics(spec.api, group).await.ok();
+                let backlog = group_metrics(&spec.api, group).await.ok();
                 let detail = format!(
                     "no message for {} s (the group's backlog: {})",
                     spec.stall_timeout.as_secs_f64(),
@@ -827,10 +827,10 @@ pub async fn run_drain(common: &Common, spec: &DrainSpec) -> Result<DrainReport,
     // The last acceptances reach the broker after the last receipt: wait for them to be
     // settled before the link closes (closing would give back what is unsettled).
     let settle_deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-    let mut after = group_metrics(spec.api, group).await?;
+    let mut after = group_metrics(&spec.api, group).await?;
     while after.backlog > 0 && tokio::time::Instant::now() < settle_deadline {
         tokio::time::sleep(METRICS_POLL).await;
-        after = group_metrics(spec.api, group).await?;
+        after = group_metrics(&spec.api, group).await?;
     }
     consumer.close().await;
     let rss_drained_kib = broker.map(procfs::resident_kib).transpose()?;
@@ -932,7 +932,7 @@ pub fn parse_group_metrics(text: &str, group: &str) -> Option<GroupMetrics> {
 ///
 /// [`LoadError::Metrics`] when the request fails, the answer is not 200, or it has no backlog
 /// for the group.
-pub async fn group_metrics(api: Target, group: &str) -> Result<GroupMetrics, LoadError> {
+pub async fn group_metrics(api: &Target, group: &str) -> Result<GroupMetrics, LoadError> {
     let addr = api.addr();
     let failed = |detail: String| LoadError::Metrics { addr, detail };
     let request = async {

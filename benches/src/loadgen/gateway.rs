@@ -181,7 +181,7 @@ pub async fn run_gateway(common: &Common, spec: &GatewaySpec) -> Result<GatewayR
     let clock = RunClock::start();
     let mut gateway = establish(
         SessionPlan {
-            target: common.target,
+            target: common.target.clone(),
             source: None,
             config: spec.gateway_config(devices)?,
             subscriptions: Vec::new(),

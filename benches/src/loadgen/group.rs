@@ -26,7 +26,7 @@ use aliot_core::message::Message;
 use aliot_topic::TopicName;
 use bytes::{Buf, Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 
 use super::ReplyFault;
@@ -336,38 +336,29 @@ impl Client {
         outcome: &mut GroupOutcome,
     ) -> bool {
         for _ in 0..READS_PER_WAKE {
-            match self.session.stream.poll_read_ready(cx) {
+            let mut read_buf = ReadBuf::new(buf);
+            let read = match Pin::new(&mut self.session.stream).poll_read(cx, &mut read_buf) {
                 Poll::Pending => return false,
                 Poll::Ready(Err(error)) => {
                     self.fail(&error, outcome);
                     return false;
                 }
-                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Ok(())) => read_buf.filled().len(),
+            };
+            let now_ns = shared.clock.now_ns();
+            if read == 0 {
+                self.session
+                    .conn
+                    .handle_transport_closed(core_instant(now_ns));
+                self.handle_events(now_ns, shared, outcome);
+                return false;
             }
-            match self.session.stream.try_read(buf) {
-                Ok(0) => {
-                    let now_ns = shared.clock.now_ns();
-                    self.session
-                        .conn
-                        .handle_transport_closed(core_instant(now_ns));
-                    self.handle_events(now_ns, shared, outcome);
-                    return false;
-                }
-                Ok(read) => {
-                    let now_ns = shared.clock.now_ns();
-                    if let Some(bytes) = buf.get(..read) {
-                        self.session.conn.handle_input(core_instant(now_ns), bytes);
-                    }
-                    self.handle_events(now_ns, shared, outcome);
-                    if !self.open {
-                        return false;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => {
-                    self.fail(&error, outcome);
-                    return false;
-                }
+            if let Some(bytes) = buf.get(..read) {
+                self.session.conn.handle_input(core_instant(now_ns), bytes);
+            }
+            self.handle_events(now_ns, shared, outcome);
+            if !self.open {
+                return false;
             }
         }
         true
@@ -573,21 +564,26 @@ impl Client {
             if self.out.is_empty() {
                 self.out.clear();
                 if !self.session.conn.poll_transmit(&mut self.out) {
-                    return false;
+                    // All handed over; a TLS or WebSocket layer may still hold some of it
+                    // (on plain TCP the flush is done at once).
+                    return match Pin::new(&mut self.session.stream).poll_flush(cx) {
+                        Poll::Pending => true,
+                        Poll::Ready(Err(error)) => {
+                            self.fail(&error, outcome);
+                            false
+                        }
+                        Poll::Ready(Ok(())) => false,
+                    };
                 }
             }
-            match self.session.stream.poll_write_ready(cx) {
+            match Pin::new(&mut self.session.stream).poll_write(cx, &self.out) {
                 Poll::Pending => return true,
-                Poll::Ready(Err(error)) => {
-                    self.fail(&error, outcome);
+                Poll::Ready(Ok(0)) => {
+                    self.fail(&io::ErrorKind::WriteZero.into(), outcome);
                     return false;
                 }
-                Poll::Ready(Ok(())) => {}
-            }
-            match self.session.stream.try_write(&self.out) {
-                Ok(written) => self.out.advance(written),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => {
+                Poll::Ready(Ok(written)) => self.out.advance(written),
+                Poll::Ready(Err(error)) => {
                     self.fail(&error, outcome);
                     return false;
                 }

@@ -64,7 +64,13 @@ impl PlatformDevices {
     /// seed.
     #[must_use]
     pub fn secret(&self, index: usize) -> DeviceSecret {
-        let name = format!("{}/{}", self.product_key, Self::device_name(index));
+        self.secret_of(&self.identity(index))
+    }
+
+    /// The secret of `device`, derived from the seed as [`secret`](Self::secret) derives it.
+    #[must_use]
+    pub fn secret_of(&self, device: &DeviceIdentity) -> DeviceSecret {
+        let name = format!("{}/{}", device.product_key, device.device_name);
         DeviceSecret::new(sign_content(
             SignMethod::HmacSha256,
             self.seed.as_bytes(),

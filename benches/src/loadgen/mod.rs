@@ -18,6 +18,8 @@
 //! [`amqp`] is issue 16's: devices publishing while one AMQP 1.0 consumer of the
 //! server-side subscription receives, and the drain of a full consumer-group backlog.
 //!
+//! [`transport`] is issue 17's: every scenario over TLS, TLS-PSK or WebSocket instead of TCP.
+//!
 //! [`recovery`] measures aliot's durable store from outside: it fills a store directly through
 //! its public API and times a broker's start on it.
 
@@ -36,5 +38,6 @@ pub mod scenario;
 pub mod session;
 pub mod stamp;
 pub mod target;
+pub mod transport;
 
 pub use error::{LoadError, ReplyFault};

@@ -263,7 +263,7 @@ pub async fn run_throughput(
                 .client_config(spec.first_device + index, &client_id, spec.inflight)?;
         config.clean_session = !spec.persistent_subscribers;
         subscriber_plans.push(SessionPlan {
-            target: common.target,
+            target: common.target.clone(),
             source: None,
             config,
             subscriptions: vec![(filter.clone(), spec.qos)],
@@ -276,7 +276,7 @@ pub async fn run_throughput(
     for index in 0..spec.publishers {
         let client_id = format!("ab-{tag}-p{index}");
         publisher_plans.push(SessionPlan {
-            target: common.target,
+            target: common.target.clone(),
             source: None,
             config: common.login.client_config(
                 spec.first_device + spec.subscribers + index,
@@ -502,7 +502,7 @@ pub async fn run_connections(
         let mut config = common.login.client_config(index, &client_id, 1)?;
         config.clean_session = !spec.persistent;
         plans.push(SessionPlan {
-            target: common.target,
+            target: common.target.clone(),
             source: sources.map(|sources| sources.for_connection(index)),
             config,
             subscriptions: Vec::new(),
@@ -714,7 +714,7 @@ async fn rrpc_against(
             identity.product_key, identity.device_name
         );
         plans.push(SessionPlan {
-            target,
+            target: target.clone(),
             source: None,
             config: login.client_config(index, "", 32)?,
             subscriptions: vec![(topic_filter(&request_filter)?, QoS::AtMostOnce)],

@@ -12,17 +12,18 @@ use aliot_core::codec::{QoS, SubAckReturnCode};
 use aliot_topic::TopicFilter;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 use super::LoadError;
 use super::clock::RunClock;
 use super::target::Target;
+use super::transport::BenchStream;
 
 /// An open client: its socket and its state machine, connected (and subscribed, when asked).
 #[derive(Debug)]
 pub struct Session {
-    /// The socket, with `TCP_NODELAY` set.
-    pub stream: TcpStream,
+    /// The socket, with `TCP_NODELAY` set, and the transport's layers over it.
+    pub stream: BenchStream,
     /// The client state machine, connected.
     pub conn: Connection,
     /// The MQTT client id, for messages.
@@ -78,7 +79,7 @@ async fn handshake(
     plan: SessionPlan,
     clock: &RunClock,
     client_id: &str,
-) -> Result<(TcpStream, Connection), LoadError> {
+) -> Result<(BenchStream, Connection), LoadError> {
     let addr = plan.target.addr();
     let (socket, unspecified) = match addr {
         SocketAddr::V4(_) => (TcpSocket::new_v4(), IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -95,12 +96,22 @@ async fn handshake(
         defer_port_choice(&socket);
         socket.bind(source_addr).map_err(connect_error)?;
     }
-    let mut stream = socket.connect(addr).await.map_err(connect_error)?;
+    let tcp = socket.connect(addr).await.map_err(connect_error)?;
     let io_error = |error| LoadError::Io {
         client_id: client_id.to_owned(),
         error,
     };
-    stream.set_nodelay(true).map_err(io_error)?;
+    tcp.set_nodelay(true).map_err(io_error)?;
+    let mut stream = plan
+        .target
+        .transport()
+        .secure(
+            tcp,
+            plan.config.identity.as_ref(),
+            plan.config.max_packet_size,
+        )
+        .await
+        .map_err(io_error)?;
 
     let mut conn = Connection::new(plan.config);
     conn.connect(clock.core_now());
@@ -167,7 +178,7 @@ fn defer_port_choice(socket: &TcpSocket) {
 /// Writes what the connection has to send and feeds it what the broker answers, until `done`
 /// says an event is the one awaited.
 pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut BenchStream,
     conn: &mut Connection,
     clock: &RunClock,
     client_id: &str,

@@ -3,8 +3,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::LoadError;
+use super::transport::Transport;
 
-/// The broker under test: a loopback address and port.
+/// The broker under test: a loopback address and port, and the transport to it (TCP unless
+/// [`with_transport`](Self::with_transport) says otherwise).
 ///
 /// Building one is the only way to give the generator an address, and it refuses anything
 /// that is not loopback, so a run never leaves the machine.
@@ -17,9 +19,10 @@ use super::LoadError;
 /// assert!(Target::new("192.0.2.1", 1883).is_err());
 /// # Ok::<(), aliot_benches::loadgen::LoadError>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Target {
     addr: SocketAddr,
+    transport: Transport,
 }
 
 impl Target {
@@ -46,7 +49,10 @@ impl Target {
     /// [`LoadError::NotLoopback`] when `addr` is not a loopback address.
     pub fn from_addr(addr: SocketAddr) -> Result<Target, LoadError> {
         if addr.ip().is_loopback() {
-            Ok(Target { addr })
+            Ok(Target {
+                addr,
+                transport: Transport::Tcp,
+            })
         } else {
             Err(LoadError::NotLoopback(addr.ip()))
         }
@@ -56,6 +62,19 @@ impl Target {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The same broker over `transport`.
+    #[must_use]
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The transport to it.
+    #[must_use]
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 }
 

@@ -6,15 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::Error as WsError;
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::http::HeaderValue;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 
 use crate::runtime::{Runtime, timeout_at};
-use crate::websocket::{self, WebSocketBytes};
+use crate::websocket;
 
 use super::error::ConnectError;
 use super::options::ClientOptions;
@@ -153,7 +150,7 @@ impl<R: Runtime> Dialer<R> {
             })?;
         #[cfg(feature = "openssl")]
         if let Some((identity, secret)) = &self.psk {
-            let stream = psk::connect(tcp, identity, secret)
+            let stream = crate::tls_psk::connect(tcp, identity, secret)
                 .await
                 .map_err(|source| ConnectError::TlsHandshake {
                     address: self.address.clone(),
@@ -182,106 +179,14 @@ impl<R: Runtime> Dialer<R> {
         }
     }
 
-    /// The WebSocket upgrade at `url`, asking for the subprotocol `mqtt` (tungstenite checks
-    /// that the broker chose it).
+    /// The WebSocket upgrade at `url` (see [`websocket::connect`]).
     async fn upgrade(&self, stream: Box<dyn Io>, url: &str) -> Result<Box<dyn Io>, ConnectError> {
-        let failed = |reason: String| ConnectError::WebSocketUpgrade {
-            url: url.to_owned(),
-            reason,
-        };
-        let mut request = url
-            .into_client_request()
-            .map_err(|error| failed(describe(error)))?;
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-        let config = websocket::config(self.max_packet_size);
-        let (socket, _response) =
-            async_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(|error| failed(describe(error)))?;
-        Ok(Box::new(WebSocketBytes::new(socket)))
-    }
-}
-
-/// A failed WebSocket handshake in words: an HTTP error answer with its status and body (the
-/// broker says there why it refused), anything else as tungstenite puts it.
-fn describe(error: WsError) -> String {
-    match error {
-        WsError::Http(response) => {
-            let status = response.status();
-            let body = response
-                .body()
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let body = body.trim();
-            if body.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {body}")
-            }
+        match websocket::connect(stream, url, self.max_packet_size).await {
+            Ok(stream) => Ok(Box::new(stream)),
+            Err(error) => Err(ConnectError::WebSocketUpgrade {
+                url: url.to_owned(),
+                reason: error.to_string(),
+            }),
         }
-        other => other.to_string(),
-    }
-}
-
-/// The device side of TLS-PSK (PLATFORM-PROTOCOLS §7), through OpenSSL.
-#[cfg(feature = "openssl")]
-mod psk {
-    use std::io;
-    use std::pin::Pin;
-
-    use aliot_auth::{DeviceIdentity, DeviceSecret, PskIdentity};
-    use async_openssl::SslStream;
-    use futures_io::{AsyncRead, AsyncWrite};
-    use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslVersion};
-
-    use crate::broker::wall_clock_ms;
-
-    /// The PSK handshake on `stream` as `device`: the identity with the current time, the key
-    /// derived from `secret`, TLS 1.2 with `TLS_PSK_WITH_AES_128_CBC_SHA` only.
-    pub(super) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
-        stream: S,
-        device: &DeviceIdentity,
-        secret: &DeviceSecret,
-    ) -> io::Result<SslStream<S>> {
-        let timestamp = wall_clock_ms().unwrap_or(0).to_string();
-        let identity = PskIdentity::new(device.clone(), timestamp);
-        let key = identity.key(secret);
-        let identity = identity.to_string();
-        let mut builder =
-            SslContextBuilder::new(SslMethod::tls_client()).map_err(io::Error::other)?;
-        builder
-            .set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(io::Error::other)?;
-        builder
-            .set_max_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(io::Error::other)?;
-        builder
-            .set_cipher_list("PSK-AES128-CBC-SHA")
-            .map_err(io::Error::other)?;
-        builder.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
-            // The identity goes out NUL-terminated.
-            let fits = identity.len() < identity_out.len() && key.as_bytes().len() <= key_out.len();
-            if !fits {
-                return Ok(0);
-            }
-            identity_out[..identity.len()].copy_from_slice(identity.as_bytes());
-            identity_out[identity.len()] = 0;
-            key_out[..key.as_bytes().len()].copy_from_slice(key.as_bytes());
-            Ok(key.as_bytes().len())
-        });
-        let context = builder.build();
-        let ssl = Ssl::new(&context).map_err(io::Error::other)?;
-        let mut stream = SslStream::new(ssl, stream).map_err(io::Error::other)?;
-        Pin::new(&mut stream)
-            .connect()
-            .await
-            .map_err(|error| match error.into_io_error() {
-                Ok(error) => error,
-                Err(error) => io::Error::new(io::ErrorKind::ConnectionRefused, error.to_string()),
-            })?;
-        Ok(stream)
     }
 }
