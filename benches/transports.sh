@@ -38,6 +38,14 @@ PLATFORM=benchPK:s33d
 OUT=${OUT:-$(mktemp -d /tmp/transports.XXXXXX)}
 mkdir -p "$OUT"
 
+export PATH="$PATH:/usr/sbin:/sbin"
+if ! command -v mosquitto >/dev/null 2>&1; then
+    say "installing mosquitto (apt-get)"
+    sudo_=()
+    [ "$(id -u)" -eq 0 ] || sudo_=(sudo -n)
+    "${sudo_[@]}" apt-get update -q >/dev/null && "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q mosquitto >/dev/null || die "cannot install mosquitto"
+fi
 need python3 taskset openssl mosquitto
 need_two_cpus
 build_release

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use aliot_auth::{DeviceIdentity, DeviceSecret, PskIdentity};
 use async_openssl::SslStream;
 use futures_io::{AsyncRead, AsyncWrite};
-use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslVersion};
+use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslMode, SslVersion};
 
 use crate::broker::wall_clock_ms;
 
@@ -29,6 +29,8 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let key = identity.key(secret);
     let identity = identity.to_string();
     let mut builder = SslContextBuilder::new(SslMethod::tls_client()).map_err(io::Error::other)?;
+    // Idle, the connection gives its record buffers back.
+    builder.set_mode(SslMode::RELEASE_BUFFERS);
     builder
         .set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(io::Error::other)?;

@@ -5,7 +5,7 @@
 //! stream, so [`WebSocketBytes`] turns the messages back into one: a read hands out the bytes
 //! of the binary messages in order, whatever their boundaries (a message may carry part of an
 //! MQTT packet or several packets, §6 says both are allowed); a write sends its bytes as one
-//! binary message. The framing, masking, control frames (ping, pong, close) and their limits
+//! binary message of at most 64 KiB. The framing, masking, control frames (ping, pong, close) and their limits
 //! are tungstenite's, through async-tungstenite on futures-io streams, so any runtime serves.
 
 use std::io;
@@ -29,6 +29,13 @@ pub const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 /// accepts: a message may carry several small packets after a large one, and the MQTT loop
 /// enforces the packet limit itself.
 const MESSAGE_SLACK: usize = 64 * 1024;
+
+/// The largest WebSocket message a write sends: a longer write sends this much and reports
+/// it, and the caller writes the rest in the next message. The MQTT loop hands over all its
+/// pending output at once (up to the broker's `max_pending_output`, 1 MiB by default), which
+/// as one message would exceed what clients accept (aliot's own take the largest packet plus
+/// 64 KiB); MQTT over WebSocket lets a packet span messages, so the cut costs nothing.
+const MAX_OUTGOING_MESSAGE: usize = 64 * 1024;
 
 /// Bytes tungstenite reads from the socket at a time. Its read buffer is allocated when the
 /// stream is made and kept for the connection's life, so it is small: an idle connection holds
@@ -105,10 +112,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WebSocketBytes<S> {
     ) -> Poll<io::Result<usize>> {
         let socket = &mut self.get_mut().socket;
         ready!(Pin::new(&mut *socket).poll_ready(cx)).map_err(io_error)?;
+        let message = &buf[..buf.len().min(MAX_OUTGOING_MESSAGE)];
         Pin::new(socket)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(message)))
             .map_err(io_error)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(message.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

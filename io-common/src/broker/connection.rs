@@ -93,14 +93,29 @@ pub(crate) fn serve<R: Runtime>(
     if plain {
         Either::Left(run(shared, conn, peer, false, None, stream))
     } else {
-        // On the heap: the handshake, the TLS stream and the WebSocket are several KiB, which
-        // a plain connection's task should not carry.
-        Either::Right(Box::pin(serve_layered(shared, conn, stream, peer, layers)))
+        Either::Right(serve_layered(shared, conn, stream, peer, layers))
     }
 }
 
-/// The TLS handshake and the WebSocket upgrade, as configured and together within the connect
-/// timeout, then the connection loop over what they made.
+/// A byte stream with layers (TLS, WebSocket) over the socket, on the heap.
+trait LayeredStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> LayeredStream for T {}
+
+/// What [`open_layers`] made: the stream MQTT runs on, and what its TLS proved.
+struct Opened {
+    stream: Box<dyn LayeredStream>,
+    /// Whether there is TLS under MQTT.
+    tls: bool,
+    /// The device a TLS-PSK handshake proved.
+    psk_device: Option<Arc<DeviceIdentity>>,
+}
+
+/// The layers' handshakes, then the connection loop over what they made.
+///
+/// The handshakes run in a future of their own on the heap, freed before the loop starts: they
+/// need several KiB (a TLS handshake, an HTTP request head, tungstenite's setup) that an idle
+/// connection must not keep. The loop holds the layered stream boxed, at its exact size, so
+/// this future is hardly larger than a plain connection's.
 async fn serve_layered<R: Runtime>(
     shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
@@ -108,45 +123,78 @@ async fn serve_layered<R: Runtime>(
     peer: SocketAddr,
     layers: Layers,
 ) {
+    let opened = Box::pin(open_layers(&shared, conn, stream, peer, layers)).await;
+    let Some(Opened {
+        stream,
+        tls,
+        psk_device,
+    }) = opened
+    else {
+        return;
+    };
+    run(shared, conn, peer, tls, psk_device, stream).await;
+}
+
+/// The TLS handshake and the WebSocket upgrade, as configured, together within the connect
+/// timeout; `None` (logged) when one failed, took too long, or the broker is stopping.
+async fn open_layers<R: Runtime>(
+    shared: &ConnectionShared<R>,
+    conn: ConnId,
+    stream: R::Tcp,
+    peer: SocketAddr,
+    layers: Layers,
+) -> Option<Opened> {
     let deadline = Instant::now() + shared.server.connect_timeout;
     let websocket = layers.websocket;
     #[cfg(feature = "openssl")]
     if let Some(acceptor) = layers.openssl {
         let handshake = acceptor.accept(stream, peer);
-        let Some((stream, psk_device)) =
-            before_mqtt(&shared, conn, peer, deadline, "TLS handshake", handshake).await
-        else {
-            return;
-        };
-        let tls = Secured {
-            tls: true,
-            psk_device,
-        };
-        return after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
+        let (stream, psk_device) =
+            before_mqtt(shared, conn, peer, deadline, "TLS handshake", handshake).await?;
+        return upgrade_if(
+            shared, conn, peer, deadline, websocket, true, psk_device, stream,
+        )
+        .await;
     }
     match layers.tls {
         Some(acceptor) => {
-            let handshake = acceptor.accept(stream);
-            let handshake = handshake.map_err(explain_rustls_refusal);
-            let Some(stream) =
-                before_mqtt(&shared, conn, peer, deadline, "TLS handshake", handshake).await
-            else {
-                return;
-            };
-            let tls = Secured {
-                tls: true,
-                psk_device: None,
-            };
-            after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
+            let handshake = acceptor.accept(stream).map_err(explain_rustls_refusal);
+            let stream =
+                before_mqtt(shared, conn, peer, deadline, "TLS handshake", handshake).await?;
+            upgrade_if(shared, conn, peer, deadline, websocket, true, None, stream).await
         }
-        None => {
-            let tls = Secured {
-                tls: false,
-                psk_device: None,
-            };
-            after_tls(shared, conn, peer, deadline, tls, websocket, stream).await;
-        }
+        None => upgrade_if(shared, conn, peer, deadline, websocket, false, None, stream).await,
     }
+}
+
+/// After the TLS handshake (if any): the WebSocket upgrade when the listener takes WebSocket.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one step of open_layers, with its state passed along"
+)]
+async fn upgrade_if<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    shared: &ConnectionShared<R>,
+    conn: ConnId,
+    peer: SocketAddr,
+    deadline: Instant,
+    websocket: Option<Arc<str>>,
+    tls: bool,
+    psk_device: Option<Arc<DeviceIdentity>>,
+    stream: S,
+) -> Option<Opened> {
+    let stream: Box<dyn LayeredStream> = match websocket {
+        None => Box::new(stream),
+        Some(path) => {
+            let max_packet_size = shared.server.max_packet_size;
+            let upgrade = websocket::accept(stream, &path, max_packet_size);
+            Box::new(before_mqtt(shared, conn, peer, deadline, "WebSocket upgrade", upgrade).await?)
+        }
+    };
+    Some(Opened {
+        stream,
+        tls,
+        psk_device,
+    })
 }
 
 /// A rustls handshake error, with what to do when the client speaks no TLS version the
@@ -166,41 +214,6 @@ fn explain_rustls_refusal(error: io::Error) -> io::Error {
              refused unless the listener sets tls.min_version = \"1.0\" or \"1.1\""
         ),
     )
-}
-
-/// What the TLS layer, if any, established.
-struct Secured {
-    /// Whether there is TLS under MQTT.
-    tls: bool,
-    /// The device a TLS-PSK handshake proved.
-    psk_device: Option<Arc<DeviceIdentity>>,
-}
-
-/// After the TLS handshake (if any): the WebSocket upgrade when configured, then the
-/// connection loop.
-async fn after_tls<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    shared: Arc<ConnectionShared<R>>,
-    conn: ConnId,
-    peer: SocketAddr,
-    deadline: Instant,
-    secured: Secured,
-    websocket: Option<Arc<str>>,
-    stream: S,
-) {
-    let Secured { tls, psk_device } = secured;
-    match websocket {
-        None => run(shared, conn, peer, tls, psk_device, stream).await,
-        Some(path) => {
-            let max_packet_size = shared.server.max_packet_size;
-            let upgrade = websocket::accept(stream, &path, max_packet_size);
-            let Some(stream) =
-                before_mqtt(&shared, conn, peer, deadline, "WebSocket upgrade", upgrade).await
-            else {
-                return;
-            };
-            run(shared, conn, peer, tls, psk_device, stream).await;
-        }
-    }
 }
 
 /// Runs `step` (a TLS handshake or a WebSocket upgrade) until `deadline`, unless the broker
