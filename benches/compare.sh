@@ -38,6 +38,8 @@
 #                         (100-byte payloads); RECOVERY_SESSIONS=0 skips the restart
 #   SKIP_INSTALL [0]      1: install nothing (mosquitto, mosquitto_passwd and rumqttd on PATH)
 #   KEEP [0]              1: keep the working folder (configurations, logs, JSON reports)
+#   TRANSPORTS [1]        0: skip the transports rows (benches/transports.sh: TLS, TLS-PSK and
+#                         WebSocket, aliot against mosquitto over TLS; TRANSPORT_ROUNDS [3])
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -540,4 +542,14 @@ if [ "$DURABLE_RUNS" -gt 0 ] || [ "$RECOVERY_SESSIONS" -gt 0 ]; then
         --note "Idle connections with the store: the main table's connections scenario (clean sessions: nothing of theirs is written) on aliot with \`--data-dir\`." \
         --note "Restart: \`aliot-bench fill-store\` writes the store directly through \`RedbStore\` (synced commits of 10,000 changes), then \`aliot-bench recovery\` times \`aliot serve --data-dir\` from its spawn to its \`aliot: listening for MQTT\` line (pinned like the broker; page cache warm from the fill), reads its \`store restored\` log line, and resumes one session (cleanSession=0, its client id) to count what it receives." \
         "${STORE_NOTES[@]}"
+fi
+
+# --- The transports (issue 17): TLS, TLS-PSK and WebSocket rows, aliot against mosquitto
+# over TLS, in this run (benches/transports.sh starts its own brokers on free ports).
+if [ "${TRANSPORTS:-1}" = 1 ]; then
+    stop_broker
+    echo
+    echo "### Transports: TLS, TLS-PSK, WebSocket ($started)"
+    ROUNDS=${TRANSPORT_ROUNDS:-3} WARMUP=$WARMUP DURATION=$DURATION bash "$ROOT/benches/transports.sh" ||
+        say "benches/transports.sh failed; its rows are missing"
 fi
