@@ -21,7 +21,14 @@ fuzz_target!(|data: &[u8]| {
     // A PSK identity comes as bytes from the TLS handshake.
     if let Ok(identity) = PskIdentity::parse(data) {
         let formatted = identity.to_string();
-        assert_eq!(formatted.as_bytes(), data, "a PSK identity formats back to its bytes");
-        assert_eq!(PskIdentity::parse(formatted.as_bytes()).as_ref(), Ok(&identity));
+        assert_eq!(
+            formatted.as_bytes(),
+            data,
+            "a PSK identity formats back to its bytes"
+        );
+        assert_eq!(
+            PskIdentity::parse(formatted.as_bytes()).as_ref(),
+            Ok(&identity)
+        );
     }
 });

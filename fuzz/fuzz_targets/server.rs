@@ -40,11 +40,15 @@ fuzz_target!(|data: &[u8]| {
         ..ServerConfig::default()
     };
     let mut now = Instant::ZERO;
-    // Over TLS, so that a registration CONNECT is answered and its state reached.
+    // Over TLS, so that a registration CONNECT is answered and its state reached; for a
+    // third of the input lengths, TLS-PSK that proved the registered device, so that the
+    // rule "the CONNECT is the handshake's device" is reached too.
+    let psk_device = (rest.len() % 3 == 0).then(|| Arc::new(DeviceIdentity::new("a1Prod", "dev")));
     let context = AuthContext {
         wall_clock_ms: None,
         tls: true,
         client_ip: None,
+        psk_device,
     };
     let mut conn = Connection::new(config, auth, context, now);
 
