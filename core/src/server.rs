@@ -838,6 +838,14 @@ impl Connection {
         if !self.context.tls {
             return Some(Err(Refusal::registration(RegistrationRefused::NeedsTls)));
         }
+        // A TLS-PSK handshake proved a registered device: it signs its CONNECT with its
+        // secret, and registers nobody.
+        if let Some(psk_device) = &self.context.psk_device {
+            return Some(Err(profile_refusal(
+                ConnectReturnCode::NotAuthorized,
+                RefusalReason::NotThePskDevice(Arc::clone(psk_device)),
+            )));
+        }
         Some(Ok(request))
     }
 

@@ -222,6 +222,24 @@ fn registration_over_plain_tcp_is_refused_before_the_registry_is_asked() {
 }
 
 #[test]
+fn registration_over_tls_psk_is_refused_before_the_registry_is_asked() {
+    let (mut broker, asked) = registering_broker();
+    // The handshake proved dev-1: a device with a key registers nobody.
+    broker.psk_device = Some(std::sync::Arc::new(identity("dev-1")));
+    let conn = broker.accept();
+    broker.send(
+        conn,
+        registration_connect("dev-2", "register", PRODUCT_SECRET),
+    );
+    match broker.output(conn).as_slice() {
+        [Packet::ConnAck(ack)] => assert_eq!(ack.code, ConnectReturnCode::NotAuthorized),
+        other => panic!("expected only CONNACK 5, got {other:?}"),
+    }
+    assert!(broker.close_reason(conn).unwrap().contains("pre-shared key"));
+    assert!(asked.borrow().is_empty());
+}
+
+#[test]
 fn a_broker_without_a_registry_refuses_registration_with_code_3() {
     let mut broker = Broker::new(&["dev-1"]);
     broker.tls = true;

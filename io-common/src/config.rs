@@ -976,7 +976,7 @@ impl Checker<'_> {
                 }
                 _ => false,
             };
-            let tls = listener.tls.map(|tls| self.tls(tls)).transpose()?;
+            let tls = listener.tls.map(|tls| self.tls(tls, true)).transpose()?;
             let websocket = listener
                 .websocket
                 .map(|websocket| self.websocket(websocket))
@@ -1010,7 +1010,9 @@ impl Checker<'_> {
         })
     }
 
-    fn tls(&self, tls: Spanned<RawTls>) -> Result<TlsSettings, ConfigError> {
+    /// A `tls = { cert, key, min_version }` table, loaded; `min_version` below 1.2 only where
+    /// `allow_legacy` (MQTT listeners, whose TLS OpenSSL can serve).
+    fn tls(&self, tls: Spanned<RawTls>, allow_legacy: bool) -> Result<TlsSettings, ConfigError> {
         let span = tls.span();
         let RawTls {
             cert,
@@ -1033,6 +1035,13 @@ impl Checker<'_> {
                 }
             },
         };
+        if let (Some(legacy), Some(version)) = (legacy_min_version, &min_version)
+            && !allow_legacy
+        {
+            return Err(self
+                .source
+                .error_at(&version.span(), ConfigProblem::LegacyTlsNotHere(legacy)));
+        }
         let server_config = match load_tls_config(&cert, &key) {
             Ok(server_config) => server_config,
             Err(source) => {
@@ -1080,15 +1089,7 @@ impl Checker<'_> {
             Some(bind) => self.bind(bind)?,
             None => DEFAULT_AMQP_BIND,
         };
-        let span = amqp.tls.as_ref().map(Spanned::span);
-        let tls = amqp.tls.map(|tls| self.tls(tls)).transpose()?;
-        if let (Some(tls), Some(span)) = (&tls, span)
-            && let Some(version) = tls.legacy_min_version
-        {
-            return Err(self
-                .source
-                .error_at(&span, ConfigProblem::LegacyTlsNotHere(version)));
-        }
+        let tls = amqp.tls.map(|tls| self.tls(tls, false)).transpose()?;
         Ok(AmqpSettings { bind, tls })
     }
 

@@ -37,6 +37,9 @@ const MESSAGE_SLACK: usize = 64 * 1024;
 /// 64 KiB); MQTT over WebSocket lets a packet span messages, so the cut costs nothing.
 const MAX_OUTGOING_MESSAGE: usize = 64 * 1024;
 
+/// Control frames (ping, pong) one read takes before it yields, when they come without data.
+const MAX_CONTROL_FRAMES_PER_READ: usize = 32;
+
 /// Bytes tungstenite reads from the socket at a time. Its read buffer is allocated when the
 /// stream is made and kept for the connection's life, so it is small: an idle connection holds
 /// it. A longer frame grows it for as long as that frame takes.
@@ -81,13 +84,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WebSocketBytes<S> {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let mut control_frames = 0;
         while this.unread.is_empty() {
+            // A peer sending only pings (or pongs) must not keep this task from yielding:
+            // after a few, come back later (a runtime without a cooperative budget, as smol's,
+            // would otherwise run this loop for as long as the flood lasts).
+            if control_frames == MAX_CONTROL_FRAMES_PER_READ {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match ready!(Pin::new(&mut this.socket).poll_next(cx)) {
                 None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(0)),
                 Some(Ok(Message::Binary(data))) => this.unread = data,
                 // Answered by tungstenite itself (a ping's pong goes out with the next write
                 // or flush).
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    control_frames += 1;
+                }
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,

@@ -195,6 +195,8 @@ pub(crate) async fn exchange(
             stream.write_all(&out).await.map_err(io_error)?;
             out.clear();
         }
+        // What a TLS or WebSocket layer holds goes out before the wait for the answer.
+        stream.flush().await.map_err(io_error)?;
         while let Some(event) = conn.poll_event() {
             match event {
                 Event::ConnectRefused(code) => {
@@ -216,6 +218,7 @@ pub(crate) async fn exchange(
                             stream.write_all(&out).await.map_err(io_error)?;
                             out.clear();
                         }
+                        stream.flush().await.map_err(io_error)?;
                         return Ok(());
                     }
                 }

@@ -90,10 +90,12 @@ pub(crate) fn serve<R: Runtime>(
     let plain = layers.tls.is_none() && layers.openssl.is_none() && layers.websocket.is_none();
     #[cfg(not(feature = "openssl"))]
     let plain = layers.tls.is_none() && layers.websocket.is_none();
+    // The connect timeout runs from here: the handshakes, the upgrade and the CONNECT share it.
+    let accepted = shared.clock.now();
     if plain {
-        Either::Left(run(shared, conn, peer, false, None, stream))
+        Either::Left(run(shared, conn, peer, accepted, false, None, stream))
     } else {
-        Either::Right(serve_layered(shared, conn, stream, peer, layers))
+        Either::Right(serve_layered(shared, conn, stream, peer, accepted, layers))
     }
 }
 
@@ -121,9 +123,10 @@ async fn serve_layered<R: Runtime>(
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
+    accepted: aliot_core::Instant,
     layers: Layers,
 ) {
-    let opened = Box::pin(open_layers(&shared, conn, stream, peer, layers)).await;
+    let opened = Box::pin(open_layers(&shared, conn, stream, peer, accepted, layers)).await;
     let Some(Opened {
         stream,
         tls,
@@ -132,19 +135,23 @@ async fn serve_layered<R: Runtime>(
     else {
         return;
     };
-    run(shared, conn, peer, tls, psk_device, stream).await;
+    run(shared, conn, peer, accepted, tls, psk_device, stream).await;
 }
 
-/// The TLS handshake and the WebSocket upgrade, as configured, together within the connect
-/// timeout; `None` (logged) when one failed, took too long, or the broker is stopping.
+/// The TLS handshake and the WebSocket upgrade, as configured, within the connect timeout
+/// counted from the accept (the CONNECT that follows has what is left of it); `None`
+/// (logged) when one failed, took too long, or the broker is stopping.
 async fn open_layers<R: Runtime>(
     shared: &ConnectionShared<R>,
     conn: ConnId,
     stream: R::Tcp,
     peer: SocketAddr,
+    accepted: aliot_core::Instant,
     layers: Layers,
 ) -> Option<Opened> {
-    let deadline = Instant::now() + shared.server.connect_timeout;
+    let deadline = shared
+        .clock
+        .deadline(accepted + shared.server.connect_timeout);
     let websocket = layers.websocket;
     #[cfg(feature = "openssl")]
     if let Some(acceptor) = layers.openssl {
@@ -198,13 +205,25 @@ async fn upgrade_if<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'stat
 }
 
 /// A rustls handshake error, with what to do when the client speaks no TLS version the
-/// listener does (an old client offering TLS 1.0 or 1.1, most likely).
+/// listener does (an old client offering only TLS 1.0 or 1.1). Other refusals (no cipher
+/// suite or key exchange group in common, say) are left as rustls words them.
 fn explain_rustls_refusal(error: io::Error) -> io::Error {
-    let incompatible = error
+    use rustls::PeerIncompatible;
+    let old_version = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|inner| matches!(inner, rustls::Error::PeerIncompatible(_)));
-    if !incompatible {
+        .is_some_and(|inner| {
+            matches!(
+                inner,
+                rustls::Error::PeerIncompatible(
+                    PeerIncompatible::Tls12NotOffered
+                        | PeerIncompatible::Tls12NotOfferedOrEnabled
+                        | PeerIncompatible::SupportedVersionsExtensionRequired
+                        | PeerIncompatible::SignatureAlgorithmsExtensionRequired
+                )
+            )
+        });
+    if !old_version {
         return error;
     }
     io::Error::new(
@@ -396,6 +415,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: Arc<ConnectionShared<R>>,
     conn: ConnId,
     peer: SocketAddr,
+    accepted: aliot_core::Instant,
     tls: bool,
     psk_device: Option<Arc<DeviceIdentity>>,
     mut stream: S,
@@ -428,7 +448,7 @@ fn run<R: Runtime, S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             shared.server.clone(),
             Arc::clone(&shared.authenticator),
             context,
-            clock.now(),
+            accepted,
         );
         let runtime = &shared.runtime;
         // One timer for the connection's life, moved as its deadline moves.

@@ -226,7 +226,7 @@ fn legacy_context(
         ),
         source,
     };
-    let mut builder = SslContextBuilder::new(SslMethod::tls_server()).map_err(setup)?;
+    let mut builder = server_builder().map_err(setup)?;
     builder.set_certificate_chain_file(cert).map_err(setup)?;
     builder
         .set_private_key_file(key, SslFiletype::PEM)
