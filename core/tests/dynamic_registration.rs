@@ -235,7 +235,12 @@ fn registration_over_tls_psk_is_refused_before_the_registry_is_asked() {
         [Packet::ConnAck(ack)] => assert_eq!(ack.code, ConnectReturnCode::NotAuthorized),
         other => panic!("expected only CONNACK 5, got {other:?}"),
     }
-    assert!(broker.close_reason(conn).unwrap().contains("pre-shared key"));
+    assert!(
+        broker
+            .close_reason(conn)
+            .unwrap()
+            .contains("pre-shared key")
+    );
     assert!(asked.borrow().is_empty());
 }
 
