@@ -50,6 +50,12 @@ impl PskKey {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The key's bytes in lowercase hex (128 characters): the form `mosquitto_pub --psk`
+    /// and `openssl s_client -psk` take.
+    pub fn to_hex(&self) -> String {
+        to_hex(self.as_bytes())
+    }
 }
 
 impl core::fmt::Debug for PskKey {
@@ -175,6 +181,12 @@ mod tests {
                 .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
         );
         assert_eq!(format!("{key:?}"), "PskKey(<redacted>)");
+        // The hex tools take: two lowercase digits per character of the key.
+        assert_eq!(key.to_hex().len(), 128);
+        assert!(
+            key.to_hex()
+                .starts_with(&format!("{:02x}", key.as_bytes()[0]))
+        );
         // Another timestamp, another key.
         let later = PskIdentity::new(DeviceIdentity::new("a1PK", "dev"), "2");
         assert_ne!(later.key(&DeviceSecret::new("secret")), key);

@@ -426,8 +426,11 @@ impl<R: Runtime> Broker<R> {
             if listener.tls.is_some() && listener.openssl.is_some() {
                 return Err(BrokerError::TwoTlsStacks(addr));
             }
-            if let Some(tls) = &listener.openssl {
-                check_openssl_tls(tls)?;
+            // Without OpenSSL such a listener is refused; with it, making the acceptor is the
+            // check (a certificate or key it cannot load).
+            #[cfg(not(feature = "openssl"))]
+            if listener.openssl.is_some() {
+                return Err(BrokerError::OpenSslUnavailable);
             }
             #[cfg(feature = "openssl")]
             let openssl = match &listener.openssl {

@@ -12,6 +12,10 @@ use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslMode, SslVersion};
 
 use crate::broker::wall_clock_ms;
 
+/// The one cipher suite of the platform's PSK level, `TLS_PSK_WITH_AES_128_CBC_SHA` (0x008C),
+/// in OpenSSL's name; the broker's PSK listeners take it alone too.
+pub const PSK_CIPHER: &str = "PSK-AES128-CBC-SHA";
+
 /// The PSK handshake on `stream` as `device`: the identity with the current time, the key
 /// derived from `secret`, TLS 1.2 with `TLS_PSK_WITH_AES_128_CBC_SHA` only.
 ///
@@ -38,7 +42,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         .set_max_proto_version(Some(SslVersion::TLS1_2))
         .map_err(io::Error::other)?;
     builder
-        .set_cipher_list("PSK-AES128-CBC-SHA")
+        .set_cipher_list(PSK_CIPHER)
         .map_err(io::Error::other)?;
     builder.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
         // The identity goes out NUL-terminated.

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret};
-use rustls::pki_types::{CertificateDer, ServerName};
+use aliot_io::client::TlsOptions;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -71,25 +72,11 @@ impl Transport {
     pub fn tls_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, LoadError> {
         let bad = |why: String| LoadError::Parameter(format!("--ca {}: {why}", ca.display()));
         let pem = std::fs::read(ca).map_err(|error| bad(error.to_string()))?;
-        let certificates: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &pem[..])
-            .collect::<Result<_, _>>()
-            .map_err(|error| bad(error.to_string()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in certificates {
-            roots
-                .add(certificate)
-                .map_err(|error| bad(error.to_string()))?;
-        }
-        if roots.is_empty() {
-            return Err(bad("no CERTIFICATE in it".to_owned()));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        // The device client's own TLS options: the same provider, versions and roots.
+        TlsOptions::only_ca_pem(&pem)
             .map_err(|error| bad(error.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+            .client_config()
+            .map_err(|error| bad(error.to_string()))
     }
 
     /// Puts this transport's layers over a connected socket, as `device` when the transport

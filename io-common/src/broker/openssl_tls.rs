@@ -24,10 +24,7 @@ use tracing::info;
 
 use super::handle::TransportCounters;
 use super::{LegacyTlsVersion, OpenSslTls};
-
-/// The one cipher suite of the platform's PSK level: `TLS_PSK_WITH_AES_128_CBC_SHA` (0x008C),
-/// in OpenSSL's name.
-pub(crate) const PSK_CIPHER: &str = "PSK-AES128-CBC-SHA";
+use crate::tls_psk::PSK_CIPHER;
 
 /// Why an OpenSSL listener could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! MQTT settings.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, SignRequest};
@@ -218,6 +219,21 @@ impl TlsOptions {
             server_name: None,
         }
         .with_ca_pem(pem)
+    }
+
+    /// The rustls client configuration of these options: the ring provider, TLS 1.3 and 1.2,
+    /// these roots, no client certificate. What the device client dials with.
+    ///
+    /// # Errors
+    ///
+    /// rustls's refusal of the configuration.
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        Ok(Arc::new(config))
     }
 
     /// These roots plus the CA certificates of `pem`.

@@ -59,13 +59,8 @@ impl<R: Runtime> Dialer<R> {
                     .unwrap_or_else(|| options.host.clone());
                 let server_name = ServerName::try_from(name.clone())
                     .map_err(|_| ConnectError::InvalidServerName { name })?;
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                    .map_err(ConnectError::TlsConfig)?
-                    .with_root_certificates(tls.roots.clone())
-                    .with_no_client_auth();
-                Some((TlsConnector::from(Arc::new(config)), server_name))
+                let config = tls.client_config().map_err(ConnectError::TlsConfig)?;
+                Some((TlsConnector::from(config), server_name))
             }
         };
         #[cfg(feature = "openssl")]

@@ -458,8 +458,7 @@ fn signed_credentials(args: &SignArgs) -> Result<String, String> {
     }
     .map(|psk_identity| {
         let key = psk_identity.key(&secret);
-        let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        (psk_identity.to_string(), hex)
+        (psk_identity.to_string(), key.to_hex())
     });
     if args.json {
         let mut object = serde_json::json!({
