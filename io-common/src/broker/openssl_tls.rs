@@ -151,8 +151,9 @@ fn describe(error: &openssl::ssl::Error) -> String {
 }
 
 /// A server context builder whose connections give their record buffers back while idle
-/// (`SSL_MODE_RELEASE_BUFFERS`): an idle connection would otherwise hold about 34 KiB of
-/// read and write buffers, which is most of what it costs.
+/// (`SSL_MODE_RELEASE_BUFFERS`): measured on idle TLS-PSK connections, 59 KiB of broker
+/// memory each without it and 43.5 KiB with it (before the handshake's futures were freed
+/// too, which brought it to 19 KiB).
 fn server_builder() -> Result<SslContextBuilder, ErrorStack> {
     let mut builder = SslContextBuilder::new(SslMethod::tls_server())?;
     builder.set_mode(SslMode::RELEASE_BUFFERS);
