@@ -82,6 +82,7 @@ mod gateways;
 mod held_acks;
 mod rrpc;
 mod sessions;
+mod trace;
 
 pub use consumer_groups::{
     BacklogLimits, BacklogMessage, ConsumerGroupConfig, ConsumerId, GroupStats, MessageKinds,
@@ -94,6 +95,9 @@ pub use devices::{MAX_DOWNLINK_RESULTS, MAX_DOWNLINK_RESULTS_PER_DEVICE};
 pub use gateways::{GatewayReply, NoDirectory, SubDeviceDirectory, SubDeviceRecord};
 pub use rrpc::{InvalidRrpcCall, RRPC_TIMEOUT_RANGE_MS, RrpcOutcome};
 pub use sessions::{MAX_SUPPRESSED_FILTERS, SessionStats};
+pub use trace::{
+    DevicePresence, TRACED_PAYLOAD_BYTES, TraceDirection, TraceFilter, TracePage, TracedMessage,
+};
 
 use consumer_groups::{BacklogChange, ConsumerGroups, Handed};
 use devices::DeviceTable;
@@ -102,6 +106,7 @@ use gateways::{AckedOn, Carriers};
 use held_acks::{AckTicket, HeldAcks};
 use rrpc::{Answer, RrpcCalls};
 use sessions::{AUTO_SUBSCRIBED_QOS, InFlight, Queued, Session, SessionId, SessionTable};
+use trace::{MessageTrace, Presences};
 
 /// The QoS of the platform's own downlinks (property set, service calls, shadow `control`,
 /// OTA pushes; ours): kept in the session of a device briefly away, like any QoS 1 message.
@@ -176,6 +181,9 @@ pub struct HubConfig {
     pub consumer_groups: Vec<ConsumerGroupConfig>,
     /// How much each consumer group's backlog may hold.
     pub backlog_limits: BacklogLimits,
+    /// How many of the latest messages, connects and disconnects the hub keeps for watchers
+    /// ([`Hub::trace_after`]; default 0: none, and the trace costs nothing).
+    pub trace_capacity: usize,
 }
 
 impl Default for HubConfig {
@@ -194,6 +202,7 @@ impl Default for HubConfig {
             max_sub_device_logins_per_minute: 6_000,
             consumer_groups: Vec::new(),
             backlog_limits: BacklogLimits::default(),
+            trace_capacity: 0,
         }
     }
 }
@@ -269,6 +278,10 @@ pub struct Hub {
     /// services stamp come from it.
     wall_clock: UnixMillis,
     counters: Counters,
+    /// The latest messages, for watchers (off unless configured).
+    trace: MessageTrace,
+    /// Where each device was last seen.
+    presences: Presences,
     outputs: alloc::collections::VecDeque<HubOutput>,
     /// Scratch for [`route`](Self::route): the sessions a message reaches.
     targets: Vec<(SessionId, QoS)>,
@@ -305,6 +318,8 @@ impl Hub {
             journal: Journal::default(),
             wall_clock: UnixMillis::default(),
             counters: Counters::default(),
+            trace: MessageTrace::new(config.trace_capacity),
+            presences: Presences::default(),
             outputs: alloc::collections::VecDeque::new(),
             targets: Vec::new(),
             released_acks: Vec::new(),
@@ -353,6 +368,28 @@ impl Hub {
         self.session_of_device(device)
             .and_then(|sid| self.sessions.get(sid))
             .is_some_and(|session| session.conn.is_some())
+    }
+
+    /// Where the device was last seen, if it has connected since the hub started.
+    pub fn device_presence(&self, device: &DeviceIdentity) -> Option<DevicePresence> {
+        self.presences.get(device)
+    }
+
+    /// Forgets where a device was seen (it left the registry).
+    pub fn forget_device_presence(&mut self, device: &DeviceIdentity) {
+        self.presences.forget(device);
+    }
+
+    /// Up to `limit` traced entries after sequence number `after` that pass `filter`, the
+    /// oldest first, and how many were missed (see [`TracePage`]). Empty unless
+    /// [`HubConfig::trace_capacity`] is set.
+    pub fn trace_after(&self, after: u64, filter: &TraceFilter, limit: usize) -> TracePage {
+        self.trace.after(after, filter, limit)
+    }
+
+    /// The latest `limit` traced entries that pass `filter`, the oldest first.
+    pub fn trace_latest(&self, filter: &TraceFilter, limit: usize) -> Vec<TracedMessage> {
+        self.trace.latest(filter, limit)
     }
 
     /// Messages queued for a client's session (waiting behind the window or while offline).
@@ -411,6 +448,7 @@ impl Hub {
                 if !self.consumer_groups.is_empty() {
                     self.forward_from(conn, &message, now);
                 }
+                self.trace_from(self.sessions.of_conn(conn), &message);
                 let ticket = packet_id.map(|packet_id| self.held_acks.ticket(conn, packet_id));
                 self.route(message, ticket, now);
                 if let Some(ticket) = ticket
@@ -442,7 +480,9 @@ impl Hub {
                 sub_device,
             } => {
                 self.counters.messages_in += 1;
-                if let Some(sid) = self.session_on(conn, sub_device.as_deref()) {
+                let sid = self.session_on(conn, sub_device.as_deref());
+                self.trace_from(sid, &message);
+                if let Some(sid) = sid {
                     self.serve(sid, *request, message.qos, now);
                 }
                 if let Some(packet_id) = packet_id {
@@ -893,9 +933,7 @@ impl Hub {
         if self.unplug(sid, CloseReason::TakenOver, now).is_some() {
             self.counters.takeovers += 1;
             // Its old connection ended: offline, before the new one's online.
-            if !self.consumer_groups.is_empty() {
-                self.forward_status(sid, false, now);
-            }
+            self.status_changed(sid, false, now);
         }
         let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
         if request.clean_session || kept_clean {
@@ -945,9 +983,7 @@ impl Hub {
             }
             self.pump(sid, now);
         }
-        if !self.consumer_groups.is_empty() {
-            self.forward_status(sid, true, now);
-        }
+        self.status_changed(sid, true, now);
         // Upgrades not yet done are pushed again each time the device comes online (§6).
         self.push_pending_ota(sid, now);
     }
@@ -1072,12 +1108,53 @@ impl Hub {
         }
     }
 
+    /// Keeps a message a session's client published, for watchers.
+    fn trace_from(&mut self, sid: Option<SessionId>, message: &Message) {
+        if !self.trace.is_on() {
+            return;
+        }
+        if let Some(session) = sid.and_then(|sid| self.sessions.get(sid)) {
+            let at = self.wall_clock;
+            self.trace.message(
+                TraceDirection::FromClient,
+                &session.key,
+                message,
+                message.qos,
+                at,
+            );
+        }
+    }
+
+    /// A session came online or went offline: where its device was seen is kept, watchers
+    /// see it, and the consumer groups are told (PLATFORM-PROTOCOLS §9.1).
+    fn status_changed(&mut self, sid: SessionId, online: bool, now: Instant) {
+        if let Some(session) = self.sessions.get(sid) {
+            let at = self.wall_clock;
+            if let Some(device) = session.key.device() {
+                if online {
+                    self.presences.connected(device, session.client_ip, at);
+                } else {
+                    self.presences.disconnected(device, at);
+                }
+            }
+            if self.trace.is_on() {
+                let direction = if online {
+                    TraceDirection::Connected
+                } else {
+                    TraceDirection::Disconnected
+                };
+                self.trace.presence(direction, &session.key, at);
+            }
+        }
+        if !self.consumer_groups.is_empty() {
+            self.forward_status(sid, online, now);
+        }
+    }
+
     /// A session lost its connection: a clean one ends; a kept one waits (its queue a store
     /// for later) until it expires.
     fn went_offline(&mut self, sid: SessionId, now: Instant) {
-        if !self.consumer_groups.is_empty() {
-            self.forward_status(sid, false, now);
-        }
+        self.status_changed(sid, false, now);
         let Some(session) = self.sessions.get(sid) else {
             return;
         };
@@ -1259,6 +1336,11 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(sid) else {
             return DeviceDelivery::Offline;
         };
+        if self.trace.is_on() && (session.conn.is_some() || qos == QoS::AtLeastOnce) {
+            let at = self.wall_clock;
+            self.trace
+                .message(TraceDirection::ToClient, &session.key, message, qos, at);
+        }
         match (session.conn, qos) {
             (Some(conn), QoS::AtMostOnce) => {
                 let mut message = message.clone();

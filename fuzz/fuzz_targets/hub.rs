@@ -26,7 +26,9 @@ use std::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_core::codec::{PacketId, QoS};
 use aliot_core::hub::durable::StoreImage;
-use aliot_core::hub::{ConnId, HELD_QUEUE_FACTOR, Hub, HubConfig, HubOutput};
+use aliot_core::hub::{
+    ConnId, HELD_QUEUE_FACTOR, Hub, HubConfig, HubOutput, TRACED_PAYLOAD_BYTES, TraceFilter,
+};
 use aliot_core::server::{CloseReason, Command, Event, SessionRequest};
 use aliot_core::{ClientFeatures, ClientKey, Instant, Message};
 use aliot_services::DeviceMessage;
@@ -58,6 +60,8 @@ const TOPICS: [&str; 7] = [
 ];
 
 const MAX_ACK_HOLD: Duration = Duration::from_secs(5);
+/// Entries the hub's trace keeps: small, so that the ring wraps often.
+const TRACE_CAPACITY: usize = 64;
 
 #[derive(Default)]
 struct ModelSession {
@@ -274,6 +278,22 @@ impl World {
             }
             assert_eq!(stats.map(|s| s.online).unwrap_or(false), online);
             assert_eq!(stats.is_some(), self.sessions.contains_key(&d));
+            // Where the device was last seen agrees with the model.
+            let device = key(d).device().cloned().expect("a platform device");
+            let presence = self.hub.device_presence(&device);
+            assert_eq!(
+                presence.is_some_and(|p| p.online),
+                online,
+                "presence of {device}"
+            );
+        }
+        // The trace: bounded, its entries numbered one after another, the rest counted.
+        let trace = self.hub.trace_after(0, &TraceFilter::default(), usize::MAX);
+        assert!(trace.entries.len() <= TRACE_CAPACITY);
+        assert_eq!(trace.missed + trace.entries.len() as u64, trace.last_seq);
+        for (n, entry) in trace.entries.iter().enumerate() {
+            assert_eq!(entry.seq, trace.missed + 1 + n as u64, "trace numbering");
+            assert!(entry.payload.len() <= TRACED_PAYLOAD_BYTES);
         }
     }
 
@@ -422,6 +442,7 @@ fuzz_target!(|data: &[u8]| {
         max_message_age: Some(Duration::from_secs(50)),
         session_expiry: None,
         first_rrpc_message_id: 1000,
+        trace_capacity: TRACE_CAPACITY,
         ..HubConfig::default()
     };
     let mut hub = Hub::new(config.clone());
