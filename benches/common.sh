@@ -44,3 +44,8 @@ stop_broker() {
     fi
 }
 trap stop_broker EXIT
+
+# json_field FILE KEY: one top-level field of a JSON report.
+json_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# whole NUMBER: rounded, with thousands separators.
+whole() { python3 -c 'import sys; print(f"{float(sys.argv[1]):,.0f}")' "$1"; }

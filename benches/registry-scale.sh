@@ -37,8 +37,6 @@ need curl python3 taskset
 build_release
 now_ms() { date +%s%3N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-json_field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
-whole() { python3 -c 'import sys; print(f"{float(sys.argv[1]):,.0f}")' "$1"; }
 
 
 # start NAME DATA_DIR: starts the broker on CPU 0 with the file's devices and the store in

@@ -65,6 +65,7 @@ async fn serve() -> Served {
             bind: any,
             token: None,
             access_keys: access_keys.clone(),
+            console: true,
         })
         .await
         .expect("the API serves");

@@ -20,6 +20,7 @@
 //! [api]                      # the HTTP API; off when the table is absent
 //! bind = "127.0.0.1:8080"    # the default
 //! token = "change-me"        # optional bearer token
+//! console = true             # the web console at /console (the default)
 //!
 //! [limits]                   # every key optional; these are the defaults
 //! max_connections = 1000000
@@ -211,7 +212,15 @@ pub struct ApiSettings {
     pub bind: SocketAddr,
     /// The bearer token callers must send, if any.
     pub token: Option<String>,
+    /// Whether the web console is served at `/console` (default: yes). With it, the hub
+    /// keeps the latest [`CONSOLE_TRACE_CAPACITY`] messages for its live views.
+    pub console: bool,
 }
+
+/// How many of the latest messages, connects and disconnects the hub keeps for the web
+/// console's live views when the console is on (ours: a few seconds of a busy broker, and
+/// a quiet device's last few hundred).
+pub const CONSOLE_TRACE_CAPACITY: usize = 4096;
 
 /// Where the `[amqp]` table listens when it gives no `bind`.
 pub const DEFAULT_AMQP_BIND: SocketAddr =
@@ -377,10 +386,13 @@ impl Config {
             });
         }
         lines.push(match &self.api {
-            Some(ApiSettings { bind, token: None }) => format!("HTTP API {bind} (no token)"),
+            Some(ApiSettings {
+                bind, token: None, ..
+            }) => format!("HTTP API {bind} (no token)"),
             Some(ApiSettings {
                 bind,
                 token: Some(_),
+                ..
             }) => format!("HTTP API {bind} (bearer token required)"),
             None => "HTTP API off".to_owned(),
         });
@@ -775,6 +787,7 @@ struct RawTls {
 struct RawApi {
     bind: Option<Spanned<String>>,
     token: Option<Spanned<String>>,
+    console: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -898,6 +911,10 @@ impl Checker<'_> {
         let (max_connections, server, mut hub) = self.limits(raw.limits)?;
         hub.consumer_groups = self.consumer_groups(raw.consumer_group)?;
         hub.backlog_limits = self.backlog(raw.backlog)?;
+        // The console's live views read the hub's trace.
+        if api.as_ref().is_some_and(|api| api.console) {
+            hub.trace_capacity = CONSOLE_TRACE_CAPACITY;
+        }
         let auth = self.auth(raw.auth)?;
         let store = raw.store.map(|store| self.store(store)).transpose()?;
         let (registry, products) = self.products(raw.product)?;
@@ -1081,7 +1098,11 @@ impl Checker<'_> {
             Some(token) => Some(token.into_inner()),
             None => None,
         };
-        Ok(ApiSettings { bind, token })
+        Ok(ApiSettings {
+            bind,
+            token,
+            console: api.console.unwrap_or(true),
+        })
     }
 
     fn amqp(&self, amqp: RawAmqp) -> Result<AmqpSettings, ConfigError> {

@@ -532,6 +532,55 @@ impl Registry {
         all
     }
 
+    /// One page of a product's devices (every product's with `None`) whose name contains
+    /// `name_contains`, by product and name, and how many devices match in all. Only the page
+    /// is copied: a page of 100,000 devices costs a scan and a sort of references.
+    pub fn device_page(
+        &self,
+        product_key: Option<&str>,
+        name_contains: &str,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<RegisteredDevice>, usize) {
+        let state = self.read();
+        let mut matching: Vec<&RegisteredDevice> = state
+            .devices
+            .values()
+            .filter(|device| {
+                product_key.is_none_or(|key| device.identity.product_key == key)
+                    && device.identity.device_name.contains(name_contains)
+            })
+            .collect();
+        let total = matching.len();
+        let end = offset.saturating_add(limit).min(total);
+        if offset < end {
+            // Only the pages up to this one need to be in order.
+            let by_name = |a: &&RegisteredDevice, b: &&RegisteredDevice| {
+                (&a.identity.product_key, &a.identity.device_name)
+                    .cmp(&(&b.identity.product_key, &b.identity.device_name))
+            };
+            if end < total {
+                matching.select_nth_unstable_by(end, by_name);
+            }
+            matching[..end].sort_unstable_by(by_name);
+        }
+        let page = matching
+            .get(offset..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|device| (*device).clone())
+            .collect();
+        (page, total)
+    }
+
+    /// A product's topic categories (the platform's system ones and its custom ones).
+    pub fn product_categories(&self, key: &str) -> Option<Arc<ProductCategories>> {
+        self.read()
+            .products
+            .get(key)
+            .map(|product| Arc::clone(&product.categories))
+    }
+
     /// Makes a product with a fresh key, a product secret and the platform's three default
     /// custom categories (`/user/update`, `/user/update/error`, `/user/get`).
     pub fn create_product(

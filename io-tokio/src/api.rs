@@ -46,6 +46,15 @@
 //! Every failure is a `4xx` (or `503` once the broker has stopped) with an [`ApiError`] body
 //! `{"Code":"…","Message":"…"}`, never a `500`: the codes are those of [`ApiErrorCode`].
 //!
+//! # The web console
+//!
+//! With [`ApiConfig::console`], the API also serves a web console under `/console`: products,
+//! devices with their live status, a device's topics, properties, shadow, OTA, topology and
+//! recent messages, a live message view and a debugging page (see the `console` module's
+//! source, `io-tokio/src/api/console.rs`). Each of its actions calls the handler of the API
+//! operation it is (`/Pub`, `/RegisterDevice`, ...). It is open without a token; with one, a
+//! browser logs in at `/console/login` with the token or an AccessKey.
+//!
 //! A device that is not registered gets `404 DeviceNotFound` from `/rrpc` when the broker's
 //! authenticator can tell ([`Authenticator::knows_device`]; the platform's authenticator can);
 //! with any other authenticator the call goes ahead and such a device is `OFFLINE`.
@@ -78,6 +87,7 @@ use tracing::{error, info};
 use crate::Tokio;
 use crate::broker::{Broker, BrokerHandle, BrokerStopped, RrpcError, Stats, TransportStats};
 
+mod console;
 mod openapi;
 mod registry;
 pub mod signature;
@@ -106,8 +116,12 @@ pub struct ApiConfig {
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// The AccessKeys of the platform's OpenAPI at `/` (signed requests; see
-    /// [`signature`]); without any, the OpenAPI is off.
+    /// [`signature`]); without any, the OpenAPI is off. Each can log in to the console too.
     pub access_keys: Vec<AccessKey>,
+    /// Whether the web console is served at `/console` (see [the module docs](self#the-web-console)).
+    /// Its live views need the hub's trace
+    /// ([`HubConfig::trace_capacity`](aliot_core::hub::HubConfig::trace_capacity)).
+    pub console: bool,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -116,6 +130,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("bind", &self.bind)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("access_keys", &self.access_keys)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -155,6 +170,7 @@ pub struct BindApiError {
 ///     bind: "127.0.0.1:0".parse()?,
 ///     token: Some("change-me".into()),
 ///     access_keys: Vec::new(),
+///     console: true,
 /// };
 /// let api_addr = broker.serve_http_api(api).await?;
 /// assert_ne!(api_addr.port(), 0);
@@ -180,6 +196,7 @@ impl ServeHttpApi for Broker {
             bind,
             token,
             access_keys,
+            console,
         } = config;
         let bind_error = |source| BindApiError { addr: bind, source };
         let listener = Tokio.bind(bind).await.map_err(bind_error)?;
@@ -188,6 +205,7 @@ impl ServeHttpApi for Broker {
             addr = %local,
             token = token.is_some(),
             openapi = !access_keys.is_empty(),
+            console,
             "listening for the HTTP API"
         );
         let mut state = ApiState::new(
@@ -197,13 +215,23 @@ impl ServeHttpApi for Broker {
             Arc::clone(self.authenticator()),
         );
         state.access_keys = Arc::from(access_keys);
-        self.spawn_service("the HTTP API", move |stop| async move {
-            let served = axum::serve(listener, router(state)).with_graceful_shutdown(stop.raised());
-            if let Err(error) = served.await {
-                error!(%error, "the HTTP API stopped");
-            }
+        self.spawn_service("the HTTP API", move |stop| {
+            state.stop = Some(stop.clone());
+            serve_api(listener, router(state, console), stop)
         });
         Ok(local)
+    }
+}
+
+/// Serves the API until `stop` is raised, then waits for the requests under way.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: aliot_io::broker::StopSignal,
+) {
+    let served = axum::serve(listener, router).with_graceful_shutdown(stop.raised());
+    if let Err(error) = served.await {
+        error!(%error, "the HTTP API stopped");
     }
 }
 
@@ -457,6 +485,10 @@ struct ApiState {
     nonces: Arc<std::sync::Mutex<signature::NonceCache>>,
     /// The latest batches of `BatchRegisterDevice`.
     applies: Arc<std::sync::Mutex<std::collections::VecDeque<registry::Applied>>>,
+    /// The web console's logins.
+    console_sessions: Arc<console::ConsoleSessions>,
+    /// Raised when the broker stops: the console's event streams end on it.
+    stop: Option<aliot_io::broker::StopSignal>,
 }
 
 impl ApiState {
@@ -474,6 +506,8 @@ impl ApiState {
             access_keys: Arc::from(Vec::new()),
             nonces: Arc::default(),
             applies: Arc::default(),
+            console_sessions: Arc::default(),
+            stop: None,
         }
     }
 
@@ -530,9 +564,9 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"Bearer ").then_some(token)
 }
 
-/// The API's routes over a running broker.
-fn router(state: ApiState) -> Router {
-    Router::new()
+/// The API's routes over a running broker, with the console's under `/console` if it is on.
+fn router(state: ApiState, console: bool) -> Router {
+    let api = Router::new()
         .route(
             "/",
             get(openapi::openapi)
@@ -663,9 +697,16 @@ fn router(state: ApiState) -> Router {
         .route(
             "/BatchGetDeviceState",
             post(registry::batch_get_device_state).fallback(method_not_allowed),
+        );
+    let api = if console {
+        api.nest("/console", console::router()).route(
+            "/console/",
+            get(|| async { axum::response::Redirect::to("/console") }),
         )
-        .fallback(not_found)
-        .with_state(state)
+    } else {
+        api
+    };
+    api.fallback(not_found).with_state(state)
 }
 
 async fn not_found() -> Failure {

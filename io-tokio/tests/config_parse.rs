@@ -106,6 +106,7 @@ fn a_full_file_sets_every_piece() {
         Some(ApiSettings {
             bind: "127.0.0.1:9090".parse().unwrap(),
             token: Some("s3cret-token".to_owned()),
+            console: true,
         })
     );
     assert_eq!(config.max_connections.get(), 5000);
@@ -128,6 +129,8 @@ fn a_full_file_sets_every_piece() {
             max_ack_hold: Duration::from_millis(250),
             max_message_age: Some(Duration::from_secs(3600)),
             session_expiry: None,
+            // The file has an [api], so the console and its trace.
+            trace_capacity: aliot_tokio::config::CONSOLE_TRACE_CAPACITY,
             ..HubConfig::default()
         }
     );
@@ -229,8 +232,22 @@ fn what_is_left_out_takes_the_defaults() {
         Some(ApiSettings {
             bind: DEFAULT_API_BIND,
             token: None,
+            console: true,
         })
     );
+    assert_eq!(
+        with_api.hub.trace_capacity,
+        aliot_tokio::config::CONSOLE_TRACE_CAPACITY,
+        "the console's live views have the hub's trace"
+    );
+    let console_off = Config::parse(
+        &format!("{text}[api]\nconsole = false\n"),
+        "api.toml",
+        Path::new("."),
+    )
+    .expect("console = false is valid");
+    assert!(!console_off.api.as_ref().unwrap().console);
+    assert_eq!(console_off.hub.trace_capacity, 0, "no console, no trace");
     assert_eq!(DEFAULT_API_BIND.to_string(), "127.0.0.1:8080");
 }
 

@@ -64,6 +64,7 @@ async fn start(dir: &std::path::Path) -> Running {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: None,
         access_keys: Vec::new(),
+        console: true,
     };
     let api = broker.serve_http_api(api).await.expect("the API starts");
     Running {

@@ -37,6 +37,7 @@ async fn start(dir: &std::path::Path) -> (Broker, SocketAddr, SocketAddr) {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: None,
         access_keys: Vec::new(),
+        console: true,
     };
     let api = broker.serve_http_api(api).await.expect("the API starts");
     (broker, mqtt, api)

@@ -109,7 +109,7 @@ fn registry_failure(error: RegistryError) -> Failure {
 
 impl ApiState {
     /// The broker's registry, when it has one the API may change.
-    fn registry(&self) -> Result<Registry, Failure> {
+    pub(super) fn registry(&self) -> Result<Registry, Failure> {
         self.handle.registry().cloned().ok_or_else(|| {
             Failure::new(
                 ApiErrorCode::NoRegistry,
@@ -151,7 +151,7 @@ fn now() -> UnixMillis {
 }
 
 /// A device's status in the platform's words.
-fn status(device: &RegisteredDevice, online: bool) -> &'static str {
+pub(super) fn status(device: &RegisteredDevice, online: bool) -> &'static str {
     if device.disabled {
         "DISABLE"
     } else if device.activated.is_none() {

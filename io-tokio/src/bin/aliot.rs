@@ -260,6 +260,7 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
                 bind: api.bind,
                 token: api.token.clone(),
                 access_keys: access_keys.clone(),
+                console: api.console,
             };
             match broker.serve_http_api(api).await {
                 Ok(addr) => Some(addr),
@@ -311,6 +312,9 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
     }
     if let Some(addr) = api_addr {
         println!("aliot: HTTP API on http://{addr}");
+        if config.api.as_ref().is_some_and(|api| api.console) {
+            println!("aliot: web console on http://{addr}/console");
+        }
     }
     if let (Some(addr), Some(amqp)) = (amqp_addr, &config.amqp) {
         let scheme = if amqp.tls.is_some() { "amqps" } else { "amqp" };
