@@ -552,24 +552,23 @@ impl Registry {
             })
             .collect();
         let total = matching.len();
-        let end = offset.saturating_add(limit).min(total);
-        if offset < end {
-            // Only the pages up to this one need to be in order.
-            let by_name = |a: &&RegisteredDevice, b: &&RegisteredDevice| {
-                (&a.identity.product_key, &a.identity.device_name)
-                    .cmp(&(&b.identity.product_key, &b.identity.device_name))
-            };
-            if end < total {
-                matching.select_nth_unstable_by(end, by_name);
-            }
-            matching[..end].sort_unstable_by(by_name);
+        let by_name = |a: &&RegisteredDevice, b: &&RegisteredDevice| {
+            (&a.identity.product_key, &a.identity.device_name)
+                .cmp(&(&b.identity.product_key, &b.identity.device_name))
+        };
+        // Only the page needs to be in order: the devices before it are moved to its left
+        // and those after it to its right, each in linear time, and the page is sorted.
+        if offset > 0 && offset < total {
+            matching.select_nth_unstable_by(offset, by_name);
         }
-        let page = matching
-            .get(offset..end)
-            .unwrap_or_default()
-            .iter()
-            .map(|device| (*device).clone())
-            .collect();
+        let window = matching.get_mut(offset..).unwrap_or_default();
+        if window.len() > limit && limit > 0 {
+            window.select_nth_unstable_by(limit, by_name);
+        }
+        let shown = limit.min(window.len());
+        let window = &mut window[..shown];
+        window.sort_unstable_by(by_name);
+        let page = window.iter().map(|device| (*device).clone()).collect();
         (page, total)
     }
 
@@ -1171,5 +1170,63 @@ mod tests {
                 .activated(&device.identity, UnixMillis(11))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_device_page_is_in_name_order_whatever_the_page() {
+        let registry = Registry::new();
+        let (a, _) = registry.create_product("a", None, UnixMillis(1)).unwrap();
+        let (b, _) = registry.create_product("b", None, UnixMillis(1)).unwrap();
+        // Registered out of order, in two products.
+        for n in [7, 3, 9, 0, 5, 1, 8, 2, 6, 4] {
+            let name = format!("dev-{n}");
+            registry
+                .register_device(&a.key, Some(&name), None, UnixMillis(1))
+                .unwrap();
+        }
+        registry
+            .register_device(&b.key, Some("dev-x"), None, UnixMillis(1))
+            .unwrap();
+        let names = |(page, total): (Vec<RegisteredDevice>, usize)| {
+            let names: Vec<String> = page
+                .into_iter()
+                .map(|d| d.identity.device_name.to_string())
+                .collect();
+            (names, total)
+        };
+        let of_a = Some(a.key.as_str());
+        assert_eq!(
+            names(registry.device_page(of_a, "", 0, 3)),
+            (vec!["dev-0".into(), "dev-1".into(), "dev-2".into()], 10)
+        );
+        assert_eq!(
+            names(registry.device_page(of_a, "", 4, 3)),
+            (vec!["dev-4".into(), "dev-5".into(), "dev-6".into()], 10)
+        );
+        assert_eq!(
+            names(registry.device_page(of_a, "", 9, 3)),
+            (vec!["dev-9".into()], 10)
+        );
+        assert_eq!(names(registry.device_page(of_a, "", 10, 3)), (vec![], 10));
+        assert_eq!(names(registry.device_page(of_a, "", 50, 3)), (vec![], 10));
+        assert_eq!(
+            names(registry.device_page(of_a, "-1", 0, 3)),
+            (vec!["dev-1".into()], 1)
+        );
+        assert_eq!(names(registry.device_page(None, "dev-", 0, 0)).1, 11);
+        let (every, total) = registry.device_page(None, "", 0, 20);
+        assert_eq!(total, 11);
+        let keys: Vec<(String, String)> = every
+            .iter()
+            .map(|d| {
+                (
+                    d.identity.product_key.to_string(),
+                    d.identity.device_name.to_string(),
+                )
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "by product, then name");
     }
 }
