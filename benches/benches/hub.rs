@@ -24,7 +24,16 @@ const PK: &str = "a1TestPK001";
 
 /// A hub with `n` online devices; `subscriptions(i)` gives device i's filters.
 fn hub_with(n: usize, subscriptions: impl Fn(usize) -> Vec<String>) -> Hub {
-    let mut hub = Hub::new(HubConfig::default());
+    hub_configured(HubConfig::default(), n, subscriptions)
+}
+
+/// As [`hub_with`], with this configuration.
+fn hub_configured(
+    config: HubConfig,
+    n: usize,
+    subscriptions: impl Fn(usize) -> Vec<String>,
+) -> Hub {
+    let mut hub = Hub::new(config);
     for i in 0..n {
         let conn = ConnId(i as u64);
         let request = SessionRequest {
@@ -77,6 +86,34 @@ fn drain(hub: &mut Hub, acks: &mut Vec<(ConnId, aliot_core::codec::PacketId)>) -
     deliveries
 }
 
+/// Each of `n` devices' own `user/get` topic.
+fn user_get_topics(n: usize) -> Vec<TopicName> {
+    (0..n)
+        .map(|i| TopicName::new(&format!("/{PK}/dev-{i}/user/get"), &Default::default()).unwrap())
+        .collect()
+}
+
+/// The next device (a stride of 7919 through them) publishes on its own topic, which only it
+/// subscribes to, and gets the message back.
+fn publish_on_own_topic(
+    hub: &mut Hub,
+    acks: &mut Vec<(ConnId, aliot_core::codec::PacketId)>,
+    topics: &[TopicName],
+    next: &mut usize,
+    payload: &Bytes,
+    qos: QoS,
+) {
+    let i = *next % topics.len();
+    *next = next.wrapping_add(7919);
+    let message = Message::new(topics[i].clone(), payload.clone(), qos);
+    let publish = Event::Publish {
+        message,
+        packet_id: None,
+    };
+    hub.handle_event(ConnId(i as u64), publish, Instant::ZERO);
+    assert_eq!(drain(hub, acks), 1);
+}
+
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("hub/fanout");
     let topic = TopicName::new(&format!("/broadcast/{PK}/firmware"), &Default::default()).unwrap();
@@ -115,24 +152,52 @@ fn own_topics(c: &mut Criterion) {
             filters.push(format!("/broadcast/{PK}/#"));
             filters
         });
-        let topics: Vec<TopicName> = (0..n)
-            .map(|i| {
-                TopicName::new(&format!("/{PK}/dev-{i}/user/get"), &Default::default()).unwrap()
-            })
-            .collect();
+        let topics = user_get_topics(n);
         let mut acks = Vec::new();
         let mut next = 0usize;
         group.bench_function(BenchmarkId::new("qos0", n), |b| {
             b.iter(|| {
-                let i = next % n;
-                next = next.wrapping_add(7919);
-                let message = Message::new(topics[i].clone(), payload.clone(), QoS::AtMostOnce);
-                let publish = Event::Publish {
-                    message,
-                    packet_id: None,
-                };
-                hub.handle_event(ConnId(i as u64), publish, Instant::ZERO);
-                assert_eq!(drain(&mut hub, &mut acks), 1);
+                publish_on_own_topic(
+                    &mut hub,
+                    &mut acks,
+                    &topics,
+                    &mut next,
+                    &payload,
+                    QoS::AtMostOnce,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+/// What the web console's trace adds to a message: 1,000 devices each subscribed to its own
+/// `user/get`, publishing on it at QoS 1 (one entry in, one out), with the trace off and
+/// with the console's 4,096 entries.
+fn trace(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hub/trace");
+    group.throughput(Throughput::Elements(1));
+    let payload = Bytes::from(vec![0x42; 64]);
+    let n = 1_000usize;
+    let topics = user_get_topics(n);
+    for capacity in [0usize, 4_096] {
+        let config = HubConfig {
+            trace_capacity: capacity,
+            ..HubConfig::default()
+        };
+        let mut hub = hub_configured(config, n, |i| vec![format!("/{PK}/dev-{i}/user/get")]);
+        let mut acks = Vec::new();
+        let mut next = 0usize;
+        group.bench_function(BenchmarkId::new("qos1", capacity), |b| {
+            b.iter(|| {
+                publish_on_own_topic(
+                    &mut hub,
+                    &mut acks,
+                    &topics,
+                    &mut next,
+                    &payload,
+                    QoS::AtLeastOnce,
+                )
             })
         });
     }
@@ -142,6 +207,6 @@ fn own_topics(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = fanout, own_topics
+    targets = fanout, own_topics, trace
 }
 criterion_main!(benches);
