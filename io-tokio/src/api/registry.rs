@@ -641,6 +641,7 @@ async fn act_on_device(state: ApiState, request: DeviceRef, action: DeviceAction
                 // enabled again.
                 DeviceAction::Delete => {
                     hub.disconnect_device(&identity, true, now_instant);
+                    hub.forget_device_presence(&identity);
                 }
                 DeviceAction::Disable => {
                     hub.disconnect_device(&identity, false, now_instant);
