@@ -370,7 +370,8 @@ impl Hub {
             .is_some_and(|session| session.conn.is_some())
     }
 
-    /// Where the device was last seen, if it has connected since the hub started.
+    /// Where the device was last seen, if it has connected since the hub started with its
+    /// trace on ([`HubConfig::trace_capacity`]).
     pub fn device_presence(&self, device: &DeviceIdentity) -> Option<DevicePresence> {
         self.presences.get(device)
     }
@@ -448,7 +449,8 @@ impl Hub {
                 if !self.consumer_groups.is_empty() {
                     self.forward_from(conn, &message, now);
                 }
-                self.trace_from(self.sessions.of_conn(conn), &message);
+                let sid = self.sessions.of_conn(conn);
+                self.trace_from(sid, &message.topic, &message.payload, message.qos);
                 let ticket = packet_id.map(|packet_id| self.held_acks.ticket(conn, packet_id));
                 self.route(message, ticket, now);
                 if let Some(ticket) = ticket
@@ -460,6 +462,7 @@ impl Hub {
                 }
             }
             Event::RrpcResponse {
+                topic,
                 message_id,
                 custom,
                 payload,
@@ -468,6 +471,11 @@ impl Hub {
             } => {
                 self.counters.messages_in += 1;
                 let sid = self.session_on(conn, sub_device.as_deref());
+                let qos = match packet_id {
+                    Some(_) => QoS::AtLeastOnce,
+                    None => QoS::AtMostOnce,
+                };
+                self.trace_from(sid, &topic, &payload, qos);
                 self.rrpc_answered(sid, message_id, custom, payload);
                 if let Some(packet_id) = packet_id {
                     self.send_puback((conn, packet_id));
@@ -481,7 +489,7 @@ impl Hub {
             } => {
                 self.counters.messages_in += 1;
                 let sid = self.session_on(conn, sub_device.as_deref());
-                self.trace_from(sid, &message);
+                self.trace_from(sid, &message.topic, &message.payload, message.qos);
                 if let Some(sid) = sid {
                     self.serve(sid, *request, message.qos, now);
                 }
@@ -1109,7 +1117,7 @@ impl Hub {
     }
 
     /// Keeps a message a session's client published, for watchers.
-    fn trace_from(&mut self, sid: Option<SessionId>, message: &Message) {
+    fn trace_from(&mut self, sid: Option<SessionId>, topic: &TopicName, payload: &Bytes, qos: QoS) {
         if !self.trace.is_on() {
             return;
         }
@@ -1118,8 +1126,9 @@ impl Hub {
             self.trace.message(
                 TraceDirection::FromClient,
                 &session.key,
-                message,
-                message.qos,
+                topic,
+                payload,
+                qos,
                 at,
             );
         }
@@ -1128,7 +1137,10 @@ impl Hub {
     /// A session came online or went offline: where its device was seen is kept, watchers
     /// see it, and the consumer groups are told (PLATFORM-PROTOCOLS §9.1).
     fn status_changed(&mut self, sid: SessionId, online: bool, now: Instant) {
-        if let Some(session) = self.sessions.get(sid) {
+        // Both are for watchers: without the trace, no record per device is kept for them.
+        if self.trace.is_on()
+            && let Some(session) = self.sessions.get(sid)
+        {
             let at = self.wall_clock;
             if let Some(device) = session.key.device() {
                 if online {
@@ -1137,14 +1149,12 @@ impl Hub {
                     self.presences.disconnected(device, at);
                 }
             }
-            if self.trace.is_on() {
-                let direction = if online {
-                    TraceDirection::Connected
-                } else {
-                    TraceDirection::Disconnected
-                };
-                self.trace.presence(direction, &session.key, at);
-            }
+            let direction = if online {
+                TraceDirection::Connected
+            } else {
+                TraceDirection::Disconnected
+            };
+            self.trace.presence(direction, &session.key, at);
         }
         if !self.consumer_groups.is_empty() {
             self.forward_status(sid, online, now);
@@ -1338,8 +1348,14 @@ impl Hub {
         };
         if self.trace.is_on() && (session.conn.is_some() || qos == QoS::AtLeastOnce) {
             let at = self.wall_clock;
-            self.trace
-                .message(TraceDirection::ToClient, &session.key, message, qos, at);
+            self.trace.message(
+                TraceDirection::ToClient,
+                &session.key,
+                &message.topic,
+                &message.payload,
+                qos,
+                at,
+            );
         }
         match (session.conn, qos) {
             (Some(conn), QoS::AtMostOnce) => {

@@ -156,6 +156,8 @@ pub enum Event {
     /// the custom form `/ext/rrpc/{messageId}{topic}` around one of its own topics. It is for
     /// the caller, never routed.
     RrpcResponse {
+        /// The topic it came on (what the hub shows watchers; the call is `message_id`).
+        topic: TopicName,
         /// The call it answers.
         message_id: MessageId,
         /// Whether it came in the custom-topic form.
@@ -965,6 +967,7 @@ impl Connection {
         };
         let event = if let Some((message_id, custom)) = rrpc_response(&topic, device) {
             Event::RrpcResponse {
+                topic: topic.clone(),
                 message_id,
                 custom,
                 payload: publish.payload,

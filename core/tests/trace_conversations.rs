@@ -109,7 +109,7 @@ fn a_devices_connect_publish_delivery_and_disconnect_are_traced_in_order() {
 }
 
 #[test]
-fn without_a_capacity_nothing_is_traced_but_presence_is_kept() {
+fn without_a_capacity_nothing_is_traced_nor_kept_per_device() {
     let mut broker = traced_broker(0);
     let (d1, _) = broker.connect_device("d1", true);
     broker.send(
@@ -119,5 +119,40 @@ fn without_a_capacity_nothing_is_traced_but_presence_is_kept() {
     let page = broker.hub.trace_after(0, &TraceFilter::default(), 100);
     assert!(page.entries.is_empty());
     assert_eq!(page.last_seq, 0);
-    assert!(broker.hub.device_presence(&identity("d1")).unwrap().online);
+    assert_eq!(broker.hub.device_presence(&identity("d1")), None);
+}
+
+#[test]
+fn an_rrpc_answer_is_traced_from_the_device() {
+    let mut broker = traced_broker(100);
+    let (d1, _) = broker.connect_device("d1", true);
+    let requests = format!("/sys/{PK}/d1/rrpc/request/+");
+    broker.send(d1, subscribe(1, &[(&requests, QoS::AtMostOnce)]));
+    broker.output(d1);
+    let id = broker
+        .hub
+        .rrpc_call(
+            &identity("d1"),
+            bytes::Bytes::from_static(b"ping"),
+            std::time::Duration::from_secs(5),
+            None,
+            broker.now,
+        )
+        .unwrap();
+    broker.pump();
+    broker.output(d1);
+    let answer = format!("/sys/{PK}/d1/rrpc/response/{}", id.0);
+    broker.send(d1, publish(&answer, "pong", QoS::AtMostOnce, 0));
+    broker.pump();
+    let entries = broker.hub.trace_after(0, &of("d1"), 100).entries;
+    let last = entries.last().unwrap();
+    assert_eq!(last.direction, TraceDirection::FromClient);
+    assert_eq!(last.topic.as_ref().unwrap().as_str(), answer);
+    assert_eq!(&last.payload[..], b"pong");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.direction == TraceDirection::ToClient && &e.payload[..] == b"ping"),
+        "the request went out"
+    );
 }

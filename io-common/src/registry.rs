@@ -206,6 +206,14 @@ impl RegistryState {
                 "DeviceName must be 4 to 32 characters".into(),
             ));
         }
+        if let Some(character) = device_name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_@.:".contains(*c)))
+        {
+            return Err(RegistryError::InvalidName(format!(
+                "DeviceName may hold letters, digits and - _ @ . : only, not {character:?}"
+            )));
+        }
         if self.devices.contains_key(identity) {
             return Err(RegistryError::DeviceExists(identity.clone()));
         }

@@ -547,7 +547,13 @@ impl ApiState {
         check_identity(product_key, device_name)
             .map_err(|error| Failure::new(ApiErrorCode::InvalidDevice, error.to_string()))?;
         let device = DeviceIdentity::new(product_key, device_name);
-        if self.authenticator.knows_device(&device) == Some(false) {
+        // The registry knows its disabled devices too, which the authenticator does not
+        // admit; without one, the authenticator tells what it can.
+        let known = match self.handle.registry() {
+            Some(registry) => Some(registry.device(&device).is_some()),
+            None => self.authenticator.knows_device(&device),
+        };
+        if known == Some(false) {
             return Err(Failure::new(
                 ApiErrorCode::DeviceNotFound,
                 format!("device {device} is not registered"),

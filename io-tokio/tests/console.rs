@@ -205,10 +205,119 @@ async fn a_token_asks_for_a_login_whose_cookie_opens_the_pages() {
     assert_eq!(disabled.status, 303);
     assert_ne!(login_code::<Tokio>(mqtt, PK, "lamp-02", &secret).await, 0);
 
+    // Without an Origin, a browser's own word that the form is another site's is enough.
+    let fetched = request(
+        api,
+        "POST",
+        &disable,
+        &[&cookie, "Sec-Fetch-Site: cross-site"],
+        "",
+    )
+    .await;
+    assert_eq!(fetched.status, 401, "{}", fetched.body);
+
+    // A live stream opened with the login ends with it.
+    let mut stream = open_stream(api, &format!("/console/events?product={PK}"), &[&cookie]).await;
     // Logged out: the cookie no longer opens anything.
     let out = request(api, "POST", "/console/logout", &[&cookie], "").await;
     assert_eq!(out.status, 303);
     assert_eq!(get(api, "/console/devices", &[&cookie]).await.status, 303);
+    let mut rest = Vec::new();
+    within::<Tokio, _>("the stream's end", stream.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends");
+    broker.shutdown().await;
+}
+
+/// Opens a request whose answer is a stream, and reads its head.
+async fn open_stream(api: SocketAddr, path: &str, headers: &[&str]) -> TcpStream {
+    let mut stream = TcpStream::connect(api).await.unwrap();
+    let mut ask = format!(
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nAccept: text/event-stream\r\n"
+    );
+    for header in headers {
+        ask.push_str(header);
+        ask.push_str("\r\n");
+    }
+    ask.push_str("\r\n");
+    stream.write_all(ask.as_bytes()).await.unwrap();
+    let mut head = String::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with("\r\n\r\n") {
+        let n = within::<Tokio, _>("the stream's head", stream.read(&mut byte))
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the stream closed: {head}");
+        head.push(char::from(byte[0]));
+    }
+    assert!(
+        head.contains("200 OK") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    stream
+}
+
+/// Reads the stream until `text` has come.
+async fn read_until(stream: &mut TcpStream, text: &str) -> String {
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains(text) {
+        let n = within::<Tokio, _>("an event", stream.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(n > 0, "the stream ended before {text}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_starts_where_its_page_was_rendered() {
+    let (broker, mqtt, api) = start(None, true).await;
+    // The page is rendered at some position of the trace...
+    let page = get(api, "/console/live", &[]).await;
+    let after: u64 = page
+        .body
+        .split("data-after=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the page says where its stream starts");
+    // ...a device comes and goes before the page's script opens the stream...
+    assert_eq!(login_code::<Tokio>(mqtt, PK, "lamp-01", SECRET).await, 0);
+    // ...and the stream still has it.
+    let mut stream = open_stream(api, &format!("/console/events?after={after}"), &[]).await;
+    let seen = read_until(&mut stream, "\"direction\":\"offline\"").await;
+    assert!(seen.contains("\"direction\":\"online\""), "{seen}");
+    assert!(
+        seen.contains("\nid: "),
+        "each event says where it is: {seen}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_device_with_an_at_in_its_name_has_its_page() {
+    let (broker, _, api) = start(None, true).await;
+    // The platform's names: letters, digits and - _ @ . : only.
+    let form = format!("product_key={PK}&device_name=lamp+03");
+    let refused = request(api, "POST", "/console/devices", &[], &form).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("InvalidName"));
+    let form = format!("product_key={PK}&device_name=lamp%4003");
+    let registered = request(api, "POST", "/console/devices", &[], &form).await;
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    let disable = format!("/console/devices/{PK}/lamp%4003/disable");
+    let done = request(api, "POST", &disable, &[], "").await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let back = done.header("location").unwrap().to_owned();
+    assert_eq!(
+        back,
+        format!("/console/devices/{PK}/lamp%4003?done=disable")
+    );
+    let page = get(api, &back, &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(">DISABLE<"));
     broker.shutdown().await;
 }
 

@@ -306,8 +306,10 @@ impl Hub {
             self.send_puback((conn, packet_id));
         }
         let qos = message.qos;
+        let gateway_sid = self.sessions.of_conn(conn);
+        self.trace_from(gateway_sid, &message.topic, &message.payload, qos);
         self.route(message, None, now);
-        let gateway_sid = self.sessions.of_conn(conn)?;
+        let gateway_sid = gateway_sid?;
         let gateway = self.sessions.get(gateway_sid)?.key.device()?.clone();
         let op = core::mem::replace(&mut request.op, Err(AlinkCode::SUCCESS));
         let (code, data) = match op {

@@ -9,8 +9,9 @@
 //!   [`HubConfig::trace_capacity`](super::HubConfig::trace_capacity) is set; a payload is kept
 //!   up to [`TRACED_PAYLOAD_BYTES`], copied, so that the ring never pins a large buffer. A
 //!   watcher that falls behind loses the oldest entries, and is told how many.
-//! - [`Presences`]: per device that has connected since the hub started (or whose session a
-//!   store kept), its client address, when it came online and when it last went offline.
+//! - [`Presences`]: per device that has connected since the hub started, its client
+//!   address, when it came online and when it last went offline; kept only while the trace
+//!   is on, so that a broker without watchers keeps no per-device record for them.
 //!
 //! Neither has a deadline.
 
@@ -27,10 +28,22 @@ use hashbrown::HashMap;
 
 use crate::authenticator::ClientKey;
 use crate::codec::QoS;
-use crate::message::Message;
 
 /// The most payload bytes a traced message keeps (the rest is only counted).
 pub const TRACED_PAYLOAD_BYTES: usize = 512;
+
+/// What a traced message shows instead of a payload that carries device secrets.
+pub const WITHHELD: &[u8] = b"(withheld: it carries device secrets)";
+
+/// Whether messages on `topic` carry device secrets: the replies of registration, a
+/// gateway's for its sub-devices (`thing/sub/register_reply`) and a device's own (`/ext/register`,
+/// `/ext/regnwl`). Watchers never see their payloads.
+fn carries_secrets(topic: &TopicName) -> bool {
+    let topic = topic.as_str();
+    topic.ends_with("/thing/sub/register_reply")
+        || topic.starts_with("/ext/register")
+        || topic.starts_with("/ext/regnwl")
+}
 
 /// Which way a traced entry went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,9 +126,11 @@ pub struct TracePage {
     pub entries: Vec<TracedMessage>,
     /// The sequence number to ask after next time.
     pub last_seq: u64,
-    /// Entries after the one asked for that had left the ring already (the watcher fell
-    /// behind), or that passed the filter beyond the limit asked for.
+    /// Entries that passed the filter beyond the limit asked for.
     pub missed: u64,
+    /// Entries after the one asked for that had left the ring before this look, whatever
+    /// the filter (the watcher fell behind the whole broker's traffic).
+    pub lost: u64,
 }
 
 /// The ring of the latest entries.
@@ -141,27 +156,29 @@ impl MessageTrace {
         self.capacity > 0
     }
 
-    /// Keeps a message that went `direction` for `client`.
+    /// Keeps a message on `topic` that went `direction` for `client`.
     pub(super) fn message(
         &mut self,
         direction: TraceDirection,
         client: &Arc<ClientKey>,
-        message: &Message,
+        topic: &TopicName,
+        payload: &Bytes,
         qos: QoS,
         at: UnixMillis,
     ) {
-        let kept = message
-            .payload
-            .get(..TRACED_PAYLOAD_BYTES)
-            .unwrap_or(&message.payload);
+        let kept = if carries_secrets(topic) {
+            Bytes::from_static(WITHHELD)
+        } else {
+            Bytes::copy_from_slice(payload.get(..TRACED_PAYLOAD_BYTES).unwrap_or(payload))
+        };
         self.push(TracedMessage {
             seq: 0,
             at,
             direction,
             client: Arc::clone(client),
-            topic: Some(message.topic.clone()),
-            payload: Bytes::copy_from_slice(kept),
-            payload_len: message.payload.len(),
+            topic: Some(topic.clone()),
+            payload: kept,
+            payload_len: payload.len(),
             qos,
         });
     }
@@ -200,7 +217,8 @@ impl MessageTrace {
     /// Up to `limit` entries after `after` that pass `filter`, the oldest first.
     pub(super) fn after(&self, after: u64, filter: &TraceFilter, limit: usize) -> TracePage {
         let oldest_kept = self.entries.front().map_or(self.last_seq + 1, |e| e.seq);
-        let mut missed = oldest_kept.saturating_sub(after.saturating_add(1));
+        let lost = oldest_kept.saturating_sub(after.saturating_add(1));
+        let mut missed = 0;
         let start = usize::try_from(after.saturating_add(1).saturating_sub(oldest_kept))
             .unwrap_or(usize::MAX);
         let mut entries = Vec::new();
@@ -218,6 +236,7 @@ impl MessageTrace {
             entries,
             last_seq: self.last_seq,
             missed,
+            lost,
         }
     }
 
@@ -289,9 +308,8 @@ mod tests {
     use super::*;
     use aliot_topic::TopicLimits;
 
-    fn message(topic: &str, payload: &[u8]) -> Message {
-        let topic = TopicName::new(topic, &TopicLimits::default()).unwrap();
-        Message::new(topic, Bytes::copy_from_slice(payload), QoS::AtLeastOnce)
+    fn topic(text: &str) -> TopicName {
+        TopicName::new(text, &TopicLimits::default()).unwrap()
     }
 
     fn device(name: &str) -> Arc<ClientKey> {
@@ -304,13 +322,14 @@ mod tests {
         trace.message(
             TraceDirection::FromClient,
             &device("d1"),
-            &message("/a1PK/d1/user/up", b"x"),
+            &topic("/a1PK/d1/user/up"),
+            &Bytes::copy_from_slice(b"x"),
             QoS::AtMostOnce,
             UnixMillis(1),
         );
         let page = trace.after(0, &TraceFilter::default(), 10);
         assert!(page.entries.is_empty());
-        assert_eq!(page.missed, 0);
+        assert_eq!((page.missed, page.lost), (0, 0));
     }
 
     #[test]
@@ -320,22 +339,28 @@ mod tests {
             trace.message(
                 TraceDirection::FromClient,
                 &device("d1"),
-                &message("/a1PK/d1/user/up", &[i]),
+                &topic("/a1PK/d1/user/up"),
+                &Bytes::copy_from_slice(&[i]),
                 QoS::AtMostOnce,
                 UnixMillis(u64::from(i)),
             );
         }
         let page = trace.after(0, &TraceFilter::default(), 10);
-        assert_eq!(page.missed, 2, "entries 1 and 2 left the ring");
+        assert_eq!(page.lost, 2, "entries 1 and 2 left the ring");
+        assert_eq!(page.missed, 0);
         let seqs: Vec<u64> = page.entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [3, 4, 5]);
         assert_eq!(page.last_seq, 5);
         let page = trace.after(5, &TraceFilter::default(), 10);
         assert!(page.entries.is_empty());
-        assert_eq!((page.missed, page.last_seq), (0, 5));
+        assert_eq!((page.missed, page.lost, page.last_seq), (0, 0, 5));
         let page = trace.after(3, &TraceFilter::default(), 1);
         assert_eq!(page.entries[0].seq, 4);
-        assert_eq!(page.missed, 1, "beyond the limit asked for");
+        assert_eq!(
+            (page.missed, page.lost),
+            (1, 0),
+            "beyond the limit asked for"
+        );
     }
 
     #[test]
@@ -345,7 +370,8 @@ mod tests {
         trace.message(
             TraceDirection::ToClient,
             &device("d1"),
-            &message("/a1PK/d1/user/get", &big),
+            &topic("/a1PK/d1/user/get"),
+            &Bytes::copy_from_slice(&big),
             QoS::AtLeastOnce,
             UnixMillis(1),
         );
@@ -369,6 +395,30 @@ mod tests {
         assert_eq!(page.entries[0].direction, TraceDirection::Connected);
         let latest = trace.latest(&TraceFilter::default(), 2);
         assert_eq!(latest.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    }
+
+    #[test]
+    fn registration_replies_are_withheld() {
+        let mut trace = MessageTrace::new(10);
+        let reply = br#"{"data":[{"deviceSecret":"s3cr3t"}]}"#;
+        for name in [
+            "/sys/a1PK/gw/thing/sub/register_reply",
+            "/ext/register",
+            "/ext/regnwl",
+        ] {
+            trace.message(
+                TraceDirection::ToClient,
+                &device("gw"),
+                &topic(name),
+                &Bytes::from_static(reply),
+                QoS::AtMostOnce,
+                UnixMillis(1),
+            );
+        }
+        for entry in trace.latest(&TraceFilter::default(), 10) {
+            assert_eq!(&entry.payload[..], WITHHELD);
+            assert_eq!(entry.payload_len, reply.len());
+        }
     }
 
     #[test]

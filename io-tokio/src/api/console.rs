@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aliot_auth::DeviceIdentity;
@@ -202,27 +203,10 @@ impl ApiState {
     }
 
     /// As [`console_viewer`](Self::console_viewer), for a form that changes something: it must
-    /// also come from the console's own origin.
+    /// also come from the console's own origin ([`same_origin`]).
     fn console_actor(&self, headers: &HeaderMap) -> Result<(), Refused> {
         self.console_viewer(headers)?;
-        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        match origin {
-            None => Ok(()),
-            Some(origin)
-                if host.is_some_and(|host| {
-                    origin
-                        .split_once("://")
-                        .is_some_and(|(_, authority)| authority == host)
-                }) =>
-            {
-                Ok(())
-            }
-            Some(origin) => Err(Refused::Failed(Failure::new(
-                ApiErrorCode::Unauthorized,
-                format!("a console form sent from another site ({origin}) is refused"),
-            ))),
-        }
+        same_origin(headers)
     }
 
     /// The headers an API handler takes from the console: its login stands for the token.
@@ -264,6 +248,38 @@ impl ApiState {
                 format!("invalid answer: {error}"),
             )
         })
+    }
+}
+
+/// Refuses a form another site made a browser send: its `Origin` names another host than
+/// the one the request went to, or, without an `Origin`, the browser's `Sec-Fetch-Site` says
+/// `cross-site`. A request from a program (curl) has neither and passes.
+fn same_origin(headers: &HeaderMap) -> Result<(), Refused> {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host = text(header::HOST);
+    let refused = |from: &str| {
+        Err(Refused::Failed(Failure::new(
+            ApiErrorCode::Unauthorized,
+            format!("a console form sent from another site ({from}) is refused"),
+        )))
+    };
+    match text(header::ORIGIN) {
+        Some(origin) => {
+            let ours = host.is_some_and(|host| {
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, authority)| authority == host)
+            });
+            if ours { Ok(()) } else { refused(origin) }
+        }
+        None if text(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") => {
+            refused("Sec-Fetch-Site: cross-site")
+        }
+        None => Ok(()),
     }
 }
 
@@ -378,6 +394,9 @@ async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Re
 }
 
 async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = same_origin(&headers) {
+        return refused.into_response();
+    }
     if let Some(id) = session_cookie(&headers) {
         state.console_sessions.close(id);
     }
@@ -473,6 +492,8 @@ struct DevicesPage {
     pages: usize,
     total: usize,
     rows: Vec<DeviceRow>,
+    /// The trace's position when the page was made: its live part follows from there.
+    after: u64,
 }
 
 fn last_seen(presence: Option<&DevicePresence>) -> String {
@@ -499,13 +520,14 @@ async fn devices(
         DEVICES_PER_PAGE,
     );
     let identities: Vec<DeviceIdentity> = found.iter().map(|d| d.identity.clone()).collect();
-    let seen = state
+    let (seen, after) = state
         .handle
         .call_hub(move |hub, _| {
-            identities
+            let seen = identities
                 .iter()
                 .map(|identity| (hub.is_online(identity), hub.device_presence(identity)))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (seen, trace_position(hub))
         })
         .await?;
     let rows = found
@@ -532,6 +554,7 @@ async fn devices(
         pages: total.div_ceil(DEVICES_PER_PAGE).max(1),
         total,
         rows,
+        after,
     }))
 }
 
@@ -633,6 +656,8 @@ struct DevicePage {
     sub_devices: Vec<String>,
     messages: Vec<MessageRow>,
     done: String,
+    /// The trace's position when the page was made.
+    after: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -654,6 +679,10 @@ fn direction_text(direction: TraceDirection) -> &'static str {
 fn payload_text(entry: &TracedMessage) -> String {
     let mut text = match std::str::from_utf8(&entry.payload) {
         Ok(text) => text.to_owned(),
+        // Text cut inside a character where the trace's copy ends: the text before it.
+        Err(error) if error.error_len().is_none() => {
+            String::from_utf8_lossy(&entry.payload[..error.valid_up_to()]).into_owned()
+        }
         Err(_) => format!(
             "base64:{}",
             base64::engine::general_purpose::STANDARD.encode(&entry.payload)
@@ -757,7 +786,7 @@ async fn device(
         statuses_only: false,
     };
     let of = identity.clone();
-    let (online, presence, ota, messages) = state
+    let (online, presence, ota, messages, after) = state
         .handle
         .call_hub(move |hub, _| {
             let ota: Vec<OtaRow> = hub
@@ -783,6 +812,7 @@ async fn device(
                 hub.device_presence(&of),
                 ota,
                 hub.trace_latest(&filter, RECENT_MESSAGES),
+                trace_position(hub),
             )
         })
         .await?;
@@ -811,6 +841,7 @@ async fn device(
             .collect(),
         messages: messages.iter().rev().map(message_row).collect(),
         done: done.done,
+        after,
         product_key,
         name: device_name,
     };
@@ -871,8 +902,15 @@ async fn act(
     Ok(Redirect::to(&back).into_response())
 }
 
+/// `text` as one segment of a URL's path, or as a query value: everything but letters,
+/// digits and `-._~` percent-encoded (a space is `%20`, never `+`, which a path keeps).
 fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, RESERVED).to_string()
 }
 
 // ---- Live messages ----
@@ -892,6 +930,8 @@ struct LivePage {
     product: String,
     device: String,
     on: bool,
+    /// The trace's position when the page was made.
+    after: u64,
 }
 
 async fn live(
@@ -900,15 +940,16 @@ async fn live(
     Query(query): Query<LiveQuery>,
 ) -> Result<Response, Refused> {
     state.console_viewer(&headers)?;
-    let on = state
+    let (on, after) = state
         .handle
-        .call_hub(|hub, _| hub.config().trace_capacity > 0)
+        .call_hub(|hub, _| (hub.config().trace_capacity > 0, trace_position(hub)))
         .await?;
     Ok(render(&LivePage {
         nav: Nav::of(&state),
         product: query.product,
         device: query.device,
         on,
+        after,
     }))
 }
 
@@ -921,6 +962,9 @@ struct EventsQuery {
     /// `1`: connects and disconnects only.
     #[serde(default)]
     statuses: String,
+    /// The trace's position the page was rendered at: the stream starts after it.
+    #[serde(default)]
+    after: Option<u64>,
 }
 
 /// One entry as the page's script reads it.
@@ -936,11 +980,16 @@ struct EventEntry {
     payload: String,
 }
 
-/// What one event of the stream carries.
+/// What one event of the stream carries (its SSE `id` is `last_seq`).
 #[derive(Serialize)]
 struct EventBatch {
     entries: Vec<EventEntry>,
+    /// Entries that passed the filter and were not sent (more than a look sends).
     missed: u64,
+    /// Entries of the whole broker that left the trace before the stream looked (any filter).
+    lost: u64,
+    #[serde(skip)]
+    last_seq: u64,
 }
 
 /// `GET /console/events`: the trace as Server-Sent Events, from now on, each event a batch of
@@ -957,53 +1006,49 @@ async fn events(
         device_name: Some(query.device).filter(|d| !d.is_empty()),
         statuses_only: query.statuses == "1",
     };
-    // From now on: what happened before the page opened is on the page already.
-    let start = state
-        .handle
-        .call_hub(|hub, _| {
-            hub.trace_after(u64::MAX, &TraceFilter::default(), 0)
-                .last_seq
-        })
-        .await?;
+    // From where the page left off: the last entry the stream sent before it reconnected
+    // (`Last-Event-ID`), else the trace's position when the page was rendered (`after`), else
+    // now. A position the trace has not reached (a broker restarted since) means now.
+    let asked = headers
+        .get("last-event-id")
+        .and_then(|id| id.to_str().ok()?.parse::<u64>().ok())
+        .or(query.after);
+    let start = state.handle.call_hub(|hub, _| trace_position(hub)).await?;
+    let start = asked.filter(|asked| *asked <= start).unwrap_or(start);
+    // A stream opened with a login's cookie ends when the login does.
+    let login = (!state.console_is_open() && !headers.contains_key(header::AUTHORIZATION))
+        .then(|| session_cookie(&headers).map(str::to_owned))
+        .flatten();
+    let sessions = Arc::clone(&state.console_sessions);
     let handle = state.handle.clone();
     let batches = stream::unfold((handle, start), move |(handle, after)| {
         let filter = filter.clone();
+        let open = login.as_deref().is_none_or(|id| sessions.is_open(id));
         async move {
+            if !open {
+                return None;
+            }
             tokio::time::sleep(EVENTS_EVERY).await;
             let page = handle
                 .call_hub(move |hub, _| hub.trace_after(after, &filter, EVENTS_PER_LOOK))
                 .await
                 .ok()?;
             let batch = EventBatch {
-                entries: page
-                    .entries
-                    .iter()
-                    .map(|entry| {
-                        let (product_key, device_name) = entry
-                            .device()
-                            .map(|d| (d.product_key.to_string(), d.device_name.to_string()))
-                            .unwrap_or_default();
-                        EventEntry {
-                            seq: entry.seq,
-                            time: when(Some(entry.at)),
-                            direction: direction_text(entry.direction),
-                            product_key,
-                            device_name,
-                            client: client_text(entry),
-                            topic: topic_text(entry),
-                            payload: payload_text(entry),
-                        }
-                    })
-                    .collect(),
+                entries: page.entries.iter().map(EventEntry::of).collect(),
                 missed: page.missed,
+                lost: page.lost,
+                last_seq: page.last_seq,
             };
             Some((batch, (handle, page.last_seq)))
         }
     })
-    .filter(|batch| std::future::ready(!batch.entries.is_empty() || batch.missed > 0))
+    .filter(|batch| {
+        std::future::ready(!batch.entries.is_empty() || batch.missed > 0 || batch.lost > 0)
+    })
     .map(|batch| {
+        let event = Event::default().id(batch.last_seq.to_string());
         Ok::<_, Infallible>(
-            Event::default()
+            event
                 .json_data(&batch)
                 .unwrap_or_else(|_| Event::default().comment("unencodable")),
         )
@@ -1016,6 +1061,31 @@ async fn events(
         }
     });
     Ok(Sse::new(until_stopped).keep_alive(KeepAlive::default()))
+}
+
+/// The sequence number of the trace's newest entry (0: none yet).
+fn trace_position(hub: &aliot_core::hub::Hub) -> u64 {
+    hub.trace_after(u64::MAX, &TraceFilter::default(), 0)
+        .last_seq
+}
+
+impl EventEntry {
+    fn of(entry: &TracedMessage) -> Self {
+        let (product_key, device_name) = entry
+            .device()
+            .map(|d| (d.product_key.to_string(), d.device_name.to_string()))
+            .unwrap_or_default();
+        EventEntry {
+            seq: entry.seq,
+            time: when(Some(entry.at)),
+            direction: direction_text(entry.direction),
+            product_key,
+            device_name,
+            client: client_text(entry),
+            topic: topic_text(entry),
+            payload: payload_text(entry),
+        }
+    }
 }
 
 // ---- Debugging ----
@@ -1037,8 +1107,9 @@ struct DebugForm {
     qos: u8,
     #[serde(default)]
     identifier: String,
+    /// Milliseconds, as typed (empty: 5,000).
     #[serde(default)]
-    timeout_ms: Option<u64>,
+    timeout_ms: String,
 }
 
 #[derive(Template)]
@@ -1082,7 +1153,15 @@ async fn debug(
 ) -> Result<Response, Refused> {
     state.console_actor(&headers)?;
     let base64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-    let timeout = form.timeout_ms.unwrap_or(5_000);
+    let timeout = match form.timeout_ms.trim() {
+        "" => 5_000,
+        typed => typed.parse().map_err(|_| {
+            Failure::new(
+                ApiErrorCode::InvalidTimeout,
+                format!("the timeout {typed:?} is not a number of milliseconds"),
+            )
+        })?,
+    };
     let answer = match form.action.as_str() {
         "publish" => {
             state
@@ -1166,7 +1245,7 @@ fn debug_outcome(action: &str, answer: &Value) -> (String, String) {
     let code = match action {
         "rrpc" => answer["RrpcCode"].as_str().unwrap_or("UNKNOWN").to_owned(),
         "service" => answer["Data"]["Code"]
-            .as_u64()
+            .as_i64()
             .map_or_else(|| "SENT".to_owned(), |code| format!("code {code}")),
         "publish" => format!(
             "SENT to {} subscriber(s)",

@@ -4,10 +4,14 @@
 
 const MAX_ROWS = 200;
 
-function eventsUrl(product, device, statusesOnly) {
+// The stream starts where the page was rendered (data-after): nothing falls between them.
+// On a reconnect the browser sends the last event's id, and the stream goes on from there.
+function eventsUrl(element, statusesOnly) {
   const params = new URLSearchParams();
-  if (product) params.set("product", product);
-  if (device) params.set("device", device);
+  const { liveProduct, liveDevice, after } = element.dataset;
+  if (liveProduct) params.set("product", liveProduct);
+  if (liveDevice) params.set("device", liveDevice);
+  if (after) params.set("after", after);
   if (statusesOnly) params.set("statuses", "1");
   return "/console/events?" + params.toString();
 }
@@ -61,7 +65,7 @@ function follow(url, onBatch) {
 // The devices list: each row's status.
 const devices = document.querySelector("table#devices");
 if (devices && devices.tBodies[0].rows.length > 0) {
-  follow(eventsUrl(devices.dataset.liveProduct, "", true), (batch) => {
+  follow(eventsUrl(devices, true), (batch) => {
     for (const entry of batch.entries) {
       const key = entry.product_key + "/" + entry.device_name;
       const row = [...devices.tBodies[0].rows].find((r) => r.dataset.device === key);
@@ -74,7 +78,7 @@ if (devices && devices.tBodies[0].rows.length > 0) {
 const device = document.querySelector("section#device");
 if (device) {
   const table = document.querySelector("table#messages");
-  follow(eventsUrl(device.dataset.liveProduct, device.dataset.liveDevice, false), (batch) => {
+  follow(eventsUrl(device, false), (batch) => {
     const rows = [];
     for (const entry of batch.entries) {
       if (entry.direction === "online" || entry.direction === "offline") showStatus(device, entry);
@@ -92,10 +96,12 @@ if (live) {
   let paused = false;
   let skipped = 0;
   let missed = 0;
+  let lost = 0;
   const describe = () => {
     const parts = [paused ? "paused" : "following"];
     if (paused && skipped) parts.push(skipped + " since");
     if (missed) parts.push(missed + " skipped under load");
+    if (lost) parts.push(lost + " of the whole broker's passed unseen");
     state.textContent = parts.join(", ");
   };
   pause.addEventListener("click", () => {
@@ -104,8 +110,9 @@ if (live) {
     pause.textContent = paused ? "Resume" : "Pause";
     describe();
   });
-  follow(eventsUrl(live.dataset.liveProduct, live.dataset.liveDevice, false), (batch) => {
+  follow(eventsUrl(live, false), (batch) => {
     missed += batch.missed;
+    lost += batch.lost;
     if (paused) {
       skipped += batch.entries.length;
     } else {
