@@ -331,9 +331,29 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-/// `len` random characters of `[A-Za-z0-9]`.
+/// `len` random characters of `[A-Za-z0-9]`, from the operating system's random source: they
+/// are device secrets, tokens and product secrets, which must not be guessable from others
+/// (a fast, seeded generator's next output is computable from a few of its outputs).
+///
+/// # Panics
+///
+/// If the operating system gives no random bytes (Linux's `getrandom` does not fail once the
+/// system has booted): no secret is better than a guessable one.
 fn random_text(len: usize) -> String {
-    (0..len).map(|_| fastrand::alphanumeric()).collect()
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut text = String::with_capacity(len);
+    let mut bytes = [0u8; 64];
+    while text.len() < len {
+        getrandom::getrandom(&mut bytes).expect("the operating system's random source");
+        // 248 = 4 × 62: the bytes above it would favour the alphabet's first characters.
+        for byte in bytes.iter().filter(|byte| **byte < 248) {
+            if text.len() == len {
+                break;
+            }
+            text.push(char::from(ALPHABET[usize::from(*byte % 62)]));
+        }
+    }
+    text
 }
 
 /// The categories of a product record, compiled; a template that no longer compiles is
@@ -1236,5 +1256,16 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted, "by product, then name");
+    }
+
+    #[test]
+    fn random_text_is_alphanumeric_of_its_length_and_differs() {
+        let a = random_text(32);
+        let b = random_text(32);
+        assert_eq!((a.len(), b.len()), (32, 32));
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+        assert_eq!(random_text(0), "");
+        assert_eq!(random_text(200).len(), 200);
     }
 }
