@@ -156,3 +156,29 @@ fn an_rrpc_answer_is_traced_from_the_device() {
         "the request went out"
     );
 }
+
+#[test]
+fn a_kept_sessions_device_is_seen_offline_after_a_restart() {
+    let hub = HubConfig {
+        trace_capacity: 10,
+        ..HubConfig::default()
+    };
+    let mut broker = Broker::durable(&["d1"], hub);
+    let (d1, _) = broker.connect_device("d1", false);
+    broker.advance(std::time::Duration::from_secs(3));
+    broker.drop_transport(d1);
+    let before = broker.hub.device_presence(&identity("d1")).unwrap();
+    let went = before.offline_since.expect("offline");
+    let restored = broker.restart(std::time::Duration::from_secs(60));
+    assert_eq!(restored.sessions, 1);
+    let seen = broker
+        .hub
+        .device_presence(&identity("d1"))
+        .expect("the kept session's device");
+    assert!(!seen.online);
+    assert_eq!(
+        seen.offline_since,
+        Some(went),
+        "when it went, not the restart"
+    );
+}

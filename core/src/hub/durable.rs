@@ -478,6 +478,12 @@ impl Hub {
             session.offline_since = Some(self.wall_clock);
             self.journal.session_touched(&session.key);
         }
+        // Watchers see when a kept session's device was last seen, not a blank.
+        if self.trace.is_on()
+            && let (Some(device), Some(since)) = (session.key.device(), session.offline_since)
+        {
+            self.presences.disconnected(device, since);
+        }
         let filters: Vec<(TopicFilter, QoS)> = session
             .subscriptions
             .iter()

@@ -9,9 +9,10 @@
 //!   [`HubConfig::trace_capacity`](super::HubConfig::trace_capacity) is set; a payload is kept
 //!   up to [`TRACED_PAYLOAD_BYTES`], copied, so that the ring never pins a large buffer. A
 //!   watcher that falls behind loses the oldest entries, and is told how many.
-//! - [`Presences`]: per device that has connected since the hub started, its client
-//!   address, when it came online and when it last went offline; kept only while the trace
-//!   is on, so that a broker without watchers keeps no per-device record for them.
+//! - [`Presences`]: per device that has connected since the hub started (or whose session a
+//!   store kept: offline since then), its client address, when it came online and when it
+//!   last went offline; kept only while the trace is on, so that a broker without watchers
+//!   keeps no per-device record for them.
 //!
 //! Neither has a deadline.
 
