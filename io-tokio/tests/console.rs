@@ -382,3 +382,61 @@ async fn a_console_turned_off_is_not_served() {
     assert_eq!(answer.status, 404);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_page_shows_its_properties_shadow_and_firmware() {
+    let (broker, mqtt, api) = start(None, true).await;
+    let (mut device, _) =
+        TestClient::<Tokio>::connect(mqtt, signed_connect(PK, "lamp-01", SECRET)).await;
+    let post = format!("/sys/{PK}/lamp-01/thing/event/property/post");
+    device
+        .publish1(
+            &post,
+            br#"{"id":"1","version":"1.0","params":{"temperature":21.5},"method":"thing.event.property.post"}"#,
+        )
+        .await;
+    let inform = format!("/ota/device/inform/{PK}/lamp-01");
+    device
+        .publish1(&inform, br#"{"id":2,"params":{"version":"1.0.3"}}"#)
+        .await;
+    let shadow = serde_json::json!({
+        "ProductKey": PK,
+        "DeviceName": "lamp-01",
+        "ShadowMessage": r#"{"method":"update","state":{"desired":{"color":"green"}},"version":1}"#,
+    });
+    let updated = http::<Tokio>(
+        api,
+        "POST",
+        "/UpdateDeviceShadow",
+        None,
+        Some(&shadow.to_string()),
+    )
+    .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+
+    let page = get(api, &format!("/console/devices/{PK}/lamp-01"), &[]).await;
+    assert_eq!(page.status, 200);
+    let properties = page
+        .body
+        .split("id=\"properties\"")
+        .nth(1)
+        .expect("a properties table");
+    assert!(
+        properties.contains("temperature") && properties.contains("21.5"),
+        "{}",
+        page.body
+    );
+    let ota = page.body.split("id=\"ota\"").nth(1).expect("an OTA table");
+    assert!(ota.contains("1.0.3"), "{}", page.body);
+    let shadow = page.body.split("id=\"shadow\"").nth(1).expect("the shadow");
+    assert!(
+        shadow.contains("&#34;color&#34;: &#34;green&#34;"),
+        "{}",
+        page.body
+    );
+    // The device's own messages are among its recent ones, the post first of them.
+    let messages = page.body.split("id=\"messages\"").nth(1).unwrap();
+    assert!(messages.contains(&post) && messages.contains(&inform));
+    device.disconnect().await;
+    broker.shutdown().await;
+}
