@@ -551,7 +551,9 @@ fuzz_target!(|data: &[u8]| {
                 let link = &mut world.links[device];
                 if let (Some(conn), Some(id)) = (link.conn, link.requests.pop()) {
                     // The connection tells a device's answer from its other PUBLISHes.
+                    let topic = format!("/sys/pk/{}/rrpc/response/{}", DEVICES[device], id.0);
                     let answer = Event::RrpcResponse {
+                        topic: TopicName::new(&topic, &Default::default()).unwrap(),
                         message_id: id,
                         custom: false,
                         payload: Bytes::from_static(b"ok"),
