@@ -388,6 +388,12 @@ impl Hub {
         self.trace.after(after, filter, limit)
     }
 
+    /// The sequence number of the trace's newest entry (0: none yet): where a watcher that
+    /// wants only what comes next starts asking.
+    pub fn trace_last_seq(&self) -> u64 {
+        self.trace.last_seq()
+    }
+
     /// The latest `limit` traced entries that pass `filter`, the oldest first.
     pub fn trace_latest(&self, filter: &TraceFilter, limit: usize) -> Vec<TracedMessage> {
         self.trace.latest(filter, limit)

@@ -92,6 +92,7 @@ fn a_devices_connect_publish_delivery_and_disconnect_are_traced_in_order() {
     let all = broker.hub.trace_after(0, &TraceFilter::default(), 100);
     assert_eq!(all.entries.len(), 5);
     assert_eq!(all.last_seq, 5);
+    assert_eq!(broker.hub.trace_last_seq(), 5, "where a new watcher starts");
     assert!(
         broker
             .hub

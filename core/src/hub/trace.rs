@@ -215,6 +215,11 @@ impl MessageTrace {
         self.entries.push_back(entry);
     }
 
+    /// The sequence number of the newest entry (0: none yet).
+    pub(super) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// Up to `limit` entries after `after` that pass `filter`, the oldest first.
     pub(super) fn after(&self, after: u64, filter: &TraceFilter, limit: usize) -> TracePage {
         let oldest_kept = self.entries.front().map_or(self.last_seq + 1, |e| e.seq);

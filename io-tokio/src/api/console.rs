@@ -87,10 +87,7 @@ impl ConsoleSessions {
     fn open(&self) -> Option<String> {
         let mut id = [0u8; 16];
         getrandom::getrandom(&mut id).ok()?;
-        let id: String = id.iter().fold(String::new(), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        });
+        let id = super::signature::hex(&id);
         let now = Instant::now();
         let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
         ends.retain(|_, end| *end > now);
@@ -527,7 +524,7 @@ async fn devices(
                 .iter()
                 .map(|identity| (hub.is_online(identity), hub.device_presence(identity)))
                 .collect::<Vec<_>>();
-            (seen, trace_position(hub))
+            (seen, hub.trace_last_seq())
         })
         .await?;
     let rows = found
@@ -812,7 +809,7 @@ async fn device(
                 hub.device_presence(&of),
                 ota,
                 hub.trace_latest(&filter, RECENT_MESSAGES),
-                trace_position(hub),
+                hub.trace_last_seq(),
             )
         })
         .await?;
@@ -942,7 +939,7 @@ async fn live(
     state.console_viewer(&headers)?;
     let (on, after) = state
         .handle
-        .call_hub(|hub, _| (hub.config().trace_capacity > 0, trace_position(hub)))
+        .call_hub(|hub, _| (hub.config().trace_capacity > 0, hub.trace_last_seq()))
         .await?;
     Ok(render(&LivePage {
         nav: Nav::of(&state),
@@ -1013,7 +1010,7 @@ async fn events(
         .get("last-event-id")
         .and_then(|id| id.to_str().ok()?.parse::<u64>().ok())
         .or(query.after);
-    let start = state.handle.call_hub(|hub, _| trace_position(hub)).await?;
+    let start = state.handle.call_hub(|hub, _| hub.trace_last_seq()).await?;
     let start = asked.filter(|asked| *asked <= start).unwrap_or(start);
     // A stream opened with a login's cookie ends when the login does.
     let login = (!state.console_is_open() && !headers.contains_key(header::AUTHORIZATION))
@@ -1061,12 +1058,6 @@ async fn events(
         }
     });
     Ok(Sse::new(until_stopped).keep_alive(KeepAlive::default()))
-}
-
-/// The sequence number of the trace's newest entry (0: none yet).
-fn trace_position(hub: &aliot_core::hub::Hub) -> u64 {
-    hub.trace_after(u64::MAX, &TraceFilter::default(), 0)
-        .last_seq
 }
 
 impl EventEntry {

@@ -278,8 +278,8 @@ pub struct SignedV3<'a> {
     pub authorization: &'a str,
 }
 
-/// Hex of bytes.
-fn hex(bytes: &[u8]) -> String {
+/// Hex of bytes, lower case.
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
