@@ -122,6 +122,10 @@ pub enum RefusalReason {
     /// The CONNECT on a TLS-PSK connection is not of the device the handshake named.
     #[error("the CONNECT is not of {0}, whose pre-shared key the TLS handshake used")]
     NotThePskDevice(Arc<DeviceIdentity>),
+    /// This node of a cluster cannot reach the others, and takes no new connections meanwhile
+    /// (the device should try another node).
+    #[error("this node cannot reach its cluster: try another node")]
+    ClusterUnreachable,
 }
 
 impl Refusal {

@@ -74,6 +74,7 @@ use crate::message::Message;
 use crate::server::{CloseReason, Command, Delivery, Event, SessionRequest};
 use crate::time::Instant;
 
+mod cluster;
 mod consumer_groups;
 mod counters;
 mod devices;
@@ -84,6 +85,7 @@ mod rrpc;
 mod sessions;
 mod trace;
 
+pub use cluster::SessionHandOver;
 pub use consumer_groups::{
     BacklogLimits, BacklogMessage, ConsumerGroupConfig, ConsumerId, GroupStats, MessageKinds,
     UnknownConsumerGroup,
@@ -184,6 +186,9 @@ pub struct HubConfig {
     /// How many of the latest messages, connects and disconnects the hub keeps for watchers
     /// ([`Hub::trace_after`]; default 0: none, and the trace costs nothing).
     pub trace_capacity: usize,
+    /// Whether the hub is one node of a cluster: it then says which devices' sessions it takes
+    /// and lets go ([`HubOutput::Claim`], [`HubOutput::Release`]; default off).
+    pub cluster: bool,
 }
 
 impl Default for HubConfig {
@@ -203,6 +208,7 @@ impl Default for HubConfig {
             consumer_groups: Vec::new(),
             backlog_limits: BacklogLimits::default(),
             trace_capacity: 0,
+            cluster: false,
         }
     }
 }
@@ -237,6 +243,20 @@ pub enum HubOutput {
         message: alloc::sync::Arc<BacklogMessage>,
         /// Whether a consumer had it before (it went back to the backlog).
         redelivery: bool,
+    },
+    /// In a cluster: a device connected here, so this node now owns its session. Make it the
+    /// owner, and have the previous owner, if any, call [`Hub::hand_over`] (with `discard` for
+    /// a clean session) and this hub [`Hub::take_over`] with what it gives.
+    Claim {
+        /// The device.
+        device: DeviceIdentity,
+        /// Whether it opened a clean session (what another node kept is discarded).
+        clean_session: bool,
+    },
+    /// In a cluster: the device's session ended here; no node owns it any more.
+    Release {
+        /// The device.
+        device: DeviceIdentity,
     },
 }
 
@@ -363,6 +383,11 @@ impl Hub {
         self.held_acks.len()
     }
 
+    /// Whether the hub keeps a session of the device, online or offline.
+    pub fn holds_session(&self, device: &DeviceIdentity) -> bool {
+        self.session_of_device(device).is_some()
+    }
+
     /// Whether the device has a connection with an open session now.
     pub fn is_online(&self, device: &DeviceIdentity) -> bool {
         self.session_of_device(device)
@@ -441,7 +466,7 @@ impl Hub {
             self.finish_call(id, RrpcOutcome::Timeout);
         }
         while let Some(sid) = self.sessions.expire(now) {
-            self.remove_session(sid);
+            self.remove_session(sid, true);
         }
         self.expire_backlog(now);
     }
@@ -907,7 +932,7 @@ impl Hub {
             self.went_offline(sid, now);
         }
         if discard_session {
-            self.remove_session(sid);
+            self.remove_session(sid, true);
         }
         conn.is_some()
     }
@@ -930,8 +955,10 @@ impl Hub {
         let (sid, session_present) = self.take_session(&request, now);
         self.sessions.attach(sid, conn, now);
         self.counters.connections_accepted += 1;
+        let clean_session = request.clean_session;
         self.command(conn, Command::SessionOpened { session_present });
         self.resume(sid, conn, request, session_present, now);
+        self.claim(sid, clean_session);
     }
 
     /// The session a client opens: its kept one (taken from the connection it was attached to),
@@ -951,7 +978,8 @@ impl Hub {
         }
         let kept_clean = self.sessions.get(sid).is_none_or(|session| session.clean);
         if request.clean_session || kept_clean {
-            self.remove_session(sid);
+            // A new session follows at once, claimed again: not released.
+            self.remove_session(sid, false);
             (self.sessions.insert(Session::new(request, now)), false)
         } else {
             (sid, true)
@@ -1177,7 +1205,7 @@ impl Hub {
         self.rrpc
             .device_gone(&session.key, now + session.keep_alive);
         if session.clean {
-            self.remove_session(sid);
+            self.remove_session(sid, true);
             return;
         }
         // Its queue is a store for later now: its publishers wait no longer.
@@ -1585,11 +1613,15 @@ impl Hub {
     }
 
     /// Discards a session with what it holds: its subscriptions leave the index, its queue's
-    /// holds are released, its messages are counted as discarded.
-    fn remove_session(&mut self, sid: SessionId) {
+    /// holds are released, its messages are counted as discarded. With `released`, a
+    /// cluster's adapter is told nobody holds it now.
+    fn remove_session(&mut self, sid: SessionId, released: bool) {
         let Some(session) = self.sessions.remove(sid) else {
             return;
         };
+        if released {
+            self.release(&session.key);
+        }
         if !session.clean {
             self.journal.session_removed(&session.key);
         }

@@ -239,6 +239,9 @@ impl World {
                 HubOutput::Forward { .. } => {
                     panic!("the hub forwarded a message with no consumer group configured")
                 }
+                HubOutput::Claim { .. } | HubOutput::Release { .. } => {
+                    panic!("the hub spoke of ownership outside a cluster")
+                }
                 HubOutput::RrpcOutcome { id, .. } => {
                     assert!(
                         self.pending_calls.remove(&id),

@@ -17,6 +17,14 @@ pub struct Counters {
     pub closed: CloseCounters,
     /// Connections taken over by a new connection of the same client.
     pub takeovers: u64,
+    /// In a cluster: sessions handed over to another node ([`Hub::hand_over`]).
+    ///
+    /// [`Hub::hand_over`]: super::Hub::hand_over
+    pub sessions_handed_over: u64,
+    /// In a cluster: sessions taken over from another node ([`Hub::take_over`]).
+    ///
+    /// [`Hub::take_over`]: super::Hub::take_over
+    pub sessions_taken_over: u64,
     /// PUBLISHes accepted from clients (plus messages published by the server).
     pub messages_in: u64,
     /// Deliveries handed to connections.

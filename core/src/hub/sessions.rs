@@ -329,6 +329,11 @@ impl SessionTable {
         self.slots.get_mut(sid.0 as usize)?.as_mut()
     }
 
+    /// The keys of every session kept, in key order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ClientKey> + '_ {
+        self.by_key.keys().map(|key| &**key)
+    }
+
     /// The session of a client key (an anonymous client's is found by its connection only).
     pub(super) fn find(&self, key: &ClientKey) -> Option<SessionId> {
         self.by_key.get(key).copied()

@@ -172,6 +172,9 @@ pub struct Broker {
     pub outcomes: Vec<(MessageId, RrpcOutcome)>,
     /// Every message handed to a consumer of the server-side subscription, in order.
     pub forwarded: Vec<(ConsumerId, Arc<BacklogMessage>, bool)>,
+    /// In a cluster: every claim (device, clean session) and release, in order, as
+    /// `(device, Some(clean))` and `(device, None)`.
+    pub ownership: Vec<(DeviceIdentity, Option<bool>)>,
     /// Packets each connection has sent that no test has looked at yet.
     pub unread: BTreeMap<ConnId, Vec<Packet>>,
     /// What a store has committed, when the broker keeps one ([`durable`](Self::durable)):
@@ -228,6 +231,7 @@ impl Broker {
             closed: Vec::new(),
             outcomes: Vec::new(),
             forwarded: Vec::new(),
+            ownership: Vec::new(),
             unread: BTreeMap::new(),
             store: None,
             crash_at_next_commit: false,
@@ -473,6 +477,11 @@ impl Broker {
                         message,
                         redelivery,
                     } => self.forwarded.push((consumer, message, redelivery)),
+                    HubOutput::Claim {
+                        device,
+                        clean_session,
+                    } => self.ownership.push((device, Some(clean_session))),
+                    HubOutput::Release { device } => self.ownership.push((device, None)),
                 }
             }
             if !moved {
