@@ -159,6 +159,7 @@ async fn start_broker() -> (Broker, SocketAddr) {
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     })
     .await
     .unwrap();

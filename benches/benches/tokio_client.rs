@@ -56,6 +56,7 @@ async fn start_broker() -> (Broker, u16) {
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     })
     .await
     .expect("the broker starts");

@@ -49,6 +49,7 @@ async fn broker_with(
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     })
     .await
     .expect("the broker starts")

@@ -56,6 +56,7 @@ async fn durable_broker(dir: &TempDir) -> Broker {
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: Some(StoreConfig::directory(&dir.0)),
         registry: None,
+        cluster: None,
     })
     .await
     .expect("the broker starts on its store")

@@ -51,6 +51,7 @@
 //!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     store: None,
 //!     registry: None,
+//!     cluster: None,
 //! })
 //! .await?;
 //! let (addr, tls) = broker.listener_addrs()[0];
@@ -61,6 +62,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 mod connection;
 mod handle;
 mod hub_task;
@@ -156,6 +158,10 @@ pub struct BrokerConfig {
     /// it at start, and a device is activated at its first connect. `None`: the authenticator
     /// is all there is.
     pub registry: Option<Registry>,
+    /// The cluster this broker is a node of ([`cluster`]), if any: its hub then reports which
+    /// devices' sessions it holds ([`HubConfig::cluster`] is set), and calls to devices it
+    /// holds no session for go to the node that does.
+    pub cluster: Option<Arc<dyn cluster::ClusterLink>>,
 }
 
 impl BrokerConfig {
@@ -174,6 +180,7 @@ impl std::fmt::Debug for BrokerConfig {
             .field("max_connections", &self.max_connections)
             .field("store", &self.store)
             .field("registry", &self.registry)
+            .field("cluster", &self.cluster.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -466,6 +473,7 @@ impl<R: Runtime> Broker<R> {
 
         let clock = Clock::start();
         let mut hub_config = config.hub.clone();
+        hub_config.cluster |= config.cluster.is_some();
         // With a store, ids continue from the block it reserved; without, the clock keeps them
         // fresh across restarts.
         if config.store.is_none()
@@ -483,6 +491,7 @@ impl<R: Runtime> Broker<R> {
             Arc::clone(&final_stats),
             Arc::clone(&cap.counters),
             config.registry.clone(),
+            config.cluster.clone(),
         );
 
         let mut hub = Hub::new(hub_config);
@@ -496,7 +505,14 @@ impl<R: Runtime> Broker<R> {
             )?),
             None => None,
         };
-        let hub = HubTask::new(hub, clock, runtime.clone(), store, config.registry.clone());
+        let hub = HubTask::new(
+            hub,
+            clock,
+            runtime.clone(),
+            store,
+            config.registry.clone(),
+            config.cluster.clone(),
+        );
         let hub_task = runtime.spawn(hub.run(
             requests_rx,
             stop_hub_rx,

@@ -66,6 +66,7 @@
 //!     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!     store: None,
 //!     registry: None,
+//!     cluster: None,
 //! })
 //! .await?;
 //! let (addr, _) = broker.listener_addrs()[0];

@@ -55,6 +55,11 @@
 //! max_bytes = 67108864
 //! max_age_secs = 86400      # or "never"
 //!
+//! [cluster]                 # one node of a cluster on NATS; a single broker when absent
+//! nats = ["nats://127.0.0.1:4222"]   # the NATS servers (JetStream on)
+//! node_id = "node-a"                 # unique in the cluster: letters, digits, - and _
+//! when_nats_down = "serve-local"     # or "refuse": new connections while NATS is unreachable
+//!
 //! [store]                   # sessions and queued messages on disk; in memory when absent
 //! path = "aliot-data"        # a directory of its own, relative to this file
 //! durability = "immediate"   # fsync before each PUBACK; or "periodic" (with flush_ms), "none"
@@ -159,6 +164,8 @@ pub struct Config {
     pub access_keys: Vec<AccessKeySettings>,
     /// The server-side subscription's AMQP listener, when the file has an `[amqp]` table.
     pub amqp: Option<AmqpSettings>,
+    /// The cluster this broker is a node of, when the file has a `[cluster]` table.
+    pub cluster: Option<ClusterSettings>,
     /// The most connections held at once (`[limits] max_connections`).
     pub max_connections: NonZeroUsize,
     /// Per-connection limits (`[limits]`: packet size, topic length, timeouts).
@@ -233,6 +240,29 @@ pub struct AmqpSettings {
     pub bind: SocketAddr,
     /// The certificate and key, when it speaks TLS (as the platform's 5671 does).
     pub tls: Option<TlsSettings>,
+}
+
+/// The `[cluster]` table: this broker is one node of a cluster on NATS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The NATS servers' URLs (at least one), tried in turn.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster: 1-64 letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// What this node does with new connections while NATS is unreachable.
+    pub when_nats_down: WhenNatsDown,
+}
+
+/// What a node does with new connections while NATS is unreachable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WhenNatsDown {
+    /// Accept them (the default): devices work with this node alone; calls to devices on
+    /// other nodes fail fast, and ownership is claimed once NATS is back.
+    #[default]
+    ServeLocal,
+    /// Refuse them (CONNACK 3, server unavailable), so devices try another node; connections
+    /// already here stay.
+    Refuse,
 }
 
 /// One `[[access_key]]`.
@@ -352,6 +382,9 @@ impl Config {
             max_connections: self.max_connections,
             store: self.store.clone(),
             registry: Some(self.device_registry.clone()),
+            // The link to the cluster is made by the tokio adapter (`aliot-cluster`), which
+            // sets it from `cluster` before starting the broker.
+            cluster: None,
         }
     }
 
@@ -566,6 +599,9 @@ pub enum ConfigProblem {
     /// kind.
     #[error("consumer_group: {0}")]
     BadConsumerGroup(String),
+    /// The `[cluster]` table is wrong: no NATS server, a bad node id or policy.
+    #[error("cluster: {0}")]
+    BadCluster(String),
     /// `[store] durability` is not one of the three.
     #[error("store.durability = {0:?}: use \"immediate\", \"periodic\" or \"none\"")]
     BadDurability(String),
@@ -707,6 +743,7 @@ struct RawConfig {
     #[serde(default)]
     access_key: Vec<Spanned<RawAccessKey>>,
     amqp: Option<RawAmqp>,
+    cluster: Option<Spanned<RawCluster>>,
     #[serde(default)]
     consumer_group: Vec<Spanned<RawConsumerGroup>>,
     #[serde(default)]
@@ -732,6 +769,14 @@ struct RawAccessKey {
 struct RawAmqp {
     bind: Option<Spanned<String>>,
     tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    nats: Vec<String>,
+    node_id: String,
+    when_nats_down: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -908,6 +953,10 @@ impl Checker<'_> {
         let api = raw.api.map(|api| self.api(api)).transpose()?;
         let access_keys = self.access_keys(raw.access_key)?;
         let amqp = raw.amqp.map(|amqp| self.amqp(amqp)).transpose()?;
+        let cluster = raw
+            .cluster
+            .map(|cluster| self.cluster(cluster))
+            .transpose()?;
         let (max_connections, server, mut hub) = self.limits(raw.limits)?;
         hub.consumer_groups = self.consumer_groups(raw.consumer_group)?;
         hub.backlog_limits = self.backlog(raw.backlog)?;
@@ -939,6 +988,7 @@ impl Checker<'_> {
             api,
             access_keys,
             amqp,
+            cluster,
             max_connections,
             server,
             hub,
@@ -1102,6 +1152,39 @@ impl Checker<'_> {
             bind,
             token,
             console: api.console.unwrap_or(true),
+        })
+    }
+
+    fn cluster(&self, raw: Spanned<RawCluster>) -> Result<ClusterSettings, ConfigError> {
+        let span = raw.span();
+        let RawCluster {
+            nats,
+            node_id,
+            when_nats_down,
+        } = raw.into_inner();
+        let refuse = |why: String| self.source.error_at(&span, ConfigProblem::BadCluster(why));
+        if nats.is_empty() || nats.iter().any(|url| url.trim().is_empty()) {
+            return Err(refuse("nats lists no server: give at least one URL".into()));
+        }
+        let good_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if node_id.is_empty() || node_id.len() > 64 || !node_id.chars().all(good_name) {
+            return Err(refuse(format!(
+                "node_id {node_id:?} is not 1-64 letters, digits, - and _"
+            )));
+        }
+        let when_nats_down = match when_nats_down.as_deref() {
+            None | Some("serve-local") => WhenNatsDown::ServeLocal,
+            Some("refuse") => WhenNatsDown::Refuse,
+            Some(other) => {
+                return Err(refuse(format!(
+                    "when_nats_down = {other:?}: use \"serve-local\" or \"refuse\""
+                )));
+            }
+        };
+        Ok(ClusterSettings {
+            nats,
+            node_id,
+            when_nats_down,
         })
     }
 

@@ -30,6 +30,7 @@
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!         store: None,
 //!         registry: None,
+//!         cluster: None,
 //!     };
 //!     // The runtime is a type parameter; `aliot_smol::Broker` is this type.
 //!     let broker = Broker::<Smol>::start(config).await?;

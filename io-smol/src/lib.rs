@@ -26,6 +26,7 @@
 //!         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 //!         store: None,
 //!         registry: None,
+//!         cluster: None,
 //!     })
 //!     .await?;
 //!     let (addr, tls) = broker.listener_addrs()[0];

@@ -164,6 +164,7 @@ pub struct BindApiError {
 ///     max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
 ///     store: None,
 ///     registry: None,
+///     cluster: None,
 /// })
 /// .await?;
 /// let api = ApiConfig {
@@ -921,6 +922,8 @@ fn prometheus_text(
         connections_refused,
         closed,
         takeovers,
+        sessions_handed_over,
+        sessions_taken_over,
         messages_in,
         messages_out,
         publish_denied,
@@ -1049,6 +1052,15 @@ fn prometheus_text(
         "counter",
         "Connections taken over by a new connection of the same client.",
         &[("", *takeovers)],
+    );
+    family(
+        "aliot_cluster_sessions_moved_total",
+        "counter",
+        "In a cluster: sessions handed to another node, or taken from one, when their device moved.",
+        &[
+            ("direction=\"handed_over\"", *sessions_handed_over),
+            ("direction=\"taken_over\"", *sessions_taken_over),
+        ],
     );
     family(
         "aliot_messages_in_total",

@@ -690,6 +690,7 @@ pub async fn run_rrpc(common: &Common, spec: &RrpcSpec) -> Result<RrpcReport, Lo
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     };
     let broker = InProcessBroker::start(config, spec.broker_threads).await?;
     let result = rrpc_against(&broker, common, spec, &devices).await;

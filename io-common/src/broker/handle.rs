@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio_sync::sync::{mpsc, oneshot};
 
+use super::cluster::{ClusterLink, DeviceAnswer, DeviceCall};
 use super::hub_task::{ConsumerAnswer, ConsumerDelivery, HubRequest};
 use crate::registry::Registry;
 
@@ -139,7 +140,7 @@ pub struct TransportStats {
 /// Cheap to clone; every call is a message to the hub task and its answer. Once the broker
 /// has stopped, calls end at once: [`RrpcError::BrokerStopped`], no subscriber reached,
 /// [`DeviceDelivery::Offline`], and the statistics as they were at shutdown.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BrokerHandle {
     requests: mpsc::Sender<HubRequest>,
     final_stats: Arc<Mutex<Option<Stats>>>,
@@ -147,6 +148,18 @@ pub struct BrokerHandle {
     transport: Arc<TransportCounters>,
     /// The registry the server side may change, if the broker has one.
     registry: Option<Registry>,
+    /// The cluster this broker is a node of: calls to devices it holds no session for go
+    /// there, and server-side publishes are made on the other nodes too.
+    cluster: Option<Arc<dyn ClusterLink>>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("registry", &self.registry)
+            .field("cluster", &self.cluster.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerHandle {
@@ -155,13 +168,43 @@ impl BrokerHandle {
         final_stats: Arc<Mutex<Option<Stats>>>,
         transport: Arc<TransportCounters>,
         registry: Option<Registry>,
+        cluster: Option<Arc<dyn ClusterLink>>,
     ) -> Self {
         BrokerHandle {
             requests,
             final_stats,
             transport,
             registry,
+            cluster,
         }
+    }
+
+    /// This node alone: a handle whose calls never go to the cluster (how a cluster's link
+    /// answers the calls other nodes carry to it). Without a cluster, the same handle.
+    pub fn local(&self) -> BrokerHandle {
+        BrokerHandle {
+            cluster: None,
+            ..self.clone()
+        }
+    }
+
+    /// In a cluster, where this node holds no session for `device`: the answer of the node
+    /// that does, to the call `call` makes. `None`: make it here.
+    async fn elsewhere(
+        &self,
+        device: &DeviceIdentity,
+        call: impl FnOnce() -> DeviceCall,
+    ) -> Option<DeviceAnswer> {
+        let link = self.cluster.as_ref()?;
+        let wanted = device.clone();
+        let here = self
+            .on_hub(move |hub, _| hub.holds_session(&wanted))
+            .await
+            .unwrap_or(true);
+        if here {
+            return None;
+        }
+        link.call_device(device, call()).await
     }
 
     /// The device registry the server side may change ([`BrokerConfig::registry`]), if any.
@@ -228,6 +271,14 @@ impl BrokerHandle {
         payload: Bytes,
         qos: QoS,
     ) -> DeviceDelivery {
+        let call = || DeviceCall::Publish {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos,
+        };
+        if let Some(DeviceAnswer::Delivery(delivery)) = self.elsewhere(device, call).await {
+            return delivery;
+        }
         let device = device.clone();
         let message = Message::new(topic, payload, qos);
         self.ask(|reply| HubRequest::PublishToDevice {
@@ -248,6 +299,9 @@ impl BrokerHandle {
         qos: QoS,
     ) -> Result<ServerPublished, BrokerStopped> {
         let message = Message::new(topic, payload, qos);
+        if let Some(link) = &self.cluster {
+            link.publish_elsewhere(&message);
+        }
         self.ask(|reply| HubRequest::Publish { message, reply })
             .await
             .ok_or(BrokerStopped)
@@ -260,6 +314,12 @@ impl BrokerHandle {
         device: &DeviceIdentity,
         items: Value,
     ) -> Result<(MessageId, DeviceDelivery), BrokerStopped> {
+        let call = || DeviceCall::SetProperty {
+            items: items.clone(),
+        };
+        if let Some(DeviceAnswer::Downlink(id, delivery)) = self.elsewhere(device, call).await {
+            return Ok((id, delivery));
+        }
         let device = device.clone();
         self.on_hub(move |hub, now| hub.set_device_property(&device, &items, now))
             .await
@@ -276,6 +336,13 @@ impl BrokerHandle {
     ) -> Result<(MessageId, DeviceDelivery), ServiceError> {
         if !is_identifier(identifier) {
             return Err(ServiceError::InvalidIdentifier(identifier.into()));
+        }
+        let call = || DeviceCall::InvokeService {
+            identifier: identifier.to_owned(),
+            args: args.clone(),
+        };
+        if let Some(DeviceAnswer::Downlink(id, delivery)) = self.elsewhere(device, call).await {
+            return Ok((id, delivery));
         }
         let device = device.clone();
         let identifier = identifier.to_owned();
@@ -302,6 +369,14 @@ impl BrokerHandle {
     ) -> Result<RrpcReply, ServiceError> {
         if !is_identifier(identifier) {
             return Err(ServiceError::InvalidIdentifier(identifier.into()));
+        }
+        let call = || DeviceCall::InvokeServiceSync {
+            identifier: identifier.to_owned(),
+            args: args.clone(),
+            timeout,
+        };
+        if let Some(DeviceAnswer::Rrpc(answer)) = self.elsewhere(device, call).await {
+            return Ok(answer?);
         }
         let device = device.clone();
         let identifier = identifier.to_owned();
@@ -359,6 +434,10 @@ impl BrokerHandle {
         device: &DeviceIdentity,
         job: OtaJob,
     ) -> Result<DeviceDelivery, BrokerStopped> {
+        let call = || DeviceCall::StartOta { job: job.clone() };
+        if let Some(DeviceAnswer::Delivery(delivery)) = self.elsewhere(device, call).await {
+            return Ok(delivery);
+        }
         let device = device.clone();
         self.on_hub(move |hub, now| hub.start_ota(&device, job, now))
             .await
@@ -421,6 +500,14 @@ impl BrokerHandle {
         timeout: Duration,
         topic: Option<TopicName>,
     ) -> Result<RrpcReply, RrpcError> {
+        let call = || DeviceCall::Rrpc {
+            payload: payload.clone(),
+            timeout,
+            topic: topic.clone(),
+        };
+        if let Some(DeviceAnswer::Rrpc(answer)) = self.elsewhere(device, call).await {
+            return answer.map_err(RrpcError::from);
+        }
         let device = device.clone();
         let answer = self
             .ask(|reply| HubRequest::Rrpc {

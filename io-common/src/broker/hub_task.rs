@@ -21,6 +21,7 @@ use bytes::Bytes;
 use tokio_sync::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 use tracing::warn;
 
+use super::cluster::{ClusterLink, OwnershipChange};
 use super::handle::{RrpcReply, Stats, StoreStats};
 use super::mailbox::CommandSender;
 use super::stopped;
@@ -162,6 +163,8 @@ pub(crate) struct HubTask<R: Runtime> {
     registry: Option<Registry>,
     /// Where each attached consumer's messages go.
     consumers: HashMap<ConsumerId, mpsc::UnboundedSender<ConsumerDelivery>>,
+    /// The cluster this broker is a node of: told which devices' sessions the hub holds.
+    cluster: Option<Arc<dyn ClusterLink>>,
 }
 
 impl<R: Runtime> HubTask<R> {
@@ -172,8 +175,10 @@ impl<R: Runtime> HubTask<R> {
         runtime: R,
         store: Option<StoreWriter>,
         registry: Option<Registry>,
+        cluster: Option<Arc<dyn ClusterLink>>,
     ) -> Self {
         HubTask {
+            cluster,
             runtime,
             hub,
             clock,
@@ -488,6 +493,22 @@ impl<R: Runtime> HubTask<R> {
                         // Its task ended without saying so: what it held goes to the others
                         // (the hub's next outputs, dispatched on the next turn).
                         self.detach_consumer(consumer);
+                    }
+                }
+                HubOutput::Claim {
+                    device,
+                    clean_session,
+                } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.ownership_changed(OwnershipChange::Claimed {
+                            device,
+                            clean_session,
+                        });
+                    }
+                }
+                HubOutput::Release { device } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.ownership_changed(OwnershipChange::Released { device });
                     }
                 }
                 HubOutput::RrpcOutcome { id, outcome } => {

@@ -36,6 +36,7 @@ async fn tls_broker<R: Runtime>() -> (Broker<R>, SocketAddr, String) {
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     })
     .await
     .unwrap();

@@ -111,6 +111,7 @@ pub fn config_on(bind: SocketAddr, open_mode: bool) -> BrokerConfig {
         max_connections: BrokerConfig::DEFAULT_MAX_CONNECTIONS,
         store: None,
         registry: None,
+        cluster: None,
     }
 }
 
