@@ -188,6 +188,45 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+/// Joins the cluster of `[cluster]`, if the configuration has one: the broker's
+/// configuration gets the link (and, with `when_nats_down = "refuse"`, an authenticator that
+/// refuses new connections while NATS is unreachable).
+#[cfg(feature = "cluster")]
+async fn join_cluster(
+    config: &Config,
+    broker_config: &mut aliot_io::broker::BrokerConfig,
+) -> Result<Option<aliot_cluster::Cluster>, String> {
+    let Some(settings) = &config.cluster else {
+        return Ok(None);
+    };
+    let cluster = aliot_cluster::Cluster::connect(aliot_cluster::ClusterOptions {
+        nats: settings.nats.clone(),
+        node_id: settings.node_id.clone(),
+    })
+    .await
+    .map_err(|error| error.to_string())?;
+    broker_config.cluster = Some(cluster.link());
+    if settings.when_nats_down == aliot_io::config::WhenNatsDown::Refuse {
+        broker_config.authenticator = Arc::new(aliot_cluster::NatsGate::new(
+            config.authenticator(),
+            cluster.nats().clone(),
+        ));
+    }
+    Ok(Some(cluster))
+}
+
+/// Without the `cluster` feature, a `[cluster]` table cannot be served.
+#[cfg(not(feature = "cluster"))]
+async fn join_cluster(
+    config: &Config,
+    _: &mut aliot_io::broker::BrokerConfig,
+) -> Result<Option<()>, String> {
+    match &config.cluster {
+        Some(_) => Err("[cluster]: this aliot was built without the `cluster` feature".into()),
+        None => Ok(None),
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let demo = args.config.is_none();
     let config = match &args.config {
@@ -238,14 +277,26 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let mut broker_config = config.broker_config();
+    let cluster = match join_cluster(&config, &mut broker_config).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("aliot: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // The broker seeds the first RRPC message id from the wall clock itself.
-    let mut broker = match Broker::start(config.broker_config()).await {
+    let mut broker = match Broker::start(broker_config).await {
         Ok(broker) => broker,
         Err(error) => {
             eprintln!("aliot: {error}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &cluster {
+        cluster.start(broker.handle());
+    }
     let access_keys: Vec<AccessKey> = config
         .access_keys
         .iter()
@@ -320,6 +371,21 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
         let scheme = if amqp.tls.is_some() { "amqps" } else { "amqp" };
         println!("aliot: AMQP consumers on {scheme}://{addr}");
     }
+    #[cfg(feature = "cluster")]
+    if let (Some(cluster), Some(settings)) = (&cluster, &config.cluster) {
+        println!(
+            "aliot: node {} of a cluster on NATS {} ({})",
+            cluster.node_id(),
+            settings.nats.join(", "),
+            if cluster.is_connected() {
+                "connected"
+            } else {
+                "not reachable yet: retrying"
+            }
+        );
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = cluster;
     if demo && let Some((mqtt_addr, _)) = listeners.first() {
         println!();
         print!("{}", demo::instructions(&config, *mqtt_addr, api_addr));

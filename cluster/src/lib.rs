@@ -1,0 +1,895 @@
+//! aliot brokers as one cluster on NATS: each device's session lives on one node, and any node
+//! reaches any device.
+//!
+//! This crate is the [`ClusterLink`] of `aliot-io`'s broker, on NATS (async-nats is tokio-only,
+//! so the cluster is a tokio feature). The design is in `../shared/DESIGN.md` ("A cluster on
+//! NATS") and the choices made here in `docs/DESIGN-NOTES.md`:
+//!
+//! - **Who owns a device's session**: a JetStream key-value bucket ([`OWNERS_BUCKET`]), one key
+//!   per device, written with compare-and-swap when the device connects ([`owner_key`]). The
+//!   key's revision is the owner's epoch.
+//! - **Calls to a device** (`Pub`, RRPC, the thing model's calls, OTA): the owner subscribes to
+//!   the device's subject ([`device_subject`]); another node's broker sends the call there as a
+//!   request. Nobody listening means no node holds a session: the call is made locally, where
+//!   the device is offline (RRPC answers `OFFLINE` at once).
+//! - **Takeover**: a node that claims a device another node owned asks it, on the same subject,
+//!   to hand the session over; its subscriptions and undelivered messages move
+//!   ([`Hub::hand_over`], [`Hub::take_over`]).
+//! - **Server-side publishes** (`Pub` to a product's topic, `PubBroadcast`) are made on every
+//!   node ([`PUBLISH_SUBJECT`]).
+//!
+//! Each node keeps its own devices' sessions and queues in its own store. While NATS is
+//! unreachable, local devices keep working and calls to other nodes fail at once; claims made
+//! meanwhile are retried once NATS is back.
+//!
+//! [`Hub::hand_over`]: aliot_core::hub::Hub::hand_over
+//! [`Hub::take_over`]: aliot_core::hub::Hub::take_over
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use aliot_auth::DeviceIdentity;
+use aliot_core::Message;
+use aliot_io::broker::BrokerHandle;
+use aliot_io::broker::cluster::{
+    ClusterLink, DeviceAnswer, DeviceCall, LinkFuture, OwnershipChange,
+};
+use aliot_io::broker::{RrpcError, ServiceError};
+use async_nats::client::RequestErrorKind;
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+mod gate;
+mod wire;
+
+pub use gate::NatsGate;
+
+use wire::{AnswerHeader, CallHeader, PublishHeader};
+
+/// The key-value bucket that says which node owns each device's session.
+pub const OWNERS_BUCKET: &str = "aliot_owners";
+
+/// The subject every node's server-side publishes go out on.
+pub const PUBLISH_SUBJECT: &str = "aliot.publish";
+
+/// How long a call that waits for no device (a publish, a property set, a hand-over) waits for
+/// the owner's answer.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What an RRPC call waits for beyond the device's own time-out: the trip between nodes.
+const RRPC_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long a node waits for NATS at start before it starts without it.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// How often claims that NATS could not take are tried again.
+const RETRY_CLAIMS_EVERY: Duration = Duration::from_secs(1);
+
+/// How a node joins its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterOptions {
+    /// The NATS servers' URLs (JetStream on), tried in turn.
+    pub nats: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub node_id: String,
+}
+
+/// The cluster could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A NATS URL is not one.
+    #[error("NATS server address: {0}")]
+    Address(String),
+    /// NATS refused the connection's options.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+}
+
+/// What a node counted of the cluster's traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Devices this node holds the session of, by the key-value bucket.
+    pub owned: u64,
+    /// Ownership claims written (devices that connected here).
+    pub claims: u64,
+    /// Claims NATS could not take yet (retried).
+    pub claims_pending: u64,
+    /// Sessions taken from another node when their device connected here.
+    pub sessions_taken: u64,
+    /// Sessions handed to another node when their device connected there.
+    pub sessions_handed: u64,
+    /// Calls this node's server side sent to another node's device.
+    pub calls_sent: u64,
+    /// Calls this node answered for another node.
+    pub calls_served: u64,
+    /// Server-side publishes received from other nodes.
+    pub publishes_received: u64,
+    /// Sessions a node back from a crash gave this node (their device had moved here).
+    pub sessions_adopted: u64,
+    /// Sessions this node, back from a crash, gave to the node their device had moved to.
+    pub sessions_returned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claims: AtomicU64,
+    sessions_taken: AtomicU64,
+    sessions_handed: AtomicU64,
+    calls_sent: AtomicU64,
+    calls_served: AtomicU64,
+    publishes_received: AtomicU64,
+    sessions_adopted: AtomicU64,
+    sessions_returned: AtomicU64,
+}
+
+/// One node's membership of the cluster: hand [`link`](Self::link) to the broker's
+/// configuration, start the broker, then [`start`](Self::start) this with its handle.
+#[derive(Clone)]
+pub struct Cluster {
+    node: Arc<Node>,
+}
+
+struct Node {
+    id: String,
+    client: async_nats::Client,
+    /// The owners' bucket, once NATS gave it.
+    owners: tokio::sync::OnceCell<kv::Store>,
+    broker: OnceLock<BrokerHandle>,
+    changes: mpsc::UnboundedSender<OwnershipChange>,
+    changes_rx: Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
+    publishes: mpsc::UnboundedSender<Bytes>,
+    publishes_rx: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
+    /// The devices this node owns: the key's revision, and the task answering their subject.
+    owned: Mutex<HashMap<DeviceIdentity, Owned>>,
+    /// Claims to write once NATS is back (with whether the session was clean).
+    unclaimed: Mutex<HashMap<DeviceIdentity, bool>>,
+    counters: Counters,
+}
+
+struct Owned {
+    revision: u64,
+    serving: JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Connects to NATS. The connection is retried in the background if no server answers
+    /// yet: the node starts and serves its own devices meanwhile.
+    pub async fn connect(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let servers = options
+            .nats
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterError::Address(e.to_string()))?;
+        let id = options.node_id.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("aliot {id}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let id = id.clone();
+                async move { info!(node = %id, %event, "NATS") }
+            })
+            .connect(servers)
+            .await
+            .map_err(|e| ClusterError::Connect(e.to_string()))?;
+        // A node whose NATS is up starts connected; one whose NATS is not starts anyway.
+        let deadline = tokio::time::Instant::now() + FIRST_CONNECT_WAIT;
+        while client.connection_state() != async_nats::connection::State::Connected
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (changes, changes_rx) = mpsc::unbounded_channel();
+        let (publishes, publishes_rx) = mpsc::unbounded_channel();
+        Ok(Cluster {
+            node: Arc::new(Node {
+                id: options.node_id,
+                client,
+                owners: tokio::sync::OnceCell::new(),
+                broker: OnceLock::new(),
+                changes,
+                changes_rx: Mutex::new(Some(changes_rx)),
+                publishes,
+                publishes_rx: Mutex::new(Some(publishes_rx)),
+                owned: Mutex::new(HashMap::new()),
+                unclaimed: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The link to put in [`BrokerConfig::cluster`](aliot_io::broker::BrokerConfig::cluster).
+    pub fn link(&self) -> Arc<dyn ClusterLink> {
+        Arc::clone(&self.node) as Arc<dyn ClusterLink>
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
+    /// Whether NATS is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.node.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The NATS client, for a [`NatsGate`].
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.node.client
+    }
+
+    /// Starts serving the cluster with the broker this node runs (its [`BrokerConfig::cluster`]
+    /// was [`link`](Self::link)): ownership claims, calls from other nodes, their publishes.
+    /// Call it once; the tasks end with the tokio runtime.
+    ///
+    /// [`BrokerConfig::cluster`]: aliot_io::broker::BrokerConfig::cluster
+    pub fn start(&self, broker: BrokerHandle) {
+        if self.node.broker.set(broker).is_err() {
+            return;
+        }
+        if let Some(changes) = taken(&self.node.changes_rx) {
+            tokio::spawn(Arc::clone(&self.node).follow_ownership(changes));
+        }
+        if let Some(publishes) = taken(&self.node.publishes_rx) {
+            tokio::spawn(Arc::clone(&self.node).send_publishes(publishes));
+        }
+        tokio::spawn(Arc::clone(&self.node).receive_publishes());
+        tokio::spawn(Arc::clone(&self.node).retry_claims());
+    }
+
+    /// What this node counted.
+    pub fn stats(&self) -> ClusterStats {
+        let c = &self.node.counters;
+        ClusterStats {
+            owned: self.node.owned().len() as u64,
+            claims: c.claims.load(Ordering::Relaxed),
+            claims_pending: self
+                .node
+                .unclaimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64,
+            sessions_taken: c.sessions_taken.load(Ordering::Relaxed),
+            sessions_handed: c.sessions_handed.load(Ordering::Relaxed),
+            calls_sent: c.calls_sent.load(Ordering::Relaxed),
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            publishes_received: c.publishes_received.load(Ordering::Relaxed),
+            sessions_adopted: c.sessions_adopted.load(Ordering::Relaxed),
+            sessions_returned: c.sessions_returned.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What `slot` held, taken out of it.
+fn taken<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// A device's key in [`OWNERS_BUCKET`]: `<productKey>.<hex of deviceName>`. Device names may
+/// hold `.`, `:` and `@`, which keys and subjects do not allow; product keys are letters and
+/// digits (one that is not is written in hex too, after an `x`).
+pub fn owner_key(device: &DeviceIdentity) -> String {
+    let mut key =
+        String::with_capacity(device.product_key.len() + 1 + 2 * device.device_name.len());
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if plain(&device.product_key) {
+        key.push_str(&device.product_key);
+    } else {
+        key.push('x');
+        push_hex(&mut key, &device.product_key);
+    }
+    key.push('.');
+    push_hex(&mut key, &device.device_name);
+    key
+}
+
+/// The subject the owner of a device's session answers calls to it on: `aliot.dev.` and its
+/// [`owner_key`].
+pub fn device_subject(device: &DeviceIdentity) -> String {
+    format!("aliot.dev.{}", owner_key(device))
+}
+
+fn push_hex(out: &mut String, s: &str) {
+    for byte in s.bytes() {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+impl Node {
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdentity, Owned>> {
+        self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn owners(&self) -> Result<&kv::Store, String> {
+        self.owners
+            .get_or_try_init(|| async {
+                let jetstream = async_nats::jetstream::new(self.client.clone());
+                match jetstream.get_key_value(OWNERS_BUCKET).await {
+                    Ok(store) => Ok(store),
+                    Err(_) => jetstream
+                        .create_key_value(kv::Config {
+                            bucket: OWNERS_BUCKET.into(),
+                            description: "which aliot node holds each device's session".into(),
+                            history: 1,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            })
+            .await
+    }
+
+    /// Applies the hub's claims and releases, one at a time, in its order.
+    async fn follow_ownership(
+        self: Arc<Self>,
+        mut changes: mpsc::UnboundedReceiver<OwnershipChange>,
+    ) {
+        self.reclaim_restored().await;
+        while let Some(change) = changes.recv().await {
+            match change {
+                OwnershipChange::Claimed {
+                    device,
+                    clean_session,
+                } => self.claim(device, clean_session).await,
+                OwnershipChange::Released { device } => self.release(device).await,
+            }
+        }
+    }
+
+    /// Makes this node the owner of `device`'s session, takes it over from the previous owner
+    /// and answers calls to the device.
+    async fn claim(self: &Arc<Self>, device: DeviceIdentity, clean_session: bool) {
+        self.serve_device(&device);
+        if !self.connected() {
+            self.unclaimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(device, clean_session);
+            return;
+        }
+        match self.write_claim(&device).await {
+            Ok((revision, previous)) => {
+                self.counters.claims.fetch_add(1, Ordering::Relaxed);
+                if let Some(owned) = self.owned().get_mut(&device) {
+                    owned.revision = revision;
+                }
+                if let Some(previous) = previous.filter(|node| *node != self.id) {
+                    self.take_session_from(&device, &previous, clean_session)
+                        .await;
+                }
+            }
+            Err(error) => {
+                warn!(node = %self.id, %device, %error, "ownership claim failed; retried");
+                self.unclaimed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(device, clean_session);
+            }
+        }
+    }
+
+    /// Writes this node as the device's owner (compare-and-swap on the key's revision, retried
+    /// while other nodes race); returns the new revision and the node that owned it before.
+    async fn write_claim(&self, device: &DeviceIdentity) -> Result<(u64, Option<String>), String> {
+        let owners = self.owners().await?;
+        let key = owner_key(device);
+        let me = Bytes::from(self.id.clone());
+        for _ in 0..8 {
+            let entry = owners.entry(key.clone()).await.map_err(|e| e.to_string())?;
+            let written = match &entry {
+                None => owners
+                    .create(&key, me.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(entry) => owners
+                    .update(&key, me.clone(), entry.revision)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Ok(revision) = written {
+                let previous = entry
+                    .filter(|entry| entry.operation == kv::Operation::Put)
+                    .map(|entry| String::from_utf8_lossy(&entry.value).into_owned());
+                return Ok((revision, previous));
+            }
+        }
+        Err("the key kept changing under eight attempts".into())
+    }
+
+    /// The sessions the hub holds at start (its store's): each is claimed again, or given to
+    /// the node its device moved to while this one was down.
+    async fn reclaim_restored(self: &Arc<Self>) {
+        let Some(broker) = self.broker.get() else {
+            return;
+        };
+        let Ok(devices) = broker.call_hub(|hub, _| hub.device_sessions()).await else {
+            return;
+        };
+        if devices.is_empty() {
+            return;
+        }
+        info!(node = %self.id, sessions = devices.len(), "claiming the sessions kept across the restart");
+        for device in devices {
+            let owner = match self.owner_of(&device).await {
+                Ok(owner) => owner,
+                Err(error) => {
+                    warn!(node = %self.id, %device, %error, "owner unknown; claimed when NATS answers");
+                    None
+                }
+            };
+            match owner {
+                Some(owner) if owner != self.id && self.holds_elsewhere(&device).await => {
+                    self.return_session(&device, &owner).await;
+                }
+                // Nobody has it, it is ours, or its owner is gone too: ours (again).
+                _ => self.claim(device, false).await,
+            }
+        }
+    }
+
+    /// Who owns `device` by the bucket.
+    async fn owner_of(&self, device: &DeviceIdentity) -> Result<Option<String>, String> {
+        if !self.connected() {
+            return Err("NATS is not connected".into());
+        }
+        let owners = self.owners().await?;
+        let entry = owners
+            .entry(owner_key(device))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(entry
+            .filter(|entry| entry.operation == kv::Operation::Put)
+            .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
+    }
+
+    /// Whether a node answers for `device`'s session now.
+    async fn holds_elsewhere(&self, device: &DeviceIdentity) -> bool {
+        let request = async_nats::Request::new()
+            .payload(wire::frame(&CallHeader::Holds, &[]))
+            .timeout(Some(CALL_TIMEOUT));
+        self.client
+            .send_request(device_subject(device), request)
+            .await
+            .is_ok()
+    }
+
+    /// Gives the session this node kept of `device` to `owner`, which holds it now.
+    async fn return_session(&self, device: &DeviceIdentity, owner: &str) {
+        let Some(broker) = self.broker.get() else {
+            return;
+        };
+        let wanted = device.clone();
+        let Ok(Some(handed)) = broker
+            .call_hub(move |hub, now| hub.hand_over(&wanted, false, now))
+            .await
+        else {
+            return;
+        };
+        let moved = handed.messages.len();
+        let body = wire::encode_hand_over(Some(&handed));
+        let request = async_nats::Request::new()
+            .payload(wire::frame(
+                &CallHeader::Adopt {
+                    from: self.id.clone(),
+                },
+                &[&body],
+            ))
+            .timeout(Some(CALL_TIMEOUT));
+        match self
+            .client
+            .send_request(device_subject(device), request)
+            .await
+        {
+            Ok(_) => {
+                self.counters
+                    .sessions_returned
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(node = %self.id, %device, to = owner, moved, "kept session given to the device's node");
+            }
+            Err(error) => {
+                warn!(node = %self.id, %device, to = owner, moved, %error, "kept session lost on its way to the device's node");
+            }
+        }
+    }
+
+    /// Asks the node that owned `device` for its session and adds it to the hub's.
+    async fn take_session_from(&self, device: &DeviceIdentity, previous: &str, discard: bool) {
+        let Some(broker) = self.broker.get() else {
+            return;
+        };
+        let request = wire::frame(
+            &CallHeader::HandOver {
+                claimer: self.id.clone(),
+                discard,
+            },
+            &[],
+        );
+        let asked = self
+            .client
+            .send_request(
+                device_subject(device),
+                async_nats::Request::new()
+                    .payload(request)
+                    .timeout(Some(CALL_TIMEOUT)),
+            )
+            .await;
+        let reply = match asked {
+            Ok(reply) => reply,
+            Err(error) if error.kind() == RequestErrorKind::NoResponders => {
+                info!(node = %self.id, %device, previous, "previous owner gone: its session is not here");
+                return;
+            }
+            Err(error) => {
+                warn!(node = %self.id, %device, previous, %error, "session hand-over failed");
+                return;
+            }
+        };
+        match wire::decode_hand_over(&reply.payload) {
+            Ok(handed) => {
+                let moved = handed.messages.len();
+                let device = device.clone();
+                let _ = broker
+                    .call_hub(move |hub, now| hub.take_over(&device, handed, now))
+                    .await;
+                self.counters.sessions_taken.fetch_add(1, Ordering::Relaxed);
+                debug!(node = %self.id, previous, moved, "session taken over");
+            }
+            Err(error) => warn!(node = %self.id, %device, %error, "session hand-over unreadable"),
+        }
+    }
+
+    /// The device's session ended here: the key goes (unless another node claimed it since)
+    /// and nobody here answers for it.
+    async fn release(&self, device: DeviceIdentity) {
+        self.unclaimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&device);
+        let Some(owned) = self.owned().remove(&device) else {
+            return;
+        };
+        owned.serving.abort();
+        if owned.revision == 0 || !self.connected() {
+            return;
+        }
+        if let Ok(owners) = self.owners().await
+            && let Err(error) = owners
+                .delete_expect_revision(owner_key(&device), Some(owned.revision))
+                .await
+        {
+            debug!(node = %self.id, %device, %error, "ownership not released (claimed elsewhere)");
+        }
+    }
+
+    /// Answers calls to `device` on its subject, until its session leaves this node.
+    fn serve_device(self: &Arc<Self>, device: &DeviceIdentity) {
+        let mut owned = self.owned();
+        if owned.contains_key(device) {
+            return;
+        }
+        let node = Arc::clone(self);
+        let served = device.clone();
+        let serving = tokio::spawn(async move { node.answer_calls(served).await });
+        owned.insert(
+            device.clone(),
+            Owned {
+                revision: 0,
+                serving,
+            },
+        );
+    }
+
+    async fn answer_calls(self: Arc<Self>, device: DeviceIdentity) {
+        let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
+            return;
+        };
+        let mut calls = match self.client.subscribe(device_subject(&device)).await {
+            Ok(calls) => calls,
+            Err(error) => {
+                warn!(node = %self.id, %device, %error, "cannot answer calls to the device");
+                return;
+            }
+        };
+        while let Some(request) = calls.next().await {
+            let Some(reply) = request.reply else {
+                continue;
+            };
+            match wire::decode_call(&request.payload) {
+                Ok(Ok(call)) => {
+                    self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+                    let (client, broker, device) =
+                        (self.client.clone(), broker.clone(), device.clone());
+                    tokio::spawn(async move {
+                        let answer = match answer_call(&broker, &device, call).await {
+                            Some(answer) => wire::encode_answer(&answer),
+                            None => wire::frame(
+                                &AnswerHeader::Failed {
+                                    reason: "the broker has stopped".into(),
+                                },
+                                &[],
+                            ),
+                        };
+                        let _ = client.publish(reply, answer).await;
+                    });
+                }
+                Ok(Err((CallHeader::HandOver { claimer, discard }, _))) => {
+                    // Our own claim reached us too: the previous owner answers it.
+                    if claimer == self.id {
+                        continue;
+                    }
+                    let wanted = device.clone();
+                    let handed = broker
+                        .call_hub(move |hub, now| hub.hand_over(&wanted, discard, now))
+                        .await
+                        .ok()
+                        .flatten();
+                    let answer = wire::encode_hand_over(handed.as_ref());
+                    let _ = self.client.publish(reply, answer).await;
+                    self.counters
+                        .sessions_handed
+                        .fetch_add(1, Ordering::Relaxed);
+                    info!(node = %self.id, %device, to = %claimer, "session handed over");
+                    self.owned().remove(&device);
+                    return;
+                }
+                Ok(Err((CallHeader::Holds, _))) => {
+                    let answer = wire::frame(&AnswerHeader::Done { taken: 0 }, &[]);
+                    let _ = self.client.publish(reply, answer).await;
+                }
+                Ok(Err((CallHeader::Adopt { from }, body))) => {
+                    let answer = match wire::decode_hand_over(&body) {
+                        Ok(handed) => {
+                            let wanted = device.clone();
+                            let taken = broker
+                                .call_hub(move |hub, now| hub.take_over(&wanted, handed, now))
+                                .await
+                                .unwrap_or(0);
+                            self.counters
+                                .sessions_adopted
+                                .fetch_add(1, Ordering::Relaxed);
+                            info!(node = %self.id, %device, %from, taken, "session adopted from a node back from a crash");
+                            wire::frame(&AnswerHeader::Done { taken }, &[])
+                        }
+                        Err(error) => wire::frame(
+                            &AnswerHeader::Failed {
+                                reason: error.to_string(),
+                            },
+                            &[],
+                        ),
+                    };
+                    let _ = self.client.publish(reply, answer).await;
+                }
+                Ok(Err(_)) | Err(_) => {
+                    let answer = wire::frame(
+                        &AnswerHeader::Failed {
+                            reason: "malformed call".into(),
+                        },
+                        &[],
+                    );
+                    let _ = self.client.publish(reply, answer).await;
+                }
+            }
+        }
+    }
+
+    /// Claims NATS could not take are written once it is back.
+    async fn retry_claims(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RETRY_CLAIMS_EVERY).await;
+            if !self.connected() {
+                continue;
+            }
+            let pending: Vec<(DeviceIdentity, bool)> = self
+                .unclaimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain()
+                .collect();
+            for (device, clean) in pending {
+                // Still here? A release since then took it out of `owned`.
+                if self.owned().contains_key(&device) {
+                    let _ = self.changes.send(OwnershipChange::Claimed {
+                        device,
+                        clean_session: clean,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn send_publishes(self: Arc<Self>, mut publishes: mpsc::UnboundedReceiver<Bytes>) {
+        while let Some(frame) = publishes.recv().await {
+            if let Err(error) = self.client.publish(PUBLISH_SUBJECT, frame).await {
+                warn!(node = %self.id, %error, "publish to the other nodes failed");
+            }
+        }
+    }
+
+    async fn receive_publishes(self: Arc<Self>) {
+        let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
+            return;
+        };
+        let mut publishes = match self.client.subscribe(PUBLISH_SUBJECT).await {
+            Ok(publishes) => publishes,
+            Err(error) => {
+                warn!(node = %self.id, %error, "cannot receive the other nodes' publishes");
+                return;
+            }
+        };
+        while let Some(message) = publishes.next().await {
+            let Ok((header, payload)) = wire::unframe::<PublishHeader>(&message.payload) else {
+                continue;
+            };
+            if header.node == self.id {
+                continue;
+            }
+            let (Ok(topic), Ok(qos)) = (wire::topic(&header.topic), wire::qos_from(header.qos))
+            else {
+                continue;
+            };
+            self.counters
+                .publishes_received
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = broker.publish(topic, payload, qos).await;
+        }
+    }
+}
+
+/// Makes a call another node carried here, on this node's broker alone. `None`: the broker
+/// has stopped.
+async fn answer_call(
+    broker: &BrokerHandle,
+    device: &DeviceIdentity,
+    call: DeviceCall,
+) -> Option<DeviceAnswer> {
+    let rrpc = |answer: Result<_, RrpcError>| match answer {
+        Ok(reply) => Some(DeviceAnswer::Rrpc(Ok(reply))),
+        Err(RrpcError::Rejected(refused)) => Some(DeviceAnswer::Rrpc(Err(refused))),
+        Err(RrpcError::BrokerStopped) => None,
+    };
+    match call {
+        DeviceCall::Publish {
+            topic,
+            payload,
+            qos,
+        } => Some(DeviceAnswer::Delivery(
+            broker.publish_to_device(device, topic, payload, qos).await,
+        )),
+        DeviceCall::Rrpc {
+            payload,
+            timeout,
+            topic: None,
+        } => rrpc(broker.rrpc(device, payload, timeout).await),
+        DeviceCall::Rrpc {
+            payload,
+            timeout,
+            topic: Some(topic),
+        } => rrpc(broker.rrpc_on_topic(device, &topic, payload, timeout).await),
+        DeviceCall::SetProperty { items } => broker
+            .set_device_property(device, items)
+            .await
+            .ok()
+            .map(|(id, delivery)| DeviceAnswer::Downlink(id, delivery)),
+        DeviceCall::InvokeService { identifier, args } => broker
+            .invoke_service(device, &identifier, args)
+            .await
+            .ok()
+            .map(|(id, delivery)| DeviceAnswer::Downlink(id, delivery)),
+        DeviceCall::InvokeServiceSync {
+            identifier,
+            args,
+            timeout,
+        } => match broker
+            .invoke_service_sync(device, &identifier, args, timeout)
+            .await
+        {
+            Ok(reply) => Some(DeviceAnswer::Rrpc(Ok(reply))),
+            Err(ServiceError::Rejected(refused)) => Some(DeviceAnswer::Rrpc(Err(refused))),
+            Err(_) => None,
+        },
+        DeviceCall::StartOta { job } => broker
+            .start_ota(device, job)
+            .await
+            .ok()
+            .map(DeviceAnswer::Delivery),
+    }
+}
+
+impl ClusterLink for Node {
+    fn ownership_changed(&self, change: OwnershipChange) {
+        let _ = self.changes.send(change);
+    }
+
+    fn call_device<'a>(
+        &'a self,
+        device: &'a DeviceIdentity,
+        call: DeviceCall,
+    ) -> LinkFuture<'a, Option<DeviceAnswer>> {
+        Box::pin(async move {
+            // Unreachable NATS: the call fails now, not after a time-out.
+            if !self.connected() {
+                return None;
+            }
+            let timeout = match &call {
+                DeviceCall::Rrpc { timeout, .. }
+                | DeviceCall::InvokeServiceSync { timeout, .. } => *timeout + RRPC_MARGIN,
+                _ => CALL_TIMEOUT,
+            };
+            let request = async_nats::Request::new()
+                .payload(wire::encode_call(&call))
+                .timeout(Some(timeout));
+            match self
+                .client
+                .send_request(device_subject(device), request)
+                .await
+            {
+                Ok(reply) => {
+                    self.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+                    match wire::decode_answer(&reply.payload) {
+                        Ok(answer) => Some(answer),
+                        Err(error) => {
+                            warn!(node = %self.id, %device, %error, "the owner's answer is unusable");
+                            None
+                        }
+                    }
+                }
+                Err(error) if error.kind() == RequestErrorKind::NoResponders => None,
+                Err(error) => {
+                    warn!(node = %self.id, %device, %error, "call to the device's node failed");
+                    None
+                }
+            }
+        })
+    }
+
+    fn publish_elsewhere(&self, message: &Message) {
+        let header = PublishHeader {
+            node: self.id.clone(),
+            topic: message.topic.as_str().to_owned(),
+            qos: wire::qos_byte(message.qos),
+        };
+        let _ = self
+            .publishes
+            .send(wire::frame(&header, &[&message.payload]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_subjects_hold_no_separator_of_nats() {
+        let device = DeviceIdentity {
+            product_key: "a1Prod".into(),
+            device_name: "dev.1:x@y".into(),
+        };
+        assert_eq!(owner_key(&device), "a1Prod.6465762e313a784079");
+        assert_eq!(
+            device_subject(&device),
+            "aliot.dev.a1Prod.6465762e313a784079"
+        );
+        let odd = DeviceIdentity {
+            product_key: "a.b".into(),
+            device_name: "d".into(),
+        };
+        assert_eq!(owner_key(&odd), "x612e62.64");
+    }
+}

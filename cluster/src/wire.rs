@@ -1,0 +1,523 @@
+//! What nodes send each other over NATS: calls to a device, their answers, a session's
+//! hand-over, and server-side publishes.
+//!
+//! Every message is one frame: a 4-byte big-endian length, that many bytes of a JSON header,
+//! then the raw bytes the header describes (a payload, or several one after the other). JSON
+//! keeps the header readable with `nats sub`; payloads stay binary.
+
+use std::time::Duration;
+
+use aliot_core::Message;
+use aliot_core::codec::QoS;
+use aliot_core::hub::{DeviceDelivery, InvalidRrpcCall, RrpcOutcome, SessionHandOver};
+use aliot_io::broker::RrpcReply;
+use aliot_io::broker::cluster::{DeviceAnswer, DeviceCall};
+use aliot_services::OtaJob;
+use aliot_topic::{MessageId, TopicFilter, TopicLimits, TopicName};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A frame that is not one of ours.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed cluster message: {0}")]
+pub struct Malformed(pub String);
+
+fn malformed(what: impl std::fmt::Display) -> Malformed {
+    Malformed(what.to_string())
+}
+
+/// A request on a device's subject.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub(crate) enum CallHeader {
+    Publish {
+        topic: String,
+        qos: u8,
+    },
+    Rrpc {
+        timeout_ms: u64,
+        topic: Option<String>,
+    },
+    SetProperty {
+        items: Value,
+    },
+    InvokeService {
+        identifier: String,
+        args: Value,
+    },
+    InvokeServiceSync {
+        identifier: String,
+        args: Value,
+        timeout_ms: u64,
+    },
+    StartOta {
+        job: OtaJob,
+    },
+    /// The claimer now owns the device: hand its session over (or discard it).
+    HandOver {
+        claimer: String,
+        discard: bool,
+    },
+    /// Is the device's session here? (Asked by a node back from a crash with a copy of it.)
+    Holds,
+    /// A node back from a crash gives the session it kept (a hand-over frame follows): add it
+    /// to the one here.
+    Adopt {
+        from: String,
+    },
+}
+
+/// An answer on a request's reply subject.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub(crate) enum AnswerHeader {
+    Delivery {
+        delivery: String,
+    },
+    Downlink {
+        message_id: u64,
+        delivery: String,
+    },
+    /// The payload follows for `SUCCESS`.
+    Rrpc {
+        message_id: u64,
+        outcome: String,
+    },
+    RrpcRefused {
+        timeout_ms: Option<u64>,
+        topic: Option<String>,
+    },
+    /// Subscriptions, then each message's topic and payload length (payloads follow in order).
+    HandOver {
+        subscriptions: Vec<(String, u8)>,
+        messages: Vec<(String, usize)>,
+    },
+    /// Done: a session is here (`Holds`), or this many messages were adopted (`Adopt`).
+    Done {
+        taken: usize,
+    },
+    /// The node could not answer (its broker stopped, the call was malformed).
+    Failed {
+        reason: String,
+    },
+}
+
+/// A server-side publish made on another node.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PublishHeader {
+    pub(crate) node: String,
+    pub(crate) topic: String,
+    pub(crate) qos: u8,
+}
+
+/// Writes a frame: the header, then `bodies` one after the other.
+pub(crate) fn frame<H: Serialize>(header: &H, bodies: &[&[u8]]) -> Bytes {
+    let json = serde_json::to_vec(header).unwrap_or_default();
+    let len: usize = bodies.iter().map(|body| body.len()).sum();
+    let mut out = BytesMut::with_capacity(4 + json.len() + len);
+    out.put_u32(json.len() as u32);
+    out.put_slice(&json);
+    for body in bodies {
+        out.put_slice(body);
+    }
+    out.freeze()
+}
+
+/// Reads a frame: its header and what follows it.
+pub(crate) fn unframe<H: for<'de> Deserialize<'de>>(
+    bytes: &Bytes,
+) -> Result<(H, Bytes), Malformed> {
+    let len_bytes: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| malformed("shorter than its length"))?;
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    let json = bytes
+        .get(4..4 + len)
+        .ok_or_else(|| malformed("header longer than the message"))?;
+    let header = serde_json::from_slice(json).map_err(malformed)?;
+    Ok((header, bytes.slice(4 + len..)))
+}
+
+pub(crate) fn qos_byte(qos: QoS) -> u8 {
+    qos as u8
+}
+
+pub(crate) fn qos_from(byte: u8) -> Result<QoS, Malformed> {
+    match byte {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        other => Err(malformed(format_args!("QoS {other}"))),
+    }
+}
+
+/// Topics between nodes were checked where they came in; only MQTT's own limit applies here.
+const WIRE_LIMITS: TopicLimits = TopicLimits {
+    max_len: u16::MAX as usize,
+};
+
+pub(crate) fn topic(name: &str) -> Result<TopicName, Malformed> {
+    TopicName::new(name, &WIRE_LIMITS).map_err(|e| malformed(format_args!("topic {name:?}: {e}")))
+}
+
+fn delivery_name(delivery: DeviceDelivery) -> &'static str {
+    match delivery {
+        DeviceDelivery::Sent => "sent",
+        DeviceDelivery::Queued => "queued",
+        DeviceDelivery::Offline => "offline",
+        DeviceDelivery::NotSubscribed => "not_subscribed",
+        DeviceDelivery::Denied => "denied",
+    }
+}
+
+fn delivery_from(name: &str) -> Result<DeviceDelivery, Malformed> {
+    Ok(match name {
+        "sent" => DeviceDelivery::Sent,
+        "queued" => DeviceDelivery::Queued,
+        "offline" => DeviceDelivery::Offline,
+        "not_subscribed" => DeviceDelivery::NotSubscribed,
+        "denied" => DeviceDelivery::Denied,
+        other => return Err(malformed(format_args!("delivery {other:?}"))),
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A call, as a request frame.
+pub(crate) fn encode_call(call: &DeviceCall) -> Bytes {
+    match call {
+        DeviceCall::Publish {
+            topic,
+            payload,
+            qos,
+        } => frame(
+            &CallHeader::Publish {
+                topic: topic.as_str().to_owned(),
+                qos: qos_byte(*qos),
+            },
+            &[payload],
+        ),
+        DeviceCall::Rrpc {
+            payload,
+            timeout,
+            topic,
+        } => frame(
+            &CallHeader::Rrpc {
+                timeout_ms: millis(*timeout),
+                topic: topic.as_ref().map(|t| t.as_str().to_owned()),
+            },
+            &[payload],
+        ),
+        DeviceCall::SetProperty { items } => frame(
+            &CallHeader::SetProperty {
+                items: items.clone(),
+            },
+            &[],
+        ),
+        DeviceCall::InvokeService { identifier, args } => frame(
+            &CallHeader::InvokeService {
+                identifier: identifier.clone(),
+                args: args.clone(),
+            },
+            &[],
+        ),
+        DeviceCall::InvokeServiceSync {
+            identifier,
+            args,
+            timeout,
+        } => frame(
+            &CallHeader::InvokeServiceSync {
+                identifier: identifier.clone(),
+                args: args.clone(),
+                timeout_ms: millis(*timeout),
+            },
+            &[],
+        ),
+        DeviceCall::StartOta { job } => frame(&CallHeader::StartOta { job: job.clone() }, &[]),
+    }
+}
+
+/// A request frame, as the call it carries, or a request about the session itself (`Err`
+/// with its header and what follows it).
+pub(crate) fn decode_call(
+    bytes: &Bytes,
+) -> Result<Result<DeviceCall, (CallHeader, Bytes)>, Malformed> {
+    let (header, body): (CallHeader, Bytes) = unframe(bytes)?;
+    Ok(Ok(match header {
+        CallHeader::Publish { topic: name, qos } => DeviceCall::Publish {
+            topic: topic(&name)?,
+            payload: body,
+            qos: qos_from(qos)?,
+        },
+        CallHeader::Rrpc {
+            timeout_ms,
+            topic: name,
+        } => DeviceCall::Rrpc {
+            payload: body,
+            timeout: Duration::from_millis(timeout_ms),
+            topic: name.as_deref().map(topic).transpose()?,
+        },
+        CallHeader::SetProperty { items } => DeviceCall::SetProperty { items },
+        CallHeader::InvokeService { identifier, args } => {
+            DeviceCall::InvokeService { identifier, args }
+        }
+        CallHeader::InvokeServiceSync {
+            identifier,
+            args,
+            timeout_ms,
+        } => DeviceCall::InvokeServiceSync {
+            identifier,
+            args,
+            timeout: Duration::from_millis(timeout_ms),
+        },
+        CallHeader::StartOta { job } => DeviceCall::StartOta { job },
+        about_session @ (CallHeader::HandOver { .. }
+        | CallHeader::Holds
+        | CallHeader::Adopt { .. }) => return Ok(Err((about_session, body))),
+    }))
+}
+
+/// An answer, as a reply frame.
+pub(crate) fn encode_answer(answer: &DeviceAnswer) -> Bytes {
+    match answer {
+        DeviceAnswer::Delivery(delivery) => frame(
+            &AnswerHeader::Delivery {
+                delivery: delivery_name(*delivery).into(),
+            },
+            &[],
+        ),
+        DeviceAnswer::Downlink(id, delivery) => frame(
+            &AnswerHeader::Downlink {
+                message_id: id.0,
+                delivery: delivery_name(*delivery).into(),
+            },
+            &[],
+        ),
+        DeviceAnswer::Rrpc(Ok(reply)) => {
+            let payload: &[u8] = match &reply.outcome {
+                RrpcOutcome::Success(payload) => payload,
+                _ => &[],
+            };
+            frame(
+                &AnswerHeader::Rrpc {
+                    message_id: reply.message_id.0,
+                    outcome: reply.outcome.code().into(),
+                },
+                &[payload],
+            )
+        }
+        DeviceAnswer::Rrpc(Err(refused)) => {
+            let (timeout_ms, topic) = match refused {
+                InvalidRrpcCall::InvalidTimeout(ms) => (Some(*ms), None),
+                InvalidRrpcCall::NotDeviceTopic(topic) => (None, Some(topic.clone())),
+                InvalidRrpcCall::InvalidTopic => (None, None),
+            };
+            frame(&AnswerHeader::RrpcRefused { timeout_ms, topic }, &[])
+        }
+    }
+}
+
+/// A reply frame, as the answer it carries.
+pub(crate) fn decode_answer(bytes: &Bytes) -> Result<DeviceAnswer, Malformed> {
+    let (header, body): (AnswerHeader, Bytes) = unframe(bytes)?;
+    Ok(match header {
+        AnswerHeader::Delivery { delivery } => DeviceAnswer::Delivery(delivery_from(&delivery)?),
+        AnswerHeader::Downlink {
+            message_id,
+            delivery,
+        } => DeviceAnswer::Downlink(MessageId(message_id), delivery_from(&delivery)?),
+        AnswerHeader::Rrpc {
+            message_id,
+            outcome,
+        } => {
+            let outcome = match outcome.as_str() {
+                "SUCCESS" => RrpcOutcome::Success(body),
+                "TIMEOUT" => RrpcOutcome::Timeout,
+                "OFFLINE" => RrpcOutcome::Offline,
+                "HALFCONN" => RrpcOutcome::HalfConn,
+                "UNKNOWN" => RrpcOutcome::Unknown,
+                other => return Err(malformed(format_args!("RRPC outcome {other:?}"))),
+            };
+            DeviceAnswer::Rrpc(Ok(RrpcReply {
+                message_id: MessageId(message_id),
+                outcome,
+            }))
+        }
+        AnswerHeader::RrpcRefused { timeout_ms, topic } => {
+            DeviceAnswer::Rrpc(Err(match (timeout_ms, topic) {
+                (Some(ms), _) => InvalidRrpcCall::InvalidTimeout(ms),
+                (None, Some(topic)) => InvalidRrpcCall::NotDeviceTopic(topic),
+                (None, None) => InvalidRrpcCall::InvalidTopic,
+            }))
+        }
+        AnswerHeader::Failed { reason } => return Err(Malformed(reason)),
+        AnswerHeader::HandOver { .. } | AnswerHeader::Done { .. } => {
+            return Err(malformed("not the answer to a call"));
+        }
+    })
+}
+
+/// A session's hand-over, as a reply frame (nothing to hand over: no subscriptions, no
+/// messages).
+pub(crate) fn encode_hand_over(handed: Option<&SessionHandOver>) -> Bytes {
+    let Some(handed) = handed else {
+        return frame(
+            &AnswerHeader::HandOver {
+                subscriptions: Vec::new(),
+                messages: Vec::new(),
+            },
+            &[],
+        );
+    };
+    let header = AnswerHeader::HandOver {
+        subscriptions: handed
+            .subscriptions
+            .iter()
+            .map(|(filter, qos)| (filter.as_str().to_owned(), qos_byte(*qos)))
+            .collect(),
+        messages: handed
+            .messages
+            .iter()
+            .map(|m| (m.topic.as_str().to_owned(), m.payload.len()))
+            .collect(),
+    };
+    let bodies: Vec<&[u8]> = handed.messages.iter().map(|m| &m.payload[..]).collect();
+    frame(&header, &bodies)
+}
+
+/// A hand-over reply frame, as the session it carries.
+pub(crate) fn decode_hand_over(bytes: &Bytes) -> Result<SessionHandOver, Malformed> {
+    let (header, mut body): (AnswerHeader, Bytes) = unframe(bytes)?;
+    let AnswerHeader::HandOver {
+        subscriptions,
+        messages,
+    } = header
+    else {
+        return Err(malformed("not a hand-over"));
+    };
+    let subscriptions = subscriptions
+        .into_iter()
+        .map(|(filter, qos)| {
+            let filter = TopicFilter::new(&filter, &WIRE_LIMITS)
+                .map_err(|e| malformed(format_args!("filter {filter:?}: {e}")))?;
+            Ok((filter, qos_from(qos)?))
+        })
+        .collect::<Result<Vec<_>, Malformed>>()?;
+    let mut moved = Vec::with_capacity(messages.len());
+    for (name, len) in messages {
+        if len > body.len() {
+            return Err(malformed("payloads shorter than their lengths"));
+        }
+        let payload = body.split_to(len);
+        moved.push(Message::new(topic(&name)?, payload, QoS::AtLeastOnce));
+    }
+    Ok(SessionHandOver {
+        subscriptions,
+        messages: moved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_and_answers_survive_the_wire() {
+        let calls = [
+            DeviceCall::Publish {
+                topic: topic("/a1/dev/user/get").unwrap(),
+                payload: Bytes::from_static(b"\x00\xffbinary"),
+                qos: QoS::AtLeastOnce,
+            },
+            DeviceCall::Rrpc {
+                payload: Bytes::from_static(b"ping"),
+                timeout: Duration::from_millis(5000),
+                topic: None,
+            },
+            DeviceCall::InvokeServiceSync {
+                identifier: "reboot".into(),
+                args: serde_json::json!({"delay": 3}),
+                timeout: Duration::from_secs(2),
+            },
+        ];
+        for call in calls {
+            assert_eq!(decode_call(&encode_call(&call)).unwrap().unwrap(), call);
+        }
+        let answers = [
+            DeviceAnswer::Delivery(DeviceDelivery::NotSubscribed),
+            DeviceAnswer::Downlink(MessageId(77), DeviceDelivery::Queued),
+            DeviceAnswer::Rrpc(Ok(RrpcReply {
+                message_id: MessageId(9),
+                outcome: RrpcOutcome::Success(Bytes::from_static(b"pong")),
+            })),
+            DeviceAnswer::Rrpc(Ok(RrpcReply {
+                message_id: MessageId(10),
+                outcome: RrpcOutcome::Offline,
+            })),
+            DeviceAnswer::Rrpc(Err(InvalidRrpcCall::InvalidTimeout(9000))),
+        ];
+        for answer in answers {
+            assert_eq!(decode_answer(&encode_answer(&answer)).unwrap(), answer);
+        }
+    }
+
+    #[test]
+    fn a_hand_over_keeps_its_messages_in_order() {
+        let handed = SessionHandOver {
+            subscriptions: vec![(
+                TopicFilter::new("/a1/dev/user/#", &WIRE_LIMITS).unwrap(),
+                QoS::AtLeastOnce,
+            )],
+            messages: vec![
+                Message::new(
+                    topic("/a1/dev/user/a").unwrap(),
+                    Bytes::from_static(b"first"),
+                    QoS::AtLeastOnce,
+                ),
+                Message::new(
+                    topic("/a1/dev/user/b").unwrap(),
+                    Bytes::new(),
+                    QoS::AtLeastOnce,
+                ),
+                Message::new(
+                    topic("/a1/dev/user/c").unwrap(),
+                    Bytes::from_static(b"third"),
+                    QoS::AtLeastOnce,
+                ),
+            ],
+        };
+        let decoded = decode_hand_over(&encode_hand_over(Some(&handed))).unwrap();
+        assert_eq!(decoded, handed);
+        assert_eq!(
+            decode_hand_over(&encode_hand_over(None)).unwrap(),
+            SessionHandOver::default()
+        );
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        for bytes in [
+            &b""[..],
+            b"\x00\x00",
+            b"\x00\x00\x00\x09{}",
+            b"\xff\xff\xff\xffx",
+        ] {
+            let bytes = Bytes::copy_from_slice(bytes);
+            assert!(decode_call(&bytes).is_err());
+            assert!(decode_answer(&bytes).is_err());
+            assert!(decode_hand_over(&bytes).is_err());
+        }
+        // Lengths that promise more payload than there is.
+        let lying = frame(
+            &AnswerHeader::HandOver {
+                subscriptions: Vec::new(),
+                messages: vec![("/a/b".into(), 10)],
+            },
+            &[b"short"],
+        );
+        assert!(decode_hand_over(&lying).is_err());
+    }
+}

