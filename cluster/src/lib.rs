@@ -34,6 +34,7 @@ use std::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_io::broker::BrokerHandle;
+pub use aliot_io::broker::cluster::ClusterStats;
 use aliot_io::broker::cluster::{
     ClusterLink, DeviceAnswer, DeviceCall, LinkFuture, OwnershipChange,
 };
@@ -69,6 +70,11 @@ const RRPC_MARGIN: Duration = Duration::from_secs(2);
 /// How long a node waits for NATS at start before it starts without it.
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a node back from a crash or a partition keeps asking for the owner of a session
+/// it kept before it believes the owner gone (the servers of a NATS cluster learn each other's
+/// subscriptions within moments of a restart).
+const OWNER_GONE_AFTER: Duration = Duration::from_secs(3);
+
 /// How often claims that NATS could not take are tried again.
 const RETRY_CLAIMS_EVERY: Duration = Duration::from_secs(1);
 
@@ -79,6 +85,9 @@ pub struct ClusterOptions {
     pub nats: Vec<String>,
     /// This node's name, unique in the cluster.
     pub node_id: String,
+    /// How many NATS servers keep the owners' bucket, when this node creates it (1 for one
+    /// NATS server; 3 on a cluster of three or more).
+    pub replicas: usize,
 }
 
 /// The cluster could not be joined.
@@ -90,31 +99,6 @@ pub enum ClusterError {
     /// NATS refused the connection's options.
     #[error("cannot connect to NATS: {0}")]
     Connect(String),
-}
-
-/// What a node counted of the cluster's traffic.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ClusterStats {
-    /// Devices this node holds the session of, by the key-value bucket.
-    pub owned: u64,
-    /// Ownership claims written (devices that connected here).
-    pub claims: u64,
-    /// Claims NATS could not take yet (retried).
-    pub claims_pending: u64,
-    /// Sessions taken from another node when their device connected here.
-    pub sessions_taken: u64,
-    /// Sessions handed to another node when their device connected there.
-    pub sessions_handed: u64,
-    /// Calls this node's server side sent to another node's device.
-    pub calls_sent: u64,
-    /// Calls this node answered for another node.
-    pub calls_served: u64,
-    /// Server-side publishes received from other nodes.
-    pub publishes_received: u64,
-    /// Sessions a node back from a crash gave this node (their device had moved here).
-    pub sessions_adopted: u64,
-    /// Sessions this node, back from a crash, gave to the node their device had moved to.
-    pub sessions_returned: u64,
 }
 
 #[derive(Default)]
@@ -138,6 +122,7 @@ pub struct Cluster {
 
 struct Node {
     id: String,
+    replicas: usize,
     client: async_nats::Client,
     /// The owners' bucket, once NATS gave it.
     owners: tokio::sync::OnceCell<kv::Store>,
@@ -146,11 +131,36 @@ struct Node {
     changes_rx: Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
     publishes: mpsc::UnboundedSender<Bytes>,
     publishes_rx: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
+    /// Each (re)connection to NATS, after which what this node owns is checked.
+    reconnects_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     /// The devices this node owns: the key's revision, and the task answering their subject.
     owned: Mutex<HashMap<DeviceIdentity, Owned>>,
     /// Claims to write once NATS is back (with whether the session was clean).
     unclaimed: Mutex<HashMap<DeviceIdentity, bool>>,
     counters: Counters,
+}
+
+/// Why a node claims a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClaimKind {
+    /// It connected here (the hub's claim): another node's ownership yields only while the
+    /// device is still connected here.
+    Connected,
+    /// This node kept its session across a restart; nobody else owns it.
+    Kept,
+    /// The node that owns it answers for it no more: this node's copy is the one.
+    OwnerGone,
+}
+
+/// What a claim came to.
+enum Claimed {
+    /// This node owns the device, at this revision; `previous` owned it before.
+    Owner {
+        revision: u64,
+        previous: Option<String>,
+    },
+    /// Another node owns it, by a newer claim than this one.
+    OwnedBy(String),
 }
 
 struct Owned {
@@ -169,12 +179,16 @@ impl Cluster {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClusterError::Address(e.to_string()))?;
         let id = options.node_id.clone();
+        let (reconnects, reconnects_rx) = mpsc::unbounded_channel();
         let client = async_nats::ConnectOptions::new()
             .name(format!("aliot {id}"))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .event_callback(move |event| {
                 let id = id.clone();
+                if matches!(event, async_nats::Event::Connected) {
+                    let _ = reconnects.send(());
+                }
                 async move { info!(node = %id, %event, "NATS") }
             })
             .connect(servers)
@@ -192,6 +206,7 @@ impl Cluster {
         Ok(Cluster {
             node: Arc::new(Node {
                 id: options.node_id,
+                replicas: options.replicas.max(1),
                 client,
                 owners: tokio::sync::OnceCell::new(),
                 broker: OnceLock::new(),
@@ -199,6 +214,7 @@ impl Cluster {
                 changes_rx: Mutex::new(Some(changes_rx)),
                 publishes,
                 publishes_rx: Mutex::new(Some(publishes_rx)),
+                reconnects_rx: Mutex::new(Some(reconnects_rx)),
                 owned: Mutex::new(HashMap::new()),
                 unclaimed: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
@@ -241,30 +257,16 @@ impl Cluster {
         if let Some(publishes) = taken(&self.node.publishes_rx) {
             tokio::spawn(Arc::clone(&self.node).send_publishes(publishes));
         }
+        if let Some(reconnects) = taken(&self.node.reconnects_rx) {
+            tokio::spawn(Arc::clone(&self.node).check_after_reconnects(reconnects));
+        }
         tokio::spawn(Arc::clone(&self.node).receive_publishes());
         tokio::spawn(Arc::clone(&self.node).retry_claims());
     }
 
     /// What this node counted.
     pub fn stats(&self) -> ClusterStats {
-        let c = &self.node.counters;
-        ClusterStats {
-            owned: self.node.owned().len() as u64,
-            claims: c.claims.load(Ordering::Relaxed),
-            claims_pending: self
-                .node
-                .unclaimed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len() as u64,
-            sessions_taken: c.sessions_taken.load(Ordering::Relaxed),
-            sessions_handed: c.sessions_handed.load(Ordering::Relaxed),
-            calls_sent: c.calls_sent.load(Ordering::Relaxed),
-            calls_served: c.calls_served.load(Ordering::Relaxed),
-            publishes_received: c.publishes_received.load(Ordering::Relaxed),
-            sessions_adopted: c.sessions_adopted.load(Ordering::Relaxed),
-            sessions_returned: c.sessions_returned.load(Ordering::Relaxed),
-        }
+        self.node.stats()
     }
 }
 
@@ -327,6 +329,7 @@ impl Node {
                             bucket: OWNERS_BUCKET.into(),
                             description: "which aliot node holds each device's session".into(),
                             history: 1,
+                            num_replicas: self.replicas,
                             ..Default::default()
                         })
                         .await
@@ -356,6 +359,17 @@ impl Node {
     /// Makes this node the owner of `device`'s session, takes it over from the previous owner
     /// and answers calls to the device.
     async fn claim(self: &Arc<Self>, device: DeviceIdentity, clean_session: bool) {
+        self.claim_as(device, clean_session, ClaimKind::Connected)
+            .await;
+    }
+
+    async fn claim_as(
+        self: &Arc<Self>,
+        device: DeviceIdentity,
+        clean_session: bool,
+        kind: ClaimKind,
+    ) {
+        debug!(node = %self.id, %device, clean_session, ?kind, "claiming");
         self.serve_device(&device);
         if !self.connected() {
             self.unclaimed
@@ -364,8 +378,8 @@ impl Node {
                 .insert(device, clean_session);
             return;
         }
-        match self.write_claim(&device).await {
-            Ok((revision, previous)) => {
+        match self.write_claim(&device, kind).await {
+            Ok(Claimed::Owner { revision, previous }) => {
                 self.counters.claims.fetch_add(1, Ordering::Relaxed);
                 if let Some(owned) = self.owned().get_mut(&device) {
                     owned.revision = revision;
@@ -374,6 +388,14 @@ impl Node {
                     self.take_session_from(&device, &previous, clean_session)
                         .await;
                 }
+            }
+            Ok(Claimed::OwnedBy(owner)) => {
+                // A later connection elsewhere won: what this node has goes there.
+                info!(node = %self.id, %device, %owner, "claim overtaken by a newer one");
+                if let Some(owned) = self.owned().remove(&device) {
+                    owned.serving.abort();
+                }
+                self.keep_or_return(device, owner).await;
             }
             Err(error) => {
                 warn!(node = %self.id, %device, %error, "ownership claim failed; retried");
@@ -386,13 +408,30 @@ impl Node {
     }
 
     /// Writes this node as the device's owner (compare-and-swap on the key's revision, retried
-    /// while other nodes race); returns the new revision and the node that owned it before.
-    async fn write_claim(&self, device: &DeviceIdentity) -> Result<(u64, Option<String>), String> {
+    /// while other nodes race). Another node's ownership is overwritten only if the device is
+    /// connected here at that moment (or `kind` says its owner is gone): a claim that took
+    /// long, for a connection since ended, does not undo a newer one.
+    async fn write_claim(
+        &self,
+        device: &DeviceIdentity,
+        kind: ClaimKind,
+    ) -> Result<Claimed, String> {
         let owners = self.owners().await?;
         let key = owner_key(device);
         let me = Bytes::from(self.id.clone());
+        let mut last = String::new();
         for _ in 0..8 {
             let entry = owners.entry(key.clone()).await.map_err(|e| e.to_string())?;
+            let previous = entry
+                .as_ref()
+                .filter(|entry| entry.operation == kv::Operation::Put)
+                .map(|entry| String::from_utf8_lossy(&entry.value).into_owned());
+            if let Some(owner) = previous.as_ref().filter(|owner| **owner != self.id)
+                && kind == ClaimKind::Connected
+                && !self.connected_here(device).await
+            {
+                return Ok(Claimed::OwnedBy(owner.clone()));
+            }
             let written = match &entry {
                 None => owners
                     .create(&key, me.clone())
@@ -403,14 +442,24 @@ impl Node {
                     .await
                     .map_err(|e| e.to_string()),
             };
-            if let Ok(revision) = written {
-                let previous = entry
-                    .filter(|entry| entry.operation == kv::Operation::Put)
-                    .map(|entry| String::from_utf8_lossy(&entry.value).into_owned());
-                return Ok((revision, previous));
+            match written {
+                Ok(revision) => return Ok(Claimed::Owner { revision, previous }),
+                Err(error) => last = error,
             }
         }
-        Err("the key kept changing under eight attempts".into())
+        Err(format!("eight writes failed, the last: {last}"))
+    }
+
+    /// Whether `device` has a connection to this node now.
+    async fn connected_here(&self, device: &DeviceIdentity) -> bool {
+        let Some(broker) = self.broker.get() else {
+            return false;
+        };
+        let device = device.clone();
+        broker
+            .call_hub(move |hub, _| hub.is_online(&device))
+            .await
+            .unwrap_or(false)
     }
 
     /// The sessions the hub holds at start (its store's): each is claimed again, or given to
@@ -435,12 +484,45 @@ impl Node {
                 }
             };
             match owner {
-                Some(owner) if owner != self.id && self.holds_elsewhere(&device).await => {
-                    self.return_session(&device, &owner).await;
-                }
-                // Nobody has it, it is ours, or its owner is gone too: ours (again).
-                _ => self.claim(device, false).await,
+                Some(owner) if owner != self.id => self.keep_or_return(device, owner).await,
+                // Nobody has it, or it is ours: ours (again).
+                _ => self.claim_as(device, false, ClaimKind::Kept).await,
             }
+        }
+    }
+
+    /// After each reconnection to NATS, the devices this node owned are checked against the
+    /// bucket: one another node claimed while this one could not hear it is no longer this
+    /// node's to serve. Its session here goes to that node (or stays, claimed again, if that
+    /// node is gone too): a partitioned node that lost a device does not deliver for it.
+    async fn check_after_reconnects(self: Arc<Self>, mut reconnects: mpsc::UnboundedReceiver<()>) {
+        while reconnects.recv().await.is_some() {
+            // The reconnection's own subscriptions first.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let owned: Vec<DeviceIdentity> = self.owned().keys().cloned().collect();
+            for device in owned {
+                match self.owner_of(&device).await {
+                    Ok(Some(owner)) if owner != self.id => {
+                        info!(node = %self.id, %device, %owner, "ownership lost while NATS was away");
+                        if let Some(owned) = self.owned().remove(&device) {
+                            owned.serving.abort();
+                        }
+                        self.keep_or_return(device, owner).await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// This node has a session of `device`, which `owner` owns by the bucket: given to it if
+    /// it answers for the device, else claimed back.
+    async fn keep_or_return(self: &Arc<Self>, device: DeviceIdentity, owner: String) {
+        if self.holds_elsewhere(&device).await {
+            self.return_session(&device, &owner).await;
+        } else {
+            // Boxed: a claim whose owner is gone never comes back here, but the type is recursive.
+            Box::pin(self.claim_as(device, false, ClaimKind::OwnerGone)).await;
         }
     }
 
@@ -460,14 +542,39 @@ impl Node {
     }
 
     /// Whether a node answers for `device`'s session now.
+    ///
+    /// Asked right after a (re)connection, when the NATS server this node reached may not know
+    /// yet who listens elsewhere in its cluster: nobody listening is believed only after
+    /// [`OWNER_GONE_AFTER`].
     async fn holds_elsewhere(&self, device: &DeviceIdentity) -> bool {
-        let request = async_nats::Request::new()
-            .payload(wire::frame(&CallHeader::Holds, &[]))
-            .timeout(Some(CALL_TIMEOUT));
-        self.client
-            .send_request(device_subject(device), request)
-            .await
-            .is_ok()
+        let deadline = tokio::time::Instant::now() + OWNER_GONE_AFTER;
+        loop {
+            let request = async_nats::Request::new()
+                .payload(wire::frame(
+                    &CallHeader::Holds {
+                        asker: self.id.clone(),
+                    },
+                    &[],
+                ))
+                .timeout(Some(CALL_TIMEOUT));
+            match self
+                .client
+                .send_request(device_subject(device), request)
+                .await
+            {
+                Ok(_) => return true,
+                Err(error)
+                    if error.kind() == RequestErrorKind::NoResponders
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => {
+                    debug!(node = %self.id, %device, %error, "nobody answers for the device");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Gives the session this node kept of `device` to `owner`, which holds it now.
@@ -649,7 +756,10 @@ impl Node {
                     self.owned().remove(&device);
                     return;
                 }
-                Ok(Err((CallHeader::Holds, _))) => {
+                Ok(Err((CallHeader::Holds { asker }, _))) => {
+                    if asker == self.id {
+                        continue;
+                    }
                     let answer = wire::frame(&AnswerHeader::Done { taken: 0 }, &[]);
                     let _ = self.client.publish(reply, answer).await;
                 }
@@ -703,6 +813,7 @@ impl Node {
                 .drain()
                 .collect();
             for (device, clean) in pending {
+                debug!(node = %self.id, %device, "claim retried");
                 // Still here? A release since then took it out of `owned`.
                 if self.owned().contains_key(&device) {
                     let _ = self.changes.send(OwnershipChange::Claimed {
@@ -857,6 +968,28 @@ impl ClusterLink for Node {
                 }
             }
         })
+    }
+
+    fn stats(&self) -> ClusterStats {
+        let c = &self.counters;
+        ClusterStats {
+            node_id: self.id.clone(),
+            connected: self.connected(),
+            owned: self.owned().len() as u64,
+            claims: c.claims.load(Ordering::Relaxed),
+            claims_pending: self
+                .unclaimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64,
+            sessions_taken: c.sessions_taken.load(Ordering::Relaxed),
+            sessions_handed: c.sessions_handed.load(Ordering::Relaxed),
+            sessions_adopted: c.sessions_adopted.load(Ordering::Relaxed),
+            sessions_returned: c.sessions_returned.load(Ordering::Relaxed),
+            calls_sent: c.calls_sent.load(Ordering::Relaxed),
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            publishes_received: c.publishes_received.load(Ordering::Relaxed),
+        }
     }
 
     fn publish_elsewhere(&self, message: &Message) {

@@ -59,8 +59,11 @@ pub(crate) enum CallHeader {
         claimer: String,
         discard: bool,
     },
-    /// Is the device's session here? (Asked by a node back from a crash with a copy of it.)
-    Holds,
+    /// Is the device's session here? (Asked by a node with a copy of it: back from a crash,
+    /// or from a partition. The asker's own subscription does not answer.)
+    Holds {
+        asker: String,
+    },
     /// A node back from a crash gives the session it kept (a hand-over frame follows): add it
     /// to the one here.
     Adopt {
@@ -275,7 +278,7 @@ pub(crate) fn decode_call(
         },
         CallHeader::StartOta { job } => DeviceCall::StartOta { job },
         about_session @ (CallHeader::HandOver { .. }
-        | CallHeader::Holds
+        | CallHeader::Holds { .. }
         | CallHeader::Adopt { .. }) => return Ok(Err((about_session, body))),
     }))
 }

@@ -59,6 +59,7 @@
 //! nats = ["nats://127.0.0.1:4222"]   # the NATS servers (JetStream on)
 //! node_id = "node-a"                 # unique in the cluster: letters, digits, - and _
 //! when_nats_down = "serve-local"     # or "refuse": new connections while NATS is unreachable
+//! replicas = 1                       # copies of the owners' bucket: 3 on a NATS cluster
 //!
 //! [store]                   # sessions and queued messages on disk; in memory when absent
 //! path = "aliot-data"        # a directory of its own, relative to this file
@@ -251,6 +252,9 @@ pub struct ClusterSettings {
     pub node_id: String,
     /// What this node does with new connections while NATS is unreachable.
     pub when_nats_down: WhenNatsDown,
+    /// How many NATS servers keep the owners' bucket (1-5; 3 on a NATS cluster of three or
+    /// more, so that it survives a server). Used by the node that creates the bucket.
+    pub replicas: usize,
 }
 
 /// What a node does with new connections while NATS is unreachable.
@@ -777,6 +781,7 @@ struct RawCluster {
     nats: Vec<String>,
     node_id: String,
     when_nats_down: Option<String>,
+    replicas: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -1161,6 +1166,7 @@ impl Checker<'_> {
             nats,
             node_id,
             when_nats_down,
+            replicas,
         } = raw.into_inner();
         let refuse = |why: String| self.source.error_at(&span, ConfigProblem::BadCluster(why));
         if nats.is_empty() || nats.iter().any(|url| url.trim().is_empty()) {
@@ -1181,10 +1187,17 @@ impl Checker<'_> {
                 )));
             }
         };
+        let replicas = replicas.unwrap_or(1);
+        if !(1..=5).contains(&replicas) {
+            return Err(refuse(format!(
+                "replicas = {replicas}: JetStream keeps 1 to 5 copies"
+            )));
+        }
         Ok(ClusterSettings {
             nats,
             node_id,
             when_nats_down,
+            replicas,
         })
     }
 

@@ -878,7 +878,12 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<Re
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok((
         [(header::CONTENT_TYPE, content_type)],
-        prometheus_text(&stats, &transport, registry.as_ref()),
+        prometheus_text(
+            &stats,
+            &transport,
+            registry.as_ref(),
+            state.handle.cluster_stats().as_ref(),
+        ),
     )
         .into_response())
 }
@@ -915,6 +920,7 @@ fn prometheus_text(
     stats: &Stats,
     transport: &TransportStats,
     registry: Option<&RegistryStats>,
+    cluster: Option<&aliot_io::broker::cluster::ClusterStats>,
 ) -> String {
     // Destructured in full: a counter added to the hub does not compile until it is exported.
     let Counters {
@@ -922,8 +928,9 @@ fn prometheus_text(
         connections_refused,
         closed,
         takeovers,
-        sessions_handed_over,
-        sessions_taken_over,
+        // The cluster's link counts these, by cause (aliot_cluster_sessions_total).
+        sessions_handed_over: _,
+        sessions_taken_over: _,
         messages_in,
         messages_out,
         publish_denied,
@@ -1052,15 +1059,6 @@ fn prometheus_text(
         "counter",
         "Connections taken over by a new connection of the same client.",
         &[("", *takeovers)],
-    );
-    family(
-        "aliot_cluster_sessions_moved_total",
-        "counter",
-        "In a cluster: sessions handed to another node, or taken from one, when their device moved.",
-        &[
-            ("direction=\"handed_over\"", *sessions_handed_over),
-            ("direction=\"taken_over\"", *sessions_taken_over),
-        ],
     );
     family(
         "aliot_messages_in_total",
@@ -1318,6 +1316,58 @@ fn prometheus_text(
             ],
         );
     }
+    if let Some(cluster) = cluster {
+        family(
+            "aliot_cluster_connected",
+            "gauge",
+            "Whether this node reaches its cluster (NATS) now.",
+            &[("", u64::from(cluster.connected))],
+        );
+        family(
+            "aliot_cluster_owned_devices",
+            "gauge",
+            "Devices whose session this node holds and answers for.",
+            &[("", cluster.owned)],
+        );
+        family(
+            "aliot_cluster_claims_total",
+            "counter",
+            "Ownership claims written (devices that connected here).",
+            &[("", cluster.claims)],
+        );
+        family(
+            "aliot_cluster_claims_pending",
+            "gauge",
+            "Claims the cluster could not take yet (retried).",
+            &[("", cluster.claims_pending)],
+        );
+        family(
+            "aliot_cluster_sessions_total",
+            "counter",
+            "Sessions moved between nodes, by how.",
+            &[
+                ("how=\"taken\"", cluster.sessions_taken),
+                ("how=\"handed\"", cluster.sessions_handed),
+                ("how=\"adopted\"", cluster.sessions_adopted),
+                ("how=\"returned\"", cluster.sessions_returned),
+            ],
+        );
+        family(
+            "aliot_cluster_calls_total",
+            "counter",
+            "Calls to devices carried between nodes, by direction.",
+            &[
+                ("direction=\"sent\"", cluster.calls_sent),
+                ("direction=\"served\"", cluster.calls_served),
+            ],
+        );
+        family(
+            "aliot_cluster_publishes_received_total",
+            "counter",
+            "Server-side publishes received from other nodes.",
+            &[("", cluster.publishes_received)],
+        );
+    }
     out
 }
 
@@ -1373,7 +1423,7 @@ mod tests {
             tls_1_0_handshakes: 1,
             tls_1_1_handshakes: 0,
         };
-        let text = prometheus_text(&stats, &transport, Some(&registry));
+        let text = prometheus_text(&stats, &transport, Some(&registry), None);
         assert!(text.contains("aliot_psk_identities_refused_total 2\n"));
         assert!(text.contains("aliot_legacy_tls_handshakes_total{version=\"1.0\"} 1\n"));
         assert!(text.contains("aliot_registry_devices 5\n"));
@@ -1400,7 +1450,7 @@ mod tests {
         // 31 of the hub and the listeners, 3 of the listeners' TLS, 3 of the registry.
         assert_eq!(declared.len(), 36);
         stats.counters.gateway.dropped_with_gateway = 4;
-        let text = prometheus_text(&stats, &TransportStats::default(), None);
+        let text = prometheus_text(&stats, &TransportStats::default(), None, None);
         assert!(text.contains("aliot_sub_device_logouts_total{reason=\"gateway_gone\"} 4\n"));
         // With a store, its families too.
         stats.store = Some(aliot_io::broker::StoreStats {
@@ -1408,7 +1458,7 @@ mod tests {
             failing: true,
             ..Default::default()
         });
-        let text = prometheus_text(&stats, &TransportStats::default(), None);
+        let text = prometheus_text(&stats, &TransportStats::default(), None, None);
         assert!(text.contains("aliot_store_commit_failures_total 2\n"));
         assert!(text.contains("# TYPE aliot_store_failing gauge\naliot_store_failing 1\n"));
     }

