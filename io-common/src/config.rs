@@ -439,6 +439,19 @@ impl Config {
                 self.access_keys.len()
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            lines.push(format!(
+                "cluster: node {} on NATS {} ({} cop{} of the owners' bucket; while NATS is down: {})",
+                cluster.node_id,
+                cluster.nats.join(", "),
+                cluster.replicas,
+                if cluster.replicas == 1 { "y" } else { "ies" },
+                match cluster.when_nats_down {
+                    WhenNatsDown::ServeLocal => "serve local devices",
+                    WhenNatsDown::Refuse => "refuse new connections",
+                }
+            ));
+        }
         lines.push(match &self.store {
             Some(store) => match &store.location {
                 StoreLocation::Directory(dir) => {

@@ -41,6 +41,7 @@ use aliot_benches::loadgen::amqp::{
     DEFAULT_ACCESS_KEY_SECRET, DEFAULT_CREDIT, DEFAULT_GROUP, DrainSpec, default_publishers,
     run_amqp, run_drain,
 };
+use aliot_benches::loadgen::cluster::{ClusterMode, ClusterPlan};
 use aliot_benches::loadgen::compare::{
     ComparisonResults, StoreResults, markdown_table, read_report, slowest_publish_rate, store_table,
 };
@@ -285,6 +286,32 @@ enum Scenario {
         /// session); the report says `persistent_sessions`. Default: clean sessions.
         #[arg(long)]
         persistent: bool,
+    },
+    /// Issue 18: RRPC calls or `Pub` through one cluster node's HTTP API (--api-port) to
+    /// platform devices (--platform) on the node at --port: another node's API measures calls
+    /// across nodes, the same node's the baseline.
+    Cluster {
+        /// What to measure.
+        #[arg(long, value_enum)]
+        mode: ClusterMode,
+        /// The HTTP API port the calls go through (on --host).
+        #[arg(long)]
+        api_port: u16,
+        /// Devices answering RRPC (rrpc; pub uses one subscriber).
+        #[arg(long, default_value_t = 10)]
+        devices: usize,
+        /// Concurrent HTTP callers, each one call at a time.
+        #[arg(long, default_value_t = 32)]
+        callers: usize,
+        /// Payload bytes per call.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds of calls before the window opens.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Seconds of the measurement window.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
     },
     /// RRPC through the Rust API of an in-process aliot broker, answered by simulated devices.
     Rrpc {
@@ -634,6 +661,34 @@ async fn run(cli: Cli) -> Result<(), LoadError> {
                 broker_threads: *broker_threads,
             };
             print(global, &run_rrpc(&common, &spec).await?);
+        }
+        Scenario::Cluster {
+            mode,
+            api_port,
+            devices,
+            callers,
+            payload,
+            warmup,
+            duration,
+        } => {
+            let Some(spec) = &global.platform else {
+                return Err(LoadError::Parameter(
+                    "cluster needs --platform PK:SEED: its devices are platform devices".to_owned(),
+                ));
+            };
+            let api = Target::new(&global.host, *api_port)?.addr().to_string();
+            let plan = ClusterPlan {
+                mode: *mode,
+                target: Target::new(&global.host, global.port)?,
+                devices: PlatformDevices::parse(spec)?,
+                device_count: *devices,
+                api,
+                callers: *callers,
+                payload: *payload,
+                warmup: seconds("--warmup", *warmup)?,
+                duration: seconds("--duration", *duration)?,
+            };
+            print(global, &aliot_benches::loadgen::cluster::run(plan).await?);
         }
         Scenario::CompareTable { results, note } => {
             let results = ComparisonResults::load(results, note.clone())?;

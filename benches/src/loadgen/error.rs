@@ -130,6 +130,10 @@ pub enum LoadError {
     /// The store could not be opened or written (`fill-store`).
     #[error("{0}")]
     Store(#[from] aliot_tokio::store::StoreError),
+    /// The cluster scenario could not set up or go on: a device that cannot connect or
+    /// subscribe, an API that cannot be reached or answers what is not JSON.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The broker process of `recovery` could not be started, did not start listening, or
     /// ended early.
     #[error("the broker process: {0}")]

@@ -20,12 +20,16 @@
 //!
 //! [`transport`] is issue 17's: every scenario over TLS, TLS-PSK or WebSocket instead of TCP.
 //!
+//! [`cluster`] is issue 18's: RRPC calls and `Pub` through one node's API to devices on
+//! another node of a cluster (or the same node, the baseline).
+//!
 //! [`recovery`] measures aliot's durable store from outside: it fills a store directly through
 //! its public API and times a broker's start on it.
 
 pub mod aliot_config;
 pub mod amqp;
 pub mod clock;
+pub mod cluster;
 pub mod compare;
 pub mod error;
 pub mod gateway;
