@@ -67,6 +67,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// What an RRPC call waits for beyond the device's own time-out: the trip between nodes.
 const RRPC_MARGIN: Duration = Duration::from_secs(2);
 
+/// How many claims and releases a node has in flight at once (each device's in order).
+const OWNERSHIP_WORKERS: usize = 32;
+
 /// How long a node waits for NATS at start before it starts without it.
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
@@ -339,13 +342,38 @@ impl Node {
             .await
     }
 
-    /// Applies the hub's claims and releases, one at a time, in its order.
+    /// Applies the hub's claims and releases: those of one device one at a time, in the hub's
+    /// order, by one of [`OWNERSHIP_WORKERS`] workers (the devices spread over them by hash),
+    /// so that a reconnect storm waits for many round trips to the bucket at once, not in turn.
     async fn follow_ownership(
         self: Arc<Self>,
         mut changes: mpsc::UnboundedReceiver<OwnershipChange>,
     ) {
         self.reclaim_restored().await;
+        let workers: Vec<_> = (0..OWNERSHIP_WORKERS)
+            .map(|_| {
+                let (worker, work) = mpsc::unbounded_channel();
+                tokio::spawn(Arc::clone(&self).apply_changes(work));
+                worker
+            })
+            .collect();
         while let Some(change) = changes.recv().await {
+            let device = match &change {
+                OwnershipChange::Claimed { device, .. } | OwnershipChange::Released { device } => {
+                    device
+                }
+            };
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(device, &mut hasher);
+            let worker = std::hash::Hasher::finish(&hasher) as usize % OWNERSHIP_WORKERS;
+            let _ = workers[worker].send(change);
+        }
+    }
+
+    /// One worker of [`follow_ownership`](Self::follow_ownership): its devices' changes, in
+    /// order.
+    async fn apply_changes(self: Arc<Self>, mut work: mpsc::UnboundedReceiver<OwnershipChange>) {
+        while let Some(change) = work.recv().await {
             match change {
                 OwnershipChange::Claimed {
                     device,

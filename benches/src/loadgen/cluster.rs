@@ -4,9 +4,9 @@
 //!   answer every RRPC call with its own payload; `callers` HTTP clients call them through
 //!   the API given (`--api`: another node's for calls across nodes, the same node's for the
 //!   baseline), each waiting for its answer before the next call.
-//! - [`ClusterMode::Pub`]: one platform device on `--port` subscribes to its `user/get`
-//!   topic; `callers` HTTP clients publish QoS 1 stamped payloads to it with the API's `Pub`
-//!   at `--api`. What it receives in the window is counted, with the latency from the call to
+//! - [`ClusterMode::Pub`]: one platform device on `--port` subscribes to a topic of its
+//!   product's (`/broadcast/{productKey}/bench/cluster`); `callers` HTTP clients publish QoS 1
+//!   stamped payloads to it with the API's `Pub` at `--api`. What it receives in the window is counted, with the latency from the call to
 //!   the delivery.
 //!
 //! Each caller keeps one HTTP/1.1 connection open (the client is a few lines here: requests
@@ -129,11 +129,8 @@ pub async fn run(plan: ClusterPlan) -> Result<ClusterReport, LoadError> {
     let (topic, receiver) = match plan.mode {
         ClusterMode::Rrpc => (String::new(), None),
         ClusterMode::Pub => {
-            let identity = plan.devices.identity(0);
-            let topic = format!(
-                "/{}/{}/user/get",
-                identity.product_key, identity.device_name
-            );
+            // The product's broadcast topics are the ones every device may subscribe to.
+            let topic = format!("/broadcast/{}/bench/cluster", plan.devices.product_key);
             let filter = TopicFilter::new(&topic, &TopicLimits::default())
                 .map_err(|e| LoadError::Cluster(e.to_string()))?;
             clients[0]
