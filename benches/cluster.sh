@@ -181,9 +181,9 @@ ne, ni, nc = number("nats-rss-empty"), number("nats-rss-idle"), number("nats-rss
 node, single = field("cluster-connections", "rss_after_kib"), field("single-connections", "rss_after_kib")
 print(f"\nMemory (VmRSS, medians): nats-server {ne / 1024:.1f} MiB alone, {ni / 1024:.1f} MiB with three idle nodes "
       f"(+{(ni - ne) / 3:,.0f} KiB per node), {nc / 1024:.1f} MiB with node A's {connections:,} devices claimed "
-      f"(+{(nc - ni) * 1024 / connections:,.0f} B per owned device: its key and its subscription). "
+      f"(+{(nc - ni) * 1024 / connections:,.0f} B per owned device: its key in the owners' bucket). "
       f"Node A with {connections:,} devices: {node / 1024:.1f} MiB, a single broker {single / 1024:.1f} MiB "
-      f"(+{(node - single) / 1024:.1f} MiB: the NATS client and one subscription per owned device).")
+      f"(+{(node - single) / 1024:.1f} MiB: the NATS client, and each owned device's revision).")
 print(f"\nLoad average before / after: {sys.argv[6]} / {sys.argv[7]}.")
 EOF
 say "raw reports in $OUT"

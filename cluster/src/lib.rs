@@ -8,13 +8,15 @@
 //! - **Who owns a device's session**: a JetStream key-value bucket ([`OWNERS_BUCKET`]), one key
 //!   per device, written with compare-and-swap when the device connects ([`owner_key`]). The
 //!   key's revision is the owner's epoch.
-//! - **Calls to a device** (`Pub`, RRPC, the thing model's calls, OTA): the owner subscribes to
-//!   the device's subject ([`device_subject`]); another node's broker sends the call there as a
-//!   request. Nobody listening means no node holds a session: the call is made locally, where
-//!   the device is offline (RRPC answers `OFFLINE` at once).
-//! - **Takeover**: a node that claims a device another node owned asks it, on the same subject,
-//!   to hand the session over; its subscriptions and undelivered messages move
-//!   ([`Hub::hand_over`], [`Hub::take_over`]).
+//! - **Calls to a device** (`Pub` to it, RRPC, the thing model's calls, OTA): the caller's node
+//!   reads the device's owner from the bucket and sends the call to the owner's subject
+//!   ([`node_subject`]) as a request. No owner, or an owner nobody answers for (a node that
+//!   is down), means no node holds a session: the call is made locally, where the device is
+//!   offline (RRPC answers `OFFLINE` at once).
+//! - **Takeover**: a node that claims a device another node owned asks that node to hand the
+//!   session over; its subscriptions and undelivered messages move ([`Hub::hand_over`],
+//!   [`Hub::take_over`]). A node back from a crash or a partition gives what it kept to the
+//!   device's owner.
 //! - **Server-side publishes** (`Pub` to a product's topic, `PubBroadcast`) are made on every
 //!   node ([`PUBLISH_SUBJECT`]).
 //!
@@ -44,7 +46,6 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 mod gate;
@@ -136,8 +137,8 @@ struct Node {
     publishes_rx: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
     /// Each (re)connection to NATS, after which what this node owns is checked.
     reconnects_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
-    /// The devices this node owns: the key's revision, and the task answering their subject.
-    owned: Mutex<HashMap<DeviceIdentity, Owned>>,
+    /// The devices this node owns, with the revision of their key when it claimed them.
+    owned: Mutex<HashMap<DeviceIdentity, u64>>,
     /// Claims to write once NATS is back (with whether the session was clean).
     unclaimed: Mutex<HashMap<DeviceIdentity, bool>>,
     counters: Counters,
@@ -164,11 +165,6 @@ enum Claimed {
     },
     /// Another node owns it, by a newer claim than this one.
     OwnedBy(String),
-}
-
-struct Owned {
-    revision: u64,
-    serving: JoinHandle<()>,
 }
 
 impl Cluster {
@@ -263,6 +259,7 @@ impl Cluster {
         if let Some(reconnects) = taken(&self.node.reconnects_rx) {
             tokio::spawn(Arc::clone(&self.node).check_after_reconnects(reconnects));
         }
+        tokio::spawn(Arc::clone(&self.node).answer_calls());
         tokio::spawn(Arc::clone(&self.node).receive_publishes());
         tokio::spawn(Arc::clone(&self.node).retry_claims());
     }
@@ -300,10 +297,10 @@ pub fn owner_key(device: &DeviceIdentity) -> String {
     key
 }
 
-/// The subject the owner of a device's session answers calls to it on: `aliot.dev.` and its
-/// [`owner_key`].
-pub fn device_subject(device: &DeviceIdentity) -> String {
-    format!("aliot.dev.{}", owner_key(device))
+/// The subject a node answers calls to its devices on: `aliot.node.` and its id (letters,
+/// digits, `-` and `_`: one token).
+pub fn node_subject(node_id: &str) -> String {
+    format!("aliot.node.{node_id}")
 }
 
 fn push_hex(out: &mut String, s: &str) {
@@ -313,7 +310,7 @@ fn push_hex(out: &mut String, s: &str) {
 }
 
 impl Node {
-    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdentity, Owned>> {
+    fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdentity, u64>> {
         self.owned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -398,7 +395,6 @@ impl Node {
         kind: ClaimKind,
     ) {
         debug!(node = %self.id, %device, clean_session, ?kind, "claiming");
-        self.serve_device(&device);
         if !self.connected() {
             self.unclaimed
                 .lock()
@@ -409,9 +405,7 @@ impl Node {
         match self.write_claim(&device, kind).await {
             Ok(Claimed::Owner { revision, previous }) => {
                 self.counters.claims.fetch_add(1, Ordering::Relaxed);
-                if let Some(owned) = self.owned().get_mut(&device) {
-                    owned.revision = revision;
-                }
+                self.owned().insert(device.clone(), revision);
                 if let Some(previous) = previous.filter(|node| *node != self.id) {
                     self.take_session_from(&device, &previous, clean_session)
                         .await;
@@ -420,9 +414,7 @@ impl Node {
             Ok(Claimed::OwnedBy(owner)) => {
                 // A later connection elsewhere won: what this node has goes there.
                 info!(node = %self.id, %device, %owner, "claim overtaken by a newer one");
-                if let Some(owned) = self.owned().remove(&device) {
-                    owned.serving.abort();
-                }
+                self.owned().remove(&device);
                 self.keep_or_return(device, owner).await;
             }
             Err(error) => {
@@ -532,9 +524,7 @@ impl Node {
                 match self.owner_of(&device).await {
                     Ok(Some(owner)) if owner != self.id => {
                         info!(node = %self.id, %device, %owner, "ownership lost while NATS was away");
-                        if let Some(owned) = self.owned().remove(&device) {
-                            owned.serving.abort();
-                        }
+                        self.owned().remove(&device);
                         self.keep_or_return(device, owner).await;
                     }
                     _ => {}
@@ -546,7 +536,7 @@ impl Node {
     /// This node has a session of `device`, which `owner` owns by the bucket: given to it if
     /// it answers for the device, else claimed back.
     async fn keep_or_return(self: &Arc<Self>, device: DeviceIdentity, owner: String) {
-        if self.holds_elsewhere(&device).await {
+        if self.holds_elsewhere(&device, &owner).await {
             self.return_session(&device, &owner).await;
         } else {
             // Boxed: a claim whose owner is gone never comes back here, but the type is recursive.
@@ -569,28 +559,24 @@ impl Node {
             .map(|entry| String::from_utf8_lossy(&entry.value).into_owned()))
     }
 
-    /// Whether a node answers for `device`'s session now.
+    /// Whether `owner` answers for `device`'s session now.
     ///
     /// Asked right after a (re)connection, when the NATS server this node reached may not know
     /// yet who listens elsewhere in its cluster: nobody listening is believed only after
     /// [`OWNER_GONE_AFTER`].
-    async fn holds_elsewhere(&self, device: &DeviceIdentity) -> bool {
+    async fn holds_elsewhere(&self, device: &DeviceIdentity, owner: &str) -> bool {
         let deadline = tokio::time::Instant::now() + OWNER_GONE_AFTER;
         loop {
             let request = async_nats::Request::new()
-                .payload(wire::frame(
-                    &CallHeader::Holds {
-                        asker: self.id.clone(),
-                    },
-                    &[],
-                ))
+                .payload(wire::request(device, CallHeader::Holds, &[]))
                 .timeout(Some(CALL_TIMEOUT));
-            match self
-                .client
-                .send_request(device_subject(device), request)
-                .await
-            {
-                Ok(_) => return true,
+            match self.client.send_request(node_subject(owner), request).await {
+                Ok(reply) => {
+                    return matches!(
+                        wire::unframe::<AnswerHeader>(&reply.payload),
+                        Ok((AnswerHeader::Done { taken: 1.. }, _))
+                    );
+                }
                 Err(error)
                     if error.kind() == RequestErrorKind::NoResponders
                         && tokio::time::Instant::now() < deadline =>
@@ -598,7 +584,7 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(error) => {
-                    debug!(node = %self.id, %device, %error, "nobody answers for the device");
+                    debug!(node = %self.id, %device, owner, %error, "the owner does not answer");
                     return false;
                 }
             }
@@ -620,18 +606,15 @@ impl Node {
         let moved = handed.messages.len();
         let body = wire::encode_hand_over(Some(&handed));
         let request = async_nats::Request::new()
-            .payload(wire::frame(
-                &CallHeader::Adopt {
+            .payload(wire::request(
+                device,
+                CallHeader::Adopt {
                     from: self.id.clone(),
                 },
                 &[&body],
             ))
             .timeout(Some(CALL_TIMEOUT));
-        match self
-            .client
-            .send_request(device_subject(device), request)
-            .await
-        {
+        match self.client.send_request(node_subject(owner), request).await {
             Ok(_) => {
                 self.counters
                     .sessions_returned
@@ -649,8 +632,9 @@ impl Node {
         let Some(broker) = self.broker.get() else {
             return;
         };
-        let request = wire::frame(
-            &CallHeader::HandOver {
+        let request = wire::request(
+            device,
+            CallHeader::HandOver {
                 claimer: self.id.clone(),
                 discard,
             },
@@ -659,7 +643,7 @@ impl Node {
         let asked = self
             .client
             .send_request(
-                device_subject(device),
+                node_subject(previous),
                 async_nats::Request::new()
                     .payload(request)
                     .timeout(Some(CALL_TIMEOUT)),
@@ -697,133 +681,96 @@ impl Node {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&device);
-        let Some(owned) = self.owned().remove(&device) else {
+        let Some(revision) = self.owned().remove(&device) else {
             return;
         };
-        owned.serving.abort();
-        if owned.revision == 0 || !self.connected() {
+        if !self.connected() {
             return;
         }
         if let Ok(owners) = self.owners().await
             && let Err(error) = owners
-                .delete_expect_revision(owner_key(&device), Some(owned.revision))
+                .delete_expect_revision(owner_key(&device), Some(revision))
                 .await
         {
             debug!(node = %self.id, %device, %error, "ownership not released (claimed elsewhere)");
         }
     }
 
-    /// Answers calls to `device` on its subject, until its session leaves this node.
-    fn serve_device(self: &Arc<Self>, device: &DeviceIdentity) {
-        let mut owned = self.owned();
-        if owned.contains_key(device) {
-            return;
-        }
-        let node = Arc::clone(self);
-        let served = device.clone();
-        let serving = tokio::spawn(async move { node.answer_calls(served).await });
-        owned.insert(
-            device.clone(),
-            Owned {
-                revision: 0,
-                serving,
-            },
-        );
-    }
-
-    async fn answer_calls(self: Arc<Self>, device: DeviceIdentity) {
-        let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
-            return;
-        };
-        let mut calls = match self.client.subscribe(device_subject(&device)).await {
-            Ok(calls) => calls,
+    /// Answers the calls other nodes send this one (`aliot.node.<id>`): calls to its devices,
+    /// and requests about their sessions. Each in a task of its own (an RRPC call waits for its
+    /// device).
+    async fn answer_calls(self: Arc<Self>) {
+        let mut requests = match self.client.subscribe(node_subject(&self.id)).await {
+            Ok(requests) => requests,
             Err(error) => {
-                warn!(node = %self.id, %device, %error, "cannot answer calls to the device");
+                warn!(node = %self.id, %error, "cannot answer the other nodes' calls");
                 return;
             }
         };
-        while let Some(request) = calls.next().await {
+        while let Some(request) = requests.next().await {
             let Some(reply) = request.reply else {
                 continue;
             };
-            match wire::decode_call(&request.payload) {
-                Ok(Ok(call)) => {
-                    self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-                    let (client, broker, device) =
-                        (self.client.clone(), broker.clone(), device.clone());
-                    tokio::spawn(async move {
-                        let answer = match answer_call(&broker, &device, call).await {
-                            Some(answer) => wire::encode_answer(&answer),
-                            None => wire::frame(
-                                &AnswerHeader::Failed {
-                                    reason: "the broker has stopped".into(),
-                                },
-                                &[],
-                            ),
-                        };
-                        let _ = client.publish(reply, answer).await;
-                    });
-                }
-                Ok(Err((CallHeader::HandOver { claimer, discard }, _))) => {
-                    // Our own claim reached us too: the previous owner answers it.
-                    if claimer == self.id {
-                        continue;
-                    }
-                    let wanted = device.clone();
-                    let handed = broker
-                        .call_hub(move |hub, now| hub.hand_over(&wanted, discard, now))
-                        .await
-                        .ok()
-                        .flatten();
-                    let answer = wire::encode_hand_over(handed.as_ref());
-                    let _ = self.client.publish(reply, answer).await;
-                    self.counters
-                        .sessions_handed
-                        .fetch_add(1, Ordering::Relaxed);
-                    info!(node = %self.id, %device, to = %claimer, "session handed over");
-                    self.owned().remove(&device);
-                    return;
-                }
-                Ok(Err((CallHeader::Holds { asker }, _))) => {
-                    if asker == self.id {
-                        continue;
-                    }
-                    let answer = wire::frame(&AnswerHeader::Done { taken: 0 }, &[]);
-                    let _ = self.client.publish(reply, answer).await;
-                }
-                Ok(Err((CallHeader::Adopt { from }, body))) => {
-                    let answer = match wire::decode_hand_over(&body) {
-                        Ok(handed) => {
-                            let wanted = device.clone();
-                            let taken = broker
-                                .call_hub(move |hub, now| hub.take_over(&wanted, handed, now))
-                                .await
-                                .unwrap_or(0);
-                            self.counters
-                                .sessions_adopted
-                                .fetch_add(1, Ordering::Relaxed);
-                            info!(node = %self.id, %device, %from, taken, "session adopted from a node back from a crash");
-                            wire::frame(&AnswerHeader::Done { taken }, &[])
-                        }
-                        Err(error) => wire::frame(
-                            &AnswerHeader::Failed {
-                                reason: error.to_string(),
-                            },
-                            &[],
-                        ),
-                    };
-                    let _ = self.client.publish(reply, answer).await;
-                }
-                Ok(Err(_)) | Err(_) => {
-                    let answer = wire::frame(
-                        &AnswerHeader::Failed {
-                            reason: "malformed call".into(),
-                        },
-                        &[],
-                    );
-                    let _ = self.client.publish(reply, answer).await;
+            let node = Arc::clone(&self);
+            tokio::spawn(async move {
+                let answer = node.answer(&request.payload).await;
+                let _ = node.client.publish(reply, answer).await;
+            });
+        }
+    }
+
+    /// The answer to one request of another node.
+    async fn answer(&self, request: &Bytes) -> Bytes {
+        let failed = |reason: String| wire::frame(&AnswerHeader::Failed { reason }, &[]);
+        let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
+            return failed("the broker has not started".into());
+        };
+        let wire::Request { device, call } = match wire::decode_call(request) {
+            Ok(request) => request,
+            Err(error) => return failed(error.to_string()),
+        };
+        match call {
+            Ok(call) => {
+                self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+                match answer_call(&broker, &device, call).await {
+                    Some(answer) => wire::encode_answer(&answer),
+                    None => failed("the broker has stopped".into()),
                 }
             }
+            Err((CallHeader::HandOver { claimer, discard }, _)) => {
+                self.owned().remove(&device);
+                let wanted = device.clone();
+                let handed = broker
+                    .call_hub(move |hub, now| hub.hand_over(&wanted, discard, now))
+                    .await
+                    .ok()
+                    .flatten();
+                self.counters
+                    .sessions_handed
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(node = %self.id, %device, to = %claimer, "session handed over");
+                wire::encode_hand_over(handed.as_ref())
+            }
+            Err((CallHeader::Holds, _)) => {
+                let taken = usize::from(self.owned().contains_key(&device));
+                wire::frame(&AnswerHeader::Done { taken }, &[])
+            }
+            Err((CallHeader::Adopt { from }, body)) => match wire::decode_hand_over(&body) {
+                Ok(handed) => {
+                    let wanted = device.clone();
+                    let taken = broker
+                        .call_hub(move |hub, now| hub.take_over(&wanted, handed, now))
+                        .await
+                        .unwrap_or(0);
+                    self.counters
+                        .sessions_adopted
+                        .fetch_add(1, Ordering::Relaxed);
+                    info!(node = %self.id, %device, %from, taken, "session adopted from a node back from a crash or a partition");
+                    wire::frame(&AnswerHeader::Done { taken }, &[])
+                }
+                Err(error) => failed(error.to_string()),
+            },
+            Err((_, _)) => failed("not a request about a session".into()),
         }
     }
 
@@ -840,15 +787,13 @@ impl Node {
                 .unwrap_or_else(PoisonError::into_inner)
                 .drain()
                 .collect();
+            // A device released since is not here any more (its release took it out).
             for (device, clean) in pending {
                 debug!(node = %self.id, %device, "claim retried");
-                // Still here? A release since then took it out of `owned`.
-                if self.owned().contains_key(&device) {
-                    let _ = self.changes.send(OwnershipChange::Claimed {
-                        device,
-                        clean_session: clean,
-                    });
-                }
+                let _ = self.changes.send(OwnershipChange::Claimed {
+                    device,
+                    clean_session: clean,
+                });
             }
         }
     }
@@ -971,12 +916,22 @@ impl ClusterLink for Node {
                 | DeviceCall::InvokeServiceSync { timeout, .. } => *timeout + RRPC_MARGIN,
                 _ => CALL_TIMEOUT,
             };
+            // The owner by the bucket; none, or this node (a stale entry: the hub holds no
+            // session), means the call is made here.
+            let owner = match self.owner_of(device).await {
+                Ok(Some(owner)) if owner != self.id => owner,
+                Ok(_) => return None,
+                Err(error) => {
+                    warn!(node = %self.id, %device, %error, "owner unknown: the call is made here");
+                    return None;
+                }
+            };
             let request = async_nats::Request::new()
-                .payload(wire::encode_call(&call))
+                .payload(wire::encode_call(device, &call))
                 .timeout(Some(timeout));
             match self
                 .client
-                .send_request(device_subject(device), request)
+                .send_request(node_subject(&owner), request)
                 .await
             {
                 Ok(reply) => {
@@ -1043,10 +998,7 @@ mod tests {
             device_name: "dev.1:x@y".into(),
         };
         assert_eq!(owner_key(&device), "a1Prod.6465762e313a784079");
-        assert_eq!(
-            device_subject(&device),
-            "aliot.dev.a1Prod.6465762e313a784079"
-        );
+        assert_eq!(node_subject("node-a"), "aliot.node.node-a");
         let odd = DeviceIdentity {
             product_key: "a.b".into(),
             device_name: "d".into(),

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::QoS;
 use aliot_core::hub::{DeviceDelivery, InvalidRrpcCall, RrpcOutcome, SessionHandOver};
@@ -27,7 +28,16 @@ fn malformed(what: impl std::fmt::Display) -> Malformed {
     Malformed(what.to_string())
 }
 
-/// A request on a device's subject.
+/// A request to a node: the device it is about, and what is asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    pub(crate) product_key: String,
+    pub(crate) device_name: String,
+    #[serde(flatten)]
+    pub(crate) call: CallHeader,
+}
+
+/// What a request asks of the node that owns the device.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case")]
 pub(crate) enum CallHeader {
@@ -60,10 +70,8 @@ pub(crate) enum CallHeader {
         discard: bool,
     },
     /// Is the device's session here? (Asked by a node with a copy of it: back from a crash,
-    /// or from a partition. The asker's own subscription does not answer.)
-    Holds {
-        asker: String,
-    },
+    /// or from a partition.)
+    Holds,
     /// A node back from a crash gives the session it kept (a hand-over frame follows): add it
     /// to the one here.
     Adopt {
@@ -96,7 +104,8 @@ pub(crate) enum AnswerHeader {
         subscriptions: Vec<(String, u8)>,
         messages: Vec<(String, usize)>,
     },
-    /// Done: a session is here (`Holds`), or this many messages were adopted (`Adopt`).
+    /// Done: this many sessions are here (`Holds`: 1 or 0), or this many messages were
+    /// adopted (`Adopt`).
     Done {
         taken: usize,
     },
@@ -189,15 +198,26 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A call, as a request frame.
-pub(crate) fn encode_call(call: &DeviceCall) -> Bytes {
+/// A request frame to the node that owns `device`.
+pub(crate) fn request(device: &DeviceIdentity, call: CallHeader, bodies: &[&[u8]]) -> Bytes {
+    let envelope = Envelope {
+        product_key: device.product_key.clone(),
+        device_name: device.device_name.clone(),
+        call,
+    };
+    frame(&envelope, bodies)
+}
+
+/// A call to `device`, as a request frame.
+pub(crate) fn encode_call(device: &DeviceIdentity, call: &DeviceCall) -> Bytes {
     match call {
         DeviceCall::Publish {
             topic,
             payload,
             qos,
-        } => frame(
-            &CallHeader::Publish {
+        } => request(
+            device,
+            CallHeader::Publish {
                 topic: topic.as_str().to_owned(),
                 qos: qos_byte(*qos),
             },
@@ -207,21 +227,24 @@ pub(crate) fn encode_call(call: &DeviceCall) -> Bytes {
             payload,
             timeout,
             topic,
-        } => frame(
-            &CallHeader::Rrpc {
+        } => request(
+            device,
+            CallHeader::Rrpc {
                 timeout_ms: millis(*timeout),
                 topic: topic.as_ref().map(|t| t.as_str().to_owned()),
             },
             &[payload],
         ),
-        DeviceCall::SetProperty { items } => frame(
-            &CallHeader::SetProperty {
+        DeviceCall::SetProperty { items } => request(
+            device,
+            CallHeader::SetProperty {
                 items: items.clone(),
             },
             &[],
         ),
-        DeviceCall::InvokeService { identifier, args } => frame(
-            &CallHeader::InvokeService {
+        DeviceCall::InvokeService { identifier, args } => request(
+            device,
+            CallHeader::InvokeService {
                 identifier: identifier.clone(),
                 args: args.clone(),
             },
@@ -231,25 +254,35 @@ pub(crate) fn encode_call(call: &DeviceCall) -> Bytes {
             identifier,
             args,
             timeout,
-        } => frame(
-            &CallHeader::InvokeServiceSync {
+        } => request(
+            device,
+            CallHeader::InvokeServiceSync {
                 identifier: identifier.clone(),
                 args: args.clone(),
                 timeout_ms: millis(*timeout),
             },
             &[],
         ),
-        DeviceCall::StartOta { job } => frame(&CallHeader::StartOta { job: job.clone() }, &[]),
+        DeviceCall::StartOta { job } => {
+            request(device, CallHeader::StartOta { job: job.clone() }, &[])
+        }
     }
 }
 
-/// A request frame, as the call it carries, or a request about the session itself (`Err`
-/// with its header and what follows it).
-pub(crate) fn decode_call(
-    bytes: &Bytes,
-) -> Result<Result<DeviceCall, (CallHeader, Bytes)>, Malformed> {
-    let (header, body): (CallHeader, Bytes) = unframe(bytes)?;
-    Ok(Ok(match header {
+/// What a request frame is about.
+pub(crate) struct Request {
+    /// The device.
+    pub(crate) device: DeviceIdentity,
+    /// The call it carries, or a request about the session itself (`Err`, with its header and
+    /// what follows it).
+    pub(crate) call: Result<DeviceCall, (CallHeader, Bytes)>,
+}
+
+/// A request frame, as the device and call it carries.
+pub(crate) fn decode_call(bytes: &Bytes) -> Result<Request, Malformed> {
+    let (envelope, body): (Envelope, Bytes) = unframe(bytes)?;
+    let device = DeviceIdentity::new(envelope.product_key, envelope.device_name);
+    let call = match envelope.call {
         CallHeader::Publish { topic: name, qos } => DeviceCall::Publish {
             topic: topic(&name)?,
             payload: body,
@@ -278,9 +311,18 @@ pub(crate) fn decode_call(
         },
         CallHeader::StartOta { job } => DeviceCall::StartOta { job },
         about_session @ (CallHeader::HandOver { .. }
-        | CallHeader::Holds { .. }
-        | CallHeader::Adopt { .. }) => return Ok(Err((about_session, body))),
-    }))
+        | CallHeader::Holds
+        | CallHeader::Adopt { .. }) => {
+            return Ok(Request {
+                device,
+                call: Err((about_session, body)),
+            });
+        }
+    };
+    Ok(Request {
+        device,
+        call: Ok(call),
+    })
 }
 
 /// An answer, as a reply frame.
@@ -446,8 +488,11 @@ mod tests {
                 timeout: Duration::from_secs(2),
             },
         ];
+        let device = DeviceIdentity::new("a1", "dev.1@x");
         for call in calls {
-            assert_eq!(decode_call(&encode_call(&call)).unwrap().unwrap(), call);
+            let request = decode_call(&encode_call(&device, &call)).unwrap();
+            assert_eq!(request.device, device);
+            assert_eq!(request.call.unwrap(), call);
         }
         let answers = [
             DeviceAnswer::Delivery(DeviceDelivery::NotSubscribed),
