@@ -8,7 +8,8 @@
 //! - **Who owns a device's session**: a JetStream key-value bucket ([`OWNERS_BUCKET`]), one key
 //!   per device, written with compare-and-swap when the device connects ([`owner_key`]). The
 //!   key's revision is the owner's epoch.
-//! - **Calls to a device** (`Pub` to it, RRPC, the thing model's calls, OTA): the caller's node
+//! - **Calls to a device** (RRPC, the thing model's calls, OTA, a publish to that device
+//!   alone): the caller's node
 //!   reads the device's owner from the bucket and sends the call to the owner's subject
 //!   ([`node_subject`]) as a request. No owner, or an owner nobody answers for (a node that
 //!   is down), means no node holds a session: the call is made locally, where the device is
@@ -17,8 +18,10 @@
 //!   session over; its subscriptions and undelivered messages move ([`Hub::hand_over`],
 //!   [`Hub::take_over`]). A node back from a crash or a partition gives what it kept to the
 //!   device's owner.
-//! - **Server-side publishes** (`Pub` to a product's topic, `PubBroadcast`) are made on every
-//!   node ([`PUBLISH_SUBJECT`]).
+//! - **Server-side publishes** (`Pub`, `PubBroadcast`) are made on every
+//!   node: QoS 0 over core NATS ([`PUBLISH_SUBJECT`]), QoS 1 kept in a JetStream stream
+//!   ([`KEPT_PUBLISHES_STREAM`]) with one durable consumer per node, so that a node away when
+//!   it was made publishes it when it is back.
 //!
 //! Each node keeps its own devices' sessions and queues in its own store. While NATS is
 //! unreachable, local devices keep working and calls to other nodes fail at once; claims made
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
+use aliot_core::codec::QoS;
 use aliot_io::broker::BrokerHandle;
 pub use aliot_io::broker::cluster::ClusterStats;
 use aliot_io::broker::cluster::{
@@ -42,6 +46,7 @@ use aliot_io::broker::cluster::{
 };
 use aliot_io::broker::{RrpcError, ServiceError};
 use async_nats::client::RequestErrorKind;
+use async_nats::jetstream;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -58,8 +63,18 @@ use wire::{AnswerHeader, CallHeader, PublishHeader};
 /// The key-value bucket that says which node owns each device's session.
 pub const OWNERS_BUCKET: &str = "aliot_owners";
 
-/// The subject every node's server-side publishes go out on.
+/// The subject every node's QoS 0 server-side publishes go out on (core NATS: at most once).
 pub const PUBLISH_SUBJECT: &str = "aliot.publish";
+
+/// The stream that keeps QoS 1 server-side publishes until every node has taken them.
+pub const KEPT_PUBLISHES_STREAM: &str = "ALIOT_PUBLISH";
+
+/// The subject of [`KEPT_PUBLISHES_STREAM`].
+pub const KEPT_PUBLISH_SUBJECT: &str = "aliot.publish.kept";
+
+/// How long the stream keeps a publish a node has not taken (a node away longer misses it:
+/// ours, a day).
+const KEPT_PUBLISHES_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a call that waits for no device (a publish, a property set, a hand-over) waits for
 /// the owner's answer.
@@ -128,8 +143,11 @@ struct Node {
     id: String,
     replicas: usize,
     client: async_nats::Client,
+    jetstream: jetstream::Context,
     /// The owners' bucket, once NATS gave it.
     owners: tokio::sync::OnceCell<kv::Store>,
+    /// The stream of QoS 1 server-side publishes, once NATS gave it.
+    kept_publishes: tokio::sync::OnceCell<jetstream::stream::Stream>,
     broker: OnceLock<BrokerHandle>,
     changes: mpsc::UnboundedSender<OwnershipChange>,
     changes_rx: Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
@@ -206,8 +224,10 @@ impl Cluster {
             node: Arc::new(Node {
                 id: options.node_id,
                 replicas: options.replicas.max(1),
+                jetstream: jetstream::new(client.clone()),
                 client,
                 owners: tokio::sync::OnceCell::new(),
+                kept_publishes: tokio::sync::OnceCell::new(),
                 broker: OnceLock::new(),
                 changes,
                 changes_rx: Mutex::new(Some(changes_rx)),
@@ -261,6 +281,7 @@ impl Cluster {
         }
         tokio::spawn(Arc::clone(&self.node).answer_calls());
         tokio::spawn(Arc::clone(&self.node).receive_publishes());
+        tokio::spawn(Arc::clone(&self.node).receive_kept_publishes());
         tokio::spawn(Arc::clone(&self.node).retry_claims());
     }
 
@@ -806,6 +827,86 @@ impl Node {
         }
     }
 
+    /// The stream that keeps QoS 1 server-side publishes for the other nodes (created by the
+    /// first node that needs it).
+    async fn kept_publishes(&self) -> Result<&jetstream::stream::Stream, String> {
+        self.kept_publishes
+            .get_or_try_init(|| async {
+                self.jetstream
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: KEPT_PUBLISHES_STREAM.into(),
+                        description: Some(
+                            "QoS 1 server-side publishes of aliot nodes, kept until every node took them".into(),
+                        ),
+                        subjects: vec![KEPT_PUBLISH_SUBJECT.into()],
+                        retention: jetstream::stream::RetentionPolicy::Interest,
+                        max_age: KEPT_PUBLISHES_MAX_AGE,
+                        num_replicas: self.replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+    }
+
+    /// Takes the other nodes' QoS 1 publishes from the stream, through this node's durable
+    /// consumer, and publishes each here before acknowledging it: one made while this node
+    /// was away (down, cut off) is published when it is back.
+    async fn receive_kept_publishes(self: Arc<Self>) {
+        let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
+            return;
+        };
+        loop {
+            if self.connected()
+                && let Err(error) = self.follow_kept_publishes(&broker).await
+            {
+                debug!(node = %self.id, %error, "kept publishes: following again");
+            }
+            tokio::time::sleep(RETRY_CLAIMS_EVERY).await;
+        }
+    }
+
+    async fn follow_kept_publishes(&self, broker: &BrokerHandle) -> Result<(), String> {
+        let name = format!("aliot-node-{}", self.id);
+        let consumer = self
+            .kept_publishes()
+            .await?
+            .get_or_create_consumer(
+                &name,
+                jetstream::consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!("aliot node {}", self.id)),
+                    // A new node starts with what comes from now on; a known one where it was.
+                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| e.to_string())?;
+            if let Ok((header, payload)) = wire::unframe::<PublishHeader>(&message.payload)
+                && header.node != self.id
+                && let (Ok(topic), Ok(qos)) =
+                    (wire::topic(&header.topic), wire::qos_from(header.qos))
+            {
+                self.counters
+                    .publishes_received
+                    .fetch_add(1, Ordering::Relaxed);
+                // Published here (and, with a store, durable) before the stream lets it go.
+                broker
+                    .publish(topic, payload, qos)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            message.ack().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     async fn receive_publishes(self: Arc<Self>) {
         let Some(broker) = self.broker.get().map(BrokerHandle::local) else {
             return;
@@ -975,15 +1076,32 @@ impl ClusterLink for Node {
         }
     }
 
-    fn publish_elsewhere(&self, message: &Message) {
-        let header = PublishHeader {
-            node: self.id.clone(),
-            topic: message.topic.as_str().to_owned(),
-            qos: wire::qos_byte(message.qos),
-        };
-        let _ = self
-            .publishes
-            .send(wire::frame(&header, &[&message.payload]));
+    fn publish_elsewhere<'a>(&'a self, message: &'a Message) -> LinkFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let header = PublishHeader {
+                node: self.id.clone(),
+                topic: message.topic.as_str().to_owned(),
+                qos: wire::qos_byte(message.qos),
+            };
+            let frame = wire::frame(&header, &[&message.payload]);
+            if message.qos == QoS::AtMostOnce {
+                // At most once, as QoS 0 is: core NATS, in order.
+                let _ = self.publishes.send(frame);
+                return Ok(());
+            }
+            // At least once: kept in the stream before the caller is answered.
+            if !self.connected() {
+                return Err("NATS is not connected".into());
+            }
+            self.kept_publishes().await?;
+            self.jetstream
+                .publish(KEPT_PUBLISH_SUBJECT, frame)
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
     }
 }
 

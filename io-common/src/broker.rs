@@ -91,8 +91,8 @@ use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 pub use handle::{
-    BrokerHandle, BrokerStopped, GroupConsumer, RrpcError, RrpcReply, ServiceError, Stats,
-    StoreStats, TransportStats,
+    BrokerHandle, BrokerStopped, GroupConsumer, PublishError, RrpcError, RrpcReply, ServiceError,
+    Stats, StoreStats, TransportStats,
 };
 pub use hub_task::ConsumerDelivery;
 pub use tls::{TlsConfigError, load_tls_config, tls_config};

@@ -331,6 +331,8 @@ pub enum ApiErrorCode {
     InvalidQos,
     /// 503: the broker has stopped.
     BrokerStopped,
+    /// 503: this node of a cluster cannot reach the others; a QoS 1 publish was made nowhere.
+    ClusterUnreachable,
     /// 404: no such endpoint.
     NotFound,
     /// 405: the endpoint does not take this method.
@@ -383,6 +385,7 @@ impl ApiErrorCode {
             ApiErrorCode::InvalidTopic => "InvalidTopic",
             ApiErrorCode::InvalidQos => "InvalidQos",
             ApiErrorCode::BrokerStopped => "BrokerStopped",
+            ApiErrorCode::ClusterUnreachable => "ClusterUnreachable",
             ApiErrorCode::NotFound => "NotFound",
             ApiErrorCode::MethodNotAllowed => "MethodNotAllowed",
             ApiErrorCode::DeviceOffline => "DeviceOffline",
@@ -416,7 +419,9 @@ impl ApiErrorCode {
             ApiErrorCode::DeviceExists | ApiErrorCode::ProductHasDevices => StatusCode::CONFLICT,
             ApiErrorCode::InvalidName | ApiErrorCode::InvalidSign => StatusCode::BAD_REQUEST,
             ApiErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiErrorCode::BrokerStopped => StatusCode::SERVICE_UNAVAILABLE,
+            ApiErrorCode::BrokerStopped | ApiErrorCode::ClusterUnreachable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiErrorCode::DeviceOffline | ApiErrorCode::DeviceNotListening => StatusCode::CONFLICT,
             ApiErrorCode::DeviceTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiErrorCode::InvalidDeviceReply => StatusCode::BAD_GATEWAY,
@@ -440,6 +445,17 @@ impl ApiErrorCode {
 struct Failure {
     code: ApiErrorCode,
     message: String,
+}
+
+impl From<aliot_io::broker::PublishError> for Failure {
+    fn from(error: aliot_io::broker::PublishError) -> Self {
+        match error {
+            aliot_io::broker::PublishError::BrokerStopped => BrokerStopped.into(),
+            unreachable @ aliot_io::broker::PublishError::ClusterUnreachable(_) => {
+                Failure::new(ApiErrorCode::ClusterUnreachable, unreachable.to_string())
+            }
+        }
+    }
 }
 
 impl From<BrokerStopped> for Failure {

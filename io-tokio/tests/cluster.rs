@@ -572,6 +572,18 @@ async fn while_nats_restarts_local_traffic_goes_on_and_cross_node_calls_come_bac
     .await;
 
     drop(nats);
+    // A QoS 1 publish cannot be kept for the other nodes: it is refused, and made nowhere.
+    let b_api = b.api.clone();
+    let mut refused = Value::Null;
+    eventually("node B refuses a QoS 1 publish it cannot keep", || {
+        refused = post(
+            &b_api,
+            "/pub",
+            &json!({"ProductKey": PK, "TopicFullName": format!("/{PK}/dev-a/user/get"), "MessageContent": b64(b"x"), "Qos": 1}),
+        );
+        refused["Code"] == "ClusterUnreachable"
+    })
+    .await;
     // Local traffic goes on: node A's own API reaches its device.
     let (_, local) = timed(|| rrpc(&a.api, "dev-a", b"local"));
     assert_eq!(local["RrpcCode"], "SUCCESS", "{local}");
@@ -659,4 +671,55 @@ async fn a_node_cut_off_from_nats_loses_the_device_that_moved_and_gives_back_wha
         rrpc(&a_api, "dev-c", b"where?")["RrpcCode"] == "SUCCESS"
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_publish_made_while_a_node_is_down_reaches_its_device_when_it_is_back() {
+    let dir = test_dir("kept_publish");
+    let nats = start_nats(&dir);
+    let data = dir.join("node-b-data");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let a = start_node(&dir, "node-a", &nats.url);
+    let b = start_node_with(&dir, "node-b", &nats.url, &["--data-dir", data_arg]);
+
+    // dev-b keeps a session on node B; a QoS 1 publish through node A is queued there.
+    let dev_b = connect(&b, "dev-b", false).await;
+    let get = format!("/{PK}/dev-b/user/get");
+    dev_b.subscribe(&get).await;
+    dev_b.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publish = |text: &[u8]| {
+        post(
+            &a.api,
+            "/pub",
+            &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(text), "Qos": 1}),
+        )
+    };
+    let b_api = b.api.clone();
+    eventually("node B takes node A's QoS 1 publishes", || {
+        assert_eq!(publish(b"before")["Success"], true);
+        metric(&b_api, "aliot_cluster_publishes_received_total") >= 1
+    })
+    .await;
+
+    // Node B dies; node A accepts a QoS 1 publish meanwhile: the stream keeps it for B.
+    b.kill();
+    let sent = publish(b"while B was down");
+    assert_eq!(sent["Success"], true, "{sent}");
+
+    // Node B is back with its store: it publishes what it missed into dev-b's session.
+    let b = start_node_with(&dir, "node-b", &nats.url, &["--data-dir", data_arg]);
+    let b_api = b.api.clone();
+    eventually("node B takes what it missed", || {
+        metric(&b_api, "aliot_cluster_publishes_received_total") >= 1
+    })
+    .await;
+    let mut dev_b = connect(&b, "dev-b", false).await;
+    let mut got = Vec::new();
+    while !got.contains(&b"while B was down".to_vec()) {
+        let (topic, payload) = dev_b.next().await;
+        assert_eq!(topic, get);
+        got.push(payload);
+    }
+    assert!(got.contains(&b"before".to_vec()), "{got:?}");
 }

@@ -155,8 +155,11 @@ pub trait ClusterLink: Send + Sync + 'static {
         call: DeviceCall,
     ) -> LinkFuture<'a, Option<DeviceAnswer>>;
 
-    /// A server-side publish to every subscriber was made here: make it on the other nodes.
-    fn publish_elsewhere(&self, message: &Message);
+    /// A server-side publish to every subscriber is about to be made here: make it on the
+    /// other nodes too. A QoS 1 message must be kept where the other nodes will take it from
+    /// (their subscribers may be offline, their node away) before this resolves; `Err` says
+    /// why it could not be (the publish is then made nowhere, and its caller told).
+    fn publish_elsewhere<'a>(&'a self, message: &'a Message) -> LinkFuture<'a, Result<(), String>>;
 
     /// What the link counted.
     fn stats(&self) -> ClusterStats;

@@ -56,6 +56,24 @@ pub enum ServiceError {
     BrokerStopped,
 }
 
+/// Why a server-side publish was not made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The broker has stopped.
+    #[error("the broker has stopped")]
+    BrokerStopped,
+    /// This node of a cluster could not hand a QoS 1 message to the other nodes (NATS is
+    /// unreachable): it was published nowhere.
+    #[error("the other nodes of the cluster cannot be reached: {0}")]
+    ClusterUnreachable(String),
+}
+
+impl From<BrokerStopped> for PublishError {
+    fn from(BrokerStopped: BrokerStopped) -> Self {
+        PublishError::BrokerStopped
+    }
+}
+
 /// The broker has stopped: the call was not made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the broker has stopped")]
@@ -296,20 +314,24 @@ impl BrokerHandle {
     }
 
     /// Publishes from the server side (the platform's `Pub`) to every subscriber; says which
-    /// message id it was given and how many sessions it reached, once that is durable.
+    /// message id it was given and how many sessions it reached, once that is durable. In a
+    /// cluster, the other nodes publish it too (a QoS 1 one is kept for them first: see
+    /// [`ClusterLink::publish_elsewhere`]); `reached` counts this node's sessions.
     pub async fn publish(
         &self,
         topic: TopicName,
         payload: Bytes,
         qos: QoS,
-    ) -> Result<ServerPublished, BrokerStopped> {
+    ) -> Result<ServerPublished, PublishError> {
         let message = Message::new(topic, payload, qos);
         if let Some(link) = &self.cluster {
-            link.publish_elsewhere(&message);
+            link.publish_elsewhere(&message)
+                .await
+                .map_err(PublishError::ClusterUnreachable)?;
         }
         self.ask(|reply| HubRequest::Publish { message, reply })
             .await
-            .ok_or(BrokerStopped)
+            .ok_or(PublishError::BrokerStopped)
     }
 
     /// Sets properties of an online device (the platform's `SetDeviceProperty`): returns the

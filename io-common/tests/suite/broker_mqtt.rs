@@ -8,7 +8,7 @@ use aliot_auth::SecureMode;
 use aliot_core::codec::{Packet, PublishQos, QoS, Will};
 use aliot_core::hub::RrpcOutcome;
 use aliot_io::Runtime;
-use aliot_io::broker::{Broker, BrokerStopped, RrpcError};
+use aliot_io::broker::{Broker, PublishError, RrpcError};
 use aliot_io::runtime::sleep;
 use aliot_topic::{TopicLimits, TopicName};
 
@@ -336,7 +336,7 @@ pub async fn graceful_shutdown_closes_everyone_and_ends_pending_calls<R: Runtime
     let topic = TopicName::new(NEWS, &TopicLimits::default()).unwrap();
     assert_eq!(
         handle.publish(topic, Bytes::new(), QoS::AtMostOnce).await,
-        Err(BrokerStopped)
+        Err(PublishError::BrokerStopped)
     );
     let stats = handle.stats().await;
     assert_eq!(stats.counters.connections_accepted, 1);

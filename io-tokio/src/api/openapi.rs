@@ -88,7 +88,7 @@ fn platform_code(code: ApiErrorCode) -> &'static str {
         ApiErrorCode::InvalidQos => "iot.messagebroker.InvalidQos",
         ApiErrorCode::InvalidIdentifier => "iot.thing.InvalidIdentifier",
         ApiErrorCode::InvalidItems => "iot.thing.InvalidFormattedItems",
-        ApiErrorCode::BrokerStopped => "ServiceUnavailable",
+        ApiErrorCode::BrokerStopped | ApiErrorCode::ClusterUnreachable => "ServiceUnavailable",
         ApiErrorCode::ProductNotFound => "iot.prod.NotExistedProduct",
         ApiErrorCode::DeviceExists => "iot.device.AlreadyExistedDeviceName",
         ApiErrorCode::ProductHasDevices => "iot.prod.ProductHasDevices",
