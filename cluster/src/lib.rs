@@ -86,6 +86,9 @@ const RRPC_MARGIN: Duration = Duration::from_secs(2);
 /// How many claims and releases a node has in flight at once (each device's in order).
 const OWNERSHIP_WORKERS: usize = 32;
 
+/// How many devices' owners a node remembers for its calls (about 100 bytes each).
+const REMEMBERED_OWNERS: usize = 100_000;
+
 /// How long a node waits for NATS at start before it starts without it.
 const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
@@ -157,6 +160,9 @@ struct Node {
     reconnects_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     /// The devices this node owns, with the revision of their key when it claimed them.
     owned: Mutex<HashMap<DeviceIdentity, u64>>,
+    /// The owners of devices this node's server side called lately (at most
+    /// [`REMEMBERED_OWNERS`]), so that a call reads the bucket only when this is wrong.
+    remembered: Mutex<HashMap<DeviceIdentity, String>>,
     /// Claims to write once NATS is back (with whether the session was clean).
     unclaimed: Mutex<HashMap<DeviceIdentity, bool>>,
     counters: Counters,
@@ -236,6 +242,7 @@ impl Cluster {
                 reconnects_rx: Mutex::new(Some(reconnects_rx)),
                 owned: Mutex::new(HashMap::new()),
                 unclaimed: Mutex::new(HashMap::new()),
+                remembered: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         })
@@ -333,6 +340,34 @@ fn push_hex(out: &mut String, s: &str) {
 impl Node {
     fn owned(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdentity, u64>> {
         self.owned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remembered_owner(&self, device: &DeviceIdentity) -> Option<String> {
+        let remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered.get(device).cloned()
+    }
+
+    fn remember_owner(&self, device: &DeviceIdentity, owner: &str) {
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if remembered.len() >= REMEMBERED_OWNERS {
+            // Forgotten all at once: cheap, and read again as calls need them.
+            remembered.clear();
+        }
+        remembered.insert(device.clone(), owner.to_owned());
+    }
+
+    fn forget_owner(&self, device: &DeviceIdentity) {
+        let mut remembered = self
+            .remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        remembered.remove(device);
     }
 
     fn connected(&self) -> bool {
@@ -751,6 +786,10 @@ impl Node {
             Err(error) => return failed(error.to_string()),
         };
         match call {
+            Ok(_) if !self.owned().contains_key(&device) => {
+                // The caller remembered an owner that is not this node any more.
+                wire::frame(&AnswerHeader::NotHere, &[])
+            }
             Ok(call) => {
                 self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
                 match answer_call(&broker, &device, call).await {
@@ -1017,38 +1056,58 @@ impl ClusterLink for Node {
                 | DeviceCall::InvokeServiceSync { timeout, .. } => *timeout + RRPC_MARGIN,
                 _ => CALL_TIMEOUT,
             };
-            // The owner by the bucket; none, or this node (a stale entry: the hub holds no
-            // session), means the call is made here.
-            let owner = match self.owner_of(device).await {
-                Ok(Some(owner)) if owner != self.id => owner,
-                Ok(_) => return None,
-                Err(error) => {
-                    warn!(node = %self.id, %device, %error, "owner unknown: the call is made here");
-                    return None;
-                }
-            };
-            let request = async_nats::Request::new()
-                .payload(wire::encode_call(device, &call))
-                .timeout(Some(timeout));
-            match self
-                .client
-                .send_request(node_subject(&owner), request)
-                .await
-            {
-                Ok(reply) => {
-                    self.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
-                    match wire::decode_answer(&reply.payload) {
-                        Ok(answer) => Some(answer),
+            // The owner: remembered from an earlier call, else read from the bucket (and then
+            // remembered). None, or this node (a stale entry: the hub holds no session), means
+            // the call is made here. A remembered owner that answers "not here", or not at all,
+            // is forgotten and the bucket read once more.
+            let mut remembered = self.remembered_owner(device);
+            loop {
+                let (owner, from_memory) = match remembered.take() {
+                    Some(owner) => (owner, true),
+                    None => match self.owner_of(device).await {
+                        Ok(Some(owner)) if owner != self.id => {
+                            self.remember_owner(device, &owner);
+                            (owner, false)
+                        }
+                        Ok(_) => return None,
+                        Err(error) => {
+                            warn!(node = %self.id, %device, %error, "owner unknown: the call is made here");
+                            return None;
+                        }
+                    },
+                };
+                let request = async_nats::Request::new()
+                    .payload(wire::encode_call(device, &call))
+                    .timeout(Some(timeout));
+                let answered = self
+                    .client
+                    .send_request(node_subject(&owner), request)
+                    .await;
+                let gone = match answered {
+                    Ok(reply) => match wire::decode_answer(&reply.payload) {
+                        Ok(Some(answer)) => {
+                            self.counters.calls_sent.fetch_add(1, Ordering::Relaxed);
+                            return Some(answer);
+                        }
+                        // The node does not hold the device (any more).
+                        Ok(None) => true,
                         Err(error) => {
                             warn!(node = %self.id, %device, %error, "the owner's answer is unusable");
-                            None
+                            return None;
                         }
+                    },
+                    Err(error) if error.kind() == RequestErrorKind::NoResponders => true,
+                    Err(error) => {
+                        warn!(node = %self.id, %device, %error, "call to the device's node failed");
+                        return None;
                     }
-                }
-                Err(error) if error.kind() == RequestErrorKind::NoResponders => None,
-                Err(error) => {
-                    warn!(node = %self.id, %device, %error, "call to the device's node failed");
-                    None
+                };
+                if gone {
+                    self.forget_owner(device);
+                    if !from_memory {
+                        // The bucket's own answer: nobody answers for the device.
+                        return None;
+                    }
                 }
             }
         })

@@ -109,6 +109,8 @@ pub(crate) enum AnswerHeader {
     Done {
         taken: usize,
     },
+    /// The node does not hold the device's session (the caller's idea of its owner is old).
+    NotHere,
     /// The node could not answer (its broker stopped, the call was malformed).
     Failed {
         reason: String,
@@ -365,10 +367,10 @@ pub(crate) fn encode_answer(answer: &DeviceAnswer) -> Bytes {
     }
 }
 
-/// A reply frame, as the answer it carries.
-pub(crate) fn decode_answer(bytes: &Bytes) -> Result<DeviceAnswer, Malformed> {
+/// A reply frame, as the answer it carries (`None`: the node does not hold the device).
+pub(crate) fn decode_answer(bytes: &Bytes) -> Result<Option<DeviceAnswer>, Malformed> {
     let (header, body): (AnswerHeader, Bytes) = unframe(bytes)?;
-    Ok(match header {
+    Ok(Some(match header {
         AnswerHeader::Delivery { delivery } => DeviceAnswer::Delivery(delivery_from(&delivery)?),
         AnswerHeader::Downlink {
             message_id,
@@ -399,10 +401,11 @@ pub(crate) fn decode_answer(bytes: &Bytes) -> Result<DeviceAnswer, Malformed> {
             }))
         }
         AnswerHeader::Failed { reason } => return Err(Malformed(reason)),
+        AnswerHeader::NotHere => return Ok(None),
         AnswerHeader::HandOver { .. } | AnswerHeader::Done { .. } => {
             return Err(malformed("not the answer to a call"));
         }
-    })
+    }))
 }
 
 /// A session's hand-over, as a reply frame (nothing to hand over: no subscriptions, no
@@ -508,7 +511,10 @@ mod tests {
             DeviceAnswer::Rrpc(Err(InvalidRrpcCall::InvalidTimeout(9000))),
         ];
         for answer in answers {
-            assert_eq!(decode_answer(&encode_answer(&answer)).unwrap(), answer);
+            assert_eq!(
+                decode_answer(&encode_answer(&answer)).unwrap(),
+                Some(answer)
+            );
         }
     }
 

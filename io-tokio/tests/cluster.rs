@@ -351,6 +351,39 @@ async fn connect(node: &Node, name: &str, clean: bool) -> Device {
     device
 }
 
+/// Connects `name` to `node` and disconnects: `Err` with rumqttc's description of a refusal.
+async fn try_connect(node: &Node, name: &str) -> Result<(), String> {
+    let (_, secret) = DEVICES.iter().find(|(d, _)| *d == name).unwrap();
+    let identity = DeviceIdentity::new(PK, name);
+    let credentials = sign(
+        &identity,
+        &DeviceSecret::new(*secret),
+        SignMethod::HmacSha256,
+        name,
+        None,
+        SecureMode::Tcp,
+    );
+    let mut options = MqttOptions::new(
+        credentials.client_id,
+        node.mqtt.ip().to_string(),
+        node.mqtt.port(),
+    );
+    options
+        .set_credentials(credentials.username, credentials.password)
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    let outcome = loop {
+        match tokio::time::timeout(PATIENCE, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break Ok(()),
+            Ok(Ok(_)) => continue,
+            Ok(Err(error)) => break Err(format!("{error:?}")),
+            Err(_) => break Err("no CONNACK in time".to_owned()),
+        }
+    };
+    let _ = client.disconnect().await;
+    outcome
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -485,6 +518,12 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     let dev_b = connect(&b, "dev-b", false).await;
     let b_get = format!("/{PK}/dev-b/user/get");
     dev_b.subscribe(&b_get).await;
+    // Node C calls it, and remembers that node B holds it.
+    let c_api = c.api.clone();
+    eventually("RRPC through node C reaches dev-b on node B", || {
+        rrpc(&c_api, "dev-b", b"hello")["RrpcCode"] == "SUCCESS"
+    })
+    .await;
     dev_b.client.disconnect().await.expect("disconnect");
     tokio::time::sleep(Duration::from_millis(300)).await;
     for text in ["queued 1", "queued 2"] {
@@ -503,6 +542,9 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     // And node B no longer answers for it: RRPC through B reaches it on A.
     let through_b = rrpc(&b.api, "dev-b", b"where?");
     assert_eq!(through_b["RrpcCode"], "SUCCESS", "{through_b}");
+    // Node C remembered node B: told "not here", it finds node A.
+    let through_c = rrpc(&c.api, "dev-b", b"and now?");
+    assert_eq!(through_c["RrpcCode"], "SUCCESS", "{through_c}");
 
     // A node killed outright: its device is OFFLINE to the others at once, not a time-out.
     drop(dev_a);
@@ -722,4 +764,37 @@ async fn a_qos1_publish_made_while_a_node_is_down_reaches_its_device_when_it_is_
         got.push(payload);
     }
     assert!(got.contains(&b"before".to_vec()), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_set_to_refuse_turns_new_devices_away_while_nats_is_down() {
+    let dir = test_dir("refuse");
+    let port = free_port();
+    let nats = start_nats_on(&dir, port);
+    let a = start_node_configured(
+        &dir,
+        "node-a",
+        &nats.url,
+        &["--in-memory"],
+        "when_nats_down = \"refuse\"",
+    );
+    assert_eq!(try_connect(&a, "dev-a").await, Ok(()));
+
+    drop(nats);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match try_connect(&a, "dev-a").await {
+            // CONNACK 3: the device should try another node.
+            Err(refusal) if refusal.contains("ServiceUnavailable") => break,
+            other => assert!(Instant::now() < deadline, "still admitted: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let _nats = start_nats_on(&dir, port);
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(refusal) = try_connect(&a, "dev-a").await {
+        assert!(Instant::now() < deadline, "still refused: {refusal}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
