@@ -303,8 +303,8 @@ struct Device {
     connacks: mpsc::UnboundedReceiver<bool>,
 }
 
-/// Connects `name` to `node` (answering RRPC requests with `pong:` and the request).
-async fn connect(node: &Node, name: &str, clean: bool) -> Device {
+/// rumqttc's options for device `name` on `node`: its signed credentials, keepalive 30 s.
+fn device_options(node: &Node, name: &str) -> MqttOptions {
     let (_, secret) = DEVICES.iter().find(|(d, _)| *d == name).unwrap();
     let identity = DeviceIdentity::new(PK, name);
     let credentials = sign(
@@ -322,8 +322,14 @@ async fn connect(node: &Node, name: &str, clean: bool) -> Device {
     );
     options
         .set_credentials(credentials.username, credentials.password)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(clean);
+        .set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+/// Connects `name` to `node` (answering RRPC requests with `pong:` and the request).
+async fn connect(node: &Node, name: &str, clean: bool) -> Device {
+    let mut options = device_options(node, name);
+    options.set_clean_session(clean);
     let (client, eventloop) = AsyncClient::new(options, 64);
     let (received_tx, received) = mpsc::unbounded_channel();
     let (connack_tx, connacks) = mpsc::unbounded_channel();
@@ -353,25 +359,7 @@ async fn connect(node: &Node, name: &str, clean: bool) -> Device {
 
 /// Connects `name` to `node` and disconnects: `Err` with rumqttc's description of a refusal.
 async fn try_connect(node: &Node, name: &str) -> Result<(), String> {
-    let (_, secret) = DEVICES.iter().find(|(d, _)| *d == name).unwrap();
-    let identity = DeviceIdentity::new(PK, name);
-    let credentials = sign(
-        &identity,
-        &DeviceSecret::new(*secret),
-        SignMethod::HmacSha256,
-        name,
-        None,
-        SecureMode::Tcp,
-    );
-    let mut options = MqttOptions::new(
-        credentials.client_id,
-        node.mqtt.ip().to_string(),
-        node.mqtt.port(),
-    );
-    options
-        .set_credentials(credentials.username, credentials.password)
-        .set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    let (client, mut eventloop) = AsyncClient::new(device_options(node, name), 8);
     let outcome = loop {
         match tokio::time::timeout(PATIENCE, eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break Ok(()),
