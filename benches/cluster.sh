@@ -12,7 +12,8 @@
 #   1. connects: CONNECTIONS platform devices connect to node A and stay (`connections`); and
 #      to a single broker. For node A also the time until its bucket holds every claim
 #      (`aliot_cluster_claims_total` in /metrics): claims per second.
-#   2. 1:1 QoS 1 with both ends on node A (`one-to-one --qos 1`), and on a single broker.
+#   2. 1:1 QoS 1 with both ends on node A (`one-to-one --qos 1`), and on a single broker; and
+#      on the single broker, the baselines of 3 and 4 (`Pub` and RRPC through its own API).
 #   3. `Pub` QoS 1 through node A's API to a device subscribed on node B (`cluster --mode pub`),
 #      and through node B's own API (both ends on one node), CALLERS concurrent callers.
 #   4. RRPC through node B's API to DEVICES devices on node A (`cluster --mode rrpc`), and
@@ -112,6 +113,8 @@ for round in $(seq 1 "$ROUNDS"); do
     stop_all
     start_node single
     bench "single-one-to-one-$round" "$NODE_PID" --port "$NODE_MQTT" one-to-one --qos 1 "${RUN[@]}"
+    bench "single-pub-$round" "$NODE_PID" --port "$NODE_MQTT" cluster --mode pub --api-port "$NODE_API" --callers "$CALLERS" "${RUN[@]}"
+    bench "single-rrpc-$round" "$NODE_PID" --port "$NODE_MQTT" cluster --mode rrpc --api-port "$NODE_API" --devices "$DEVICES" --callers "$CALLERS" "${RUN[@]}"
     stop_all
 
     # The cluster.
@@ -167,6 +170,7 @@ claims = connections / number("claims-secs")
 s1, c1 = field("single-one-to-one", "msgs_per_sec"), field("cluster-one-to-one", "msgs_per_sec")
 pa, pl = field("pub-across", "per_sec"), field("pub-local", "per_sec")
 ra, rl = field("rrpc-across", "per_sec"), field("rrpc-local", "per_sec")
+ps, rs = field("single-pub", "per_sec"), field("single-rrpc", "per_sec")
 print(f"\n### Three nodes on one NATS server, medians of {rounds} rounds\n")
 print("| measurement | across nodes / in the cluster | one node / a single broker | ratio |")
 print("|---|---:|---:|---:|")
@@ -175,7 +179,9 @@ print(f"| claims/s: the {connections:,} devices in the bucket, from the first co
 print(f"| 1:1 QoS 1 msgs/s, both ends on node A vs a single broker | {c1:,.0f} | {s1:,.0f} | {c1 / s1:.2f} |")
 print(f"| `Pub` QoS 1 msgs/s delivered, {callers} API callers: through A's API to a device on B vs B's own API | {pa:,.0f} | {pl:,.0f} | {pa / pl:.2f} |")
 print(f"| `Pub` call → delivery p50 / p99, ms | {lat('pub-across', 'p50_us'):.2f} / {lat('pub-across', 'p99_us'):.2f} | {lat('pub-local', 'p50_us'):.2f} / {lat('pub-local', 'p99_us'):.2f} | |")
+print(f"| `Pub` QoS 1 msgs/s delivered, the same on a single broker (no stream to keep it in) | {pa:,.0f} (across) | {ps:,.0f} | {pa / ps:.2f} |")
 print(f"| RRPC calls/s, {callers} callers, {devices} devices on A: through B's API vs A's own | {ra:,.0f} | {rl:,.0f} | {ra / rl:.2f} |")
+print(f"| RRPC calls/s, the same on a single broker | {ra:,.0f} (across) | {rs:,.0f} | {ra / rs:.2f} |")
 print(f"| RRPC call p50 / p99, ms | {lat('rrpc-across', 'p50_us'):.2f} / {lat('rrpc-across', 'p99_us'):.2f} | {lat('rrpc-local', 'p50_us'):.2f} / {lat('rrpc-local', 'p99_us'):.2f} | |")
 ne, ni, nc = number("nats-rss-empty"), number("nats-rss-idle"), number("nats-rss-claimed")
 node, single = field("cluster-connections", "rss_after_kib"), field("single-connections", "rss_after_kib")
