@@ -9,11 +9,11 @@
 //!   per device, written with compare-and-swap when the device connects ([`owner_key`]). The
 //!   key's revision is the owner's epoch.
 //! - **Calls to a device** (RRPC, the thing model's calls, OTA, a publish to that device
-//!   alone): the caller's node
-//!   reads the device's owner from the bucket and sends the call to the owner's subject
-//!   ([`node_subject`]) as a request. No owner, or an owner nobody answers for (a node that
-//!   is down), means no node holds a session: the call is made locally, where the device is
-//!   offline (RRPC answers `OFFLINE` at once).
+//!   alone): the caller's node finds the device's owner (remembered from an earlier call, else
+//!   read from the bucket; a node that does not hold the device answers "not here") and sends
+//!   the call to the owner's subject ([`node_subject`]) as a request. No owner, or an owner
+//!   nobody answers for (a node that is down), means no node holds a session: the call is
+//!   made locally, where the device is offline (RRPC answers `OFFLINE` at once).
 //! - **Takeover**: a node that claims a device another node owned asks that node to hand the
 //!   session over; its subscriptions and undelivered messages move ([`Hub::hand_over`],
 //!   [`Hub::take_over`]). A node back from a crash or a partition gives what it kept to the
@@ -44,7 +44,7 @@ pub use aliot_io::broker::cluster::ClusterStats;
 use aliot_io::broker::cluster::{
     ClusterLink, DeviceAnswer, DeviceCall, LinkFuture, OwnershipChange,
 };
-use aliot_io::broker::{RrpcError, ServiceError};
+use aliot_io::broker::{RrpcError, RrpcReply, ServiceError};
 use async_nats::client::RequestErrorKind;
 use async_nats::jetstream;
 use async_nats::jetstream::kv;
@@ -71,6 +71,9 @@ pub const KEPT_PUBLISHES_STREAM: &str = "ALIOT_PUBLISH";
 
 /// The subject of [`KEPT_PUBLISHES_STREAM`].
 pub const KEPT_PUBLISH_SUBJECT: &str = "aliot.publish.kept";
+
+/// How long a node has to publish a kept publish it took before the stream gives it again.
+const KEPT_PUBLISH_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the stream keeps a publish a node has not taken (a node away longer misses it:
 /// ours, a day).
@@ -166,18 +169,21 @@ struct Node {
     /// Claims to write once NATS is back (with whether the session was clean).
     unclaimed: Mutex<HashMap<DeviceIdentity, bool>>,
     counters: Counters,
+    /// Whether this node's durable consumer of the kept publishes exists.
+    following_publishes: std::sync::atomic::AtomicBool,
 }
 
 /// Why a node claims a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ClaimKind {
     /// It connected here (the hub's claim): another node's ownership yields only while the
     /// device is still connected here.
     Connected,
     /// This node kept its session across a restart; nobody else owns it.
     Kept,
-    /// The node that owns it answers for it no more: this node's copy is the one.
-    OwnerGone,
+    /// The node that owns it (named) answers for it no more: this node's copy is the one,
+    /// unless yet another node claimed it since.
+    OwnerGone(String),
 }
 
 /// What a claim came to.
@@ -243,6 +249,7 @@ impl Cluster {
                 owned: Mutex::new(HashMap::new()),
                 unclaimed: Mutex::new(HashMap::new()),
                 remembered: Mutex::new(HashMap::new()),
+                following_publishes: std::sync::atomic::AtomicBool::new(false),
                 counters: Counters::default(),
             }),
         })
@@ -458,7 +465,7 @@ impl Node {
                 .insert(device, clean_session);
             return;
         }
-        match self.write_claim(&device, kind).await {
+        match self.write_claim(&device, &kind).await {
             Ok(Claimed::Owner { revision, previous }) => {
                 self.counters.claims.fetch_add(1, Ordering::Relaxed);
                 self.owned().insert(device.clone(), revision);
@@ -490,7 +497,7 @@ impl Node {
     async fn write_claim(
         &self,
         device: &DeviceIdentity,
-        kind: ClaimKind,
+        kind: &ClaimKind,
     ) -> Result<Claimed, String> {
         let owners = self.owners().await?;
         let key = owner_key(device);
@@ -502,11 +509,17 @@ impl Node {
                 .as_ref()
                 .filter(|entry| entry.operation == kv::Operation::Put)
                 .map(|entry| String::from_utf8_lossy(&entry.value).into_owned());
-            if let Some(owner) = previous.as_ref().filter(|owner| **owner != self.id)
-                && kind == ClaimKind::Connected
-                && !self.connected_here(device).await
-            {
-                return Ok(Claimed::OwnedBy(owner.clone()));
+            // Another node's ownership yields to a device connected here now, and to nothing
+            // else; a claim for an owner judged gone yields to any other owner since.
+            if let Some(owner) = previous.as_ref().filter(|owner| **owner != self.id) {
+                let yields = match kind {
+                    ClaimKind::Connected => !self.connected_here(device).await,
+                    ClaimKind::Kept => true,
+                    ClaimKind::OwnerGone(gone) => owner != gone,
+                };
+                if yields {
+                    return Ok(Claimed::OwnedBy(owner.clone()));
+                }
             }
             let written = match &entry {
                 None => owners
@@ -524,6 +537,18 @@ impl Node {
             }
         }
         Err(format!("eight writes failed, the last: {last}"))
+    }
+
+    /// Whether this node's hub keeps a session of `device`, online or not.
+    async fn holds_here(&self, device: &DeviceIdentity) -> bool {
+        let Some(broker) = self.broker.get() else {
+            return false;
+        };
+        let device = device.clone();
+        broker
+            .call_hub(move |hub, _| hub.holds_session(&device))
+            .await
+            .unwrap_or(false)
     }
 
     /// Whether `device` has a connection to this node now.
@@ -552,6 +577,10 @@ impl Node {
         }
         info!(node = %self.id, sessions = devices.len(), "claiming the sessions kept across the restart");
         for device in devices {
+            // One that reconnected here already is claimed by its connection.
+            if self.connected_here(&device).await {
+                continue;
+            }
             let owner = match self.owner_of(&device).await {
                 Ok(owner) => owner,
                 Err(error) => {
@@ -591,13 +620,31 @@ impl Node {
 
     /// This node has a session of `device`, which `owner` owns by the bucket: given to it if
     /// it answers for the device, else claimed back.
-    async fn keep_or_return(self: &Arc<Self>, device: DeviceIdentity, owner: String) {
-        if self.holds_elsewhere(&device, &owner).await {
-            self.return_session(&device, &owner).await;
-        } else {
-            // Boxed: a claim whose owner is gone never comes back here, but the type is recursive.
-            Box::pin(self.claim_as(device, false, ClaimKind::OwnerGone)).await;
-        }
+    fn keep_or_return(
+        self: &Arc<Self>,
+        device: DeviceIdentity,
+        owner: String,
+    ) -> LinkFuture<'_, ()> {
+        // Boxed, and said to be Send: claims and this call each other (a claim whose owner is
+        // gone comes back here only for a newer owner), and this is retried in a task.
+        Box::pin(async move {
+            match self.holds_elsewhere(&device, &owner).await {
+                Some(true) => self.return_session(&device, &owner).await,
+                Some(false) => {
+                    self.claim_as(device, false, ClaimKind::OwnerGone(owner))
+                        .await;
+                }
+                None => {
+                    // The owner neither answered nor is known gone: the session stays here,
+                    // and the question is asked again later.
+                    let node = Arc::clone(self);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(OWNER_GONE_AFTER).await;
+                        node.keep_or_return(device, owner).await;
+                    });
+                }
+            }
+        })
     }
 
     /// Who owns `device` by the bucket.
@@ -620,7 +667,10 @@ impl Node {
     /// Asked right after a (re)connection, when the NATS server this node reached may not know
     /// yet who listens elsewhere in its cluster: nobody listening is believed only after
     /// [`OWNER_GONE_AFTER`].
-    async fn holds_elsewhere(&self, device: &DeviceIdentity, owner: &str) -> bool {
+    ///
+    /// `Some(false)`: it does not, or nobody answers for that node; `None`: no answer (a time-out,
+    /// NATS away), which says neither.
+    async fn holds_elsewhere(&self, device: &DeviceIdentity, owner: &str) -> Option<bool> {
         let deadline = tokio::time::Instant::now() + OWNER_GONE_AFTER;
         loop {
             let request = async_nats::Request::new()
@@ -628,20 +678,20 @@ impl Node {
                 .timeout(Some(CALL_TIMEOUT));
             match self.client.send_request(node_subject(owner), request).await {
                 Ok(reply) => {
-                    return matches!(
+                    return Some(matches!(
                         wire::unframe::<AnswerHeader>(&reply.payload),
                         Ok((AnswerHeader::Done { taken: 1.. }, _))
-                    );
+                    ));
                 }
-                Err(error)
-                    if error.kind() == RequestErrorKind::NoResponders
-                        && tokio::time::Instant::now() < deadline =>
-                {
+                Err(error) if error.kind() == RequestErrorKind::NoResponders => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Some(false);
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(error) => {
                     debug!(node = %self.id, %device, owner, %error, "the owner does not answer");
-                    return false;
+                    return None;
                 }
             }
         }
@@ -670,8 +720,17 @@ impl Node {
                 &[&body],
             ))
             .timeout(Some(CALL_TIMEOUT));
-        match self.client.send_request(node_subject(owner), request).await {
-            Ok(_) => {
+        let answered = self.client.send_request(node_subject(owner), request).await;
+        let taken = match &answered {
+            Ok(reply) => match wire::unframe::<AnswerHeader>(&reply.payload) {
+                Ok((AnswerHeader::Done { .. }, _)) => Ok(()),
+                Ok((other, _)) => Err(format!("{other:?}")),
+                Err(error) => Err(error.to_string()),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match taken {
+            Ok(()) => {
                 self.counters
                     .sessions_returned
                     .fetch_add(1, Ordering::Relaxed);
@@ -770,7 +829,11 @@ impl Node {
             let node = Arc::clone(&self);
             tokio::spawn(async move {
                 let answer = node.answer(&request.payload).await;
-                let _ = node.client.publish(reply, answer).await;
+                let len = answer.len();
+                if let Err(error) = node.client.publish(reply, answer).await {
+                    // A hand-over larger than the NATS server's max_payload is lost here.
+                    warn!(node = %node.id, len, %error, "answer to another node not sent");
+                }
             });
         }
     }
@@ -847,8 +910,11 @@ impl Node {
                 .unwrap_or_else(PoisonError::into_inner)
                 .drain()
                 .collect();
-            // A device released since is not here any more (its release took it out).
             for (device, clean) in pending {
+                // Only a session still here is claimed (a release since took it out too).
+                if !self.holds_here(&device).await {
+                    continue;
+                }
                 debug!(node = %self.id, %device, "claim retried");
                 let _ = self.changes.send(OwnershipChange::Claimed {
                     device,
@@ -919,11 +985,14 @@ impl Node {
                     // A new node starts with what comes from now on; a known one where it was.
                     deliver_policy: jetstream::consumer::DeliverPolicy::New,
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    // One this node took and did not acknowledge (it died first) comes again.
+                    ack_wait: KEPT_PUBLISH_ACK_WAIT,
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| e.to_string())?;
+        self.following_publishes.store(true, Ordering::Relaxed);
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| e.to_string())?;
@@ -932,14 +1001,14 @@ impl Node {
                 && let (Ok(topic), Ok(qos)) =
                     (wire::topic(&header.topic), wire::qos_from(header.qos))
             {
-                self.counters
-                    .publishes_received
-                    .fetch_add(1, Ordering::Relaxed);
                 // Published here (and, with a store, durable) before the stream lets it go.
                 broker
                     .publish(topic, payload, qos)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.counters
+                    .publishes_received
+                    .fetch_add(1, Ordering::Relaxed);
             }
             message.ack().await.map_err(|e| e.to_string())?;
         }
@@ -968,11 +1037,28 @@ impl Node {
             else {
                 continue;
             };
-            self.counters
-                .publishes_received
-                .fetch_add(1, Ordering::Relaxed);
-            let _ = broker.publish(topic, payload, qos).await;
+            if broker.publish(topic, payload, qos).await.is_ok() {
+                self.counters
+                    .publishes_received
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
+    }
+}
+
+/// What a call whose owner did not answer in time (or answered what cannot be read) comes
+/// to: RRPC and synchronous service calls end `UNKNOWN` (the device may have been called;
+/// the call's message id is not known here: 0); the others are made here, where the device
+/// is offline, as they have no way to say "unknown".
+fn unknown_outcome(call: &DeviceCall) -> Option<DeviceAnswer> {
+    match call {
+        DeviceCall::Rrpc { .. } | DeviceCall::InvokeServiceSync { .. } => {
+            Some(DeviceAnswer::Rrpc(Ok(RrpcReply {
+                message_id: aliot_topic::MessageId(0),
+                outcome: aliot_core::hub::RrpcOutcome::Unknown,
+            })))
+        }
+        _ => None,
     }
 }
 
@@ -1093,13 +1179,14 @@ impl ClusterLink for Node {
                         Ok(None) => true,
                         Err(error) => {
                             warn!(node = %self.id, %device, %error, "the owner's answer is unusable");
-                            return None;
+                            return unknown_outcome(&call);
                         }
                     },
                     Err(error) if error.kind() == RequestErrorKind::NoResponders => true,
                     Err(error) => {
+                        // The owner may have made the call: it is not said to be offline.
                         warn!(node = %self.id, %device, %error, "call to the device's node failed");
-                        return None;
+                        return unknown_outcome(&call);
                     }
                 };
                 if gone {
@@ -1132,6 +1219,7 @@ impl ClusterLink for Node {
             calls_sent: c.calls_sent.load(Ordering::Relaxed),
             calls_served: c.calls_served.load(Ordering::Relaxed),
             publishes_received: c.publishes_received.load(Ordering::Relaxed),
+            following_publishes: self.following_publishes.load(Ordering::Relaxed),
         }
     }
 

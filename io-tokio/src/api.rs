@@ -1378,6 +1378,12 @@ fn prometheus_text(
             ],
         );
         family(
+            "aliot_cluster_following_publishes",
+            "gauge",
+            "Whether this node follows the stream of the other nodes' QoS 1 publishes.",
+            &[("", u64::from(cluster.following_publishes))],
+        );
+        family(
             "aliot_cluster_publishes_received_total",
             "counter",
             "Server-side publishes received from other nodes.",

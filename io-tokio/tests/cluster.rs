@@ -264,7 +264,8 @@ fn post(api: &str, path: &str, body: &Value) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {body}"))
 }
 
-/// A sample of a node's `/metrics` (with its labels, if any, as written there), 0 if absent.
+/// A sample of a node's `/metrics` (with its labels, if any, as written there); a sample the
+/// node does not write fails the test.
 fn metric(api: &str, sample: &str) -> u64 {
     let rest = api.strip_prefix("http://").expect("an http URL");
     let mut stream = TcpStream::connect(rest).expect("connect to the API");
@@ -276,7 +277,7 @@ fn metric(api: &str, sample: &str) -> u64 {
     answer
         .lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("no {sample} in /metrics"))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -537,8 +538,9 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     // A node killed outright: its device is OFFLINE to the others at once, not a time-out.
     drop(dev_a);
     a.kill();
-    let gone = rrpc(&c.api, "dev-a", b"still there?");
+    let (took, gone) = timed(|| rrpc(&c.api, "dev-a", b"still there?"));
     assert_eq!(gone["RrpcCode"], "OFFLINE", "{gone}");
+    assert!(took < Duration::from_secs(2), "OFFLINE after {took:?}");
     drop((b, c));
 }
 
@@ -726,9 +728,14 @@ async fn a_qos1_publish_made_while_a_node_is_down_reaches_its_device_when_it_is_
         )
     };
     let b_api = b.api.clone();
-    eventually("node B takes node A's QoS 1 publishes", || {
-        assert_eq!(publish(b"before")["Success"], true);
-        metric(&b_api, "aliot_cluster_publishes_received_total") >= 1
+    // Node B's durable consumer exists from its start: one publish, once.
+    eventually("node B follows the stream", || {
+        metric(&b_api, "aliot_cluster_following_publishes") == 1
+    })
+    .await;
+    assert_eq!(publish(b"before")["Success"], true);
+    eventually("node B published node A's QoS 1 publish", || {
+        metric(&b_api, "aliot_cluster_publishes_received_total") == 1
     })
     .await;
 
@@ -745,13 +752,12 @@ async fn a_qos1_publish_made_while_a_node_is_down_reaches_its_device_when_it_is_
     })
     .await;
     let mut dev_b = connect(&b, "dev-b", false).await;
-    let mut got = Vec::new();
-    while !got.contains(&b"while B was down".to_vec()) {
-        let (topic, payload) = dev_b.next().await;
-        assert_eq!(topic, get);
-        got.push(payload);
-    }
-    assert!(got.contains(&b"before".to_vec()), "{got:?}");
+    // What was queued before the crash, then what was kept for node B while it was down.
+    assert_eq!(dev_b.next().await, (get.clone(), b"before".to_vec()));
+    assert_eq!(
+        dev_b.next().await,
+        (get.clone(), b"while B was down".to_vec())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

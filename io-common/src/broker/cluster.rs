@@ -136,6 +136,9 @@ pub struct ClusterStats {
     pub calls_served: u64,
     /// Server-side publishes received from other nodes.
     pub publishes_received: u64,
+    /// Whether this node follows the stream of the other nodes' QoS 1 publishes (its durable
+    /// consumer exists; what is published from then on reaches it, even while it is away).
+    pub following_publishes: bool,
 }
 
 /// A boxed future, as the link's methods return them.
