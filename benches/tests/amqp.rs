@@ -19,7 +19,7 @@ use aliot_benches::loadgen::scenario::Common;
 use aliot_benches::loadgen::target::Target;
 use aliot_tokio::Broker;
 use aliot_tokio::amqp::{AmqpConfig, ServeAmqp as _};
-use aliot_tokio::api::AccessKey;
+use aliot_tokio::api::AccessKeys;
 use aliot_tokio::broker::{ApiConfig, ServeHttpApi as _};
 use aliot_tokio::config::Config;
 
@@ -49,14 +49,7 @@ async fn serve() -> Served {
     };
     let toml = subscription_config_toml(any, &platform(), 4, &subscription).expect("loopback");
     let config = Config::parse(&toml, "generated.toml", Path::new(".")).expect("aliot reads it");
-    let access_keys: Vec<AccessKey> = config
-        .access_keys
-        .iter()
-        .map(|key| AccessKey {
-            id: key.id.clone(),
-            secret: key.secret.clone(),
-        })
-        .collect();
+    let access_keys = AccessKeys::configured(&config.access_keys);
     let mut broker = Broker::start(config.broker_config())
         .await
         .expect("the broker starts");

@@ -23,6 +23,10 @@
 //!   ([`KEPT_PUBLISHES_STREAM`]) with one durable consumer per node, so that a node away when
 //!   it was made publishes it when it is back.
 //!
+//! - **The registry** (products and devices) is shared through a key-value bucket
+//!   ([`REGISTRY_BUCKET`]), each node's copy kept fresh by a watch: a device registered
+//!   through any node's API connects to any node.
+//!
 //! Each node keeps its own devices' sessions and queues in its own store. While NATS is
 //! unreachable, local devices keep working and calls to other nodes fail at once; claims made
 //! meanwhile are retried once NATS is back.
@@ -54,9 +58,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod gate;
+mod registry;
 mod wire;
 
 pub use gate::NatsGate;
+use registry::SharedRegistry;
+pub use registry::{AccessKeysObserver, REGISTRY_BUCKET};
 
 use wire::{AnswerHeader, CallHeader, PublishHeader};
 
@@ -171,6 +178,8 @@ struct Node {
     counters: Counters,
     /// Whether this node's durable consumer of the kept publishes exists.
     following_publishes: std::sync::atomic::AtomicBool,
+    /// The registry, shared with the other nodes.
+    registry: Arc<SharedRegistry>,
 }
 
 /// Why a node claims a device.
@@ -232,10 +241,16 @@ impl Cluster {
         }
         let (changes, changes_rx) = mpsc::unbounded_channel();
         let (publishes, publishes_rx) = mpsc::unbounded_channel();
+        let replicas = options.replicas.max(1);
+        let registry = Arc::new(SharedRegistry::new(
+            &options.node_id,
+            jetstream::new(client.clone()),
+            replicas,
+        ));
         Ok(Cluster {
             node: Arc::new(Node {
                 id: options.node_id,
-                replicas: options.replicas.max(1),
+                replicas,
                 jetstream: jetstream::new(client.clone()),
                 client,
                 owners: tokio::sync::OnceCell::new(),
@@ -251,6 +266,7 @@ impl Cluster {
                 remembered: Mutex::new(HashMap::new()),
                 following_publishes: std::sync::atomic::AtomicBool::new(false),
                 counters: Counters::default(),
+                registry,
             }),
         })
     }
@@ -281,9 +297,10 @@ impl Cluster {
     ///
     /// [`BrokerConfig::cluster`]: aliot_io::broker::BrokerConfig::cluster
     pub fn start(&self, broker: BrokerHandle) {
-        if self.node.broker.set(broker).is_err() {
+        if self.node.broker.set(broker.clone()).is_err() {
             return;
         }
+        self.node.registry.start(&broker);
         if let Some(changes) = taken(&self.node.changes_rx) {
             tokio::spawn(Arc::clone(&self.node).follow_ownership(changes));
         }
@@ -299,9 +316,40 @@ impl Cluster {
         tokio::spawn(Arc::clone(&self.node).retry_claims());
     }
 
+    /// Shares this node's AccessKeys (id and secret, from its configuration) with the other
+    /// nodes through the registry's bucket, and tells `observer` every node's, this node's
+    /// first, whenever they change: the OpenAPI and the AMQP listener of any node then accept
+    /// any node's keys. Call it before [`start`](Self::start).
+    pub fn share_access_keys(&self, own: Vec<(String, String)>, observer: AccessKeysObserver) {
+        self.node.registry.share_access_keys(own, observer);
+    }
+
     /// What this node counted.
     pub fn stats(&self) -> ClusterStats {
         self.node.stats()
+    }
+}
+
+/// A key-value bucket of the cluster (one value per key), made with `replicas` if no node
+/// made it yet.
+async fn open_bucket(
+    jetstream: &jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store, String> {
+    match jetstream.get_key_value(name).await {
+        Ok(store) => Ok(store),
+        Err(_) => jetstream
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                description: description.into(),
+                history: 1,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -310,26 +358,53 @@ fn taken<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
-/// A device's key in [`OWNERS_BUCKET`]: `<productKey>.<hex of deviceName>`. Device names may
-/// hold `.`, `:` and `@`, which keys and subjects do not allow; product keys are letters and
-/// digits (one that is not is written in hex too, after an `x`).
+/// A device's key in [`OWNERS_BUCKET`]: its product key, `.`, its device name in hex. Device
+/// names may hold `.`, `:` and `@`, which keys and subjects do not allow; product keys are
+/// letters and digits (one that is not, or starts with `x`, is written in hex after an `x`:
+/// [`push_key_part`]).
 pub fn owner_key(device: &DeviceIdentity) -> String {
     let mut key =
-        String::with_capacity(device.product_key.len() + 1 + 2 * device.device_name.len());
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    };
-    if plain(&device.product_key) {
-        key.push_str(&device.product_key);
-    } else {
-        key.push('x');
-        push_hex(&mut key, &device.product_key);
-    }
+        String::with_capacity(device.product_key.len() + 2 + 2 * device.device_name.len());
+    push_key_part(&mut key, &device.product_key);
     key.push('.');
     push_hex(&mut key, &device.device_name);
     key
+}
+
+/// Writes `s` as one token of a NATS key or subject that reads back unambiguously
+/// ([`key_part_from`]): as it is when it is letters, digits, `_` and `-` and does not start
+/// with `x`; else `x` and its bytes in hex.
+pub(crate) fn push_key_part(out: &mut String, s: &str) {
+    let plain = !s.is_empty()
+        && !s.starts_with('x')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        out.push_str(s);
+    } else {
+        out.push('x');
+        push_hex(out, s);
+    }
+}
+
+/// What [`push_key_part`] wrote; `None` for a token it cannot have written.
+pub(crate) fn key_part_from(token: &str) -> Option<String> {
+    match token.strip_prefix('x') {
+        Some(hex) => from_hex(hex),
+        None => (!token.is_empty()).then(|| token.to_owned()),
+    }
+}
+
+/// The text whose UTF-8 bytes `hex` gives, two lowercase digits each.
+pub(crate) fn from_hex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// The subject a node answers calls to its devices on: `aliot.node.` and its id (letters,
@@ -383,21 +458,13 @@ impl Node {
 
     async fn owners(&self) -> Result<&kv::Store, String> {
         self.owners
-            .get_or_try_init(|| async {
-                let jetstream = async_nats::jetstream::new(self.client.clone());
-                match jetstream.get_key_value(OWNERS_BUCKET).await {
-                    Ok(store) => Ok(store),
-                    Err(_) => jetstream
-                        .create_key_value(kv::Config {
-                            bucket: OWNERS_BUCKET.into(),
-                            description: "which aliot node holds each device's session".into(),
-                            history: 1,
-                            num_replicas: self.replicas,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(|e| e.to_string()),
-                }
+            .get_or_try_init(|| {
+                open_bucket(
+                    &self.jetstream,
+                    OWNERS_BUCKET,
+                    "which aliot node holds each device's session",
+                    self.replicas,
+                )
             })
             .await
     }
@@ -1220,6 +1287,8 @@ impl ClusterLink for Node {
             calls_served: c.calls_served.load(Ordering::Relaxed),
             publishes_received: c.publishes_received.load(Ordering::Relaxed),
             following_publishes: self.following_publishes.load(Ordering::Relaxed),
+            registry_changes_shared: self.registry.shared.load(Ordering::Relaxed),
+            registry_changes_taken: self.registry.taken.load(Ordering::Relaxed),
         }
     }
 
@@ -1269,5 +1338,19 @@ mod tests {
             device_name: "d".into(),
         };
         assert_eq!(owner_key(&odd), "x612e62.64");
+        // A product key starting with x is written in hex too: no plain key can collide
+        // with a hex one.
+        let x = DeviceIdentity {
+            product_key: "x612e62".into(),
+            device_name: "d".into(),
+        };
+        assert_eq!(owner_key(&x), "x78363132653632.64");
+        for part in ["a1Prod", "a.b", "x612e62", "x", "dev.1:x@y"] {
+            let mut key = String::new();
+            push_key_part(&mut key, part);
+            assert_eq!(key_part_from(&key).as_deref(), Some(part));
+        }
+        assert_eq!(key_part_from("x6"), None);
+        assert_eq!(key_part_from(""), None);
     }
 }

@@ -11,9 +11,9 @@
 //! What it costs: per device its identity, secret, id and times, about 200 bytes with the
 //! map's share; per product its categories, compiled once and shared by its devices.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::mem;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use aliot_auth::RegistrationRefused;
 use aliot_auth::{
@@ -125,6 +125,10 @@ struct RegistryState {
     /// Each product's registration allowance: tokens left, and when they were counted (ms).
     allowances: HashMap<String, (f64, u64)>,
     counters: RegistrationCounters,
+    /// The products and devices the configuration declares: a cluster's shared copy does
+    /// not remove them, and takes their secrets and categories at start.
+    configured_products: HashSet<String>,
+    configured_devices: HashSet<DeviceIdentity>,
 }
 
 impl RegistryState {
@@ -279,21 +283,117 @@ impl RegistryState {
         }
         let before = mem::replace(&mut device.gateway, gateway.cloned());
         let change = StoreChange::RegisteredDeviceSaved(Box::new(device.clone()));
+        self.index_gateway(sub, before.as_ref(), gateway);
+        Ok(Some(change))
+    }
+
+    /// Moves `sub` in the topologies' index from gateway `before` to gateway `after`.
+    fn index_gateway(
+        &mut self,
+        sub: &DeviceIdentity,
+        before: Option<&DeviceIdentity>,
+        after: Option<&DeviceIdentity>,
+    ) {
         if let Some(before) = before
-            && let Some(subs) = self.by_gateway.get_mut(&before)
+            && let Some(subs) = self.by_gateway.get_mut(before)
         {
             subs.remove(sub);
             if subs.is_empty() {
-                self.by_gateway.remove(&before);
+                self.by_gateway.remove(before);
             }
         }
-        if let Some(gateway) = gateway {
+        if let Some(gateway) = after {
             self.by_gateway
                 .entry(gateway.clone())
                 .or_default()
                 .insert(sub.clone());
         }
-        Ok(Some(change))
+    }
+
+    /// Takes a product as another node has it.
+    fn apply_product(&mut self, record: ProductRecord) -> SharedApplied {
+        if let Some(product) = self.products.get_mut(&record.key) {
+            if product.record == record {
+                return SharedApplied::Unchanged;
+            }
+            product.categories = compile(&record);
+            product.record = record;
+            return SharedApplied::Changed;
+        }
+        // A new product: devices that came before it are counted (rare: made once).
+        let devices = self
+            .devices
+            .keys()
+            .filter(|identity| identity.product_key == record.key)
+            .count();
+        let product = Product {
+            categories: compile(&record),
+            record,
+            devices,
+        };
+        self.products.insert(product.record.key.clone(), product);
+        SharedApplied::Changed
+    }
+
+    /// Takes a device as another node has it.
+    fn apply_device(&mut self, device: RegisteredDevice) -> SharedApplied {
+        let identity = device.identity.clone();
+        let before = self.devices.get(&identity);
+        if before == Some(&device) {
+            return SharedApplied::Unchanged;
+        }
+        let was_disabled = before.is_some_and(|before| before.disabled);
+        let (old_iot_id, old_gateway) = match before {
+            Some(before) => (Some(before.iot_id.clone()), before.gateway.clone()),
+            None => {
+                if let Some(product) = self.products.get_mut(&identity.product_key) {
+                    product.devices += 1;
+                }
+                (None, None)
+            }
+        };
+        if let Some(old) = old_iot_id.filter(|old| *old != device.iot_id) {
+            self.by_iot_id.remove(&old);
+        }
+        self.by_iot_id
+            .insert(device.iot_id.clone(), identity.clone());
+        if old_gateway != device.gateway {
+            self.index_gateway(&identity, old_gateway.as_ref(), device.gateway.as_ref());
+        }
+        let disabled = device.disabled;
+        self.devices.insert(identity.clone(), device);
+        if disabled && !was_disabled {
+            SharedApplied::DeviceDisabled(identity)
+        } else {
+            SharedApplied::Changed
+        }
+    }
+
+    /// Forgets a device another node deleted.
+    fn remove_device(&mut self, identity: &DeviceIdentity) -> SharedApplied {
+        let Some(removed) = self.devices.remove(identity) else {
+            return SharedApplied::Unchanged;
+        };
+        self.by_iot_id.remove(&removed.iot_id);
+        self.index_gateway(identity, removed.gateway.as_ref(), None);
+        if let Some(product) = self.products.get_mut(&identity.product_key) {
+            product.devices = product.devices.saturating_sub(1);
+        }
+        SharedApplied::DeviceRemoved(identity.clone())
+    }
+
+    /// Takes one change another node made.
+    fn apply_shared(&mut self, change: &StoreChange) -> SharedApplied {
+        match change {
+            StoreChange::ProductSaved(record) => self.apply_product(record.clone()),
+            StoreChange::ProductRemoved(key) => match self.products.remove(key) {
+                Some(_) => SharedApplied::Changed,
+                None => SharedApplied::Unchanged,
+            },
+            StoreChange::RegisteredDeviceSaved(device) => self.apply_device((**device).clone()),
+            StoreChange::RegisteredDeviceRemoved(identity) => self.remove_device(identity),
+            _ => SharedApplied::Unchanged,
+        }
     }
 }
 
@@ -315,10 +415,49 @@ impl DynamicRegistration {
     }
 }
 
+/// Told of each change this registry makes itself (not of those
+/// [applied from elsewhere](Registry::apply_shared)), in order, while the change is being
+/// made: it must not block, nor read or change the registry.
+pub type RegistryObserver = Arc<dyn Fn(&StoreChange) + Send + Sync>;
+
 /// The shared registry. Cheap to clone: clones share it.
 #[derive(Clone, Default)]
 pub struct Registry {
     state: Arc<RwLock<RegistryState>>,
+    observer: Arc<OnceLock<RegistryObserver>>,
+}
+
+/// What a change made elsewhere (another node of a cluster) did to this registry
+/// ([`Registry::apply_shared`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedApplied {
+    /// It had that already.
+    Unchanged,
+    /// It changed; nothing more to do than keep the change.
+    Changed,
+    /// This device is gone: its connection and session go too.
+    DeviceRemoved(DeviceIdentity),
+    /// This device is disabled now: its connection goes, its session stays.
+    DeviceDisabled(DeviceIdentity),
+}
+
+/// What a cluster's shared copy of the registry holds for one record: its value, or that it
+/// was removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedRecord<T> {
+    /// The record.
+    Kept(T),
+    /// Removed (by any node).
+    Removed,
+}
+
+/// The outcome of [`Registry::merge_shared`].
+#[derive(Clone, Debug, Default)]
+pub struct SharedMerge {
+    /// What the shared copy lacks or has wrong: to write there.
+    pub to_share: Vec<StoreChange>,
+    /// What changed here, each with what it did: to keep in the store, and act on.
+    pub applied: Vec<(StoreChange, SharedApplied)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -382,6 +521,21 @@ impl Registry {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sets the observer told of each change this registry makes from now on (a cluster
+    /// shares them). One observer: `false` if one was set already.
+    pub fn observe(&self, observer: RegistryObserver) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// `change`, after telling the observer of it. Called under the write lock, so that the
+    /// observer hears of one record's changes in the order they were made.
+    fn told(&self, change: StoreChange) -> StoreChange {
+        if let Some(observer) = self.observer.get() {
+            observer(&change);
+        }
+        change
+    }
+
     /// A registry of the configuration's products and devices (`configured`, with each
     /// product's custom categories), made now.
     pub fn configured(
@@ -409,8 +563,10 @@ impl Registry {
                     devices: 0,
                 };
                 state.products.insert(key.clone(), product);
+                state.configured_products.insert(key.clone());
             }
             for (identity, secret) in configured.devices() {
+                state.configured_devices.insert(identity.clone());
                 let device = RegisteredDevice {
                     identity: identity.clone(),
                     secret: secret.expose().to_owned(),
@@ -648,7 +804,7 @@ impl Registry {
                 devices: 0,
             },
         );
-        Ok((record.clone(), StoreChange::ProductSaved(record)))
+        Ok((record.clone(), self.told(StoreChange::ProductSaved(record))))
     }
 
     /// Deletes a product without devices.
@@ -662,7 +818,7 @@ impl Registry {
             return Err(RegistryError::ProductHasDevices(key.to_owned()));
         }
         state.products.remove(key);
-        Ok(StoreChange::ProductRemoved(key.to_owned()))
+        Ok(self.told(StoreChange::ProductRemoved(key.to_owned())))
     }
 
     /// Adds a custom topic category to a product (the platform's `CreateProductTopic`): the
@@ -693,7 +849,8 @@ impl Registry {
             template,
             place: product.record.categories.len(),
         };
-        Ok((added, StoreChange::ProductSaved(product.record.clone())))
+        let change = StoreChange::ProductSaved(product.record.clone());
+        Ok((added, self.told(change)))
     }
 
     /// Registers `count` devices of a product, their names and secrets generated (the
@@ -742,10 +899,8 @@ impl Registry {
         };
         let identity = DeviceIdentity::new(product_key, &device_name);
         let device = state.insert_device(&identity, nickname, now)?;
-        Ok((
-            device.clone(),
-            StoreChange::RegisteredDeviceSaved(Box::new(device)),
-        ))
+        let change = self.told(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())));
+        Ok((device, change))
     }
 
     /// Changes one device with `change`; the change to commit.
@@ -760,7 +915,8 @@ impl Registry {
             .get_mut(identity)
             .ok_or_else(|| RegistryError::NoDevice(identity.clone()))?;
         change(device);
-        Ok(StoreChange::RegisteredDeviceSaved(Box::new(device.clone())))
+        let change = StoreChange::RegisteredDeviceSaved(Box::new(device.clone()));
+        Ok(self.told(change))
     }
 
     /// Disables (refused at CONNECT) or enables a device.
@@ -817,6 +973,9 @@ impl Registry {
             Err(RegistrationRefused::Throttled(_)) => state.counters.throttled += 1,
             Err(_) => state.counters.refused += 1,
         }
+        if let Ok(registration) = &outcome {
+            self.told(registration.change());
+        }
         outcome
     }
 
@@ -844,6 +1003,9 @@ impl Registry {
             product.devices = product.devices.saturating_sub(1);
         }
         changes.push(StoreChange::RegisteredDeviceRemoved(identity.clone()));
+        for change in &changes {
+            self.told(change.clone());
+        }
         Ok(changes)
     }
 
@@ -869,7 +1031,9 @@ impl Registry {
                 "{sub} cannot be a sub-device of itself"
             )));
         }
-        state.set_gateway(sub, Some(gateway))
+        Ok(state
+            .set_gateway(sub, Some(gateway))?
+            .map(|change| self.told(change)))
     }
 
     /// Removes `sub` from `gateway`'s topology (`thing/topo/delete`, `RemoveThingTopo`); the
@@ -891,7 +1055,9 @@ impl Registry {
         if device.gateway.as_ref() != Some(gateway) {
             return Ok(None);
         }
-        state.set_gateway(sub, None)
+        Ok(state
+            .set_gateway(sub, None)?
+            .map(|change| self.told(change)))
     }
 
     /// A gateway's topology: its sub-devices, in order (`thing/topo/get`, `GetThingTopo`).
@@ -901,6 +1067,142 @@ impl Registry {
             .get(gateway)
             .map(|subs| subs.iter().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// A cluster's registry: nodes share their changes ([`Registry::observe`]), take each other's
+/// ([`Registry::apply_shared`]), and at start merge their copy with the shared one
+/// ([`Registry::merge_shared`]).
+impl Registry {
+    /// Takes a change another node made (a product or device saved or removed; any other
+    /// change is none of the registry's). Its observer is not told: the change is not this
+    /// registry's own.
+    pub fn apply_shared(&self, change: &StoreChange) -> SharedApplied {
+        self.write().apply_shared(change)
+    }
+
+    /// Merges what a cluster shares (each product and device the shared copy has, or had
+    /// and removed) into this registry, at a node's start:
+    ///
+    /// - what the shared copy has is taken, but for what this node's configuration declares,
+    ///   which keeps the shared history (ids, times, disabled) with the configuration's
+    ///   secrets and categories, as when a store is merged ([`Registry::merge_kept`]);
+    /// - what the shared copy removed is removed here, but for what the configuration
+    ///   declares, which is shared again;
+    /// - what only this node has (its store or configuration) is shared.
+    pub fn merge_shared(
+        &self,
+        products: Vec<(String, SharedRecord<ProductRecord>)>,
+        devices: Vec<(DeviceIdentity, SharedRecord<RegisteredDevice>)>,
+    ) -> SharedMerge {
+        let mut state = self.write();
+        let mut merge = SharedMerge::default();
+        let mut apply = |state: &mut RegistryState, change: StoreChange| {
+            let applied = state.apply_shared(&change);
+            if applied != SharedApplied::Unchanged {
+                merge.applied.push((change, applied));
+            }
+        };
+        let mut shared_products = HashSet::with_capacity(products.len());
+        let mut to_share = Vec::new();
+        for (key, shared) in products {
+            let local = state
+                .products
+                .get(&key)
+                .filter(|_| state.configured_products.contains(&key))
+                .map(|product| product.record.clone());
+            match (shared, local) {
+                (SharedRecord::Kept(record), Some(configured)) => {
+                    let merged = ProductRecord {
+                        categories: configured.categories,
+                        secret: configured.secret.or_else(|| record.secret.clone()),
+                        dynamic_registration: configured.dynamic_registration,
+                        ..record.clone()
+                    };
+                    if merged != record {
+                        to_share.push(StoreChange::ProductSaved(merged.clone()));
+                    }
+                    apply(&mut state, StoreChange::ProductSaved(merged));
+                }
+                (SharedRecord::Kept(record), None) => {
+                    apply(&mut state, StoreChange::ProductSaved(record));
+                }
+                (SharedRecord::Removed, Some(configured)) => {
+                    to_share.push(StoreChange::ProductSaved(configured));
+                }
+                (SharedRecord::Removed, None) => {
+                    apply(&mut state, StoreChange::ProductRemoved(key.clone()));
+                }
+            }
+            shared_products.insert(key);
+        }
+        to_share.extend(
+            state
+                .products
+                .iter()
+                .filter(|(key, _)| !shared_products.contains(*key))
+                .map(|(_, product)| StoreChange::ProductSaved(product.record.clone())),
+        );
+        let mut shared_devices = HashSet::with_capacity(devices.len());
+        for (identity, shared) in devices {
+            let local = state
+                .devices
+                .get(&identity)
+                .filter(|_| state.configured_devices.contains(&identity))
+                .cloned();
+            match (shared, local) {
+                (SharedRecord::Kept(device), Some(configured)) => {
+                    // A product whose devices register themselves: their secrets are the
+                    // registration's, wherever it was made.
+                    let registers = state
+                        .products
+                        .get(&identity.product_key)
+                        .is_some_and(|product| product.record.dynamic_registration);
+                    let merged = if registers {
+                        device
+                    } else {
+                        let merged = RegisteredDevice {
+                            secret: configured.secret,
+                            ..device.clone()
+                        };
+                        if merged != device {
+                            to_share
+                                .push(StoreChange::RegisteredDeviceSaved(Box::new(merged.clone())));
+                        }
+                        merged
+                    };
+                    apply(
+                        &mut state,
+                        StoreChange::RegisteredDeviceSaved(Box::new(merged)),
+                    );
+                }
+                (SharedRecord::Kept(device), None) => {
+                    apply(
+                        &mut state,
+                        StoreChange::RegisteredDeviceSaved(Box::new(device)),
+                    );
+                }
+                (SharedRecord::Removed, Some(configured)) => {
+                    to_share.push(StoreChange::RegisteredDeviceSaved(Box::new(configured)));
+                }
+                (SharedRecord::Removed, None) => {
+                    apply(
+                        &mut state,
+                        StoreChange::RegisteredDeviceRemoved(identity.clone()),
+                    );
+                }
+            }
+            shared_devices.insert(identity);
+        }
+        to_share.extend(
+            state
+                .devices
+                .iter()
+                .filter(|(identity, _)| !shared_devices.contains(*identity))
+                .map(|(_, device)| StoreChange::RegisteredDeviceSaved(Box::new(device.clone()))),
+        );
+        merge.to_share = to_share;
+        merge
     }
 }
 
@@ -1026,6 +1328,149 @@ fn gateway_code(error: RegistryError) -> AlinkCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry of the configuration's product a1Conf and device dev-1 (secret s1).
+    fn configured_registry() -> Registry {
+        let products = [ConfiguredProduct {
+            key: "a1Conf".into(),
+            categories: Vec::new(),
+            secret: None,
+            dynamic_registration: false,
+        }];
+        Registry::configured(&configured(), &products, UnixMillis(5))
+    }
+
+    #[test]
+    fn a_merge_with_the_shared_copy_keeps_its_history_and_the_configurations_secrets() {
+        let registry = configured_registry();
+        let (own, _) = registry
+            .register_device("a1Conf", Some("own-1"), None, UnixMillis(6))
+            .unwrap();
+        let conf = DeviceIdentity::new("a1Conf", "dev-1");
+        let mut shared_conf = registry.device(&conf).unwrap();
+        shared_conf.iot_id = "shared-id".into();
+        shared_conf.secret = "old secret".into();
+        shared_conf.disabled = true;
+        let other = RegisteredDevice {
+            identity: DeviceIdentity::new("a1Conf", "other-1"),
+            iot_id: "other-id".into(),
+            ..shared_conf.clone()
+        };
+        let mut product = registry.product("a1Conf").unwrap();
+        product.name = "lamps".into();
+        let merge = registry.merge_shared(
+            vec![("a1Conf".into(), SharedRecord::Kept(product))],
+            vec![
+                (conf.clone(), SharedRecord::Kept(shared_conf.clone())),
+                (other.identity.clone(), SharedRecord::Kept(other.clone())),
+                (
+                    DeviceIdentity::new("a1Conf", "gone-1"),
+                    SharedRecord::Removed,
+                ),
+            ],
+        );
+        // The configured device: the cluster's id and state, the configuration's secret,
+        // written back; the device only this node had, written.
+        let merged = registry.device(&conf).unwrap();
+        assert_eq!(merged.iot_id, "shared-id");
+        assert!(merged.disabled);
+        assert_eq!(merged.secret, "s1");
+        assert_eq!(
+            merge.to_share,
+            vec![
+                StoreChange::RegisteredDeviceSaved(Box::new(merged.clone())),
+                StoreChange::RegisteredDeviceSaved(Box::new(own.clone())),
+            ]
+        );
+        assert_eq!(registry.device(&other.identity), Some(other.clone()));
+        assert_eq!(registry.product("a1Conf").unwrap().name, "lamps");
+        assert_eq!(registry.product_devices("a1Conf"), 3);
+        assert!(
+            merge.applied.contains(&(
+                StoreChange::RegisteredDeviceSaved(Box::new(merged)),
+                SharedApplied::DeviceDisabled(conf.clone())
+            )),
+            "{:?}",
+            merge.applied
+        );
+        assert!(registry.device_by_iot_id("other-id").is_some());
+    }
+
+    #[test]
+    fn a_removal_elsewhere_removes_here_but_what_the_configuration_declares() {
+        let registry = configured_registry();
+        let (own, _) = registry
+            .register_device("a1Conf", Some("own-1"), None, UnixMillis(6))
+            .unwrap();
+        let conf = DeviceIdentity::new("a1Conf", "dev-1");
+        let merge = registry.merge_shared(
+            Vec::new(),
+            vec![
+                (conf.clone(), SharedRecord::Removed),
+                (own.identity.clone(), SharedRecord::Removed),
+            ],
+        );
+        assert!(registry.device(&conf).is_some(), "declared: kept");
+        assert!(registry.device(&own.identity).is_none());
+        assert_eq!(
+            merge.applied,
+            vec![(
+                StoreChange::RegisteredDeviceRemoved(own.identity.clone()),
+                SharedApplied::DeviceRemoved(own.identity.clone())
+            )]
+        );
+        assert!(
+            merge
+                .to_share
+                .contains(&StoreChange::RegisteredDeviceSaved(Box::new(
+                    registry.device(&conf).unwrap()
+                )))
+        );
+        assert!(registry.device_by_iot_id(&own.iot_id).is_none());
+        assert_eq!(registry.product_devices("a1Conf"), 1);
+    }
+
+    #[test]
+    fn changes_made_here_are_told_and_changes_taken_from_elsewhere_are_not() {
+        let registry = configured_registry();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        assert!(registry.observe(Arc::new(move |change: &StoreChange| {
+            sink.lock().unwrap().push(change.clone());
+        })));
+        let conf = DeviceIdentity::new("a1Conf", "dev-1");
+        let disabled = registry.set_disabled(&conf, true).unwrap();
+        let removed = registry.delete_device(&conf).unwrap();
+        assert_eq!(told.lock().unwrap().len(), 1 + removed.len());
+        assert_eq!(told.lock().unwrap()[0], disabled);
+        // Taken from elsewhere: applied, not told; the same again changes nothing.
+        let back = StoreChange::RegisteredDeviceSaved(Box::new(RegisteredDevice {
+            gateway: Some(DeviceIdentity::new("a1Conf", "gw-1")),
+            ..match &disabled {
+                StoreChange::RegisteredDeviceSaved(device) => (**device).clone(),
+                _ => unreachable!(),
+            }
+        }));
+        assert_eq!(
+            registry.apply_shared(&back),
+            SharedApplied::DeviceDisabled(conf.clone())
+        );
+        assert_eq!(registry.apply_shared(&back), SharedApplied::Unchanged);
+        assert_eq!(
+            registry.topology(&DeviceIdentity::new("a1Conf", "gw-1")),
+            vec![conf.clone()]
+        );
+        assert_eq!(
+            registry.apply_shared(&StoreChange::RegisteredDeviceRemoved(conf.clone())),
+            SharedApplied::DeviceRemoved(conf.clone())
+        );
+        assert!(
+            registry
+                .topology(&DeviceIdentity::new("a1Conf", "gw-1"))
+                .is_empty()
+        );
+        assert_eq!(told.lock().unwrap().len(), 1 + removed.len());
+    }
 
     fn configured() -> MemoryRegistry {
         let mut registry = MemoryRegistry::new();

@@ -26,6 +26,46 @@ use aliot_core::hub::durable::{StoreChange, StoreImage};
 
 pub use redb_store::{RedbStore, STORE_FILE_NAME, STORE_FORMAT};
 
+/// The registry's records as bytes, as the store keeps them: what a cluster shares between
+/// its nodes too (one layout, one place).
+pub mod registry_records {
+    use aliot_auth::DeviceIdentity;
+    use aliot_core::hub::durable::{ProductRecord, RegisteredDevice};
+
+    use super::{StoreError, codec};
+
+    /// A product's value (its key is the product key).
+    pub fn product_value(record: &ProductRecord) -> Vec<u8> {
+        codec::product(record)
+    }
+
+    /// A product from its key and value.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for a value that is not a product's.
+    pub fn product_from(key: &str, value: &[u8]) -> Result<ProductRecord, StoreError> {
+        codec::decode_product(key, value)
+    }
+
+    /// A registered device's value (its key is its identity).
+    pub fn device_value(device: &RegisteredDevice) -> Vec<u8> {
+        codec::registered(device)
+    }
+
+    /// A registered device from its identity and value.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] for a value that is not a device's.
+    pub fn device_from(
+        identity: &DeviceIdentity,
+        value: &[u8],
+    ) -> Result<RegisteredDevice, StoreError> {
+        codec::decode_registered(&identity.product_key, &identity.device_name, value)
+    }
+}
+
 /// When a commit is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {

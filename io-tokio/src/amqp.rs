@@ -43,7 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::api::AccessKey;
+use crate::api::AccessKeys;
 use crate::coalesced::CoalescedWrites;
 use crate::runtime::Tokio;
 
@@ -75,8 +75,9 @@ pub struct AmqpConfig {
     pub bind: SocketAddr,
     /// TLS, as the platform's 5671 has it; `None`: plain AMQP (for local development).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The AccessKeys consumers sign their login with.
-    pub access_keys: Vec<AccessKey>,
+    /// The AccessKeys consumers sign their login with (shared: in a cluster, the other
+    /// nodes' join them).
+    pub access_keys: AccessKeys,
 }
 
 /// The address could not be bound.
@@ -111,7 +112,7 @@ impl ServeAmqp for Broker<Tokio> {
         let listener = TcpListener::bind(bind).await.map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
         info!(addr = %local, tls = tls.is_some(), "listening for AMQP consumers (server-side subscription)");
-        let keys: Arc<[AccessKey]> = Arc::from(access_keys);
+        let keys = access_keys;
         let handle = self.handle();
         let tls = tls.map(tokio_rustls::TlsAcceptor::from);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -135,7 +136,7 @@ impl ServeAmqp for Broker<Tokio> {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (keys, handle, tls) = (Arc::clone(&keys), handle.clone(), tls.clone());
+                let (keys, handle, tls) = (keys.clone(), handle.clone(), tls.clone());
                 Tokio.spawn(async move {
                     let _slot = slot;
                     match tls {
@@ -157,7 +158,7 @@ impl ServeAmqp for Broker<Tokio> {
 /// kept for the connection.
 #[derive(Clone)]
 struct AkSign {
-    keys: Arc<[AccessKey]>,
+    keys: AccessKeys,
     accepted: Arc<Mutex<Option<ConsumerLogin>>>,
 }
 
@@ -184,8 +185,8 @@ impl AkSign {
         let username = std::str::from_utf8(username).map_err(|_| "the user name is not UTF-8")?;
         let password = std::str::from_utf8(password).map_err(|_| "the password is not UTF-8")?;
         let login = ConsumerLogin::parse(username).map_err(|error| error.to_string())?;
-        let key = self
-            .keys
+        let keys = self.keys.current();
+        let key = keys
             .iter()
             .find(|key| key.id == login.access_key_id)
             .ok_or_else(|| format!("unknown AccessKey {}", login.access_key_id))?;
@@ -231,12 +232,8 @@ impl SaslAcceptor for AkSign {
 }
 
 /// One consumer's connection, from SASL to its close.
-async fn serve_connection<Io>(
-    stream: Io,
-    peer: SocketAddr,
-    keys: Arc<[AccessKey]>,
-    handle: BrokerHandle,
-) where
+async fn serve_connection<Io>(stream: Io, peer: SocketAddr, keys: AccessKeys, handle: BrokerHandle)
+where
     Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
 {
     let sasl = AkSign {

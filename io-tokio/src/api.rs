@@ -93,7 +93,7 @@ mod registry;
 pub mod signature;
 mod things;
 
-pub use signature::AccessKey;
+pub use signature::{AccessKey, AccessKeys};
 
 pub use registry::{
     ApplyRequest, BatchDevicesRequest, BatchRegisterRequest, CreateProductRequest,
@@ -117,7 +117,8 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// The AccessKeys of the platform's OpenAPI at `/` (signed requests; see
     /// [`signature`]); without any, the OpenAPI is off. Each can log in to the console too.
-    pub access_keys: Vec<AccessKey>,
+    /// Shared: in a cluster, the other nodes' keys join them as they are learnt.
+    pub access_keys: AccessKeys,
     /// Whether the web console is served at `/console` (see [the module docs](self#the-web-console)).
     /// Its live views need the hub's trace
     /// ([`HubConfig::trace_capacity`](aliot_core::hub::HubConfig::trace_capacity)).
@@ -170,7 +171,7 @@ pub struct BindApiError {
 /// let api = ApiConfig {
 ///     bind: "127.0.0.1:0".parse()?,
 ///     token: Some("change-me".into()),
-///     access_keys: Vec::new(),
+///     access_keys: Vec::new().into(),
 ///     console: true,
 /// };
 /// let api_addr = broker.serve_http_api(api).await?;
@@ -205,7 +206,7 @@ impl ServeHttpApi for Broker {
         info!(
             addr = %local,
             token = token.is_some(),
-            openapi = !access_keys.is_empty(),
+            openapi = !access_keys.current().is_empty(),
             console,
             "listening for the HTTP API"
         );
@@ -215,7 +216,7 @@ impl ServeHttpApi for Broker {
             self.server_config().topic_limits,
             Arc::clone(self.authenticator()),
         );
-        state.access_keys = Arc::from(access_keys);
+        state.access_keys = access_keys;
         self.spawn_service("the HTTP API", move |stop| {
             state.stop = Some(stop.clone());
             serve_api(listener, router(state, console), stop)
@@ -497,7 +498,7 @@ struct ApiState {
     topic_limits: TopicLimits,
     authenticator: Arc<dyn Authenticator + Send + Sync>,
     /// The OpenAPI's AccessKeys (none: the OpenAPI is off).
-    access_keys: Arc<[AccessKey]>,
+    access_keys: AccessKeys,
     /// The OpenAPI's nonces seen within the timestamp window.
     nonces: Arc<std::sync::Mutex<signature::NonceCache>>,
     /// The latest batches of `BatchRegisterDevice`.
@@ -520,7 +521,7 @@ impl ApiState {
             token: token.map(Arc::from),
             topic_limits,
             authenticator,
-            access_keys: Arc::from(Vec::new()),
+            access_keys: AccessKeys::default(),
             nonces: Arc::default(),
             applies: Arc::default(),
             console_sessions: Arc::default(),
@@ -1388,6 +1389,15 @@ fn prometheus_text(
             "counter",
             "Server-side publishes received from other nodes.",
             &[("", cluster.publishes_received)],
+        );
+        family(
+            "aliot_cluster_registry_changes_total",
+            "counter",
+            "The shared registry: records this node wrote, and changes of other nodes it took.",
+            &[
+                ("direction=\"shared\"", cluster.registry_changes_shared),
+                ("direction=\"taken\"", cluster.registry_changes_taken),
+            ],
         );
     }
     out

@@ -23,7 +23,7 @@ async fn start_with_api(token: Option<&str>) -> (Broker, SocketAddr, SocketAddr)
     let api = ApiConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: token.map(str::to_owned),
-        access_keys: Vec::new(),
+        access_keys: Vec::new().into(),
         console: true,
     };
     let api = broker.serve_http_api(api).await.expect("the API starts");

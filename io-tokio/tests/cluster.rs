@@ -307,10 +307,15 @@ struct Device {
 /// rumqttc's options for device `name` on `node`: its signed credentials, keepalive 30 s.
 fn device_options(node: &Node, name: &str) -> MqttOptions {
     let (_, secret) = DEVICES.iter().find(|(d, _)| *d == name).unwrap();
-    let identity = DeviceIdentity::new(PK, name);
+    options_for(node, &DeviceIdentity::new(PK, name), secret)
+}
+
+/// rumqttc's options for a device with this secret on `node`.
+fn options_for(node: &Node, identity: &DeviceIdentity, secret: &str) -> MqttOptions {
+    let name = identity.device_name.as_str();
     let credentials = sign(
-        &identity,
-        &DeviceSecret::new(*secret),
+        identity,
+        &DeviceSecret::new(secret),
         SignMethod::HmacSha256,
         name,
         None,
@@ -360,7 +365,12 @@ async fn connect(node: &Node, name: &str, clean: bool) -> Device {
 
 /// Connects `name` to `node` and disconnects: `Err` with rumqttc's description of a refusal.
 async fn try_connect(node: &Node, name: &str) -> Result<(), String> {
-    let (client, mut eventloop) = AsyncClient::new(device_options(node, name), 8);
+    try_connect_with(device_options(node, name)).await
+}
+
+/// Connects with these options and disconnects: `Err` with rumqttc's description of a refusal.
+async fn try_connect_with(options: MqttOptions) -> Result<(), String> {
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
     let outcome = loop {
         match tokio::time::timeout(PATIENCE, eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break Ok(()),
@@ -791,4 +801,261 @@ async fn a_node_set_to_refuse_turns_new_devices_away_while_nats_is_down() {
         assert!(Instant::now() < deadline, "still refused: {refusal}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until a device with these options is admitted (`true`) or refused (`false`) by its node.
+async fn eventually_admitted(what: &str, options: &MqttOptions, admitted: bool) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let outcome = try_connect_with(options.clone()).await;
+        if outcome.is_ok() == admitted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never: {what} ({outcome:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Node A's `[[access_key]]` (written after its `[cluster]` lines).
+const ACCESS_KEY: (&str, &str) = ("LTAIClusterKeyA", "ClusterAccessKeySecretA000000000");
+
+/// A GET of the platform's OpenAPI on `api`, signed with `key` (RPC style, HMAC-SHA1).
+fn openapi_get(api: &str, key: (&str, &str), action: &str, params: &[(&str, &str)]) -> Value {
+    use aliot_tokio::api::signature::{percent_encode, sign, string_to_sign};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    // YYYY-MM-DDThh:mm:ssZ, as the platform's SDKs send it.
+    let timestamp = aliot_services::UnixMillis(now.as_millis() as u64).utc_text();
+    let timestamp = format!("{}Z", &timestamp[..19]);
+    let nonce = format!("{}", now.as_nanos());
+    let mut query: std::collections::BTreeMap<String, String> = [
+        ("Action", action),
+        ("Format", "JSON"),
+        ("Version", "2018-01-20"),
+        ("AccessKeyId", key.0),
+        ("SignatureMethod", "HMAC-SHA1"),
+        ("SignatureVersion", "1.0"),
+        ("SignatureNonce", nonce.as_str()),
+        ("Timestamp", timestamp.as_str()),
+    ]
+    .iter()
+    .chain(params)
+    .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+    .collect();
+    let signature = sign(key.1, &string_to_sign("GET", &query));
+    query.insert("Signature".into(), signature);
+    let query = query
+        .iter()
+        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let rest = api.strip_prefix("http://").expect("an http URL");
+    let mut stream = TcpStream::connect(rest).expect("connect to the API");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let request = format!("GET /?{query} HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (_, body) = answer.split_once("\r\n\r\n").expect("head and body");
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("a JSON body: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn products_and_devices_made_on_one_node_are_known_to_every_node() {
+    let dir = test_dir("registry");
+    let nats = start_nats(&dir);
+    let (id, secret) = ACCESS_KEY;
+    let access_key = format!("\n[[access_key]]\nid = \"{id}\"\nsecret = \"{secret}\"\n");
+    let a = start_node_configured(&dir, "node-a", &nats.url, &["--in-memory"], &access_key);
+    let b = start_node(&dir, "node-b", &nats.url);
+
+    // Node A's AccessKey signs OpenAPI requests to node B, which has none of its own.
+    eventually("node B accepts node A's AccessKey", || {
+        let product = openapi_get(&b.api, ACCESS_KEY, "QueryProduct", &[("ProductKey", PK)]);
+        product["Success"] == true
+    })
+    .await;
+    let wrong = openapi_get(
+        &b.api,
+        (ACCESS_KEY.0, "not the secret"),
+        "QueryProduct",
+        &[("ProductKey", PK)],
+    );
+    assert_ne!(wrong["Success"], true, "{wrong}");
+
+    // A product and a device made through node B's API...
+    let made = post(&b.api, "/CreateProduct", &json!({"ProductName": "lamps"}));
+    let product_key = made["Data"]["ProductKey"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a product: {made}"))
+        .to_owned();
+    let registered = post(
+        &b.api,
+        "/RegisterDevice",
+        &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+    );
+    let secret = registered["Data"]["DeviceSecret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a device: {registered}"))
+        .to_owned();
+    let iot_id = registered["Data"]["IotId"].clone();
+    let lamp = DeviceIdentity::new(&product_key, "lamp-1");
+
+    // ...connect to node A, and node A's API knows them, with the same IotId.
+    let options = options_for(&a, &lamp, &secret);
+    eventually_admitted("lamp-1 admitted on node A", &options, true).await;
+    let detail = post(
+        &a.api,
+        "/QueryDeviceDetail",
+        &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+    );
+    assert_eq!(detail["Data"]["IotId"], iot_id, "{detail}");
+    // Its activation on node A reached node B.
+    eventually("lamp-1 activated on node B", || {
+        let detail = post(
+            &b.api,
+            "/QueryDeviceDetail",
+            &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+        );
+        detail["Data"]["GmtActive"].is_string()
+    })
+    .await;
+
+    // The configuration's devices have one IotId on every node.
+    let configured = |node: &Node| {
+        post(
+            &node.api,
+            "/QueryDeviceDetail",
+            &json!({"ProductKey": PK, "DeviceName": "dev-a"}),
+        )["Data"]["IotId"]
+            .clone()
+    };
+    eventually("dev-a has one IotId", || configured(&a) == configured(&b)).await;
+
+    // A node that starts later takes what was made before it.
+    let c = start_node(&dir, "node-c", &nats.url);
+    eventually_admitted(
+        "lamp-1 admitted on node C",
+        &options_for(&c, &lamp, &secret),
+        true,
+    )
+    .await;
+
+    // Disabled through node C: its connection on node A is closed, and every node refuses it.
+    let (client, mut eventloop) = AsyncClient::new(options.clone(), 8);
+    loop {
+        match tokio::time::timeout(PATIENCE, eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => continue,
+            other => panic!("lamp-1 not connected: {other:?}"),
+        }
+    }
+    let disabled = post(
+        &c.api,
+        "/DisableThing",
+        &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+    );
+    assert_eq!(disabled["Success"], true, "{disabled}");
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if eventloop.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "lamp-1's connection on node A was not closed"
+    );
+    drop(client);
+    eventually_admitted("lamp-1 refused on node A", &options, false).await;
+    let on_b = options_for(&b, &lamp, &secret);
+    eventually_admitted("lamp-1 refused on node B", &on_b, false).await;
+
+    // Enabled through node A, deleted through node B: refused everywhere, by every API.
+    let enabled = post(
+        &a.api,
+        "/EnableThing",
+        &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+    );
+    assert_eq!(enabled["Success"], true, "{enabled}");
+    eventually_admitted("lamp-1 admitted on node B again", &on_b, true).await;
+    let deleted = post(
+        &b.api,
+        "/DeleteDevice",
+        &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+    );
+    assert_eq!(deleted["Success"], true, "{deleted}");
+    eventually_admitted("lamp-1 refused on node A after delete", &options, false).await;
+    eventually("lamp-1 unknown to node C's API", || {
+        let detail = post(
+            &c.api,
+            "/QueryDeviceDetail",
+            &json!({"ProductKey": product_key, "DeviceName": "lamp-1"}),
+        );
+        // Not found: the API's error, no device.
+        detail.get("Data").is_none()
+    })
+    .await;
+    assert!(
+        metric(
+            &a.api,
+            "aliot_cluster_registry_changes_total{direction=\"taken\"}"
+        ) >= 3,
+        "node A took the other nodes' changes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_from_a_restart_takes_the_removals_made_while_it_was_down() {
+    let dir = test_dir("registry_restart");
+    let nats = start_nats(&dir);
+    let data = dir.join("node-a-data");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let a = start_node_with(&dir, "node-a", &nats.url, &["--data-dir", data_arg]);
+    let b = start_node(&dir, "node-b", &nats.url);
+    let registered = post(
+        &b.api,
+        "/RegisterDevice",
+        &json!({"ProductKey": PK, "DeviceName": "lamp-2"}),
+    );
+    let secret = registered["Data"]["DeviceSecret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a device: {registered}"))
+        .to_owned();
+    let lamp = DeviceIdentity::new(PK, "lamp-2");
+    eventually_admitted(
+        "lamp-2 admitted on node A",
+        &options_for(&a, &lamp, &secret),
+        true,
+    )
+    .await;
+    // Node A dies with lamp-2 in its store; lamp-2 is deleted meanwhile.
+    a.kill();
+    let deleted = post(
+        &b.api,
+        "/DeleteDevice",
+        &json!({"ProductKey": PK, "DeviceName": "lamp-2"}),
+    );
+    assert_eq!(deleted["Success"], true, "{deleted}");
+    let a = start_node_with(&dir, "node-a", &nats.url, &["--data-dir", data_arg]);
+    let detail = |node: &Node| {
+        post(
+            &node.api,
+            "/QueryDeviceDetail",
+            &json!({"ProductKey": PK, "DeviceName": "lamp-2"}),
+        )
+    };
+    eventually("node A forgets lamp-2", || detail(&a).get("Data").is_none()).await;
+    eventually_admitted(
+        "lamp-2 refused on node A",
+        &options_for(&a, &lamp, &secret),
+        false,
+    )
+    .await;
+    // Node A's store did not bring it back to the cluster.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(detail(&b).get("Data").is_none(), "{}", detail(&b));
 }

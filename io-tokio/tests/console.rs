@@ -46,7 +46,7 @@ async fn start(token: Option<&str>, console: bool) -> (Broker, SocketAddr, Socke
     let api = ApiConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: token.map(str::to_owned),
-        access_keys: Vec::new(),
+        access_keys: Vec::new().into(),
         console,
     };
     let api = broker.serve_http_api(api).await.expect("the API starts");

@@ -36,7 +36,7 @@ async fn start(dir: &std::path::Path) -> (Broker, SocketAddr, SocketAddr) {
     let api = ApiConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         token: None,
-        access_keys: Vec::new(),
+        access_keys: Vec::new().into(),
         console: true,
     };
     let api = broker.serve_http_api(api).await.expect("the API starts");

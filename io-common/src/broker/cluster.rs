@@ -139,6 +139,10 @@ pub struct ClusterStats {
     /// Whether this node follows the stream of the other nodes' QoS 1 publishes (its durable
     /// consumer exists; what is published from then on reaches it, even while it is away).
     pub following_publishes: bool,
+    /// Records (products, devices, AccessKeys) this node wrote to the cluster's shared registry.
+    pub registry_changes_shared: u64,
+    /// Changes of other nodes' registries this node took.
+    pub registry_changes_taken: u64,
 }
 
 /// A boxed future, as the link's methods return them.

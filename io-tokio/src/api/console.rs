@@ -340,7 +340,7 @@ async fn login_page(State(state): State<ApiState>) -> Response {
     render(&LoginPage {
         nav: Nav::default(),
         error: None,
-        access_keys: !state.access_keys.is_empty(),
+        access_keys: !state.access_keys.current().is_empty(),
     })
 }
 
@@ -351,7 +351,7 @@ async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Re
             .as_ref()
             .is_some_and(|token| bool::from(form.token.as_bytes().ct_eq(token.as_bytes())));
     let by_access_key = !form.access_key_id.is_empty()
-        && state.access_keys.iter().any(|key| {
+        && state.access_keys.current().iter().any(|key| {
             key.id == form.access_key_id
                 && bool::from(
                     key.secret
@@ -368,7 +368,7 @@ async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Re
         let page = LoginPage {
             nav: Nav::default(),
             error: Some(error),
-            access_keys: !state.access_keys.is_empty(),
+            access_keys: !state.access_keys.current().is_empty(),
         };
         return (StatusCode::UNAUTHORIZED, render(&page)).into_response();
     }

@@ -156,7 +156,8 @@ pub(super) async fn openapi(
     let id = request_id();
     let body = body.unwrap_or_default();
     let params = parameters(&uri, &headers, &body);
-    if state.access_keys.is_empty() {
+    let access_keys = state.access_keys.current();
+    if access_keys.is_empty() {
         return refused(
             &id,
             StatusCode::FORBIDDEN,
@@ -203,16 +204,9 @@ pub(super) async fn openapi(
                     body: &body,
                     authorization,
                 };
-                verify_v3(&request, &state.access_keys, now_ms, &mut nonces).map(|_| ())
+                verify_v3(&request, &access_keys, now_ms, &mut nonces).map(|_| ())
             }
-            None => verify(
-                method.as_str(),
-                &params,
-                &state.access_keys,
-                now_ms,
-                &mut nonces,
-            )
-            .map(|_| ()),
+            None => verify(method.as_str(), &params, &access_keys, now_ms, &mut nonces).map(|_| ()),
         }
     };
     if let Err(error) = verified {

@@ -38,6 +38,62 @@ pub struct AccessKey {
     pub secret: String,
 }
 
+/// The AccessKeys a node accepts, shared by the OpenAPI, the console and the AMQP listener:
+/// its configuration's, and in a cluster the other nodes' too, replaced as they change
+/// ([`replace`](Self::replace)). Cheap to clone: clones share them.
+#[derive(Clone, Default)]
+pub struct AccessKeys(std::sync::Arc<std::sync::RwLock<std::sync::Arc<[AccessKey]>>>);
+
+impl AccessKeys {
+    /// These keys.
+    pub fn new(keys: Vec<AccessKey>) -> Self {
+        AccessKeys(std::sync::Arc::new(std::sync::RwLock::new(keys.into())))
+    }
+
+    /// The configuration's `[[access_key]]`s.
+    pub fn configured(settings: &[aliot_io::config::AccessKeySettings]) -> Self {
+        AccessKeys::new(
+            settings
+                .iter()
+                .map(|key| AccessKey {
+                    id: key.id.clone(),
+                    secret: key.secret.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> std::sync::Arc<[AccessKey]> {
+        std::sync::Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// From now on, these keys (requests under way finish with the keys they started with).
+    pub fn replace(&self, keys: Vec<AccessKey>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys.into();
+    }
+}
+
+impl From<Vec<AccessKey>> for AccessKeys {
+    fn from(keys: Vec<AccessKey>) -> Self {
+        AccessKeys::new(keys)
+    }
+}
+
+impl std::fmt::Debug for AccessKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.current().iter()).finish()
+    }
+}
+
 impl std::fmt::Debug for AccessKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessKey")

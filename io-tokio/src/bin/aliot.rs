@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aliot_auth::{DeviceIdentity, DeviceSecret, PskIdentity, SecureMode, SignMethod, SignRequest};
 use aliot_tokio::amqp::{AmqpConfig, ServeAmqp as _};
-use aliot_tokio::api::AccessKey;
+use aliot_tokio::api::AccessKeys;
 use aliot_tokio::broker::{ApiConfig, Broker, ServeHttpApi as _};
 use aliot_tokio::config::Config;
 use aliot_tokio::demo;
@@ -294,18 +294,29 @@ async fn run_broker(config: Config, demo: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // The OpenAPI and the AMQP listener share one set of AccessKeys: the configuration's,
+    // and in a cluster every node's.
+    let access_keys = AccessKeys::configured(&config.access_keys);
     #[cfg(feature = "cluster")]
     if let Some(cluster) = &cluster {
+        let own = access_keys
+            .current()
+            .iter()
+            .map(|key| (key.id.clone(), key.secret.clone()))
+            .collect();
+        let shared = access_keys.clone();
+        cluster.share_access_keys(
+            own,
+            Arc::new(move |keys: Vec<(String, String)>| {
+                shared.replace(
+                    keys.into_iter()
+                        .map(|(id, secret)| aliot_tokio::api::AccessKey { id, secret })
+                        .collect(),
+                );
+            }),
+        );
         cluster.start(broker.handle());
     }
-    let access_keys: Vec<AccessKey> = config
-        .access_keys
-        .iter()
-        .map(|key| AccessKey {
-            id: key.id.clone(),
-            secret: key.secret.clone(),
-        })
-        .collect();
     let api_addr = match &config.api {
         Some(api) => {
             let api = ApiConfig {
