@@ -27,6 +27,10 @@
 //!   ([`REGISTRY_BUCKET`]), each node's copy kept fresh by a watch: a device registered
 //!   through any node's API connects to any node.
 //!
+//! - **Consumer groups** of the server-side subscription: a node whose group has no consumer
+//!   relays the group's messages to a node that has some ([`group_subject`]), so a consumer
+//!   may connect to any node.
+//!
 //! Each node keeps its own devices' sessions and queues in its own store. While NATS is
 //! unreachable, local devices keep working and calls to other nodes fail at once; claims made
 //! meanwhile are retried once NATS is back.
@@ -58,10 +62,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 mod gate;
+mod groups;
 mod registry;
 mod wire;
 
 pub use gate::NatsGate;
+use groups::GroupRelays;
+pub use groups::group_subject;
 use registry::SharedRegistry;
 pub use registry::{AccessKeysObserver, REGISTRY_BUCKET};
 
@@ -180,6 +187,8 @@ struct Node {
     following_publishes: std::sync::atomic::AtomicBool,
     /// The registry, shared with the other nodes.
     registry: Arc<SharedRegistry>,
+    /// The consumer groups' relays between nodes.
+    groups: Arc<GroupRelays>,
 }
 
 /// Why a node claims a device.
@@ -247,6 +256,7 @@ impl Cluster {
             jetstream::new(client.clone()),
             replicas,
         ));
+        let groups = Arc::new(GroupRelays::new(&options.node_id, client.clone()));
         Ok(Cluster {
             node: Arc::new(Node {
                 id: options.node_id,
@@ -267,6 +277,7 @@ impl Cluster {
                 following_publishes: std::sync::atomic::AtomicBool::new(false),
                 counters: Counters::default(),
                 registry,
+                groups,
             }),
         })
     }
@@ -301,6 +312,7 @@ impl Cluster {
             return;
         }
         self.node.registry.start(&broker);
+        self.node.groups.start(&broker);
         if let Some(changes) = taken(&self.node.changes_rx) {
             tokio::spawn(Arc::clone(&self.node).follow_ownership(changes));
         }
@@ -1289,7 +1301,13 @@ impl ClusterLink for Node {
             following_publishes: self.following_publishes.load(Ordering::Relaxed),
             registry_changes_shared: self.registry.shared.load(Ordering::Relaxed),
             registry_changes_taken: self.registry.taken.load(Ordering::Relaxed),
+            relayed_out: self.groups.relayed_out.load(Ordering::Relaxed),
+            relayed_in: self.groups.relayed_in.load(Ordering::Relaxed),
         }
+    }
+
+    fn consumers_here(&self, group: &str, present: bool) {
+        self.groups.consumers_here(group, present);
     }
 
     fn publish_elsewhere<'a>(&'a self, message: &'a Message) -> LinkFuture<'a, Result<(), String>> {

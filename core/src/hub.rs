@@ -258,6 +258,16 @@ pub enum HubOutput {
         /// The device.
         device: DeviceIdentity,
     },
+    /// In a cluster: the consumer group got its first consumer on this node (`present`), or
+    /// lost its last. While it has some, other nodes' relays of the group may bring messages
+    /// here ([`Hub::accept_relayed`]); while it has none, this node's relays take its messages
+    /// ([`Hub::attach_relay`]).
+    ConsumersHere {
+        /// The group's id.
+        group: alloc::sync::Arc<str>,
+        /// Whether it has consumers here now.
+        present: bool,
+    },
 }
 
 /// What became of a message the server sent to one device.

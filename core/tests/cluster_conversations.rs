@@ -1,6 +1,8 @@
 //! Several hubs as the nodes of one cluster, with a manual clock: a device's session follows
-//! it from node to node. The test plays the cluster's adapter: it keeps the table of owners
-//! (the key-value bucket of `aliot-cluster`) and carries each claim's hand-over between hubs.
+//! it from node to node, and a consumer group's messages go to the node where its consumers
+//! are. The test plays the cluster's adapter: it keeps the table of owners (the key-value
+//! bucket of `aliot-cluster`), carries each claim's hand-over between hubs, and carries what a
+//! relay is handed to the other node.
 
 mod support;
 
@@ -262,4 +264,130 @@ fn a_hub_outside_a_cluster_says_nothing_of_ownership() {
     );
     assert_eq!(moved, 0);
     assert_eq!(node.hub.counters().dropped.session_discarded, 1);
+}
+
+/// Two nodes whose group `g` takes every device message (in a cluster, durable).
+fn nodes_with_a_group() -> (Broker, Broker) {
+    let config = HubConfig {
+        cluster: true,
+        consumer_groups: vec![aliot_core::hub::ConsumerGroupConfig {
+            id: "g".into(),
+            products: Vec::new(),
+            kinds: aliot_core::hub::MessageKinds::UPSTREAM,
+        }],
+        ..HubConfig::default()
+    };
+    (
+        Broker::durable(&["d1", "d2"], config.clone()),
+        Broker::durable(&["d1", "d2"], config),
+    )
+}
+
+#[test]
+fn a_group_without_consumers_on_a_node_is_relayed_to_the_node_that_has_them() {
+    let (mut a, mut b) = nodes_with_a_group();
+    // Node A's relay waits with credit; node B gets the group's first consumer.
+    let relay = a.hub.attach_relay("g").unwrap();
+    a.hub.consumer_credit(relay, 10);
+    let consumer = b.hub.attach_consumer("g").unwrap();
+    b.hub.consumer_credit(consumer, 10);
+    b.pump();
+    a.pump();
+    assert_eq!(b.consumers_here, [("g".into(), true)]);
+    assert!(a.consumers_here.is_empty(), "a relay is no consumer here");
+
+    // A device on node A reports: A has no consumer of g, so its relay takes the message.
+    let (conn, _) = a.connect_device("d1", true);
+    a.send(
+        conn,
+        support::publish(&format!("/{PK}/d1/update"), "21.5", QoS::AtLeastOnce, 1),
+    );
+    a.output(conn);
+    let (to, message, _) = a.forwarded.pop().expect("handed to the relay");
+    assert_eq!(to, relay);
+    // The adapter carries it to node B, which keeps it and hands it to its consumer...
+    let now = b.now;
+    let id = b
+        .hub
+        .accept_relayed(
+            "g",
+            message.topic.clone(),
+            message.payload.clone(),
+            message.generate_time,
+            now,
+        )
+        .unwrap();
+    b.pump();
+    let (to, got, _) = b.forwarded.pop().expect("handed to B's consumer");
+    assert_eq!((to, got.message_id), (consumer, id));
+    assert_eq!(&got.payload[..], b"21.5");
+    assert_eq!(b.hub.consumer_group_stats()[0].relayed_in, 1);
+    assert!(
+        b.store
+            .as_ref()
+            .unwrap()
+            .backlogs
+            .contains_key(&("g".to_owned(), id)),
+        "kept in B's store before the relay settles it on A"
+    );
+    // ...and node A's relay settles it: it leaves A's backlog and store.
+    a.hub.forward_settled(relay, message.message_id);
+    a.pump();
+    assert_eq!(a.hub.consumer_group_stats()[0].backlog, 0);
+    assert!(a.store.as_ref().unwrap().backlogs.is_empty());
+    assert!(
+        b.hub
+            .accept_relayed(
+                "nobody",
+                got.topic.clone(),
+                Default::default(),
+                got.generate_time,
+                now
+            )
+            .is_err()
+    );
+}
+
+#[test]
+fn a_relay_takes_nothing_while_its_group_has_a_consumer_here() {
+    let (mut a, _) = nodes_with_a_group();
+    let relay = a.hub.attach_relay("g").unwrap();
+    a.hub.consumer_credit(relay, 10);
+    let local = a.hub.attach_consumer("g").unwrap();
+    a.hub.consumer_credit(local, 10);
+    a.pump();
+    assert_eq!(a.consumers_here, [("g".into(), true)]);
+    let stats = &a.hub.consumer_group_stats()[0];
+    assert_eq!((stats.consumers, stats.relays), (1, 1));
+
+    let (conn, _) = a.connect_device("d1", true);
+    for n in 0..3 {
+        a.send(
+            conn,
+            support::publish(
+                &format!("/{PK}/d1/update"),
+                &format!("{n}"),
+                QoS::AtLeastOnce,
+                n + 1,
+            ),
+        );
+    }
+    a.output(conn);
+    assert_eq!(a.forwarded.len(), 3);
+    assert!(a.forwarded.iter().all(|(to, _, _)| *to == local));
+
+    // The consumer goes away holding them: they go to the relay now, oldest first.
+    a.forwarded.clear();
+    a.hub.detach_consumer(local);
+    a.pump();
+    assert_eq!(a.consumers_here.last(), Some(&("g".into(), false)));
+    let bodies: Vec<_> = a
+        .forwarded
+        .iter()
+        .map(|(to, message, redelivery)| {
+            assert_eq!((*to, *redelivery), (relay, true));
+            String::from_utf8(message.payload.to_vec()).unwrap()
+        })
+        .collect();
+    assert_eq!(bodies, ["0", "1", "2"]);
 }

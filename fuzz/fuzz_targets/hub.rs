@@ -239,8 +239,10 @@ impl World {
                 HubOutput::Forward { .. } => {
                     panic!("the hub forwarded a message with no consumer group configured")
                 }
-                HubOutput::Claim { .. } | HubOutput::Release { .. } => {
-                    panic!("the hub spoke of ownership outside a cluster")
+                HubOutput::Claim { .. }
+                | HubOutput::Release { .. }
+                | HubOutput::ConsumersHere { .. } => {
+                    panic!("the hub spoke of a cluster outside one")
                 }
                 HubOutput::RrpcOutcome { id, .. } => {
                     assert!(

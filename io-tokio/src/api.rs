@@ -1220,6 +1220,7 @@ fn prometheus_text(
             ("redelivered", group.redelivered),
             ("settled", group.settled),
             ("dropped", group.dropped),
+            ("relayed_in", group.relayed_in),
         ] {
             handled.push((
                 format!("group=\"{}\",outcome=\"{outcome}\"", group.id),
@@ -1242,13 +1243,13 @@ fn prometheus_text(
     family(
         "aliot_consumer_group_consumers",
         "gauge",
-        "Consumers attached to a consumer group.",
+        "Consumers attached to a consumer group on this node (a cluster's relays not counted).",
         &label_refs(&consumers),
     );
     family(
         "aliot_consumer_group_messages_total",
         "counter",
-        "A consumer group's messages: handed to consumers (redeliveries included), handed again after a release or a consumer gone, settled, dropped (backlog full or too old).",
+        "A consumer group's messages: handed to consumers (redeliveries and a cluster's relays included), handed again after a release or a consumer gone, settled, dropped (backlog full or too old), relayed here by other nodes of a cluster.",
         &label_refs(&handled),
     );
     let gauge = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
@@ -1397,6 +1398,15 @@ fn prometheus_text(
             &[
                 ("direction=\"shared\"", cluster.registry_changes_shared),
                 ("direction=\"taken\"", cluster.registry_changes_taken),
+            ],
+        );
+        family(
+            "aliot_cluster_relayed_messages_total",
+            "counter",
+            "Consumer groups' messages relayed between nodes, by direction.",
+            &[
+                ("direction=\"out\"", cluster.relayed_out),
+                ("direction=\"in\"", cluster.relayed_in),
             ],
         );
     }

@@ -130,6 +130,8 @@ struct Node {
     process: Process,
     mqtt: SocketAddr,
     api: String,
+    /// Its AMQP listener's address, when its configuration has `[amqp]`.
+    amqp: Option<SocketAddr>,
     lines: std_mpsc::Receiver<String>,
 }
 
@@ -172,7 +174,10 @@ node_id = "{name}"
 
 [[product]]
 key = "{PK}"
-categories = [{{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission = "sub" }}]
+categories = [
+    {{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission = "sub" }},
+    {{ topic = "/${{productKey}}/${{deviceName}}/user/update", permission = "pub" }},
+]
 
 {devices}"#
     );
@@ -210,6 +215,7 @@ categories = [{{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission
         process: Process(child),
         mqtt: "0.0.0.0:0".parse().unwrap(),
         api: String::new(),
+        amqp: None,
         lines,
     };
     let mqtt = node.line_after("aliot: listening for MQTT on ");
@@ -219,6 +225,10 @@ categories = [{{ topic = "/${{productKey}}/${{deviceName}}/user/get", permission
         .and_then(|addr| addr.parse().ok())
         .expect("an MQTT address");
     node.api = node.line_after("aliot: HTTP API on ");
+    if cluster_lines.contains("[amqp]") {
+        let amqp = node.line_after("aliot: AMQP consumers on amqp://");
+        node.amqp = Some(amqp.parse().expect("an AMQP address"));
+    }
     node.line_after("aliot: node ");
     node
 }
@@ -1058,4 +1068,176 @@ async fn a_node_back_from_a_restart_takes_the_removals_made_while_it_was_down() 
     // Node A's store did not bring it back to the cluster.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(detail(&b).get("Data").is_none(), "{}", detail(&b));
+}
+
+/// The `[amqp]` listener, the consumer group `G` (every product, every device's own messages)
+/// and node A's AccessKey, for a node's configuration (after its `[cluster]` lines).
+fn server_subscription_lines() -> String {
+    let (id, secret) = ACCESS_KEY;
+    format!(
+        "\n[amqp]\nbind = \"127.0.0.1:0\"\n\n[[consumer_group]]\nid = \"G\"\nkinds = [\"upstream\"]\n\n[[access_key]]\nid = \"{id}\"\nsecret = \"{secret}\"\n"
+    )
+}
+
+/// A business server's consumer of group `G` on a node's AMQP listener (fe2o3-amqp, the
+/// platform's `aksign` login), and what it receives: (topic, body).
+struct AmqpConsumer {
+    received: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn consume(node: &Node, client_id: &str) -> AmqpConsumer {
+    use fe2o3_amqp::sasl_profile::SaslProfile;
+    use fe2o3_amqp::types::messaging::{Body, Source};
+    use fe2o3_amqp::types::primitives::{SimpleValue, Value as AmqpValue};
+    use fe2o3_amqp::{Connection, Receiver, Session};
+
+    let addr = node.amqp.expect("the node serves AMQP");
+    let (id, secret) = ACCESS_KEY;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
+    let username = format!(
+        "{client_id}|authMode=aksign,signMethod=hmacsha1,timestamp={timestamp},authId={id},iotInstanceId=,consumerGroupId=G|"
+    );
+    let password = b64(&aliot_auth::consumer_password_digest(
+        SignMethod::HmacSha1,
+        secret.as_bytes(),
+        id,
+        &timestamp,
+    ));
+    let mut connection = Connection::builder()
+        .container_id(client_id)
+        .sasl_profile(SaslProfile::Plain { username, password })
+        .open(format!("amqp://{addr}").as_str())
+        .await
+        .expect("the consumer logs in");
+    let mut session = Session::begin(&mut connection).await.expect("a session");
+    let mut receiver = Receiver::builder()
+        .name(format!("{client_id}-receiver"))
+        .source(Source::builder().build())
+        .attach(&mut session)
+        .await
+        .expect("a receiver link");
+    let (send, received) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _keep = (connection, session);
+        while let Ok(delivery) = receiver.recv::<Body<AmqpValue>>().await {
+            let topic = delivery
+                .message()
+                .application_properties
+                .as_ref()
+                .and_then(|properties| properties.get("topic"))
+                .and_then(|topic| match topic {
+                    SimpleValue::String(topic) => Some(topic.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let body = match delivery.body() {
+                Body::Data(data) => data.iter().flat_map(|d| d.0.to_vec()).collect(),
+                Body::Value(value) => format!("{:?}", value.0).into_bytes(),
+                _ => Vec::new(),
+            };
+            if receiver.accept(&delivery).await.is_err() {
+                return;
+            }
+            if send.send((topic, body)).is_err() {
+                return;
+            }
+        }
+    });
+    AmqpConsumer {
+        received,
+        _task: task,
+    }
+}
+
+impl AmqpConsumer {
+    async fn next(&mut self) -> (String, Vec<u8>) {
+        tokio::time::timeout(PATIENCE, self.received.recv())
+            .await
+            .expect("a message for the consumer in time")
+            .expect("the consumer is still attached")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_one_node_gets_the_messages_of_devices_on_every_node() {
+    let dir = test_dir("consumer_groups");
+    let nats = start_nats(&dir);
+    let lines = server_subscription_lines();
+    let data = dir.join("node-a-data");
+    let data_arg = data.to_str().expect("a UTF-8 path");
+    let a = start_node_configured(&dir, "node-a", &nats.url, &["--data-dir", data_arg], &lines);
+    let b = start_node_configured(&dir, "node-b", &nats.url, &["--in-memory"], &lines);
+
+    // dev-a reports on node A while group G has no consumer anywhere: it waits in A's backlog.
+    let dev_a = connect(&a, "dev-a", true).await;
+    let update = format!("/{PK}/dev-a/user/update");
+    dev_a
+        .client
+        .publish(&update, QoS::AtLeastOnce, false, b"before".to_vec())
+        .await
+        .unwrap();
+    // The only consumer connects to node B: A's backlog comes to it, then what follows.
+    let mut consumer = consume(&b, "app-1").await;
+    assert_eq!(consumer.next().await, (update.clone(), b"before".to_vec()));
+    let dev_b = connect(&b, "dev-b", true).await;
+    let update_b = format!("/{PK}/dev-b/user/update");
+    for (device, topic, body) in [
+        (&dev_a, &update, &b"from A"[..]),
+        (&dev_b, &update_b, b"from B"),
+    ] {
+        device
+            .client
+            .publish(topic.as_str(), QoS::AtLeastOnce, false, body.to_vec())
+            .await
+            .unwrap();
+    }
+    let mut got = vec![consumer.next().await, consumer.next().await];
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (update.clone(), b"from A".to_vec()),
+            (update_b.clone(), b"from B".to_vec())
+        ]
+    );
+    assert!(
+        metric(
+            &a.api,
+            "aliot_cluster_relayed_messages_total{direction=\"out\"}"
+        ) >= 2
+    );
+    assert!(
+        metric(
+            &b.api,
+            "aliot_cluster_relayed_messages_total{direction=\"in\"}"
+        ) >= 2
+    );
+
+    // A consumer on node A too: A's devices' messages stay on A now.
+    let mut local = consume(&a, "app-2").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relayed = metric(
+        &a.api,
+        "aliot_cluster_relayed_messages_total{direction=\"out\"}",
+    );
+    dev_a
+        .client
+        .publish(&update, QoS::AtLeastOnce, false, b"local".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(local.next().await, (update.clone(), b"local".to_vec()));
+    assert_eq!(
+        metric(
+            &a.api,
+            "aliot_cluster_relayed_messages_total{direction=\"out\"}"
+        ),
+        relayed
+    );
+    // Nothing reached the consumer on B twice.
+    assert!(consumer.received.try_recv().is_err());
 }

@@ -11,6 +11,14 @@
 //! slow consumer is never flooded; what waits, waits in the backlog, bounded by
 //! [`BacklogLimits`] (the oldest waiting message is dropped first, and counted).
 //!
+//! In a cluster, a node's groups are relayed to the nodes where their consumers are: a
+//! *relay* ([`Hub::attach_relay`]) is a consumer that carries messages to another node, and is
+//! handed messages only while its group has no consumer on this node; the node that receives
+//! one puts it in its own backlog ([`Hub::accept_relayed`]) before the relay settles it here.
+//! The hub says when a group gets its first consumer here and loses its last
+//! ([`HubOutput::ConsumersHere`](super::HubOutput::ConsumersHere)): the adapter receives
+//! relayed messages for the group only while it has some.
+//!
 //! The adapter's side (the AMQP listener): [`Hub::attach_consumer`] when a consumer's link is
 //! open, [`Hub::consumer_credit`] as its flow grants credit, each
 //! [`HubOutput::Forward`](super::HubOutput::Forward) sent on its link, [`Hub::forward_settled`]
@@ -185,8 +193,12 @@ pub struct GroupStats {
     pub backlog: usize,
     /// Of those, handed to a consumer and not yet settled.
     pub in_flight: usize,
-    /// Consumers attached now.
+    /// Consumers attached now (on this node).
     pub consumers: usize,
+    /// Relays attached now (consumers carrying messages to other nodes of a cluster).
+    pub relays: usize,
+    /// Messages put in the backlog that came from other nodes of a cluster.
+    pub relayed_in: u64,
     /// Messages handed to consumers (redeliveries included).
     pub delivered: u64,
     /// Of those, handed out again after a consumer released them or went away.
@@ -240,6 +252,9 @@ struct Consumer {
     group: usize,
     credit: u32,
     holds: BTreeSet<u64>,
+    /// Whether it carries messages to another node (handed some only while the group has no
+    /// consumer here).
+    relay: bool,
 }
 
 /// What happened to the backlog, for the store.
@@ -333,7 +348,13 @@ impl ConsumerGroups {
         true
     }
 
-    pub(super) fn attach(&mut self, group_id: &str) -> Result<ConsumerId, UnknownConsumerGroup> {
+    /// Attaches a consumer (a relay, with `relay`) to the group: its id, and the group's id
+    /// when it is the group's first consumer here.
+    pub(super) fn attach(
+        &mut self,
+        group_id: &str,
+        relay: bool,
+    ) -> Result<(ConsumerId, Option<Arc<str>>), UnknownConsumerGroup> {
         let Some(index) = self.groups.iter().position(|g| g.config.id == group_id) else {
             return Err(UnknownConsumerGroup(group_id.into()));
         };
@@ -345,13 +366,47 @@ impl ConsumerGroups {
                 group: index,
                 credit: 0,
                 holds: BTreeSet::new(),
+                relay,
             },
         );
+        let mut first = None;
         if let Some(group) = self.groups.get_mut(index) {
             group.consumers.push(id);
-            group.stats.consumers = group.consumers.len();
+            match relay {
+                true => group.stats.relays += 1,
+                false => {
+                    group.stats.consumers += 1;
+                    if group.stats.consumers == 1 {
+                        first = Some(Arc::clone(&group.id));
+                    }
+                }
+            }
         }
-        Ok(id)
+        Ok((id, first))
+    }
+
+    /// Puts a message another node relayed in the group's backlog; its id is `message_id`
+    /// (a fresh one of this hub).
+    pub(super) fn accept_relayed(
+        &mut self,
+        group_id: &str,
+        message: BacklogMessage,
+        now: Instant,
+        changes: &mut Vec<BacklogChange>,
+        handed: &mut Vec<Handed>,
+    ) -> Result<(), UnknownConsumerGroup> {
+        let Some(index) = self.groups.iter().position(|g| g.config.id == group_id) else {
+            return Err(UnknownConsumerGroup(group_id.into()));
+        };
+        if let Some(group) = self.groups.get_mut(index) {
+            let message = Arc::new(message);
+            group.insert(Arc::clone(&message), now);
+            group.stats.relayed_in += 1;
+            changes.push(BacklogChange::Saved(Arc::clone(&group.id), message));
+            group.enforce(&self.limits, changes);
+        }
+        self.dispatch(index, handed);
+        Ok(())
     }
 
     /// The consumer may take `credit` more messages.
@@ -407,20 +462,33 @@ impl ConsumerGroups {
         self.dispatch(group, handed);
     }
 
-    /// The consumer went away: what it held goes to the others.
-    pub(super) fn detach(&mut self, consumer: ConsumerId, handed: &mut Vec<Handed>) {
-        let Some(state) = self.consumers.remove(&consumer) else {
-            return;
-        };
+    /// The consumer went away: what it held goes to the others. The group's id when it was
+    /// the group's last consumer here.
+    pub(super) fn detach(
+        &mut self,
+        consumer: ConsumerId,
+        handed: &mut Vec<Handed>,
+    ) -> Option<Arc<str>> {
+        let state = self.consumers.remove(&consumer)?;
+        let mut last = None;
         if let Some(group) = self.groups.get_mut(state.group) {
             group.consumers.retain(|c| *c != consumer);
-            group.stats.consumers = group.consumers.len();
+            match state.relay {
+                true => group.stats.relays -= 1,
+                false => {
+                    group.stats.consumers -= 1;
+                    if group.stats.consumers == 0 {
+                        last = Some(Arc::clone(&group.id));
+                    }
+                }
+            }
             // Oldest first, ahead of what waited.
             for message_id in state.holds.into_iter().rev() {
                 group.give_back(message_id);
             }
         }
         self.dispatch(state.group, handed);
+        last
     }
 
     pub(super) fn stats(&self) -> Vec<GroupStats> {
@@ -471,6 +539,8 @@ impl ConsumerGroups {
         let Some(group) = self.groups.get_mut(index) else {
             return;
         };
+        // Relays take messages only while no consumer here does.
+        let relays_take = group.stats.consumers == 0;
         while !group.waiting.is_empty() && !group.consumers.is_empty() {
             // The next consumer in turn with credit, if any has some.
             let count = group.consumers.len();
@@ -481,7 +551,7 @@ impl ConsumerGroups {
                         .consumers
                         .get(*at)
                         .and_then(|id| self.consumers.get(id))
-                        .is_some_and(|c| c.credit > 0)
+                        .is_some_and(|c| c.credit > 0 && (relays_take || !c.relay))
                 });
             let Some(at) = next else {
                 break;
@@ -576,7 +646,62 @@ impl Hub {
     /// Attaches a consumer to the group `group_id` (the `consumerGroupId` of its user name).
     /// It gets nothing until it is given credit.
     pub fn attach_consumer(&mut self, group_id: &str) -> Result<ConsumerId, UnknownConsumerGroup> {
-        self.consumer_groups.attach(group_id)
+        self.attach(group_id, false)
+    }
+
+    /// In a cluster: attaches a relay to the group `group_id`, a consumer that carries its
+    /// messages to the nodes where the group's consumers are. It is handed messages, as its
+    /// credit allows, only while the group has no consumer here; it settles each once another
+    /// node has it in its backlog ([`Hub::accept_relayed`] there), or releases it.
+    pub fn attach_relay(&mut self, group_id: &str) -> Result<ConsumerId, UnknownConsumerGroup> {
+        self.attach(group_id, true)
+    }
+
+    fn attach(&mut self, group_id: &str, relay: bool) -> Result<ConsumerId, UnknownConsumerGroup> {
+        let (id, first) = self.consumer_groups.attach(group_id, relay)?;
+        if let Some(group) = first {
+            self.consumers_here(group, true);
+        }
+        Ok(id)
+    }
+
+    /// In a cluster: says that the group has its first consumer here, or lost its last.
+    fn consumers_here(&mut self, group: Arc<str>, present: bool) {
+        if self.config.cluster {
+            self.outputs
+                .push_back(HubOutput::ConsumersHere { group, present });
+        }
+    }
+
+    /// In a cluster: a message another node's relay of the group `group_id` carried here, put
+    /// in this node's backlog of the group with a fresh id (returned), kept in the store like
+    /// any other and handed to the group's consumers here. The relay settles it on its node
+    /// once this is committed.
+    pub fn accept_relayed(
+        &mut self,
+        group_id: &str,
+        topic: TopicName,
+        payload: Bytes,
+        generate_time: UnixMillis,
+        now: Instant,
+    ) -> Result<u64, UnknownConsumerGroup> {
+        let message_id = self.allocate_message_id().0;
+        let message = BacklogMessage {
+            message_id,
+            topic,
+            payload,
+            generate_time,
+        };
+        let mut changes = core::mem::take(&mut self.backlog_changes);
+        let mut handed = core::mem::take(&mut self.handed);
+        let accepted =
+            self.consumer_groups
+                .accept_relayed(group_id, message, now, &mut changes, &mut handed);
+        self.record_backlog(&mut changes);
+        self.hand_out(&mut handed);
+        self.backlog_changes = changes;
+        self.handed = handed;
+        accepted.map(|()| message_id)
     }
 
     /// The consumer may take `credit` more messages (its link's flow): as many waiting
@@ -612,9 +737,12 @@ impl Hub {
     /// settled goes to the next consumer of its group.
     pub fn detach_consumer(&mut self, consumer: ConsumerId) {
         let mut handed = core::mem::take(&mut self.handed);
-        self.consumer_groups.detach(consumer, &mut handed);
+        let last = self.consumer_groups.detach(consumer, &mut handed);
         self.hand_out(&mut handed);
         self.handed = handed;
+        if let Some(group) = last {
+            self.consumers_here(group, false);
+        }
     }
 
     /// Each consumer group's backlog, consumers and counts.

@@ -175,6 +175,9 @@ pub struct Broker {
     /// In a cluster: every claim (device, clean session) and release, in order, as
     /// `(device, Some(clean))` and `(device, None)`.
     pub ownership: Vec<(DeviceIdentity, Option<bool>)>,
+    /// In a cluster: each consumer group that got its first consumer here (`true`) or lost its
+    /// last, in order.
+    pub consumers_here: Vec<(Arc<str>, bool)>,
     /// Packets each connection has sent that no test has looked at yet.
     pub unread: BTreeMap<ConnId, Vec<Packet>>,
     /// What a store has committed, when the broker keeps one ([`durable`](Self::durable)):
@@ -232,6 +235,7 @@ impl Broker {
             outcomes: Vec::new(),
             forwarded: Vec::new(),
             ownership: Vec::new(),
+            consumers_here: Vec::new(),
             unread: BTreeMap::new(),
             store: None,
             crash_at_next_commit: false,
@@ -482,6 +486,9 @@ impl Broker {
                         clean_session,
                     } => self.ownership.push((device, Some(clean_session))),
                     HubOutput::Release { device } => self.ownership.push((device, None)),
+                    HubOutput::ConsumersHere { group, present } => {
+                        self.consumers_here.push((group, present));
+                    }
                 }
             }
             if !moved {

@@ -143,6 +143,11 @@ pub struct ClusterStats {
     pub registry_changes_shared: u64,
     /// Changes of other nodes' registries this node took.
     pub registry_changes_taken: u64,
+    /// Consumer groups' messages this node relayed to another node (its groups had no
+    /// consumer here), which took them.
+    pub relayed_out: u64,
+    /// Consumer groups' messages other nodes relayed here.
+    pub relayed_in: u64,
 }
 
 /// A boxed future, as the link's methods return them.
@@ -167,6 +172,12 @@ pub trait ClusterLink: Send + Sync + 'static {
     /// (their subscribers may be offline, their node away) before this resolves; `Err` says
     /// why it could not be (the publish is then made nowhere, and its caller told).
     fn publish_elsewhere<'a>(&'a self, message: &'a Message) -> LinkFuture<'a, Result<(), String>>;
+
+    /// The consumer group `group` got its first consumer on this node (`present`), or lost its
+    /// last ([`HubOutput::ConsumersHere`](aliot_core::hub::HubOutput::ConsumersHere)): receive
+    /// the other nodes' relays of it only while it has some. Called from the hub task, in
+    /// order: it must not block.
+    fn consumers_here(&self, group: &str, present: bool);
 
     /// What the link counted.
     fn stats(&self) -> ClusterStats;

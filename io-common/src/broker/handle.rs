@@ -485,11 +485,45 @@ impl BrokerHandle {
         &self,
         group: &str,
     ) -> Result<Result<GroupConsumer, hub::UnknownConsumerGroup>, BrokerStopped> {
+        self.attach(group, false).await
+    }
+
+    /// In a cluster: attaches a relay to the consumer group `group`, a consumer that carries
+    /// the group's messages to another node while the group has no consumer here
+    /// ([`Hub::attach_relay`](aliot_core::hub::Hub::attach_relay)).
+    pub async fn attach_relay(
+        &self,
+        group: &str,
+    ) -> Result<Result<GroupConsumer, hub::UnknownConsumerGroup>, BrokerStopped> {
+        self.attach(group, true).await
+    }
+
+    /// In a cluster: puts a message another node's relay of `group` carried here in this
+    /// node's backlog of the group, and gives its id here once the store (if any) has it
+    /// ([`Hub::accept_relayed`](aliot_core::hub::Hub::accept_relayed)).
+    pub async fn accept_relayed(
+        &self,
+        group: &str,
+        topic: aliot_topic::TopicName,
+        payload: Bytes,
+        generate_time: aliot_services::UnixMillis,
+    ) -> Result<Result<u64, hub::UnknownConsumerGroup>, BrokerStopped> {
+        let group = group.to_owned();
+        self.on_hub(move |hub, now| hub.accept_relayed(&group, topic, payload, generate_time, now))
+            .await
+    }
+
+    async fn attach(
+        &self,
+        group: &str,
+        relay: bool,
+    ) -> Result<Result<GroupConsumer, hub::UnknownConsumerGroup>, BrokerStopped> {
         let (deliveries, messages) = mpsc::unbounded_channel();
         let group = group.to_owned();
         let attached = self
             .ask(|reply| HubRequest::AttachConsumer {
                 group,
+                relay,
                 deliveries,
                 reply,
             })

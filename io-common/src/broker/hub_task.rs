@@ -91,6 +91,9 @@ pub(crate) enum HubRequest {
     /// A consumer of a consumer group attaches; its messages go to `deliveries`.
     AttachConsumer {
         group: String,
+        /// A relay ([`Hub::attach_relay`](aliot_core::hub::Hub::attach_relay)), not a
+        /// consumer here.
+        relay: bool,
         deliveries: mpsc::UnboundedSender<ConsumerDelivery>,
         reply: oneshot::Sender<Result<ConsumerId, UnknownConsumerGroup>>,
     },
@@ -355,10 +358,14 @@ impl<R: Runtime> HubTask<R> {
             }
             HubRequest::AttachConsumer {
                 group,
+                relay,
                 deliveries,
                 reply,
             } => {
-                let attached = self.hub.attach_consumer(&group);
+                let attached = match relay {
+                    true => self.hub.attach_relay(&group),
+                    false => self.hub.attach_consumer(&group),
+                };
                 if let Ok(consumer) = attached {
                     self.consumers.insert(consumer, deliveries);
                 }
@@ -509,6 +516,11 @@ impl<R: Runtime> HubTask<R> {
                 HubOutput::Release { device } => {
                     if let Some(cluster) = &self.cluster {
                         cluster.ownership_changed(OwnershipChange::Released { device });
+                    }
+                }
+                HubOutput::ConsumersHere { group, present } => {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.consumers_here(&group, present);
                     }
                 }
                 HubOutput::RrpcOutcome { id, outcome } => {
