@@ -114,6 +114,10 @@ const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// subscriptions within moments of a restart).
 const OWNER_GONE_AFTER: Duration = Duration::from_secs(3);
 
+/// How long a node back from a restart waits for the publishes kept while it was away before
+/// it claims or hands over the sessions it kept.
+const KEPT_PUBLISHES_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// How often claims that NATS could not take are tried again.
 const RETRY_CLAIMS_EVERY: Duration = Duration::from_secs(1);
 
@@ -185,6 +189,8 @@ struct Node {
     counters: Counters,
     /// Whether this node's durable consumer of the kept publishes exists.
     following_publishes: std::sync::atomic::AtomicBool,
+    /// Whether this node has taken the kept publishes made while it was away (raised once).
+    kept_publishes_caught_up: tokio::sync::watch::Sender<bool>,
     /// The registry, shared with the other nodes.
     registry: Arc<SharedRegistry>,
     /// The consumer groups' relays between nodes.
@@ -275,6 +281,7 @@ impl Cluster {
                 unclaimed: Mutex::new(HashMap::new()),
                 remembered: Mutex::new(HashMap::new()),
                 following_publishes: std::sync::atomic::AtomicBool::new(false),
+                kept_publishes_caught_up: tokio::sync::watch::Sender::new(false),
                 counters: Counters::default(),
                 registry,
                 groups,
@@ -655,6 +662,13 @@ impl Node {
             return;
         }
         info!(node = %self.id, sessions = devices.len(), "claiming the sessions kept across the restart");
+        // What was published while this node was away joins its kept sessions first, so that
+        // a session handed to the node its device moved to carries it.
+        let mut caught_up = self.kept_publishes_caught_up.subscribe();
+        let waited = tokio::time::timeout(KEPT_PUBLISHES_CATCH_UP, caught_up.wait_for(|up| *up));
+        if self.connected() && waited.await.is_err() {
+            warn!(node = %self.id, "the publishes kept while this node was away are not all taken yet; claiming anyway");
+        }
         for device in devices {
             // One that reconnected here already is claimed by its connection.
             if self.connected_here(&device).await {
@@ -1072,9 +1086,13 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         self.following_publishes.store(true, Ordering::Relaxed);
+        if consumer.cached_info().num_pending == 0 {
+            self.kept_publishes_caught_up.send_replace(true);
+        }
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| e.to_string())?;
+            let last_pending = message.info().is_ok_and(|info| info.pending == 0);
             if let Ok((header, payload)) = wire::unframe::<PublishHeader>(&message.payload)
                 && header.node != self.id
                 && let (Ok(topic), Ok(qos)) =
@@ -1090,6 +1108,9 @@ impl Node {
                     .fetch_add(1, Ordering::Relaxed);
             }
             message.ack().await.map_err(|e| e.to_string())?;
+            if last_pending {
+                self.kept_publishes_caught_up.send_replace(true);
+            }
         }
         Ok(())
     }

@@ -589,14 +589,24 @@ async fn a_node_back_from_a_crash_gives_what_it_kept_to_the_node_its_device_move
     }
     // Node A dies (SIGKILL): what it queued is only in its store.
     a.kill();
+    // A QoS 1 publish for dev-b while node A is down and dev-b nowhere: the stream keeps it
+    // for node A.
+    let sent = post(
+        &b.api,
+        "/pub",
+        &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(b"while down"), "Qos": 1}),
+    );
+    assert_eq!(sent["Success"], true, "{sent}");
 
     // dev-b comes back on node B, which finds nobody to take the session from.
     let mut dev_b = connect(&b, "dev-b", false).await;
     dev_b.subscribe(&get).await;
-    // Node A comes back with its store: it gives dev-b's session to node B.
+    // Node A comes back with its store, takes what the stream kept for it into dev-b's
+    // session, and gives that session to node B.
     let a = start_node_with(&dir, "node-a", &nats.url, &["--data-dir", data_arg]);
     assert_eq!(dev_b.next().await, (get.clone(), b"kept 1".to_vec()));
     assert_eq!(dev_b.next().await, (get.clone(), b"kept 2".to_vec()));
+    assert_eq!(dev_b.next().await, (get.clone(), b"while down".to_vec()));
     // Node A keeps nothing of it now: calls through A reach dev-b on B.
     let through_a = rrpc(&a.api, "dev-b", b"where?");
     assert_eq!(through_a["RrpcCode"], "SUCCESS", "{through_a}");
