@@ -18,9 +18,17 @@
 #      and through node B's own API (both ends on one node), CALLERS concurrent callers.
 #   4. RRPC through node B's API to DEVICES devices on node A (`cluster --mode rrpc`), and
 #      through node A's own API.
+#   5. The server-side subscription (`amqp --mode throughput`): a device publishes QoS 1 on
+#      node A, the consumer of its group is on node B (every message relayed), on node A, and
+#      on a single broker.
 #
-# Memory: nats-server's VmRSS with no node, with three idle nodes, and with node A's
-# CONNECTIONS devices claimed; a node's VmRSS against the single broker's at the same load.
+# The shared registry: node A starts first and writes the configuration's CONNECTIONS devices
+# to the registry's bucket (timed until /metrics counts them written); node B then reads them
+# all at its start (its log's `took_ms`).
+#
+# Memory: nats-server's VmRSS with no node, with node A's registry written, with three idle
+# nodes, and with node A's CONNECTIONS devices claimed; a node's VmRSS against the single
+# broker's at the same load.
 # Prints Markdown tables (medians of the rounds); the raw JSON stays in $OUT.
 # Usage: benches/cluster.sh   (ROUNDS=3 WARMUP=1 DURATION=5 CONNECTIONS=5000 CALLERS=32
 #                              DEVICES=10 OUT=a new /tmp/cluster.* dir)
@@ -81,7 +89,7 @@ start_node() {
     if [ -n "$cluster" ]; then
         printf '\n[cluster]\nnats = ["nats://127.0.0.1:%s"]\nnode_id = "%s"\n' "$NATS_PORT" "$name" >>"$OUT/$name.toml"
     fi
-    RUST_LOG=warn taskset -c 0 "$A" serve --in-memory --config "$OUT/$name.toml" >"$OUT/$name.log" 2>&1 &
+    RUST_LOG=warn,aliot_cluster::registry=info taskset -c 0 "$A" serve --in-memory --config "$OUT/$name.toml" >"$OUT/$name.log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")
     until grep -q 'aliot: running' "$OUT/$name.log"; do
@@ -90,6 +98,7 @@ start_node() {
     done
     NODE_MQTT=$(sed -n 's/^aliot: listening for MQTT on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$OUT/$name.log")
     NODE_API=$(sed -n 's|^aliot: HTTP API on http://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$OUT/$name.log")
+    NODE_AMQP=$(sed -n 's|^aliot: AMQP consumers on amqp://127\.0\.0\.1:\([0-9]*\)$|\1|p' "$OUT/$name.log")
     if [ -n "$cluster" ]; then
         grep -q "of a cluster on NATS .* (connected)" "$OUT/$name.log" || die "node $name is not connected to NATS"
     fi
@@ -112,6 +121,7 @@ for round in $(seq 1 "$ROUNDS"); do
     bench "single-connections-$round" "$NODE_PID" --port "$NODE_MQTT" connections --count "$CONNECTIONS" --hold 2
     stop_all
     start_node single
+    bench "single-amqp-$round" "$NODE_PID" --port "$NODE_MQTT" amqp --amqp-port "$NODE_AMQP" --mode throughput "${RUN[@]}"
     bench "single-one-to-one-$round" "$NODE_PID" --port "$NODE_MQTT" one-to-one --qos 1 "${RUN[@]}"
     bench "single-pub-$round" "$NODE_PID" --port "$NODE_MQTT" cluster --mode pub --api-port "$NODE_API" --callers "$CALLERS" "${RUN[@]}"
     bench "single-rrpc-$round" "$NODE_PID" --port "$NODE_MQTT" cluster --mode rrpc --api-port "$NODE_API" --devices "$DEVICES" --callers "$CALLERS" "${RUN[@]}"
@@ -120,13 +130,29 @@ for round in $(seq 1 "$ROUNDS"); do
     # The cluster.
     start_nats
     echo "$(rss_kib "$NATS_PID")" >"$OUT/nats-rss-empty-$round"
+    started=$(date +%s.%N)
     start_node node-a 1
-    A_PID=$NODE_PID A_MQTT=$NODE_MQTT A_API=$NODE_API
+    A_PID=$NODE_PID A_MQTT=$NODE_MQTT A_API=$NODE_API A_AMQP=$NODE_AMQP
+    # Its configuration's product and devices, written to the shared registry.
+    until [ "$(metric "$A_API" 'aliot_cluster_registry_changes_total{direction="shared"}')" -gt "$CONNECTIONS" ] 2>/dev/null; do
+        if [ $(($(date +%s) - ${started%.*})) -gt 300 ]; then die "registry not written after 300 s"; fi
+        sleep 0.05
+    done
+    shared=$(date +%s.%N)
+    python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$started" "$shared" >"$OUT/registry-write-secs-$round"
+    echo "$(rss_kib "$NATS_PID")" >"$OUT/nats-rss-registry-$round"
     start_node node-b 1
-    B_PID=$NODE_PID B_MQTT=$NODE_MQTT B_API=$NODE_API
+    B_PID=$NODE_PID B_MQTT=$NODE_MQTT B_API=$NODE_API B_AMQP=$NODE_AMQP
+    until grep -q 'registry merged' "$OUT/node-b.log"; do sleep 0.05; done
+    sed -n 's/.*registry merged.*took_ms=\([0-9]*\).*/\1/p' "$OUT/node-b.log" | head -1 >"$OUT/registry-read-ms-$round"
     start_node node-c 1
     sleep 1
     echo "$(rss_kib "$NATS_PID")" >"$OUT/nats-rss-idle-$round"
+    # The server-side subscription: the consumer on node B (every message relayed from A),
+    # then on node A.
+    bench "amqp-across-$round" "$A_PID" --port "$A_MQTT" amqp --amqp-port "$B_AMQP" --mode throughput "${RUN[@]}"
+    bench "amqp-local-$round" "$A_PID" --port "$A_MQTT" amqp --amqp-port "$A_AMQP" --mode throughput "${RUN[@]}"
+    metric "$B_API" 'aliot_cluster_relayed_messages_total{direction="in"}' >"$OUT/relayed-in-$round"
     # Connects to node A, timed until its bucket holds every claim.
     started=$(date +%s.%N)
     bench "cluster-connections-$round" "$A_PID" --port "$A_MQTT" connections --count "$CONNECTIONS" --hold 2 &
@@ -183,10 +209,20 @@ print(f"| `Pub` QoS 1 msgs/s delivered, the same on a single broker (no stream t
 print(f"| RRPC calls/s, {callers} callers, {devices} devices on A: through B's API vs A's own | {ra:,.0f} | {rl:,.0f} | {ra / rl:.2f} |")
 print(f"| RRPC calls/s, the same on a single broker | {ra:,.0f} (across) | {rs:,.0f} | {ra / rs:.2f} |")
 print(f"| RRPC call p50 / p99, ms | {lat('rrpc-across', 'p50_us'):.2f} / {lat('rrpc-across', 'p99_us'):.2f} | {lat('rrpc-local', 'p50_us'):.2f} / {lat('rrpc-local', 'p99_us'):.2f} | |")
-ne, ni, nc = number("nats-rss-empty"), number("nats-rss-idle"), number("nats-rss-claimed")
+qa, ql, qs = field("amqp-across", "msgs_per_sec"), field("amqp-local", "msgs_per_sec"), field("single-amqp", "msgs_per_sec")
+print(f"| server-side subscription msgs/s: device on A, consumer on B (relayed) vs consumer on A | {qa:,.0f} | {ql:,.0f} | {qa / ql:.2f} |")
+print(f"| server-side subscription msgs/s: the same on a single broker | {qa:,.0f} (across) | {qs:,.0f} | {qa / qs:.2f} |")
+print(f"| send → consumer p50 / p99, ms (relayed vs on A) | {lat('amqp-across', 'p50_us'):.2f} / {lat('amqp-across', 'p99_us'):.2f} | {lat('amqp-local', 'p50_us'):.2f} / {lat('amqp-local', 'p99_us'):.2f} | |")
+written, read_ms = number("registry-write-secs"), number("registry-read-ms")
+print(f"| shared registry: node A writes its {connections:,} configured devices at start (from its launch) | {connections / written:,.0f} records/s ({written:.2f} s) | | |")
+print(f"| shared registry: node B reads and merges them at its start | {connections / (read_ms / 1000):,.0f} records/s ({read_ms:,.0f} ms) | | |")
+ne, nr, ni, nc = number("nats-rss-empty"), number("nats-rss-registry"), number("nats-rss-idle"), number("nats-rss-claimed")
 node, single = field("cluster-connections", "rss_after_kib"), field("single-connections", "rss_after_kib")
-print(f"\nMemory (VmRSS, medians): nats-server {ne / 1024:.1f} MiB alone, {ni / 1024:.1f} MiB with three idle nodes "
-      f"(+{(ni - ne) / 3:,.0f} KiB per node), {nc / 1024:.1f} MiB with node A's {connections:,} devices claimed "
+per_node = (ni - nr) / 2
+print(f"\nMemory (VmRSS, medians): nats-server {ne / 1024:.1f} MiB alone, {nr / 1024:.1f} MiB with node A and the registry's "
+      f"{connections:,} devices (+{max(nr - ne - per_node, 0) * 1024 / connections:,.0f} B per device record), "
+      f"{ni / 1024:.1f} MiB with three idle nodes "
+      f"(+{per_node:,.0f} KiB per node), {nc / 1024:.1f} MiB with node A's {connections:,} devices claimed "
       f"(+{(nc - ni) * 1024 / connections:,.0f} B per owned device: its key in the owners' bucket). "
       f"Node A with {connections:,} devices: {node / 1024:.1f} MiB, a single broker {single / 1024:.1f} MiB "
       f"(+{(node - single) / 1024:.1f} MiB: the NATS client, and each owned device's revision).")

@@ -3,7 +3,8 @@
 //!
 //! Each node keeps its groups' backlogs, as a single broker does. While a group has no
 //! consumer on a node, that node's *relay* of the group ([`Hub::attach_relay`]) takes its
-//! messages and sends each, as a NATS request, to the group's subject ([`group_subject`]),
+//! messages and sends them (those handed at once together, up to [`RELAY_BATCH`]), as a NATS
+//! request, to the group's subject ([`group_subject`]),
 //! where the nodes that have consumers of the group listen in one queue group (NATS picks one
 //! of them for each message). The node that gets it puts it in its own backlog
 //! ([`Hub::accept_relayed`]), kept in its store, and answers; only then does the relay settle
@@ -18,7 +19,7 @@
 //! [`Hub::attach_relay`]: aliot_core::hub::Hub::attach_relay
 //! [`Hub::accept_relayed`]: aliot_core::hub::Hub::accept_relayed
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use aliot_io::broker::{BrokerHandle, GroupConsumer};
 use aliot_services::UnixMillis;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
@@ -36,7 +38,18 @@ use crate::push_key_part;
 use crate::wire;
 
 /// Messages a relay has on their way to other nodes at once.
-const RELAY_WINDOW: u32 = 64;
+const RELAY_WINDOW: u32 = 1024;
+
+/// Requests a relay has on their way at once: while they are, what the hub hands it waits,
+/// and goes in the next request together (the busier the relay, the larger its requests).
+const RELAY_REQUESTS: usize = 4;
+
+/// Messages one request carries at most (those the relay was handed at once)...
+const RELAY_BATCH: usize = 256;
+
+/// ...and their payloads' bytes at most, under NATS's default `max_payload` (1 MiB) with room
+/// for the header (a message larger than this goes alone).
+const RELAY_BATCH_BYTES: usize = 512 * 1024;
 
 /// How long a relayed message nobody took waits before it is sent again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -56,15 +69,23 @@ pub fn group_subject(group: &str) -> String {
     subject
 }
 
-/// A relayed message's header; the payload follows it.
+/// A relay request's header: the messages it carries, whose payloads follow it one after the
+/// other.
 #[derive(Debug, Serialize, Deserialize)]
 struct RelayHeader {
-    /// The node that relays it.
+    /// The node that relays them.
     node: String,
-    /// Its id on that node.
+    messages: Vec<RelayedMessage>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RelayedMessage {
+    /// Its id on the relaying node.
     id: u64,
     topic: String,
     generate_time: u64,
+    /// Its payload's length.
+    len: usize,
 }
 
 /// The relays' side of a node.
@@ -75,18 +96,33 @@ pub(crate) struct GroupRelays {
     presence_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     /// The groups this node receives relays of, with the task that does.
     receiving: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
-    /// Relayed messages taken here: (their node, their id there) and the group, oldest first.
-    remembered: Mutex<Remembered>,
+    /// Relayed messages taken here, by group and relaying node.
+    remembered: Mutex<HashMap<(String, String), Remembered>>,
     /// Messages this node's relays sent to other nodes, which took them.
     pub(crate) relayed_out: AtomicU64,
     /// Messages other nodes relayed here.
     pub(crate) relayed_in: AtomicU64,
 }
 
+/// The ids (on their node) of the last [`REMEMBERED_RELAYS`] messages one node relayed here
+/// for one group.
 #[derive(Default)]
 struct Remembered {
-    taken: HashMap<(String, String, u64), u64>,
-    order: VecDeque<(String, String, u64)>,
+    taken: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl Remembered {
+    fn remember(&mut self, id: u64) {
+        if self.taken.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REMEMBERED_RELAYS {
+            if let Some(old) = self.order.pop_front() {
+                self.taken.remove(&old);
+            }
+        }
+    }
 }
 
 impl GroupRelays {
@@ -98,7 +134,7 @@ impl GroupRelays {
             presence,
             presence_rx: Mutex::new(Some(presence_rx)),
             receiving: Mutex::new(HashMap::new()),
-            remembered: Mutex::new(Remembered::default()),
+            remembered: Mutex::new(HashMap::new()),
             relayed_out: AtomicU64::new(0),
             relayed_in: AtomicU64::new(0),
         }
@@ -194,32 +230,45 @@ impl GroupRelays {
         }
     }
 
-    /// Keeps one relayed message here; the answer to send: empty for "kept", else why not.
+    /// Keeps the messages of one relay request here; the answer to send: empty for "kept",
+    /// else why not.
     async fn take(&self, group: &str, request: &Bytes, broker: &BrokerHandle) -> Bytes {
-        let Ok((header, payload)) = wire::unframe::<RelayHeader>(request) else {
+        let Ok((header, mut payloads)) = wire::unframe::<RelayHeader>(request) else {
             return Bytes::from_static(b"malformed");
         };
-        let origin = (header.node, group.to_owned(), header.id);
-        if self.remembered().taken.contains_key(&origin) {
+        let origin = (group.to_owned(), header.node);
+        let mut fresh = Vec::with_capacity(header.messages.len());
+        let mut batch = Vec::with_capacity(header.messages.len());
+        {
+            let mut remembered = self.remembered();
+            let remembered = remembered.entry(origin.clone()).or_default();
+            for message in header.messages {
+                if message.len > payloads.len() {
+                    return Bytes::from_static(b"malformed: payloads shorter than said");
+                }
+                let payload = payloads.split_to(message.len);
+                // One sent again (its answer was lost) and taken already.
+                if remembered.taken.contains(&message.id) {
+                    continue;
+                }
+                let Ok(topic) = wire::topic(&message.topic) else {
+                    return Bytes::from_static(b"malformed topic");
+                };
+                fresh.push(message.id);
+                batch.push((topic, payload, UnixMillis(message.generate_time)));
+            }
+        }
+        if batch.is_empty() {
             return Bytes::new();
         }
-        let Ok(topic) = wire::topic(&header.topic) else {
-            return Bytes::from_static(b"malformed topic");
-        };
-        let generate_time = UnixMillis(header.generate_time);
-        match broker
-            .accept_relayed(group, topic, payload, generate_time)
-            .await
-        {
-            Ok(Ok(id)) => {
-                self.relayed_in.fetch_add(1, Ordering::Relaxed);
+        match broker.accept_relayed(group, batch).await {
+            Ok(Ok(ids)) => {
+                self.relayed_in
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
                 let mut remembered = self.remembered();
-                remembered.taken.insert(origin.clone(), id);
-                remembered.order.push_back(origin);
-                while remembered.order.len() > REMEMBERED_RELAYS {
-                    if let Some(old) = remembered.order.pop_front() {
-                        remembered.taken.remove(&old);
-                    }
+                let remembered = remembered.entry(origin).or_default();
+                for id in fresh {
+                    remembered.remember(id);
                 }
                 Bytes::new()
             }
@@ -228,7 +277,7 @@ impl GroupRelays {
         }
     }
 
-    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+    fn remembered(&self) -> MutexGuard<'_, HashMap<(String, String), Remembered>> {
         self.remembered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -245,17 +294,36 @@ impl GroupRelays {
         let mut sending = FuturesUnordered::new();
         loop {
             tokio::select! {
-                handed = relay.next() => {
-                    let Some((message, _redelivery)) = handed else { return };
+                handed = relay.next(), if sending.len() < RELAY_REQUESTS => {
+                    let Some((first, _redelivery)) = handed else { return };
+                    // What else the hub handed at once goes in the same request.
+                    let mut bytes = first.payload.len();
+                    let mut batch = vec![first];
+                    while batch.len() < RELAY_BATCH && bytes < RELAY_BATCH_BYTES {
+                        match relay.next().now_or_never() {
+                            Some(Some((message, _))) => {
+                                bytes += message.payload.len();
+                                batch.push(message);
+                            }
+                            _ => break,
+                        }
+                    }
                     let header = RelayHeader {
                         node: self.node_id.clone(),
-                        id: message.message_id,
-                        topic: message.topic.as_str().to_owned(),
-                        generate_time: message.generate_time.0,
+                        messages: batch
+                            .iter()
+                            .map(|message| RelayedMessage {
+                                id: message.message_id,
+                                topic: message.topic.as_str().to_owned(),
+                                generate_time: message.generate_time.0,
+                                len: message.payload.len(),
+                            })
+                            .collect(),
                     };
-                    let frame = wire::frame(&header, &[&message.payload]);
+                    let payloads: Vec<&[u8]> = batch.iter().map(|m| &m.payload[..]).collect();
+                    let frame = wire::frame(&header, &payloads);
+                    let ids: Vec<u64> = batch.iter().map(|m| m.message_id).collect();
                     let (client, subject) = (self.client.clone(), subject.clone());
-                    let id = message.message_id;
                     sending.push(async move {
                         let sent = tokio::time::timeout(
                             RELAY_TIMEOUT,
@@ -271,19 +339,19 @@ impl GroupRelays {
                             Err(_) => Err("no answer in time".to_owned()),
                         };
                         if let Err(why) = &taken {
-                            debug!(id, %why, "relayed message not taken; sent again later");
-                            // Held meanwhile, so that it is not handed back at once.
+                            debug!(messages = ids.len(), %why, "relayed messages not taken; sent again later");
+                            // Held meanwhile, so that they are not handed back at once.
                             tokio::time::sleep(RETRY_AFTER).await;
                         }
-                        (id, taken.is_ok())
+                        (ids, taken.is_ok())
                     });
                 }
-                Some((id, taken)) = sending.next(), if !sending.is_empty() => {
+                Some((ids, taken)) = sending.next(), if !sending.is_empty() => {
                     if taken {
-                        self.relayed_out.fetch_add(1, Ordering::Relaxed);
+                        self.relayed_out.fetch_add(ids.len() as u64, Ordering::Relaxed);
                     }
                     // Settled when taken, given back when not; the window stays as it was.
-                    if relay.answered(id, taken, 1).await.is_err() {
+                    if relay.answered_all(ids, taken).await.is_err() {
                         return;
                     }
                 }

@@ -379,8 +379,7 @@ fn taken<T>(slot: &Mutex<Option<T>>) -> Option<T> {
 
 /// A device's key in [`OWNERS_BUCKET`]: its product key, `.`, its device name in hex. Device
 /// names may hold `.`, `:` and `@`, which keys and subjects do not allow; product keys are
-/// letters and digits (one that is not, or starts with `x`, is written in hex after an `x`:
-/// [`push_key_part`]).
+/// letters and digits (one that is not, or starts with `x`, is written in hex after an `x`).
 pub fn owner_key(device: &DeviceIdentity) -> String {
     let mut key =
         String::with_capacity(device.product_key.len() + 2 + 2 * device.device_name.len());

@@ -42,7 +42,8 @@ use tracing::{debug, info, warn};
 use crate::{from_hex, key_part_from, open_bucket, push_hex, push_key_part};
 
 /// The key-value bucket of the shared registry: `p.<product>` for each product, `d.<product>.<hex
-/// of device name>` for each device (the product as [`push_key_part`] writes it); the value is
+/// of device name>` for each device (a product key that is not letters and digits, or starts
+/// with `x`, is written in hex after an `x`); the value is
 /// the record as the store keeps it, or empty for one removed.
 pub const REGISTRY_BUCKET: &str = "aliot_registry";
 
@@ -522,6 +523,7 @@ impl SharedRegistry {
         broker: &BrokerHandle,
         registry: &Registry,
     ) -> Result<kv::Watch, String> {
+        let started = std::time::Instant::now();
         let mut watch = bucket
             .watch_with_history(">")
             .await
@@ -567,7 +569,7 @@ impl SharedRegistry {
             self.write(change, Some(expected));
         }
         info!(node = %self.node_id, products = read_products, devices = read_devices,
-            written, taken = merge.applied.len(),
+            written, taken = merge.applied.len(), took_ms = started.elapsed().as_millis() as u64,
             "registry merged with the cluster's");
         self.taken
             .fetch_add(merge.applied.len() as u64, Ordering::Relaxed);

@@ -498,19 +498,25 @@ impl BrokerHandle {
         self.attach(group, true).await
     }
 
-    /// In a cluster: puts a message another node's relay of `group` carried here in this
-    /// node's backlog of the group, and gives its id here once the store (if any) has it
+    /// In a cluster: puts messages another node's relay of `group` carried here (topic,
+    /// payload, when each was made) in this node's backlog of the group, in order, and gives
+    /// their ids here once the store (if any) has them
     /// ([`Hub::accept_relayed`](aliot_core::hub::Hub::accept_relayed)).
     pub async fn accept_relayed(
         &self,
         group: &str,
-        topic: aliot_topic::TopicName,
-        payload: Bytes,
-        generate_time: aliot_services::UnixMillis,
-    ) -> Result<Result<u64, hub::UnknownConsumerGroup>, BrokerStopped> {
+        messages: Vec<(aliot_topic::TopicName, Bytes, aliot_services::UnixMillis)>,
+    ) -> Result<Result<Vec<u64>, hub::UnknownConsumerGroup>, BrokerStopped> {
         let group = group.to_owned();
-        self.on_hub(move |hub, now| hub.accept_relayed(&group, topic, payload, generate_time, now))
-            .await
+        self.on_hub(move |hub, now| {
+            messages
+                .into_iter()
+                .map(|(topic, payload, generate_time)| {
+                    hub.accept_relayed(&group, topic, payload, generate_time, now)
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn attach(
@@ -661,6 +667,20 @@ impl GroupConsumer {
             message_id,
             settled,
             credit,
+        })
+        .await
+    }
+
+    /// It settled (or, with `settled` false, gave back) each of `message_ids` and may take as
+    /// many more: one request to the hub for a batch answered alike.
+    pub async fn answered_all(
+        &self,
+        message_ids: Vec<u64>,
+        settled: bool,
+    ) -> Result<(), BrokerStopped> {
+        self.answer(ConsumerAnswer::AnsweredAll {
+            message_ids,
+            settled,
         })
         .await
     }

@@ -105,7 +105,7 @@ pub(crate) enum HubRequest {
 pub type ConsumerDelivery = (Arc<BacklogMessage>, bool);
 
 /// What a consumer of a consumer group tells the hub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsumerAnswer {
     /// It may take this many more messages.
     Credit(u32),
@@ -115,6 +115,11 @@ pub enum ConsumerAnswer {
         message_id: u64,
         settled: bool,
         credit: u32,
+    },
+    /// It answered these messages alike, and may take one more for each.
+    AnsweredAll {
+        message_ids: Vec<u64>,
+        settled: bool,
     },
     /// It went away.
     Detached,
@@ -390,6 +395,19 @@ impl<R: Runtime> HubTask<R> {
                     if credit > 0 {
                         self.hub.consumer_credit(consumer, credit);
                     }
+                }
+                ConsumerAnswer::AnsweredAll {
+                    message_ids,
+                    settled,
+                } => {
+                    let credit = u32::try_from(message_ids.len()).unwrap_or(u32::MAX);
+                    for message_id in message_ids {
+                        match settled {
+                            true => self.hub.forward_settled(consumer, message_id),
+                            false => self.hub.forward_released(consumer, message_id),
+                        }
+                    }
+                    self.hub.consumer_credit(consumer, credit);
                 }
                 ConsumerAnswer::Detached => self.detach_consumer(consumer),
             },
