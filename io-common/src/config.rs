@@ -59,7 +59,7 @@
 //! nats = ["nats://127.0.0.1:4222"]   # the NATS servers (JetStream on)
 //! node_id = "node-a"                 # unique in the cluster: letters, digits, - and _
 //! when_nats_down = "serve-local"     # or "refuse": new connections while NATS is unreachable
-//! replicas = 1                       # copies of the owners' bucket: 3 on a NATS cluster
+//! replicas = 1                       # copies of what NATS keeps: 3 on a NATS cluster
 //!
 //! [store]                   # sessions and queued messages on disk; in memory when absent
 //! path = "aliot-data"        # a directory of its own, relative to this file
@@ -252,8 +252,8 @@ pub struct ClusterSettings {
     pub node_id: String,
     /// What this node does with new connections while NATS is unreachable.
     pub when_nats_down: WhenNatsDown,
-    /// How many NATS servers keep the owners' bucket (1-5; 3 on a NATS cluster of three or
-    /// more, so that it survives a server). Used by the node that creates the bucket.
+    /// How many NATS servers keep the cluster's buckets and stream (1-5; 3 on a NATS cluster of
+    /// three or more, so that they survive a server). Used by the node that creates each.
     pub replicas: usize,
 }
 
@@ -441,7 +441,7 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             lines.push(format!(
-                "cluster: node {} on NATS {} ({} cop{} of the owners' bucket; while NATS is down: {})",
+                "cluster: node {} on NATS {} ({} cop{} of what NATS keeps; while NATS is down: {})",
                 cluster.node_id,
                 cluster.nats.join(", "),
                 cluster.replicas,

@@ -948,6 +948,7 @@ fn prometheus_text(
         // The cluster's link counts these, by cause (aliot_cluster_sessions_total).
         sessions_handed_over: _,
         sessions_taken_over: _,
+        messages_handed_again,
         messages_in,
         messages_out,
         publish_denied,
@@ -1358,6 +1359,12 @@ fn prometheus_text(
             "gauge",
             "Claims the cluster could not take yet (retried).",
             &[("", cluster.claims_pending)],
+        );
+        family(
+            "aliot_cluster_messages_handed_again_total",
+            "counter",
+            "Messages a session handed to another node carried that had been sent to the device here, unacknowledged: it may get them twice.",
+            &[("", *messages_handed_again)],
         );
         family(
             "aliot_cluster_sessions_total",

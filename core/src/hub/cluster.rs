@@ -82,6 +82,7 @@ impl Hub {
                 .map(|(filter, qos)| (filter.clone(), *qos))
                 .collect();
             let inflight = core::mem::take(&mut session.inflight);
+            self.counters.messages_handed_again += inflight.len() as u64;
             let queue = core::mem::take(&mut session.queue);
             session.queued_bytes = 0;
             let messages = inflight

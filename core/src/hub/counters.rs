@@ -25,6 +25,10 @@ pub struct Counters {
     ///
     /// [`Hub::take_over`]: super::Hub::take_over
     pub sessions_taken_over: u64,
+    /// In a cluster: messages a hand-over carried that had been sent to the device here and
+    /// not acknowledged: the new node sends them again, so the device may get them twice (at
+    /// least once: the duplicates a move can cause, counted).
+    pub messages_handed_again: u64,
     /// PUBLISHes accepted from clients (plus messages published by the server).
     pub messages_in: u64,
     /// Deliveries handed to connections.
