@@ -47,6 +47,7 @@ use std::time::Duration;
 use aliot_auth::DeviceIdentity;
 use aliot_core::Message;
 use aliot_core::codec::QoS;
+use aliot_core::hub::SessionHandOver;
 use aliot_io::broker::BrokerHandle;
 pub use aliot_io::broker::cluster::ClusterStats;
 use aliot_io::broker::cluster::{
@@ -113,6 +114,10 @@ const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// it kept before it believes the owner gone (the servers of a NATS cluster learn each other's
 /// subscriptions within moments of a restart).
 const OWNER_GONE_AFTER: Duration = Duration::from_secs(3);
+
+/// How long a hand-over's parts wait for their claimer to fetch them; what it has not fetched
+/// by then is lost (logged): the claimer died in the middle.
+const PARKED_FOR: Duration = Duration::from_secs(60);
 
 /// How long a node back from a restart waits for the publishes kept while it was away before
 /// it claims or hands over the sessions it kept.
@@ -195,6 +200,15 @@ struct Node {
     registry: Arc<SharedRegistry>,
     /// The consumer groups' relays between nodes.
     groups: Arc<GroupRelays>,
+    /// Hand-overs too large for one answer, waiting for their claimers to fetch the rest.
+    parked: Mutex<HashMap<DeviceIdentity, ParkedHandOver>>,
+}
+
+/// The rest of a hand-over its claimer fetches in parts ([`CallHeader::HandOverPart`]).
+struct ParkedHandOver {
+    claimer: String,
+    messages: Vec<Message>,
+    since: tokio::time::Instant,
 }
 
 /// Why a node claims a device.
@@ -285,6 +299,7 @@ impl Cluster {
                 counters: Counters::default(),
                 registry,
                 groups,
+                parked: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -802,26 +817,31 @@ impl Node {
             return;
         };
         let moved = handed.messages.len();
-        let body = wire::encode_hand_over(Some(&handed));
-        let request = async_nats::Request::new()
-            .payload(wire::request(
-                device,
-                CallHeader::Adopt {
-                    from: self.id.clone(),
-                },
-                &[&body],
-            ))
-            .timeout(Some(CALL_TIMEOUT));
-        let answered = self.client.send_request(node_subject(owner), request).await;
-        let taken = match &answered {
-            Ok(reply) => match wire::unframe::<AnswerHeader>(&reply.payload) {
-                Ok((AnswerHeader::Done { .. }, _)) => Ok(()),
-                Ok((other, _)) => Err(format!("{other:?}")),
-                Err(error) => Err(error.to_string()),
-            },
-            Err(error) => Err(error.to_string()),
-        };
-        match taken {
+        // In parts when it is large: the first with the subscriptions.
+        let mut sent = 0;
+        let mut first = true;
+        let mut result = Ok(());
+        while first || sent < moved {
+            let rest = &handed.messages[sent..];
+            let len = wire::part_len(rest);
+            let subscriptions = if first {
+                &handed.subscriptions[..]
+            } else {
+                &[]
+            };
+            let body = wire::encode_hand_over_part(subscriptions, &rest[..len], rest.len() - len);
+            let header = CallHeader::Adopt {
+                from: self.id.clone(),
+                part: !first,
+            };
+            result = self.adopt(device, owner, header, body).await;
+            if result.is_err() {
+                break;
+            }
+            sent += len;
+            first = false;
+        }
+        match result {
             Ok(()) => {
                 self.counters
                     .sessions_returned
@@ -829,8 +849,32 @@ impl Node {
                 info!(node = %self.id, %device, to = owner, moved, "kept session given to the device's node");
             }
             Err(error) => {
-                warn!(node = %self.id, %device, to = owner, moved, %error, "kept session lost on its way to the device's node");
+                let lost = moved - sent;
+                warn!(node = %self.id, %device, to = owner, moved, lost, %error, "kept session lost on its way to the device's node");
             }
+        }
+    }
+
+    /// Gives one part of a kept session to `owner` (`Adopt`).
+    async fn adopt(
+        &self,
+        device: &DeviceIdentity,
+        owner: &str,
+        header: CallHeader,
+        body: Bytes,
+    ) -> Result<(), String> {
+        let request = async_nats::Request::new()
+            .payload(wire::request(device, header, &[&body]))
+            .timeout(Some(CALL_TIMEOUT));
+        let reply = self
+            .client
+            .send_request(node_subject(owner), request)
+            .await
+            .map_err(|error| error.to_string())?;
+        match wire::unframe::<AnswerHeader>(&reply.payload) {
+            Ok((AnswerHeader::Done { .. }, _)) => Ok(()),
+            Ok((other, _)) => Err(format!("{other:?}")),
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -867,18 +911,82 @@ impl Node {
                 return;
             }
         };
-        match wire::decode_hand_over(&reply.payload) {
-            Ok(handed) => {
-                let moved = handed.messages.len();
-                let device = device.clone();
-                let _ = broker
-                    .call_hub(move |hub, now| hub.take_over(&device, handed, now))
-                    .await;
-                self.counters.sessions_taken.fetch_add(1, Ordering::Relaxed);
-                debug!(node = %self.id, previous, moved, "session taken over");
+        let (handed, mut more) = match wire::decode_hand_over(&reply.payload) {
+            Ok(part) => part,
+            Err(error) => {
+                warn!(node = %self.id, %device, %error, "session hand-over unreadable");
+                return;
             }
-            Err(error) => warn!(node = %self.id, %device, %error, "session hand-over unreadable"),
+        };
+        let mut moved = handed.messages.len();
+        let wanted = device.clone();
+        let _ = broker
+            .call_hub(move |hub, now| hub.take_over(&wanted, handed, now))
+            .await;
+        // The rest, in parts, in order.
+        let parts = more > 0;
+        while more > 0 {
+            let header = CallHeader::HandOverPart {
+                claimer: self.id.clone(),
+                from: moved,
+            };
+            let Some((part, left)) = self.hand_over_part(device, previous, header).await else {
+                warn!(node = %self.id, %device, previous, lost = more, "session hand-over cut short");
+                return;
+            };
+            if part.messages.is_empty() {
+                warn!(node = %self.id, %device, previous, lost = more, "session hand-over part empty");
+                return;
+            }
+            moved += part.messages.len();
+            more = left;
+            let wanted = device.clone();
+            let _ = broker
+                .call_hub(move |hub, now| hub.take_over_more(&wanted, part.messages, now))
+                .await;
         }
+        if parts {
+            let header = CallHeader::HandOverDone {
+                claimer: self.id.clone(),
+            };
+            let request = wire::request(device, header, &[]);
+            let _ = self.client.request(node_subject(previous), request).await;
+        }
+        self.counters.sessions_taken.fetch_add(1, Ordering::Relaxed);
+        debug!(node = %self.id, previous, moved, "session taken over");
+    }
+
+    /// One part of a hand-over from `previous` (asked up to three times: asking again is
+    /// harmless); `None` when it did not come.
+    async fn hand_over_part(
+        &self,
+        device: &DeviceIdentity,
+        previous: &str,
+        header: CallHeader,
+    ) -> Option<(SessionHandOver, usize)> {
+        let request = wire::request(device, header, &[]);
+        for _ in 0..3 {
+            let asked = self
+                .client
+                .send_request(
+                    node_subject(previous),
+                    async_nats::Request::new()
+                        .payload(request.clone())
+                        .timeout(Some(CALL_TIMEOUT)),
+                )
+                .await;
+            match asked.map(|reply| wire::decode_hand_over(&reply.payload)) {
+                Ok(Ok(part)) => return Some(part),
+                Ok(Err(error)) => {
+                    debug!(node = %self.id, %device, previous, %error, "hand-over part refused");
+                    return None;
+                }
+                Err(error) => {
+                    debug!(node = %self.id, %device, previous, %error, "hand-over part: asking again");
+                }
+            }
+        }
+        None
     }
 
     /// The device's session ended here: the key goes (unless another node claimed it since)
@@ -923,11 +1031,48 @@ impl Node {
                 let answer = node.answer(&request.payload).await;
                 let len = answer.len();
                 if let Err(error) = node.client.publish(reply, answer).await {
-                    // A hand-over larger than the NATS server's max_payload is lost here.
                     warn!(node = %node.id, len, %error, "answer to another node not sent");
                 }
             });
         }
+    }
+
+    fn parked(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceIdentity, ParkedHandOver>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The answer that hands `handed` to `claimer`: all of it, or its first part with the rest
+    /// parked for the claimer to fetch (a NATS message carries 1 MiB at most by default).
+    fn first_part(
+        &self,
+        device: DeviceIdentity,
+        claimer: String,
+        handed: SessionHandOver,
+    ) -> Bytes {
+        let len = wire::part_len(&handed.messages);
+        let more = handed.messages.len() - len;
+        let frame =
+            wire::encode_hand_over_part(&handed.subscriptions, &handed.messages[..len], more);
+        let mut parked = self.parked();
+        parked.retain(|device, parked| {
+            let waiting = parked.since.elapsed() < PARKED_FOR;
+            if !waiting {
+                warn!(node = %self.id, %device, claimer = %parked.claimer, messages = parked.messages.len(),
+                    "hand-over not fetched in time: its messages are lost");
+            }
+            waiting
+        });
+        if more > 0 {
+            parked.insert(
+                device,
+                ParkedHandOver {
+                    claimer,
+                    messages: handed.messages,
+                    since: tokio::time::Instant::now(),
+                },
+            );
+        }
+        frame
     }
 
     /// The answer to one request of another node.
@@ -964,23 +1109,49 @@ impl Node {
                     .sessions_handed
                     .fetch_add(1, Ordering::Relaxed);
                 info!(node = %self.id, %device, to = %claimer, "session handed over");
-                wire::encode_hand_over(handed.as_ref())
+                match handed {
+                    Some(handed) => self.first_part(device, claimer, handed),
+                    None => wire::encode_hand_over_part(&[], &[], 0),
+                }
+            }
+            Err((CallHeader::HandOverPart { claimer, from }, _)) => {
+                let parked = self.parked();
+                match parked.get(&device).filter(|p| p.claimer == claimer) {
+                    Some(parked) => {
+                        let rest = parked.messages.get(from..).unwrap_or_default();
+                        let len = wire::part_len(rest);
+                        wire::encode_hand_over_part(&[], &rest[..len], rest.len() - len)
+                    }
+                    None => failed(format!("no hand-over of {device} waits for {claimer}")),
+                }
+            }
+            Err((CallHeader::HandOverDone { claimer }, _)) => {
+                let mut parked = self.parked();
+                if parked.get(&device).is_some_and(|p| p.claimer == claimer) {
+                    parked.remove(&device);
+                }
+                wire::frame(&AnswerHeader::Done { taken: 0 }, &[])
             }
             Err((CallHeader::Holds, _)) => {
                 let taken = usize::from(self.owned().contains_key(&device));
                 wire::frame(&AnswerHeader::Done { taken }, &[])
             }
-            Err((CallHeader::Adopt { from }, body)) => match wire::decode_hand_over(&body) {
-                Ok(handed) => {
+            Err((CallHeader::Adopt { from, part }, body)) => match wire::decode_hand_over(&body) {
+                Ok((handed, _)) => {
                     let wanted = device.clone();
                     let taken = broker
-                        .call_hub(move |hub, now| hub.take_over(&wanted, handed, now))
+                        .call_hub(move |hub, now| match part {
+                            false => hub.take_over(&wanted, handed, now),
+                            true => hub.take_over_more(&wanted, handed.messages, now),
+                        })
                         .await
                         .unwrap_or(0);
-                    self.counters
-                        .sessions_adopted
-                        .fetch_add(1, Ordering::Relaxed);
-                    info!(node = %self.id, %device, %from, taken, "session adopted from a node back from a crash or a partition");
+                    if !part {
+                        self.counters
+                            .sessions_adopted
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    info!(node = %self.id, %device, %from, taken, part, "session adopted from a node back from a crash or a partition");
                     wire::frame(&AnswerHeader::Done { taken }, &[])
                 }
                 Err(error) => failed(error.to_string()),

@@ -64,18 +64,31 @@ pub(crate) enum CallHeader {
     StartOta {
         job: OtaJob,
     },
-    /// The claimer now owns the device: hand its session over (or discard it).
+    /// The claimer now owns the device: hand its session over (or discard it). The answer is
+    /// the hand-over's first part; the rest, if any, waits for [`CallHeader::HandOverPart`].
     HandOver {
         claimer: String,
         discard: bool,
+    },
+    /// The claimer asks for the part of the hand-over from its message `from` on.
+    HandOverPart {
+        claimer: String,
+        from: usize,
+    },
+    /// The claimer has every part: the node that handed over forgets them.
+    HandOverDone {
+        claimer: String,
     },
     /// Is the device's session here? (Asked by a node with a copy of it: back from a crash,
     /// or from a partition.)
     Holds,
     /// A node back from a crash gives the session it kept (a hand-over frame follows): add it
-    /// to the one here.
+    /// to the one here. A session too large for one frame comes in several: the first adds
+    /// the subscriptions, each next one (`part`) only messages.
     Adopt {
         from: String,
+        #[serde(default)]
+        part: bool,
     },
 }
 
@@ -99,10 +112,13 @@ pub(crate) enum AnswerHeader {
         timeout_ms: Option<u64>,
         topic: Option<String>,
     },
-    /// Subscriptions, then each message's topic and payload length (payloads follow in order).
+    /// Subscriptions, then each message's topic and payload length (payloads follow in order);
+    /// `more` messages follow in other parts.
     HandOver {
         subscriptions: Vec<(String, u8)>,
         messages: Vec<(String, usize)>,
+        #[serde(default)]
+        more: usize,
     },
     /// Done: this many sessions are here (`Holds`: 1 or 0), or this many messages were
     /// adopted (`Adopt`).
@@ -313,6 +329,8 @@ pub(crate) fn decode_call(bytes: &Bytes) -> Result<Request, Malformed> {
         },
         CallHeader::StartOta { job } => DeviceCall::StartOta { job },
         about_session @ (CallHeader::HandOver { .. }
+        | CallHeader::HandOverPart { .. }
+        | CallHeader::HandOverDone { .. }
         | CallHeader::Holds
         | CallHeader::Adopt { .. }) => {
             return Ok(Request {
@@ -408,40 +426,62 @@ pub(crate) fn decode_answer(bytes: &Bytes) -> Result<Option<DeviceAnswer>, Malfo
     }))
 }
 
-/// A session's hand-over, as a reply frame (nothing to hand over: no subscriptions, no
-/// messages).
+/// The most topic and payload bytes one part of a hand-over carries (but a single larger
+/// message, which goes alone): well under NATS's default `max_payload` (1 MiB).
+pub(crate) const HAND_OVER_PART_BYTES: usize = 256 * 1024;
+
+/// How many of `messages`, from the first, go in one part of a hand-over: as many as fit in
+/// [`HAND_OVER_PART_BYTES`], and at least one.
+pub(crate) fn part_len(messages: &[Message]) -> usize {
+    let mut bytes = 0;
+    let fitting = messages
+        .iter()
+        .take_while(|message| {
+            bytes += message.topic.len() + message.payload.len();
+            bytes <= HAND_OVER_PART_BYTES
+        })
+        .count();
+    fitting.max(1).min(messages.len())
+}
+
+/// A session's hand-over in one frame (nothing to hand over: no subscriptions, no messages).
+#[cfg(test)]
 pub(crate) fn encode_hand_over(handed: Option<&SessionHandOver>) -> Bytes {
-    let Some(handed) = handed else {
-        return frame(
-            &AnswerHeader::HandOver {
-                subscriptions: Vec::new(),
-                messages: Vec::new(),
-            },
-            &[],
-        );
-    };
+    match handed {
+        Some(handed) => encode_hand_over_part(&handed.subscriptions, &handed.messages, 0),
+        None => encode_hand_over_part(&[], &[], 0),
+    }
+}
+
+/// One part of a session's hand-over: subscriptions (the first part's), messages, and how
+/// many messages follow in later parts.
+pub(crate) fn encode_hand_over_part(
+    subscriptions: &[(TopicFilter, QoS)],
+    messages: &[Message],
+    more: usize,
+) -> Bytes {
     let header = AnswerHeader::HandOver {
-        subscriptions: handed
-            .subscriptions
+        subscriptions: subscriptions
             .iter()
             .map(|(filter, qos)| (filter.as_str().to_owned(), qos_byte(*qos)))
             .collect(),
-        messages: handed
-            .messages
+        messages: messages
             .iter()
             .map(|m| (m.topic.as_str().to_owned(), m.payload.len()))
             .collect(),
+        more,
     };
-    let bodies: Vec<&[u8]> = handed.messages.iter().map(|m| &m.payload[..]).collect();
+    let bodies: Vec<&[u8]> = messages.iter().map(|m| &m.payload[..]).collect();
     frame(&header, &bodies)
 }
 
-/// A hand-over reply frame, as the session it carries.
-pub(crate) fn decode_hand_over(bytes: &Bytes) -> Result<SessionHandOver, Malformed> {
+/// A hand-over frame, as the part of the session it carries, and how many messages follow.
+pub(crate) fn decode_hand_over(bytes: &Bytes) -> Result<(SessionHandOver, usize), Malformed> {
     let (header, mut body): (AnswerHeader, Bytes) = unframe(bytes)?;
     let AnswerHeader::HandOver {
         subscriptions,
         messages,
+        more,
     } = header
     else {
         return Err(malformed("not a hand-over"));
@@ -462,10 +502,11 @@ pub(crate) fn decode_hand_over(bytes: &Bytes) -> Result<SessionHandOver, Malform
         let payload = body.split_to(len);
         moved.push(Message::new(topic(&name)?, payload, QoS::AtLeastOnce));
     }
-    Ok(SessionHandOver {
+    let handed = SessionHandOver {
         subscriptions,
         messages: moved,
-    })
+    };
+    Ok((handed, more))
 }
 
 #[cfg(test)]
@@ -544,11 +585,34 @@ mod tests {
             ],
         };
         let decoded = decode_hand_over(&encode_hand_over(Some(&handed))).unwrap();
-        assert_eq!(decoded, handed);
+        assert_eq!(decoded, (handed.clone(), 0));
         assert_eq!(
             decode_hand_over(&encode_hand_over(None)).unwrap(),
-            SessionHandOver::default()
+            (SessionHandOver::default(), 0)
         );
+        // A part without subscriptions, with more to come.
+        let part = encode_hand_over_part(&[], &handed.messages[1..], 7);
+        let (decoded, more) = decode_hand_over(&part).unwrap();
+        assert_eq!((decoded.messages, more), (handed.messages[1..].to_vec(), 7));
+    }
+
+    #[test]
+    fn a_large_hand_over_is_cut_in_parts_under_the_limit() {
+        let big = |n: usize| {
+            Message::new(
+                topic("/a1/dev/user/get").unwrap(),
+                Bytes::from(vec![b'x'; n]),
+                QoS::AtLeastOnce,
+            )
+        };
+        let messages: Vec<Message> = (0..10).map(|_| big(100 * 1024)).collect();
+        // 100 KiB messages: two fit in 256 KiB.
+        assert_eq!(part_len(&messages), 2);
+        // A message larger than a part goes alone.
+        assert_eq!(part_len(&[big(HAND_OVER_PART_BYTES * 2), big(1)]), 1);
+        assert_eq!(part_len(&[]), 0);
+        let small: Vec<Message> = (0..5).map(|_| big(10)).collect();
+        assert_eq!(part_len(&small), 5);
     }
 
     #[test]
@@ -569,6 +633,7 @@ mod tests {
             &AnswerHeader::HandOver {
                 subscriptions: Vec::new(),
                 messages: vec![("/a/b".into(), 10)],
+                more: 0,
             },
             &[b"short"],
         );

@@ -338,7 +338,9 @@ fn options_for(node: &Node, identity: &DeviceIdentity, secret: &str) -> MqttOpti
     );
     options
         .set_credentials(credentials.username, credentials.password)
-        .set_keep_alive(Duration::from_secs(30));
+        .set_keep_alive(Duration::from_secs(30))
+        // The broker's largest (256 KiB), and more.
+        .set_max_packet_size(1024 * 1024, 1024 * 1024);
     options
 }
 
@@ -1250,4 +1252,46 @@ async fn a_consumer_on_one_node_gets_the_messages_of_devices_on_every_node() {
     );
     // Nothing reached the consumer on B twice.
     assert!(consumer.received.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_session_larger_than_a_nats_message_moves_whole_and_in_order() {
+    let dir = test_dir("large_hand_over");
+    let nats = start_nats(&dir);
+    let a = start_node(&dir, "node-a", &nats.url);
+    let b = start_node(&dir, "node-b", &nats.url);
+
+    // dev-c keeps a session on node A with 12 messages of 150 kB queued: 1.8 MB, more than
+    // NATS's 1 MiB max_payload.
+    let dev_c = connect(&a, "dev-c", false).await;
+    let get = format!("/{PK}/dev-c/user/get");
+    dev_c.subscribe(&get).await;
+    dev_c.client.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = |n: usize| {
+        let mut body = vec![b'a' + n as u8; 150_000];
+        let label = format!("message {n:02}");
+        body[..label.len()].copy_from_slice(label.as_bytes());
+        body
+    };
+    for n in 0..12 {
+        let sent = post(
+            &a.api,
+            "/pub",
+            &json!({"ProductKey": PK, "TopicFullName": get, "MessageContent": b64(&body(n)), "Qos": 1}),
+        );
+        assert_eq!(sent["Subscribers"], 1, "{sent}");
+    }
+
+    // It comes back on node B: every message follows, in order.
+    let mut dev_c = connect(&b, "dev-c", false).await;
+    for n in 0..12 {
+        let (topic, payload) = dev_c.next().await;
+        assert_eq!(topic, get);
+        assert!(
+            payload == body(n),
+            "message {n} differs: {:?}",
+            String::from_utf8_lossy(&payload[..10])
+        );
+    }
 }

@@ -115,11 +115,27 @@ impl Hub {
             return 0;
         };
         self.subscribe(sid, handed.subscriptions, now);
-        let taken = handed.messages.len();
-        for message in handed.messages {
+        self.counters.sessions_taken_over += 1;
+        self.take_over_more(device, handed.messages, now)
+    }
+
+    /// More messages of a session another node hands over in parts (its first part went to
+    /// [`Hub::take_over`]): delivered or queued after those, in order. Returns how many were
+    /// taken (none without a session here: they are counted as discarded).
+    pub fn take_over_more(
+        &mut self,
+        device: &DeviceIdentity,
+        messages: Vec<Message>,
+        now: Instant,
+    ) -> usize {
+        let Some(sid) = self.session_of_device(device) else {
+            self.counters.dropped.session_discarded += messages.len() as u64;
+            return 0;
+        };
+        let taken = messages.len();
+        for message in messages {
             self.deliver(sid, &message, QoS::AtLeastOnce, None, now);
         }
-        self.counters.sessions_taken_over += 1;
         taken
     }
 
