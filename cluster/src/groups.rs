@@ -47,9 +47,13 @@ const RELAY_REQUESTS: usize = 4;
 /// Messages one request carries at most (those the relay was handed at once)...
 const RELAY_BATCH: usize = 256;
 
-/// ...and their payloads' bytes at most, under NATS's default `max_payload` (1 MiB) with room
-/// for the header (a message larger than this goes alone).
+/// ...and their topics' and payloads' bytes at most, under NATS's default `max_payload`
+/// (1 MiB) with room for the header (a message larger than this goes alone).
 const RELAY_BATCH_BYTES: usize = 512 * 1024;
+
+/// The largest message a relay carries (topic and payload; MQTT's default largest packet here
+/// is 256 KiB): one larger cannot fit in a NATS message, and is dropped (counted).
+const RELAY_MAX_MESSAGE: usize = 900 * 1024;
 
 /// How long a relayed message nobody took waits before it is sent again.
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -75,6 +79,10 @@ pub fn group_subject(group: &str) -> String {
 struct RelayHeader {
     /// The node that relays them.
     node: String,
+    /// That node's process (random at each start): message ids start again after a restart
+    /// without a store, so the ids a node remembers are those of one process.
+    #[serde(default)]
+    incarnation: u64,
     messages: Vec<RelayedMessage>,
 }
 
@@ -96,8 +104,12 @@ pub(crate) struct GroupRelays {
     presence_rx: Mutex<Option<mpsc::UnboundedReceiver<(String, bool)>>>,
     /// The groups this node receives relays of, with the task that does.
     receiving: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
-    /// Relayed messages taken here, by group and relaying node.
-    remembered: Mutex<HashMap<(String, String), Remembered>>,
+    /// This process's incarnation ([`RelayHeader::incarnation`]).
+    incarnation: u64,
+    /// Relayed messages taken here, by group, relaying node and its incarnation.
+    remembered: Mutex<HashMap<(String, String, u64), Remembered>>,
+    /// Messages too large to relay in one NATS message, dropped (counted, logged).
+    pub(crate) too_large: AtomicU64,
     /// Messages this node's relays sent to other nodes, which took them.
     pub(crate) relayed_out: AtomicU64,
     /// Messages other nodes relayed here.
@@ -134,7 +146,20 @@ impl GroupRelays {
             presence,
             presence_rx: Mutex::new(Some(presence_rx)),
             receiving: Mutex::new(HashMap::new()),
+            incarnation: {
+                let mut bytes = [0u8; 8];
+                // Any value differs from the last process's but by chance; the clock will do
+                // when the OS gives no random bytes.
+                if getrandom::getrandom(&mut bytes).is_err() {
+                    bytes = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |t| t.as_nanos() as u64)
+                        .to_le_bytes();
+                }
+                u64::from_le_bytes(bytes)
+            },
             remembered: Mutex::new(HashMap::new()),
+            too_large: AtomicU64::new(0),
             relayed_out: AtomicU64::new(0),
             relayed_in: AtomicU64::new(0),
         }
@@ -236,7 +261,7 @@ impl GroupRelays {
         let Ok((header, mut payloads)) = wire::unframe::<RelayHeader>(request) else {
             return Bytes::from_static(b"malformed");
         };
-        let origin = (group.to_owned(), header.node);
+        let origin = (group.to_owned(), header.node, header.incarnation);
         let mut fresh = Vec::with_capacity(header.messages.len());
         let mut batch = Vec::with_capacity(header.messages.len());
         {
@@ -277,7 +302,7 @@ impl GroupRelays {
         }
     }
 
-    fn remembered(&self) -> MutexGuard<'_, HashMap<(String, String), Remembered>> {
+    fn remembered(&self) -> MutexGuard<'_, HashMap<(String, String, u64), Remembered>> {
         self.remembered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -296,20 +321,44 @@ impl GroupRelays {
             tokio::select! {
                 handed = relay.next(), if sending.len() < RELAY_REQUESTS => {
                     let Some((first, _redelivery)) = handed else { return };
-                    // What else the hub handed at once goes in the same request.
-                    let mut bytes = first.payload.len();
+                    if first.payload.len() + first.topic.len() > RELAY_MAX_MESSAGE {
+                        // No NATS message can carry it: another node never will.
+                        self.too_large.fetch_add(1, Ordering::Relaxed);
+                        warn!(node = %self.node_id, %group, bytes = first.payload.len(),
+                            "a message too large to relay to another node is dropped");
+                        if relay.answered_all(vec![first.message_id], true).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    // What else the hub handed at once goes in the same request, within
+                    // its limits.
+                    let mut bytes = first.payload.len() + first.topic.len();
                     let mut batch = vec![first];
-                    while batch.len() < RELAY_BATCH && bytes < RELAY_BATCH_BYTES {
+                    let mut held_back = None;
+                    while batch.len() < RELAY_BATCH {
                         match relay.next().now_or_never() {
                             Some(Some((message, _))) => {
-                                bytes += message.payload.len();
+                                let size = message.payload.len() + message.topic.len();
+                                if bytes + size > RELAY_BATCH_BYTES {
+                                    held_back = Some(message);
+                                    break;
+                                }
+                                bytes += size;
                                 batch.push(message);
                             }
                             _ => break,
                         }
                     }
+                    // One that did not fit goes back, first in line for the next request.
+                    if let Some(held) = held_back
+                        && relay.answered(held.message_id, false, 1).await.is_err()
+                    {
+                        return;
+                    }
                     let header = RelayHeader {
                         node: self.node_id.clone(),
+                        incarnation: self.incarnation,
                         messages: batch
                             .iter()
                             .map(|message| RelayedMessage {

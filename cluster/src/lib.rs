@@ -120,8 +120,9 @@ const OWNER_GONE_AFTER: Duration = Duration::from_secs(3);
 const PARKED_FOR: Duration = Duration::from_secs(60);
 
 /// How long a node back from a restart waits for the publishes kept while it was away before
-/// it claims or hands over the sessions it kept.
-const KEPT_PUBLISHES_CATCH_UP: Duration = Duration::from_secs(5);
+/// it claims or hands over the sessions it kept: longer than the stream's ack wait, after
+/// which those it took before a crash and did not acknowledge come again.
+const KEPT_PUBLISHES_CATCH_UP: Duration = Duration::from_secs(12);
 
 /// How often claims that NATS could not take are tried again.
 const RETRY_CLAIMS_EVERY: Duration = Duration::from_secs(1);
@@ -509,7 +510,10 @@ impl Node {
         self: Arc<Self>,
         mut changes: mpsc::UnboundedReceiver<OwnershipChange>,
     ) {
-        self.reclaim_restored().await;
+        // The sessions kept across a restart are claimed (or given back) beside the new
+        // claims, which do not wait for them.
+        let reclaiming = Arc::clone(&self);
+        tokio::spawn(async move { reclaiming.reclaim_restored().await });
         let workers: Vec<_> = (0..OWNERSHIP_WORKERS)
             .map(|_| {
                 let (worker, work) = mpsc::unbounded_channel();
@@ -1256,13 +1260,27 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         self.following_publishes.store(true, Ordering::Relaxed);
-        if consumer.cached_info().num_pending == 0 {
-            self.kept_publishes_caught_up.send_replace(true);
+        // Caught up once nothing waits for this node: neither undelivered, nor delivered before
+        // a crash and not acknowledged (those come again after the ack wait).
+        if !*self.kept_publishes_caught_up.borrow() {
+            let mut watched = consumer.clone();
+            let caught_up = self.kept_publishes_caught_up.clone();
+            tokio::spawn(async move {
+                loop {
+                    match watched.info().await {
+                        Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {
+                            caught_up.send_replace(true);
+                            return;
+                        }
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Err(_) => return,
+                    }
+                }
+            });
         }
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         while let Some(message) = messages.next().await {
             let message = message.map_err(|e| e.to_string())?;
-            let last_pending = message.info().is_ok_and(|info| info.pending == 0);
             if let Ok((header, payload)) = wire::unframe::<PublishHeader>(&message.payload)
                 && header.node != self.id
                 && let (Ok(topic), Ok(qos)) =
@@ -1278,9 +1296,6 @@ impl Node {
                     .fetch_add(1, Ordering::Relaxed);
             }
             message.ack().await.map_err(|e| e.to_string())?;
-            if last_pending {
-                self.kept_publishes_caught_up.send_replace(true);
-            }
         }
         Ok(())
     }
@@ -1494,6 +1509,7 @@ impl ClusterLink for Node {
             registry_changes_taken: self.registry.taken.load(Ordering::Relaxed),
             relayed_out: self.groups.relayed_out.load(Ordering::Relaxed),
             relayed_in: self.groups.relayed_in.load(Ordering::Relaxed),
+            relay_dropped: self.groups.too_large.load(Ordering::Relaxed),
         }
     }
 

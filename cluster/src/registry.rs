@@ -2,25 +2,31 @@
 //! key-value bucket ([`REGISTRY_BUCKET`]), each node's copy in memory kept fresh by a watch.
 //!
 //! - **Out**: each change a node's registry makes itself (the API's, dynamic registration, a
-//!   first connect's activation, a gateway's topology) is told to this module as it is made
-//!   ([`Registry::observe`]) and written to the bucket, one at a time in the order made, retried
-//!   while NATS is away. A removal is written as an empty value (a tombstone), so that a node
-//!   back from a long absence does not bring a removed device back, and so that the write
-//!   gives its revision.
-//! - **In**: every entry of the bucket, including this node's own, is applied to the
-//!   registry ([`Registry::apply_shared`]) and kept in the node's store; a device removed or
-//!   disabled elsewhere is disconnected here (a removed one loses its session).
-//! - **At start**, the node merges the bucket's copy with its own ([`Registry::merge_shared`]):
-//!   what it has that the bucket lacks is written; what its configuration declares keeps the
-//!   configuration's secrets and categories.
-//!
+//!   gateway's sub-device registrations and topology, a first connect's activation) is told to
+//!   this module as it is made ([`Registry::observe`]) and written to the bucket once the merge
+//!   at start is done, one at a time in the order made, retried while NATS is away. How
+//!   depends on the change ([`How`]): a device made here is written only where the bucket has
+//!   none (or a removed one); an edit of a device writes the fields it changed over the
+//!   bucket's record with compare-and-swap, and nothing over a removal (so that a node
+//!   with a stale copy, back from a restart or a partition, neither brings a deleted device
+//!   back nor undoes another node's change of other fields); a removal, a product, an
+//!   AccessKey are written over whatever is there. A removal is an empty value (a tombstone),
+//!   so that a node back from a long absence learns of it, and so that it has a revision.
+//! - **In**: the bucket's entries are applied to the registry in the bucket's order
+//!   ([`Registry::apply_shared_if`]) and kept in the node's store; a device removed or
+//!   disabled elsewhere is disconnected here (a removed one loses its session); one this
+//!   node's configuration declares stays, and is written back.
+//! - **While this node writes a record**, the watch's entries of it are not applied; the
+//!   writer's outcome, the bucket's record after its last write, is ([`Tracking`], one task
+//!   applies both). The check and the change are one step under the registry's lock, where
+//!   the registry's own changes are made and told too: an entry never undoes a change this
+//!   node made after it.
+//! - **At start**, the node merges the bucket's copy with its own ([`Registry::merge_shared`],
+//!   its writes made only if the bucket still holds what it read): what it has that the bucket
+//!   lacks is written; what its configuration declares keeps the configuration's secrets and
+//!   categories.
 //! - **AccessKeys**: each node writes its configuration's (`k.<node>.<id>`, the secret as the
 //!   value; one it no longer has, empty) and accepts every node's.
-//!
-//! The last write to a key wins, on every node: entries are applied in the bucket's order.
-//! A node's own change is not undone meanwhile by an older entry of the same record: while
-//! a record has writes of this node on the way, entries for it wait ([`Tracking`]), and entries
-//! older than this node's last write of it are skipped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use aliot_auth::DeviceIdentity;
-use aliot_core::hub::durable::StoreChange;
+use aliot_core::hub::durable::{RegisteredDevice, StoreChange};
 use aliot_io::broker::BrokerHandle;
 use aliot_io::registry::{Registry, SharedApplied, SharedRecord};
 use aliot_io::store::registry_records;
@@ -163,28 +169,144 @@ impl Shared {
     }
 }
 
-/// Which entries of the bucket wait, or are this node's own, per record.
-#[derive(Default)]
+/// Which of the bucket's entries this node applies, per record: the rules that keep a record
+/// the same here as in the bucket while this node writes it too. Pure bookkeeping (no I/O),
+/// used by the follow task, the writer and the registry's observer under one lock.
+///
+/// - While this node has writes of a record on the way (`writing`), the watch's entries of it
+///   are not applied: the writer's outcome (the bucket's record after its last write, which
+///   took those entries into account) is, when the last write is done. The newest such entry
+///   is remembered (`skipped`): if it is newer than the outcome, the record is read again.
+/// - After an outcome, the watch's entries up to its revision (`floor`) are older or this
+///   node's own: skipped.
+#[derive(Debug, Default)]
 struct Tracking {
     /// Records with this node's writes on the way, how many.
     writing: HashMap<String, u32>,
-    /// Records this node wrote, with the revision of its last write, until the watch has
-    /// passed it.
-    written: HashMap<String, u64>,
-    /// The newest entry of a record that came while this node's writes of it were on the way.
-    waiting: HashMap<String, kv::Entry>,
+    /// The newest entry the watch gave of a record while it was being written.
+    skipped: HashMap<String, u64>,
+    /// Records whose entries up to this revision are not applied, and whether the writer's
+    /// outcome at that revision is still to be applied.
+    floor: HashMap<String, (u64, bool)>,
     /// The newest revision the watch gave.
     seen: u64,
+}
+
+/// What to do with an entry of the watch, or with an outcome of the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Apply,
+    Skip,
+    /// The record changed since: read it again and apply that.
+    ReadAgain,
+}
+
+impl Tracking {
+    /// A write of `key` is queued (under the registry's lock, for this node's own changes).
+    fn queued(&mut self, key: &str) {
+        *self.writing.entry(key.to_owned()).or_default() += 1;
+    }
+
+    /// A write of `key` is done, the bucket's record at `revision` after it: whether it was
+    /// the last one queued (its outcome is then to be applied).
+    fn done(&mut self, key: &str, revision: u64) -> bool {
+        let left = match self.writing.get_mut(key) {
+            Some(writing) => {
+                *writing = writing.saturating_sub(1);
+                *writing
+            }
+            None => 0,
+        };
+        if left > 0 {
+            return false;
+        }
+        self.writing.remove(key);
+        let floor = self.floor.entry(key.to_owned()).or_insert((0, true));
+        *floor = (floor.0.max(revision), true);
+        true
+    }
+
+    /// The watch gave an entry of `key` at `revision`.
+    fn entry(&mut self, key: &str, revision: u64) -> Decision {
+        self.seen = self.seen.max(revision);
+        if self.writing.contains_key(key) {
+            let skipped = self.skipped.entry(key.to_owned()).or_default();
+            *skipped = (*skipped).max(revision);
+            return Decision::Skip;
+        }
+        match self.floor.get_mut(key) {
+            Some((floor, outcome_due)) if revision <= *floor => {
+                if revision == *floor && !*outcome_due {
+                    self.floor.remove(key);
+                }
+                Decision::Skip
+            }
+            Some((floor, _)) => {
+                // Newer than this node's last write: it wins, and the outcome is old.
+                *floor = revision;
+                Decision::Apply
+            }
+            None => Decision::Apply,
+        }
+    }
+
+    /// The record was read again at `revision` (after [`Decision::ReadAgain`]): older entries
+    /// of it are skipped.
+    fn read_again(&mut self, key: &str, revision: u64) {
+        if self.seen < revision {
+            self.floor.insert(key.to_owned(), (revision, false));
+        }
+    }
+
+    /// The writer's outcome for `key`: the bucket's record at `revision` after this node's
+    /// last write of it.
+    fn outcome(&mut self, key: &str, revision: u64) -> Decision {
+        if self.writing.contains_key(key) {
+            // Written again since: that write's outcome will come.
+            return Decision::Skip;
+        }
+        let skipped = self.skipped.remove(key).unwrap_or(0);
+        let Some((floor, outcome_due)) = self.floor.get_mut(key) else {
+            return Decision::Apply;
+        };
+        *outcome_due = false;
+        let decision = if *floor > revision {
+            // The watch gave (and applied) a newer one meanwhile.
+            Decision::Skip
+        } else if skipped > revision {
+            Decision::ReadAgain
+        } else {
+            Decision::Apply
+        };
+        if self.seen >= *floor {
+            self.floor.remove(key);
+        }
+        decision
+    }
 }
 
 /// A record to write to the bucket.
 struct Write {
     key: String,
     value: Bytes,
-    /// `None`: whatever the bucket holds (this node's own change, made now). Else the merge's
-    /// write, made only if the record is still as the merge read it: another node's write
-    /// since is newer than the merge's view, and wins.
-    expected: Option<Expected>,
+    how: How,
+}
+
+/// How a record is written.
+enum How {
+    /// Over whatever the bucket holds: a removal, a product, an AccessKey, a record this
+    /// node's configuration declares.
+    Put,
+    /// A device this node made: written where the bucket has none, or a removed one; where it
+    /// has one (made elsewhere meanwhile), the bucket's stays.
+    Create,
+    /// An edit of a device: the fields that changed from `before` (the record as this node had
+    /// it) to the value are written over the bucket's record, so that what another node
+    /// changed meanwhile stays; nothing when the bucket has it removed (it was deleted
+    /// elsewhere: the removal wins).
+    Edit(Box<RegisteredDevice>),
+    /// The merge's: made only if the record is still as the merge read it.
+    Expect(Expected),
 }
 
 /// What the bucket must hold for a merge's write to be made.
@@ -194,6 +316,33 @@ enum Expected {
     Absent,
     /// The record at this revision.
     Revision(u64),
+}
+
+/// A device's record with the fields that changed from `before` to `after` taken from
+/// `after`, the others from `current`.
+fn edited(
+    current: &RegisteredDevice,
+    before: &RegisteredDevice,
+    after: &RegisteredDevice,
+) -> RegisteredDevice {
+    fn take<T: Clone + PartialEq>(current: &T, before: &T, after: &T) -> T {
+        if before == after {
+            current.clone()
+        } else {
+            after.clone()
+        }
+    }
+    RegisteredDevice {
+        identity: current.identity.clone(),
+        secret: take(&current.secret, &before.secret, &after.secret),
+        iot_id: take(&current.iot_id, &before.iot_id, &after.iot_id),
+        nickname: take(&current.nickname, &before.nickname, &after.nickname),
+        created: take(&current.created, &before.created, &after.created),
+        activated: take(&current.activated, &before.activated, &after.activated),
+        disabled: take(&current.disabled, &before.disabled, &after.disabled),
+        token: take(&current.token, &before.token, &after.token),
+        gateway: take(&current.gateway, &before.gateway, &after.gateway),
+    }
 }
 
 /// Told every AccessKey of the cluster (id and secret), this node's first, whenever they
@@ -219,6 +368,9 @@ pub(crate) struct SharedRegistry {
     sync: Mutex<Tracking>,
     writes: mpsc::UnboundedSender<Write>,
     writes_rx: Mutex<Option<mpsc::UnboundedReceiver<Write>>>,
+    /// Whether the merge at start is done (the writer waits for it: what this node changed
+    /// before is written over what the bucket had, not under it).
+    merged: tokio::sync::watch::Sender<bool>,
     access_keys: Mutex<AccessKeyShare>,
     /// Changes this node wrote to the bucket.
     pub(crate) shared: AtomicU64,
@@ -237,6 +389,7 @@ impl SharedRegistry {
             sync: Mutex::new(Tracking::default()),
             writes,
             writes_rx: Mutex::new(Some(writes_rx)),
+            merged: tokio::sync::watch::Sender::new(false),
             access_keys: Mutex::new(AccessKeyShare::default()),
             shared: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -332,12 +485,12 @@ impl SharedRegistry {
             }
         }
         for (key, value) in writes {
-            self.write_record(key, value, None);
+            self.write_record(key, value, How::Put);
         }
     }
 
-    /// Starts sharing `broker`'s registry, if it has one: its changes go out from now on, the
-    /// bucket's come in once it is merged.
+    /// Starts sharing `broker`'s registry, if it has one: its changes go out once the bucket
+    /// is merged with it, the bucket's come in from then on.
     pub(crate) fn start(self: &Arc<Self>, broker: &BrokerHandle) {
         let Some(registry) = broker.registry().cloned() else {
             return;
@@ -346,36 +499,45 @@ impl SharedRegistry {
             return;
         };
         let this = Arc::clone(self);
-        let observed = registry.observe(Arc::new(move |change: &StoreChange| this.share(change)));
+        let observed = registry.observe(Arc::new(
+            move |change: &StoreChange, before: Option<&RegisteredDevice>| {
+                this.share(change, before);
+            },
+        ));
         if !observed {
             warn!(node = %self.node_id, "the registry is shared already; not sharing it twice");
             return;
         }
         let broker = broker.local();
-        tokio::spawn(Arc::clone(self).write_changes(writes, broker.clone(), registry.clone()));
-        tokio::spawn(Arc::clone(self).follow(broker, registry));
+        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        tokio::spawn(Arc::clone(self).write_changes(writes, outcomes));
+        tokio::spawn(Arc::clone(self).follow(broker, registry, outcomes_rx));
     }
 
-    /// Queues a change of this node's registry for the bucket.
-    fn share(&self, change: &StoreChange) {
-        self.write(change.clone(), None);
+    /// Queues a change of this node's registry for the bucket (`before`: the device's record
+    /// before an edit of it).
+    fn share(&self, change: &StoreChange, before: Option<&RegisteredDevice>) {
+        let how = match (change, before) {
+            (StoreChange::RegisteredDeviceSaved(_), Some(before)) => {
+                How::Edit(Box::new(before.clone()))
+            }
+            (StoreChange::RegisteredDeviceSaved(_), None) => How::Create,
+            _ => How::Put,
+        };
+        self.write(change, how);
     }
 
-    /// Queues a write of `change`, made if the bucket holds what `expected` says.
-    fn write(&self, change: StoreChange, expected: Option<Expected>) {
-        if let Some(key) = record_key(&change) {
-            self.write_record(key, record_value(&change), expected);
+    /// Queues a write of `change`.
+    fn write(&self, change: &StoreChange, how: How) {
+        if let Some(key) = record_key(change) {
+            self.write_record(key, record_value(change), how);
         }
     }
 
-    /// Queues a write of `value` at `key`, made if the bucket holds what `expected` says.
-    fn write_record(&self, key: String, value: Bytes, expected: Option<Expected>) {
-        *self.sync().writing.entry(key.clone()).or_default() += 1;
-        let _ = self.writes.send(Write {
-            key,
-            value,
-            expected,
-        });
+    /// Queues a write of `value` at `key`.
+    fn write_record(&self, key: String, value: Bytes, how: How) {
+        self.sync().queued(&key);
+        let _ = self.writes.send(Write { key, value, how });
     }
 
     /// The bucket, made if no node made it yet.
@@ -392,32 +554,26 @@ impl SharedRegistry {
             .await
     }
 
-    /// Writes this node's changes to the bucket, in the order they were made, each retried
-    /// until NATS takes it.
+    /// Writes this node's changes to the bucket once it is merged, in the order they were
+    /// made, each retried until NATS takes it; tells the follow task the bucket's record after
+    /// the last queued write of each.
     async fn write_changes(
         self: Arc<Self>,
         mut writes: mpsc::UnboundedReceiver<Write>,
-        broker: BrokerHandle,
-        registry: Registry,
+        outcomes: mpsc::UnboundedSender<Outcome>,
     ) {
-        while let Some(Write {
-            key,
-            value,
-            expected,
-        }) = writes.recv().await
-        {
+        let mut merged = self.merged.subscribe();
+        if merged.wait_for(|merged| *merged).await.is_err() {
+            return;
+        }
+        while let Some(write) = writes.recv().await {
             let mut failures = 0u32;
-            let revision = loop {
-                let written = match self.bucket().await {
-                    Ok(bucket) => put(bucket, &key, value.clone(), expected).await,
-                    Err(error) => Err(Refused::Unreachable(error)),
-                };
-                match written {
-                    Ok(revision) => break Some(revision),
-                    Err(Refused::Newer) => break None,
-                    Err(Refused::Unreachable(error)) => {
+            let outcome = loop {
+                match self.write_once(&write).await {
+                    Ok(outcome) => break outcome,
+                    Err(error) => {
                         if failures == 0 {
-                            warn!(node = %self.node_id, %key, %error,
+                            warn!(node = %self.node_id, key = %write.key, %error,
                                 "registry change not shared yet; retrying");
                         }
                         failures += 1;
@@ -425,51 +581,87 @@ impl SharedRegistry {
                     }
                 }
             };
-            let Some(revision) = revision else {
-                debug!(node = %self.node_id, %key, "the cluster's copy changed since the merge read it; it wins");
-                if let Some(entry) = self.written(&key, None) {
-                    self.apply(&broker, &registry, [entry]).await;
-                }
-                continue;
-            };
-            self.shared.fetch_add(1, Ordering::Relaxed);
-            debug!(node = %self.node_id, %key, revision, "registry change shared");
-            if let Some(entry) = self.written(&key, Some(revision)) {
-                self.apply(&broker, &registry, [entry]).await;
+            if outcome.wrote {
+                self.shared.fetch_add(1, Ordering::Relaxed);
+            }
+            debug!(node = %self.node_id, key = %write.key, revision = outcome.revision,
+                wrote = outcome.wrote, "registry change shared");
+            if self.sync().done(&write.key, outcome.revision) {
+                let _ = outcomes.send(outcome.of(write.key));
             }
         }
     }
 
-    /// One of this node's writes of `key` is done, at `revision` (`None`: not made): the entry
-    /// that waited for this node's writes of it, if they are all done and it is newer.
-    fn written(&self, key: &str, revision: Option<u64>) -> Option<kv::Entry> {
-        let mut sync = self.sync();
-        let left = match sync.writing.get_mut(key) {
-            Some(writing) => {
-                *writing = writing.saturating_sub(1);
-                *writing
+    /// One write, as its `how` says; the bucket's record after it.
+    async fn write_once(&self, write: &Write) -> Result<Written, String> {
+        let bucket = self.bucket().await?;
+        let (key, value) = (&write.key, &write.value);
+        match &write.how {
+            How::Put => {
+                let revision = bucket
+                    .put(key, value.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Written::made(revision, value.clone()))
             }
-            None => 0,
-        };
-        if let Some(revision) = revision
-            && sync.seen < revision
-        {
-            let last = sync.written.entry(key.to_owned()).or_default();
-            *last = (*last).max(revision);
+            How::Create => create_or_revive(bucket, key, value).await,
+            How::Edit(before) => loop {
+                let Some(entry) = bucket.entry(key).await.map_err(|e| e.to_string())? else {
+                    // Never shared: made whole.
+                    return create_or_revive(bucket, key, value).await;
+                };
+                if is_removal(&entry) {
+                    // Deleted elsewhere: the removal wins.
+                    return Ok(Written::found(&entry));
+                }
+                let (
+                    Some(Shared::Device(_, SharedRecord::Kept(current))),
+                    Some(Shared::Device(_, SharedRecord::Kept(after))),
+                ) = (
+                    Shared::read(key, &entry.value, false),
+                    Shared::read(key, value, false),
+                )
+                else {
+                    return Ok(Written::found(&entry));
+                };
+                let merged = edited(&current, before, &after);
+                if merged == current {
+                    return Ok(Written::found(&entry));
+                }
+                let bytes = Bytes::from(registry_records::device_value(&merged));
+                match bucket.update(key, bytes.clone(), entry.revision).await {
+                    Ok(revision) => return Ok(Written::made(revision, bytes)),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            },
+            How::Expect(Expected::Absent) => match bucket.create(key, value.clone()).await {
+                Ok(revision) => Ok(Written::made(revision, value.clone())),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    current(bucket, key).await
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            How::Expect(Expected::Revision(revision)) => {
+                match bucket.update(key, value.clone(), *revision).await {
+                    Ok(revision) => Ok(Written::made(revision, value.clone())),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        current(bucket, key).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
-        if left > 0 {
-            return None;
-        }
-        sync.writing.remove(key);
-        let last = sync.written.get(key).copied().unwrap_or(0);
-        sync.waiting
-            .remove(key)
-            .filter(|entry| entry.revision > last)
     }
 
     /// Merges the bucket with this node's registry, then follows it: each entry is applied
-    /// here, but this node's own and those of records it is writing.
-    async fn follow(self: Arc<Self>, broker: BrokerHandle, registry: Registry) {
+    /// here as [`Tracking`] decides, and each outcome of this node's writes.
+    async fn follow(
+        self: Arc<Self>,
+        broker: BrokerHandle,
+        registry: Registry,
+        mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    ) {
         let mut failures = 0u32;
         let mut merged = false;
         loop {
@@ -496,22 +688,73 @@ impl SharedRegistry {
                     continue;
                 }
             };
-            merged = true;
+            if !merged {
+                merged = true;
+                self.merged.send_replace(true);
+            }
             failures = 0;
-            while let Some(entry) = watch.next().await {
-                match entry {
-                    Ok(entry) => {
-                        if let Some(entry) = self.received(entry) {
-                            self.apply(&broker, &registry, [entry]).await;
+            loop {
+                tokio::select! {
+                    entry = watch.next() => match entry {
+                        Some(Ok(entry)) => {
+                            if self.sync().entry(&entry.key, entry.revision) == Decision::Apply {
+                                self.apply(&broker, &registry, &entry.key, &entry.value, is_removal(&entry)).await;
+                            }
                         }
-                    }
-                    Err(error) => {
-                        debug!(node = %self.node_id, %error, "the registry's watch broke");
-                        break;
+                        Some(Err(error)) => {
+                            debug!(node = %self.node_id, %error, "the registry's watch broke");
+                            break;
+                        }
+                        None => break,
+                    },
+                    Some(outcome) = outcomes.recv() => {
+                        self.outcome(&broker, &registry, outcome).await;
                     }
                 }
             }
             tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// Applies what the bucket holds after this node's last write of a record, unless the
+    /// record changed since (then what it holds now).
+    async fn outcome(&self, broker: &BrokerHandle, registry: &Registry, outcome: Outcome) {
+        let decision = self.sync().outcome(&outcome.key, outcome.revision);
+        match decision {
+            Decision::Skip => {}
+            Decision::Apply => {
+                self.apply(
+                    broker,
+                    registry,
+                    &outcome.key,
+                    &outcome.value,
+                    outcome.removed,
+                )
+                .await;
+            }
+            Decision::ReadAgain => {
+                let read = match self.bucket().await {
+                    Ok(bucket) => bucket.entry(&outcome.key).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(error),
+                };
+                match read {
+                    Ok(Some(entry)) => {
+                        self.sync().read_again(&entry.key, entry.revision);
+                        self.apply(
+                            broker,
+                            registry,
+                            &entry.key,
+                            &entry.value,
+                            is_removal(&entry),
+                        )
+                        .await;
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        warn!(node = %self.node_id, key = %outcome.key, %error, "registry record not read again");
+                    }
+                }
+            }
         }
     }
 
@@ -539,11 +782,11 @@ impl SharedRegistry {
             };
             let entry = entry.map_err(|e| e.to_string())?;
             current = entry.delta == 0;
-            let Some(entry) = self.received(entry) else {
+            if self.sync().entry(&entry.key, entry.revision) != Decision::Apply {
                 continue;
-            };
+            }
             revisions.insert(entry.key.clone(), entry.revision);
-            match self.read(&entry) {
+            match self.read(&entry.key, &entry.value, is_removal(&entry)) {
                 Some(Shared::Product(key, record)) => products.push((key, record)),
                 Some(Shared::Device(identity, record)) => devices.push((identity, record)),
                 Some(Shared::AccessKey { node, id, secret }) => {
@@ -566,7 +809,7 @@ impl SharedRegistry {
                 Some(&revision) => Expected::Revision(revision),
                 None => Expected::Absent,
             };
-            self.write(change, Some(expected));
+            self.write(&change, How::Expect(expected));
         }
         info!(node = %self.node_id, products = read_products, devices = read_devices,
             written, taken = merge.applied.len(), took_ms = started.elapsed().as_millis() as u64,
@@ -577,110 +820,136 @@ impl SharedRegistry {
         Ok(watch)
     }
 
-    /// What to do with an entry the watch gave: `None` when it is this node's own, older
-    /// than this node's last write of its record, or waits for this node's writes of it.
-    fn received(&self, entry: kv::Entry) -> Option<kv::Entry> {
-        let mut sync = self.sync();
-        sync.seen = sync.seen.max(entry.revision);
-        if let Some(&last) = sync.written.get(&entry.key) {
-            if entry.revision <= last {
-                if entry.revision == last {
-                    sync.written.remove(&entry.key);
-                }
-                return None;
-            }
-            sync.written.remove(&entry.key);
-        }
-        if sync.writing.contains_key(&entry.key) {
-            sync.waiting.insert(entry.key.clone(), entry);
-            return None;
-        }
-        Some(entry)
-    }
-
     /// The record of an entry; `None` (logged) for one no node writes.
-    fn read(&self, entry: &kv::Entry) -> Option<Shared> {
-        let removed = entry.operation != kv::Operation::Put;
-        let shared = Shared::read(&entry.key, &entry.value, removed);
+    fn read(&self, key: &str, value: &[u8], removed: bool) -> Option<Shared> {
+        let shared = Shared::read(key, value, removed);
         if shared.is_none() {
-            warn!(node = %self.node_id, key = %entry.key, "not a registry record; skipped");
+            warn!(node = %self.node_id, %key, "not a registry record; skipped");
         }
         shared
     }
 
-    /// Applies entries of other nodes to the registry, keeps what changed in the store and
-    /// disconnects the devices they removed or disabled.
+    /// Applies a record of the bucket here: keeps it in the store and disconnects the device
+    /// it removed or disabled; one this node's configuration declares, removed elsewhere,
+    /// stays and is shared again. Not while this node has writes of it on the way (they were
+    /// made after it, under the registry's lock: their outcome comes).
     async fn apply(
         &self,
         broker: &BrokerHandle,
         registry: &Registry,
-        entries: impl IntoIterator<Item = kv::Entry>,
+        key: &str,
+        value: &[u8],
+        removed: bool,
     ) {
-        let mut applied = Vec::new();
-        let mut keys_changed = false;
-        for entry in entries {
-            let shared = match self.read(&entry) {
-                Some(Shared::AccessKey { node, id, secret }) => {
-                    keys_changed |= self.learn_key(node, id, secret);
-                    continue;
+        let change = match self.read(key, value, removed) {
+            Some(Shared::AccessKey { node, id, secret }) => {
+                if self.learn_key(node, id, secret) {
+                    self.tell_access_keys();
                 }
-                Some(shared) => shared,
-                None => continue,
-            };
-            let Some(change) = shared.change() else {
-                continue;
-            };
-            let outcome = registry.apply_shared(&change);
-            debug!(node = %self.node_id, key = %entry.key, revision = entry.revision,
-                ?outcome, "registry change taken");
-            if outcome != SharedApplied::Unchanged {
-                applied.push((change, outcome));
+                return;
+            }
+            Some(shared) => shared.change(),
+            None => None,
+        };
+        let Some(change) = change else {
+            return;
+        };
+        let outcome = registry.apply_shared_if(&change, || !self.sync().writing.contains_key(key));
+        debug!(node = %self.node_id, %key, ?outcome, "registry change taken");
+        match outcome {
+            SharedApplied::Unchanged => {}
+            SharedApplied::Declared(declared) => self.write(&declared, How::Put),
+            outcome => {
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                keep_and_act(broker, vec![(change, outcome)]).await;
             }
         }
-        if keys_changed {
-            self.tell_access_keys();
-        }
-        self.taken
-            .fetch_add(applied.len() as u64, Ordering::Relaxed);
-        keep_and_act(broker, applied).await;
     }
 }
 
-/// Why a write was not made.
-enum Refused {
-    /// The bucket holds a newer record than the merge read.
-    Newer,
-    /// NATS did not take it.
-    Unreachable(String),
+/// A write's result: the bucket's record after it.
+struct Written {
+    revision: u64,
+    value: Bytes,
+    removed: bool,
+    /// Whether this write made it (else it is what the bucket held, which won).
+    wrote: bool,
 }
 
-/// Writes `value` at `key`, if the bucket holds what `expected` says; its revision.
-async fn put(
-    bucket: &kv::Store,
-    key: &str,
+impl Written {
+    fn made(revision: u64, value: Bytes) -> Self {
+        Written {
+            revision,
+            removed: value.is_empty(),
+            value,
+            wrote: true,
+        }
+    }
+
+    fn found(entry: &kv::Entry) -> Self {
+        Written {
+            revision: entry.revision,
+            value: entry.value.clone(),
+            removed: is_removal(entry),
+            wrote: false,
+        }
+    }
+
+    fn of(self, key: String) -> Outcome {
+        Outcome {
+            key,
+            revision: self.revision,
+            value: self.value,
+            removed: self.removed,
+        }
+    }
+}
+
+/// The bucket's record after this node's last queued write of it.
+struct Outcome {
+    key: String,
+    revision: u64,
     value: Bytes,
-    expected: Option<Expected>,
-) -> Result<u64, Refused> {
-    match expected {
-        None => bucket
-            .put(key, value)
-            .await
-            .map_err(|e| Refused::Unreachable(e.to_string())),
-        Some(Expected::Absent) => bucket.create(key, value).await.map_err(|e| {
-            if e.kind() == kv::CreateErrorKind::AlreadyExists {
-                Refused::Newer
-            } else {
-                Refused::Unreachable(e.to_string())
-            }
+    removed: bool,
+}
+
+/// Whether an entry says its record was removed (a tombstone, or the bucket's own delete).
+fn is_removal(entry: &kv::Entry) -> bool {
+    entry.operation != kv::Operation::Put || entry.value.is_empty()
+}
+
+/// What the bucket holds at `key` now.
+async fn current(bucket: &kv::Store, key: &str) -> Result<Written, String> {
+    match bucket.entry(key).await.map_err(|e| e.to_string())? {
+        Some(entry) => Ok(Written::found(&entry)),
+        None => Ok(Written {
+            revision: 0,
+            value: Bytes::new(),
+            removed: true,
+            wrote: false,
         }),
-        Some(Expected::Revision(revision)) => {
-            bucket.update(key, value, revision).await.map_err(|e| {
-                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                    Refused::Newer
-                } else {
-                    Refused::Unreachable(e.to_string())
-                }
-            })
+    }
+}
+
+/// Writes a device this node made where the bucket has none or a removed one; where it has
+/// one, that one.
+async fn create_or_revive(bucket: &kv::Store, key: &str, value: &Bytes) -> Result<Written, String> {
+    loop {
+        match bucket.create(key, value.clone()).await {
+            Ok(revision) => return Ok(Written::made(revision, value.clone())),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let Some(entry) = bucket.entry(key).await.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if !is_removal(&entry) {
+            return Ok(Written::found(&entry));
+        }
+        match bucket.update(key, value.clone(), entry.revision).await {
+            Ok(revision) => return Ok(Written::made(revision, value.clone())),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -703,7 +972,9 @@ async fn keep_and_act(broker: &BrokerHandle, applied: Vec<(StoreChange, SharedAp
                     SharedApplied::DeviceDisabled(device) => {
                         hub.disconnect_device(&device, false, now);
                     }
-                    SharedApplied::Changed | SharedApplied::Unchanged => {}
+                    SharedApplied::Changed
+                    | SharedApplied::Unchanged
+                    | SharedApplied::Declared(_) => {}
                 }
             }
         })
@@ -712,10 +983,102 @@ async fn keep_and_act(broker: &BrokerHandle, applied: Vec<(StoreChange, SharedAp
 
 #[cfg(test)]
 mod tests {
-    use aliot_core::hub::durable::{ProductRecord, RegisteredDevice};
+    use aliot_core::hub::durable::ProductRecord;
     use aliot_services::UnixMillis;
 
     use super::*;
+
+    #[test]
+    fn this_nodes_write_comes_back_as_its_outcome_not_as_an_entry() {
+        let mut t = Tracking::default();
+        t.queued("k");
+        // Its own entry, seen while the write is on its way.
+        assert_eq!(t.entry("k", 5), Decision::Skip);
+        assert!(t.done("k", 5));
+        assert_eq!(t.outcome("k", 5), Decision::Apply);
+        assert_eq!(t.entry("k", 6), Decision::Apply);
+    }
+
+    #[test]
+    fn a_newer_entry_wins_over_an_outcome_that_comes_after_it() {
+        let mut t = Tracking::default();
+        t.queued("k");
+        assert!(t.done("k", 5));
+        // Another node's, after this node's write and before its outcome is applied.
+        assert_eq!(t.entry("k", 5), Decision::Skip);
+        assert_eq!(t.entry("k", 6), Decision::Apply);
+        assert_eq!(t.outcome("k", 5), Decision::Skip);
+        assert_eq!(t.entry("k", 7), Decision::Apply);
+    }
+
+    #[test]
+    fn an_entry_skipped_while_writing_that_is_newer_than_the_outcome_is_read_again() {
+        let mut t = Tracking::default();
+        t.queued("k");
+        assert_eq!(t.entry("k", 6), Decision::Skip);
+        assert!(t.done("k", 5));
+        assert_eq!(t.outcome("k", 5), Decision::ReadAgain);
+        // Read again at 8, ahead of the watch: its entries up to 8 are older.
+        t.read_again("k", 8);
+        assert_eq!(t.entry("k", 7), Decision::Skip);
+        assert_eq!(t.entry("k", 8), Decision::Skip);
+        assert_eq!(t.entry("k", 9), Decision::Apply);
+    }
+
+    #[test]
+    fn entries_older_than_an_outcome_are_skipped_until_the_watch_passes_it() {
+        let mut t = Tracking::default();
+        t.queued("k");
+        assert!(t.done("k", 7));
+        assert_eq!(t.outcome("k", 7), Decision::Apply);
+        assert_eq!(t.entry("k", 6), Decision::Skip);
+        assert_eq!(t.entry("k", 7), Decision::Skip);
+        assert!(t.floor.is_empty(), "the watch passed it: nothing kept");
+        assert_eq!(t.entry("k", 8), Decision::Apply);
+        // Other records are not concerned.
+        assert_eq!(t.entry("j", 3), Decision::Apply);
+    }
+
+    #[test]
+    fn only_the_last_of_several_writes_has_its_outcome_applied() {
+        let mut t = Tracking::default();
+        t.queued("k");
+        t.queued("k");
+        assert!(!t.done("k", 5));
+        // A change made here after the writes: the outcome waits for that one's.
+        assert!(t.done("k", 6));
+        t.queued("k");
+        assert_eq!(t.outcome("k", 6), Decision::Skip);
+        assert!(t.done("k", 7));
+        assert_eq!(t.outcome("k", 7), Decision::Apply);
+    }
+
+    #[test]
+    fn an_edit_writes_only_the_fields_it_changed() {
+        let base = RegisteredDevice {
+            identity: DeviceIdentity::new("a1Prod", "dev-1"),
+            secret: "secret".into(),
+            iot_id: "iot".into(),
+            nickname: None,
+            created: UnixMillis(1),
+            activated: None,
+            disabled: false,
+            token: None,
+            gateway: None,
+        };
+        // Here: activated. Elsewhere meanwhile: disabled.
+        let after = RegisteredDevice {
+            activated: Some(UnixMillis(9)),
+            ..base.clone()
+        };
+        let current = RegisteredDevice {
+            disabled: true,
+            ..base.clone()
+        };
+        let merged = edited(&current, &base, &after);
+        assert!(merged.disabled, "the other node's change stays");
+        assert_eq!(merged.activated, Some(UnixMillis(9)));
+    }
 
     #[test]
     fn records_read_back_from_their_keys_and_values() {

@@ -175,6 +175,7 @@ impl RegistryState {
         if device.activated.is_some() || device.disabled {
             return Err(RegistrationRefused::Activated(identity.clone()));
         }
+        let previous = (!created).then(|| device.clone());
         // Each attempt while inactive issues new credentials: the last one counts.
         let grant = match request.kind {
             RegistrationKind::PreRegistered => {
@@ -192,6 +193,7 @@ impl RegistryState {
             grant,
             device: device.clone(),
             created,
+            previous,
         })
     }
 
@@ -273,7 +275,7 @@ impl RegistryState {
         &mut self,
         sub: &DeviceIdentity,
         gateway: Option<&DeviceIdentity>,
-    ) -> Result<Option<StoreChange>, RegistryError> {
+    ) -> Result<Option<(StoreChange, RegisteredDevice)>, RegistryError> {
         let device = self
             .devices
             .get_mut(sub)
@@ -281,10 +283,11 @@ impl RegistryState {
         if device.gateway.as_ref() == gateway {
             return Ok(None);
         }
-        let before = mem::replace(&mut device.gateway, gateway.cloned());
+        let before = device.clone();
+        device.gateway = gateway.cloned();
         let change = StoreChange::RegisteredDeviceSaved(Box::new(device.clone()));
-        self.index_gateway(sub, before.as_ref(), gateway);
-        Ok(Some(change))
+        self.index_gateway(sub, before.gateway.as_ref(), gateway);
+        Ok(Some((change, before)))
     }
 
     /// Moves `sub` in the topologies' index from gateway `before` to gateway `after`.
@@ -386,12 +389,30 @@ impl RegistryState {
     fn apply_shared(&mut self, change: &StoreChange) -> SharedApplied {
         match change {
             StoreChange::ProductSaved(record) => self.apply_product(record.clone()),
-            StoreChange::ProductRemoved(key) => match self.products.remove(key) {
-                Some(_) => SharedApplied::Changed,
-                None => SharedApplied::Unchanged,
-            },
+            StoreChange::ProductRemoved(key) => {
+                if self.configured_products.contains(key)
+                    && let Some(product) = self.products.get(key)
+                {
+                    return SharedApplied::Declared(StoreChange::ProductSaved(
+                        product.record.clone(),
+                    ));
+                }
+                match self.products.remove(key) {
+                    Some(_) => SharedApplied::Changed,
+                    None => SharedApplied::Unchanged,
+                }
+            }
             StoreChange::RegisteredDeviceSaved(device) => self.apply_device((**device).clone()),
-            StoreChange::RegisteredDeviceRemoved(identity) => self.remove_device(identity),
+            StoreChange::RegisteredDeviceRemoved(identity) => {
+                if self.configured_devices.contains(identity)
+                    && let Some(device) = self.devices.get(identity)
+                {
+                    return SharedApplied::Declared(StoreChange::RegisteredDeviceSaved(Box::new(
+                        device.clone(),
+                    )));
+                }
+                self.remove_device(identity)
+            }
             _ => SharedApplied::Unchanged,
         }
     }
@@ -406,6 +427,8 @@ pub struct DynamicRegistration {
     pub device: RegisteredDevice,
     /// Whether the registration made the device (`regnwl` of a device not registered before).
     pub created: bool,
+    /// The device as it was before, when it existed.
+    previous: Option<RegisteredDevice>,
 }
 
 impl DynamicRegistration {
@@ -417,8 +440,10 @@ impl DynamicRegistration {
 
 /// Told of each change this registry makes itself (not of those
 /// [applied from elsewhere](Registry::apply_shared)), in order, while the change is being
-/// made: it must not block, nor read or change the registry.
-pub type RegistryObserver = Arc<dyn Fn(&StoreChange) + Send + Sync>;
+/// made, with the device's record as it was before when the change edits a device that
+/// existed (`None`: a device made, a removal, a product's change): it must not block, nor
+/// read or change the registry.
+pub type RegistryObserver = Arc<dyn Fn(&StoreChange, Option<&RegisteredDevice>) + Send + Sync>;
 
 /// The shared registry. Cheap to clone: clones share it.
 #[derive(Clone, Default)]
@@ -429,7 +454,7 @@ pub struct Registry {
 
 /// What a change made elsewhere (another node of a cluster) did to this registry
 /// ([`Registry::apply_shared`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SharedApplied {
     /// It had that already.
     Unchanged,
@@ -439,6 +464,9 @@ pub enum SharedApplied {
     DeviceRemoved(DeviceIdentity),
     /// This device is disabled now: its connection goes, its session stays.
     DeviceDisabled(DeviceIdentity),
+    /// Removed elsewhere, but this node's configuration declares it: kept here, and this
+    /// change (its record) is to be shared again.
+    Declared(StoreChange),
 }
 
 /// What a cluster's shared copy of the registry holds for one record: its value, or that it
@@ -530,8 +558,13 @@ impl Registry {
     /// `change`, after telling the observer of it. Called under the write lock, so that the
     /// observer hears of one record's changes in the order they were made.
     fn told(&self, change: StoreChange) -> StoreChange {
+        self.told_edit(change, None)
+    }
+
+    /// `change`, an edit of the device that was `before`, after telling the observer of it.
+    fn told_edit(&self, change: StoreChange, before: Option<&RegisteredDevice>) -> StoreChange {
         if let Some(observer) = self.observer.get() {
-            observer(&change);
+            observer(&change, before);
         }
         change
     }
@@ -914,9 +947,10 @@ impl Registry {
             .devices
             .get_mut(identity)
             .ok_or_else(|| RegistryError::NoDevice(identity.clone()))?;
+        let before = device.clone();
         change(device);
         let change = StoreChange::RegisteredDeviceSaved(Box::new(device.clone()));
-        Ok(self.told(change))
+        Ok(self.told_edit(change, Some(&before)))
     }
 
     /// Disables (refused at CONNECT) or enables a device.
@@ -974,7 +1008,7 @@ impl Registry {
             Err(_) => state.counters.refused += 1,
         }
         if let Ok(registration) = &outcome {
-            self.told(registration.change());
+            self.told_edit(registration.change(), registration.previous.as_ref());
         }
         outcome
     }
@@ -988,10 +1022,10 @@ impl Registry {
         identity: &DeviceIdentity,
     ) -> Result<Vec<StoreChange>, RegistryError> {
         let mut state = self.write();
-        let mut changes = Vec::new();
+        let mut edits = Vec::new();
         if state.devices.contains_key(identity) {
             for sub in state.by_gateway.get(identity).cloned().unwrap_or_default() {
-                changes.extend(state.set_gateway(&sub, None)?);
+                edits.extend(state.set_gateway(&sub, None)?);
             }
             state.set_gateway(identity, None)?;
         }
@@ -1002,10 +1036,11 @@ impl Registry {
         if let Some(product) = state.products.get_mut(&identity.product_key) {
             product.devices = product.devices.saturating_sub(1);
         }
-        changes.push(StoreChange::RegisteredDeviceRemoved(identity.clone()));
-        for change in &changes {
-            self.told(change.clone());
-        }
+        let mut changes: Vec<StoreChange> = edits
+            .into_iter()
+            .map(|(change, before)| self.told_edit(change, Some(&before)))
+            .collect();
+        changes.push(self.told(StoreChange::RegisteredDeviceRemoved(identity.clone())));
         Ok(changes)
     }
 
@@ -1033,7 +1068,7 @@ impl Registry {
         }
         Ok(state
             .set_gateway(sub, Some(gateway))?
-            .map(|change| self.told(change)))
+            .map(|(change, before)| self.told_edit(change, Some(&before))))
     }
 
     /// Removes `sub` from `gateway`'s topology (`thing/topo/delete`, `RemoveThingTopo`); the
@@ -1057,7 +1092,7 @@ impl Registry {
         }
         Ok(state
             .set_gateway(sub, None)?
-            .map(|change| self.told(change)))
+            .map(|(change, before)| self.told_edit(change, Some(&before))))
     }
 
     /// A gateway's topology: its sub-devices, in order (`thing/topo/get`, `GetThingTopo`).
@@ -1078,7 +1113,22 @@ impl Registry {
     /// change is none of the registry's). Its observer is not told: the change is not this
     /// registry's own.
     pub fn apply_shared(&self, change: &StoreChange) -> SharedApplied {
-        self.write().apply_shared(change)
+        self.apply_shared_if(change, || true)
+    }
+
+    /// [`apply_shared`](Self::apply_shared), if `allowed` says so when asked under the
+    /// registry's write lock: no change of this registry (told to its observer under the same
+    /// lock) comes between the check and the change.
+    pub fn apply_shared_if(
+        &self,
+        change: &StoreChange,
+        allowed: impl FnOnce() -> bool,
+    ) -> SharedApplied {
+        let mut state = self.write();
+        if !allowed() {
+            return SharedApplied::Unchanged;
+        }
+        state.apply_shared(change)
     }
 
     /// Merges what a cluster shares (each product and device the shared copy has, or had
@@ -1088,7 +1138,7 @@ impl Registry {
     ///   which keeps the shared history (ids, times, disabled) with the configuration's
     ///   secrets and categories, as when a store is merged ([`Registry::merge_kept`]);
     /// - what the shared copy removed is removed here, but for what the configuration
-    ///   declares, which is shared again;
+    ///   declares, which is shared again (and so later, [`SharedApplied::Declared`]);
     /// - what only this node has (its store or configuration) is shared.
     pub fn merge_shared(
         &self,
@@ -1304,10 +1354,8 @@ impl SubDeviceDirectory for Registry {
                     .insert_device(sub, None, now)
                     .map_err(|_| AlinkCode::BAD_PARAMS)?;
                 let secret = device.secret.clone();
-                Ok((
-                    secret,
-                    Some(StoreChange::RegisteredDeviceSaved(Box::new(device))),
-                ))
+                let change = StoreChange::RegisteredDeviceSaved(Box::new(device));
+                Ok((secret, Some(self.told(change))))
             }
         }
     }
@@ -1435,14 +1483,24 @@ mod tests {
         let registry = configured_registry();
         let told = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = Arc::clone(&told);
-        assert!(registry.observe(Arc::new(move |change: &StoreChange| {
-            sink.lock().unwrap().push(change.clone());
-        })));
-        let conf = DeviceIdentity::new("a1Conf", "dev-1");
-        let disabled = registry.set_disabled(&conf, true).unwrap();
-        let removed = registry.delete_device(&conf).unwrap();
-        assert_eq!(told.lock().unwrap().len(), 1 + removed.len());
-        assert_eq!(told.lock().unwrap()[0], disabled);
+        assert!(registry.observe(Arc::new(
+            move |change: &StoreChange, before: Option<&RegisteredDevice>| {
+                sink.lock().unwrap().push((change.clone(), before.cloned()));
+            }
+        )));
+        let (own, made) = registry
+            .register_device("a1Conf", Some("own-1"), None, UnixMillis(6))
+            .unwrap();
+        let id = own.identity.clone();
+        let disabled = registry.set_disabled(&id, true).unwrap();
+        {
+            let told = told.lock().unwrap();
+            // Made: no record before; edited: the record before the edit.
+            assert_eq!(told[0], (made, None));
+            assert_eq!(told[1], (disabled.clone(), Some(own.clone())));
+        }
+        let removed = registry.delete_device(&id).unwrap();
+        assert_eq!(told.lock().unwrap().len(), 2 + removed.len());
         // Taken from elsewhere: applied, not told; the same again changes nothing.
         let back = StoreChange::RegisteredDeviceSaved(Box::new(RegisteredDevice {
             gateway: Some(DeviceIdentity::new("a1Conf", "gw-1")),
@@ -1453,23 +1511,72 @@ mod tests {
         }));
         assert_eq!(
             registry.apply_shared(&back),
-            SharedApplied::DeviceDisabled(conf.clone())
+            SharedApplied::DeviceDisabled(id.clone())
         );
         assert_eq!(registry.apply_shared(&back), SharedApplied::Unchanged);
         assert_eq!(
             registry.topology(&DeviceIdentity::new("a1Conf", "gw-1")),
-            vec![conf.clone()]
+            vec![id.clone()]
         );
         assert_eq!(
-            registry.apply_shared(&StoreChange::RegisteredDeviceRemoved(conf.clone())),
-            SharedApplied::DeviceRemoved(conf.clone())
+            registry.apply_shared(&StoreChange::RegisteredDeviceRemoved(id.clone())),
+            SharedApplied::DeviceRemoved(id.clone())
         );
         assert!(
             registry
                 .topology(&DeviceIdentity::new("a1Conf", "gw-1"))
                 .is_empty()
         );
-        assert_eq!(told.lock().unwrap().len(), 1 + removed.len());
+        // Refused: nothing changes.
+        assert_eq!(
+            registry.apply_shared_if(&back, || false),
+            SharedApplied::Unchanged
+        );
+        assert!(registry.device(&id).is_none());
+        assert_eq!(told.lock().unwrap().len(), 2 + removed.len());
+    }
+
+    #[test]
+    fn what_the_configuration_declares_stays_when_removed_elsewhere() {
+        let registry = configured_registry();
+        let conf = DeviceIdentity::new("a1Conf", "dev-1");
+        let kept = registry.device(&conf).unwrap();
+        assert_eq!(
+            registry.apply_shared(&StoreChange::RegisteredDeviceRemoved(conf.clone())),
+            SharedApplied::Declared(StoreChange::RegisteredDeviceSaved(Box::new(kept.clone())))
+        );
+        assert_eq!(registry.device(&conf), Some(kept));
+        let product = registry.product("a1Conf").unwrap();
+        assert_eq!(
+            registry.apply_shared(&StoreChange::ProductRemoved("a1Conf".into())),
+            SharedApplied::Declared(StoreChange::ProductSaved(product))
+        );
+        assert!(registry.product("a1Conf").is_some());
+    }
+
+    #[test]
+    fn a_sub_device_a_gateway_registers_is_told() {
+        let products = [ConfiguredProduct {
+            key: "a1Conf".into(),
+            categories: Vec::new(),
+            secret: Some("product-secret".into()),
+            dynamic_registration: true,
+        }];
+        let registry = Registry::configured(&configured(), &products, UnixMillis(5));
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&told);
+        registry.observe(Arc::new(
+            move |change: &StoreChange, before: Option<&RegisteredDevice>| {
+                sink.lock()
+                    .unwrap()
+                    .push((change.clone(), before.is_some()));
+            },
+        ));
+        let sub = DeviceIdentity::new("a1Conf", "sub-1");
+        let (_, change) =
+            SubDeviceDirectory::register(&registry, &sub, None, UnixMillis(7)).expect("registered");
+        let change = change.expect("a new device");
+        assert_eq!(*told.lock().unwrap(), [(change, false)]);
     }
 
     fn configured() -> MemoryRegistry {

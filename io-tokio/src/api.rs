@@ -1416,6 +1416,12 @@ fn prometheus_text(
                 ("direction=\"in\"", cluster.relayed_in),
             ],
         );
+        family(
+            "aliot_cluster_relay_dropped_total",
+            "counter",
+            "Consumer groups' messages too large for a NATS message, which no relay can carry: dropped.",
+            &[("", cluster.relay_dropped)],
+        );
     }
     out
 }

@@ -385,13 +385,13 @@ impl ConsumerGroups {
         Ok((id, first))
     }
 
-    /// Puts a message another node relayed in the group's backlog; its id is `message_id`
-    /// (a fresh one of this hub).
+    /// Puts a message another node relayed in the group's backlog, as made at `at` (on the
+    /// hub's clock, for its maximum age); its id is a fresh one of this hub.
     pub(super) fn accept_relayed(
         &mut self,
         group_id: &str,
         message: BacklogMessage,
-        now: Instant,
+        at: Instant,
         changes: &mut Vec<BacklogChange>,
         handed: &mut Vec<Handed>,
     ) -> Result<(), UnknownConsumerGroup> {
@@ -400,7 +400,7 @@ impl ConsumerGroups {
         };
         if let Some(group) = self.groups.get_mut(index) {
             let message = Arc::new(message);
-            group.insert(Arc::clone(&message), now);
+            group.insert(Arc::clone(&message), at);
             group.stats.relayed_in += 1;
             changes.push(BacklogChange::Saved(Arc::clone(&group.id), message));
             group.enforce(&self.limits, changes);
@@ -692,11 +692,14 @@ impl Hub {
             payload,
             generate_time,
         };
+        // Its age counts from when it was made, by the wall clock, as a restored one's.
+        let age_ms = self.wall_clock.0.saturating_sub(generate_time.0);
+        let at = Instant::from_millis(now.as_millis().saturating_sub(age_ms));
         let mut changes = core::mem::take(&mut self.backlog_changes);
         let mut handed = core::mem::take(&mut self.handed);
         let accepted =
             self.consumer_groups
-                .accept_relayed(group_id, message, now, &mut changes, &mut handed);
+                .accept_relayed(group_id, message, at, &mut changes, &mut handed);
         self.record_backlog(&mut changes);
         self.hand_out(&mut handed);
         self.backlog_changes = changes;

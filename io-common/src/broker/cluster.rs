@@ -148,6 +148,9 @@ pub struct ClusterStats {
     pub relayed_out: u64,
     /// Consumer groups' messages other nodes relayed here.
     pub relayed_in: u64,
+    /// Consumer groups' messages too large for a NATS message, which this node could not
+    /// relay and dropped.
+    pub relay_dropped: u64,
 }
 
 /// A boxed future, as the link's methods return them.

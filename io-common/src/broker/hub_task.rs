@@ -401,7 +401,9 @@ impl<R: Runtime> HubTask<R> {
                     settled,
                 } => {
                     let credit = u32::try_from(message_ids.len()).unwrap_or(u32::MAX);
-                    for message_id in message_ids {
+                    // Newest first: each one given back goes to the front of its group's
+                    // line, so the batch ends there oldest first, as it was handed out.
+                    for message_id in message_ids.into_iter().rev() {
                         match settled {
                             true => self.hub.forward_settled(consumer, message_id),
                             false => self.hub.forward_released(consumer, message_id),
