@@ -112,6 +112,17 @@ bench() {
         die "aliot-bench $name failed: $(tail -n 1 "$OUT/aliot-bench.log")"
 }
 
+# wait_for WHAT CMD…: until CMD succeeds, for 300 s at most.
+wait_for() {
+    local what=$1 since=$SECONDS
+    shift
+    until "$@" 2>/dev/null; do
+        [ $((SECONDS - since)) -le 300 ] || die "$what: not after 300 s"
+        sleep 0.05
+    done
+}
+metric_above() { [ "$(metric "$1" "$2")" -gt "$3" ]; }
+
 RUN=(--warmup "$WARMUP" --duration "$DURATION")
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 "$ROUNDS"); do
@@ -134,16 +145,13 @@ for round in $(seq 1 "$ROUNDS"); do
     start_node node-a 1
     A_PID=$NODE_PID A_MQTT=$NODE_MQTT A_API=$NODE_API A_AMQP=$NODE_AMQP
     # Its configuration's product and devices, written to the shared registry.
-    until [ "$(metric "$A_API" 'aliot_cluster_registry_changes_total{direction="shared"}')" -gt "$CONNECTIONS" ] 2>/dev/null; do
-        if [ $(($(date +%s) - ${started%.*})) -gt 300 ]; then die "registry not written after 300 s"; fi
-        sleep 0.05
-    done
+    wait_for "node A's registry written" metric_above "$A_API" 'aliot_cluster_registry_changes_total{direction="shared"}' "$CONNECTIONS"
     shared=$(date +%s.%N)
     python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$started" "$shared" >"$OUT/registry-write-secs-$round"
     echo "$(rss_kib "$NATS_PID")" >"$OUT/nats-rss-registry-$round"
     start_node node-b 1
     B_PID=$NODE_PID B_MQTT=$NODE_MQTT B_API=$NODE_API B_AMQP=$NODE_AMQP
-    until grep -q 'registry merged' "$OUT/node-b.log"; do sleep 0.05; done
+    wait_for "node B's registry merged" grep -q 'registry merged' "$OUT/node-b.log"
     sed -n 's/.*registry merged.*took_ms=\([0-9]*\).*/\1/p' "$OUT/node-b.log" | head -1 >"$OUT/registry-read-ms-$round"
     start_node node-c 1
     sleep 1
@@ -152,15 +160,11 @@ for round in $(seq 1 "$ROUNDS"); do
     # then on node A.
     bench "amqp-across-$round" "$A_PID" --port "$A_MQTT" amqp --amqp-port "$B_AMQP" --mode throughput "${RUN[@]}"
     bench "amqp-local-$round" "$A_PID" --port "$A_MQTT" amqp --amqp-port "$A_AMQP" --mode throughput "${RUN[@]}"
-    metric "$B_API" 'aliot_cluster_relayed_messages_total{direction="in"}' >"$OUT/relayed-in-$round"
     # Connects to node A, timed until its bucket holds every claim.
     started=$(date +%s.%N)
     bench "cluster-connections-$round" "$A_PID" --port "$A_MQTT" connections --count "$CONNECTIONS" --hold 2 &
     CONNECTING=$!
-    until [ "$(metric "$A_API" aliot_cluster_claims_total)" -ge "$CONNECTIONS" ] 2>/dev/null; do
-        if [ $(($(date +%s) - ${started%.*})) -gt 300 ]; then die "claims not done after 300 s"; fi
-        sleep 0.1
-    done
+    wait_for "node A's claims" metric_above "$A_API" aliot_cluster_claims_total "$((CONNECTIONS - 1))"
     claimed=$(date +%s.%N)
     python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$started" "$claimed" >"$OUT/claims-secs-$round"
     echo "$(rss_kib "$NATS_PID")" >"$OUT/nats-rss-claimed-$round"
