@@ -71,6 +71,7 @@ mod mailbox;
 mod openssl_tls;
 mod store_writer;
 mod tls;
+mod tls_records;
 mod websocket;
 
 use std::io;
@@ -84,7 +85,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aliot_core::Authenticator;
 use aliot_core::hub::{ConnId, Hub, HubConfig};
 use aliot_core::server::ServerConfig;
-use futures_rustls::TlsAcceptor;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_sync::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -539,7 +539,7 @@ impl<R: Runtime> Broker<R> {
             let (socket, local, listener) = bound_listener;
             let is_tls = listener.is_tls();
             let layers = Layers {
-                tls: listener.tls.map(TlsAcceptor::from),
+                tls: listener.tls,
                 #[cfg(feature = "openssl")]
                 openssl,
                 websocket: listener

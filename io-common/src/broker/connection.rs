@@ -15,7 +15,6 @@ use aliot_core::server::{CloseReason, Command, Connection, Event, ServerConfig};
 use aliot_core::{AuthContext, Authenticator, ClientKey};
 use bytes::{Buf as _, BytesMut};
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_rustls::TlsAcceptor;
 use futures_util::TryFutureExt as _;
 use futures_util::future::Either;
 use futures_util::io::AsyncWriteExt as _;
@@ -65,8 +64,9 @@ pub(crate) struct ConnectionShared<R: Runtime> {
 /// for each connection (both are reference-counted).
 #[derive(Clone, Default)]
 pub(crate) struct Layers {
-    /// The TLS handshake, when the listener speaks TLS through rustls.
-    pub(crate) tls: Option<TlsAcceptor>,
+    /// The TLS configuration, when the listener speaks TLS through rustls (the handshake) and
+    /// [`tls_records`](super::tls_records) (the records after it).
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// The TLS handshake, when the listener speaks TLS through OpenSSL (PSK, legacy versions).
     #[cfg(feature = "openssl")]
     pub(crate) openssl: Option<super::openssl_tls::OpenSslAcceptor>,
@@ -164,8 +164,9 @@ async fn open_layers<R: Runtime>(
         .await;
     }
     match layers.tls {
-        Some(acceptor) => {
-            let handshake = acceptor.accept(stream).map_err(explain_rustls_refusal);
+        Some(config) => {
+            let handshake =
+                super::tls_records::accept(config, stream).map_err(explain_rustls_refusal);
             let stream =
                 before_mqtt(shared, conn, peer, deadline, "TLS handshake", handshake).await?;
             upgrade_if(shared, conn, peer, deadline, websocket, true, None, stream).await

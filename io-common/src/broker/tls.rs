@@ -98,6 +98,9 @@ pub fn tls_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.ignore_client_order = true;
+    // The broker's connections do their own record layer after the handshake
+    // (`tls_records`), from the keys rustls hands over.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
