@@ -71,7 +71,7 @@ mod mailbox;
 mod openssl_tls;
 mod store_writer;
 mod tls;
-mod tls_records;
+pub mod tls_records;
 mod websocket;
 
 use std::io;

@@ -101,6 +101,13 @@ pub fn tls_config(
     // The broker's connections do their own record layer after the handshake
     // (`tls_records`), from the keys rustls hands over.
     config.enable_secret_extraction = true;
+    // Stateless session tickets (the state sealed in the ticket, under keys rotated every
+    // 6 hours): every device may resume, not only the last 256 that rustls's in-memory
+    // session cache holds; a resumed handshake spares both ends the certificate and its
+    // signature. One ticket per connection, not rustls's default two: a device makes one
+    // connection at a time, and each resumed connection gets its next ticket.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 

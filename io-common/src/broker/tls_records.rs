@@ -27,12 +27,11 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use std::sync::Mutex;
 
 use ring::{aead, hkdf};
 use rustls::server::UnbufferedServerConnection;
@@ -75,14 +74,24 @@ const NO_RENEGOTIATION: u8 = 100;
 const WARNING: u8 = 1;
 const FATAL: u8 = 2;
 
+/// Key updates a peer may send in a row, without application data between them (rustls's
+/// own limit).
+const KEY_UPDATES_WITHOUT_DATA: u8 = 32;
+
 /// Handshake message types read after the handshake.
 const KEY_UPDATE: u8 = 24;
 const CLIENT_HELLO: u8 = 1;
 
 /// Runs the server side of a TLS handshake on `stream` with rustls, then hands the connection
-/// to the record layer. The error is rustls's (inside an [`io::Error`]) when the handshake
-/// failed; rustls's alert for it is sent first, as far as the socket takes it at once.
-pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+/// to the record layer. `config` must allow secret extraction
+/// (`enable_secret_extraction`, as the listeners' configuration does).
+///
+/// # Errors
+///
+/// rustls's error (inside an [`io::Error`] of kind `InvalidData`) when the handshake failed,
+/// after rustls's alert for it was sent as far as the socket took it at once; the socket's
+/// error; `UnexpectedEof` when the client left during the handshake.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<rustls::ServerConfig>,
     mut stream: S,
 ) -> io::Result<TlsRecordStream<S>> {
@@ -142,7 +151,13 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
         incoming.copy_within(discard..filled, 0);
         filled -= discard;
-        if transmit {
+        // TLS 1.3's session tickets, made once the client's Finished is in, wait for the
+        // connection's first write (the CONNACK) and leave with it: a system call less per
+        // connection. Everything before them goes at once, and so does TLS 1.2's last flight,
+        // which the client waits for before it sends anything.
+        let tickets_only =
+            !conn.is_handshaking() && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+        if transmit && !tickets_only {
             stream.write_all(&outgoing).await?;
             stream.flush().await?;
             outgoing.clear();
@@ -209,10 +224,15 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             bytes: plaintext,
             read: 0,
         },
-        outgoing: Outgoing::default(),
+        outgoing: Outgoing {
+            bytes: outgoing,
+            written: 0,
+        },
         peer_closed: false,
         failed: None,
         close_notify_sent: false,
+        key_updates_received: 0,
+        answered_key_update: false,
     })
 }
 
@@ -351,13 +371,6 @@ fn encode_into(
             }
         }
     }
-}
-
-fn truncated() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "the peer closed the connection in the middle of a TLS record",
-    )
 }
 
 fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
@@ -655,6 +668,9 @@ fn complete_record(bytes: &[u8]) -> Result<Option<usize>, Alert> {
     Ok(record_len(bytes)?.filter(|&len| bytes.len() >= len))
 }
 
+/// Why a connection whose socket ended inside a record failed.
+const TRUNCATED: &str = "the peer closed the connection in the middle of a record";
+
 /// What ends a connection: the fatal alert to send the peer (none when the peer ended it),
 /// and what to log.
 #[derive(Debug, Clone)]
@@ -679,6 +695,21 @@ impl Alert {
             description: None,
             reason,
         }
+    }
+
+    /// The socket ended inside a record.
+    const fn truncated() -> Self {
+        Self::quiet(TRUNCATED)
+    }
+
+    /// The error every read and write returns once the connection failed so.
+    fn error(&self) -> io::Error {
+        let kind = if self.reason == TRUNCATED {
+            io::ErrorKind::UnexpectedEof
+        } else {
+            io::ErrorKind::InvalidData
+        };
+        io::Error::new(kind, format!("TLS: {}", self.reason))
     }
 }
 
@@ -711,6 +742,11 @@ impl Outgoing {
         self.written == self.bytes.len()
     }
 
+    /// Bytes not yet written.
+    fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
     /// Writes what the socket takes now; `Ready(Ok)` once all is written, its buffer freed.
     fn poll_drain<S: AsyncWrite + Unpin>(
         &mut self,
@@ -735,7 +771,7 @@ impl Outgoing {
 /// A TLS connection after its handshake: the socket, the keys of both directions, and only
 /// the buffers a partial record or unsent output needs. Reads and writes as a byte stream
 /// (`futures-io`), like rustls's own streams.
-pub(crate) struct TlsRecordStream<S> {
+pub struct TlsRecordStream<S> {
     stream: S,
     receiving: Protection,
     sending: Protection,
@@ -750,6 +786,10 @@ pub(crate) struct TlsRecordStream<S> {
     /// Why the connection failed, once it did: every later read or write says it again.
     failed: Option<Alert>,
     close_notify_sent: bool,
+    /// Key updates received since the last application data record.
+    key_updates_received: u8,
+    /// A key update of ours answered the peer's request, and no data went since.
+    answered_key_update: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
@@ -763,13 +803,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
             }
             let _ = self.outgoing.poll_drain(&mut self.stream, cx);
         }
-        invalid(format!("TLS: {}", alert.reason))
+        alert.error()
     }
 
     fn failure(&self) -> Option<io::Error> {
-        self.failed
-            .as_ref()
-            .map(|alert| invalid(format!("TLS: {}", alert.reason)))
+        self.failed.as_ref().map(Alert::error)
     }
 
     fn queue_alert(&mut self, level: u8, description: u8) -> Result<(), Alert> {
@@ -848,12 +886,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
     fn post_handshake(&mut self, body: &[u8]) -> Result<Opened, Alert> {
         match body {
             [KEY_UPDATE, 0, 0, 1, request @ (0 | 1)] => {
+                // A peer may update its keys as often as it likes, but not endlessly without
+                // data between (rustls's limit): each one costs a key derivation here.
+                self.key_updates_received += 1;
+                if self.key_updates_received > KEY_UPDATES_WITHOUT_DATA {
+                    return Err(Alert::fatal(
+                        UNEXPECTED_MESSAGE,
+                        "too many key updates without data between them",
+                    ));
+                }
                 self.receiving = self.receiving.updated().ok_or(Alert::fatal(
                     UNEXPECTED_MESSAGE,
                     "a key update on a connection without one",
                 ))?;
-                if *request == 1 {
+                // Answered with one update of our own before our next data; requests that come
+                // while we have sent nothing since are answered by that one (RFC 8446 §4.6.3).
+                if *request == 1 && !self.answered_key_update {
                     self.update_sending_key()?;
+                    self.answered_key_update = true;
                 }
                 Ok(Opened::Nothing)
             }
@@ -873,6 +923,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
     ) -> Result<Opened, Alert> {
         let (content_type, range) = self.receiving.open(key, record)?;
         if content_type == APPLICATION_DATA {
+            self.key_updates_received = 0;
             return Ok(if range.is_empty() {
                 Opened::Nothing
             } else {
@@ -1013,7 +1064,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsRecordStream<S> {
                 };
                 this.incoming.truncate(kept + n);
                 if n == 0 {
-                    return Poll::Ready(Err(truncated()));
+                    // As below: the end between records is an ordinary end.
+                    return Poll::Ready(if kept > 0 {
+                        Err(this.fail(Alert::truncated(), cx))
+                    } else {
+                        Ok(0)
+                    });
                 }
                 continue;
             }
@@ -1022,7 +1078,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsRecordStream<S> {
             let n = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut buf[kept..]))?;
             if n == 0 {
                 if kept > 0 {
-                    return Poll::Ready(Err(truncated()));
+                    return Poll::Ready(Err(this.fail(Alert::truncated(), cx)));
                 }
                 // The end of the stream without close_notify: MQTT's own framing tells a
                 // truncated packet, so this is an ordinary end, as on plain TCP.
@@ -1030,6 +1086,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsRecordStream<S> {
             }
             buf[..kept].copy_from_slice(&this.incoming);
             this.incoming = Vec::new();
+            let queued = this.outgoing.bytes.len();
             match this.open_in_place(buf, kept + n) {
                 Ok((data, complete)) => {
                     if complete < kept + n && !this.peer_closed {
@@ -1037,7 +1094,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsRecordStream<S> {
                     }
                     // Send what the records asked for (a warning alert, a key update) now,
                     // as far as the socket takes it; the rest goes with the next write.
-                    if !this.outgoing.is_empty()
+                    if this.outgoing.bytes.len() > queued
                         && let Poll::Ready(Err(error)) =
                             this.outgoing.poll_drain(&mut this.stream, cx)
                     {
@@ -1069,8 +1126,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsRecordStream<S> {
                 "TLS: written after close_notify",
             )));
         }
-        // Earlier records first, so that output stays bounded by what the socket takes.
-        ready!(this.outgoing.poll_drain(&mut this.stream, cx))?;
+        // Earlier records first when there are many, so that output stays bounded by what the
+        // socket takes; a few (session tickets, an alert) leave with this write's records, in
+        // one system call.
+        if this.outgoing.pending() >= WRITE_BATCH {
+            ready!(this.outgoing.poll_drain(&mut this.stream, cx))?;
+        }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -1084,6 +1145,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsRecordStream<S> {
             .bytes
             .reserve(taken.len() + records as usize * overhead);
         let key = this.sending.expand();
+        this.answered_key_update = false;
         for chunk in taken.chunks(MAX_PLAINTEXT) {
             if let Err(alert) =
                 this.sending
@@ -1361,6 +1423,24 @@ mod tests {
             let error = pair.server.read(&mut buf).await.unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
         });
+    }
+
+    #[test]
+    fn the_end_of_the_socket_between_records_is_the_end_of_the_stream() {
+        for read_size in [1, 16 * 1024] {
+            smol::block_on(async {
+                let mut pair =
+                    pair(&rustls::version::TLS13, suites::TLS13_AES_128_GCM_SHA256).await;
+                echo_both_ways(&mut pair, 100, read_size).await;
+                pair.client
+                    .get_mut()
+                    .0
+                    .shutdown(std::net::Shutdown::Write)
+                    .unwrap();
+                let mut buf = vec![0; read_size];
+                assert_eq!(pair.server.read(&mut buf).await.unwrap(), 0, "{read_size}");
+            });
+        }
     }
 
     #[test]
