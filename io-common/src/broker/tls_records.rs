@@ -113,9 +113,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             Err(error) => {
                 // rustls queued an alert for the error: send it on a best-effort basis.
                 let mut alert = Vec::new();
-                if let Ok(ConnectionState::EncodeTlsData(mut data)) =
-                    conn.process_tls_records(&mut []).state
-                {
+                for _ in 0..4 {
+                    let Ok(ConnectionState::EncodeTlsData(mut data)) =
+                        conn.process_tls_records(&mut []).state
+                    else {
+                        break;
+                    };
                     let _ = encode_into(&mut alert, |buf| data.encode(buf));
                 }
                 if !alert.is_empty() {
@@ -138,6 +141,8 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 transmit = true;
             }
             Ok(ConnectionState::BlockedHandshake) => read = true,
+            // Done, unless rustls lets us write before the client's Finished (it does not with
+            // `send_half_rtt_data` off, the default): then wait for the Finished.
             Ok(ConnectionState::WriteTraffic(_)) => done = true,
             Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
                 return Err(io::Error::new(
@@ -151,6 +156,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
         incoming.copy_within(discard..filled, 0);
         filled -= discard;
+        if done && conn.is_handshaking() {
+            done = false;
+            read = true;
+        }
         // TLS 1.3's session tickets, made once the client's Finished is in, wait for the
         // connection's first write (the CONNACK) and leave with it: a system call less per
         // connection. Everything before them goes at once, and so does TLS 1.2's last flight,
@@ -232,6 +241,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         failed: None,
         close_notify_sent: false,
         key_updates_received: 0,
+        refused_renegotiation: false,
         answered_key_update: false,
     })
 }
@@ -436,11 +446,19 @@ impl Protection {
             secret: None,
         };
         protection.key[..key.len()].copy_from_slice(key);
-        if let Some(secret) = secret {
-            if secret.traffic_keys(cipher) != (protection.key, protection.iv) {
-                return Err(invalid(
-                    "the logged traffic secret does not make the handshake's keys",
-                ));
+        if let Some(mut secret) = secret {
+            // The first application traffic secret, or a later one when the client updated
+            // its keys already in the flight of its Finished (rustls followed that update
+            // within the handshake's records).
+            let mut generation = 0;
+            while secret.traffic_keys(cipher) != (protection.key, protection.iv) {
+                generation += 1;
+                if generation > KEY_UPDATES_WITHOUT_DATA {
+                    return Err(invalid(
+                        "the logged traffic secret does not make the handshake's keys",
+                    ));
+                }
+                secret = secret.next();
             }
             protection.secret = Some(secret);
         }
@@ -569,16 +587,16 @@ impl Protection {
         let outer_type = record[0];
         let header: [u8; HEADER] = record[..HEADER].try_into().expect("a whole header");
         let body_len = record.len() - HEADER;
-        if body_len < self.overhead() {
-            return Err(Alert::fatal(
-                BAD_RECORD_MAC,
-                "a record too short for its tag",
-            ));
-        }
         if self.tls13() && outer_type != APPLICATION_DATA {
             return Err(Alert::fatal(
                 UNEXPECTED_MESSAGE,
                 "an unprotected record after the handshake",
+            ));
+        }
+        if body_len < self.overhead() {
+            return Err(Alert::fatal(
+                BAD_RECORD_MAC,
+                "a record too short for its tag",
             ));
         }
         let seq = self.next_seq()?;
@@ -604,6 +622,13 @@ impl Protection {
             )
             .map_err(|_| Alert::fatal(BAD_RECORD_MAC, "a record failed its integrity check"))?;
         let mut len = opened.len();
+        // TLS 1.3's inner plaintext, padding included, is at most 2^14 + 1 bytes (§5.4).
+        if self.tls13() && len > MAX_PLAINTEXT + 1 {
+            return Err(Alert::fatal(
+                RECORD_OVERFLOW,
+                "a record's plaintext is too long",
+            ));
+        }
         let content_type = if self.tls13() {
             // TLSInnerPlaintext: content, the content type, then zeros (RFC 8446 §5.4).
             let Some(last) = opened.iter().rposition(|&byte| byte != 0) else {
@@ -786,8 +811,10 @@ pub struct TlsRecordStream<S> {
     /// Why the connection failed, once it did: every later read or write says it again.
     failed: Option<Alert>,
     close_notify_sent: bool,
-    /// Key updates received since the last application data record.
+    /// Key updates received since the last application data record that carried data.
     key_updates_received: u8,
+    /// A TLS 1.2 renegotiation was refused with a warning already.
+    refused_renegotiation: bool,
     /// A key update of ours answered the peer's request, and no data went since.
     answered_key_update: bool,
 }
@@ -858,15 +885,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
                 };
                 match description {
                     CLOSE_NOTIFY => Ok(Opened::Closed),
-                    USER_CANCELED => Ok(Opened::Nothing),
+                    // TLS 1.3 ignores alert levels: only these two are not fatal (§6).
+                    USER_CANCELED if self.receiving.tls13() => Ok(Opened::Nothing),
                     // TLS 1.2 warnings (no_renegotiation, say) do not end the connection.
                     _ if !self.receiving.tls13() && level == WARNING => Ok(Opened::Nothing),
                     _ => Err(Alert::quiet("the peer sent a fatal alert")),
                 }
             }
             HANDSHAKE if self.receiving.tls13() => self.post_handshake(body),
-            HANDSHAKE if body.first() == Some(&CLIENT_HELLO) => {
-                // A TLS 1.2 renegotiation: refused with a warning, as rustls does.
+            HANDSHAKE if body.first() == Some(&CLIENT_HELLO) && !self.refused_renegotiation => {
+                // A TLS 1.2 renegotiation: refused with a warning, once, as rustls does; a
+                // second attempt ends the connection (so that a peer that never reads cannot
+                // make us queue warnings without end).
+                self.refused_renegotiation = true;
                 self.queue_alert(WARNING, NO_RENEGOTIATION)?;
                 Ok(Opened::Nothing)
             }
@@ -907,6 +938,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
                 }
                 Ok(Opened::Nothing)
             }
+            [KEY_UPDATE, 0, 0, 1, 0 | 1, _, ..] => Err(Alert::fatal(
+                UNEXPECTED_MESSAGE,
+                "a KeyUpdate not at the end of its record",
+            )),
+            [KEY_UPDATE, 0, 0, 1, _] => Err(Alert::fatal(DECODE_ERROR, "a malformed KeyUpdate")),
+            // Legal, but no client splits a five-byte message across records: refused, said
+            // so in the log.
+            [KEY_UPDATE, ..] if body.len() < 5 => Err(Alert::fatal(
+                UNEXPECTED_MESSAGE,
+                "a KeyUpdate split across records (not supported)",
+            )),
             [KEY_UPDATE, ..] => Err(Alert::fatal(DECODE_ERROR, "a malformed KeyUpdate")),
             _ => Err(Alert::fatal(
                 UNEXPECTED_MESSAGE,
@@ -923,7 +965,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsRecordStream<S> {
     ) -> Result<Opened, Alert> {
         let (content_type, range) = self.receiving.open(key, record)?;
         if content_type == APPLICATION_DATA {
-            self.key_updates_received = 0;
+            if !range.is_empty() {
+                self.key_updates_received = 0;
+            }
             return Ok(if range.is_empty() {
                 Opened::Nothing
             } else {
@@ -1378,6 +1422,48 @@ mod tests {
                 error.to_string().contains("BadRecordMac"),
                 "the client hears why: {error}"
             );
+        });
+    }
+
+    #[test]
+    fn a_plaintext_change_cipher_spec_after_the_handshake_is_an_unexpected_message() {
+        smol::block_on(async {
+            let mut pair = pair(&rustls::version::TLS13, suites::TLS13_AES_128_GCM_SHA256).await;
+            pair.client
+                .get_mut()
+                .0
+                .write_all(&[CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1])
+                .await
+                .unwrap();
+            let mut buf = [0; 64];
+            let error = pair.server.read(&mut buf).await.unwrap_err();
+            assert!(error.to_string().contains("unprotected"), "{error}");
+            let error = pair.client.read(&mut buf).await.unwrap_err();
+            assert!(error.to_string().contains("UnexpectedMessage"), "{error}");
+        });
+    }
+
+    #[test]
+    fn a_tls_1_2_renegotiation_is_refused_once_then_ends_the_connection() {
+        smol::block_on(async {
+            let mut pair = pair(
+                &rustls::version::TLS12,
+                suites::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            )
+            .await;
+            let hello = [CLIENT_HELLO, 0, 0, 0];
+            assert!(matches!(
+                pair.server.control(HANDSHAKE, &hello),
+                Ok(Opened::Nothing)
+            ));
+            assert!(
+                !pair.server.outgoing.is_empty(),
+                "a no_renegotiation warning"
+            );
+            let Err(alert) = pair.server.control(HANDSHAKE, &hello) else {
+                panic!("a second renegotiation is refused");
+            };
+            assert_eq!(alert.description, Some(UNEXPECTED_MESSAGE));
         });
     }
 
