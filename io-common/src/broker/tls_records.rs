@@ -192,6 +192,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(invalid)?;
+    // TLS 1.3 suites name the hash of their key schedule; TLS 1.2 has no key update.
     let (hash, limit) = match kernel.negotiated_cipher_suite() {
         rustls::SupportedCipherSuite::Tls12(suite) => (None, suite.common.confidentiality_limit),
         rustls::SupportedCipherSuite::Tls13(suite) => (
@@ -199,10 +200,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             suite.common.confidentiality_limit,
         ),
     };
-    let tls13 = kernel.protocol_version() == ProtocolVersion::TLSv1_3;
     drop(kernel);
     let (mut client_secret, mut server_secret) = (None, None);
-    if tls13 {
+    if hash.is_some() {
         let hash = match hash {
             Some(rustls::crypto::hash::HashAlgorithm::SHA256) => Hash::Sha256,
             Some(rustls::crypto::hash::HashAlgorithm::SHA384) => Hash::Sha384,
@@ -506,6 +506,27 @@ impl Protection {
         aead::LessSafeKey::new(key)
     }
 
+    /// A record's additional data: its header on TLS 1.3 (RFC 8446 §5.2); sequence number,
+    /// type, version and plaintext length on TLS 1.2 (RFC 5246 §6.2.3.3).
+    fn additional_data(
+        &self,
+        header: [u8; HEADER],
+        seq: u64,
+        content_type: u8,
+        plain_len: usize,
+    ) -> AdditionalData {
+        if self.tls13() {
+            let mut bytes = [0; 13];
+            bytes[..HEADER].copy_from_slice(&header);
+            AdditionalData { bytes, len: HEADER }
+        } else {
+            AdditionalData {
+                bytes: tls12_aad(seq, content_type, plain_len),
+                len: 13,
+            }
+        }
+    }
+
     /// Whether records carry TLS 1.2 AES-GCM's explicit nonce.
     fn explicit_nonce(&self) -> bool {
         !self.tls13() && self.cipher != Cipher::ChaCha20Poly1305
@@ -552,11 +573,7 @@ impl Protection {
         let start = out.len();
         let header = record_header(outer_type, body_len);
         out.extend_from_slice(&header);
-        let aad = if self.tls13() {
-            aead::Aad::from(header.to_vec())
-        } else {
-            aead::Aad::from(tls12_aad(seq, content_type, plaintext.len()).to_vec())
-        };
+        let aad = self.additional_data(header, seq, content_type, plaintext.len());
         if self.explicit_nonce() {
             out.extend_from_slice(&nonce[4..]);
         }
@@ -568,7 +585,7 @@ impl Protection {
         let tag = key
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aad,
+                aead::Aad::from(aad.as_slice()),
                 &mut out[sealed_from..],
             )
             .map_err(|_| Alert::fatal(UNEXPECTED_MESSAGE, "a record could not be sealed"))?;
@@ -608,16 +625,12 @@ impl Protection {
         } else {
             (self.nonce(seq), HEADER)
         };
-        let aad = if self.tls13() {
-            aead::Aad::from(header.to_vec())
-        } else {
-            let plain_len = record.len() - sealed_from - TAG;
-            aead::Aad::from(tls12_aad(seq, outer_type, plain_len).to_vec())
-        };
+        let plain_len = record.len() - sealed_from - TAG;
+        let aad = self.additional_data(header, seq, outer_type, plain_len);
         let opened = key
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aad,
+                aead::Aad::from(aad.as_slice()),
                 &mut record[sealed_from..],
             )
             .map_err(|_| Alert::fatal(BAD_RECORD_MAC, "a record failed its integrity check"))?;
@@ -649,6 +662,18 @@ impl Protection {
             ));
         }
         Ok((content_type, sealed_from..sealed_from + len))
+    }
+}
+
+/// A record's additional data, on the stack.
+struct AdditionalData {
+    bytes: [u8; 13],
+    len: usize,
+}
+
+impl AdditionalData {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
