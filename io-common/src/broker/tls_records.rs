@@ -7,9 +7,9 @@
 //! costs. Here rustls's unbuffered connection runs the handshake in buffers of this module's
 //! own, freed once it is done, and then hands over the keys and sequence numbers (the API
 //! rustls offers for kernel TLS, `dangerous_into_kernel_connection`). Its `KernelConnection`,
-//! which could derive the keys of a TLS 1.3 key update, is not kept: it carries 800 bytes of
-//! state for 100 bytes of secrets. The two application traffic secrets come from rustls's key
-//! log instead (a [`KeyLog`] of the connection's own, given only those two), are checked
+//! which could derive the keys of a TLS 1.3 key update, is not kept: it is 560 bytes (plus a
+//! boxed key schedule) for about 100 bytes of secrets. The two application traffic secrets
+//! come from rustls's key log instead (a [`KeyLog`] of the connection's own, given only those two), are checked
 //! against the keys rustls handed over, and key updates are derived from them here
 //! (RFC 8446 §7.2, HKDF-Expand-Label with ring). The records are sealed and opened here with
 //! ring's AEADs, from the raw keys: the expanded keys are built for each read or write and
