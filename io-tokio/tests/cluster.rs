@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,11 +32,27 @@ const DEVICES: [(&str, &str); 3] = [
     ("dev-c", "ClusterSecretC000000000000000000"),
 ];
 
+/// A port for a server this test starts, free when it is chosen.
+///
+/// It comes from below the kernel's ephemeral range (32768 and up on Linux), so that the
+/// outgoing connections of tests running beside this one, which take ephemeral ports, cannot
+/// take it between now and the server's bind; and each call in this process gets a different
+/// one. Asking the kernel for port 0 and releasing it left exactly that window open.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Test processes started one after another begin at different places.
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let offset = ((u32::from(start) + u32::from(NEXT.fetch_add(1, Ordering::Relaxed)))
+            % u32::from(SPAN)) as u16;
+        let port = FIRST + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 fn test_dir(name: &str) -> PathBuf {
@@ -80,10 +97,16 @@ fn start_nats_on(dir: &Path, port: u16) -> Nats {
     nats_listening(Process(child), port)
 }
 
-fn nats_listening(process: Process, port: u16) -> Nats {
+fn nats_listening(mut process: Process, port: u16) -> Nats {
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
+        if let Ok(Some(status)) = process.0.try_wait() {
+            panic!("nats-server for port {port} exited ({status}) before it listened");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not listen on {port}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     Nats {
