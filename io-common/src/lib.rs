@@ -50,6 +50,7 @@ pub mod demo;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod tls_crypto;
 #[cfg(feature = "openssl")]
 pub mod tls_psk;
 pub mod websocket;

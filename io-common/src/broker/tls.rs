@@ -1,4 +1,5 @@
-//! TLS for the listeners: a rustls server configuration with the ring provider, TLS 1.2 and 1.3.
+//! TLS for the listeners: a rustls server configuration with aliot's provider
+//! ([`crate::tls_crypto`]), TLS 1.2 and 1.3.
 
 use std::fs::File;
 use std::io::{self, BufReader};
@@ -39,7 +40,7 @@ pub enum TlsConfigError {
 }
 
 /// Loads a PEM certificate chain (leaf first) and a PEM private key into a rustls
-/// `ServerConfig` (ring provider, TLS 1.2 and 1.3, no client certificates).
+/// `ServerConfig` ([`crate::tls_crypto`]'s provider, TLS 1.2 and 1.3, no client certificates).
 pub fn load_tls_config(
     cert_pem: &Path,
     key_pem: &Path,
@@ -64,7 +65,8 @@ pub fn load_tls_config(
     tls_config(certs, key)
 }
 
-/// A rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3, no client certificates) from a
+/// A rustls `ServerConfig` ([`crate::tls_crypto`]'s provider, TLS 1.2 and 1.3, no client
+/// certificates) from a
 /// certificate chain (leaf first) and its private key, already decoded.
 ///
 /// The broker chooses the cipher suite, AES-128-GCM with SHA-256 first (TLS 1.3's mandatory
@@ -81,7 +83,7 @@ pub fn tls_config(
         TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
     };
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = crate::tls_crypto::provider();
     provider.cipher_suites = vec![
         TLS13_AES_128_GCM_SHA256,
         TLS13_AES_256_GCM_SHA384,

@@ -168,7 +168,8 @@ pub enum TlsOptionsError {
     Rejected(rustls::Error),
 }
 
-/// TLS for the connection: futures-rustls with the ring provider, TLS 1.2 and 1.3.
+/// TLS for the connection: futures-rustls with aliot's provider ([`crate::tls_crypto`]), TLS 1.2
+/// and 1.3.
 ///
 /// ```
 /// use aliot_io::client::TlsOptions;
@@ -221,18 +222,18 @@ impl TlsOptions {
         .with_ca_pem(pem)
     }
 
-    /// The rustls client configuration of these options: the ring provider, TLS 1.3 and 1.2,
-    /// these roots, no client certificate. What the device client dials with.
+    /// The rustls client configuration of these options: [`crate::tls_crypto`]'s provider, TLS
+    /// 1.3 and 1.2, these roots, no client certificate. What the device client dials with.
     ///
     /// # Errors
     ///
     /// rustls's refusal of the configuration.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(crate::tls_crypto::shared_provider())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_root_certificates(self.roots.clone())
+                .with_no_client_auth();
         Ok(Arc::new(config))
     }
 
