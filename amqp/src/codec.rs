@@ -566,6 +566,11 @@ impl<'b> Encoder<'b> {
         self.out.extend_from_slice(bytes);
     }
 
+    /// Bytes already encoded (a transfer's payload after its performative).
+    pub fn raw(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
     /// An array of symbols (`sym8` elements while every symbol is shorter than 256 bytes).
     pub fn symbol_array(&mut self, names: &[&str]) {
         let start = self.begin_compound(0xf0);
@@ -587,7 +592,7 @@ impl<'b> Encoder<'b> {
     /// A described list: the descriptor's code, then the fields `fields` writes. Trailing
     /// nulls are left out, as the specification allows; `list8` when it fits.
     pub fn described_list(&mut self, code: u64, fields: impl FnOnce(&mut ListEncoder<'_, 'b>)) {
-        self.out.extend_from_slice(&[0x00]);
+        self.out.push(0x00);
         self.ulong(code);
         self.list(fields);
     }
@@ -613,9 +618,16 @@ impl<'b> Encoder<'b> {
         self.end_compound(start, 0xc0, count);
     }
 
+    /// A described binary: the descriptor's code, then `bytes` (a message's `data` section).
+    pub fn described_binary(&mut self, code: u64, bytes: &[u8]) {
+        self.out.push(0x00);
+        self.ulong(code);
+        self.binary(bytes);
+    }
+
     /// A described map of the entries `entries` writes (key, value, key, value…).
     pub fn described_map(&mut self, code: u64, entries: impl FnOnce(&mut MapEncoder<'_, 'b>)) {
-        self.out.extend_from_slice(&[0x00]);
+        self.out.push(0x00);
         self.ulong(code);
         let start = self.begin_compound(0xd1);
         let mut map = MapEncoder {

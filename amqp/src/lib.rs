@@ -34,5 +34,7 @@
 extern crate alloc;
 
 pub mod codec;
+pub mod connection;
 pub mod frame;
+pub mod message;
 pub mod performative;
