@@ -1149,6 +1149,20 @@ mod tests {
         core::iter::from_fn(|| server.poll_event()).collect()
     }
 
+    /// A server the client "u" logged in to, then sent the AMQP header and `frames`.
+    fn logged_in(frames: &[Vec<u8>]) -> ServerConnection {
+        let mut server = ServerConnection::new(ServerConfig::default(), T0);
+        server.handle_input(T0, &SASL_HEADER);
+        server.handle_input(T0, &sasl_init("u", "p"));
+        server.login_verdict(T0, true);
+        let mut input = AMQP_HEADER.to_vec();
+        for frame in frames {
+            input.extend_from_slice(frame);
+        }
+        server.handle_input(T0, &input);
+        server
+    }
+
     /// A server with a consumer logged in, its link attached, and `credit` given.
     fn attached(credit_given: u32) -> ServerConnection {
         let mut server = ServerConnection::new(ServerConfig::default(), T0);
@@ -1360,13 +1374,7 @@ mod tests {
         );
 
         // Opened at 0 with a client idle time-out of 10 s, and no link by 15 s.
-        let mut server = ServerConnection::new(ServerConfig::default(), T0);
-        server.handle_input(T0, &SASL_HEADER);
-        server.handle_input(T0, &sasl_init("u", "p"));
-        server.login_verdict(T0, true);
-        let mut input = AMQP_HEADER.to_vec();
-        input.extend(open(Some(10_000), 65_536));
-        server.handle_input(T0, &input);
+        let mut server = logged_in(&[open(Some(10_000), 65_536)]);
         events(&mut server);
         take(&mut server);
         // A heartbeat every half of the client's idle time-out while there is nothing else.
@@ -1436,15 +1444,7 @@ mod tests {
     #[test]
     fn a_sender_link_is_refused_with_the_connection() {
         let mut server = attached(0);
-        let mut fresh = ServerConnection::new(ServerConfig::default(), T0);
-        fresh.handle_input(T0, &SASL_HEADER);
-        fresh.handle_input(T0, &sasl_init("u", "p"));
-        fresh.login_verdict(T0, true);
-        let mut input = AMQP_HEADER.to_vec();
-        input.extend(open(None, 65_536));
-        input.extend(begin());
-        input.extend(attach(0, Role::Sender));
-        fresh.handle_input(T0, &input);
+        let mut fresh = logged_in(&[open(None, 65_536), begin(), attach(0, Role::Sender)]);
         let seen = events(&mut fresh);
         assert!(
             matches!(&seen[..], [Event::Login { .. }, Event::Closed(CloseReason::ProtocolError(why))] if why == "consumers may only receive"),
@@ -1512,16 +1512,12 @@ mod tests {
 
     #[test]
     fn a_message_larger_than_the_clients_frames_goes_in_several() {
-        let mut server = ServerConnection::new(ServerConfig::default(), T0);
-        server.handle_input(T0, &SASL_HEADER);
-        server.handle_input(T0, &sasl_init("u", "p"));
-        server.login_verdict(T0, true);
-        let mut input = AMQP_HEADER.to_vec();
-        input.extend(open(None, 512));
-        input.extend(begin());
-        input.extend(attach(0, Role::Receiver));
-        input.extend(credit(0, 0, 1));
-        server.handle_input(T0, &input);
+        let mut server = logged_in(&[
+            open(None, 512),
+            begin(),
+            attach(0, Role::Receiver),
+            credit(0, 0, 1),
+        ]);
         take(&mut server);
         let body = vec![7u8; 2000];
         server.send(T0, 9, &message(&body)).unwrap();

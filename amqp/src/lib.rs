@@ -2,10 +2,13 @@
 //!
 //! `aliot-amqp` is the protocol side of the AMQP 1.0 endpoint that business servers consume
 //! device messages from (`PLATFORM-PROTOCOLS.md` §8): the type system ([`codec`]), framing
-//! ([`frame`]) and the performatives of the transport and SASL layers ([`performative`]).
-//! Like `aliot-core`, it is `no_std` + `alloc` and sans-IO: it turns bytes into typed frames
-//! and frames into bytes, and never reads a socket or a clock. Reading never panics, whatever
-//! the bytes; every reader is fuzzed (`fuzz/fuzz_targets/amqp_frames.rs`).
+//! ([`frame`]), the performatives of the transport and SASL layers ([`performative`]), the
+//! messages a consumer receives ([`message`]), and one consumer's connection as a state
+//! machine ([`connection::ServerConnection`]: SASL PLAIN, one session, one link on which the
+//! server sends, credit, dispositions, deadlines). `aliot-tokio`'s AMQP listener drives it.
+//! Like `aliot-core`, it is `no_std` + `alloc` and sans-IO: bytes and time go in, bytes and
+//! events come out, and it never reads a socket or a clock. Reading never panics, whatever
+//! the bytes; the readers and the state machine are fuzzed (`fuzz/fuzz_targets/amqp_*.rs`).
 //!
 //! ```
 //! use aliot_amqp::codec::Encoder;

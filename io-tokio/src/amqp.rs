@@ -2,10 +2,11 @@
 //! written like the platform's consumer demos (Qpid JMS, rhea, qpid-proton, AMQPNetLite) receive
 //! their consumer group's messages from the broker, with only the endpoint changed.
 //!
-//! AMQP itself is fe2o3-amqp's acceptor (`docs/DESIGN-NOTES.md` says why), writing through
-//! [`CoalescedWrites`] so that a burst of frames is one socket write; this module is the
-//! adapter between one AMQP connection and one consumer of the hub's consumer groups
-//! ([`aliot_io::broker::GroupConsumer`]):
+//! AMQP itself is aliot's own engine, `aliot_amqp::connection::ServerConnection` (sans-IO;
+//! `docs/DESIGN-NOTES.md` says why it replaced fe2o3-amqp); this module is the loop that moves
+//! one connection's bytes and time through it and its decisions to one consumer of the hub's
+//! consumer groups ([`aliot_io::broker::GroupConsumer`]), writing each turn's output in one
+//! system call:
 //!
 //! 1. TLS when the listener has a certificate, then SASL PLAIN: the user name and password are
 //!    the platform's `aksign` ones ([`aliot_auth::ConsumerLogin`]), checked against the
@@ -19,35 +20,29 @@
 //!    rejects or modifies, and each one unanswered when the link or connection ends, goes to
 //!    the group's next consumer.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use aliot_amqp::connection::{Event, SendError, ServerConfig, ServerConnection, condition};
+use aliot_amqp::message::{Message, PropertyValue};
 use aliot_auth::ConsumerLogin;
+use aliot_core::Instant;
 use aliot_core::hub::BacklogMessage;
-use aliot_io::broker::{Broker, BrokerHandle, GroupConsumer};
+use aliot_io::broker::{Broker, BrokerHandle, ConsumerDelivery, GroupConsumer};
 use aliot_io::runtime::Runtime;
 use base64::Engine;
-use fe2o3_amqp::Sender;
-use fe2o3_amqp::acceptor::ConnectionAcceptor;
-use fe2o3_amqp::acceptor::link::{LinkAcceptor, LinkEndpoint};
-use fe2o3_amqp::acceptor::sasl_acceptor::{SaslAcceptor, SaslServerFrame};
-use fe2o3_amqp::acceptor::session::SessionAcceptor;
-use fe2o3_amqp::types::definitions::{AmqpError, Error as AmqpErrorInfo};
-use fe2o3_amqp::types::messaging::{ApplicationProperties, Message, Outcome, Properties};
-use fe2o3_amqp::types::primitives::{Array, Binary, SimpleValue, Symbol};
-use fe2o3_amqp::types::sasl::{SaslCode, SaslInit, SaslOutcome, SaslResponse};
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::api::AccessKeys;
-use crate::coalesced::CoalescedWrites;
 use crate::runtime::Tokio;
 
-/// How long a connection has, from its open, to attach its receiver link (the platform's 15 s).
+/// How long a connection has, from its open, to attach its receiver link (the platform's 15 s);
+/// and, from its start, to log in and open.
 pub const LINK_DEADLINE: Duration = Duration::from_secs(15);
 
 /// Messages sent to one consumer and not yet answered, at most (ours): the backlog keeps the
@@ -59,14 +54,16 @@ pub const IN_FLIGHT: u32 = 256;
 /// 64 clients per group): one more is closed as soon as it is accepted, and logged.
 pub const MAX_CONNECTIONS: usize = 1024;
 
-/// How long, once a consumer's session has ended, its answers still on their way are waited
-/// for (a client that accepts and closes at once sends its dispositions before its close; one
-/// that vanished sends none, and what it held goes to the next consumer after this).
-const DRAIN: Duration = Duration::from_secs(1);
-
 /// The idle time-out this side declares (the platform accepts 30 s to 300 s from clients;
 /// ours is the longest, so that none of theirs is cut short).
-const IDLE_TIME_OUT_MS: u32 = 300_000;
+const IDLE_TIME_OUT: Duration = Duration::from_secs(300);
+
+/// The largest frame a consumer may send (ours; consumers send small ones: credit and
+/// dispositions).
+const MAX_FRAME_SIZE: u32 = 65_536;
+
+/// Bytes read from the socket at once.
+const READ_SIZE: usize = 16 * 1024;
 
 /// Where and how the AMQP listener serves.
 #[derive(Clone, Debug)]
@@ -141,11 +138,11 @@ impl ServeAmqp for Broker<Tokio> {
                     let _slot = slot;
                     match tls {
                         Some(tls) => match tokio::time::timeout(LINK_DEADLINE, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => serve_connection(CoalescedWrites::new(stream), peer, keys, handle).await,
+                            Ok(Ok(stream)) => serve_connection(stream, peer, keys, handle).await,
                             Ok(Err(error)) => debug!(%peer, %error, "AMQP TLS handshake failed"),
                             Err(_) => debug!(%peer, "AMQP TLS handshake not done within 15 s"),
                         },
-                        None => serve_connection(CoalescedWrites::new(stream), peer, keys, handle).await,
+                        None => serve_connection(stream, peer, keys, handle).await,
                     }
                 });
             }
@@ -154,257 +151,213 @@ impl ServeAmqp for Broker<Tokio> {
     }
 }
 
-/// SASL PLAIN with the platform's `aksign` user name and password; the login it accepted is
-/// kept for the connection.
-#[derive(Clone)]
-struct AkSign {
+/// The login of a SASL PLAIN user name and password, when they are right: the user name read,
+/// the AccessKey known, the password its secret's signature; why not otherwise.
+fn check_login(keys: &AccessKeys, username: &str, password: &str) -> Result<ConsumerLogin, String> {
+    let login = ConsumerLogin::parse(username).map_err(|error| error.to_string())?;
+    let keys = keys.current();
+    let key = keys
+        .iter()
+        .find(|key| key.id == login.access_key_id)
+        .ok_or_else(|| format!("unknown AccessKey {}", login.access_key_id))?;
+    if !login.password_matches(key.secret.as_bytes(), password) {
+        return Err(format!(
+            "the password is not AccessKey {}'s signature",
+            key.id
+        ));
+    }
+    Ok(login)
+}
+
+/// What a connection's protocol engine is told to declare and enforce.
+fn engine_config() -> ServerConfig {
+    ServerConfig {
+        container_id: "aliot".to_string(),
+        max_frame_size: MAX_FRAME_SIZE,
+        idle_time_out: IDLE_TIME_OUT,
+        handshake_deadline: LINK_DEADLINE,
+        link_deadline: LINK_DEADLINE,
+    }
+}
+
+/// One consumer's connection, from SASL to its close: bytes and time into the protocol
+/// engine ([`ServerConnection`]), its output to the socket, its decisions to the hub.
+async fn serve_connection<Io>(
+    mut stream: Io,
+    peer: SocketAddr,
     keys: AccessKeys,
-    accepted: Arc<Mutex<Option<ConsumerLogin>>>,
-}
-
-impl AkSign {
-    /// The login, when the credentials were right: the user name read, the AccessKey known,
-    /// the password its secret's signature.
-    fn check(&self, init: &SaslInit) -> Result<ConsumerLogin, String> {
-        if init.mechanism.as_str() != "PLAIN" {
-            return Err(format!(
-                "mechanism {} (only PLAIN is offered)",
-                init.mechanism.as_str()
-            ));
-        }
-        let response = init
-            .initial_response
-            .as_ref()
-            .map(|response| response.to_vec())
-            .unwrap_or_default();
-        let mut parts = response.split(|byte| *byte == 0);
-        let (_authzid, username, password) = (parts.next(), parts.next(), parts.next());
-        let (Some(username), Some(password)) = (username, password) else {
-            return Err("not a PLAIN response".into());
-        };
-        let username = std::str::from_utf8(username).map_err(|_| "the user name is not UTF-8")?;
-        let password = std::str::from_utf8(password).map_err(|_| "the password is not UTF-8")?;
-        let login = ConsumerLogin::parse(username).map_err(|error| error.to_string())?;
-        let keys = self.keys.current();
-        let key = keys
-            .iter()
-            .find(|key| key.id == login.access_key_id)
-            .ok_or_else(|| format!("unknown AccessKey {}", login.access_key_id))?;
-        if !login.password_matches(key.secret.as_bytes(), password) {
-            return Err(format!(
-                "the password is not AccessKey {}'s signature",
-                key.id
-            ));
-        }
-        Ok(login)
-    }
-}
-
-impl SaslAcceptor for AkSign {
-    fn mechanisms(&self) -> Array<Symbol> {
-        Array::from(vec![Symbol::from("PLAIN")])
-    }
-
-    fn on_init(&mut self, init: SaslInit) -> SaslServerFrame {
-        let code = match self.check(&init) {
-            Ok(login) => {
-                *self.accepted.lock().unwrap_or_else(PoisonError::into_inner) = Some(login);
-                SaslCode::Ok
-            }
-            Err(why) => {
-                info!(why, "AMQP consumer refused at SASL");
-                SaslCode::Auth
-            }
-        };
-        SaslServerFrame::Outcome(SaslOutcome {
-            code,
-            additional_data: None,
-        })
-    }
-
-    fn on_response(&mut self, _response: SaslResponse) -> SaslServerFrame {
-        // PLAIN has no second round.
-        SaslServerFrame::Outcome(SaslOutcome {
-            code: SaslCode::Auth,
-            additional_data: None,
-        })
-    }
-}
-
-/// One consumer's connection, from SASL to its close.
-async fn serve_connection<Io>(stream: Io, peer: SocketAddr, keys: AccessKeys, handle: BrokerHandle)
-where
-    Io: AsyncRead + AsyncWrite + std::fmt::Debug + Send + Unpin + 'static,
+    handle: BrokerHandle,
+) where
+    Io: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let sasl = AkSign {
-        keys,
-        accepted: Arc::default(),
-    };
-    let acceptor = ConnectionAcceptor::builder()
-        .container_id("aliot")
-        .idle_time_out(IDLE_TIME_OUT_MS)
-        .sasl_acceptor(sasl.clone())
-        .build();
-    // SASL and the open, within the same deadline as the link.
-    let mut connection = match tokio::time::timeout(LINK_DEADLINE, acceptor.accept(stream)).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(error)) => {
-            debug!(%peer, %error, "AMQP connection not opened");
-            return;
-        }
-        Err(_) => {
-            debug!(%peer, "AMQP connection not opened within 15 s");
-            return;
-        }
-    };
-    let Some(login) = sasl
-        .accepted
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take()
-    else {
-        return;
-    };
-    // One session, one receiver link, within the deadline.
-    let linked = tokio::time::timeout(LINK_DEADLINE, async {
-        let mut session = SessionAcceptor::new().accept(&mut connection).await.ok()?;
-        let link = LinkAcceptor::new().accept(&mut session).await.ok()?;
-        Some((session, link))
-    })
-    .await;
-    let (mut session, sender) = match linked {
-        Ok(Some((session, LinkEndpoint::Sender(sender)))) => (session, sender),
-        Ok(Some((_, LinkEndpoint::Receiver(receiver)))) => {
-            info!(%peer, client = login.client_id, "AMQP consumer refused: it attached a sender link (consumers receive only)");
-            let error = AmqpErrorInfo::new(
-                AmqpError::NotAllowed,
-                "consumers may only receive".to_string(),
-                None,
-            );
-            let _ = receiver.close_with_error(error).await;
-            let _ = connection.close().await;
-            return;
-        }
-        Ok(None) | Err(_) => {
-            info!(%peer, client = login.client_id, "AMQP consumer closed: no receiver link within 15 s");
-            let _ = connection.close().await;
-            return;
-        }
-    };
-    let consumer = match handle.attach_consumer(&login.consumer_group_id).await {
-        Ok(Ok(consumer)) => consumer,
-        Ok(Err(unknown)) => {
-            info!(%peer, client = login.client_id, "AMQP consumer refused: {unknown}");
-            let error = AmqpErrorInfo::new(AmqpError::NotFound, unknown.to_string(), None);
-            let _ = sender.close_with_error(error).await;
-            let _ = connection.close().await;
-            return;
-        }
-        Err(_) => return,
-    };
-    info!(%peer, client = login.client_id, group = login.consumer_group_id, "AMQP consumer attached");
-    // A second link on the session is refused while the first serves.
-    let refuse_more = async {
-        while let Ok(link) = LinkAcceptor::new().accept(&mut session).await {
-            let error = AmqpErrorInfo::new(
-                AmqpError::NotAllowed,
-                "one receiver link per connection".to_string(),
-                None,
-            );
-            match link {
-                LinkEndpoint::Sender(extra) => {
-                    let _ = extra.close_with_error(error).await;
-                }
-                LinkEndpoint::Receiver(extra) => {
-                    let _ = extra.close_with_error(error).await;
-                }
-            }
-        }
-    };
-    deliver(sender, consumer, login.base64_bodies, refuse_more).await;
-    let _ = connection.close().await;
-    debug!(%peer, "AMQP consumer gone");
-}
-
-/// Sends the consumer's messages on its link until either ends, and answers each to the hub.
-/// When `session_ended` completes (the client ended its session or connection), nothing more
-/// is sent, and the answers already on their way are still taken: a client that accepts its
-/// last messages and closes at once has them settled, not sent again.
-async fn deliver(
-    mut sender: Sender,
-    mut consumer: GroupConsumer,
-    base64_bodies: bool,
-    session_ended: impl Future<Output = ()>,
-) {
-    if consumer.credit(IN_FLIGHT).await.is_err() {
-        return;
-    }
-    let mut answers = FuturesUnordered::new();
-    tokio::pin!(session_ended);
-    let drained = tokio::time::sleep(Duration::MAX / 4);
-    tokio::pin!(drained);
-    let mut ending = false;
+    let started = tokio::time::Instant::now();
+    let now =
+        || Instant::from_millis(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let mut engine = ServerConnection::new(engine_config(), now());
+    let mut login: Option<ConsumerLogin> = None;
+    let mut consumer: Option<GroupConsumer> = None;
+    // Messages the hub handed over that wait for the client's credit (at most IN_FLIGHT, the
+    // hub's window, less what is unanswered).
+    let mut waiting: VecDeque<Arc<BacklogMessage>> = VecDeque::new();
+    let mut input = vec![0; READ_SIZE];
+    let mut closed = false;
+    let (mut accepted, mut given_back) = (Vec::new(), Vec::new());
     loop {
-        if ending && answers.is_empty() {
-            break;
-        }
-        tokio::select! {
-            () = &mut session_ended, if !ending => {
-                ending = true;
-                drained.as_mut().reset(tokio::time::Instant::now() + DRAIN);
-            }
-            () = &mut drained, if ending => break,
-            next = consumer.next(), if !ending && answers.len() < IN_FLIGHT as usize => {
-                let Some((message, _redelivery)) = next else { break };
-                let id = message.message_id;
-                match sender.send_batchable(amqp_message(&message, base64_bodies)).await {
-                    Ok(delivered) => answers.push(async move { (id, delivered.await) }),
-                    Err(error) => {
-                        debug!(%error, "AMQP send failed; the message goes to another consumer");
-                        let _ = consumer.released(id).await;
-                        break;
+        while let Some(event) = engine.poll_event() {
+            match event {
+                Event::Login { username, password } => {
+                    let verdict = check_login(&keys, &username, &password);
+                    if let Err(why) = &verdict {
+                        info!(%peer, why, "AMQP consumer refused at SASL");
+                    }
+                    login = verdict.ok();
+                    engine.login_verdict(now(), login.is_some());
+                }
+                Event::LinkAttached { .. } => {
+                    let Some(login) = &login else { continue };
+                    match handle.attach_consumer(&login.consumer_group_id).await {
+                        Ok(Ok(attached)) => {
+                            info!(%peer, client = login.client_id, group = login.consumer_group_id, "AMQP consumer attached");
+                            if attached.credit(IN_FLIGHT).await.is_ok() {
+                                consumer = Some(attached);
+                            } else {
+                                engine.close(now(), None);
+                            }
+                        }
+                        Ok(Err(unknown)) => {
+                            info!(%peer, client = login.client_id, "AMQP consumer refused: {unknown}");
+                            engine.refuse_link(now(), condition::NOT_FOUND, &unknown.to_string());
+                        }
+                        Err(_) => engine.close(now(), None),
                     }
                 }
-            }
-            Some((id, outcome)) = answers.next() => {
-                // Its slot in the window is free again: the same request gives it back.
-                let accepted = matches!(outcome, Ok(Outcome::Accepted(_)));
-                if consumer.answered(id, accepted, 1).await.is_err() {
-                    break;
+                Event::Credit => {}
+                Event::Answered {
+                    tag,
+                    accepted: true,
+                } => accepted.push(tag),
+                Event::Answered {
+                    tag,
+                    accepted: false,
+                } => given_back.push(tag),
+                Event::Closed(reason) => {
+                    debug!(%peer, ?reason, "AMQP connection over");
+                    closed = true;
                 }
             }
         }
+        // Answers to the hub, a request for each kind: each frees a slot of the window.
+        if let Some(consumer) = &consumer {
+            for (tags, settled) in [(&mut accepted, true), (&mut given_back, false)] {
+                if !tags.is_empty()
+                    && consumer
+                        .answered_all(std::mem::take(tags), settled)
+                        .await
+                        .is_err()
+                {
+                    engine.close(now(), None);
+                }
+            }
+        }
+        // What waits goes out as far as the client's credit allows.
+        while engine.sendable() > 0 {
+            let Some(message) = waiting.pop_front() else {
+                engine.nothing_to_send(now());
+                break;
+            };
+            if send_message(&mut engine, now(), &message, login_base64(&login)).is_err() {
+                waiting.push_front(message);
+                break;
+            }
+        }
+        // The engine's output in one write.
+        if !engine.output().is_empty() {
+            if stream.write_all(engine.output()).await.is_err() || stream.flush().await.is_err() {
+                engine.handle_eof();
+                closed = true;
+            }
+            let written = engine.output().len();
+            engine.consume_output(written);
+        }
+        if closed || engine.is_closed() {
+            break;
+        }
+        let deadline = engine
+            .poll_timeout()
+            .map(|at| started + Duration::from_millis(at.as_millis()));
+        let wants_more = consumer.is_some() && waiting.len() < IN_FLIGHT as usize;
+        tokio::select! {
+            read = stream.read(&mut input) => match read {
+                Ok(0) | Err(_) => engine.handle_eof(),
+                Ok(n) => engine.handle_input(now(), &input[..n]),
+            },
+            next = next_delivery(&mut consumer), if wants_more => match next {
+                Some((message, _redelivery)) => waiting.push_back(message),
+                // The broker stopped.
+                None => engine.close(now(), None),
+            },
+            () = sleep_until(deadline) => engine.handle_timeout(now()),
+        }
     }
-    // What was in flight and unanswered goes to the group's next consumer.
-    consumer.detach().await;
-    let _ = sender.close().await;
+    // What was handed over and not accepted (waiting, in flight, given back) goes to the
+    // group's next consumer.
+    if let Some(consumer) = consumer {
+        consumer.detach().await;
+    }
+    let _ = stream.shutdown().await;
 }
 
-/// The AMQP message of a backlog message: the body as a `data` section (base64 when the
-/// consumer asked for it), `topic`, `messageId` and `generateTime` as application
+/// The consumer's next message; never, without a consumer.
+async fn next_delivery(consumer: &mut Option<GroupConsumer>) -> Option<ConsumerDelivery> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn login_base64(login: &Option<ConsumerLogin>) -> bool {
+    login.as_ref().is_some_and(|login| login.base64_bodies)
+}
+
+/// Sends a backlog message on the consumer's link: the body as a `data` section (base64 when
+/// the consumer asked for it), `topic`, `messageId` and `generateTime` as application
 /// properties, and the message id in the properties too.
-fn amqp_message(
+fn send_message(
+    engine: &mut ServerConnection,
+    now: Instant,
     message: &BacklogMessage,
     base64_bodies: bool,
-) -> Message<fe2o3_amqp::types::messaging::Data> {
-    let body = match base64_bodies {
-        true => base64::engine::general_purpose::STANDARD
-            .encode(&message.payload)
-            .into_bytes(),
-        false => message.payload.to_vec(),
-    };
+) -> Result<(), SendError> {
     let id = message.message_id.to_string();
-    let mut properties = ApplicationProperties::default();
-    properties.insert(
-        "topic".into(),
-        SimpleValue::String(message.topic.as_str().to_owned()),
-    );
-    properties.insert("messageId".into(), SimpleValue::String(id.clone()));
+    let encoded;
+    let body: &[u8] = if base64_bodies {
+        encoded = base64::engine::general_purpose::STANDARD.encode(&message.payload);
+        encoded.as_bytes()
+    } else {
+        &message.payload
+    };
     let time = i64::try_from(message.generate_time.0).unwrap_or(i64::MAX);
-    properties.insert("generateTime".into(), SimpleValue::Long(time));
-    Message::builder()
-        .properties(Properties::builder().message_id(id).build())
-        .application_properties(properties)
-        .data(Binary::from(body))
-        .build()
+    let properties = [
+        ("topic", PropertyValue::String(message.topic.as_str())),
+        ("messageId", PropertyValue::String(&id)),
+        ("generateTime", PropertyValue::Long(time)),
+    ];
+    let message_id = message.message_id;
+    engine.send(
+        now,
+        message_id,
+        &Message {
+            message_id: Some(&id),
+            application_properties: &properties,
+            body,
+        },
+    )
 }
