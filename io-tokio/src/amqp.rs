@@ -34,6 +34,7 @@ use aliot_core::hub::BacklogMessage;
 use aliot_io::broker::{Broker, BrokerHandle, ConsumerDelivery, GroupConsumer};
 use aliot_io::runtime::Runtime;
 use base64::Engine;
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
@@ -292,7 +293,17 @@ async fn serve_connection<Io>(
                 Ok(n) => engine.handle_input(now(), &input[..n]),
             },
             next = next_delivery(&mut consumer), if wants_more => match next {
-                Some((message, _redelivery)) => waiting.push_back(message),
+                Some((message, _redelivery)) => {
+                    waiting.push_back(message);
+                    // What else the hub has handed over already goes out in the same turn,
+                    // and in the same write.
+                    while waiting.len() < IN_FLIGHT as usize {
+                        match consumer.as_mut().and_then(|consumer| consumer.next().now_or_never()) {
+                            Some(Some((message, _redelivery))) => waiting.push_back(message),
+                            _ => break,
+                        }
+                    }
+                }
                 // The broker stopped.
                 None => engine.close(now(), None),
             },
