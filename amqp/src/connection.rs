@@ -305,7 +305,9 @@ impl ServerConnection {
         self.phase == Phase::Closed
     }
 
-    /// Messages [`send`](Self::send) takes now: the link's credit, within the session's window.
+    /// Messages [`send`](Self::send) takes now, at most: the link's credit, within the
+    /// session's window. A message larger than the client's frames takes a window slot per
+    /// frame, so `send` may refuse it while this is above zero.
     pub fn sendable(&self) -> u32 {
         match (&self.session, &self.link, self.phase) {
             (Some(session), Some(link), Phase::Opened) => {
