@@ -3,7 +3,9 @@
 //! fe2o3-amqp's connection engine writes and flushes every frame on its own: one `writev` per
 //! AMQP transfer, and with `TCP_NODELAY` one TCP segment per message. At tens of thousands
 //! of messages a second that system call, and the loopback or network stack under it, was
-//! most of the broker's time on the consumer path (`benches/README.md`, issue 16).
+//! most of the broker's time on the consumer path (`benches/README.md`, issue 16), when the
+//! broker's AMQP was fe2o3's; it is aliot's own now and writes each turn in one go, and this
+//! stream serves `aliot-bench`'s fe2o3 consumer, which shares a core with the publisher.
 //! [`CoalescedWrites`] stands between such a writer and its stream: a write only appends to
 //! a buffer, a flush hands what is buffered to a writer task, and that task, when it next
 //! runs, writes everything that has gathered meanwhile in one go. A burst of frames becomes
