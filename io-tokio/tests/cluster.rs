@@ -585,7 +585,8 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     a.kill();
     let (took, gone) = timed(|| rrpc(&c.api, "dev-a", b"still there?"));
     assert_eq!(gone["RrpcCode"], "OFFLINE", "{gone}");
-    assert!(took < Duration::from_secs(2), "OFFLINE after {took:?}");
+    // Under the call's own 5 s time-out, with room for a loaded machine.
+    assert!(took < Duration::from_secs(4), "OFFLINE after {took:?}");
     drop((b, c));
 }
 
@@ -1240,18 +1241,22 @@ async fn a_consumer_on_one_node_gets_the_messages_of_devices_on_every_node() {
             (update_b.clone(), b"from B".to_vec())
         ]
     );
-    assert!(
+    // A counts a relay when B's answer reaches it, which can be just after the consumer has
+    // the message.
+    eventually("node A counts the two messages it relayed", || {
         metric(
             &a.api,
-            "aliot_cluster_relayed_messages_total{direction=\"out\"}"
+            "aliot_cluster_relayed_messages_total{direction=\"out\"}",
         ) >= 2
-    );
-    assert!(
+    })
+    .await;
+    eventually("node B counts the two messages relayed to it", || {
         metric(
             &b.api,
-            "aliot_cluster_relayed_messages_total{direction=\"in\"}"
+            "aliot_cluster_relayed_messages_total{direction=\"in\"}",
         ) >= 2
-    );
+    })
+    .await;
 
     // A consumer on node A too: A's devices' messages stay on A now.
     let mut local = consume(&a, "app-2").await;
