@@ -335,6 +335,9 @@ struct Device {
     client: AsyncClient,
     received: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     connacks: mpsc::UnboundedReceiver<bool>,
+    subacks: mpsc::UnboundedReceiver<()>,
+    /// The task polling rumqttc's event loop: it ends when the connection does.
+    driver: tokio::task::JoinHandle<()>,
 }
 
 /// rumqttc's options for device `name` on `node`: its signed credentials, keepalive 30 s.
@@ -374,17 +377,23 @@ async fn connect(node: &Node, name: &str, clean: bool) -> Device {
     let (client, eventloop) = AsyncClient::new(options, 64);
     let (received_tx, received) = mpsc::unbounded_channel();
     let (connack_tx, connacks) = mpsc::unbounded_channel();
-    tokio::spawn(drive(
+    let (suback_tx, subacks) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(drive(
         eventloop,
         client.clone(),
         name.to_owned(),
         received_tx,
-        connack_tx,
+        Acks {
+            connacks: connack_tx,
+            subacks: suback_tx,
+        },
     ));
     let mut device = Device {
         client,
         received,
         connacks,
+        subacks,
+        driver,
     };
     let present = tokio::time::timeout(PATIENCE, device.connacks.recv())
         .await
@@ -418,18 +427,29 @@ async fn try_connect_with(options: MqttOptions) -> Result<(), String> {
     outcome
 }
 
+/// Where a device's driver reports the broker's acknowledgements.
+struct Acks {
+    /// Each CONNACK's session-present flag.
+    connacks: mpsc::UnboundedSender<bool>,
+    /// Each SUBACK.
+    subacks: mpsc::UnboundedSender<()>,
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     name: String,
     received: mpsc::UnboundedSender<(String, Vec<u8>)>,
-    connacks: mpsc::UnboundedSender<bool>,
+    acks: Acks,
 ) {
     let rrpc_prefix = format!("/sys/{PK}/{name}/rrpc/request/");
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                let _ = connacks.send(ack.session_present);
+                let _ = acks.connacks.send(ack.session_present);
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                let _ = acks.subacks.send(());
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if let Some(id) = publish.topic.strip_prefix(&rrpc_prefix) {
@@ -456,13 +476,26 @@ impl Device {
             .expect("still connected")
     }
 
-    async fn subscribe(&self, topic: &str) {
+    /// Subscribes at QoS 1 and returns once the broker's SUBACK is in.
+    async fn subscribe(&mut self, topic: &str) {
         self.client
             .subscribe(topic, QoS::AtLeastOnce)
             .await
             .expect("subscribe");
-        // The SUBACK has no channel here: a short wait lets it land before the test goes on.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::timeout(PATIENCE, self.subacks.recv())
+            .await
+            .expect("a SUBACK in time")
+            .expect("still connected");
+    }
+
+    /// Sends DISCONNECT and returns once the broker has closed the connection, so that what
+    /// is published next goes to the kept session, not to this connection.
+    async fn disconnect(self) {
+        self.client.disconnect().await.expect("disconnect");
+        tokio::time::timeout(PATIENCE, self.driver)
+            .await
+            .expect("the broker closes the connection in time")
+            .expect("the device's driver");
     }
 }
 
@@ -549,7 +582,7 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
 
     // dev-b keeps its session on node B, subscribed, and goes away; two messages queue for
     // it there, sent through node C's API.
-    let dev_b = connect(&b, "dev-b", false).await;
+    let mut dev_b = connect(&b, "dev-b", false).await;
     let b_get = format!("/{PK}/dev-b/user/get");
     dev_b.subscribe(&b_get).await;
     // Node C calls it, and remembers that node B holds it.
@@ -558,8 +591,9 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
         rrpc(&c_api, "dev-b", b"hello")["RrpcCode"] == "SUCCESS"
     })
     .await;
-    dev_b.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    dev_b.disconnect().await;
+    let b_api = b.api.clone();
+    let received_before = metric(&b_api, "aliot_cluster_publishes_received_total");
     for text in ["queued 1", "queued 2"] {
         let sent = post(
             &c.api,
@@ -568,7 +602,11 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
         );
         assert_eq!(sent["Success"], true, "{sent}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Node C's API put them in the stream; node B takes them from it into dev-b's session.
+    eventually("node B queues both for dev-b", || {
+        metric(&b_api, "aliot_cluster_publishes_received_total") == received_before + 2
+    })
+    .await;
     // It comes back on node A: the session and its queue follow it there.
     let mut dev_b = connect(&a, "dev-b", false).await;
     assert_eq!(dev_b.next().await, (b_get.clone(), b"queued 1".to_vec()));
@@ -580,13 +618,16 @@ async fn three_nodes_reach_each_others_devices_and_move_a_session_with_its_queue
     let through_c = rrpc(&c.api, "dev-b", b"and now?");
     assert_eq!(through_c["RrpcCode"], "SUCCESS", "{through_c}");
 
-    // A node killed outright: its device is OFFLINE to the others at once, not a time-out.
+    // A node killed outright: once NATS has seen its connection close, its device is OFFLINE
+    // to the others at once, not after the call's 5 s time-out.
     drop(dev_a);
     a.kill();
-    let (took, gone) = timed(|| rrpc(&c.api, "dev-a", b"still there?"));
-    assert_eq!(gone["RrpcCode"], "OFFLINE", "{gone}");
-    // Under the call's own 5 s time-out, with room for a loaded machine.
-    assert!(took < Duration::from_secs(4), "OFFLINE after {took:?}");
+    let c_api = c.api.clone();
+    eventually("node C answers OFFLINE for dev-a at once", || {
+        let (took, answer) = timed(|| rrpc(&c_api, "dev-a", b"still there?"));
+        answer["RrpcCode"] == "OFFLINE" && took < Duration::from_secs(4)
+    })
+    .await;
     drop((b, c));
 }
 
@@ -600,11 +641,10 @@ async fn a_node_back_from_a_crash_gives_what_it_kept_to_the_node_its_device_move
     let b = start_node(&dir, "node-b", &nats.url);
 
     // dev-b keeps a session on node A, which queues two messages for it (in its store).
-    let dev_b = connect(&a, "dev-b", false).await;
+    let mut dev_b = connect(&a, "dev-b", false).await;
     let get = format!("/{PK}/dev-b/user/get");
     dev_b.subscribe(&get).await;
-    dev_b.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    dev_b.disconnect().await;
     for text in ["kept 1", "kept 2"] {
         let sent = post(
             &a.api,
@@ -613,6 +653,13 @@ async fn a_node_back_from_a_crash_gives_what_it_kept_to_the_node_its_device_move
         );
         assert_eq!(sent["Subscribers"], 1, "{sent}");
     }
+    // Node A follows the stream from its start (its durable consumer is made in the
+    // background): what is published for it while it is down is kept for it.
+    let a_api = a.api.clone();
+    eventually("node A follows the stream", || {
+        metric(&a_api, "aliot_cluster_following_publishes") == 1
+    })
+    .await;
     // Node A dies (SIGKILL): what it queued is only in its store.
     a.kill();
     // A QoS 1 publish for dev-b while node A is down and dev-b nowhere: the stream keeps it
@@ -709,7 +756,7 @@ async fn a_node_cut_off_from_nats_loses_the_device_that_moved_and_gives_back_wha
     let b = start_node_configured(&dir, "node-b", &url(1), &["--in-memory"], replicas);
 
     // dev-c keeps a session on A, subscribed; a message waits there for it.
-    let dev_c = connect(&a, "dev-c", false).await;
+    let mut dev_c = connect(&a, "dev-c", false).await;
     let get = format!("/{PK}/dev-c/user/get");
     dev_c.subscribe(&get).await;
     let b_api = b.api.clone();
@@ -719,8 +766,7 @@ async fn a_node_cut_off_from_nats_loses_the_device_that_moved_and_gives_back_wha
         rrpc(&b_api, "dev-c", b"ping")["RrpcCode"] == "SUCCESS"
     })
     .await;
-    dev_c.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    dev_c.disconnect().await;
     let sent = post(
         &a.api,
         "/pub",
@@ -739,13 +785,16 @@ async fn a_node_cut_off_from_nats_loses_the_device_that_moved_and_gives_back_wha
         || metric(&b_api, "aliot_cluster_claims_total") >= 1,
     )
     .await;
-    assert_eq!(metric(&a.api, "aliot_cluster_connected"), 0);
+    let a_api = a.api.clone();
+    eventually("node A knows it is cut off", || {
+        metric(&a_api, "aliot_cluster_connected") == 0
+    })
+    .await;
 
     // The server is back: A learns it lost dev-c and gives B the message it kept.
     servers[0] = Some(start_nats_member(&dir, 0, &ports));
     assert_eq!(dev_c.next().await, (get.clone(), b"before".to_vec()));
     // Each counts it once it has the other's answer.
-    let a_api = a.api.clone();
     eventually("node A counts the session it returned", || {
         metric(&a_api, "aliot_cluster_sessions_total{how=\"returned\"}") == 1
     })
@@ -771,11 +820,10 @@ async fn a_qos1_publish_made_while_a_node_is_down_reaches_its_device_when_it_is_
     let b = start_node_with(&dir, "node-b", &nats.url, &["--data-dir", data_arg]);
 
     // dev-b keeps a session on node B; a QoS 1 publish through node A is queued there.
-    let dev_b = connect(&b, "dev-b", false).await;
+    let mut dev_b = connect(&b, "dev-b", false).await;
     let get = format!("/{PK}/dev-b/user/get");
     dev_b.subscribe(&get).await;
-    dev_b.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    dev_b.disconnect().await;
     let publish = |text: &[u8]| {
         post(
             &a.api,
@@ -1291,11 +1339,10 @@ async fn a_kept_session_larger_than_a_nats_message_moves_whole_and_in_order() {
 
     // dev-c keeps a session on node A with 12 messages of 150 kB queued: 1.8 MB, more than
     // NATS's 1 MiB max_payload.
-    let dev_c = connect(&a, "dev-c", false).await;
+    let mut dev_c = connect(&a, "dev-c", false).await;
     let get = format!("/{PK}/dev-c/user/get");
     dev_c.subscribe(&get).await;
-    dev_c.client.disconnect().await.expect("disconnect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    dev_c.disconnect().await;
     let body = |n: usize| {
         let mut body = vec![b'a' + n as u8; 150_000];
         let label = format!("message {n:02}");

@@ -46,13 +46,11 @@ say "building aliot"
 (cd "$ROOT" && cargo build -q -p aliot-tokio --bin aliot) || die "cargo build failed"
 ALIOT=$TARGET/debug/aliot
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MQTT_PORT=$(free_port)
-API_PORT=$(free_port)
-AMQP_PORT=$(free_port)
+# The broker binds port 0 everywhere and says which ports it got: no port is chosen here and
+# released for another process to take first.
 LOG=$(mktemp)
-"$ALIOT" serve --bind "127.0.0.1:$MQTT_PORT" --api-bind "127.0.0.1:$API_PORT" \
-    --amqp-bind "127.0.0.1:$AMQP_PORT" --in-memory >"$LOG" 2>&1 &
+"$ALIOT" serve --bind 127.0.0.1:0 --api-bind 127.0.0.1:0 --amqp-bind 127.0.0.1:0 --in-memory \
+    >"$LOG" 2>&1 &
 BROKER=$!
 trap 'kill $BROKER 2>/dev/null || true; wait $BROKER 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 1 100); do
@@ -61,6 +59,10 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 grep -q "aliot: running" "$LOG" || { cat "$LOG"; die "aliot serve did not start"; }
+port_of() { grep -m 1 -E "$1" "$LOG" | sed -n 's/.*127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p'; }
+MQTT_PORT=$(port_of '^aliot: listening for MQTT on .* \(TCP\)$')
+API_PORT=$(port_of '^aliot: HTTP API on ')
+[ -n "$MQTT_PORT" ] && [ -n "$API_PORT" ] || { cat "$LOG"; die "aliot serve did not say its ports"; }
 
 rm -rf "$SHOTS"
 if ! API="http://127.0.0.1:$API_PORT" MQTT_PORT=$MQTT_PORT DEMO_LOG=$LOG ALIOT=$ALIOT SHOTS=$SHOTS \

@@ -56,6 +56,8 @@ class Consumer(MessagingHandler):
         event.container.schedule(0.2, self)
 
     def on_link_opened(self, event):
+        # The quiet window counts from here, not from the handler's creation.
+        self.last = time.monotonic()
         self.opened.set()
 
     def on_message(self, event):
