@@ -13,8 +13,6 @@
 //! a minute to a clean build and needs a C compiler for the target; the `aliot` command
 //! (`aliot-tokio`) turns it on.
 
-use std::sync::Arc;
-
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
 
 /// ring's provider, with X25519 from aws-lc-rs when the `aws-lc` feature is on; the key
@@ -31,11 +29,6 @@ pub fn provider() -> CryptoProvider {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.kx_groups = key_exchange_groups();
     provider
-}
-
-/// [`provider`] in an `Arc`, as rustls's configuration builders take it.
-pub fn shared_provider() -> Arc<CryptoProvider> {
-    Arc::new(provider())
 }
 
 fn key_exchange_groups() -> Vec<&'static dyn SupportedKxGroup> {

@@ -347,7 +347,8 @@ fn send_message(
     message: &BacklogMessage,
     base64_bodies: bool,
 ) -> Result<(), SendError> {
-    let id = message.message_id.to_string();
+    let mut id = itoa::Buffer::new();
+    let id = id.format(message.message_id);
     let encoded;
     let body: &[u8] = if base64_bodies {
         encoded = base64::engine::general_purpose::STANDARD.encode(&message.payload);
@@ -358,7 +359,7 @@ fn send_message(
     let time = i64::try_from(message.generate_time.0).unwrap_or(i64::MAX);
     let properties = [
         ("topic", PropertyValue::String(message.topic.as_str())),
-        ("messageId", PropertyValue::String(&id)),
+        ("messageId", PropertyValue::String(id)),
         ("generateTime", PropertyValue::Long(time)),
     ];
     let message_id = message.message_id;
@@ -366,7 +367,7 @@ fn send_message(
         now,
         message_id,
         &Message {
-            message_id: Some(&id),
+            message_id: Some(id),
             application_properties: &properties,
             body,
         },

@@ -230,7 +230,7 @@ impl TlsOptions {
     /// rustls's refusal of the configuration.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let config =
-            rustls::ClientConfig::builder_with_provider(crate::tls_crypto::shared_provider())
+            rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls_crypto::provider()))
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
                 .with_root_certificates(self.roots.clone())
                 .with_no_client_auth();
